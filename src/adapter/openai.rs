@@ -1,0 +1,164 @@
+//! The OpenAI-compatible dialect (OpenAI, Azure v1, vLLM, Ollama, TGI, llama.cpp, Gemini's
+//! OpenAI endpoint, ...): the body passes through verbatim except `model` and, for streams,
+//! the request for usage; responses get the client's model name back.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{ChunkAction, ChunkRewriter};
+use crate::api::{ErrorBody, RawObject, Usage};
+use crate::config::StreamUsage;
+
+/// Prepares the upstream body: the deployment's model name, and for streams an explicit request
+/// for the usage chunk when the provider needs to be asked. Also returns whether usage-only
+/// chunks must be kept from the client.
+pub fn upstream_body(
+    request: &RawObject,
+    upstream_model: &str,
+    stream: bool,
+    client_wants_usage: bool,
+    stream_usage: StreamUsage,
+) -> serde_json::Result<(Vec<u8>, bool)> {
+    let mut body = request.clone();
+    body.set("model", upstream_model)?;
+    if stream && stream_usage == StreamUsage::StreamOptions && !client_wants_usage {
+        let mut options = match body.get("stream_options") {
+            Some(raw) if raw.get() != "null" => RawObject::from_slice(raw.get().as_bytes())?,
+            _ => RawObject::default(),
+        };
+        options.set("include_usage", &true)?;
+        let options: Box<RawValue> =
+            RawValue::from_string(String::from_utf8(options.to_vec()).unwrap_or_default())?;
+        body.set_raw("stream_options", options);
+    }
+    // Whether asked by us or sent unasked (llama.cpp, Gemini), the client did not want it.
+    Ok((body.to_vec(), stream && !client_wants_usage))
+}
+
+/// Rewrites a whole (non-stream) response: the client's model name; returns the usage too.
+pub fn rewrite_response(
+    body: &[u8],
+    client_model: &str,
+) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
+    let mut object = RawObject::from_slice(body)?;
+    let usage = object.parse::<Usage>("usage").ok().flatten();
+    if object.contains("model") {
+        object.set("model", client_model)?;
+    }
+    Ok((object.to_vec(), usage))
+}
+
+/// Stream rewriting for chat and legacy completions.
+pub struct OpenAiChunks {
+    client_model: Box<RawValue>,
+    /// Drop usage-only chunks (`choices: []` with `usage`): the client did not ask for them.
+    hide_usage_chunks: bool,
+    usage: Option<Usage>,
+}
+
+impl OpenAiChunks {
+    pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
+        let client_model = serde_json::value::to_raw_value(client_model)
+            .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
+        Self {
+            client_model,
+            hide_usage_chunks,
+            usage: None,
+        }
+    }
+}
+
+impl ChunkRewriter for OpenAiChunks {
+    fn rewrite(&mut self, data: &[u8]) -> ChunkAction {
+        if data.trim_ascii() == b"[DONE]" {
+            return ChunkAction::Done;
+        }
+        let Ok(mut chunk) = RawObject::from_slice(data) else {
+            // Not an object: pass it on untouched rather than guess.
+            return ChunkAction::Forward(Bytes::copy_from_slice(data));
+        };
+        if chunk.contains("error") {
+            return ChunkAction::Error(ErrorBody::from_upstream(500, data));
+        }
+        // Some backends put usage on the finish chunk, some on a chunk of its own: keep the last.
+        if let Ok(Some(usage)) = chunk.parse::<Usage>("usage") {
+            self.usage = Some(usage);
+            if self.hide_usage_chunks && is_empty_choices(&chunk) {
+                return ChunkAction::Skip;
+            }
+        }
+        if chunk.contains("model") {
+            chunk.set_raw("model", self.client_model.clone());
+        }
+        ChunkAction::Forward(Bytes::from(chunk.to_vec()))
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+fn is_empty_choices(chunk: &RawObject) -> bool {
+    match chunk.get("choices") {
+        Some(raw) => {
+            matches!(serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw.get()), Ok(v) if v.is_empty())
+        }
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injects_usage_request_only_for_streams_and_keeps_other_options() {
+        let req = RawObject::from_slice(br#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false},"top_k":5}"#).unwrap();
+        let (body, hide) =
+            upstream_body(&req, "up", true, false, StreamUsage::StreamOptions).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"model":"up","stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true},"top_k":5}"#
+        );
+        assert!(hide);
+
+        let req = RawObject::from_slice(br#"{"model":"m"}"#).unwrap();
+        let (body, hide) =
+            upstream_body(&req, "up", false, false, StreamUsage::StreamOptions).unwrap();
+        assert_eq!(std::str::from_utf8(&body).unwrap(), r#"{"model":"up"}"#);
+        assert!(!hide);
+    }
+
+    #[test]
+    fn usage_chunk_is_hidden_unless_asked_but_always_counted() {
+        let usage_chunk = br#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        let mut hidden = OpenAiChunks::new("client", true);
+        assert_eq!(hidden.rewrite(usage_chunk), ChunkAction::Skip);
+        assert_eq!(hidden.usage().unwrap().total_tokens, 7);
+
+        let mut shown = OpenAiChunks::new("client", false);
+        let ChunkAction::Forward(out) = shown.rewrite(usage_chunk) else {
+            panic!()
+        };
+        assert!(
+            std::str::from_utf8(&out)
+                .unwrap()
+                .contains(r#""model":"client""#)
+        );
+        assert_eq!(shown.usage().unwrap().prompt_tokens, 3);
+    }
+
+    #[test]
+    fn content_chunks_get_the_client_model_and_done_and_errors_are_recognised() {
+        let mut r = OpenAiChunks::new("gpt-4o-mini", true);
+        let ChunkAction::Forward(out) = r.rewrite(br#"{"id":"a","model":"qwen3","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#) else { panic!() };
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"id":"a","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#
+        );
+        assert_eq!(r.rewrite(b"[DONE]"), ChunkAction::Done);
+        assert!(
+            matches!(r.rewrite(br#"{"error":{"message":"boom","type":"server_error"}}"#), ChunkAction::Error(e) if e.error.message == "boom")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! A JSON object whose members stay verbatim: we parse the top level only, read the few fields
+//! we act on, replace one or two, and write the rest back byte for byte in their original order.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// Top-level members of a JSON object, in order, with their values unparsed.
+#[derive(Debug, Default, Clone)]
+pub struct RawObject {
+    members: Vec<(String, Box<RawValue>)>,
+}
+
+impl RawObject {
+    /// Parses `bytes` as a JSON object (anything else is an error).
+    pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        // Last wins, as in every mainstream JSON parser.
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
+    pub fn parse<'a, T: Deserialize<'a>>(
+        &'a self,
+        key: &str,
+    ) -> Result<Option<T>, serde_json::Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some),
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to the JSON encoding of `value`, replacing every existing occurrence in place
+    /// (or appending when absent).
+    pub fn set<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        let raw = serde_json::value::to_raw_value(value)?;
+        self.set_raw(key, raw);
+        Ok(())
+    }
+
+    pub fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
+        let mut slots = self.members.iter_mut().filter(|(k, _)| k == key);
+        match slots.next() {
+            Some(slot) => {
+                slot.1 = raw;
+                // Duplicates after the first would shadow the new value: drop them.
+                if self.members.iter().filter(|(k, _)| k == key).count() > 1 {
+                    let mut seen = false;
+                    self.members.retain(|(k, _)| {
+                        if k != key {
+                            return true;
+                        }
+                        let keep = !seen;
+                        seen = true;
+                        keep
+                    });
+                }
+            }
+            None => self.members.push((key.to_owned(), raw)),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.members.retain(|(k, _)| k != key);
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// Writes the object back as compact JSON.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let len: usize = self
+            .members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(len + 2);
+        out.push(b'{');
+        for (i, (key, value)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_string(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Box<RawValue> = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(RawObject { members })
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor)
+            .map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_order_numbers_and_unknown_fields() {
+        let body = br#"{"model":"a","top_k":40,"x_vendor":{"b":1.50,"a":[1,2]},"seed":12345678901234567890}"#;
+        let mut obj = RawObject::from_slice(body).unwrap();
+        obj.set("model", "qwen3-32b").unwrap();
+        assert_eq!(
+            String::from_utf8(obj.to_vec()).unwrap(),
+            r#"{"model":"qwen3-32b","top_k":40,"x_vendor":{"b":1.50,"a":[1,2]},"seed":12345678901234567890}"#
+        );
+    }
+
+    #[test]
+    fn set_appends_when_absent_and_collapses_duplicates() {
+        let mut obj = RawObject::from_slice(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(obj.get("a").unwrap().get(), "3");
+        obj.set("a", &9).unwrap();
+        obj.set("c", &true).unwrap();
+        assert_eq!(
+            String::from_utf8(obj.to_vec()).unwrap(),
+            r#"{"a":9,"b":2,"c":true}"#
+        );
+    }
+
+    #[test]
+    fn escapes_keys() {
+        let mut obj = RawObject::default();
+        obj.set("q\"\\\n\u{1}", &1).unwrap();
+        let text = String::from_utf8(obj.to_vec()).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["q\"\\\n\u{1}"], 1);
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        assert!(RawObject::from_slice(b"[1,2]").is_err());
+        assert!(RawObject::from_slice(b"\"x\"").is_err());
+        assert!(RawObject::from_slice(b"{\"a\":").is_err());
+    }
+}

@@ -1,0 +1,657 @@
+//! Configuration: the YAML file (strict, see `raw`), the original service's environment
+//! variables as an overlay, secrets by reference, all validated into immutable runtime types.
+
+pub mod duration;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::providers::{self, ModelInfo};
+use raw::{RawConfig, RawProvider};
+
+pub const DEFAULT_PORT: u16 = 5005;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// A secret value: never printed, never serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The validated, immutable configuration the gateway runs on.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub keys: Vec<KeySpec>,
+    pub teams: BTreeMap<String, TeamPolicy>,
+    pub providers: BTreeMap<String, Arc<ProviderSpec>>,
+    pub models: BTreeMap<String, ModelSpec>,
+    /// Serves every model name not under `models` (config `default_backend` or `LLM_BACKEND`).
+    pub default_backend: Option<Arc<ProviderSpec>>,
+    /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub sha256: [u8; 32],
+    pub team: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamPolicy {
+    pub models: Vec<String>,
+}
+
+impl TeamPolicy {
+    /// Whether `model` matches one of the team's glob patterns (`*` matches any run of characters).
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|pattern| glob_match(pattern, model))
+    }
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamUsage {
+    /// Ask with `stream_options.include_usage`.
+    StreamOptions,
+    /// The upstream sends usage without being asked.
+    Always,
+    /// The upstream never reports usage in streams.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStyle {
+    None,
+    Bearer,
+    Header(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(120),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub vendor: Option<String>,
+    pub dialect: Dialect,
+    pub base_url: String,
+    pub auth: AuthStyle,
+    pub api_key: Option<Secret>,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub stream_usage: StreamUsage,
+    pub timeouts: Timeouts,
+    pub known_models: BTreeMap<String, ModelInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub deployments: Vec<DeploymentSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentSpec {
+    pub provider: Arc<ProviderSpec>,
+    /// The model name the upstream expects.
+    pub model: String,
+    /// `provider/model`, as reported in `x-llm-gateway-deployment` and logs.
+    pub id: String,
+}
+
+/// A path-precise configuration error, e.g.
+/// `models.gpt-4o.deployments[1].provider: unknown provider "x"`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where configuration reads the environment from (tests pass a map).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<&str, &str, S> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{path}: {e}")))?;
+        Self::from_yaml(&text, env).map_err(|e| ConfigError(format!("{path}: {}", e.0)))
+    }
+
+    pub fn from_yaml(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
+                |e| {
+                    let path = e.path().to_string();
+                    if path == "." {
+                        ConfigError(e.inner().to_string())
+                    } else {
+                        ConfigError(format!("{path}: {}", e.inner()))
+                    }
+                },
+            )?
+        };
+        validate(raw, env)
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let err = |path: String, msg: String| ConfigError(format!("{path}: {msg}"));
+
+    // server, with the original service's overrides.
+    let mut listen = raw
+        .server
+        .listen
+        .clone()
+        .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
+    if let Some(l) = env.var("LLM_GATEWAY_LISTEN") {
+        listen = l;
+    }
+    if let Some(port) = env.var("PORT") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err("PORT".into(), format!("{port:?} is not a port number")))?;
+        let host = listen
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_else(|| "0.0.0.0".into());
+        listen = format!("{host}:{port}");
+    }
+    if listen.parse::<SocketAddr>().is_err()
+        && listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+    {
+        return Err(err(
+            "server.listen".into(),
+            format!("{listen:?} is not HOST:PORT"),
+        ));
+    }
+    let max_body_bytes = match raw.server.max_body_bytes {
+        Some(0) => {
+            return Err(err(
+                "server.max_body_bytes".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        Some(n) => usize::try_from(n)
+            .map_err(|_| err("server.max_body_bytes".into(), "too large".into()))?,
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let total_override = match env.var("LLM_REQUEST_TIMEOUT") {
+        Some(v) => Some(duration::parse(&v).map_err(|e| err("LLM_REQUEST_TIMEOUT".into(), e))?),
+        None => None,
+    };
+    let server = ServerSettings {
+        listen,
+        max_body_bytes,
+        shutdown_grace: raw.server.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        log_level: raw
+            .server
+            .log_level
+            .clone()
+            .unwrap_or_else(|| "info".into()),
+    };
+
+    // teams
+    let teams: BTreeMap<String, TeamPolicy> = raw
+        .teams
+        .into_iter()
+        .map(|(name, team)| {
+            (
+                name,
+                TeamPolicy {
+                    models: team.models,
+                },
+            )
+        })
+        .collect();
+
+    // keys
+    let mut keys = Vec::with_capacity(raw.keys.len());
+    for (i, key) in raw.keys.iter().enumerate() {
+        let path = format!("keys[{i}]");
+        if !teams.contains_key(&key.team) {
+            return Err(err(
+                format!("{path}.team"),
+                format!("unknown team {:?}", key.team),
+            ));
+        }
+        let given = [
+            key.key.is_some(),
+            key.key_sha256.is_some(),
+            key.key_env.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(err(
+                path,
+                "exactly one of key, key_sha256 or key_env is required".into(),
+            ));
+        }
+        let sha256 = if let Some(k) = &key.key {
+            if k.is_empty() {
+                return Err(err(format!("{path}.key"), "must not be empty".into()));
+            }
+            sha256(k.as_bytes())
+        } else if let Some(hex) = &key.key_sha256 {
+            parse_sha256_hex(hex)
+                .ok_or_else(|| err(format!("{path}.key_sha256"), "must be 64 hex digits".into()))?
+        } else {
+            let var = key.key_env.as_deref().unwrap_or_default();
+            match env.var(var) {
+                Some(k) => sha256(k.as_bytes()),
+                None => {
+                    warnings.push(format!("{path}.key_env: environment variable {var} is not set; this key is disabled"));
+                    continue;
+                }
+            }
+        };
+        let id = key.id.clone().unwrap_or_else(|| key_id(&sha256));
+        keys.push(KeySpec {
+            sha256,
+            team: key.team.clone(),
+            id,
+        });
+    }
+
+    // providers
+    let mut providers = BTreeMap::new();
+    for (name, provider) in &raw.providers {
+        let spec = build_provider(name, provider, total_override, env, &mut warnings)?;
+        providers.insert(name.clone(), Arc::new(spec));
+    }
+
+    // models
+    let mut models = BTreeMap::new();
+    for (name, model) in raw.models {
+        if model.deployments.is_empty() {
+            return Err(err(
+                format!("models.{name}.deployments"),
+                "at least one deployment is required".into(),
+            ));
+        }
+        let mut deployments = Vec::with_capacity(model.deployments.len());
+        for (i, d) in model.deployments.into_iter().enumerate() {
+            let provider = providers.get(&d.provider).cloned().ok_or_else(|| {
+                err(
+                    format!("models.{name}.deployments[{i}].provider"),
+                    format!("unknown provider {:?}", d.provider),
+                )
+            })?;
+            let upstream = d.model.unwrap_or_else(|| name.clone());
+            if upstream.is_empty() {
+                return Err(err(
+                    format!("models.{name}.deployments[{i}].model"),
+                    "must not be empty".into(),
+                ));
+            }
+            let id = format!("{}/{}", provider.name, upstream);
+            deployments.push(DeploymentSpec {
+                provider,
+                model: upstream,
+                id,
+            });
+        }
+        models.insert(name.clone(), ModelSpec { name, deployments });
+    }
+
+    // default backend: the config's, else the original service's LLM_BACKEND when no models are listed.
+    let default_backend = match &raw.default_backend {
+        Some(name) => Some(providers.get(name).cloned().ok_or_else(|| {
+            err(
+                "default_backend".into(),
+                format!("unknown provider {name:?}"),
+            )
+        })?),
+        None if models.is_empty() => match env.var("LLM_BACKEND") {
+            None => None,
+            Some(backend) => Some(backend_from_env(
+                &backend,
+                &providers,
+                total_override,
+                env,
+                &mut warnings,
+            )?),
+        },
+        None => None,
+    };
+
+    for (team, policy) in &teams {
+        if policy.models.is_empty() {
+            warnings.push(format!(
+                "teams.{team}.models: empty, the team can call no model"
+            ));
+        }
+    }
+    if keys.is_empty() {
+        warnings.push(
+            "keys: no usable key is configured; every /v1 request will be refused with 401".into(),
+        );
+    }
+
+    Ok(Config {
+        server,
+        keys,
+        teams,
+        providers,
+        models,
+        default_backend,
+        warnings,
+    })
+}
+
+fn backend_from_env(
+    backend: &str,
+    providers: &BTreeMap<String, Arc<ProviderSpec>>,
+    total_override: Option<Duration>,
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<Arc<ProviderSpec>, ConfigError> {
+    if let Some(p) = providers.get(backend) {
+        return Ok(p.clone());
+    }
+    let raw = match backend {
+        "mock" => RawProvider {
+            dialect: Some("mock".into()),
+            ..Default::default()
+        },
+        "api" => RawProvider {
+            vendor: Some("anthropic".into()),
+            ..Default::default()
+        },
+        "cli" => RawProvider {
+            dialect: Some("cli".into()),
+            ..Default::default()
+        },
+        other => {
+            return Err(ConfigError(format!(
+                "LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)"
+            )));
+        }
+    };
+    build_provider(backend, &raw, total_override, env, warnings)
+        .map(Arc::new)
+        .map_err(|e| ConfigError(format!("LLM_BACKEND={backend}: {}", e.0)))
+}
+
+fn build_provider(
+    name: &str,
+    raw: &RawProvider,
+    total_override: Option<Duration>,
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<ProviderSpec, ConfigError> {
+    let path = format!("providers.{name}");
+    let err = |field: &str, msg: String| ConfigError(format!("{path}.{field}: {msg}"));
+    let descriptor = match &raw.vendor {
+        Some(vendor) => Some(providers::lookup(vendor).map_err(|e| err("vendor", e))?),
+        None => None,
+    };
+    let dialect_name = raw
+        .dialect
+        .as_deref()
+        .or(descriptor.map(|d| d.dialect.as_str()))
+        .ok_or_else(|| ConfigError(format!("{path}: either dialect or vendor is required")))?;
+    let dialect = match dialect_name {
+        "openai" => Dialect::OpenAi,
+        "mock" => Dialect::Mock,
+        "anthropic" => {
+            return Err(err(
+                "dialect",
+                "the anthropic dialect is not implemented yet".into(),
+            ));
+        }
+        "cli" => {
+            return Err(err(
+                "dialect",
+                "the cli dialect is not implemented yet".into(),
+            ));
+        }
+        other => {
+            return Err(err(
+                "dialect",
+                format!("unknown dialect {other:?} (expected openai or mock)"),
+            ));
+        }
+    };
+    let base_url = raw
+        .base_url
+        .clone()
+        .or_else(|| descriptor.and_then(|d| d.base_url.clone()))
+        .unwrap_or_default();
+    let base_url = base_url.trim_end_matches('/').to_owned();
+    if dialect != Dialect::Mock {
+        if base_url.is_empty() {
+            return Err(err("base_url", "required for this dialect".into()));
+        }
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(err(
+                "base_url",
+                format!("{base_url:?} must start with http:// or https://"),
+            ));
+        }
+    }
+    let auth_name = raw
+        .auth
+        .as_deref()
+        .or(descriptor.and_then(|d| d.auth.as_deref()))
+        .unwrap_or("bearer");
+    let auth_header = raw
+        .auth_header
+        .clone()
+        .or_else(|| descriptor.and_then(|d| d.auth_header.clone()));
+    let auth = match auth_name {
+        "bearer" => AuthStyle::Bearer,
+        "none" => AuthStyle::None,
+        "api-key" => AuthStyle::Header(auth_header.unwrap_or_else(|| "api-key".into())),
+        other => {
+            return Err(err(
+                "auth",
+                format!("unknown auth style {other:?} (expected bearer, api-key or none)"),
+            ));
+        }
+    };
+    if let AuthStyle::Header(h) = &auth {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(err(
+                "auth_header",
+                format!("{h:?} is not a valid header name"),
+            ));
+        }
+    }
+    let key_env = raw
+        .api_key_env
+        .clone()
+        .or_else(|| descriptor.and_then(|d| d.api_key_env.clone()));
+    let api_key = match &key_env {
+        Some(var) => match env.var(var) {
+            Some(v) => Some(Secret::new(v)),
+            None => {
+                if auth != AuthStyle::None && dialect != Dialect::Mock {
+                    warnings.push(format!(
+                        "{path}.api_key_env: environment variable {var} is not set; requests go without credentials"
+                    ));
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let stream_usage = match raw
+        .stream_usage
+        .as_deref()
+        .or(descriptor.and_then(|d| d.stream_usage.as_deref()))
+        .unwrap_or("stream_options")
+    {
+        "stream_options" => StreamUsage::StreamOptions,
+        "always" => StreamUsage::Always,
+        "none" => StreamUsage::None,
+        other => {
+            return Err(err(
+                "stream_usage",
+                format!("unknown value {other:?} (expected stream_options, always or none)"),
+            ));
+        }
+    };
+    let mut headers: BTreeMap<String, String> =
+        descriptor.map(|d| d.headers.clone()).unwrap_or_default();
+    headers.extend(raw.headers.clone());
+    for (k, v) in &headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(v).is_err()
+        {
+            return Err(err(
+                &format!("headers.{k}"),
+                "not a valid HTTP header".into(),
+            ));
+        }
+    }
+    let mut query: BTreeMap<String, String> =
+        descriptor.map(|d| d.query.clone()).unwrap_or_default();
+    query.extend(raw.query.clone());
+    let defaults = Timeouts::default();
+    let timeouts = Timeouts {
+        connect: raw.timeouts.connect.unwrap_or(defaults.connect),
+        first_byte: raw.timeouts.first_byte.unwrap_or(defaults.first_byte),
+        idle: raw.timeouts.idle.unwrap_or(defaults.idle),
+        total: total_override
+            .or(raw.timeouts.total)
+            .unwrap_or(defaults.total),
+    };
+    for (field, d) in [
+        ("timeouts.connect", timeouts.connect),
+        ("timeouts.first_byte", timeouts.first_byte),
+        ("timeouts.idle", timeouts.idle),
+        ("timeouts.total", timeouts.total),
+    ] {
+        if d.is_zero() {
+            return Err(err(field, "must be greater than 0".into()));
+        }
+    }
+    Ok(ProviderSpec {
+        name: name.to_owned(),
+        vendor: raw.vendor.clone(),
+        dialect,
+        base_url,
+        auth,
+        api_key,
+        headers: headers.into_iter().collect(),
+        query: query.into_iter().collect(),
+        stream_usage,
+        timeouts,
+        known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
+    })
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A key's public id: the first 12 hex digits of its SHA-256 (safe to log).
+pub fn key_id(hash: &[u8; 32]) -> String {
+    hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The one error type a request can end in: who caused it, whether a retry may help, and how it
+//! looks on the wire (OpenAI's error body, the right status) and in metrics (a short label).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::ErrorBody;
+use crate::api::openai::default_kind_for;
+
+/// Who caused a failure: the router and the breaker act on upstream failures only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Client,
+    Upstream,
+    Gateway,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    ModelNotAllowed(String),
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The upstream answered with an error status; its body is normalised to OpenAI's shape.
+    #[error("{}", body.error.message)]
+    UpstreamStatus {
+        status: StatusCode,
+        body: ErrorBody,
+        retry_after: Option<String>,
+    },
+    #[error("upstream {deployment} is unreachable: {detail}")]
+    UpstreamUnreachable { deployment: String, detail: String },
+    #[error("upstream {deployment} did not answer within {after_ms} ms ({phase})")]
+    UpstreamTimeout {
+        deployment: String,
+        phase: &'static str,
+        after_ms: u128,
+    },
+    #[error("upstream {deployment} sent an invalid response: {detail}")]
+    UpstreamProtocol { deployment: String, detail: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamStatus { status, .. } => *status,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn cause(&self) -> Cause {
+        match self {
+            Self::BadRequest { .. }
+            | Self::Unauthorized(_)
+            | Self::ModelNotAllowed(_)
+            | Self::ModelNotFound(_)
+            | Self::PayloadTooLarge { .. } => Cause::Client,
+            Self::UpstreamStatus { status, .. }
+                if status.is_client_error() && status.as_u16() != 429 =>
+            {
+                Cause::Client
+            }
+            Self::UpstreamStatus { .. }
+            | Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::UpstreamProtocol { .. } => Cause::Upstream,
+            Self::Internal(_) => Cause::Gateway,
+        }
+    }
+
+    /// Whether another deployment might succeed where this attempt failed (before any byte
+    /// reached the client): connect errors, timeouts, 429 and 5xx — never a client error.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::UpstreamStatus { status, .. } => {
+                status.as_u16() == 429 || status.is_server_error()
+            }
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::UpstreamProtocol { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A short, bounded label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UpstreamStatus { .. } => "upstream_status",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamProtocol { .. } => "upstream_protocol",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The OpenAI error body for this failure.
+    pub fn body(&self) -> ErrorBody {
+        let message = self.to_string();
+        match self {
+            Self::BadRequest { param, .. } => {
+                ErrorBody::new(message, "invalid_request_error", param.clone(), None)
+            }
+            Self::Unauthorized(_) => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            Self::ModelNotAllowed(_) => ErrorBody::new(
+                message,
+                "permission_error",
+                Some("model".into()),
+                Some("model_not_allowed"),
+            ),
+            Self::ModelNotFound(_) => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                Some("model".into()),
+                Some("model_not_found"),
+            ),
+            Self::PayloadTooLarge { .. } => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                None,
+                Some("request_too_large"),
+            ),
+            Self::UpstreamStatus { body, .. } => body.clone(),
+            Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
+                ErrorBody::new(message, "upstream_error", None, Some(self.label()))
+            }
+            Self::UpstreamTimeout { .. } => {
+                ErrorBody::new(message, "timeout_error", None, Some("upstream_timeout"))
+            }
+            Self::Internal(_) => ErrorBody::new(message, default_kind_for(500), None, None),
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if let Self::UpstreamStatus {
+            retry_after: Some(value),
+            ..
+        } = &self
+        {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                response.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,303 @@
+//! Parsing client requests: the fields the gateway acts on are checked and typed, with an
+//! OpenAI-style 400 naming the field when they are wrong; everything else stays verbatim.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::RawObject;
+use crate::ctx::Endpoint;
+use crate::error::GatewayError;
+
+#[derive(Debug)]
+pub struct ParsedRequest {
+    pub body: RawObject,
+    pub model: String,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+}
+
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayError> {
+    let body = RawObject::from_slice(bytes).map_err(|e| {
+        let what = if e.is_data() {
+            "must be a JSON object"
+        } else {
+            "is not valid JSON"
+        };
+        GatewayError::bad_request(format!("The request body {what}: {e}"), None)
+    })?;
+    let model: String = required(&body, "model", "a string")?;
+    if model.is_empty() {
+        return Err(GatewayError::bad_request(
+            "'model' must not be empty.",
+            Some("model"),
+        ));
+    }
+    let stream: bool = optional(&body, "stream", "a boolean")?.unwrap_or(false);
+    let mut client_wants_usage = false;
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let messages: Vec<Value> = required(&body, "messages", "an array")?;
+            if messages.is_empty() {
+                return Err(GatewayError::bad_request(
+                    "'messages' must contain at least one message.",
+                    Some("messages"),
+                ));
+            }
+            for (i, message) in messages.iter().enumerate() {
+                let Some(object) = message.as_object() else {
+                    return Err(type_error(&format!("messages[{i}]"), "an object", message));
+                };
+                match object.get("role") {
+                    Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
+                    Some(Value::String(role)) => {
+                        return Err(GatewayError::bad_request(
+                            format!(
+                                "Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."
+                            ),
+                            Some(&format!("messages[{i}].role")),
+                        ));
+                    }
+                    Some(other) => {
+                        return Err(type_error(
+                            &format!("messages[{i}].role"),
+                            "a string",
+                            other,
+                        ));
+                    }
+                    None => {
+                        return Err(GatewayError::bad_request(
+                            format!("Missing required parameter: 'messages[{i}].role'."),
+                            Some(&format!("messages[{i}].role")),
+                        ));
+                    }
+                }
+                if let Some(content) = object.get("content") {
+                    if !(content.is_string() || content.is_array() || content.is_null()) {
+                        return Err(type_error(
+                            &format!("messages[{i}].content"),
+                            "a string or an array",
+                            content,
+                        ));
+                    }
+                }
+            }
+            optional::<Vec<Value>>(&body, "tools", "an array")?;
+            optional::<u64>(&body, "max_completion_tokens", "a non-negative integer")?;
+            check_stop(&body)?;
+        }
+        Endpoint::Completions => {
+            let prompt: Value = required(&body, "prompt", "a string or an array")?;
+            if !(prompt.is_string() || prompt.is_array()) {
+                return Err(type_error("prompt", "a string or an array", &prompt));
+            }
+            check_stop(&body)?;
+        }
+        Endpoint::Embeddings => {
+            let input: Value = required(&body, "input", "a string or an array")?;
+            if !(input.is_string() || input.is_array()) {
+                return Err(type_error("input", "a string or an array", &input));
+            }
+            if input.as_array().is_some_and(Vec::is_empty) {
+                return Err(GatewayError::bad_request(
+                    "'input' must not be empty.",
+                    Some("input"),
+                ));
+            }
+            optional::<u64>(&body, "dimensions", "a positive integer")?;
+        }
+    }
+    if endpoint != Endpoint::Embeddings {
+        optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
+        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")? {
+            if n == 0 {
+                return Err(GatewayError::bad_request(
+                    "'n' must be at least 1.",
+                    Some("n"),
+                ));
+            }
+        }
+        range(&body, "temperature", 0.0, 2.0)?;
+        range(&body, "top_p", 0.0, 1.0)?;
+        if let Some(options) =
+            optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")?
+        {
+            match options.get("include_usage") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => client_wants_usage = *b,
+                Some(other) => {
+                    return Err(type_error(
+                        "stream_options.include_usage",
+                        "a boolean",
+                        other,
+                    ));
+                }
+            }
+            if !stream {
+                return Err(GatewayError::bad_request(
+                    "'stream_options' is only allowed when 'stream' is true.",
+                    Some("stream_options"),
+                ));
+            }
+        }
+    }
+    Ok(ParsedRequest {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+    })
+}
+
+fn required<T: DeserializeOwned>(
+    body: &RawObject,
+    field: &str,
+    expected: &str,
+) -> Result<T, GatewayError> {
+    optional(body, field, expected)?.ok_or_else(|| {
+        GatewayError::bad_request(
+            format!("Missing required parameter: '{field}'."),
+            Some(field),
+        )
+    })
+}
+
+fn optional<T: DeserializeOwned>(
+    body: &RawObject,
+    field: &str,
+    expected: &str,
+) -> Result<Option<T>, GatewayError> {
+    let Some(raw) = body.get(field) else {
+        return Ok(None);
+    };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        type_error(field, expected, &value)
+    })
+}
+
+fn range(body: &RawObject, field: &str, min: f64, max: f64) -> Result<(), GatewayError> {
+    if let Some(v) = optional::<f64>(body, field, "a number")? {
+        if !(min..=max).contains(&v) {
+            return Err(GatewayError::bad_request(
+                format!("Invalid value for '{field}': {v} is outside [{min}, {max}]."),
+                Some(field),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_stop(body: &RawObject) -> Result<(), GatewayError> {
+    match optional::<Value>(body, "stop", "a string or an array of strings")? {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(other) => Err(type_error(
+            "stop",
+            "a string or an array of strings",
+            &other,
+        )),
+    }
+}
+
+fn type_error(field: &str, expected: &str, got: &Value) -> GatewayError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    GatewayError::bad_request(
+        format!("Invalid type for '{field}': expected {expected}, but got {got} instead."),
+        Some(field),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_of(endpoint: Endpoint, body: &str) -> Option<String> {
+        match parse(endpoint, body.as_bytes()) {
+            Err(GatewayError::BadRequest { param, .. }) => param,
+            other => panic!("expected a 400 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        use Endpoint::*;
+        assert_eq!(
+            param_of(ChatCompletions, r#"{"messages":[]}"#).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(ChatCompletions, r#"{"model":1,"messages":[]}"#).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(ChatCompletions, r#"{"model":"m","messages":"hi"}"#).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(
+                ChatCompletions,
+                r#"{"model":"m","messages":[{"content":"x"}]}"#
+            )
+            .as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param_of(
+                ChatCompletions,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#
+            )
+            .as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            param_of(
+                ChatCompletions,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#
+            )
+            .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#).as_deref(), Some("stream_options"));
+        assert_eq!(
+            param_of(Embeddings, r#"{"model":"m","input":5}"#).as_deref(),
+            Some("input")
+        );
+        assert_eq!(
+            param_of(Completions, r#"{"model":"m"}"#).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(param_of(ChatCompletions, r#"{"model":"m""#), None);
+    }
+
+    #[test]
+    fn accepts_and_reads_a_streaming_request() {
+        let req = parse(
+            Endpoint::ChatCompletions,
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true},"seed":7}"#,
+        )
+        .unwrap();
+        assert_eq!(req.model, "m");
+        assert!(req.stream && req.client_wants_usage);
+        assert!(req.body.contains("seed"));
+    }
+}

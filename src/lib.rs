@@ -1,0 +1,37 @@
+//! llm-gateway: a streaming, OpenAI-compatible reverse proxy for every model an organisation uses.
+//!
+//! A request flows through the stages below, in the order the modules are declared:
+//!
+//! ```text
+//! client ─► server ─► ingress ─► auth ─► router ─► adapter ─► upstream
+//!                        ▲                                       │
+//!                        └── stream (end-of-stream observers) ◄──┘
+//! ```
+//!
+//! - `server`   listener, graceful drain, request ids, `/health` `/ready`
+//! - `ingress`  one handler per endpoint: parse what we act on, keep the rest verbatim
+//! - `auth`     key → `Principal` (team, key id, allowed models)
+//! - `router`   client model name → ordered deployments; failover before the first byte
+//! - `adapter`  one pure translator per wire dialect (openai-compatible, mock)
+//! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
+//! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
+//!
+//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
+//! `providers` (the embedded vendor catalogue). `app` composes the stack and nothing imports it.
+
+pub mod api;
+pub mod config;
+pub mod ctx;
+pub mod error;
+pub mod providers;
+
+pub mod adapter;
+pub mod auth;
+pub mod ingress;
+pub mod router;
+pub mod server;
+pub mod stream;
+pub mod telemetry;
+pub mod upstream;
+
+pub mod app;

@@ -1,0 +1,97 @@
+//! The `llm-gateway` command: load and validate the config, then serve (or `--check-config`).
+
+use std::process::ExitCode;
+
+use llm_gateway::config::{Config, ProcessEnv};
+use llm_gateway::{app, server, telemetry};
+
+const USAGE: &str = "usage: llm-gateway [--config PATH] [--check-config]
+
+  --config PATH    gateway config (default: $LLM_GATEWAY_CONFIG or config/gateway.yaml)
+  --check-config   validate the config and exit (non-zero with a path-precise message on error)";
+
+fn main() -> ExitCode {
+    let mut config_path =
+        std::env::var("LLM_GATEWAY_CONFIG").unwrap_or_else(|_| "config/gateway.yaml".into());
+    let mut check_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(path) => config_path = path,
+                None => return usage_error("--config needs a path"),
+            },
+            "--check-config" => check_only = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" | "-V" => {
+                println!("llm-gateway {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => match other.strip_prefix("--config=") {
+                Some(path) => config_path = path.to_owned(),
+                None => return usage_error(&format!("unknown argument {other:?}")),
+            },
+        }
+    }
+
+    let config = match Config::load(&config_path, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if check_only {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
+        println!("config OK: {config_path}");
+        return ExitCode::SUCCESS;
+    }
+
+    telemetry::init_logging(&config.server.log_level);
+    for warning in &config.warnings {
+        tracing::warn!(config = %config_path, "{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let app = app::build(&config)?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, models = config.models.len(), "listening");
+    server::serve(
+        listener,
+        app,
+        server::shutdown_signal(),
+        config.server.shutdown_grace,
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("{message}\n\n{USAGE}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,94 @@
+//! The server stage: the listener, request ids, the unauthenticated probes, and a graceful
+//! drain on SIGTERM (stop accepting, let in-flight streams finish up to a deadline).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::net::TcpListener;
+
+use crate::ingress::RequestId;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Takes the client's `x-request-id` when it is sane, else makes one; puts it on the request
+/// (for the handlers) and on the response.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id: Arc<str> = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(new_request_id);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+fn new_request_id() -> Arc<str> {
+    format!("req_{:032x}", fastrand::u128(..)).into()
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let signalled = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
+        let _ = tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
+    let drain_deadline = async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = drain_deadline => {
+            tracing::warn!("shutdown grace period over: closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
