@@ -207,16 +207,9 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
-                |e| {
-                    let path = e.path().to_string();
-                    if path == "." {
-                        ConfigError(e.inner().to_string())
-                    } else {
-                        ConfigError(format!("{path}: {}", e.inner()))
-                    }
-                },
-            )?
+            // serde_yaml_ng's messages already lead with the path (`models.x.deployments[1]: ...`)
+            // and end with the line and column.
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError(e.to_string()))?
         };
         validate(raw, env)
     }
@@ -540,13 +533,13 @@ fn build_provider(
             ));
         }
     };
-    if let AuthStyle::Header(h) = &auth {
-        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err(err(
-                "auth_header",
-                format!("{h:?} is not a valid header name"),
-            ));
-        }
+    if let AuthStyle::Header(h) = &auth
+        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        return Err(err(
+            "auth_header",
+            format!("{h:?} is not a valid header name"),
+        ));
     }
     let key_env = raw
         .api_key_env

@@ -182,10 +182,9 @@ impl IntoResponse for GatewayError {
             retry_after: Some(value),
             ..
         } = &self
+            && let Ok(v) = http::HeaderValue::from_str(value)
         {
-            if let Ok(v) = http::HeaderValue::from_str(value) {
-                response.headers_mut().insert(http::header::RETRY_AFTER, v);
-            }
+            response.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         response
     }

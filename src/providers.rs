@@ -44,8 +44,7 @@ pub struct ModelInfo {
 /// Parses one descriptor, checking that its `name` matches the file it came from.
 pub fn parse(stem: &str, text: &str) -> Result<Descriptor, String> {
     let descriptor: Descriptor =
-        serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
-            .map_err(|e| format!("providers/{stem}.yaml: {}: {}", e.path(), e.inner()))?;
+        serde_yaml_ng::from_str(text).map_err(|e| format!("providers/{stem}.yaml: {e}"))?;
     if descriptor.name != stem {
         return Err(format!(
             "providers/{stem}.yaml: name: {:?} must equal the file name {stem:?}",

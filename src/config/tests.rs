@@ -1,1 +1,187 @@
+//! Config validation: path-precise errors and the original service's environment overlay.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+    pairs.iter().copied().collect()
+}
+
+fn error_of(yaml: &str) -> String {
+    Config::from_yaml(yaml, &env(&[])).unwrap_err().0
+}
+
+const BASE: &str = "
+keys:
+  - { key: sk-a, team: team-a }
+teams:
+  team-a: { models: ['*'] }
+providers:
+  local-vllm: { dialect: openai, base_url: 'http://127.0.0.1:8000/v1/', api_key_env: VLLM_KEY }
+  mock: { dialect: mock }
+models:
+  gpt-4o-mini:
+    deployments:
+      - { provider: local-vllm, model: qwen3-32b }
+";
+
+#[test]
+fn the_issue_example_shape_is_accepted() {
+    let config = Config::from_yaml(BASE, &env(&[("VLLM_KEY", "secret-1")])).unwrap();
+    let model = &config.models["gpt-4o-mini"];
+    assert_eq!(model.deployments[0].model, "qwen3-32b");
+    assert_eq!(model.deployments[0].id, "local-vllm/qwen3-32b");
+    let provider = &config.providers["local-vllm"];
+    assert_eq!(provider.base_url, "http://127.0.0.1:8000/v1");
+    assert_eq!(provider.api_key.as_ref().unwrap().expose(), "secret-1");
+    assert_eq!(config.server.listen, "0.0.0.0:5005");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn errors_name_the_full_path() {
+    let bad_provider = BASE.replace("provider: local-vllm, model", "provider: nope, model");
+    assert_eq!(
+        error_of(&bad_provider),
+        r#"models.gpt-4o-mini.deployments[0].provider: unknown provider "nope""#
+    );
+
+    let unknown_field = BASE.replace("model: qwen3-32b }", "model: qwen3-32b, wieght: 3 }");
+    let e = error_of(&unknown_field);
+    assert!(
+        e.starts_with("models.gpt-4o-mini.deployments[0]: unknown field `wieght`"),
+        "{e}"
+    );
+
+    let e = error_of(&format!("{BASE}\nservr: {{}}\n"));
+    assert!(e.contains("unknown field `servr`"), "{e}");
+
+    let e = error_of(&BASE.replace(
+        "base_url: 'http://127.0.0.1:8000/v1/'",
+        "base_url: 'ftp://x'",
+    ));
+    assert!(e.starts_with("providers.local-vllm.base_url: "), "{e}");
+
+    let e = error_of(&BASE.replace("team: team-a }", "team: team-z }"));
+    assert_eq!(e, r#"keys[0].team: unknown team "team-z""#);
+
+    let e = error_of(&BASE.replace(
+        "      - { provider: local-vllm, model: qwen3-32b }",
+        "      []",
+    ));
+    assert!(e.starts_with("models.gpt-4o-mini.deployments"), "{e}");
+
+    let e = error_of(&format!(
+        "{BASE}\nserver: {{ shutdown_grace: 5 parsecs }}\n"
+    ));
+    assert!(e.starts_with("server.shutdown_grace: "), "{e}");
+
+    let e = error_of("providers:\n  x: { vendor: nobody }\n");
+    assert!(
+        e.starts_with("providers.x.vendor: unknown vendor \"nobody\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn key_forms_hash_and_env() {
+    let hex = "4a18aacd5162".to_owned() + &"0".repeat(52);
+    let yaml = format!(
+        "keys:\n  - {{ key_sha256: '{hex}', team: t, id: ci }}\n  - {{ key_env: TEAM_KEY, team: t }}\n  - {{ key_env: MISSING, team: t }}\nteams:\n  t: {{ models: ['*'] }}\n"
+    );
+    let config = Config::from_yaml(&yaml, &env(&[("TEAM_KEY", "sk-env")])).unwrap();
+    assert_eq!(
+        config.keys.len(),
+        2,
+        "the key whose variable is unset is disabled"
+    );
+    assert_eq!(config.keys[0].id, "ci");
+    assert_eq!(config.keys[1].sha256, sha256(b"sk-env"));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("keys[2].key_env"))
+    );
+
+    let e = error_of("keys:\n  - { key: a, key_env: B, team: t }\nteams:\n  t: { models: [] }\n");
+    assert!(e.starts_with("keys[0]: exactly one of"), "{e}");
+    let e = error_of("keys:\n  - { key_sha256: xyz, team: t }\nteams:\n  t: { models: [] }\n");
+    assert!(e.starts_with("keys[0].key_sha256"), "{e}");
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    let config = Config::from_yaml(BASE, &env(&[("VLLM_KEY", "super-secret-value")])).unwrap();
+    assert!(!format!("{config:?}").contains("super-secret-value"));
+}
+
+#[test]
+fn original_service_environment_overlay() {
+    let config = Config::from_yaml(
+        "keys: [{ key: k, team: t }]\nteams: { t: { models: ['*'] } }\n",
+        &env(&[
+            ("LLM_BACKEND", "mock"),
+            ("PORT", "6006"),
+            ("LLM_REQUEST_TIMEOUT", "42"),
+        ]),
+    )
+    .unwrap();
+    let backend = config.default_backend.as_ref().unwrap();
+    assert_eq!(backend.dialect, Dialect::Mock);
+    assert_eq!(config.server.listen, "0.0.0.0:6006");
+    assert_eq!(backend.timeouts.total, Duration::from_secs(42));
+
+    // With models listed, LLM_BACKEND does not add a catch-all.
+    let config = Config::from_yaml(BASE, &env(&[("LLM_BACKEND", "mock")])).unwrap();
+    assert!(config.default_backend.is_none());
+
+    let e = Config::from_yaml("", &env(&[("LLM_BACKEND", "grpc")]))
+        .unwrap_err()
+        .0;
+    assert!(e.starts_with("LLM_BACKEND: unknown backend"), "{e}");
+}
+
+#[test]
+fn vendor_descriptors_fill_in_and_config_overrides() {
+    let yaml = "providers:\n  oa: { vendor: openai, api_key_env: MY_KEY }\n  az: { vendor: azure-openai, base_url: 'https://r.openai.azure.com/openai/v1' }\n";
+    let config = Config::from_yaml(yaml, &env(&[("MY_KEY", "k")])).unwrap();
+    let oa = &config.providers["oa"];
+    assert_eq!(oa.base_url, "https://api.openai.com/v1");
+    assert_eq!(oa.auth, AuthStyle::Bearer);
+    assert_eq!(oa.stream_usage, StreamUsage::StreamOptions);
+    assert!(oa.known_models.contains_key("gpt-4o-mini"));
+    let az = &config.providers["az"];
+    assert_eq!(az.auth, AuthStyle::Header("api-key".into()));
+    assert_eq!(az.base_url, "https://r.openai.azure.com/openai/v1");
+}
+
+#[test]
+fn team_model_globs() {
+    let policy = TeamPolicy {
+        models: vec!["gpt-4o*".into(), "embed-*-small".into(), "exact".into()],
+    };
+    assert!(policy.allows("gpt-4o"));
+    assert!(policy.allows("gpt-4o-mini"));
+    assert!(policy.allows("embed-3-small"));
+    assert!(policy.allows("exact"));
+    assert!(!policy.allows("exactly"));
+    assert!(!policy.allows("gpt-4"));
+    assert!(!policy.allows("embed-3-large"));
+    assert!(
+        TeamPolicy {
+            models: vec!["*".into()]
+        }
+        .allows("anything")
+    );
+    assert!(!TeamPolicy { models: vec![] }.allows("anything"));
+}
+
+#[test]
+fn type_errors_carry_path_and_line() {
+    let e = error_of("server:\n  max_body_bytes: lots\n");
+    assert!(e.starts_with("server.max_body_bytes: invalid type"), "{e}");
+    assert!(e.contains("line 2"), "{e}");
+}

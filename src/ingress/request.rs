@@ -80,14 +80,14 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
                         ));
                     }
                 }
-                if let Some(content) = object.get("content") {
-                    if !(content.is_string() || content.is_array() || content.is_null()) {
-                        return Err(type_error(
-                            &format!("messages[{i}].content"),
-                            "a string or an array",
-                            content,
-                        ));
-                    }
+                if let Some(content) = object.get("content")
+                    && !(content.is_string() || content.is_array() || content.is_null())
+                {
+                    return Err(type_error(
+                        &format!("messages[{i}].content"),
+                        "a string or an array",
+                        content,
+                    ));
                 }
             }
             optional::<Vec<Value>>(&body, "tools", "an array")?;
@@ -117,13 +117,13 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     }
     if endpoint != Endpoint::Embeddings {
         optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
-        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")? {
-            if n == 0 {
-                return Err(GatewayError::bad_request(
-                    "'n' must be at least 1.",
-                    Some("n"),
-                ));
-            }
+        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")?
+            && n == 0
+        {
+            return Err(GatewayError::bad_request(
+                "'n' must be at least 1.",
+                Some("n"),
+            ));
         }
         range(&body, "temperature", 0.0, 2.0)?;
         range(&body, "top_p", 0.0, 1.0)?;
@@ -188,13 +188,13 @@ fn optional<T: DeserializeOwned>(
 }
 
 fn range(body: &RawObject, field: &str, min: f64, max: f64) -> Result<(), GatewayError> {
-    if let Some(v) = optional::<f64>(body, field, "a number")? {
-        if !(min..=max).contains(&v) {
-            return Err(GatewayError::bad_request(
-                format!("Invalid value for '{field}': {v} is outside [{min}, {max}]."),
-                Some(field),
-            ));
-        }
+    if let Some(v) = optional::<f64>(body, field, "a number")?
+        && !(min..=max).contains(&v)
+    {
+        return Err(GatewayError::bad_request(
+            format!("Invalid value for '{field}': {v} is outside [{min}, {max}]."),
+            Some(field),
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The single test command: `bash tests/run.sh`. It sets up everything it needs on a fresh
+# machine (Python test clients in a venv, helm and Kubernetes schemas for the chart tests),
+# then runs lint, the Rust tests and the end-to-end suites. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "rust unit and integration tests"
+cargo build --locked --bins
+cargo test --locked
+
+step "python test environment"
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+bash tests/helm/setup_tools.sh "$venv"
+
+step "end-to-end: official SDKs against the gateway, and the Helm chart"
+export LLM_GATEWAY_BIN="$root/target/debug/llm-gateway"
+export HELM_BIN="$root/target/tools/bin/helm"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/e2e tests/helm
