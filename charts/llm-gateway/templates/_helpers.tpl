@@ -1,0 +1,164 @@
+{{/* Chart name. */}}
+{{- define "llm-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name (63 chars max, DNS-1123). */}}
+{{- define "llm-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "llm-gateway.labels" -}}
+helm.sh/chart: {{ include "llm-gateway.chart" . }}
+{{ include "llm-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ (.Values.image.tag | default .Chart.AppVersion) | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llm-gateway
+catalyst.openova.io/blueprint: bp-llm-gateway
+{{- end }}
+
+{{/* Labels for the helm test pod: not matched by the Service, PDB or NetworkPolicy selectors. */}}
+{{- define "llm-gateway.testLabels" -}}
+helm.sh/chart: {{ include "llm-gateway.chart" . }}
+app.kubernetes.io/name: {{ include "llm-gateway.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{- define "llm-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "llm-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llm-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-gateway.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret the External Secrets Operator writes. */}}
+{{- define "llm-gateway.externalSecretName" -}}
+{{- default (printf "%s-env" (include "llm-gateway.fullname" .)) .Values.externalSecret.targetName }}
+{{- end }}
+
+{{- define "llm-gateway.outboxClaimName" -}}
+{{- default (printf "%s-outbox" (include "llm-gateway.fullname" .)) .Values.outbox.persistence.existingClaim }}
+{{- end }}
+
+{{- define "llm-gateway.configDir" -}}/etc/llm-gateway{{- end }}
+
+{{/*
+The gateway config (gateway.yaml): .Values.config, plus server.listen, plus the
+providers and model deployments described by .Values.backends.
+*/}}
+{{- define "llm-gateway.config" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $server := get $cfg "server" | default dict }}
+{{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) }}
+{{- $_ := set $cfg "server" $server }}
+{{- $providers := get $cfg "providers" | default dict }}
+{{- $models := get $cfg "models" | default dict }}
+{{- $backends := list }}
+{{- range $b := .Values.backends.vllm }}
+{{- $p := dict "vendor" "vllm" "base_url" (required "backends.vllm[].baseUrl is required" $b.baseUrl) }}
+{{- if $b.apiKeyEnv }}{{- $_ := set $p "api_key_env" $b.apiKeyEnv }}{{- else }}{{- $_ := set $p "auth" "none" }}{{- end }}
+{{- $backends = append $backends (dict "name" $b.name "provider" $p "models" ($b.models | default dict)) }}
+{{- end }}
+{{- with .Values.backends.anthropic }}
+{{- if .enabled }}
+{{- $p := dict "vendor" "anthropic" "api_key_env" (required "backends.anthropic.apiKeyEnv is required" .apiKeyEnv) }}
+{{- if .baseUrl }}{{- $_ := set $p "base_url" .baseUrl }}{{- end }}
+{{- $backends = append $backends (dict "name" .name "provider" $p "models" (.models | default dict)) }}
+{{- end }}
+{{- end }}
+{{- range $b := .Values.backends.openaiCompatible }}
+{{- $p := dict }}
+{{- if $b.vendor }}{{- $_ := set $p "vendor" $b.vendor }}{{- else }}{{- $_ := set $p "dialect" "openai" }}{{- end }}
+{{- if $b.baseUrl }}{{- $_ := set $p "base_url" $b.baseUrl }}{{- else if not $b.vendor }}{{- fail (printf "backends.openaiCompatible[%s]: baseUrl or vendor is required" $b.name) }}{{- end }}
+{{- if $b.apiKeyEnv }}{{- $_ := set $p "api_key_env" $b.apiKeyEnv }}{{- else if not $b.vendor }}{{- $_ := set $p "auth" "none" }}{{- end }}
+{{- $backends = append $backends (dict "name" $b.name "provider" $p "models" ($b.models | default dict)) }}
+{{- end }}
+{{- range $b := $backends }}
+{{- if hasKey $providers $b.name }}
+{{- fail (printf "backends: provider %q is also defined in config.providers" $b.name) }}
+{{- end }}
+{{- $_ := set $providers $b.name $b.provider }}
+{{- range $client, $upstream := $b.models }}
+{{- $m := get $models $client | default dict }}
+{{- $deps := get $m "deployments" | default list }}
+{{- $_ := set $m "deployments" (append $deps (dict "provider" $b.name "model" $upstream)) }}
+{{- $_ := set $models $client $m }}
+{{- end }}
+{{- end }}
+{{- if $providers }}{{- $_ := set $cfg "providers" $providers }}{{- end }}
+{{- if $models }}{{- $_ := set $cfg "models" $models }}{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* Keycloak / OIDC settings (auth.yaml): kept out of gateway.yaml until the gateway config has an auth section. */}}
+{{- define "llm-gateway.authConfig" -}}
+{{- $kc := .Values.auth.keycloak -}}
+mode: {{ .Values.auth.mode }}
+{{- if ne .Values.auth.mode "keys" }}
+oidc:
+  issuer_url: {{ $kc.issuerUrl | quote }}
+  audience: {{ $kc.audience | quote }}
+  jwks_url: {{ include "llm-gateway.jwksUrl" . | quote }}
+  team_claim: {{ $kc.teamClaim | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-gateway.jwksUrl" -}}
+{{- $kc := .Values.auth.keycloak }}
+{{- if $kc.jwksUrl }}{{ $kc.jwksUrl }}{{ else }}{{ trimSuffix "/" $kc.issuerUrl }}/protocol/openid-connect/certs{{ end }}
+{{- end }}
+
+{{/* Fail early on values combinations the schema cannot express. */}}
+{{- define "llm-gateway.validate" -}}
+{{- if and (ne .Values.auth.mode "keys") (not .Values.auth.keycloak.issuerUrl) }}
+{{- fail (printf "auth.mode %s needs auth.keycloak.issuerUrl" .Values.auth.mode) }}
+{{- end }}
+{{- if and (ne .Values.auth.mode "keys") (not .Values.auth.keycloak.audience) }}
+{{- fail (printf "auth.mode %s needs auth.keycloak.audience" .Values.auth.mode) }}
+{{- end }}
+{{- if and .Values.valkey.enabled (not .Values.valkey.url) }}
+{{- fail "valkey.enabled needs valkey.url" }}
+{{- end }}
+{{- if and .Values.openmeter.enabled (not .Values.openmeter.url) }}
+{{- fail "openmeter.enabled needs openmeter.url" }}
+{{- end }}
+{{- if and .Values.otel.enabled (not .Values.otel.endpoint) }}
+{{- fail "otel.enabled needs otel.endpoint" }}
+{{- end }}
+{{- if and .Values.externalSecret.enabled (not .Values.externalSecret.secretStoreRef.name) }}
+{{- fail "externalSecret.enabled needs externalSecret.secretStoreRef.name" }}
+{{- end }}
+{{- if and .Values.externalSecret.enabled (not (or .Values.externalSecret.data .Values.externalSecret.dataFrom)) }}
+{{- fail "externalSecret.enabled needs externalSecret.data or externalSecret.dataFrom" }}
+{{- end }}
+{{- end }}
