@@ -2,6 +2,7 @@
 
 pub mod object;
 pub mod openai;
+pub mod tokens;
 
 pub use object::RawObject;
 pub use openai::{ErrorBody, Usage};

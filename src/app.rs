@@ -24,8 +24,24 @@ use crate::server;
 use crate::telemetry::RequestLog;
 use crate::upstream::Upstreams;
 
-/// Builds the HTTP application for `config`.
-pub fn build(config: &Config) -> Result<axum::Router, GatewayError> {
+/// Background work (active health checks), stopped when dropped.
+pub struct Background {
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Background {
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+/// Builds the HTTP application for `config` and starts its background tasks (call inside the
+/// runtime).
+pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
     let gateway = Arc::new(Gateway {
         auth: Authenticator::new(config),
         router: Router::new(config),
@@ -34,6 +50,28 @@ pub fn build(config: &Config) -> Result<axum::Router, GatewayError> {
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
+    let mut tasks = tokio::task::JoinSet::new();
+    for provider in config.providers.values() {
+        if let Some(check) = provider.health_check.clone() {
+            let gateway = gateway.clone();
+            let provider = provider.clone();
+            tasks.spawn(async move {
+                let mut ticker = tokio::time::interval(check.interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let result = gateway.upstreams.probe(&provider, &check.path, check.timeout).await;
+                    if let Err(e) = &result {
+                        tracing::warn!(provider = %provider.name, error = %e, "health check failed");
+                    }
+                    let detail = result.as_ref().err().map(String::as_str).unwrap_or("");
+                    for health in gateway.router.deployments_of(&provider.name) {
+                        health.health_check(result.is_ok(), std::time::Instant::now(), detail);
+                    }
+                }
+            });
+        }
+    }
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(ingress::chat_completions))
         .route("/v1/completions", post(ingress::completions))
@@ -41,19 +79,27 @@ pub fn build(config: &Config) -> Result<axum::Router, GatewayError> {
         .route("/v1/models", get(ingress::list_models))
         .route("/v1/models/{*model}", get(ingress::get_model))
         .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))
-        .with_state(gateway);
-    let probes = axum::Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready));
-    Ok(api
+        .with_state(gateway);
+    let probes = axum::Router::new().route("/ready", get(ready));
+    let app = api
         .merge(probes)
         // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(server::request_id)))
+        .layer(axum::middleware::from_fn(server::request_id));
+    Ok((app, Background { tasks }))
 }
 
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// Liveness, with each deployment's breaker state and last trip reason as detail.
+async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
+    let now = std::time::Instant::now();
+    let mut deployments: Vec<serde_json::Value> = gateway.router.deployments().map(|d| d.report(now)).collect();
+    deployments.sort_by(|a, b| a["deployment"].as_str().cmp(&b["deployment"].as_str()));
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "deployments": deployments,
+    }))
 }
 
 /// Ready once the configuration is loaded and the upstream clients are built, which is true for

@@ -47,6 +47,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelSpec>,
     /// Serves every model name not under `models` (config `default_backend` or `LLM_BACKEND`).
     pub default_backend: Option<Arc<ProviderSpec>>,
+    /// Alias → model group name.
+    pub aliases: BTreeMap<String, String>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -69,6 +71,8 @@ pub struct KeySpec {
 #[derive(Debug, Clone)]
 pub struct TeamPolicy {
     pub models: Vec<String>,
+    /// Requested model → the model group this team is routed to instead.
+    pub model_overrides: BTreeMap<String, String>,
 }
 
 impl TeamPolicy {
@@ -152,12 +156,70 @@ pub struct ProviderSpec {
     pub stream_usage: StreamUsage,
     pub timeouts: Timeouts,
     pub known_models: BTreeMap<String, ModelInfo>,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// An active probe of a provider: `GET {base_url}{path}` every `interval`.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Weighted,
+    LeastBusy,
+    Latency,
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerPolicy {
+    pub consecutive_failures: u32,
+    pub failure_ratio: Option<f64>,
+    pub window: u32,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: None,
+            window: 20,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            half_open_probes: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 3, backoff: Duration::from_millis(25), max_backoff: Duration::from_secs(1) }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     pub name: String,
+    pub strategy: Strategy,
     pub deployments: Vec<DeploymentSpec>,
+    pub fallbacks: Vec<String>,
+    pub context_window_fallbacks: Vec<String>,
+    pub content_policy_fallbacks: Vec<String>,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +229,26 @@ pub struct DeploymentSpec {
     pub model: String,
     /// `provider/model`, as reported in `x-llm-gateway-deployment` and logs.
     pub id: String,
+    pub weight: f64,
+    pub priority: u32,
+    /// Prompt plus completion tokens the deployment accepts, when known.
+    pub context_window: Option<u64>,
+    pub breaker: BreakerPolicy,
+}
+
+impl DeploymentSpec {
+    /// A deployment for a model name nobody listed (the default backend).
+    pub fn catch_all(provider: Arc<ProviderSpec>, model: &str) -> Self {
+        Self {
+            id: format!("{}/{}", provider.name, model),
+            context_window: provider.known_models.get(model).and_then(|m| m.context_window),
+            provider,
+            model: model.to_owned(),
+            weight: 1.0,
+            priority: 0,
+            breaker: BreakerPolicy::default(),
+        }
+    }
 }
 
 /// A path-precise configuration error, e.g.
@@ -198,8 +280,7 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<&str, &str, S>
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &str, env: &dyn Env) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{path}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{path}: {e}")))?;
         Self::from_yaml(&text, env).map_err(|e| ConfigError(format!("{path}: {}", e.0)))
     }
 
@@ -220,44 +301,25 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let err = |path: String, msg: String| ConfigError(format!("{path}: {msg}"));
 
     // server, with the original service's overrides.
-    let mut listen = raw
-        .server
-        .listen
-        .clone()
-        .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
+    let mut listen = raw.server.listen.clone().unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
     if let Some(l) = env.var("LLM_GATEWAY_LISTEN") {
         listen = l;
     }
     if let Some(port) = env.var("PORT") {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| err("PORT".into(), format!("{port:?} is not a port number")))?;
-        let host = listen
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_owned())
-            .unwrap_or_else(|| "0.0.0.0".into());
+        let port: u16 = port.parse().map_err(|_| err("PORT".into(), format!("{port:?} is not a port number")))?;
+        let host = listen.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_else(|| "0.0.0.0".into());
         listen = format!("{host}:{port}");
     }
     if listen.parse::<SocketAddr>().is_err()
-        && listen
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
+        && listen.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
     {
-        return Err(err(
-            "server.listen".into(),
-            format!("{listen:?} is not HOST:PORT"),
-        ));
+        return Err(err("server.listen".into(), format!("{listen:?} is not HOST:PORT")));
     }
     let max_body_bytes = match raw.server.max_body_bytes {
         Some(0) => {
-            return Err(err(
-                "server.max_body_bytes".into(),
-                "must be greater than 0".into(),
-            ));
+            return Err(err("server.max_body_bytes".into(), "must be greater than 0".into()));
         }
-        Some(n) => usize::try_from(n)
-            .map_err(|_| err("server.max_body_bytes".into(), "too large".into()))?,
+        Some(n) => usize::try_from(n).map_err(|_| err("server.max_body_bytes".into(), "too large".into()))?,
         None => DEFAULT_MAX_BODY_BYTES,
     };
     let total_override = match env.var("LLM_REQUEST_TIMEOUT") {
@@ -268,25 +330,14 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         listen,
         max_body_bytes,
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(Duration::from_secs(30)),
-        log_level: raw
-            .server
-            .log_level
-            .clone()
-            .unwrap_or_else(|| "info".into()),
+        log_level: raw.server.log_level.clone().unwrap_or_else(|| "info".into()),
     };
 
     // teams
     let teams: BTreeMap<String, TeamPolicy> = raw
         .teams
         .into_iter()
-        .map(|(name, team)| {
-            (
-                name,
-                TeamPolicy {
-                    models: team.models,
-                },
-            )
-        })
+        .map(|(name, team)| (name, TeamPolicy { models: team.models, model_overrides: team.model_overrides }))
         .collect();
 
     // keys
@@ -294,21 +345,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     for (i, key) in raw.keys.iter().enumerate() {
         let path = format!("keys[{i}]");
         if !teams.contains_key(&key.team) {
-            return Err(err(
-                format!("{path}.team"),
-                format!("unknown team {:?}", key.team),
-            ));
+            return Err(err(format!("{path}.team"), format!("unknown team {:?}", key.team)));
         }
-        let given = [
-            key.key.is_some(),
-            key.key_sha256.is_some(),
-            key.key_env.is_some(),
-        ];
+        let given = [key.key.is_some(), key.key_sha256.is_some(), key.key_env.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err(err(
-                path,
-                "exactly one of key, key_sha256 or key_env is required".into(),
-            ));
+            return Err(err(path, "exactly one of key, key_sha256 or key_env is required".into()));
         }
         let sha256 = if let Some(k) = &key.key {
             if k.is_empty() {
@@ -316,24 +357,20 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             }
             sha256(k.as_bytes())
         } else if let Some(hex) = &key.key_sha256 {
-            parse_sha256_hex(hex)
-                .ok_or_else(|| err(format!("{path}.key_sha256"), "must be 64 hex digits".into()))?
+            parse_sha256_hex(hex).ok_or_else(|| err(format!("{path}.key_sha256"), "must be 64 hex digits".into()))?
         } else {
             let var = key.key_env.as_deref().unwrap_or_default();
             match env.var(var) {
                 Some(k) => sha256(k.as_bytes()),
                 None => {
-                    warnings.push(format!("{path}.key_env: environment variable {var} is not set; this key is disabled"));
+                    warnings
+                        .push(format!("{path}.key_env: environment variable {var} is not set; this key is disabled"));
                     continue;
                 }
             }
         };
         let id = key.id.clone().unwrap_or_else(|| key_id(&sha256));
-        keys.push(KeySpec {
-            sha256,
-            team: key.team.clone(),
-            id,
-        });
+        keys.push(KeySpec { sha256, team: key.team.clone(), id });
     }
 
     // providers
@@ -344,82 +381,141 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 
     // models
+    let default_breaker = breaker_policy(BreakerPolicy::default(), raw.circuit_breaker.as_ref(), "circuit_breaker")?;
+    let default_retry = retry_policy(RetryPolicy::default(), raw.retry.as_ref(), "retry")?;
     let mut models = BTreeMap::new();
     for (name, model) in raw.models {
+        let path = format!("models.{name}");
         if model.deployments.is_empty() {
-            return Err(err(
-                format!("models.{name}.deployments"),
-                "at least one deployment is required".into(),
-            ));
+            return Err(err(format!("{path}.deployments"), "at least one deployment is required".into()));
         }
-        let mut deployments = Vec::with_capacity(model.deployments.len());
-        for (i, d) in model.deployments.into_iter().enumerate() {
-            let provider = providers.get(&d.provider).cloned().ok_or_else(|| {
-                err(
-                    format!("models.{name}.deployments[{i}].provider"),
-                    format!("unknown provider {:?}", d.provider),
-                )
-            })?;
-            let upstream = d.model.unwrap_or_else(|| name.clone());
-            if upstream.is_empty() {
+        let strategy = match model.strategy.as_deref().unwrap_or("weighted") {
+            "weighted" => Strategy::Weighted,
+            "least-busy" => Strategy::LeastBusy,
+            "latency" => Strategy::Latency,
+            "priority" => Strategy::Priority,
+            other => {
                 return Err(err(
-                    format!("models.{name}.deployments[{i}].model"),
-                    "must not be empty".into(),
+                    format!("{path}.strategy"),
+                    format!("unknown strategy {other:?} (expected weighted, least-busy, latency or priority)"),
                 ));
             }
-            let id = format!("{}/{}", provider.name, upstream);
+        };
+        let mut deployments = Vec::with_capacity(model.deployments.len());
+        for (i, d) in model.deployments.into_iter().enumerate() {
+            let dpath = format!("{path}.deployments[{i}]");
+            let provider = providers
+                .get(&d.provider)
+                .cloned()
+                .ok_or_else(|| err(format!("{dpath}.provider"), format!("unknown provider {:?}", d.provider)))?;
+            let upstream = d.model.unwrap_or_else(|| name.clone());
+            if upstream.is_empty() {
+                return Err(err(format!("{dpath}.model"), "must not be empty".into()));
+            }
+            let weight = d.weight.unwrap_or(1.0);
+            if !weight.is_finite() || weight < 0.0 {
+                return Err(err(format!("{dpath}.weight"), format!("must be a number >= 0, not {weight}")));
+            }
+            let context_window =
+                d.context_window.or_else(|| provider.known_models.get(&upstream).and_then(|m| m.context_window));
+            let breaker =
+                breaker_policy(default_breaker, d.circuit_breaker.as_ref(), &format!("{dpath}.circuit_breaker"))?;
             deployments.push(DeploymentSpec {
+                id: format!("{}/{}", provider.name, upstream),
                 provider,
                 model: upstream,
-                id,
+                weight,
+                priority: d.priority.unwrap_or(0),
+                context_window,
+                breaker,
             });
         }
-        models.insert(name.clone(), ModelSpec { name, deployments });
+        if deployments.iter().all(|d| d.weight == 0.0) {
+            return Err(err(format!("{path}.deployments"), "at least one deployment needs a weight above 0".into()));
+        }
+        let retry = retry_policy(default_retry, model.retry.as_ref(), &format!("{path}.retry"))?;
+        models.insert(
+            name.clone(),
+            ModelSpec {
+                name,
+                strategy,
+                deployments,
+                fallbacks: model.fallbacks,
+                context_window_fallbacks: model.context_window_fallbacks,
+                content_policy_fallbacks: model.content_policy_fallbacks,
+                retry,
+            },
+        );
+    }
+
+    // aliases and fallbacks must land on a model group, and fallbacks must not loop.
+    for (alias, target) in &raw.aliases {
+        if models.contains_key(alias) {
+            return Err(err(format!("aliases.{alias}"), "an alias cannot shadow a model of the same name".into()));
+        }
+        if !models.contains_key(target) {
+            return Err(err(format!("aliases.{alias}"), format!("unknown model {target:?}")));
+        }
+    }
+    let resolve = |name: &str| -> Option<String> {
+        if models.contains_key(name) { Some(name.to_owned()) } else { raw.aliases.get(name).cloned() }
+    };
+    let mut resolved_models = models.clone();
+    for (name, model) in resolved_models.iter_mut() {
+        for (field, list) in [
+            ("fallbacks", &mut model.fallbacks),
+            ("context_window_fallbacks", &mut model.context_window_fallbacks),
+            ("content_policy_fallbacks", &mut model.content_policy_fallbacks),
+        ] {
+            for (i, target) in list.iter_mut().enumerate() {
+                *target = resolve(target)
+                    .ok_or_else(|| err(format!("models.{name}.{field}[{i}]"), format!("unknown model {target:?}")))?;
+                if target == name {
+                    return Err(err(
+                        format!("models.{name}.{field}[{i}]"),
+                        "a model cannot fall back to itself".into(),
+                    ));
+                }
+            }
+        }
+    }
+    let models = resolved_models;
+    if let Some(cycle) = fallback_cycle(&models) {
+        return Err(err(format!("models.{}.fallbacks", cycle[0]), format!("fallback cycle: {}", cycle.join(" -> "))));
+    }
+    for (team, policy) in &teams {
+        for (from, to) in &policy.model_overrides {
+            if resolve(to).is_none() {
+                return Err(err(format!("teams.{team}.model_overrides.{from}"), format!("unknown model {to:?}")));
+            }
+        }
     }
 
     // default backend: the config's, else the original service's LLM_BACKEND when no models are listed.
     let default_backend = match &raw.default_backend {
-        Some(name) => Some(providers.get(name).cloned().ok_or_else(|| {
-            err(
-                "default_backend".into(),
-                format!("unknown provider {name:?}"),
-            )
-        })?),
+        Some(name) => Some(
+            providers
+                .get(name)
+                .cloned()
+                .ok_or_else(|| err("default_backend".into(), format!("unknown provider {name:?}")))?,
+        ),
         None if models.is_empty() => match env.var("LLM_BACKEND") {
             None => None,
-            Some(backend) => Some(backend_from_env(
-                &backend,
-                &providers,
-                total_override,
-                env,
-                &mut warnings,
-            )?),
+            Some(backend) => Some(backend_from_env(&backend, &providers, total_override, env, &mut warnings)?),
         },
         None => None,
     };
 
     for (team, policy) in &teams {
         if policy.models.is_empty() {
-            warnings.push(format!(
-                "teams.{team}.models: empty, the team can call no model"
-            ));
+            warnings.push(format!("teams.{team}.models: empty, the team can call no model"));
         }
     }
     if keys.is_empty() {
-        warnings.push(
-            "keys: no usable key is configured; every /v1 request will be refused with 401".into(),
-        );
+        warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
     }
 
-    Ok(Config {
-        server,
-        keys,
-        teams,
-        providers,
-        models,
-        default_backend,
-        warnings,
-    })
+    Ok(Config { server, keys, teams, providers, models, default_backend, aliases: raw.aliases, warnings })
 }
 
 fn backend_from_env(
@@ -433,22 +529,11 @@ fn backend_from_env(
         return Ok(p.clone());
     }
     let raw = match backend {
-        "mock" => RawProvider {
-            dialect: Some("mock".into()),
-            ..Default::default()
-        },
-        "api" => RawProvider {
-            vendor: Some("anthropic".into()),
-            ..Default::default()
-        },
-        "cli" => RawProvider {
-            dialect: Some("cli".into()),
-            ..Default::default()
-        },
+        "mock" => RawProvider { dialect: Some("mock".into()), ..Default::default() },
+        "api" => RawProvider { vendor: Some("anthropic".into()), ..Default::default() },
+        "cli" => RawProvider { dialect: Some("cli".into()), ..Default::default() },
         other => {
-            return Err(ConfigError(format!(
-                "LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)"
-            )));
+            return Err(ConfigError(format!("LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)")));
         }
     };
     build_provider(backend, &raw, total_override, env, warnings)
@@ -478,73 +563,41 @@ fn build_provider(
         "openai" => Dialect::OpenAi,
         "mock" => Dialect::Mock,
         "anthropic" => {
-            return Err(err(
-                "dialect",
-                "the anthropic dialect is not implemented yet".into(),
-            ));
+            return Err(err("dialect", "the anthropic dialect is not implemented yet".into()));
         }
         "cli" => {
-            return Err(err(
-                "dialect",
-                "the cli dialect is not implemented yet".into(),
-            ));
+            return Err(err("dialect", "the cli dialect is not implemented yet".into()));
         }
         other => {
-            return Err(err(
-                "dialect",
-                format!("unknown dialect {other:?} (expected openai or mock)"),
-            ));
+            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai or mock)")));
         }
     };
-    let base_url = raw
-        .base_url
-        .clone()
-        .or_else(|| descriptor.and_then(|d| d.base_url.clone()))
-        .unwrap_or_default();
+    let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone())).unwrap_or_default();
     let base_url = base_url.trim_end_matches('/').to_owned();
     if dialect != Dialect::Mock {
         if base_url.is_empty() {
             return Err(err("base_url", "required for this dialect".into()));
         }
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(err(
-                "base_url",
-                format!("{base_url:?} must start with http:// or https://"),
-            ));
+            return Err(err("base_url", format!("{base_url:?} must start with http:// or https://")));
         }
     }
-    let auth_name = raw
-        .auth
-        .as_deref()
-        .or(descriptor.and_then(|d| d.auth.as_deref()))
-        .unwrap_or("bearer");
-    let auth_header = raw
-        .auth_header
-        .clone()
-        .or_else(|| descriptor.and_then(|d| d.auth_header.clone()));
+    let auth_name = raw.auth.as_deref().or(descriptor.and_then(|d| d.auth.as_deref())).unwrap_or("bearer");
+    let auth_header = raw.auth_header.clone().or_else(|| descriptor.and_then(|d| d.auth_header.clone()));
     let auth = match auth_name {
         "bearer" => AuthStyle::Bearer,
         "none" => AuthStyle::None,
         "api-key" => AuthStyle::Header(auth_header.unwrap_or_else(|| "api-key".into())),
         other => {
-            return Err(err(
-                "auth",
-                format!("unknown auth style {other:?} (expected bearer, api-key or none)"),
-            ));
+            return Err(err("auth", format!("unknown auth style {other:?} (expected bearer, api-key or none)")));
         }
     };
     if let AuthStyle::Header(h) = &auth
         && http::HeaderName::from_bytes(h.as_bytes()).is_err()
     {
-        return Err(err(
-            "auth_header",
-            format!("{h:?} is not a valid header name"),
-        ));
+        return Err(err("auth_header", format!("{h:?} is not a valid header name")));
     }
-    let key_env = raw
-        .api_key_env
-        .clone()
-        .or_else(|| descriptor.and_then(|d| d.api_key_env.clone()));
+    let key_env = raw.api_key_env.clone().or_else(|| descriptor.and_then(|d| d.api_key_env.clone()));
     let api_key = match &key_env {
         Some(var) => match env.var(var) {
             Some(v) => Some(Secret::new(v)),
@@ -575,30 +628,21 @@ fn build_provider(
             ));
         }
     };
-    let mut headers: BTreeMap<String, String> =
-        descriptor.map(|d| d.headers.clone()).unwrap_or_default();
+    let mut headers: BTreeMap<String, String> = descriptor.map(|d| d.headers.clone()).unwrap_or_default();
     headers.extend(raw.headers.clone());
     for (k, v) in &headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-            || http::HeaderValue::from_str(v).is_err()
-        {
-            return Err(err(
-                &format!("headers.{k}"),
-                "not a valid HTTP header".into(),
-            ));
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+            return Err(err(&format!("headers.{k}"), "not a valid HTTP header".into()));
         }
     }
-    let mut query: BTreeMap<String, String> =
-        descriptor.map(|d| d.query.clone()).unwrap_or_default();
+    let mut query: BTreeMap<String, String> = descriptor.map(|d| d.query.clone()).unwrap_or_default();
     query.extend(raw.query.clone());
     let defaults = Timeouts::default();
     let timeouts = Timeouts {
         connect: raw.timeouts.connect.unwrap_or(defaults.connect),
         first_byte: raw.timeouts.first_byte.unwrap_or(defaults.first_byte),
         idle: raw.timeouts.idle.unwrap_or(defaults.idle),
-        total: total_override
-            .or(raw.timeouts.total)
-            .unwrap_or(defaults.total),
+        total: total_override.or(raw.timeouts.total).unwrap_or(defaults.total),
     };
     for (field, d) in [
         ("timeouts.connect", timeouts.connect),
@@ -610,8 +654,23 @@ fn build_provider(
             return Err(err(field, "must be greater than 0".into()));
         }
     }
+    let health_check = match &raw.health_check {
+        None => None,
+        Some(h) => {
+            let path = h.path.clone().unwrap_or_else(|| "/models".into());
+            if !path.starts_with('/') {
+                return Err(err("health_check.path", format!("{path:?} must start with /")));
+            }
+            Some(HealthCheck {
+                path,
+                interval: h.interval.unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100)),
+                timeout: h.timeout.unwrap_or(Duration::from_secs(5)),
+            })
+        }
+    };
     Ok(ProviderSpec {
         name: name.to_owned(),
+        health_check,
         vendor: raw.vendor.clone(),
         dialect,
         base_url,
@@ -623,6 +682,91 @@ fn build_provider(
         timeouts,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
     })
+}
+
+fn breaker_policy(
+    base: BreakerPolicy,
+    raw: Option<&raw::RawBreaker>,
+    path: &str,
+) -> Result<BreakerPolicy, ConfigError> {
+    let Some(raw) = raw else { return Ok(base) };
+    let err = |field: &str, msg: &str| ConfigError(format!("{path}.{field}: {msg}"));
+    let policy = BreakerPolicy {
+        consecutive_failures: raw.consecutive_failures.unwrap_or(base.consecutive_failures),
+        failure_ratio: raw.failure_ratio.or(base.failure_ratio),
+        window: raw.window.unwrap_or(base.window),
+        open_for: raw.open_for.unwrap_or(base.open_for),
+        max_open_for: raw.max_open_for.unwrap_or(base.max_open_for),
+        half_open_probes: raw.half_open_probes.unwrap_or(base.half_open_probes),
+    };
+    if policy.consecutive_failures == 0 {
+        return Err(err("consecutive_failures", "must be at least 1"));
+    }
+    if let Some(r) = policy.failure_ratio
+        && !(r > 0.0 && r <= 1.0)
+    {
+        return Err(err("failure_ratio", "must be in (0, 1]"));
+    }
+    if policy.window == 0 {
+        return Err(err("window", "must be at least 1"));
+    }
+    if policy.open_for.is_zero() || policy.max_open_for < policy.open_for {
+        return Err(err("max_open_for", "must be at least open_for, which must be above 0"));
+    }
+    if policy.half_open_probes == 0 {
+        return Err(err("half_open_probes", "must be at least 1"));
+    }
+    Ok(policy)
+}
+
+fn retry_policy(base: RetryPolicy, raw: Option<&raw::RawRetry>, path: &str) -> Result<RetryPolicy, ConfigError> {
+    let Some(raw) = raw else { return Ok(base) };
+    let policy = RetryPolicy {
+        max_attempts: raw.max_attempts.unwrap_or(base.max_attempts),
+        backoff: raw.backoff.unwrap_or(base.backoff),
+        max_backoff: raw.max_backoff.unwrap_or(base.max_backoff),
+    };
+    if policy.max_attempts == 0 {
+        return Err(ConfigError(format!("{path}.max_attempts: must be at least 1")));
+    }
+    Ok(policy)
+}
+
+/// A loop through `fallbacks` / `context_window_fallbacks` / `content_policy_fallbacks`, if any.
+fn fallback_cycle(models: &BTreeMap<String, ModelSpec>) -> Option<Vec<String>> {
+    fn visit<'a>(
+        name: &'a str,
+        models: &'a BTreeMap<String, ModelSpec>,
+        stack: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|n| *n == name) {
+            let mut cycle: Vec<String> = stack[at..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert(name) {
+            return None;
+        }
+        stack.push(name);
+        let model = models.get(name)?;
+        let next = model.fallbacks.iter().chain(&model.context_window_fallbacks).chain(&model.content_policy_fallbacks);
+        for target in next {
+            if let Some(cycle) = visit(target, models, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for name in models.keys() {
+        let mut stack = Vec::new();
+        if let Some(cycle) = visit(name, models, &mut stack, &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

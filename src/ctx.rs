@@ -65,14 +65,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn failed(status: u16, label: &'static str) -> Self {
-        Self {
-            status,
-            error: Some(label),
-            usage: None,
-            time_to_first_chunk: None,
-            client_gone: false,
-            chunks: 0,
-        }
+        Self { status, error: Some(label), usage: None, time_to_first_chunk: None, client_gone: false, chunks: 0 }
     }
 }
 

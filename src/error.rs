@@ -18,33 +18,28 @@ pub enum Cause {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{message}")]
-    BadRequest {
-        message: String,
-        param: Option<String>,
-    },
+    BadRequest { message: String, param: Option<String> },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     ModelNotAllowed(String),
     #[error("{0}")]
     ModelNotFound(String),
+    /// The prompt does not fit any deployment's context window.
+    #[error("{0}")]
+    ContextLength(String),
+    /// Every deployment of the model is unavailable (breakers open): answered at once.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The upstream answered with an error status; its body is normalised to OpenAI's shape.
     #[error("{}", body.error.message)]
-    UpstreamStatus {
-        status: StatusCode,
-        body: ErrorBody,
-        retry_after: Option<String>,
-    },
+    UpstreamStatus { status: StatusCode, body: ErrorBody, retry_after: Option<String> },
     #[error("upstream {deployment} is unreachable: {detail}")]
     UpstreamUnreachable { deployment: String, detail: String },
     #[error("upstream {deployment} did not answer within {after_ms} ms ({phase})")]
-    UpstreamTimeout {
-        deployment: String,
-        phase: &'static str,
-        after_ms: u128,
-    },
+    UpstreamTimeout { deployment: String, phase: &'static str, after_ms: u128 },
     #[error("upstream {deployment} sent an invalid response: {detail}")]
     UpstreamProtocol { deployment: String, detail: String },
     #[error("{0}")]
@@ -53,10 +48,7 @@ pub enum GatewayError {
 
 impl GatewayError {
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::BadRequest {
-            message: message.into(),
-            param: param.map(str::to_owned),
-        }
+        Self::BadRequest { message: message.into(), param: param.map(str::to_owned) }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -66,10 +58,10 @@ impl GatewayError {
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ContextLength(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamStatus { status, .. } => *status,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,17 +73,14 @@ impl GatewayError {
             | Self::Unauthorized(_)
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
-            | Self::PayloadTooLarge { .. } => Cause::Client,
-            Self::UpstreamStatus { status, .. }
-                if status.is_client_error() && status.as_u16() != 429 =>
-            {
-                Cause::Client
-            }
+            | Self::PayloadTooLarge { .. }
+            | Self::ContextLength(_) => Cause::Client,
+            Self::UpstreamStatus { status, .. } if status.is_client_error() && status.as_u16() != 429 => Cause::Client,
             Self::UpstreamStatus { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. } => Cause::Upstream,
-            Self::Internal(_) => Cause::Gateway,
+            Self::Internal(_) | Self::Unavailable(_) => Cause::Gateway,
         }
     }
 
@@ -99,12 +88,8 @@ impl GatewayError {
     /// reached the client): connect errors, timeouts, 429 and 5xx — never a client error.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::UpstreamStatus { status, .. } => {
-                status.as_u16() == 429 || status.is_server_error()
-            }
-            Self::UpstreamUnreachable { .. }
-            | Self::UpstreamTimeout { .. }
-            | Self::UpstreamProtocol { .. } => true,
+            Self::UpstreamStatus { status, .. } => status.as_u16() == 429 || status.is_server_error(),
+            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout { .. } | Self::UpstreamProtocol { .. } => true,
             _ => false,
         }
     }
@@ -117,6 +102,8 @@ impl GatewayError {
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::ModelNotFound(_) => "model_not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ContextLength(_) => "context_length_exceeded",
+            Self::Unavailable(_) => "unavailable",
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -129,40 +116,31 @@ impl GatewayError {
     pub fn body(&self) -> ErrorBody {
         let message = self.to_string();
         match self {
-            Self::BadRequest { param, .. } => {
-                ErrorBody::new(message, "invalid_request_error", param.clone(), None)
+            Self::BadRequest { param, .. } => ErrorBody::new(message, "invalid_request_error", param.clone(), None),
+            Self::Unauthorized(_) => ErrorBody::new(message, "invalid_request_error", None, Some("invalid_api_key")),
+            Self::ModelNotAllowed(_) => {
+                ErrorBody::new(message, "permission_error", Some("model".into()), Some("model_not_allowed"))
             }
-            Self::Unauthorized(_) => ErrorBody::new(
+            Self::ModelNotFound(_) => {
+                ErrorBody::new(message, "invalid_request_error", Some("model".into()), Some("model_not_found"))
+            }
+            Self::PayloadTooLarge { .. } => {
+                ErrorBody::new(message, "invalid_request_error", None, Some("request_too_large"))
+            }
+            Self::ContextLength(_) => ErrorBody::new(
                 message,
                 "invalid_request_error",
-                None,
-                Some("invalid_api_key"),
+                Some("messages".into()),
+                Some("context_length_exceeded"),
             ),
-            Self::ModelNotAllowed(_) => ErrorBody::new(
-                message,
-                "permission_error",
-                Some("model".into()),
-                Some("model_not_allowed"),
-            ),
-            Self::ModelNotFound(_) => ErrorBody::new(
-                message,
-                "invalid_request_error",
-                Some("model".into()),
-                Some("model_not_found"),
-            ),
-            Self::PayloadTooLarge { .. } => ErrorBody::new(
-                message,
-                "invalid_request_error",
-                None,
-                Some("request_too_large"),
-            ),
+            Self::Unavailable(_) => {
+                ErrorBody::new(message, "service_unavailable_error", Some("model".into()), Some("model_unavailable"))
+            }
             Self::UpstreamStatus { body, .. } => body.clone(),
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
                 ErrorBody::new(message, "upstream_error", None, Some(self.label()))
             }
-            Self::UpstreamTimeout { .. } => {
-                ErrorBody::new(message, "timeout_error", None, Some("upstream_timeout"))
-            }
+            Self::UpstreamTimeout { .. } => ErrorBody::new(message, "timeout_error", None, Some("upstream_timeout")),
             Self::Internal(_) => ErrorBody::new(message, default_kind_for(500), None, None),
         }
     }
@@ -172,16 +150,8 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        let mut response = (
-            status,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-        if let Self::UpstreamStatus {
-            retry_after: Some(value),
-            ..
-        } = &self
+        let mut response = (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Self::UpstreamStatus { retry_after: Some(value), .. } = &self
             && let Ok(v) = http::HeaderValue::from_str(value)
         {
             response.headers_mut().insert(http::header::RETRY_AFTER, v);

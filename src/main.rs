@@ -11,8 +11,7 @@ const USAGE: &str = "usage: llm-gateway [--config PATH] [--check-config]
   --check-config   validate the config and exit (non-zero with a path-precise message on error)";
 
 fn main() -> ExitCode {
-    let mut config_path =
-        std::env::var("LLM_GATEWAY_CONFIG").unwrap_or_else(|_| "config/gateway.yaml".into());
+    let mut config_path = std::env::var("LLM_GATEWAY_CONFIG").unwrap_or_else(|_| "config/gateway.yaml".into());
     let mut check_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -56,10 +55,7 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!(config = %config_path, "{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -76,17 +72,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let app = app::build(&config)?;
+    let (app, _background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, models = config.models.len(), "listening");
-    server::serve(
-        listener,
-        app,
-        server::shutdown_signal(),
-        config.server.shutdown_grace,
-    )
-    .await?;
+    server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -43,13 +43,9 @@ pub struct ModelInfo {
 
 /// Parses one descriptor, checking that its `name` matches the file it came from.
 pub fn parse(stem: &str, text: &str) -> Result<Descriptor, String> {
-    let descriptor: Descriptor =
-        serde_yaml_ng::from_str(text).map_err(|e| format!("providers/{stem}.yaml: {e}"))?;
+    let descriptor: Descriptor = serde_yaml_ng::from_str(text).map_err(|e| format!("providers/{stem}.yaml: {e}"))?;
     if descriptor.name != stem {
-        return Err(format!(
-            "providers/{stem}.yaml: name: {:?} must equal the file name {stem:?}",
-            descriptor.name
-        ));
+        return Err(format!("providers/{stem}.yaml: name: {:?} must equal the file name {stem:?}", descriptor.name));
     }
     Ok(descriptor)
 }
@@ -58,12 +54,7 @@ pub fn parse(stem: &str, text: &str) -> Result<Descriptor, String> {
 /// the catalogue test catches; at run time it is reported by `lookup`.
 pub fn catalogue() -> &'static BTreeMap<String, Result<Descriptor, String>> {
     static CATALOGUE: OnceLock<BTreeMap<String, Result<Descriptor, String>>> = OnceLock::new();
-    CATALOGUE.get_or_init(|| {
-        EMBEDDED
-            .iter()
-            .map(|(stem, text)| ((*stem).to_owned(), parse(stem, text)))
-            .collect()
-    })
+    CATALOGUE.get_or_init(|| EMBEDDED.iter().map(|(stem, text)| ((*stem).to_owned(), parse(stem, text))).collect())
 }
 
 pub fn lookup(vendor: &str) -> Result<&'static Descriptor, String> {

@@ -1,63 +1,246 @@
-//! Routing: the client's model name → the ordered deployments that may serve it, after checking
-//! that the caller's team may use it.
+//! Routing: the client's model name (after team overrides and aliases) → an ordered plan of
+//! deployments: its group's tiers by priority, each ordered by the group's strategy, open
+//! breakers and cooling-down deployments skipped, then the fallback groups. Prompts that do not
+//! fit a deployment's context window go to the context-window fallbacks.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub mod balance;
+pub mod breaker;
+pub mod health;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::auth::Principal;
-use crate::config::{Config, DeploymentSpec, ModelSpec, ProviderSpec};
+use crate::config::{Config, DeploymentSpec, ModelSpec, ProviderSpec, RetryPolicy};
 use crate::error::GatewayError;
+use balance::Member;
+use health::DeploymentHealth;
 
 pub struct Router {
-    models: BTreeMap<String, ModelSpec>,
+    groups: BTreeMap<String, Group>,
+    aliases: BTreeMap<String, String>,
     default_backend: Option<Arc<ProviderSpec>>,
+    /// One health record per deployment id, shared by every group that lists it.
+    health: HashMap<String, Arc<DeploymentHealth>>,
+    /// Health records of catch-all deployments, made on first use.
+    catch_all_health: Mutex<HashMap<String, Arc<DeploymentHealth>>>,
+}
+
+struct Group {
+    spec: ModelSpec,
+    members: Vec<Member>,
 }
 
 /// Where one request may go, in the order to try.
+#[derive(Debug)]
+pub struct Plan {
+    /// The group the request resolved to (after overrides and aliases).
+    pub group: String,
+    pub candidates: Vec<Candidate>,
+    /// Tried instead when an upstream refuses the content.
+    pub content_policy: Vec<Candidate>,
+    /// Tried instead when an upstream says the prompt is too long.
+    pub context_window: Vec<Candidate>,
+    pub retry: RetryPolicy,
+}
+
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub deployments: Vec<DeploymentSpec>,
+pub struct Candidate {
+    pub deployment: Arc<DeploymentSpec>,
+    pub health: Arc<DeploymentHealth>,
+}
+
+/// What the router needs to know about the request itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestShape {
+    /// Prompt tokens plus the completion budget asked for.
+    pub tokens_needed: u64,
 }
 
 impl Router {
     pub fn new(config: &Config) -> Self {
+        let mut health: HashMap<String, Arc<DeploymentHealth>> = HashMap::new();
+        let groups = config
+            .models
+            .iter()
+            .map(|(name, spec)| {
+                let members = spec
+                    .deployments
+                    .iter()
+                    .map(|d| {
+                        let h = health
+                            .entry(d.id.clone())
+                            .or_insert_with(|| Arc::new(DeploymentHealth::new(d.id.clone(), d.breaker)))
+                            .clone();
+                        (Arc::new(d.clone()), h)
+                    })
+                    .collect();
+                (name.clone(), Group { spec: spec.clone(), members })
+            })
+            .collect();
         Self {
-            models: config.models.clone(),
+            groups,
+            aliases: config.aliases.clone(),
             default_backend: config.default_backend.clone(),
+            health,
+            catch_all_health: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn route(&self, principal: &Principal, model: &str) -> Result<Route, GatewayError> {
-        let deployments = match (self.models.get(model), &self.default_backend) {
-            (Some(spec), _) => spec.deployments.clone(),
-            (None, Some(provider)) => vec![DeploymentSpec {
-                provider: provider.clone(),
-                model: model.to_owned(),
-                id: format!("{}/{}", provider.name, model),
-            }],
-            (None, None) => {
-                return Err(GatewayError::ModelNotFound(format!(
-                    "The model `{model}` does not exist."
-                )));
-            }
-        };
-        if !principal.policy.allows(model) {
+    /// Plans the attempts for `requested` on behalf of `principal`.
+    pub fn plan(&self, principal: &Principal, requested: &str, shape: RequestShape) -> Result<Plan, GatewayError> {
+        let known = self.groups.contains_key(requested) || self.aliases.contains_key(requested);
+        if !known && self.default_backend.is_none() {
+            return Err(GatewayError::ModelNotFound(format!("The model `{requested}` does not exist.")));
+        }
+        if !principal.policy.allows(requested) {
             return Err(GatewayError::ModelNotAllowed(format!(
-                "Team `{}` is not allowed to use the model `{model}`.",
+                "Team `{}` is not allowed to use the model `{requested}`.",
                 principal.team
             )));
         }
-        Ok(Route { deployments })
+        let target = principal.policy.model_overrides.get(requested).map(String::as_str).unwrap_or(requested);
+        let group_name = self.resolve(target);
+        let Some(group) = group_name.and_then(|g| self.groups.get(g)) else {
+            return self.catch_all(target);
+        };
+        let now = Instant::now();
+        let mut rng = fastrand::Rng::new();
+
+        let (fitting, too_small): (Vec<&Member>, Vec<&Member>) =
+            group.members.iter().partition(|(d, _)| d.context_window.is_none_or(|w| shape.tokens_needed <= w));
+        let none_fit = fitting.is_empty();
+        let context_window = self.expand(&group.spec.context_window_fallbacks, shape, now, &mut rng);
+        let mut candidates = if none_fit {
+            // Nothing in this group can hold the prompt: the context-window fallbacks take over.
+            context_window.clone()
+        } else {
+            let mut c = order_group(&group.spec, fitting, now, &mut rng);
+            c.extend(self.expand(&group.spec.fallbacks, shape, now, &mut rng));
+            c
+        };
+        candidates.dedup_by(|a, b| a.deployment.id == b.deployment.id);
+        if candidates.is_empty() {
+            if none_fit && !too_small.is_empty() {
+                let window = too_small.iter().filter_map(|(d, _)| d.context_window).max().unwrap_or(0);
+                return Err(GatewayError::ContextLength(format!(
+                    "This model's maximum context length is {window} tokens, but about {} were requested.",
+                    shape.tokens_needed
+                )));
+            }
+            return Err(GatewayError::Unavailable(format!(
+                "Every deployment of the model `{requested}` is unavailable (circuit open or cooling down); try again later."
+            )));
+        }
+        Ok(Plan {
+            group: group.spec.name.clone(),
+            candidates,
+            content_policy: self.expand(&group.spec.content_policy_fallbacks, shape, now, &mut rng),
+            context_window,
+            retry: group.spec.retry,
+        })
+    }
+
+    fn resolve<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        if self.groups.contains_key(name) { Some(name) } else { self.aliases.get(name).map(String::as_str) }
+    }
+
+    /// The candidates of fallback groups (and their own fallbacks), in order.
+    fn expand(&self, names: &[String], shape: RequestShape, now: Instant, rng: &mut fastrand::Rng) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let mut queue: Vec<&str> = names.iter().map(String::as_str).collect();
+        while !queue.is_empty() {
+            let name = queue.remove(0);
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            let Some(group) = self.groups.get(name) else { continue };
+            let fitting: Vec<&Member> = group
+                .members
+                .iter()
+                .filter(|(d, _)| d.context_window.is_none_or(|w| shape.tokens_needed <= w))
+                .collect();
+            out.extend(order_group(&group.spec, fitting, now, rng));
+            queue.extend(group.spec.fallbacks.iter().map(String::as_str));
+        }
+        out
+    }
+
+    fn catch_all(&self, model: &str) -> Result<Plan, GatewayError> {
+        let provider = self
+            .default_backend
+            .clone()
+            .ok_or_else(|| GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")))?;
+        let deployment = Arc::new(DeploymentSpec::catch_all(provider, model));
+        let health = {
+            let mut map = self.catch_all_health.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: client-chosen names must not grow this without end.
+            if map.len() >= 4096 && !map.contains_key(&deployment.id) {
+                map.clear();
+            }
+            map.entry(deployment.id.clone())
+                .or_insert_with(|| Arc::new(DeploymentHealth::new(deployment.id.clone(), deployment.breaker)))
+                .clone()
+        };
+        if !health.available(Instant::now()) {
+            return Err(GatewayError::Unavailable(format!(
+                "The backend for the model `{model}` is unavailable (circuit open); try again later."
+            )));
+        }
+        Ok(Plan {
+            group: model.to_owned(),
+            candidates: vec![Candidate { deployment, health }],
+            content_policy: Vec::new(),
+            context_window: Vec::new(),
+            retry: RetryPolicy::default(),
+        })
     }
 
     /// Client-facing model names the team may use, for `GET /v1/models`.
-    pub fn visible_models<'a>(
-        &'a self,
-        principal: &'a Principal,
-    ) -> impl Iterator<Item = &'a str> + 'a {
-        self.models
-            .keys()
-            .map(String::as_str)
-            .filter(|name| principal.policy.allows(name))
+    pub fn visible_models<'a>(&'a self, principal: &'a Principal) -> impl Iterator<Item = &'a str> + 'a {
+        self.groups.keys().chain(self.aliases.keys()).map(String::as_str).filter(|name| principal.policy.allows(name))
     }
+
+    /// Whether `model` names something routable at all (for `GET /v1/models/{id}`).
+    pub fn knows(&self, model: &str) -> bool {
+        self.groups.contains_key(model) || self.aliases.contains_key(model) || self.default_backend.is_some()
+    }
+
+    /// Every deployment's live state, for `/health` and metrics.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<DeploymentHealth>> {
+        self.health.values()
+    }
+
+    /// The health records of a provider's deployments (for its active health check).
+    pub fn deployments_of(&self, provider: &str) -> Vec<Arc<DeploymentHealth>> {
+        let mut out: Vec<Arc<DeploymentHealth>> = self
+            .groups
+            .values()
+            .flat_map(|g| g.members.iter())
+            .filter(|(d, _)| d.provider.name == provider)
+            .map(|(_, h)| h.clone())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
+    }
+}
+
+/// One group's available deployments: lowest priority tier first, each tier ordered by strategy.
+fn order_group(spec: &ModelSpec, members: Vec<&Member>, now: Instant, rng: &mut fastrand::Rng) -> Vec<Candidate> {
+    let mut tiers: BTreeMap<u32, Vec<Member>> = BTreeMap::new();
+    for (d, h) in members {
+        if h.available(now) {
+            tiers.entry(d.priority).or_default().push((d.clone(), h.clone()));
+        }
+    }
+    let strategy = spec.strategy;
+    tiers
+        .into_values()
+        .flat_map(|tier| balance::order(strategy, tier, rng))
+        .map(|(deployment, health)| Candidate { deployment, health })
+        .collect()
 }

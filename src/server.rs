@@ -47,10 +47,7 @@ pub async fn serve(
     let (tx, mut rx) = tokio::sync::watch::channel(false);
     let signalled = async move {
         shutdown.await;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: draining in-flight requests"
-        );
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
         let _ = tx.send(true);
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);

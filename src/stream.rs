@@ -81,10 +81,7 @@ impl Relay {
             }
             let event = match self.decoder.next_event() {
                 Ok(Some(event)) => Some(event),
-                Ok(None) if self.upstream_ended => self
-                    .decoder
-                    .finish()
-                    .map_err(|e| self.protocol(e.to_string()))?,
+                Ok(None) if self.upstream_ended => self.decoder.finish().map_err(|e| self.protocol(e.to_string()))?,
                 Ok(None) => None,
                 Err(e) => return Err(self.protocol(e.to_string())),
             };
@@ -125,11 +122,7 @@ impl Relay {
                 Err(_) => {
                     return Err(GatewayError::UpstreamTimeout {
                         deployment: self.deployment.clone(),
-                        phase: if Instant::now() >= self.deadline {
-                            "total"
-                        } else {
-                            "idle between chunks"
-                        },
+                        phase: if Instant::now() >= self.deadline { "total" } else { "idle between chunks" },
                         after_ms: now.elapsed().as_millis() + self.idle.as_millis().min(1),
                     });
                 }
@@ -138,10 +131,7 @@ impl Relay {
     }
 
     fn protocol(&self, detail: String) -> GatewayError {
-        GatewayError::UpstreamProtocol {
-            deployment: self.deployment.clone(),
-            detail,
-        }
+        GatewayError::UpstreamProtocol { deployment: self.deployment.clone(), detail }
     }
 
     fn report(&mut self, error: Option<&'static str>, client_gone: bool) {
@@ -159,11 +149,7 @@ impl Relay {
     /// The client-facing body: `first` (already produced), then the rest as it arrives. `on_end`
     /// runs exactly once — at the end, after an in-band error, or when the body is dropped
     /// because the client went away (dropping it also drops, and so cancels, the upstream call).
-    pub fn into_body(
-        mut self,
-        first: Bytes,
-        on_end: EndHook,
-    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    pub fn into_body(mut self, first: Bytes, on_end: EndHook) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
         self.on_end = Some(on_end);
         let state = (self, Some(first), false);
         futures_util::stream::unfold(state, |(mut relay, first, failed)| async move {

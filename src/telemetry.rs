@@ -24,11 +24,7 @@ pub struct RequestLog;
 
 impl Observer for RequestLog {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
-        let (team, key_id) = ctx
-            .principal
-            .as_ref()
-            .map(|p| (&*p.team, &*p.key_id))
-            .unwrap_or(("", ""));
+        let (team, key_id) = ctx.principal.as_ref().map(|p| (&*p.team, &*p.key_id)).unwrap_or(("", ""));
         let usage = outcome.usage.unwrap_or_default();
         tracing::info!(
             target: "llm_gateway::request",

@@ -33,10 +33,7 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(config: &Config) -> Result<Self, GatewayError> {
         let mut clients = HashMap::new();
-        let providers = config
-            .providers
-            .values()
-            .chain(config.default_backend.iter());
+        let providers = config.providers.values().chain(config.default_backend.iter());
         for provider in providers {
             if clients.contains_key(&provider.name) {
                 continue;
@@ -47,12 +44,7 @@ impl Upstreams {
                 .pool_max_idle_per_host(256)
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|e| {
-                    GatewayError::Internal(format!(
-                        "building the HTTP client for {}: {e}",
-                        provider.name
-                    ))
-                })?;
+                .map_err(|e| GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name)))?;
             clients.insert(provider.name.clone(), client);
         }
         Ok(Self { clients })
@@ -69,13 +61,13 @@ impl Upstreams {
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
-        let client = self.clients.get(&provider.name).ok_or_else(|| {
-            GatewayError::Internal(format!("no HTTP client for provider {}", provider.name))
-        })?;
+        let client = self
+            .clients
+            .get(&provider.name)
+            .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))?;
         let url = format!("{}{}", provider.base_url, path);
-        let url = reqwest::Url::parse_with_params(&url, &provider.query).map_err(|e| {
-            GatewayError::Internal(format!("provider {} URL {url:?}: {e}", provider.name))
-        })?;
+        let url = reqwest::Url::parse_with_params(&url, &provider.query)
+            .map_err(|e| GatewayError::Internal(format!("provider {} URL {url:?}: {e}", provider.name)))?;
         let mut request = client
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -91,10 +83,7 @@ impl Upstreams {
                 AuthStyle::Bearer => request = request.bearer_auth(key.expose()),
                 AuthStyle::Header(name) => {
                     let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-                        GatewayError::Internal(format!(
-                            "provider {} key is not a valid header value",
-                            provider.name
-                        ))
+                        GatewayError::Internal(format!("provider {} key is not a valid header value", provider.name))
                     })?;
                     value.set_sensitive(true);
                     request = request.header(name.as_str(), value);
@@ -115,15 +104,28 @@ impl Upstreams {
         let status = response.status();
         let headers = response.headers().clone();
         let id = deployment.id.clone();
-        let body = response
-            .bytes_stream()
-            .map(move |r| r.map_err(|e| classify(&id, &e)))
-            .boxed();
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body,
-        })
+        let body = response.bytes_stream().map(move |r| r.map_err(|e| classify(&id, &e))).boxed();
+        Ok(UpstreamResponse { status, headers, body })
+    }
+}
+
+impl Upstreams {
+    /// An active health probe: `GET {base_url}{path}` with the provider's credentials.
+    pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
+        let client = self.clients.get(&provider.name).ok_or("no client")?;
+        let mut request = client.get(format!("{}{}", provider.base_url, path)).timeout(timeout);
+        if let Some(key) = &provider.api_key {
+            request = match &provider.auth {
+                AuthStyle::Bearer => request.bearer_auth(key.expose()),
+                AuthStyle::Header(name) => request.header(name.as_str(), key.expose()),
+                AuthStyle::None => request,
+            };
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        if response.status().is_server_error() {
+            return Err(format!("HTTP {}", response.status().as_u16()));
+        }
+        Ok(())
     }
 }
 
@@ -136,21 +138,11 @@ fn classify(deployment: &str, e: &reqwest::Error) -> GatewayError {
         source = s.source();
     }
     if e.is_timeout() {
-        GatewayError::UpstreamTimeout {
-            deployment: deployment.to_owned(),
-            phase: "connect",
-            after_ms: 0,
-        }
+        GatewayError::UpstreamTimeout { deployment: deployment.to_owned(), phase: "connect", after_ms: 0 }
     } else if e.is_connect() || e.is_request() {
-        GatewayError::UpstreamUnreachable {
-            deployment: deployment.to_owned(),
-            detail,
-        }
+        GatewayError::UpstreamUnreachable { deployment: deployment.to_owned(), detail }
     } else {
-        GatewayError::UpstreamProtocol {
-            deployment: deployment.to_owned(),
-            detail,
-        }
+        GatewayError::UpstreamProtocol { deployment: deployment.to_owned(), detail }
     }
 }
 
@@ -169,11 +161,7 @@ pub async fn read_body(
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
                     deployment: deployment.to_owned(),
-                    phase: if Instant::now() >= deadline {
-                        "total"
-                    } else {
-                        "idle"
-                    },
+                    phase: if Instant::now() >= deadline { "total" } else { "idle" },
                     after_ms: started.elapsed().as_millis(),
                 });
             }

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{RawObject, Usage};
+use crate::api::{RawObject, Usage, tokens};
 use crate::ctx::Endpoint;
 use crate::upstream::UpstreamResponse;
 
@@ -42,11 +42,7 @@ impl Content {
     fn text(&self) -> String {
         match self {
             Content::Text(t) => t.clone(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .collect::<Vec<_>>()
-                .join(" "),
+            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join(" "),
         }
     }
 }
@@ -71,9 +67,9 @@ impl TextInput {
     }
 }
 
-/// Roughly four characters a token, as OpenAI's rule of thumb; at least one.
-pub fn estimate_tokens(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4).max(1)
+/// Roughly four characters a token; at least one.
+fn estimate_tokens(text: &str) -> u64 {
+    tokens::estimate(text).max(1)
 }
 
 /// Answers `request` (already carrying the upstream model name) as an OpenAI server would.
@@ -94,33 +90,16 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
         .unwrap_or(false);
     let seed = fnv1a(&request.to_vec());
     let id_suffix = format!("{seed:016x}");
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
 
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages: Vec<Message> = request
-                .parse("messages")
-                .map_err(|e| format!("messages: {e}"))?
-                .unwrap_or_default();
-            let prompt_tokens: u64 = messages
-                .iter()
-                .map(|m| {
-                    3 + m
-                        .content
-                        .as_ref()
-                        .map(|c| estimate_tokens(&c.text()))
-                        .unwrap_or(0)
-                })
-                .sum();
-            let last_user = messages
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .and_then(|m| m.content.as_ref())
-                .map(Content::text);
+            let messages: Vec<Message> =
+                request.parse("messages").map_err(|e| format!("messages: {e}"))?.unwrap_or_default();
+            let prompt_tokens: u64 =
+                messages.iter().map(|m| 3 + m.content.as_ref().map(|c| estimate_tokens(&c.text())).unwrap_or(0)).sum();
+            let last_user =
+                messages.iter().rev().find(|m| m.role == "user").and_then(|m| m.content.as_ref()).map(Content::text);
             let content = match last_user {
                 Some(text) => format!("{PREFIX}{text}"),
                 None => "Mock response.".to_owned(),
@@ -144,18 +123,14 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
             events.extend(words(&content).map(|w| chunk(json!({"content": w}), None)));
             events.push(chunk(json!({}), Some("stop")));
             if include_usage {
-                events.push(
-                    json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                                   "model": model, "choices": [], "usage": usage}),
-                );
+                events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                                   "model": model, "choices": [], "usage": usage}));
             }
             Ok(sse_response(events))
         }
         Endpoint::Completions => {
-            let prompt: TextInput = request
-                .parse("prompt")
-                .map_err(|e| format!("prompt: {e}"))?
-                .unwrap_or(TextInput::One(String::new()));
+            let prompt: TextInput =
+                request.parse("prompt").map_err(|e| format!("prompt: {e}"))?.unwrap_or(TextInput::One(String::new()));
             let prompt = prompt.items().join("\n");
             let text = format!("{PREFIX}{prompt}");
             let usage = usage(estimate_tokens(&prompt), estimate_tokens(&text));
@@ -175,18 +150,14 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
             let mut events: Vec<_> = words(&text).map(|w| chunk(w, None)).collect();
             events.push(chunk("", Some("stop")));
             if include_usage {
-                events.push(
-                    json!({"id": id, "object": "text_completion", "created": created,
-                                   "model": model, "choices": [], "usage": usage}),
-                );
+                events.push(json!({"id": id, "object": "text_completion", "created": created,
+                                   "model": model, "choices": [], "usage": usage}));
             }
             Ok(sse_response(events))
         }
         Endpoint::Embeddings => {
-            let input: TextInput = request
-                .parse("input")
-                .map_err(|e| format!("input: {e}"))?
-                .ok_or("input: required")?;
+            let input: TextInput =
+                request.parse("input").map_err(|e| format!("input: {e}"))?.ok_or("input: required")?;
             let dimensions: usize = request
                 .parse::<usize>("dimensions")
                 .map_err(|e| format!("dimensions: {e}"))?
@@ -209,12 +180,7 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
 }
 
 fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-        ..Default::default()
-    }
+    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, ..Default::default() }
 }
 
 /// Splits text into word-sized deltas that concatenate back to it exactly.
@@ -225,10 +191,7 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let skip = rest.len() - rest.trim_start().len();
-        let end = rest[skip..]
-            .find(char::is_whitespace)
-            .map(|i| i + skip)
-            .unwrap_or(rest.len());
+        let end = rest[skip..].find(char::is_whitespace).map(|i| i + skip).unwrap_or(rest.len());
         let (word, tail) = rest.split_at(end);
         rest = tail;
         Some(word)
@@ -248,29 +211,19 @@ fn embed(text: &str, dimensions: usize) -> Vec<f32> {
             (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect();
-    let norm = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::MIN_POSITIVE);
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn json_response(body: &serde_json::Value) -> UpstreamResponse {
     let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
     let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     UpstreamResponse {
         status: StatusCode::OK,
         headers,
@@ -290,15 +243,8 @@ fn sse_response(events: Vec<serde_json::Value>) -> UpstreamResponse {
         .chain(std::iter::once(Ok(Bytes::from_static(b"data: [DONE]\n\n"))))
         .collect();
     let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    UpstreamResponse {
-        status: StatusCode::OK,
-        headers,
-        body: futures_util::stream::iter(frames).boxed(),
-    }
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    UpstreamResponse { status: StatusCode::OK, headers, body: futures_util::stream::iter(frames).boxed() }
 }
 
 fn error_response(status: StatusCode, message: &str) -> UpstreamResponse {

@@ -27,8 +27,7 @@ pub fn upstream_body(
             _ => RawObject::default(),
         };
         options.set("include_usage", &true)?;
-        let options: Box<RawValue> =
-            RawValue::from_string(String::from_utf8(options.to_vec()).unwrap_or_default())?;
+        let options: Box<RawValue> = RawValue::from_string(String::from_utf8(options.to_vec()).unwrap_or_default())?;
         body.set_raw("stream_options", options);
     }
     // Whether asked by us or sent unasked (llama.cpp, Gemini), the client did not want it.
@@ -36,10 +35,7 @@ pub fn upstream_body(
 }
 
 /// Rewrites a whole (non-stream) response: the client's model name; returns the usage too.
-pub fn rewrite_response(
-    body: &[u8],
-    client_model: &str,
-) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
+pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
     let mut object = RawObject::from_slice(body)?;
     let usage = object.parse::<Usage>("usage").ok().flatten();
     if object.contains("model") {
@@ -60,11 +56,7 @@ impl OpenAiChunks {
     pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
         let client_model = serde_json::value::to_raw_value(client_model)
             .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
-        Self {
-            client_model,
-            hide_usage_chunks,
-            usage: None,
-        }
+        Self { client_model, hide_usage_chunks, usage: None }
     }
 }
 
@@ -113,9 +105,11 @@ mod tests {
 
     #[test]
     fn injects_usage_request_only_for_streams_and_keeps_other_options() {
-        let req = RawObject::from_slice(br#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false},"top_k":5}"#).unwrap();
-        let (body, hide) =
-            upstream_body(&req, "up", true, false, StreamUsage::StreamOptions).unwrap();
+        let req = RawObject::from_slice(
+            br#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false},"top_k":5}"#,
+        )
+        .unwrap();
+        let (body, hide) = upstream_body(&req, "up", true, false, StreamUsage::StreamOptions).unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"{"model":"up","stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true},"top_k":5}"#
@@ -123,8 +117,7 @@ mod tests {
         assert!(hide);
 
         let req = RawObject::from_slice(br#"{"model":"m"}"#).unwrap();
-        let (body, hide) =
-            upstream_body(&req, "up", false, false, StreamUsage::StreamOptions).unwrap();
+        let (body, hide) = upstream_body(&req, "up", false, false, StreamUsage::StreamOptions).unwrap();
         assert_eq!(std::str::from_utf8(&body).unwrap(), r#"{"model":"up"}"#);
         assert!(!hide);
     }
@@ -137,21 +130,19 @@ mod tests {
         assert_eq!(hidden.usage().unwrap().total_tokens, 7);
 
         let mut shown = OpenAiChunks::new("client", false);
-        let ChunkAction::Forward(out) = shown.rewrite(usage_chunk) else {
-            panic!()
-        };
-        assert!(
-            std::str::from_utf8(&out)
-                .unwrap()
-                .contains(r#""model":"client""#)
-        );
+        let ChunkAction::Forward(out) = shown.rewrite(usage_chunk) else { panic!() };
+        assert!(std::str::from_utf8(&out).unwrap().contains(r#""model":"client""#));
         assert_eq!(shown.usage().unwrap().prompt_tokens, 3);
     }
 
     #[test]
     fn content_chunks_get_the_client_model_and_done_and_errors_are_recognised() {
         let mut r = OpenAiChunks::new("gpt-4o-mini", true);
-        let ChunkAction::Forward(out) = r.rewrite(br#"{"id":"a","model":"qwen3","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#) else { panic!() };
+        let ChunkAction::Forward(out) =
+            r.rewrite(br#"{"id":"a","model":"qwen3","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#)
+        else {
+            panic!()
+        };
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"a","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#

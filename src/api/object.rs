@@ -21,18 +21,11 @@ impl RawObject {
 
     pub fn get(&self, key: &str) -> Option<&RawValue> {
         // Last wins, as in every mainstream JSON parser.
-        self.members
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+        self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
     /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
-    pub fn parse<'a, T: Deserialize<'a>>(
-        &'a self,
-        key: &str,
-    ) -> Result<Option<T>, serde_json::Error> {
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, serde_json::Error> {
         match self.get(key) {
             None => Ok(None),
             Some(raw) if raw.get() == "null" => Ok(None),
@@ -84,11 +77,7 @@ impl RawObject {
 
     /// Writes the object back as compact JSON.
     pub fn to_vec(&self) -> Vec<u8> {
-        let len: usize = self
-            .members
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum();
+        let len: usize = self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
         let mut out = Vec::with_capacity(len + 2);
         out.push(b'{');
         for (i, (key, value)) in self.members.iter().enumerate() {
@@ -143,9 +132,7 @@ impl<'de> Deserialize<'de> for RawObject {
                 Ok(RawObject { members })
             }
         }
-        deserializer
-            .deserialize_map(ObjectVisitor)
-            .map_err(de::Error::custom)
+        deserializer.deserialize_map(ObjectVisitor).map_err(de::Error::custom)
     }
 }
 
@@ -170,10 +157,7 @@ mod tests {
         assert_eq!(obj.get("a").unwrap().get(), "3");
         obj.set("a", &9).unwrap();
         obj.set("c", &true).unwrap();
-        assert_eq!(
-            String::from_utf8(obj.to_vec()).unwrap(),
-            r#"{"a":9,"b":2,"c":true}"#
-        );
+        assert_eq!(String::from_utf8(obj.to_vec()).unwrap(), r#"{"a":9,"b":2,"c":true}"#);
     }
 
     #[test]

@@ -45,19 +45,9 @@ pub struct ErrorDetail {
 }
 
 impl ErrorBody {
-    pub fn new(
-        message: impl Into<String>,
-        kind: &str,
-        param: Option<String>,
-        code: Option<&str>,
-    ) -> Self {
+    pub fn new(message: impl Into<String>, kind: &str, param: Option<String>, code: Option<&str>) -> Self {
         Self {
-            error: ErrorDetail {
-                message: message.into(),
-                kind: kind.to_owned(),
-                param,
-                code: code.map(str::to_owned),
-            },
+            error: ErrorDetail { message: message.into(), kind: kind.to_owned(), param, code: code.map(str::to_owned) },
         }
     }
 
@@ -79,43 +69,21 @@ impl ErrorBody {
         let text = || {
             let s = String::from_utf8_lossy(body);
             let s = s.trim();
-            if s.is_empty() {
-                format!("upstream returned HTTP {status}")
-            } else {
-                s.chars().take(2000).collect()
-            }
+            if s.is_empty() { format!("upstream returned HTTP {status}") } else { s.chars().take(2000).collect() }
         };
         let Ok(loose) = serde_json::from_slice::<Loose>(body) else {
             return Self::new(text(), default_kind, None, None);
         };
         match loose.error {
             Some(serde_json::Value::Object(obj)) => {
-                let message = obj
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_owned)
-                    .unwrap_or_else(text);
-                let kind = obj
-                    .get("type")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or(default_kind);
+                let message = obj.get("message").and_then(|m| m.as_str()).map(str::to_owned).unwrap_or_else(text);
+                let kind = obj.get("type").and_then(|t| t.as_str()).unwrap_or(default_kind);
                 let param = obj.get("param").and_then(|p| p.as_str()).map(str::to_owned);
                 let code = obj.get("code").and_then(code_string);
-                Self {
-                    error: ErrorDetail {
-                        message,
-                        kind: kind.to_owned(),
-                        param,
-                        code,
-                    },
-                }
+                Self { error: ErrorDetail { message, kind: kind.to_owned(), param, code } }
             }
             Some(serde_json::Value::String(message)) => {
-                let kind = loose
-                    .error_type
-                    .as_deref()
-                    .map(tgi_kind)
-                    .unwrap_or(default_kind);
+                let kind = loose.error_type.as_deref().map(tgi_kind).unwrap_or(default_kind);
                 Self::new(message, kind, None, None)
             }
             _ => match loose.message {
@@ -189,10 +157,7 @@ mod tests {
         assert_eq!(openai.error.message, "bad");
         assert_eq!(openai.error.param.as_deref(), Some("messages"));
 
-        let tgi = ErrorBody::from_upstream(
-            422,
-            br#"{"error":"Input validation error","error_type":"validation"}"#,
-        );
+        let tgi = ErrorBody::from_upstream(422, br#"{"error":"Input validation error","error_type":"validation"}"#);
         assert_eq!(tgi.error.message, "Input validation error");
         assert_eq!(tgi.error.kind, "invalid_request_error");
 

@@ -8,13 +8,10 @@ use serde::de::{self, Deserializer, Visitor};
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d` or `12` (seconds).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 250ms, 30s, 5m, 1h)"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("invalid duration {text:?} (expected e.g. 250ms, 30s, 5m, 1h)"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -22,9 +19,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
         other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
-            ));
+            return Err(format!("invalid duration unit {other:?} in {text:?} (use ms, s, m, h or d)"));
         }
     };
     if !seconds.is_finite() || seconds < 0.0 {
@@ -34,9 +29,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// `#[serde(deserialize_with = "duration::deserialize")]` for `Option<Duration>` fields.
-pub fn deserialize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     struct DurationVisitor;
     impl Visitor<'_> for DurationVisitor {
         type Value = Option<Duration>;

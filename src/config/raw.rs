@@ -22,6 +22,13 @@ pub struct RawConfig {
     pub models: BTreeMap<String, RawModel>,
     /// Provider that serves every model name not listed under `models`.
     pub default_backend: Option<String>,
+    /// Other names for model groups (e.g. OpenAI names for internal models).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// Default breaker settings; a deployment may override them.
+    pub circuit_breaker: Option<RawBreaker>,
+    /// Default retry settings; a model may override them.
+    pub retry: Option<RawRetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +58,9 @@ pub struct RawKey {
 pub struct RawTeam {
     #[serde(default)]
     pub models: Vec<String>,
+    /// Requests of this team for the key model go to the value model instead.
+    #[serde(default)]
+    pub model_overrides: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +79,7 @@ pub struct RawProvider {
     pub stream_usage: Option<String>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    pub health_check: Option<RawHealthCheck>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -88,6 +99,54 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub deployments: Vec<RawDeployment>,
+    /// weighted (default) | least-busy | latency | priority
+    pub strategy: Option<String>,
+    /// Groups to try, in order, when every deployment of this one failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Groups to use when the prompt does not fit this group's context window.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Groups to use when an upstream refuses the content (content filter / policy).
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    /// Open when this share of the last `window` outcomes failed (0 < ratio <= 1).
+    pub failure_ratio: Option<f64>,
+    pub window: Option<u32>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub open_for: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub max_open_for: Option<Duration>,
+    pub half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Upstream attempts per request, across deployments and fallbacks (first try included).
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub max_backoff: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Below the provider's base URL; default `/models`.
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,4 +155,11 @@ pub struct RawDeployment {
     pub provider: String,
     /// The name the upstream expects; defaults to the client-facing name.
     pub model: Option<String>,
+    /// Relative share of traffic within its priority tier (default 1; 0 = only when alone).
+    pub weight: Option<f64>,
+    /// Tier: lower tiers are used first, higher ones only when the lower are unavailable.
+    pub priority: Option<u32>,
+    /// Overrides the catalogue's context window for this deployment.
+    pub context_window: Option<u64>,
+    pub circuit_breaker: Option<RawBreaker>,
 }

@@ -43,46 +43,29 @@ fn the_issue_example_shape_is_accepted() {
 #[test]
 fn errors_name_the_full_path() {
     let bad_provider = BASE.replace("provider: local-vllm, model", "provider: nope, model");
-    assert_eq!(
-        error_of(&bad_provider),
-        r#"models.gpt-4o-mini.deployments[0].provider: unknown provider "nope""#
-    );
+    assert_eq!(error_of(&bad_provider), r#"models.gpt-4o-mini.deployments[0].provider: unknown provider "nope""#);
 
     let unknown_field = BASE.replace("model: qwen3-32b }", "model: qwen3-32b, wieght: 3 }");
     let e = error_of(&unknown_field);
-    assert!(
-        e.starts_with("models.gpt-4o-mini.deployments[0]: unknown field `wieght`"),
-        "{e}"
-    );
+    assert!(e.starts_with("models.gpt-4o-mini.deployments[0]: unknown field `wieght`"), "{e}");
 
     let e = error_of(&format!("{BASE}\nservr: {{}}\n"));
     assert!(e.contains("unknown field `servr`"), "{e}");
 
-    let e = error_of(&BASE.replace(
-        "base_url: 'http://127.0.0.1:8000/v1/'",
-        "base_url: 'ftp://x'",
-    ));
+    let e = error_of(&BASE.replace("base_url: 'http://127.0.0.1:8000/v1/'", "base_url: 'ftp://x'"));
     assert!(e.starts_with("providers.local-vllm.base_url: "), "{e}");
 
     let e = error_of(&BASE.replace("team: team-a }", "team: team-z }"));
     assert_eq!(e, r#"keys[0].team: unknown team "team-z""#);
 
-    let e = error_of(&BASE.replace(
-        "      - { provider: local-vllm, model: qwen3-32b }",
-        "      []",
-    ));
+    let e = error_of(&BASE.replace("      - { provider: local-vllm, model: qwen3-32b }", "      []"));
     assert!(e.starts_with("models.gpt-4o-mini.deployments"), "{e}");
 
-    let e = error_of(&format!(
-        "{BASE}\nserver: {{ shutdown_grace: 5 parsecs }}\n"
-    ));
+    let e = error_of(&format!("{BASE}\nserver: {{ shutdown_grace: 5 parsecs }}\n"));
     assert!(e.starts_with("server.shutdown_grace: "), "{e}");
 
     let e = error_of("providers:\n  x: { vendor: nobody }\n");
-    assert!(
-        e.starts_with("providers.x.vendor: unknown vendor \"nobody\""),
-        "{e}"
-    );
+    assert!(e.starts_with("providers.x.vendor: unknown vendor \"nobody\""), "{e}");
 }
 
 #[test]
@@ -92,19 +75,10 @@ fn key_forms_hash_and_env() {
         "keys:\n  - {{ key_sha256: '{hex}', team: t, id: ci }}\n  - {{ key_env: TEAM_KEY, team: t }}\n  - {{ key_env: MISSING, team: t }}\nteams:\n  t: {{ models: ['*'] }}\n"
     );
     let config = Config::from_yaml(&yaml, &env(&[("TEAM_KEY", "sk-env")])).unwrap();
-    assert_eq!(
-        config.keys.len(),
-        2,
-        "the key whose variable is unset is disabled"
-    );
+    assert_eq!(config.keys.len(), 2, "the key whose variable is unset is disabled");
     assert_eq!(config.keys[0].id, "ci");
     assert_eq!(config.keys[1].sha256, sha256(b"sk-env"));
-    assert!(
-        config
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("keys[2].key_env"))
-    );
+    assert!(config.warnings.iter().any(|w| w.starts_with("keys[2].key_env")));
 
     let e = error_of("keys:\n  - { key: a, key_env: B, team: t }\nteams:\n  t: { models: [] }\n");
     assert!(e.starts_with("keys[0]: exactly one of"), "{e}");
@@ -122,11 +96,7 @@ fn secrets_are_redacted_in_debug_output() {
 fn original_service_environment_overlay() {
     let config = Config::from_yaml(
         "keys: [{ key: k, team: t }]\nteams: { t: { models: ['*'] } }\n",
-        &env(&[
-            ("LLM_BACKEND", "mock"),
-            ("PORT", "6006"),
-            ("LLM_REQUEST_TIMEOUT", "42"),
-        ]),
+        &env(&[("LLM_BACKEND", "mock"), ("PORT", "6006"), ("LLM_REQUEST_TIMEOUT", "42")]),
     )
     .unwrap();
     let backend = config.default_backend.as_ref().unwrap();
@@ -138,9 +108,7 @@ fn original_service_environment_overlay() {
     let config = Config::from_yaml(BASE, &env(&[("LLM_BACKEND", "mock")])).unwrap();
     assert!(config.default_backend.is_none());
 
-    let e = Config::from_yaml("", &env(&[("LLM_BACKEND", "grpc")]))
-        .unwrap_err()
-        .0;
+    let e = Config::from_yaml("", &env(&[("LLM_BACKEND", "grpc")])).unwrap_err().0;
     assert!(e.starts_with("LLM_BACKEND: unknown backend"), "{e}");
 }
 
@@ -162,6 +130,7 @@ fn vendor_descriptors_fill_in_and_config_overrides() {
 fn team_model_globs() {
     let policy = TeamPolicy {
         models: vec!["gpt-4o*".into(), "embed-*-small".into(), "exact".into()],
+        model_overrides: Default::default(),
     };
     assert!(policy.allows("gpt-4o"));
     assert!(policy.allows("gpt-4o-mini"));
@@ -170,13 +139,8 @@ fn team_model_globs() {
     assert!(!policy.allows("exactly"));
     assert!(!policy.allows("gpt-4"));
     assert!(!policy.allows("embed-3-large"));
-    assert!(
-        TeamPolicy {
-            models: vec!["*".into()]
-        }
-        .allows("anything")
-    );
-    assert!(!TeamPolicy { models: vec![] }.allows("anything"));
+    assert!(TeamPolicy { models: vec!["*".into()], model_overrides: Default::default() }.allows("anything"));
+    assert!(!TeamPolicy { models: vec![], model_overrides: Default::default() }.allows("anything"));
 }
 
 #[test]
@@ -184,4 +148,36 @@ fn type_errors_carry_path_and_line() {
     let e = error_of("server:\n  max_body_bytes: lots\n");
     assert!(e.starts_with("server.max_body_bytes: invalid type"), "{e}");
     assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn routing_config_errors() {
+    let group = |body: &str| format!("providers: {{ p: {{ dialect: mock }} }}\nmodels:\n{body}");
+    let e = error_of(&group("  a: { deployments: [{ provider: p, weight: -1 }] }\n"));
+    assert!(e.starts_with("models.a.deployments[0].weight: must be a number >= 0"), "{e}");
+    let e = error_of(&group(
+        "  a: { deployments: [{ provider: p }], fallbacks: [b] }\n  b: { deployments: [{ provider: p }], fallbacks: [c] }\n  c: { deployments: [{ provider: p }], context_window_fallbacks: [a] }\n",
+    ));
+    assert!(e.contains("fallback cycle: a -> b -> c -> a"), "{e}");
+    let e = error_of(&group("  a: { deployments: [{ provider: p }], fallbacks: [a] }\n"));
+    assert!(e.starts_with("models.a.fallbacks[0]: a model cannot fall back to itself"), "{e}");
+    let e = error_of(&group("  a: { deployments: [{ provider: p }], fallbacks: [zzz] }\n"));
+    assert_eq!(e, r#"models.a.fallbacks[0]: unknown model "zzz""#);
+    let e = error_of(&group("  a: { deployments: [{ provider: p }], strategy: fastest }\n"));
+    assert!(e.starts_with("models.a.strategy: unknown strategy"), "{e}");
+    let e = error_of(&format!("{}aliases: {{ gpt-4: nowhere }}\n", group("  a: { deployments: [{ provider: p }] }\n")));
+    assert_eq!(e, r#"aliases.gpt-4: unknown model "nowhere""#);
+    let e = error_of(&format!(
+        "{}circuit_breaker: {{ consecutive_failures: 0 }}\n",
+        group("  a: { deployments: [{ provider: p }] }\n")
+    ));
+    assert!(e.starts_with("circuit_breaker.consecutive_failures"), "{e}");
+    let e = error_of(&group(
+        "  a: { deployments: [{ provider: p, circuit_breaker: { open_for: 10s, max_open_for: 1s } }] }\n",
+    ));
+    assert!(e.starts_with("models.a.deployments[0].circuit_breaker.max_open_for"), "{e}");
+    let e = error_of(
+        "providers: { p: { dialect: mock } }\nteams: { t: { models: ['*'], model_overrides: { gpt-4o: ghost } } }\nmodels:\n  a: { deployments: [{ provider: p }] }\n",
+    );
+    assert_eq!(e, r#"teams.t.model_overrides.gpt-4o: unknown model "ghost""#);
 }

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::RawObject;
+use crate::api::{RawObject, tokens};
 use crate::ctx::Endpoint;
 use crate::error::GatewayError;
 
@@ -14,35 +14,27 @@ pub struct ParsedRequest {
     pub model: String,
     pub stream: bool,
     pub client_wants_usage: bool,
+    /// A local estimate of the prompt's tokens (for context-window routing).
+    pub prompt_tokens_estimate: u64,
+    /// The completion budget the client asked for (`max_completion_tokens` or `max_tokens`).
+    pub max_tokens: Option<u64>,
 }
 
-const ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let body = RawObject::from_slice(bytes).map_err(|e| {
-        let what = if e.is_data() {
-            "must be a JSON object"
-        } else {
-            "is not valid JSON"
-        };
+        let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
         GatewayError::bad_request(format!("The request body {what}: {e}"), None)
     })?;
     let model: String = required(&body, "model", "a string")?;
     if model.is_empty() {
-        return Err(GatewayError::bad_request(
-            "'model' must not be empty.",
-            Some("model"),
-        ));
+        return Err(GatewayError::bad_request("'model' must not be empty.", Some("model")));
     }
     let stream: bool = optional(&body, "stream", "a boolean")?.unwrap_or(false);
     let mut client_wants_usage = false;
+    let prompt_tokens_estimate;
+    let mut max_tokens = None;
     match endpoint {
         Endpoint::ChatCompletions => {
             let messages: Vec<Value> = required(&body, "messages", "an array")?;
@@ -60,18 +52,12 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
                     Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
                     Some(Value::String(role)) => {
                         return Err(GatewayError::bad_request(
-                            format!(
-                                "Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."
-                            ),
+                            format!("Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."),
                             Some(&format!("messages[{i}].role")),
                         ));
                     }
                     Some(other) => {
-                        return Err(type_error(
-                            &format!("messages[{i}].role"),
-                            "a string",
-                            other,
-                        ));
+                        return Err(type_error(&format!("messages[{i}].role"), "a string", other));
                     }
                     None => {
                         return Err(GatewayError::bad_request(
@@ -83,15 +69,12 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
                 if let Some(content) = object.get("content")
                     && !(content.is_string() || content.is_array() || content.is_null())
                 {
-                    return Err(type_error(
-                        &format!("messages[{i}].content"),
-                        "a string or an array",
-                        content,
-                    ));
+                    return Err(type_error(&format!("messages[{i}].content"), "a string or an array", content));
                 }
             }
             optional::<Vec<Value>>(&body, "tools", "an array")?;
-            optional::<u64>(&body, "max_completion_tokens", "a non-negative integer")?;
+            max_tokens = optional::<u64>(&body, "max_completion_tokens", "a non-negative integer")?;
+            prompt_tokens_estimate = tokens::estimate_messages(&messages);
             check_stop(&body)?;
         }
         Endpoint::Completions => {
@@ -99,6 +82,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             if !(prompt.is_string() || prompt.is_array()) {
                 return Err(type_error("prompt", "a string or an array", &prompt));
             }
+            prompt_tokens_estimate = tokens::estimate_content(&prompt);
             check_stop(&body)?;
         }
         Endpoint::Embeddings => {
@@ -107,38 +91,28 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
                 return Err(type_error("input", "a string or an array", &input));
             }
             if input.as_array().is_some_and(Vec::is_empty) {
-                return Err(GatewayError::bad_request(
-                    "'input' must not be empty.",
-                    Some("input"),
-                ));
+                return Err(GatewayError::bad_request("'input' must not be empty.", Some("input")));
             }
             optional::<u64>(&body, "dimensions", "a positive integer")?;
+            prompt_tokens_estimate = tokens::estimate_content(&input);
         }
     }
     if endpoint != Endpoint::Embeddings {
-        optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
+        let legacy_max = optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
+        max_tokens = max_tokens.or(legacy_max);
         if let Some(n) = optional::<u64>(&body, "n", "a positive integer")?
             && n == 0
         {
-            return Err(GatewayError::bad_request(
-                "'n' must be at least 1.",
-                Some("n"),
-            ));
+            return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
         }
         range(&body, "temperature", 0.0, 2.0)?;
         range(&body, "top_p", 0.0, 1.0)?;
-        if let Some(options) =
-            optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")?
-        {
+        if let Some(options) = optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")? {
             match options.get("include_usage") {
                 None | Some(Value::Null) => {}
                 Some(Value::Bool(b)) => client_wants_usage = *b,
                 Some(other) => {
-                    return Err(type_error(
-                        "stream_options.include_usage",
-                        "a boolean",
-                        other,
-                    ));
+                    return Err(type_error("stream_options.include_usage", "a boolean", other));
                 }
             }
             if !stream {
@@ -149,32 +123,15 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             }
         }
     }
-    Ok(ParsedRequest {
-        body,
-        model,
-        stream,
-        client_wants_usage,
-    })
+    Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
 }
 
-fn required<T: DeserializeOwned>(
-    body: &RawObject,
-    field: &str,
-    expected: &str,
-) -> Result<T, GatewayError> {
-    optional(body, field, expected)?.ok_or_else(|| {
-        GatewayError::bad_request(
-            format!("Missing required parameter: '{field}'."),
-            Some(field),
-        )
-    })
+fn required<T: DeserializeOwned>(body: &RawObject, field: &str, expected: &str) -> Result<T, GatewayError> {
+    optional(body, field, expected)?
+        .ok_or_else(|| GatewayError::bad_request(format!("Missing required parameter: '{field}'."), Some(field)))
 }
 
-fn optional<T: DeserializeOwned>(
-    body: &RawObject,
-    field: &str,
-    expected: &str,
-) -> Result<Option<T>, GatewayError> {
+fn optional<T: DeserializeOwned>(body: &RawObject, field: &str, expected: &str) -> Result<Option<T>, GatewayError> {
     let Some(raw) = body.get(field) else {
         return Ok(None);
     };
@@ -203,11 +160,7 @@ fn check_stop(body: &RawObject) -> Result<(), GatewayError> {
     match optional::<Value>(body, "stop", "a string or an array of strings")? {
         None | Some(Value::String(_)) => Ok(()),
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
-        Some(other) => Err(type_error(
-            "stop",
-            "a string or an array of strings",
-            &other,
-        )),
+        Some(other) => Err(type_error("stop", "a string or an array of strings", &other)),
     }
 }
 
@@ -241,51 +194,33 @@ mod tests {
     #[test]
     fn names_the_offending_field() {
         use Endpoint::*;
+        assert_eq!(param_of(ChatCompletions, r#"{"messages":[]}"#).as_deref(), Some("model"));
+        assert_eq!(param_of(ChatCompletions, r#"{"model":1,"messages":[]}"#).as_deref(), Some("model"));
+        assert_eq!(param_of(ChatCompletions, r#"{"model":"m","messages":"hi"}"#).as_deref(), Some("messages"));
         assert_eq!(
-            param_of(ChatCompletions, r#"{"messages":[]}"#).as_deref(),
-            Some("model")
-        );
-        assert_eq!(
-            param_of(ChatCompletions, r#"{"model":1,"messages":[]}"#).as_deref(),
-            Some("model")
-        );
-        assert_eq!(
-            param_of(ChatCompletions, r#"{"model":"m","messages":"hi"}"#).as_deref(),
-            Some("messages")
-        );
-        assert_eq!(
-            param_of(
-                ChatCompletions,
-                r#"{"model":"m","messages":[{"content":"x"}]}"#
-            )
-            .as_deref(),
+            param_of(ChatCompletions, r#"{"model":"m","messages":[{"content":"x"}]}"#).as_deref(),
             Some("messages[0].role")
         );
         assert_eq!(
-            param_of(
-                ChatCompletions,
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#
-            )
-            .as_deref(),
+            param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)
+                .as_deref(),
             Some("stream")
         );
         assert_eq!(
-            param_of(
-                ChatCompletions,
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#
-            )
-            .as_deref(),
+            param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#)
+                .as_deref(),
             Some("temperature")
         );
-        assert_eq!(param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#).as_deref(), Some("stream_options"));
         assert_eq!(
-            param_of(Embeddings, r#"{"model":"m","input":5}"#).as_deref(),
-            Some("input")
+            param_of(
+                ChatCompletions,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#
+            )
+            .as_deref(),
+            Some("stream_options")
         );
-        assert_eq!(
-            param_of(Completions, r#"{"model":"m"}"#).as_deref(),
-            Some("prompt")
-        );
+        assert_eq!(param_of(Embeddings, r#"{"model":"m","input":5}"#).as_deref(), Some("input"));
+        assert_eq!(param_of(Completions, r#"{"model":"m"}"#).as_deref(), Some("prompt"));
         assert_eq!(param_of(ChatCompletions, r#"{"model":"m""#), None);
     }
 

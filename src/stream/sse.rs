@@ -83,11 +83,7 @@ impl SseDecoder {
         }
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
-            let line = if line.last() == Some(&b'\r') {
-                &line[..line.len() - 1]
-            } else {
-                &line[..]
-            };
+            let line = if line.last() == Some(&b'\r') { &line[..line.len() - 1] } else { &line[..] };
             self.take_line(line)?;
         }
         Ok(self.dispatch())
@@ -130,10 +126,7 @@ impl SseDecoder {
             return None;
         }
         self.has_data = false;
-        Some(SseEvent {
-            event,
-            data: Bytes::from(std::mem::take(&mut self.data)),
-        })
+        Some(SseEvent { event, data: Bytes::from(std::mem::take(&mut self.data)) })
     }
 }
 
@@ -167,57 +160,40 @@ mod tests {
         let step = (input.len() / 97).max(1);
         for a in (0..=input.len()).step_by(step) {
             for b in a..=input.len() {
-                assert_eq!(
-                    decode_in_pieces(input, &[a, b]),
-                    whole,
-                    "split at {a} and {b}"
-                );
+                assert_eq!(decode_in_pieces(input, &[a, b]), whole, "split at {a} and {b}");
             }
         }
         let bytewise: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(
-            decode_in_pieces(input, &bytewise),
-            whole,
-            "one byte at a time"
-        );
+        assert_eq!(decode_in_pieces(input, &bytewise), whole, "one byte at a time");
         whole
     }
 
     #[test]
     fn openai_chat_stream_with_usage() {
-        let events = check_every_split(include_bytes!(
-            "../../tests/fixtures/openai/chat_stream_usage.sse"
-        ));
+        let events = check_every_split(include_bytes!("../../tests/fixtures/openai/chat_stream_usage.sse"));
         assert_eq!(events.last().unwrap().data, Bytes::from_static(b"[DONE]"));
         assert!(events.iter().all(|e| e.event.is_none()));
         for e in &events[..events.len() - 1] {
-            serde_json::from_slice::<serde_json::Value>(&e.data)
-                .expect("every event is whole JSON");
+            serde_json::from_slice::<serde_json::Value>(&e.data).expect("every event is whole JSON");
         }
     }
 
     #[test]
     fn tool_call_stream() {
-        let events = check_every_split(include_bytes!(
-            "../../tests/fixtures/openai/chat_stream_tools.sse"
-        ));
+        let events = check_every_split(include_bytes!("../../tests/fixtures/openai/chat_stream_tools.sse"));
         assert_eq!(events.len(), 8);
     }
 
     #[test]
     fn crlf_comments_and_multiline_data() {
-        let events = check_every_split(include_bytes!(
-            "../../tests/fixtures/openai/tgi_keepalive_crlf.sse"
-        ));
+        let events = check_every_split(include_bytes!("../../tests/fixtures/openai/tgi_keepalive_crlf.sse"));
         assert_eq!(events[0].data, Bytes::from_static(b"{\"a\":\n1}"));
         assert_eq!(events.last().unwrap().data, Bytes::from_static(b"[DONE]"));
     }
 
     #[test]
     fn named_events_and_unicode() {
-        let events = check_every_split(include_bytes!(
-            "../../tests/fixtures/anthropic/stream_text.sse"
-        ));
+        let events = check_every_split(include_bytes!("../../tests/fixtures/anthropic/stream_text.sse"));
         assert_eq!(events[0].event.as_deref(), Some("message_start"));
         let text: Vec<u8> = events.iter().flat_map(|e| e.data.iter().copied()).collect();
         assert!(String::from_utf8(text).unwrap().contains("Grüße 🌍"));
