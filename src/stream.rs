@@ -13,13 +13,34 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
-use crate::adapter::{ChunkAction, ChunkRewriter};
 use crate::api::{ErrorBody, Usage};
 use crate::error::GatewayError;
 use crate::upstream::BodyStream;
-use sse::SseDecoder;
+use sse::{SseDecoder, SseEvent};
 
-const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
+/// What the relay does after one upstream event.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    Continue,
+    /// The upstream says the stream is complete.
+    Done,
+    /// The upstream reported an error inside the stream.
+    Failed(ErrorBody),
+}
+
+/// A dialect's stream translation, event by event. Implementations push complete client frames
+/// (`data: ...\n\n`, or `event: ...\ndata: ...\n\n`) and remember what the end-of-stream
+/// observers need.
+pub trait ChunkRewriter: Send {
+    /// Translates one upstream event into zero or more client frames.
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Step;
+    /// The upstream finished cleanly: the client's closing frames (e.g. `data: [DONE]`).
+    fn on_end(&mut self, out: &mut Vec<Bytes>);
+    /// A failure after frames went out: the client's in-band error and closing frames.
+    fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>);
+    /// The last usage the upstream reported, if any.
+    fn usage(&self) -> Option<Usage>;
+}
 
 /// How a stream ended, for the observers.
 #[derive(Debug, Clone)]
@@ -43,6 +64,9 @@ pub struct Relay {
     request_started: std::time::Instant,
     upstream_ended: bool,
     done: bool,
+    /// Frames translated but not yet handed out.
+    pending: std::collections::VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
     chunks: u32,
     time_to_first_chunk: Option<Duration>,
     on_end: Option<EndHook>,
@@ -67,15 +91,24 @@ impl Relay {
             request_started,
             upstream_ended: false,
             done: false,
+            pending: std::collections::VecDeque::new(),
+            scratch: Vec::new(),
             chunks: 0,
             time_to_first_chunk: None,
             on_end: None,
         }
     }
 
-    /// The next frame for the client (`data: ...\n\n`), `None` once the stream is complete.
+    /// The next frame for the client, `None` once the stream is complete.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, GatewayError> {
         loop {
+            if let Some(frame) = self.pending.pop_front() {
+                self.chunks += 1;
+                if self.time_to_first_chunk.is_none() {
+                    self.time_to_first_chunk = Some(self.request_started.elapsed());
+                }
+                return Ok(Some(frame));
+            }
             if self.done {
                 return Ok(None);
             }
@@ -86,20 +119,12 @@ impl Relay {
                 Err(e) => return Err(self.protocol(e.to_string())),
             };
             if let Some(event) = event {
-                match self.rewriter.rewrite(&event.data) {
-                    ChunkAction::Forward(json) => {
-                        self.chunks += 1;
-                        if self.time_to_first_chunk.is_none() {
-                            self.time_to_first_chunk = Some(self.request_started.elapsed());
-                        }
-                        return Ok(Some(data_frame(&json)));
-                    }
-                    ChunkAction::Skip => continue,
-                    ChunkAction::Done => {
-                        self.done = true;
-                        return Ok(Some(Bytes::from_static(DONE_FRAME)));
-                    }
-                    ChunkAction::Error(body) => {
+                let step = self.rewriter.on_event(&event, &mut self.scratch);
+                self.pending.extend(self.scratch.drain(..));
+                match step {
+                    Step::Continue => {}
+                    Step::Done => self.end(),
+                    Step::Failed(body) => {
                         return Err(GatewayError::UpstreamStatus {
                             status: http::StatusCode::BAD_GATEWAY,
                             body,
@@ -107,11 +132,12 @@ impl Relay {
                         });
                     }
                 }
+                continue;
             }
             if self.upstream_ended {
-                // The upstream closed cleanly without `[DONE]` (some servers do): end it properly.
-                self.done = true;
-                return Ok(Some(Bytes::from_static(DONE_FRAME)));
+                // The upstream closed cleanly without its end marker (some servers do).
+                self.end();
+                continue;
             }
             let now = Instant::now();
             let wake = (now + self.idle).min(self.deadline);
@@ -123,11 +149,31 @@ impl Relay {
                     return Err(GatewayError::UpstreamTimeout {
                         deployment: self.deployment.clone(),
                         phase: if Instant::now() >= self.deadline { "total" } else { "idle between chunks" },
-                        after_ms: now.elapsed().as_millis() + self.idle.as_millis().min(1),
+                        after_ms: now.elapsed().as_millis(),
                     });
                 }
             }
         }
+    }
+
+    fn end(&mut self) {
+        self.done = true;
+        self.rewriter.on_end(&mut self.scratch);
+        self.pending.extend(self.scratch.drain(..));
+    }
+
+    /// The in-band error frames for a failure after the first frame.
+    fn error_frames(&mut self, e: &GatewayError) -> Bytes {
+        let mut body: ErrorBody = e.body();
+        if matches!(e, GatewayError::UpstreamStatus { .. }) && body.error.code.is_none() {
+            body.error.code = Some("upstream_stream_error".into());
+        }
+        self.rewriter.on_error(&body, &mut self.scratch);
+        let mut frames = BytesMut::new();
+        for frame in self.scratch.drain(..) {
+            frames.put_slice(&frame);
+        }
+        frames.freeze()
     }
 
     fn protocol(&self, detail: String) -> GatewayError {
@@ -167,10 +213,8 @@ impl Relay {
                 }
                 Err(e) => {
                     relay.report(Some(e.label()), false);
-                    let mut frames = BytesMut::new();
-                    frames.put_slice(&data_frame(&error_json(&e)));
-                    frames.put_slice(DONE_FRAME);
-                    Some((Ok(frames.freeze()), (relay, None, true)))
+                    let frames = relay.error_frames(&e);
+                    Some((Ok(frames), (relay, None, true)))
                 }
             }
         })
@@ -184,15 +228,8 @@ impl Drop for Relay {
     }
 }
 
-fn error_json(e: &GatewayError) -> Vec<u8> {
-    let mut body: ErrorBody = e.body();
-    if matches!(e, GatewayError::UpstreamStatus { .. }) && body.error.code.is_none() {
-        body.error.code = Some("upstream_stream_error".into());
-    }
-    serde_json::to_vec(&body).unwrap_or_default()
-}
-
-fn data_frame(json: &[u8]) -> Bytes {
+/// `data: <json>\n\n`.
+pub fn data_frame(json: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(json.len() + 8);
     frame.put_slice(b"data: ");
     frame.put_slice(json);

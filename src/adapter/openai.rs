@@ -5,9 +5,12 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{ChunkAction, ChunkRewriter};
 use crate::api::{ErrorBody, RawObject, Usage};
 use crate::config::StreamUsage;
+use crate::stream::sse::SseEvent;
+use crate::stream::{ChunkRewriter, Step, data_frame};
+
+pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
 /// Prepares the upstream body: the deployment's model name, and for streams an explicit request
 /// for the usage chunk when the provider needs to be asked. Also returns whether usage-only
@@ -60,29 +63,52 @@ impl OpenAiChunks {
     }
 }
 
-impl ChunkRewriter for OpenAiChunks {
-    fn rewrite(&mut self, data: &[u8]) -> ChunkAction {
+impl OpenAiChunks {
+    /// The rewritten chunk to forward, if any, for one `data:` payload.
+    fn rewrite(&mut self, data: &[u8]) -> Result<Option<Bytes>, Step> {
         if data.trim_ascii() == b"[DONE]" {
-            return ChunkAction::Done;
+            return Err(Step::Done);
         }
         let Ok(mut chunk) = RawObject::from_slice(data) else {
             // Not an object: pass it on untouched rather than guess.
-            return ChunkAction::Forward(Bytes::copy_from_slice(data));
+            return Ok(Some(Bytes::copy_from_slice(data)));
         };
         if chunk.contains("error") {
-            return ChunkAction::Error(ErrorBody::from_upstream(500, data));
+            return Err(Step::Failed(ErrorBody::from_upstream(500, data)));
         }
         // Some backends put usage on the finish chunk, some on a chunk of its own: keep the last.
         if let Ok(Some(usage)) = chunk.parse::<Usage>("usage") {
             self.usage = Some(usage);
             if self.hide_usage_chunks && is_empty_choices(&chunk) {
-                return ChunkAction::Skip;
+                return Ok(None);
             }
         }
         if chunk.contains("model") {
             chunk.set_raw("model", self.client_model.clone());
         }
-        ChunkAction::Forward(Bytes::from(chunk.to_vec()))
+        Ok(Some(Bytes::from(chunk.to_vec())))
+    }
+}
+
+impl ChunkRewriter for OpenAiChunks {
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Step {
+        match self.rewrite(&event.data) {
+            Ok(Some(json)) => {
+                out.push(data_frame(&json));
+                Step::Continue
+            }
+            Ok(None) => Step::Continue,
+            Err(step) => step,
+        }
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Bytes>) {
+        out.push(Bytes::from_static(DONE_FRAME));
+    }
+
+    fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>) {
+        out.push(data_frame(&serde_json::to_vec(error).unwrap_or_default()));
+        out.push(Bytes::from_static(DONE_FRAME));
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -126,11 +152,11 @@ mod tests {
     fn usage_chunk_is_hidden_unless_asked_but_always_counted() {
         let usage_chunk = br#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
         let mut hidden = OpenAiChunks::new("client", true);
-        assert_eq!(hidden.rewrite(usage_chunk), ChunkAction::Skip);
+        assert_eq!(hidden.rewrite(usage_chunk), Ok(None));
         assert_eq!(hidden.usage().unwrap().total_tokens, 7);
 
         let mut shown = OpenAiChunks::new("client", false);
-        let ChunkAction::Forward(out) = shown.rewrite(usage_chunk) else { panic!() };
+        let Ok(Some(out)) = shown.rewrite(usage_chunk) else { panic!() };
         assert!(std::str::from_utf8(&out).unwrap().contains(r#""model":"client""#));
         assert_eq!(shown.usage().unwrap().prompt_tokens, 3);
     }
@@ -138,7 +164,7 @@ mod tests {
     #[test]
     fn content_chunks_get_the_client_model_and_done_and_errors_are_recognised() {
         let mut r = OpenAiChunks::new("gpt-4o-mini", true);
-        let ChunkAction::Forward(out) =
+        let Ok(Some(out)) =
             r.rewrite(br#"{"id":"a","model":"qwen3","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#)
         else {
             panic!()
@@ -147,9 +173,9 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{"id":"a","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#
         );
-        assert_eq!(r.rewrite(b"[DONE]"), ChunkAction::Done);
+        assert_eq!(r.rewrite(b"[DONE]"), Err(Step::Done));
         assert!(
-            matches!(r.rewrite(br#"{"error":{"message":"boom","type":"server_error"}}"#), ChunkAction::Error(e) if e.error.message == "boom")
+            matches!(r.rewrite(br#"{"error":{"message":"boom","type":"server_error"}}"#), Err(Step::Failed(e)) if e.error.message == "boom")
         );
     }
 }
