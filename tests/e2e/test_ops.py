@@ -1,0 +1,50 @@
+"""Operational surface: /health, /ready, JSON logs without secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from e2e_env import PROVIDER_KEY, TEAM_A_KEY, TEAM_B_KEY, Gateway
+
+
+def test_health(http: httpx.Client) -> None:
+    r = http.get("/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+def test_ready(http: httpx.Client) -> None:
+    r = http.get("/ready")
+    assert r.status_code == 200
+
+
+def test_logs_are_json_lines_and_never_contain_keys(gateway: Gateway) -> None:
+    msgs = [{"role": "user", "content": "log me"}]
+    wrong = TEAM_A_KEY[:-4] + "zzzz"
+    calls = [
+        ("/v1/chat/completions", {"Authorization": f"Bearer {TEAM_A_KEY}"}, {"model": "echo-model", "messages": msgs}),
+        ("/v1/chat/completions", {"x-api-key": TEAM_B_KEY}, {"model": "mock-model", "messages": msgs}),
+        ("/v1/chat/completions", {"x-api-key": TEAM_B_KEY}, {"model": "echo-model", "messages": msgs}),  # 403
+        ("/v1/chat/completions", {"Authorization": f"Bearer {wrong}"}, {"model": "echo-model", "messages": msgs}),  # 401
+        ("/v1/chat/completions", {"Authorization": f"Bearer {TEAM_A_KEY}"}, {"model": "err400-model", "messages": msgs}),
+        ("/v1/chat/completions", {"Authorization": f"Bearer {TEAM_A_KEY}"}, {"model": "echo-model", "messages": msgs, "stream": True}),
+    ]
+    for path, headers, body in calls:
+        gateway.request_once("POST", path, json=body, headers=headers)
+    time.sleep(0.5)  # let the drain threads catch up
+
+    out = gateway.proc.stdout_lines
+    listening = [ln for ln in out if '"listening"' in ln]
+    assert listening, "log capture is broken: no 'listening' line seen"
+    for ln in out:
+        if ln.strip():
+            try:
+                json.loads(ln)
+            except ValueError:
+                raise AssertionError(f"stdout log line is not JSON: {ln[:300]!r}") from None
+    everything = gateway.proc.all_output()
+    for name, secret in (("team-a key", TEAM_A_KEY), ("team-b key", TEAM_B_KEY), ("provider key", PROVIDER_KEY), ("rejected key", wrong)):
+        assert secret not in everything, f"{name} appears in the gateway's logs"
