@@ -29,8 +29,11 @@ pub enum GatewayError {
     #[error("{0}")]
     ContextLength(String),
     /// Every deployment of the model is unavailable (breakers open): answered at once.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: Option<u64> },
+    /// Every deployment is cooling down after upstream 429s.
+    #[error("{message}")]
+    CoolingDown { message: String, retry_after_secs: u64 },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The upstream answered with an error status; its body is normalised to OpenAI's shape.
@@ -59,7 +62,8 @@ impl GatewayError {
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContextLength(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamStatus { status, .. } => *status,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -80,7 +84,7 @@ impl GatewayError {
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. } => Cause::Upstream,
-            Self::Internal(_) | Self::Unavailable(_) => Cause::Gateway,
+            Self::Internal(_) | Self::Unavailable { .. } | Self::CoolingDown { .. } => Cause::Gateway,
         }
     }
 
@@ -103,7 +107,8 @@ impl GatewayError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::ContextLength(_) => "context_length_exceeded",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable { .. } => "unavailable",
+            Self::CoolingDown { .. } => "cooling_down",
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -133,8 +138,11 @@ impl GatewayError {
                 Some("messages".into()),
                 Some("context_length_exceeded"),
             ),
-            Self::Unavailable(_) => {
+            Self::Unavailable { .. } => {
                 ErrorBody::new(message, "service_unavailable_error", Some("model".into()), Some("model_unavailable"))
+            }
+            Self::CoolingDown { .. } => {
+                ErrorBody::new(message, "rate_limit_error", Some("model".into()), Some("rate_limit_exceeded"))
             }
             Self::UpstreamStatus { body, .. } => body.clone(),
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
@@ -151,10 +159,18 @@ impl IntoResponse for GatewayError {
         let status = self.status();
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Self::UpstreamStatus { retry_after: Some(value), .. } = &self
-            && let Ok(v) = http::HeaderValue::from_str(value)
-        {
-            response.headers_mut().insert(http::header::RETRY_AFTER, v);
+        let retry_after = match &self {
+            Self::UpstreamStatus { retry_after: Some(value), .. } => http::HeaderValue::from_str(value).ok(),
+            Self::Unavailable { retry_after_secs: Some(secs), .. }
+            | Self::CoolingDown { retry_after_secs: secs, .. } => Some(http::HeaderValue::from(*secs)),
+            _ => None,
+        };
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
+        // Answered before the request body was read: the connection cannot be reused safely.
+        if matches!(self, Self::Unauthorized(_) | Self::PayloadTooLarge { .. }) {
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         response
     }

@@ -267,12 +267,8 @@ async fn serve(
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        GatewayError::Unavailable(format!(
-            "Every deployment of the model `{}` is unavailable (circuit open or cooling down); try again later.",
-            request.model
-        ))
-    }))
+    Err(last_error
+        .unwrap_or_else(|| crate::router::unavailable(&request.model, std::iter::empty(), std::time::Instant::now())))
 }
 
 /// Exponential backoff with jitter before attempt `attempts + 1`.

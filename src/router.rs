@@ -129,9 +129,7 @@ impl Router {
                     shape.tokens_needed
                 )));
             }
-            return Err(GatewayError::Unavailable(format!(
-                "Every deployment of the model `{requested}` is unavailable (circuit open or cooling down); try again later."
-            )));
+            return Err(unavailable(requested, group.members.iter().map(|(_, h)| h), now));
         }
         Ok(Plan {
             group: group.spec.name.clone(),
@@ -185,10 +183,9 @@ impl Router {
                 .or_insert_with(|| Arc::new(DeploymentHealth::new(deployment.id.clone(), deployment.breaker)))
                 .clone()
         };
-        if !health.available(Instant::now()) {
-            return Err(GatewayError::Unavailable(format!(
-                "The backend for the model `{model}` is unavailable (circuit open); try again later."
-            )));
+        let now = Instant::now();
+        if !health.available(now) {
+            return Err(unavailable(model, std::iter::once(&health), now));
         }
         Ok(Plan {
             group: model.to_owned(),
@@ -226,6 +223,45 @@ impl Router {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out.dedup_by(|a, b| a.id == b.id);
         out
+    }
+}
+
+/// The error for a model none of whose deployments can be tried now: 429 with the shortest
+/// cool-down when they are all rate limited upstream, else 503 with the shortest open period.
+pub fn unavailable<'a>(
+    model: &str,
+    health: impl Iterator<Item = &'a Arc<DeploymentHealth>>,
+    now: Instant,
+) -> GatewayError {
+    let mut cooldown: Option<std::time::Duration> = None;
+    let mut open: Option<std::time::Duration> = None;
+    let mut all_cooling = true;
+    for h in health {
+        let (c, o) = h.wait_hint(now);
+        if let Some(o) = o {
+            open = Some(open.map_or(o, |x| x.min(o)));
+            all_cooling = false;
+        } else if let Some(c) = c {
+            cooldown = Some(cooldown.map_or(c, |x| x.min(c)));
+        } else {
+            all_cooling = false;
+        }
+    }
+    let secs = |d: std::time::Duration| d.as_secs_f64().ceil().max(1.0) as u64;
+    match cooldown {
+        Some(c) if all_cooling => GatewayError::CoolingDown {
+            message: format!(
+                "Every deployment of the model `{model}` is rate limited upstream; retry after {} s.",
+                secs(c)
+            ),
+            retry_after_secs: secs(c),
+        },
+        _ => GatewayError::Unavailable {
+            message: format!(
+                "Every deployment of the model `{model}` is unavailable (circuit open or cooling down); try again later."
+            ),
+            retry_after_secs: open.or(cooldown).map(secs),
+        },
     }
 }
 

@@ -130,11 +130,15 @@ impl Upstreams {
 }
 
 fn classify(deployment: &str, e: &reqwest::Error) -> GatewayError {
-    let mut detail = e.to_string();
+    // The upstream URL is internal: clients see the deployment id, never the address.
+    let mut detail = reqwest_kind(e).to_owned();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
+        let text = s.to_string();
+        if !text.contains("://") {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
         source = s.source();
     }
     if e.is_timeout() {
@@ -143,6 +147,18 @@ fn classify(deployment: &str, e: &reqwest::Error) -> GatewayError {
         GatewayError::UpstreamUnreachable { deployment: deployment.to_owned(), detail }
     } else {
         GatewayError::UpstreamProtocol { deployment: deployment.to_owned(), detail }
+    }
+}
+
+fn reqwest_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
     }
 }
 

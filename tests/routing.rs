@@ -177,6 +177,8 @@ async fn every_deployment_down_answers_503_at_once_without_calling_upstreams() {
     let r = gw.chat("m", false).await;
     let elapsed = started.elapsed();
     assert_eq!(r.status(), 503);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after} tells when a probe is next allowed");
     let body = json(r).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("`m`"), "{body}");
     assert_eq!(body["error"]["code"], "model_unavailable");
@@ -329,4 +331,26 @@ async fn active_health_check_opens_the_breaker_before_users_hit_it() {
     let r = gw.chat("m", false).await;
     assert_eq!(deployment_of(&r), "alive/x");
     assert_eq!(dead.requests(), 0, "no user request was sent to the dead deployment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_only_deployment_is_rate_limited_answers_429_with_the_remaining_wait() {
+    let limited = MockUpstream::start().await;
+    limited.set_status(429);
+    limited.control.retry_after.store(20, Ordering::SeqCst);
+    let gw = Gateway::start(&config(
+        &[("limited", limited.base_url())],
+        "  m:\n    deployments: [{ provider: limited, model: x }]\n",
+        "",
+    ))
+    .await;
+    let first = gw.chat("m", false).await;
+    assert_eq!(first.status(), 429, "the upstream's 429 is passed on");
+    assert_eq!(first.headers()["retry-after"], "20");
+    let second = gw.chat("m", false).await;
+    assert_eq!(second.status(), 429, "still rate limited: 429, not 503");
+    let wait: u64 = second.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "retry-after {wait}");
+    assert_eq!(json(second).await["error"]["type"], "rate_limit_error");
+    assert_eq!(limited.requests(), 1, "the cooling-down upstream was not called again");
 }

@@ -61,6 +61,13 @@ impl DeploymentHealth {
         inner.cooldown_until.is_none_or(|t| now >= t) && inner.breaker.available(now)
     }
 
+    /// How long until this deployment is usable again: `(cool-down left, breaker open left)`.
+    pub fn wait_hint(&self, now: Instant) -> (Option<Duration>, Option<Duration>) {
+        let inner = self.lock();
+        let cooldown = inner.cooldown_until.filter(|t| *t > now).map(|t| t - now);
+        (cooldown, inner.breaker.open_remaining(now))
+    }
+
     pub fn breaker_state(&self, now: Instant) -> State {
         self.lock().breaker.state(now)
     }
