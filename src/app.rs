@@ -22,6 +22,7 @@ use crate::ingress::{self, Gateway};
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
+use crate::telemetry::metrics::{Metrics, RequestMetrics};
 use crate::upstream::Upstreams;
 
 /// Background work (active health checks), stopped when dropped.
@@ -42,11 +43,13 @@ impl Background {
 /// Builds the HTTP application for `config` and starts its background tasks (call inside the
 /// runtime).
 pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
+    let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
+    let metrics = Arc::new(Metrics::new(known_models, config.telemetry.team_label));
     let gateway = Arc::new(Gateway {
         auth: Authenticator::new(config),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
-        observers: vec![Arc::new(RequestLog)],
+        observers: vec![Arc::new(RequestLog), Arc::new(RequestMetrics(metrics.clone()))],
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
@@ -80,10 +83,12 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         .route("/v1/models/{*model}", get(ingress::get_model))
         .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))
         .route("/health", get(health))
-        .with_state(gateway);
+        .with_state(gateway.clone());
+    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway, metrics));
     let probes = axum::Router::new().route("/ready", get(ready));
     let app = api
         .merge(probes)
+        .merge(scrape)
         // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(server::request_id));
@@ -100,6 +105,17 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
         "version": env!("CARGO_PKG_VERSION"),
         "deployments": deployments,
     }))
+}
+
+/// `GET /metrics`: the Prometheus text exposition, breaker states read at scrape time.
+async fn prometheus(
+    axum::extract::State((gateway, metrics)): axum::extract::State<(Arc<Gateway>, Arc<Metrics>)>,
+) -> impl axum::response::IntoResponse {
+    let now = std::time::Instant::now();
+    for deployment in gateway.router.deployments() {
+        metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
+    }
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
 }
 
 /// Ready once the configuration is loaded and the upstream clients are built, which is true for

@@ -49,6 +49,7 @@ pub struct Config {
     pub default_backend: Option<Arc<ProviderSpec>>,
     /// Alias → model group name.
     pub aliases: BTreeMap<String, String>,
+    pub telemetry: TelemetrySettings,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -59,6 +60,12 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TelemetrySettings {
+    /// Label token metrics with the team.
+    pub team_label: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -515,7 +522,8 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
     }
 
-    Ok(Config { server, keys, teams, providers, models, default_backend, aliases: raw.aliases, warnings })
+    let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
+    Ok(Config { server, keys, teams, providers, models, default_backend, aliases: raw.aliases, telemetry, warnings })
 }
 
 fn backend_from_env(

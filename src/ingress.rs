@@ -123,6 +123,9 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         deployment: None,
         attempts: 0,
     };
+    for observer in &gw.observers {
+        observer.started(&ctx);
+    }
     match serve(&gw, &mut ctx, &headers, body).await {
         Ok((Served::Whole(response, usage), _)) => {
             let outcome = Outcome { usage, ..Outcome::failed(response.status().as_u16(), "") };
@@ -147,12 +150,13 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                     error: end.error,
                     usage: end.usage,
                     time_to_first_chunk: end.time_to_first_chunk,
+                    gaps: Some(end.gaps),
                     client_gone: end.client_gone,
                     chunks: end.chunks,
                 };
                 finish(&hook_gw, &hook_ctx, &outcome);
             });
-            let mut response = Response::new(Body::from_stream(relay.into_body(first, on_end)));
+            let mut response = Response::new(Body::from_stream((*relay).into_body(first, on_end)));
             let h = response.headers_mut();
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -186,7 +190,7 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
 
 enum Served {
     Whole(Response, Option<crate::api::Usage>),
-    Stream(Relay, Bytes),
+    Stream(Box<Relay>, Bytes),
 }
 
 async fn serve(
@@ -220,7 +224,12 @@ async fn serve(
         }
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
-        match attempt(gw, ctx, &request, &candidate.deployment, &guard).await {
+        let result = attempt(gw, ctx, &request, &candidate.deployment, &guard).await;
+        let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
+        for observer in &gw.observers {
+            observer.attempted(ctx, &candidate.deployment.id, label, guard.first_byte_after());
+        }
+        match result {
             Ok(served) => {
                 if let Served::Whole(..) = served {
                     guard.success();
@@ -344,7 +353,7 @@ async fn attempt(
             detail: "the stream ended before any event".into(),
         })?;
         guard.first_byte();
-        return Ok(Served::Stream(relay, first));
+        return Ok(Served::Stream(Box::new(relay), first));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
     let (json, usage) =

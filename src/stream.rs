@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, Usage};
+use crate::ctx::ChunkGaps;
 use crate::error::GatewayError;
 use crate::upstream::BodyStream;
 use sse::{SseDecoder, SseEvent};
@@ -50,6 +51,7 @@ pub struct StreamEnd {
     pub client_gone: bool,
     pub chunks: u32,
     pub time_to_first_chunk: Option<Duration>,
+    pub gaps: ChunkGaps,
 }
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd) + Send>;
@@ -69,6 +71,8 @@ pub struct Relay {
     scratch: Vec<Bytes>,
     chunks: u32,
     time_to_first_chunk: Option<Duration>,
+    last_frame_at: Option<std::time::Instant>,
+    gaps: ChunkGaps,
     on_end: Option<EndHook>,
 }
 
@@ -95,6 +99,8 @@ impl Relay {
             scratch: Vec::new(),
             chunks: 0,
             time_to_first_chunk: None,
+            last_frame_at: None,
+            gaps: ChunkGaps::default(),
             on_end: None,
         }
     }
@@ -106,6 +112,10 @@ impl Relay {
                 self.chunks += 1;
                 if self.time_to_first_chunk.is_none() {
                     self.time_to_first_chunk = Some(self.request_started.elapsed());
+                }
+                let now = std::time::Instant::now();
+                if let Some(last) = self.last_frame_at.replace(now) {
+                    self.gaps.record(now - last);
                 }
                 return Ok(Some(frame));
             }
@@ -188,6 +198,7 @@ impl Relay {
                 client_gone,
                 chunks: self.chunks,
                 time_to_first_chunk: self.time_to_first_chunk,
+                gaps: std::mem::take(&mut self.gaps),
             });
         }
     }

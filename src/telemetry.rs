@@ -1,4 +1,7 @@
-//! Telemetry: JSON logs (one line per request, no secrets, no prompt text).
+//! Telemetry: JSON logs (one line per request, no secrets, no prompt text) and Prometheus
+//! metrics.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

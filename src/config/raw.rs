@@ -29,6 +29,23 @@ pub struct RawConfig {
     pub circuit_breaker: Option<RawBreaker>,
     /// Default retry settings; a model may override them.
     pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Label token counters with the team (off by default: teams may be many).
+    #[serde(default)]
+    pub team_label: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

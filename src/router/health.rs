@@ -82,7 +82,13 @@ impl DeploymentHealth {
             inner.breaker.acquire(now)?
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(AttemptGuard { health: self.clone(), permit, started: Instant::now(), settled: false })
+        Some(AttemptGuard {
+            health: self.clone(),
+            permit,
+            started: Instant::now(),
+            first_byte_micros: std::sync::atomic::AtomicU64::new(u64::MAX),
+            settled: false,
+        })
     }
 
     pub fn health_check(&self, ok: bool, now: Instant, detail: &str) {
@@ -119,13 +125,17 @@ pub struct AttemptGuard {
     health: Arc<DeploymentHealth>,
     permit: Permit,
     started: Instant,
+    /// Time to first byte once seen (`u64::MAX` until then).
+    first_byte_micros: std::sync::atomic::AtomicU64,
     settled: bool,
 }
 
 impl AttemptGuard {
     /// The upstream's first byte arrived: feeds the latency average.
     pub fn first_byte(&self) {
-        let sample = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        self.first_byte_micros.store(elapsed.as_micros() as u64, Ordering::Relaxed);
+        let sample = elapsed.as_secs_f64() * 1000.0;
         let now = Instant::now();
         let mut inner = self.health.lock();
         inner.latency_ms = match inner.latency_at {
@@ -138,6 +148,14 @@ impl AttemptGuard {
             }
         };
         inner.latency_at = Some(now);
+    }
+
+    /// How long the deployment took to its first byte, if it got there.
+    pub fn first_byte_after(&self) -> Option<Duration> {
+        match self.first_byte_micros.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
     }
 
     pub fn success(mut self) {
