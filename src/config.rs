@@ -50,6 +50,8 @@ pub struct Config {
     /// Alias → model group name.
     pub aliases: BTreeMap<String, String>,
     pub telemetry: TelemetrySettings,
+    /// Shared state for replicas; `None` = in-process only.
+    pub valkey: Option<ValkeySettings>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -60,6 +62,37 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: String,
+}
+
+#[derive(Clone)]
+pub struct ValkeySettings {
+    /// One URL (standalone) or the cluster's seed nodes; passwords never appear in `Debug`.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for ValkeySettings {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let redacted: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("ValkeySettings")
+            .field("urls", &redacted)
+            .field("cluster", &self.cluster)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -523,7 +556,19 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 
     let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
-    Ok(Config { server, keys, teams, providers, models, default_backend, aliases: raw.aliases, telemetry, warnings })
+    let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
+    Ok(Config {
+        server,
+        keys,
+        teams,
+        providers,
+        models,
+        default_backend,
+        aliases: raw.aliases,
+        telemetry,
+        valkey,
+        warnings,
+    })
 }
 
 fn backend_from_env(
@@ -690,6 +735,48 @@ fn build_provider(
         timeouts,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
     })
+}
+
+/// Valkey from the config, or from the original service's `VALKEY_URL` / `REDIS_URL`.
+fn valkey_settings(raw: Option<&raw::RawValkey>, env: &dyn Env) -> Result<Option<ValkeySettings>, ConfigError> {
+    let from_env = env.var("VALKEY_URL").or_else(|| env.var("REDIS_URL"));
+    let (mut urls, cluster, timeout, password_env) = match raw {
+        Some(v) => {
+            let mut urls: Vec<String> = v.url.iter().cloned().collect();
+            urls.extend(v.urls.iter().cloned());
+            (urls, v.cluster, v.timeout, v.password_env.clone())
+        }
+        None => (Vec::new(), false, None, None),
+    };
+    if let Some(url) = from_env {
+        urls.insert(0, url);
+        urls.dedup();
+    }
+    if urls.is_empty() {
+        return match raw {
+            Some(_) => Err(ConfigError("valkey.url: required (or set VALKEY_URL)".into())),
+            None => Ok(None),
+        };
+    }
+    if let Some(var) = password_env {
+        let Some(password) = env.var(&var) else {
+            return Err(ConfigError(format!("valkey.password_env: environment variable {var} is not set")));
+        };
+        urls = urls
+            .into_iter()
+            .map(|u| match u.split_once("://") {
+                Some((scheme, rest)) if !rest.contains('@') => format!("{scheme}://:{password}@{rest}"),
+                _ => u,
+            })
+            .collect();
+    }
+    for (i, url) in urls.iter().enumerate() {
+        if redis::IntoConnectionInfo::into_connection_info(url.as_str()).is_err() {
+            return Err(ConfigError(format!("valkey.urls[{i}]: {:?} is not a redis:// URL", redact_url(url))));
+        }
+    }
+    let timeout = timeout.unwrap_or(Duration::from_millis(250));
+    Ok(Some(ValkeySettings { urls, cluster, timeout }))
 }
 
 fn breaker_policy(

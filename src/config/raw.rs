@@ -31,6 +31,25 @@ pub struct RawConfig {
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// Absent = single replica, in-process state only.
+    pub valkey: Option<RawValkey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValkey {
+    /// `redis://host:port/db` (or `rediss://`); for a cluster, any seed node.
+    pub url: Option<String>,
+    /// More cluster seed nodes.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub cluster: bool,
+    /// Environment variable holding the password (kept out of the URL).
+    pub password_env: Option<String>,
+    /// Per-command timeout (default 250ms).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -229,3 +229,5 @@ fn async_stream(
         Some((next, (it, guard)))
     })
 }
+
+pub mod valkey;

@@ -1,0 +1,116 @@
+//! Valkey: the store replicas share (limits, dynamic keys, cache). Standalone or cluster, one
+//! multiplexed connection that reconnects by itself; every call is bounded by a timeout so a
+//! dead Valkey costs a request milliseconds, never a hang. Callers decide what an error means
+//! (a miss, fail-open, fail-closed); this module never decides for them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Script};
+use tokio::sync::OnceCell;
+
+use crate::config::ValkeySettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("valkey: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("valkey did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(Arc<OnceCell<ClusterConnection>>, Arc<redis::cluster::ClusterClient>),
+}
+
+#[derive(Clone)]
+pub struct Kv {
+    conn: Conn,
+    timeout: Duration,
+    errors: Arc<AtomicU64>,
+}
+
+impl Kv {
+    /// Prepares the connection without waiting for Valkey: the gateway starts (and applies its
+    /// configured policy) even when Valkey is down, and connects once it is up.
+    pub fn new(settings: &ValkeySettings) -> Result<Self, KvError> {
+        let conn = if settings.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(settings.urls.clone())
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout)
+                .retries(1)
+                .build()?;
+            Conn::Cluster(Arc::new(OnceCell::new()), Arc::new(client))
+        } else {
+            let client = redis::Client::open(settings.urls[0].as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.timeout))
+                .set_response_timeout(Some(settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+        };
+        Ok(Self { conn, timeout: settings.timeout, errors: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// Errors seen so far (for the `llm_gateway_valkey_errors_total` metric).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, KvError> {
+        let result = tokio::time::timeout(self.timeout * 2, async {
+            match &self.conn {
+                Conn::Single(manager) => cmd.query_async(&mut manager.clone()).await,
+                Conn::Cluster(cell, client) => {
+                    let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                    cmd.query_async(&mut conn.clone()).await
+                }
+            }
+        })
+        .await;
+        self.settle(result)
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on NOSCRIPT).
+    pub async fn eval<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[i64]) -> Result<T, KvError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let result = tokio::time::timeout(self.timeout * 2, async {
+            match &self.conn {
+                Conn::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
+                Conn::Cluster(cell, client) => {
+                    let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                    invocation.invoke_async(&mut conn.clone()).await
+                }
+            }
+        })
+        .await;
+        self.settle(result)
+    }
+
+    pub async fn ping(&self) -> bool {
+        self.query::<String>(&redis::cmd("PING")).await.is_ok()
+    }
+
+    fn settle<T>(&self, result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> Result<T, KvError> {
+        let result = match result {
+            Ok(r) => r.map_err(KvError::from),
+            Err(_) => Err(KvError::Timeout(self.timeout * 2)),
+        };
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
