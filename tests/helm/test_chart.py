@@ -736,3 +736,17 @@ def test_containerfile():
     assert "cp -r providers config" in text
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignore and "!src/" in ignore and "!providers/" in ignore and "!config/" in ignore
+
+
+def test_grafana_dashboard_ships_as_a_labelled_configmap():
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-dashboard")]
+    docs = render(sets=("grafanaDashboard.enabled=true",))
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    assert len(dashboards) == 1
+    cm = dashboards[0]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["llm-gateway.json"])
+    titles = {p["title"] for p in dashboard["panels"]}
+    for wanted in ("Request latency", "Time to first token", "Tokens by team", "Cache hit ratio", "Errors by class"):
+        assert wanted in titles
+    assert any(p["title"].startswith("Circuit breakers") for p in dashboard["panels"])
