@@ -99,6 +99,35 @@ pub fn redact_url(url: &str) -> String {
 pub struct TelemetrySettings {
     /// Label token metrics with the team.
     pub team_label: bool,
+    pub otlp: Option<OtlpSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Http,
+    Grpc,
+}
+
+#[derive(Clone)]
+pub struct OtlpSettings {
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    pub batch_delay: Duration,
+}
+
+impl fmt::Debug for OtlpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        // Header values are usually credentials.
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("OtlpSettings")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("headers", &names)
+            .field("service_name", &self.service_name)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -555,7 +584,10 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
     }
 
-    let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
+    let telemetry = TelemetrySettings {
+        team_label: raw.telemetry.metrics.team_label,
+        otlp: otlp_settings(raw.telemetry.otlp.as_ref(), env)?,
+    };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     Ok(Config {
         server,
@@ -735,6 +767,68 @@ fn build_provider(
         timeouts,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
     })
+}
+
+/// OTLP from the config, else from the standard `OTEL_EXPORTER_OTLP_*` variables;
+/// `OTEL_SDK_DISABLED=true` turns it off either way.
+fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Option<OtlpSettings>, ConfigError> {
+    if env.var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let endpoint = match raw {
+        Some(r) => r.endpoint.clone(),
+        None => {
+            match env.var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env.var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+                Some(e) => e,
+                None => return Ok(None),
+            }
+        }
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(ConfigError(format!("telemetry.otlp.endpoint: {endpoint:?} must start with http:// or https://")));
+    }
+    let protocol_name = raw
+        .and_then(|r| r.protocol.clone())
+        .or_else(|| env.var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+        .or_else(|| env.var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http".into());
+    let protocol = match protocol_name.as_str() {
+        "http" | "http/protobuf" => OtlpProtocol::Http,
+        "grpc" => OtlpProtocol::Grpc,
+        other => {
+            return Err(ConfigError(format!(
+                "telemetry.otlp.protocol: unknown protocol {other:?} (expected http or grpc)"
+            )));
+        }
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if let Some(list) = env.var("OTEL_EXPORTER_OTLP_HEADERS") {
+        for pair in list.split(',') {
+            if let Some((k, v)) = pair.split_once('=') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+    }
+    if let Some(r) = raw {
+        for (k, v) in &r.headers {
+            let value = match v.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(var) => env.var(var).ok_or_else(|| {
+                    ConfigError(format!("telemetry.otlp.headers.{k}: environment variable {var} is not set"))
+                })?,
+                None => v.clone(),
+            };
+            headers.push((k.clone(), value));
+        }
+    }
+    let service_name = raw
+        .and_then(|r| r.service_name.clone())
+        .or_else(|| env.var("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "llm-gateway".into());
+    let batch_delay = raw
+        .and_then(|r| r.batch_delay)
+        .or_else(|| env.var("OTEL_BSP_SCHEDULE_DELAY").and_then(|ms| ms.parse().ok()).map(Duration::from_millis))
+        .unwrap_or(Duration::from_secs(5));
+    Ok(Some(OtlpSettings { endpoint, protocol, headers, service_name, batch_delay }))
 }
 
 /// Valkey from the config, or from the original service's `VALKEY_URL` / `REDIS_URL`.

@@ -48,6 +48,10 @@ pub struct RequestCtx {
     /// The deployment that served (or last failed) the request, `provider/model`.
     pub deployment: Option<String>,
     pub attempts: u32,
+    /// The request's server span (a no-op span when tracing is off); ends when the ctx drops.
+    pub span: tracing::Span,
+    /// The trace id, when tracing is on, for the log line.
+    pub trace_id: Option<String>,
 }
 
 /// Upper bounds (seconds) of the inter-chunk gap buckets.
@@ -84,6 +88,8 @@ pub struct Outcome {
     pub time_to_first_chunk: Option<Duration>,
     /// Gaps between streamed chunks (streams only).
     pub gaps: Option<ChunkGaps>,
+    /// The upstream's finish reason of the (first) choice, when it gave one.
+    pub finish_reason: Option<String>,
     /// The client went away before the end of a stream.
     pub client_gone: bool,
     pub chunks: u32,
@@ -97,6 +103,7 @@ impl Outcome {
             usage: None,
             time_to_first_chunk: None,
             gaps: None,
+            finish_reason: None,
             client_gone: false,
             chunks: 0,
         }

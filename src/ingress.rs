@@ -25,8 +25,10 @@ use crate::error::GatewayError;
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
+use crate::telemetry::tracing_otlp::{self, genai};
 use crate::upstream::{self, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
+use tracing::Instrument;
 
 /// Everything the handlers need, built once by `app`.
 pub struct Gateway {
@@ -112,6 +114,28 @@ pub async fn unknown_route(uri: axum::http::Uri) -> Response {
 
 async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let span = tracing::info_span!(
+        target: "llm_gateway::trace",
+        "request",
+        otel.name = endpoint.operation(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        { genai::OPERATION_NAME } = endpoint.operation(),
+        { genai::REQUEST_MODEL } = tracing::field::Empty,
+        { genai::RESPONSE_MODEL } = tracing::field::Empty,
+        { genai::REQUEST_STREAM } = tracing::field::Empty,
+        { genai::USAGE_INPUT_TOKENS } = tracing::field::Empty,
+        { genai::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
+        { genai::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
+        "http.response.status_code" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        "llm_gateway.request_id" = &*id.0,
+        "llm_gateway.team" = tracing::field::Empty,
+        "llm_gateway.deployment" = tracing::field::Empty,
+        "llm_gateway.attempts" = tracing::field::Empty,
+    );
+    tracing_otlp::continue_trace(&span, &headers);
+    let trace_id = tracing_otlp::trace_id(&span);
     let mut ctx = RequestCtx {
         request_id: id.0,
         started,
@@ -122,18 +146,37 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         client_wants_usage: false,
         deployment: None,
         attempts: 0,
+        span: span.clone(),
+        trace_id,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
     }
-    match serve(&gw, &mut ctx, &headers, body).await {
-        Ok((Served::Whole(response, usage), _)) => {
-            let outcome = Outcome { usage, ..Outcome::failed(response.status().as_u16(), "") };
-            finish(&gw, &ctx, &Outcome { error: None, ..outcome });
+    match serve(&gw, &mut ctx, &headers, body).instrument(span).await {
+        Ok((Served::Whole(response, usage, finish_reason), _)) => {
+            let outcome = Outcome {
+                status: response.status().as_u16(),
+                error: None,
+                usage,
+                time_to_first_chunk: None,
+                gaps: None,
+                finish_reason,
+                client_gone: false,
+                chunks: 0,
+            };
+            finish(&gw, &ctx, &outcome);
             response
         }
         Ok((Served::Stream(relay, first), guard)) => {
             let ctx = Arc::new(ctx);
+            let stream_span = tracing::info_span!(
+                target: "llm_gateway::trace",
+                parent: &ctx.span,
+                "stream",
+                otel.name = "stream completion",
+                "llm_gateway.chunks" = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            );
             let hook_gw = gw.clone();
             let hook_ctx = ctx.clone();
             let on_end = Box::new(move |end: StreamEnd| {
@@ -145,12 +188,18 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                         None => guard.success(),
                     }
                 }
+                stream_span.record("llm_gateway.chunks", i64::from(end.chunks));
+                if let Some(label) = end.error.or(end.client_gone.then_some("client_gone")) {
+                    stream_span.record("error.type", label);
+                }
+                drop(stream_span);
                 let outcome = Outcome {
                     status: 200,
                     error: end.error,
                     usage: end.usage,
                     time_to_first_chunk: end.time_to_first_chunk,
                     gaps: Some(end.gaps),
+                    finish_reason: end.finish_reason,
                     client_gone: end.client_gone,
                     chunks: end.chunks,
                 };
@@ -189,7 +238,7 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
 }
 
 enum Served {
-    Whole(Response, Option<crate::api::Usage>),
+    Whole(Response, Option<crate::api::Usage>, Option<String>),
     Stream(Box<Relay>, Bytes),
 }
 
@@ -199,7 +248,8 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
-    let principal: Principal = gw.auth.authenticate(headers)?;
+    let principal: Principal =
+        tracing::info_span!(target: "llm_gateway::trace", "auth").in_scope(|| gw.auth.authenticate(headers))?;
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
@@ -207,7 +257,13 @@ async fn serve(
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
-    let plan = gw.router.plan(&principal, &request.model, shape)?;
+    let span = &ctx.span;
+    tracing_otlp::rename(span, format!("{} {}", ctx.endpoint.operation(), request.model));
+    span.record(genai::REQUEST_MODEL, request.model.as_str());
+    span.record(genai::REQUEST_STREAM, request.stream);
+    span.record("llm_gateway.team", &*principal.team);
+    let plan = tracing::info_span!(target: "llm_gateway::trace", "route")
+        .in_scope(|| gw.router.plan(&principal, &request.model, shape))?;
 
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
     let mut content_policy = Some(plan.content_policy);
@@ -224,8 +280,27 @@ async fn serve(
         }
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
-        let result = attempt(gw, ctx, &request, &candidate.deployment, &guard).await;
+        let deployment = &candidate.deployment;
+        let attempt_span = tracing::info_span!(
+            target: "llm_gateway::trace",
+            "attempt",
+            otel.name = format!("{} {}", ctx.endpoint.operation(), deployment.model),
+            otel.kind = "client",
+            { genai::OPERATION_NAME } = ctx.endpoint.operation(),
+            { genai::PROVIDER_NAME } = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name),
+            { genai::REQUEST_MODEL } = deployment.model.as_str(),
+            "server.address" = server_address(&deployment.provider.base_url),
+            "llm_gateway.deployment" = deployment.id.as_str(),
+            "llm_gateway.attempt" = i64::from(ctx.attempts),
+            "error.type" = tracing::field::Empty,
+        );
+        let result =
+            attempt(gw, ctx, &request, deployment, &guard, &attempt_span).instrument(attempt_span.clone()).await;
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
+        if let Err(e) = &result {
+            attempt_span.record("error.type", e.label());
+        }
+        drop(attempt_span);
         for observer in &gw.observers {
             observer.attempted(ctx, &candidate.deployment.id, label, guard.first_byte_after());
         }
@@ -309,6 +384,7 @@ async fn attempt(
     request: &ParsedRequest,
     deployment: &DeploymentSpec,
     guard: &AttemptGuard,
+    span: &tracing::Span,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
     let (body, hide_usage) = openai::upstream_body(
@@ -327,6 +403,7 @@ async fn attempt(
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 forward.insert("x-request-id", v);
             }
+            tracing_otlp::propagate(span, &mut forward);
             gw.upstreams.send(deployment, ctx.endpoint.upstream_path(), Bytes::from(body), &forward, deadline).await?
         }
     };
@@ -356,7 +433,7 @@ async fn attempt(
         return Ok(Served::Stream(Box::new(relay), first));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
-    let (json, usage) =
+    let (json, usage, finish_reason) =
         openai::rewrite_response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
             deployment: deployment.id.clone(),
             detail: format!("the response is not a JSON object: {e}"),
@@ -364,7 +441,7 @@ async fn attempt(
     let mut response = Response::new(Body::from(json));
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     routing_headers(response.headers_mut(), ctx);
-    Ok(Served::Whole(response, usage))
+    Ok(Served::Whole(response, usage, finish_reason))
 }
 
 async fn upstream_error(
@@ -396,6 +473,12 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
         }
         Err(e) => Err(GatewayError::bad_request(format!("Could not read the request body: {e}"), None)),
     }
+}
+
+/// `host[:port]` of a base URL, for the `server.address` span attribute.
+fn server_address(base_url: &str) -> &str {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 pub fn unix_now() -> u64 {

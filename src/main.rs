@@ -51,10 +51,6 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    telemetry::init_logging(&config.server.log_level);
-    for warning in &config.warnings {
-        tracing::warn!(config = %config_path, "{warning}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped");
@@ -71,13 +67,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::error::Error>> {
+    let mut telemetry = telemetry::init(&config.server.log_level, &config.telemetry)?;
+    for warning in &config.warnings {
+        tracing::warn!(config = %config_path, "{warning}");
+    }
     let (app, _background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, models = config.models.len(), "listening");
     server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await?;
     tracing::info!("stopped");
+    telemetry.shutdown();
     Ok(())
 }
 

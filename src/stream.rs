@@ -41,12 +41,17 @@ pub trait ChunkRewriter: Send {
     fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>);
     /// The last usage the upstream reported, if any.
     fn usage(&self) -> Option<Usage>;
+    /// The finish reason the upstream reported, if any.
+    fn finish_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How a stream ended, for the observers.
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     pub usage: Option<Usage>,
+    pub finish_reason: Option<String>,
     pub error: Option<&'static str>,
     pub client_gone: bool,
     pub chunks: u32,
@@ -194,6 +199,7 @@ impl Relay {
         if let Some(hook) = self.on_end.take() {
             hook(StreamEnd {
                 usage: self.rewriter.usage(),
+                finish_reason: self.rewriter.finish_reason(),
                 error,
                 client_gone,
                 chunks: self.chunks,

@@ -38,13 +38,17 @@ pub fn upstream_body(
 }
 
 /// Rewrites a whole (non-stream) response: the client's model name; returns the usage too.
-pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
+pub fn rewrite_response(
+    body: &[u8],
+    client_model: &str,
+) -> serde_json::Result<(Vec<u8>, Option<Usage>, Option<String>)> {
     let mut object = RawObject::from_slice(body)?;
     let usage = object.parse::<Usage>("usage").ok().flatten();
+    let finish_reason = object.get("choices").and_then(|c| finish_reason_in(c.get()));
     if object.contains("model") {
         object.set("model", client_model)?;
     }
-    Ok((object.to_vec(), usage))
+    Ok((object.to_vec(), usage, finish_reason))
 }
 
 /// Stream rewriting for chat and legacy completions.
@@ -53,13 +57,14 @@ pub struct OpenAiChunks {
     /// Drop usage-only chunks (`choices: []` with `usage`): the client did not ask for them.
     hide_usage_chunks: bool,
     usage: Option<Usage>,
+    finish_reason: Option<String>,
 }
 
 impl OpenAiChunks {
     pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
         let client_model = serde_json::value::to_raw_value(client_model)
             .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
-        Self { client_model, hide_usage_chunks, usage: None }
+        Self { client_model, hide_usage_chunks, usage: None, finish_reason: None }
     }
 }
 
@@ -82,6 +87,9 @@ impl OpenAiChunks {
             if self.hide_usage_chunks && is_empty_choices(&chunk) {
                 return Ok(None);
             }
+        }
+        if let Some(reason) = chunk.get("choices").and_then(|c| finish_reason_in(c.get())) {
+            self.finish_reason = Some(reason);
         }
         if chunk.contains("model") {
             chunk.set_raw("model", self.client_model.clone());
@@ -114,6 +122,20 @@ impl ChunkRewriter for OpenAiChunks {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+
+    fn finish_reason(&self) -> Option<String> {
+        self.finish_reason.clone()
+    }
+}
+
+/// The first non-null `finish_reason` in a `choices` array, found without parsing the array
+/// (it is on the hot path of every chunk).
+pub fn finish_reason_in(choices: &str) -> Option<String> {
+    const KEY: &str = "\"finish_reason\":";
+    let at = choices.find(KEY)? + KEY.len();
+    let rest = choices[at..].trim_start().strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(rest[..end].to_owned())
 }
 
 fn is_empty_choices(chunk: &RawObject) -> bool {
@@ -146,6 +168,16 @@ mod tests {
         let (body, hide) = upstream_body(&req, "up", false, false, StreamUsage::StreamOptions).unwrap();
         assert_eq!(std::str::from_utf8(&body).unwrap(), r#"{"model":"up"}"#);
         assert!(!hide);
+    }
+
+    #[test]
+    fn finish_reason_is_found_without_parsing() {
+        assert_eq!(
+            finish_reason_in(r#"[{"index":0,"delta":{},"finish_reason": "tool_calls"}]"#).as_deref(),
+            Some("tool_calls")
+        );
+        assert_eq!(finish_reason_in(r#"[{"index":0,"delta":{"content":"x"},"finish_reason":null}]"#), None);
+        assert_eq!(finish_reason_in("[]"), None);
     }
 
     #[test]

@@ -57,6 +57,24 @@ pub struct RawValkey {
 pub struct RawTelemetry {
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Traces to an OpenTelemetry collector; the standard `OTEL_*` variables also enable it.
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// `http://collector:4318` (http) or `http://collector:4317` (grpc).
+    pub endpoint: String,
+    /// `http` (protobuf over HTTP, default) or `grpc`.
+    pub protocol: Option<String>,
+    /// Extra headers (e.g. an auth header for a hosted collector); values may be `${ENV}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub service_name: Option<String>,
+    /// How long spans wait in the batch before export (default 5s).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub batch_delay: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
