@@ -22,7 +22,8 @@ def test_ready(http: httpx.Client) -> None:
 
 
 def test_logs_are_json_lines_and_never_contain_keys(gateway: Gateway) -> None:
-    msgs = [{"role": "user", "content": "log me"}]
+    prompt_marker = "prompt-text-" + TEAM_A_KEY[-8:]
+    msgs = [{"role": "user", "content": f"log me {prompt_marker}"}]
     wrong = TEAM_A_KEY[:-4] + "zzzz"
     calls = [
         ("/v1/chat/completions", {"Authorization": f"Bearer {TEAM_A_KEY}"}, {"model": "echo-model", "messages": msgs}),
@@ -48,3 +49,9 @@ def test_logs_are_json_lines_and_never_contain_keys(gateway: Gateway) -> None:
     everything = gateway.proc.all_output()
     for name, secret in (("team-a key", TEAM_A_KEY), ("team-b key", TEAM_B_KEY), ("provider key", PROVIDER_KEY), ("rejected key", wrong)):
         assert secret not in everything, f"{name} appears in the gateway's logs"
+    assert prompt_marker not in everything, "prompt text appears in the gateway's logs"
+    # One request line per request, with the fields operators filter on.
+    lines = [json.loads(ln) for ln in out if '"message":"request"' in ln]
+    assert len(lines) >= len(calls)
+    for field in ("request_id", "trace_id", "team", "key_id", "model", "deployment", "attempts", "status", "latency_ms"):
+        assert all(field in ln for ln in lines), field
