@@ -106,6 +106,9 @@ pub struct Control {
     pub drop_midstream: AtomicBool,
     pub requests: AtomicU32,
     pub in_flight: AtomicU32,
+    /// Stream this many extra content chunks, each after `chunk_delay_ms`.
+    pub extra_chunks: AtomicU32,
+    pub chunk_delay_ms: AtomicU64,
     /// An error `code` for error answers (e.g. context_length_exceeded).
     pub error_code: std::sync::Mutex<Option<String>>,
 }
@@ -210,22 +213,27 @@ async fn chat(State(control): State<Arc<Control>>, _headers: HeaderMap, body: By
     };
     let drop_midstream = control.drop_midstream.load(Ordering::SeqCst);
     let mut frames: Vec<Result<Bytes, std::io::Error>> = vec![Ok(chunk("Hel")), Ok(chunk("lo"))];
+    for _ in 0..control.extra_chunks.load(Ordering::SeqCst) {
+        frames.push(Ok(chunk(" more")));
+    }
     if drop_midstream {
         frames.push(Err(std::io::Error::other("connection cut")));
     } else {
         frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
     }
-    let stream = async_stream(frames, in_flight);
+    let delay = Duration::from_millis(control.chunk_delay_ms.load(Ordering::SeqCst).max(5));
+    let stream = async_stream(frames, in_flight, delay);
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
 fn async_stream(
     frames: Vec<Result<Bytes, std::io::Error>>,
     guard: InFlight,
+    delay: Duration,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures_util::stream::unfold((frames.into_iter(), Some(guard)), |(mut it, guard)| async move {
+    futures_util::stream::unfold((frames.into_iter(), Some(guard)), move |(mut it, guard)| async move {
         let next = it.next()?;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(delay).await;
         Some((next, (it, guard)))
     })
 }
