@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::ErrorBody;
 use crate::api::openai::default_kind_for;
+use crate::api::{ErrorBody, anthropic};
 
 /// Who caused a failure: the router and the breaker act on upstream failures only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,8 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContextLength(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Anthropic's 529 "overloaded" is outside what OpenAI clients know: their 503.
+            Self::UpstreamStatus { status, .. } if status.as_u16() == 529 => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamStatus { status, .. } => *status,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -146,16 +148,40 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+impl GatewayError {
+    /// The status an Anthropic client sees: the upstream's own (529 included), else ours.
+    pub fn anthropic_status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamStatus { status, .. } => *status,
+            _ => self.status(),
+        }
+    }
+
+    /// The Anthropic error body, `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> anthropic::ErrorBody {
+        anthropic::ErrorBody::from_openai(self.anthropic_status().as_u16(), &self.body())
+    }
+
+    /// The response on Anthropic's routes (`/v1/messages`).
+    pub fn into_anthropic_response(self) -> Response {
+        let body = serde_json::to_vec(&self.anthropic_body()).unwrap_or_default();
+        self.with_headers(self.anthropic_status(), body)
+    }
+
+    fn with_headers(&self, status: StatusCode, body: Vec<u8>) -> Response {
         let mut response = (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Self::UpstreamStatus { retry_after: Some(value), .. } = &self
+        if let Self::UpstreamStatus { retry_after: Some(value), .. } = self
             && let Ok(v) = http::HeaderValue::from_str(value)
         {
             response.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         response
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        self.with_headers(self.status(), body)
     }
 }

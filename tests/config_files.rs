@@ -38,14 +38,8 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    let embedded: Vec<String> = providers::EMBEDDED
-        .iter()
-        .map(|(stem, _)| stem.to_string())
-        .collect();
-    assert_eq!(
-        on_disk, embedded,
-        "build.rs embeds exactly the files in providers/"
-    );
+    let embedded: Vec<String> = providers::EMBEDDED.iter().map(|(stem, _)| stem.to_string()).collect();
+    assert_eq!(on_disk, embedded, "build.rs embeds exactly the files in providers/");
     for required in [
         "openai",
         "azure-openai",
@@ -60,30 +54,20 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
         "deepseek",
         "openrouter",
     ] {
-        assert!(
-            embedded.contains(&required.to_string()),
-            "missing descriptor {required}"
-        );
+        assert!(embedded.contains(&required.to_string()), "missing descriptor {required}");
     }
     for (stem, text) in providers::EMBEDDED {
         let d = providers::parse(stem, text).unwrap_or_else(|e| panic!("{e}"));
         for (model, info) in &d.models {
-            if let (Some(input), Some(cached)) = (
-                info.input_nanos_per_token,
-                info.cached_input_nanos_per_token,
-            ) {
-                assert!(
-                    cached <= input,
-                    "{stem}: {model}: cached input dearer than input"
-                );
+            if let (Some(input), Some(cached)) = (info.input_nanos_per_token, info.cached_input_nanos_per_token) {
+                assert!(cached <= input, "{stem}: {model}: cached input dearer than input");
             }
         }
         // Each descriptor must also be usable as a config provider as-is (anthropic's dialect
         // lands with its adapter).
         if d.dialect == "openai" {
             let yaml = format!("providers:\n  p: {{ vendor: {stem} }}\n");
-            Config::from_yaml(&yaml, &HashMap::<&str, &str>::new())
-                .unwrap_or_else(|e| panic!("vendor {stem}: {e}"));
+            Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap_or_else(|e| panic!("vendor {stem}: {e}"));
         }
     }
 }
