@@ -65,6 +65,8 @@ pub fn error_event(error: &crate::api::ErrorBody) -> Bytes {
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod roundtrip;
 
 #[cfg(test)]
 mod tests {

@@ -369,12 +369,11 @@ impl ErrorBody {
 
     /// The Anthropic rendering of an OpenAI-shaped error: its own type when Anthropic knows it
     /// (an Anthropic upstream's error comes back unchanged), else the type for the status.
+    /// `invalid_request_error` is OpenAI's catch-all (even for a bad key), so the status decides.
     pub fn from_openai(status: u16, body: &openai::ErrorBody) -> Self {
-        let kind = if ERROR_TYPES.contains(&body.error.kind.as_str()) {
-            body.error.kind.as_str()
-        } else {
-            error_type_for(status)
-        };
+        let kind = body.error.kind.as_str();
+        let kind =
+            if ERROR_TYPES.contains(&kind) && kind != "invalid_request_error" { kind } else { error_type_for(status) };
         Self::new(kind, body.error.message.clone())
     }
 }

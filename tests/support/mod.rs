@@ -229,3 +229,4 @@ fn async_stream(
         Some((next, (it, guard)))
     })
 }
+pub mod anthropic;

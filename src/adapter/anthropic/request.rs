@@ -206,12 +206,8 @@ fn collapse_system(blocks: Vec<Block>) -> Option<System> {
 fn system_blocks(content: Option<ChatContent>, i: usize) -> Result<Vec<Block>, Untranslatable> {
     let mut out = Vec::new();
     match content {
-        None => {}
-        Some(ChatContent::Text(text)) => {
-            if !text.is_empty() {
-                out.push(text_block(text));
-            }
-        }
+        Some(ChatContent::Text(text)) if !text.is_empty() => out.push(text_block(text)),
+        None | Some(ChatContent::Text(_)) => {}
         Some(ChatContent::Parts(parts)) => {
             for (j, part) in parts.into_iter().enumerate() {
                 match part {
@@ -236,12 +232,8 @@ fn system_blocks(content: Option<ChatContent>, i: usize) -> Result<Vec<Block>, U
 fn user_blocks(content: Option<ChatContent>, i: usize) -> Result<Vec<Block>, Untranslatable> {
     let mut out = Vec::new();
     match content {
-        None => {}
-        Some(ChatContent::Text(text)) => {
-            if !text.is_empty() {
-                out.push(text_block(text));
-            }
-        }
+        Some(ChatContent::Text(text)) if !text.is_empty() => out.push(text_block(text)),
+        None | Some(ChatContent::Text(_)) => {}
         Some(ChatContent::Parts(parts)) => {
             for (j, part) in parts.into_iter().enumerate() {
                 if let Some(block) = part_block(part, &format!("messages[{i}].content[{j}]"))? {
