@@ -123,9 +123,20 @@ pub enum Block {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Source {
-    Base64 { media_type: String, data: String },
-    Url { url: String },
-    Text { media_type: String, data: String },
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Url {
+        url: String,
+    },
+    Text {
+        media_type: String,
+        data: String,
+    },
+    /// File ids, content sources, and whatever comes next: not translatable, kept out.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

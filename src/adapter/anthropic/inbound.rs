@@ -141,24 +141,27 @@ fn join_text(blocks: &[Block], separator: &str) -> String {
     texts.join(separator)
 }
 
-fn image_part(source: Source) -> ContentPart {
+/// An image part; sources an OpenAI model cannot fetch (file ids, ...) are left out.
+fn image_part(source: Source) -> Option<ContentPart> {
     let url = match source {
         Source::Base64 { media_type, data } | Source::Text { media_type, data } => {
             format!("data:{media_type};base64,{data}")
         }
         Source::Url { url } => url,
+        Source::Unknown => return None,
     };
-    ContentPart::ImageUrl { image_url: ImageUrl { url, detail: None } }
+    Some(ContentPart::ImageUrl { image_url: ImageUrl { url, detail: None } })
 }
 
-fn document_part(source: Source) -> ContentPart {
-    match source {
+fn document_part(source: Source) -> Option<ContentPart> {
+    Some(match source {
         Source::Base64 { media_type, data } => ContentPart::File {
             file: FilePart { file_data: Some(format!("data:{media_type};base64,{data}")), ..Default::default() },
         },
         Source::Text { data, .. } => ContentPart::Text { text: data, cache_control: None },
         Source::Url { url } => ContentPart::Text { text: url, cache_control: None },
-    }
+        Source::Unknown => return None,
+    })
 }
 
 /// A user turn: its tool results first (one tool message each, in order), then the rest as one
@@ -183,7 +186,7 @@ fn user_messages(message: Message, i: usize, out: &mut Vec<ChatMessage>) -> Resu
                         let text = join_text(&blocks, "\n");
                         for block in blocks {
                             if let Block::Image { source, .. } = block {
-                                tool_images.push(image_part(source));
+                                tool_images.extend(image_part(source));
                             }
                         }
                         text
@@ -200,8 +203,8 @@ fn user_messages(message: Message, i: usize, out: &mut Vec<ChatMessage>) -> Resu
                 });
             }
             Block::Text { text, .. } => parts.push(ContentPart::Text { text, cache_control: None }),
-            Block::Image { source, .. } => parts.push(image_part(source)),
-            Block::Document { source, .. } => parts.push(document_part(source)),
+            Block::Image { source, .. } => parts.extend(image_part(source)),
+            Block::Document { source, .. } => parts.extend(document_part(source)),
             Block::ToolUse { .. } => {
                 return Err(Untranslatable::new(
                     "tool_use blocks belong in assistant messages.",

@@ -83,8 +83,12 @@ pub fn from_chat(
     let mut max_tokens =
         explicit_max.unwrap_or_else(|| max_output_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.min(DEFAULT_MAX_TOKENS)));
 
+    let (tools, tool_choice) = tools(request)?;
+    // Claude cannot think while forced to use a tool: reasoning_effort then asks for nothing.
+    let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
     let mut thinking = request.get("thinking").filter(|raw| raw.get() != "null").map(|raw| raw.to_owned());
     if thinking.is_none()
+        && !forced
         && let Some(effort) = field::<String>(request, "reasoning_effort")?
         && let Some(&(_, budget)) = EFFORT_BUDGETS.iter().find(|(name, _)| *name == effort)
     {
@@ -101,8 +105,6 @@ pub fn from_chat(
         .as_deref()
         .and_then(|raw| serde_json::from_str::<Thinking>(raw.get()).ok())
         .is_some_and(|t| t.kind != "disabled");
-
-    let (tools, tool_choice) = tools(request)?;
 
     let mut output_config = None;
     if let Some(format) = field::<ResponseFormat>(request, "response_format")? {
@@ -559,6 +561,11 @@ mod tests {
         assert_eq!(out["thinking"], serde_json::json!({"type":"enabled","budget_tokens":2048}));
         assert_eq!(out["max_tokens"], 2048 + 4096);
         assert!(out.get("temperature").is_none());
+        // A forced tool: no thinking.
+        let out = translate(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"low","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required"}"#,
+        );
+        assert!(out.get("thinking").is_none());
         // A max_tokens too small for the minimum budget: no thinking.
         let out = translate(
             r#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"high","max_tokens":1000}"#,
