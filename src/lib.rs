@@ -9,8 +9,8 @@
 //! ```
 //!
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
-//! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's /v1/messages): parse what we act
-//!              on, keep the rest verbatim
+//! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's): parse what we act on, keep
+//!   the rest verbatim
 //! - `auth`     key → `Principal` (team, key id, allowed models)
 //! - `router`   client model name → ordered deployments; failover before the first byte
 //! - `adapter`  one pure translator per wire dialect (openai-compatible, anthropic, mock)
