@@ -1,6 +1,146 @@
 //! Adapters: one pure translator per wire dialect. Each turns the client's request into the
 //! upstream's, and the upstream's answer — whole, or event by event through
-//! `stream::ChunkRewriter` — back into the client's dialect.
+//! `stream::ChunkRewriter` — back into the client's dialect. `Exchange` picks the translation
+//! for one (client endpoint, upstream dialect) pair.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;
+
+use crate::api::{RawObject, Usage};
+use crate::config::{DeploymentSpec, Dialect, StreamUsage};
+use crate::ctx::Endpoint;
+use crate::stream::ChunkRewriter;
+
+/// A request the chosen upstream dialect cannot express: the client's to fix (a 400 naming
+/// the field).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Untranslatable {
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl Untranslatable {
+    pub fn new(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self { message: message.into(), param: Some(param.into()) }
+    }
+}
+
+/// How one attempt's answer is turned back into the client's dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Translation {
+    /// OpenAI client, OpenAI-compatible upstream (or the mock): model name and usage only.
+    OpenAi { hide_usage: bool },
+    /// OpenAI chat client, Claude upstream.
+    ChatOnClaude { include_usage: bool },
+    /// Anthropic client, Claude upstream: passed through.
+    MessagesOnClaude,
+    /// Anthropic client, OpenAI-compatible upstream (or the mock).
+    MessagesOnOpenAi,
+}
+
+/// One attempt's upstream request and the translation of its answer.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The operation the upstream performs (what the mock answers, and its path).
+    pub upstream_endpoint: Endpoint,
+    /// The path below the provider's base URL.
+    pub path: &'static str,
+    pub body: Vec<u8>,
+    translation: Translation,
+    created: u64,
+}
+
+impl Exchange {
+    /// Builds the upstream request for `deployment` from the client's parsed body.
+    pub fn prepare(
+        endpoint: Endpoint,
+        request: &RawObject,
+        deployment: &DeploymentSpec,
+        stream: bool,
+        client_wants_usage: bool,
+        created: u64,
+    ) -> Result<Self, Untranslatable> {
+        let provider = &deployment.provider;
+        let model = deployment.model.as_str();
+        let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
+        let (upstream_endpoint, path, body, translation) = match (endpoint, provider.dialect) {
+            (Endpoint::Messages, Dialect::Anthropic) => (
+                Endpoint::Messages,
+                anthropic::MESSAGES_PATH,
+                anthropic::passthrough::request(request, model).map_err(json_error)?,
+                Translation::MessagesOnClaude,
+            ),
+            (Endpoint::Messages, Dialect::OpenAi | Dialect::Mock) => {
+                let ask_usage =
+                    provider.dialect == Dialect::Mock || provider.stream_usage == StreamUsage::StreamOptions;
+                let body = anthropic::inbound::to_chat_request(request, model, stream, ask_usage)?;
+                let path = Endpoint::ChatCompletions.upstream_path();
+                (Endpoint::ChatCompletions, path, body, Translation::MessagesOnOpenAi)
+            }
+            (Endpoint::ChatCompletions, Dialect::Anthropic) => {
+                let max_output = provider.known_models.get(model).and_then(|m| m.max_output_tokens);
+                let body = anthropic::request::from_chat(request, model, stream, max_output)?;
+                let translation = Translation::ChatOnClaude { include_usage: client_wants_usage };
+                (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, translation)
+            }
+            (Endpoint::Completions | Endpoint::Embeddings, Dialect::Anthropic) => {
+                return Err(Untranslatable::new(
+                    format!(
+                        "The model `{model}` is served by the Anthropic Messages API, which has no {} endpoint; use /v1/chat/completions or /v1/messages.",
+                        endpoint.upstream_path()
+                    ),
+                    "model",
+                ));
+            }
+            (_, Dialect::OpenAi | Dialect::Mock) => {
+                let (body, hide_usage) =
+                    openai::upstream_body(request, model, stream, client_wants_usage, provider.stream_usage)
+                        .map_err(json_error)?;
+                (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
+            }
+        };
+        Ok(Self { upstream_endpoint, path, body, translation, created })
+    }
+
+    /// Translates a whole (non-stream) answer; returns the client body and the usage.
+    /// The client's answer, its usage and its finish reason.
+    pub fn response(
+        &self,
+        body: &[u8],
+        client_model: &str,
+    ) -> serde_json::Result<(Vec<u8>, Option<Usage>, Option<String>)> {
+        let (json, usage) = match self.translation {
+            // The hot path reads the finish reason while it rewrites.
+            Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
+            Translation::ChatOnClaude { .. } => {
+                anthropic::response::to_chat(body, client_model, self.created).map(|(b, u)| (b, Some(u)))?
+            }
+            Translation::MessagesOnClaude => anthropic::passthrough::response(body, client_model)?,
+            Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
+        };
+        let finish_reason = RawObject::from_slice(&json).ok().and_then(|o| match o.get("choices") {
+            Some(choices) => openai::finish_reason_in(choices.get()),
+            None => o.parse::<String>("stop_reason").ok().flatten(),
+        });
+        Ok((json, usage, finish_reason))
+    }
+
+    /// The stream translator for this attempt.
+    pub fn rewriter(&self, client_model: &str) -> Box<dyn ChunkRewriter> {
+        match self.translation {
+            Translation::OpenAi { hide_usage } => Box::new(openai::OpenAiChunks::new(client_model, hide_usage)),
+            Translation::ChatOnClaude { include_usage } => {
+                Box::new(anthropic::stream::ClaudeChunks::new(client_model, self.created, include_usage))
+            }
+            Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
+            Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
+        }
+    }
+
+    /// Whether the upstream speaks Anthropic's Messages API (its errors, its 529).
+    pub fn upstream_is_anthropic(&self) -> bool {
+        matches!(self.translation, Translation::ChatOnClaude { .. } | Translation::MessagesOnClaude)
+    }
+}

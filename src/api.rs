@@ -1,5 +1,8 @@
-//! Wire vocabulary shared by every stage: order-preserving raw JSON objects and OpenAI types.
+//! Wire vocabulary shared by every stage: order-preserving raw JSON objects, OpenAI and
+//! Anthropic types.
 
+pub mod anthropic;
+pub mod chat;
 pub mod object;
 pub mod openai;
 pub mod tokens;

@@ -79,6 +79,8 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         .route("/v1/chat/completions", post(ingress::chat_completions))
         .route("/v1/completions", post(ingress::completions))
         .route("/v1/embeddings", post(ingress::embeddings))
+        .route("/v1/messages", post(ingress::messages))
+        .route("/v1/messages/count_tokens", post(ingress::count_tokens))
         .route("/v1/models", get(ingress::list_models))
         .route("/v1/models/{*model}", get(ingress::get_model))
         .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))

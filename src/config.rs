@@ -173,6 +173,8 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     OpenAi,
+    /// Anthropic's Messages API (`{base_url}/v1/messages`, `x-api-key`, `anthropic-version`).
+    Anthropic,
     Mock,
 }
 
@@ -647,14 +649,12 @@ fn build_provider(
     let dialect = match dialect_name {
         "openai" => Dialect::OpenAi,
         "mock" => Dialect::Mock,
-        "anthropic" => {
-            return Err(err("dialect", "the anthropic dialect is not implemented yet".into()));
-        }
+        "anthropic" => Dialect::Anthropic,
         "cli" => {
             return Err(err("dialect", "the cli dialect is not implemented yet".into()));
         }
         other => {
-            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai or mock)")));
+            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai, anthropic or mock)")));
         }
     };
     let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone())).unwrap_or_default();

@@ -6,28 +6,36 @@ use std::time::{Duration, Instant};
 use crate::api::Usage;
 use crate::auth::Principal;
 
-/// Which OpenAI operation a request is.
+/// Which operation a request is: OpenAI's three, or Anthropic's Messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's `POST /v1/messages`: Anthropic's request, response and error shapes.
+    Messages,
 }
 
 impl Endpoint {
-    /// The path below the provider's base URL.
+    /// The path below an OpenAI-compatible provider's base URL (`Messages`: below Anthropic's).
     pub fn upstream_path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Messages => "/v1/messages",
         }
+    }
+
+    /// Whether the client speaks Anthropic (errors and streams in Anthropic's shapes).
+    pub fn is_anthropic(self) -> bool {
+        self == Self::Messages
     }
 
     /// The GenAI operation name (`gen_ai.operation.name`), also used as a log field.
     pub fn operation(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "chat",
+            Self::ChatCompletions | Self::Messages => "chat",
             Self::Completions => "text_completion",
             Self::Embeddings => "embeddings",
         }

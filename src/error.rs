@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::ErrorBody;
 use crate::api::openai::default_kind_for;
+use crate::api::{ErrorBody, anthropic};
 
 /// Who caused a failure: the router and the breaker act on upstream failures only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ impl GatewayError {
             Self::ContextLength(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // Anthropic's 529 "overloaded" is outside what OpenAI clients know: their 503.
+            Self::UpstreamStatus { status, .. } if status.as_u16() == 529 => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamStatus { status, .. } => *status,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -154,12 +156,29 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+impl GatewayError {
+    /// The status an Anthropic client sees: the upstream's own (529 included), else ours.
+    pub fn anthropic_status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamStatus { status, .. } => *status,
+            _ => self.status(),
+        }
+    }
+
+    /// The Anthropic error body, `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> anthropic::ErrorBody {
+        anthropic::ErrorBody::from_openai(self.anthropic_status().as_u16(), &self.body())
+    }
+
+    /// The response on Anthropic's routes (`/v1/messages`).
+    pub fn into_anthropic_response(self) -> Response {
+        let body = serde_json::to_vec(&self.anthropic_body()).unwrap_or_default();
+        self.with_headers(self.anthropic_status(), body)
+    }
+
+    fn with_headers(&self, status: StatusCode, body: Vec<u8>) -> Response {
         let mut response = (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        let retry_after = match &self {
+        let retry_after = match self {
             Self::UpstreamStatus { retry_after: Some(value), .. } => http::HeaderValue::from_str(value).ok(),
             Self::Unavailable { retry_after_secs: Some(secs), .. }
             | Self::CoolingDown { retry_after_secs: secs, .. } => Some(http::HeaderValue::from(*secs)),
@@ -173,5 +192,12 @@ impl IntoResponse for GatewayError {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        self.with_headers(self.status(), body)
     }
 }

@@ -1,6 +1,7 @@
-//! Ingress: one handler per OpenAI endpoint. Each request goes auth → parse → route → attempts
-//! over the route's deployments (failing over before the first byte) → the answer, whole or
-//! streamed; then one outcome report to the observers.
+//! Ingress: one handler per endpoint (OpenAI's, and Anthropic's `/v1/messages`). Each request
+//! goes auth → parse → route → attempts over the route's deployments (failing over before the
+//! first byte) → the answer, whole or streamed, in the client's dialect; then one outcome
+//! report to the observers. Errors take the shape of the client's dialect.
 
 pub mod request;
 
@@ -15,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::adapter::{mock, openai};
+use crate::adapter::{Exchange, mock};
 use crate::api::ErrorBody;
+use crate::api::RawObject;
 use crate::api::openai::{ModelEntry, ModelList};
 use crate::auth::{Authenticator, Principal};
 use crate::config::{DeploymentSpec, Dialect};
@@ -74,6 +76,40 @@ pub async fn embeddings(
     body: Body,
 ) -> Response {
     handle(gw.0, id.0, Endpoint::Embeddings, headers, body).await
+}
+
+/// Anthropic's `POST /v1/messages` (Claude Code, the anthropic SDKs), on any deployment.
+pub async fn messages(
+    gw: State<Arc<Gateway>>,
+    id: axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(gw.0, id.0, Endpoint::Messages, headers, body).await
+}
+
+/// Anthropic's `POST /v1/messages/count_tokens`, answered locally with an estimate (about
+/// four characters a token) for a model the caller may use.
+pub async fn count_tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let counted = async {
+        let principal = gw.auth.authenticate(&headers)?;
+        let bytes = read_limited(body, &headers, gw.max_body_bytes).await?;
+        let (model, input_tokens) = request::count_tokens(&bytes)?;
+        if !gw.router.knows(&model) {
+            return Err(GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")));
+        }
+        if !principal.policy.allows(&model) {
+            return Err(GatewayError::ModelNotAllowed(format!(
+                "Team `{}` is not allowed to use the model `{model}`.",
+                principal.team
+            )));
+        }
+        Ok(input_tokens)
+    };
+    match counted.await {
+        Ok(input_tokens) => axum::Json(serde_json::json!({ "input_tokens": input_tokens })).into_response(),
+        Err(e) => e.into_anthropic_response(),
+    }
 }
 
 pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
@@ -214,8 +250,10 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             response
         }
         Err(e) => {
-            finish(&gw, &ctx, &Outcome::failed(e.status().as_u16(), e.label()));
-            let mut response = e.into_response();
+            let label = e.label();
+            let mut response =
+                if ctx.endpoint.is_anthropic() { e.into_anthropic_response() } else { e.into_response() };
+            finish(&gw, &ctx, &Outcome::failed(response.status().as_u16(), label));
             routing_headers(response.headers_mut(), &ctx);
             response
         }
@@ -294,8 +332,9 @@ async fn serve(
             "llm_gateway.attempt" = i64::from(ctx.attempts),
             "error.type" = tracing::field::Empty,
         );
-        let result =
-            attempt(gw, ctx, &request, deployment, &guard, &attempt_span).instrument(attempt_span.clone()).await;
+        let result = attempt(gw, ctx, &request, headers, deployment, &guard, &attempt_span)
+            .instrument(attempt_span.clone())
+            .await;
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
         if let Err(e) = &result {
             attempt_span.record("error.type", e.label());
@@ -375,6 +414,8 @@ fn is_content_policy(body: &ErrorBody) -> bool {
 fn is_context_length(body: &ErrorBody) -> bool {
     body.error.code.as_deref() == Some("context_length_exceeded")
         || body.error.message.contains("maximum context length")
+        // Anthropic: "prompt is too long: 215000 tokens > 200000 maximum".
+        || body.error.message.contains("prompt is too long")
 }
 
 /// One try on one deployment, up to the first byte of the answer.
@@ -382,29 +423,34 @@ async fn attempt(
     gw: &Gateway,
     ctx: &RequestCtx,
     request: &ParsedRequest,
+    client_headers: &HeaderMap,
     deployment: &DeploymentSpec,
     guard: &AttemptGuard,
     span: &tracing::Span,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
-    let (body, hide_usage) = openai::upstream_body(
-        &request.body,
-        &deployment.model,
-        ctx.stream,
-        ctx.client_wants_usage,
-        provider.stream_usage,
-    )
-    .map_err(|e| GatewayError::Internal(format!("building the upstream request: {e}")))?;
+    let exchange =
+        Exchange::prepare(ctx.endpoint, &request.body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
+            .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
     let response: UpstreamResponse = match provider.dialect {
-        Dialect::Mock => mock::respond(ctx.endpoint, &crate::api::RawObject::from_slice(&body).unwrap_or_default()),
-        Dialect::OpenAi => {
+        Dialect::Mock => {
+            mock::respond(exchange.upstream_endpoint, &RawObject::from_slice(&exchange.body).unwrap_or_default())
+        }
+        Dialect::OpenAi | Dialect::Anthropic => {
             let mut forward = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 forward.insert("x-request-id", v);
             }
             tracing_otlp::propagate(span, &mut forward);
-            gw.upstreams.send(deployment, ctx.endpoint.upstream_path(), Bytes::from(body), &forward, deadline).await?
+            if exchange.upstream_is_anthropic()
+                && let Some(beta) = client_headers.get("anthropic-beta")
+            {
+                // Beta features the client opted into (Claude Code uses several).
+                forward.insert("anthropic-beta", beta.clone());
+            }
+            let body = Bytes::from(exchange.body.clone());
+            gw.upstreams.send(deployment, exchange.path, body, &forward, deadline).await?
         }
     };
     if !response.status.is_success() {
@@ -414,7 +460,7 @@ async fn attempt(
         guard.first_byte();
     }
     if ctx.stream {
-        let rewriter = Box::new(openai::OpenAiChunks::new(&ctx.client_model, hide_usage));
+        let rewriter = exchange.rewriter(&ctx.client_model);
         let mut relay =
             Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started);
         let first_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
@@ -434,9 +480,9 @@ async fn attempt(
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
     let (json, usage, finish_reason) =
-        openai::rewrite_response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
+        exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
             deployment: deployment.id.clone(),
-            detail: format!("the response is not a JSON object: {e}"),
+            detail: format!("the response could not be read: {e}"),
         })?;
     let mut response = Response::new(Body::from(json));
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -9,10 +9,11 @@
 //! ```
 //!
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
-//! - `ingress`  one handler per endpoint: parse what we act on, keep the rest verbatim
+//! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's): parse what we act on, keep
+//!   the rest verbatim
 //! - `auth`     key → `Principal` (team, key id, allowed models)
 //! - `router`   client model name → ordered deployments; failover before the first byte
-//! - `adapter`  one pure translator per wire dialect (openai-compatible, mock)
+//! - `adapter`  one pure translator per wire dialect (openai-compatible, anthropic, mock)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
 //!

@@ -66,8 +66,13 @@ impl Upstreams {
             .get(&provider.name)
             .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))?;
         let url = format!("{}{}", provider.base_url, path);
-        let url = reqwest::Url::parse_with_params(&url, &provider.query)
-            .map_err(|e| GatewayError::Internal(format!("provider {} URL {url:?}: {e}", provider.name)))?;
+        // Without query parameters, no bare `?` either.
+        let parsed = if provider.query.is_empty() {
+            reqwest::Url::parse(&url)
+        } else {
+            reqwest::Url::parse_with_params(&url, &provider.query)
+        };
+        let url = parsed.map_err(|e| GatewayError::Internal(format!("provider {} URL {url:?}: {e}", provider.name)))?;
         let mut request = client
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")

@@ -42,6 +42,7 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
     assert_eq!(on_disk, embedded, "build.rs embeds exactly the files in providers/");
     for required in [
         "openai",
+        "anthropic",
         "azure-openai",
         "vllm",
         "ollama",
@@ -63,11 +64,8 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
                 assert!(cached <= input, "{stem}: {model}: cached input dearer than input");
             }
         }
-        // Each descriptor must also be usable as a config provider as-is (anthropic's dialect
-        // lands with its adapter).
-        if d.dialect == "openai" {
-            let yaml = format!("providers:\n  p: {{ vendor: {stem} }}\n");
-            Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap_or_else(|e| panic!("vendor {stem}: {e}"));
-        }
+        // Each descriptor must also be usable as a config provider as-is.
+        let yaml = format!("providers:\n  p: {{ vendor: {stem} }}\n");
+        Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap_or_else(|e| panic!("vendor {stem}: {e}"));
     }
 }

@@ -176,6 +176,8 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
             });
             Ok(json_response(&body))
         }
+        // Anthropic clients reach the mock translated to a chat completion.
+        Endpoint::Messages => Err("the mock speaks OpenAI: send /v1/messages through the adapter".into()),
     }
 }
 

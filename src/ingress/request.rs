@@ -96,8 +96,57 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             optional::<u64>(&body, "dimensions", "a positive integer")?;
             prompt_tokens_estimate = tokens::estimate_content(&input);
         }
+        Endpoint::Messages => {
+            let messages = messages_of(&body)?;
+            for (i, message) in messages.iter().enumerate() {
+                let Some(object) = message.as_object() else {
+                    return Err(type_error(&format!("messages[{i}]"), "an object", message));
+                };
+                match object.get("role") {
+                    Some(Value::String(role)) if role == "user" || role == "assistant" => {}
+                    Some(other) => {
+                        return Err(GatewayError::bad_request(
+                            format!(
+                                "Invalid value for 'messages[{i}].role': {other} is not one of \"user\", \"assistant\"."
+                            ),
+                            Some(&format!("messages[{i}].role")),
+                        ));
+                    }
+                    None => {
+                        return Err(GatewayError::bad_request(
+                            format!("Missing required parameter: 'messages[{i}].role'."),
+                            Some(&format!("messages[{i}].role")),
+                        ));
+                    }
+                }
+                match object.get("content") {
+                    Some(c) if c.is_string() || c.is_array() => {}
+                    Some(other) => {
+                        return Err(type_error(&format!("messages[{i}].content"), "a string or an array", other));
+                    }
+                    None => {
+                        return Err(GatewayError::bad_request(
+                            format!("Missing required parameter: 'messages[{i}].content'."),
+                            Some(&format!("messages[{i}].content")),
+                        ));
+                    }
+                }
+            }
+            max_tokens = Some(required::<u64>(&body, "max_tokens", "a non-negative integer")?);
+            let system = optional::<Value>(&body, "system", "a string or an array")?;
+            if let Some(system) = &system
+                && !(system.is_string() || system.is_array())
+            {
+                return Err(type_error("system", "a string or an array", system));
+            }
+            optional::<Vec<Value>>(&body, "tools", "an array")?;
+            optional::<Vec<String>>(&body, "stop_sequences", "an array of strings")?;
+            range(&body, "temperature", 0.0, 1.0)?;
+            range(&body, "top_p", 0.0, 1.0)?;
+            prompt_tokens_estimate = estimate_messages_request(&body, &messages, system.as_ref());
+        }
     }
-    if endpoint != Endpoint::Embeddings {
+    if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         let legacy_max = optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
         max_tokens = max_tokens.or(legacy_max);
         if let Some(n) = optional::<u64>(&body, "n", "a positive integer")?
@@ -124,6 +173,59 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         }
     }
     Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
+}
+
+fn messages_of(body: &RawObject) -> Result<Vec<Value>, GatewayError> {
+    let messages: Vec<Value> = required(body, "messages", "an array")?;
+    if messages.is_empty() {
+        return Err(GatewayError::bad_request("'messages' must contain at least one message.", Some("messages")));
+    }
+    Ok(messages)
+}
+
+/// A local estimate of a Messages request's input tokens: system, messages (tool inputs and
+/// results included) and tool definitions, about four characters a token.
+fn estimate_messages_request(body: &RawObject, messages: &[Value], system: Option<&Value>) -> u64 {
+    let blocks: u64 = messages
+        .iter()
+        .map(|m| {
+            tokens::PER_MESSAGE_OVERHEAD
+                + match m.get("content") {
+                    Some(Value::Array(blocks)) => blocks.iter().map(estimate_block).sum(),
+                    Some(other) => tokens::estimate_content(other),
+                    None => 0,
+                }
+        })
+        .sum();
+    let system = system.map(tokens::estimate_content).unwrap_or(0);
+    let tools = body.get("tools").map(|raw| tokens::estimate(raw.get())).unwrap_or(0);
+    blocks + system + tools
+}
+
+fn estimate_block(block: &Value) -> u64 {
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") => block.get("text").and_then(Value::as_str).map(tokens::estimate).unwrap_or(0),
+        Some("image") => tokens::IMAGE_PART,
+        Some("tool_use") => block.get("input").map(|i| tokens::estimate(&i.to_string())).unwrap_or(0),
+        Some("tool_result") => match block.get("content") {
+            Some(Value::Array(inner)) => inner.iter().map(estimate_block).sum(),
+            Some(other) => tokens::estimate_content(other),
+            None => 0,
+        },
+        _ => tokens::estimate(&block.to_string()),
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: the model and a local estimate of the input tokens.
+pub fn count_tokens(bytes: &[u8]) -> Result<(String, u64), GatewayError> {
+    let body = RawObject::from_slice(bytes).map_err(|e| {
+        let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
+        GatewayError::bad_request(format!("The request body {what}: {e}"), None)
+    })?;
+    let model: String = required(&body, "model", "a string")?;
+    let messages = messages_of(&body)?;
+    let system = optional::<Value>(&body, "system", "a string or an array")?;
+    Ok((model, estimate_messages_request(&body, &messages, system.as_ref())))
 }
 
 fn required<T: DeserializeOwned>(body: &RawObject, field: &str, expected: &str) -> Result<T, GatewayError> {
@@ -222,6 +324,37 @@ mod tests {
         assert_eq!(param_of(Embeddings, r#"{"model":"m","input":5}"#).as_deref(), Some("input"));
         assert_eq!(param_of(Completions, r#"{"model":"m"}"#).as_deref(), Some("prompt"));
         assert_eq!(param_of(ChatCompletions, r#"{"model":"m""#), None);
+        let user = r#"[{"role":"user","content":"hi"}]"#;
+        assert_eq!(param_of(Messages, &format!(r#"{{"model":"m","messages":{user}}}"#)).as_deref(), Some("max_tokens"));
+        assert_eq!(
+            param_of(Messages, r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#)
+                .as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param_of(Messages, &format!(r#"{{"model":"m","max_tokens":5,"messages":{user},"temperature":1.5}}"#))
+                .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param_of(Messages, &format!(r#"{{"model":"m","max_tokens":5,"messages":{user},"system":7}}"#)).as_deref(),
+            Some("system")
+        );
+    }
+
+    #[test]
+    fn reads_a_messages_request_and_estimates_its_tokens() {
+        let req = parse(
+            Endpoint::Messages,
+            br#"{"model":"claude","max_tokens":300,"stream":true,"system":"12345678","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image","source":{"type":"url","url":"x"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(req.stream);
+        assert_eq!(req.max_tokens, Some(300));
+        assert_eq!(req.prompt_tokens_estimate, 2 + tokens::PER_MESSAGE_OVERHEAD + 1 + tokens::IMAGE_PART);
+        let (model, n) =
+            count_tokens(br#"{"model":"claude","messages":[{"role":"user","content":"abcdefgh"}]}"#).unwrap();
+        assert_eq!((model.as_str(), n), ("claude", tokens::PER_MESSAGE_OVERHEAD + 2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 """Fixtures for the end-to-end suite.
 
-One mock OpenAI upstream and one gateway process are started per session. The
-gateway binary defaults to ``target/debug/llm-gateway`` in this repo; set
+One mock OpenAI upstream, one mock Anthropic upstream and one gateway process are started per
+session. The gateway binary defaults to ``target/debug/llm-gateway`` in this repo; set
 ``LLM_GATEWAY_BIN`` to test another build. Run: ``pytest -q tests/e2e``.
 """
 
@@ -16,6 +16,7 @@ import pytest
 
 from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_B_KEY, Gateway, gateway_config
 from e2e_support import GatewayProcess
+from mock_anthropic import MockAnthropic
 from mock_openai import MockOpenAI, closed_port
 
 
@@ -29,8 +30,21 @@ def upstream() -> Iterator[MockOpenAI]:
 
 
 @pytest.fixture(scope="session")
-def gateway(upstream: MockOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
+def anthropic_upstream() -> Iterator[MockAnthropic]:
+    mock = MockAnthropic(api_key=PROVIDER_KEY).start()
+    try:
+        yield mock
+    finally:
+        mock.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    upstream: MockOpenAI, anthropic_upstream: MockAnthropic, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    cfg = gateway_config(
+        upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1", anthropic_base_url=anthropic_upstream.base_url
+    )
     proc = GatewayProcess(cfg, tmp_path_factory.mktemp("gateway"), env={PROVIDER_KEY_ENV: PROVIDER_KEY})
     try:
         proc.start()

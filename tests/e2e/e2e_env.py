@@ -48,11 +48,22 @@ MODELS: dict[str, tuple[str, str]] = {
     "refused-stream-model": ("refused", "echo:stream"),
     "mock-model": ("mock", "mock-chat"),
     "mock-embed": ("mock", "mock-embed"),
+    # Claude deployments on the Anthropic-dialect mock (tests/e2e/mock_anthropic.py).
+    "claude-echo": ("anthropic", "claude-echo"),
+    "claude-tools": ("anthropic", "claude-tools"),
+    "claude-thinking": ("anthropic", "claude-thinking"),
+    "claude-max": ("anthropic", "claude-max"),
+    "claude-overloaded": ("anthropic", "claude-overloaded"),
+    "claude-overloaded-msg": ("anthropic", "claude-overloaded:msg"),
+    "claude-overloaded-sse": ("anthropic", "claude-overloaded-sse"),
+    "claude-overloaded-sse-msg": ("anthropic", "claude-overloaded-sse:msg"),
 }
 TEAM_B_MODELS = ["mock-model"]
 
 
-def gateway_config(upstream_base_url: str, refused_base_url: str) -> dict[str, Any]:
+def gateway_config(
+    upstream_base_url: str, refused_base_url: str, anthropic_base_url: str = "http://127.0.0.1:9"
+) -> dict[str, Any]:
     return {
         "server": {"listen": "127.0.0.1:0", "max_body_bytes": MAX_BODY_BYTES, "shutdown_grace": "1s"},
         "keys": [
@@ -75,6 +86,8 @@ def gateway_config(upstream_base_url: str, refused_base_url: str) -> dict[str, A
             },
             "refused": {"dialect": "openai", "base_url": refused_base_url, "api_key_env": PROVIDER_KEY_ENV},
             "mock": {"dialect": "mock"},
+            # The vendor descriptor (x-api-key, anthropic-version) with the mock's address.
+            "anthropic": {"vendor": "anthropic", "base_url": anthropic_base_url, "api_key_env": PROVIDER_KEY_ENV},
         },
         "models": {name: {"deployments": [{"provider": p, "model": m}]} for name, (p, m) in MODELS.items()},
     }

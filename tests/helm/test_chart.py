@@ -517,10 +517,6 @@ def test_configmap_passes_check_config(values, sets, tmp_path):
         env=env,
         timeout=60,
     )
-    if proc.returncode != 0 and "is not implemented yet" in proc.stderr:
-        # The config is right by SPEC.md but names a part of the gateway still to come
-        # (e.g. the anthropic dialect); passes on its own once that lands.
-        pytest.xfail(proc.stderr.strip())
     assert proc.returncode == 0, f"--check-config rejected the rendered config:\n{proc.stderr}\n{path.read_text()}"
     assert "config OK" in proc.stdout + proc.stderr
 

@@ -238,4 +238,5 @@ fn async_stream(
     })
 }
 
+pub mod anthropic;
 pub mod valkey;

@@ -1,0 +1,149 @@
+//! Anthropic client, Anthropic upstream: the body goes through untouched but for `model`; the
+//! answer comes back untouched but for `model`, with the usage read on the way for metering.
+//! Streams are relayed event by event with their names; `message_start` gets the client's model
+//! name, `message_start` and `message_delta` give the usage, `message_stop` ends the stream.
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::event_frame;
+use crate::api::anthropic::{ErrorDetail, UsageReport};
+use crate::api::{ErrorBody, RawObject, Usage};
+use crate::stream::sse::SseEvent;
+use crate::stream::{ChunkRewriter, Step};
+
+/// The request body for the deployment: the client's, with the upstream's model name.
+pub fn request(request: &RawObject, upstream_model: &str) -> serde_json::Result<Vec<u8>> {
+    let mut body = request.clone();
+    body.set("model", upstream_model)?;
+    Ok(body.to_vec())
+}
+
+/// A whole response with the client's model name, and its usage in OpenAI terms.
+pub fn response(body: &[u8], client_model: &str) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
+    let mut message = RawObject::from_slice(body)?;
+    let usage = message.parse::<UsageReport>("usage").ok().flatten().map(|u| u.to_openai());
+    if message.contains("model") {
+        message.set("model", client_model)?;
+    }
+    Ok((message.to_vec(), usage))
+}
+
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<UsageReport>,
+}
+
+#[derive(Deserialize)]
+struct ErrorOnly {
+    error: ErrorDetail,
+}
+
+pub struct MessagesRelay {
+    client_model: String,
+    usage: Option<UsageReport>,
+}
+
+impl MessagesRelay {
+    pub fn new(client_model: &str) -> Self {
+        Self { client_model: client_model.to_owned(), usage: None }
+    }
+
+    fn message_start(&mut self, data: &[u8]) -> serde_json::Result<Vec<u8>> {
+        let mut event = RawObject::from_slice(data)?;
+        if let Some(raw) = event.get("message") {
+            let mut message = RawObject::from_slice(raw.get().as_bytes())?;
+            if let Ok(Some(usage)) = message.parse::<UsageReport>("usage") {
+                self.usage = Some(usage);
+            }
+            message.set("model", &self.client_model)?;
+            let message = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&message.to_vec()).into())?;
+            event.set_raw("message", message);
+        }
+        Ok(event.to_vec())
+    }
+}
+
+impl ChunkRewriter for MessagesRelay {
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Step {
+        // The event name says what it is; only a nameless event needs its JSON read for that.
+        let kind = match &event.event {
+            Some(name) => name.clone(),
+            None => serde_json::from_slice::<TypeOnly>(&event.data).map(|t| t.kind).unwrap_or_default(),
+        };
+        match kind.as_str() {
+            "message_start" => match self.message_start(&event.data) {
+                Ok(data) => out.push(event_frame(&kind, &data)),
+                Err(e) => {
+                    return Step::Failed(ErrorBody::new(
+                        format!("The upstream sent an invalid message_start: {e}"),
+                        "api_error",
+                        None,
+                        Some("upstream_protocol"),
+                    ));
+                }
+            },
+            "message_delta" => {
+                if let Ok(UsageOnly { usage: Some(later) }) = serde_json::from_slice(&event.data) {
+                    self.usage.get_or_insert_default().merge(&later);
+                }
+                out.push(event_frame(&kind, &event.data));
+            }
+            "message_stop" => {
+                out.push(event_frame(&kind, &event.data));
+                return Step::Done;
+            }
+            "error" => {
+                let detail = serde_json::from_slice::<ErrorOnly>(&event.data).map(|e| e.error).unwrap_or_else(|_| {
+                    ErrorDetail { kind: "api_error".into(), message: String::from_utf8_lossy(&event.data).into_owned() }
+                });
+                return Step::Failed(ErrorBody::new(detail.message, &detail.kind, None, None));
+            }
+            _ => out.push(event_frame(&kind, &event.data)),
+        }
+        Step::Continue
+    }
+
+    fn on_end(&mut self, _out: &mut Vec<Bytes>) {}
+
+    fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>) {
+        out.push(super::error_event(error));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.map(|u| u.to_openai())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_response_only_change_the_model() {
+        let req =
+            RawObject::from_slice(br#"{"model":"claude","max_tokens":5,"messages":[],"x_new":{"a":1.50}}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(request(&req, "claude-sonnet-4-5").unwrap()).unwrap(),
+            r#"{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"x_new":{"a":1.50}}"#
+        );
+        let (body, usage) = response(
+            br#"{"id":"msg_1","model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":5}}"#,
+            "claude",
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"id":"msg_1","model":"claude","content":[],"usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":5}}"#
+        );
+        let usage = usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 5));
+    }
+}

@@ -1,0 +1,247 @@
+//! Anthropic Messages events → OpenAI chat chunks, one event at a time. One `id` for the whole
+//! stream; a tool call's first chunk carries its `id`, `type` and `name` with `arguments: ""`,
+//! later ones only argument fragments, indexed by the call's position among tool calls (not by
+//! the Anthropic block index, which text and thinking blocks shift); thinking becomes
+//! `reasoning_content`; `ping` is dropped; the usage chunk comes when the client asked for it;
+//! an `error` event becomes the in-band OpenAI error.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::finish_reason;
+use crate::adapter::openai::DONE_FRAME;
+use crate::api::anthropic::{Block, Delta, StreamEvent, UsageReport};
+use crate::api::{ErrorBody, Usage};
+use crate::stream::sse::SseEvent;
+use crate::stream::{ChunkRewriter, Step, data_frame};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockKind {
+    Text,
+    Thinking,
+    Tool { call: u32, has_arguments: bool },
+    Other,
+}
+
+pub struct ClaudeChunks {
+    client_model: String,
+    created: u64,
+    include_usage: bool,
+    id: String,
+    usage: Option<UsageReport>,
+    /// Open blocks by Anthropic index (a handful at most).
+    blocks: Vec<(u64, BlockKind)>,
+    tool_calls: u32,
+    finished: bool,
+}
+
+impl ClaudeChunks {
+    pub fn new(client_model: &str, created: u64, include_usage: bool) -> Self {
+        Self {
+            client_model: client_model.to_owned(),
+            created,
+            include_usage,
+            id: String::new(),
+            usage: None,
+            blocks: Vec::new(),
+            tool_calls: 0,
+            finished: false,
+        }
+    }
+
+    fn chunk(&self, delta: DeltaOut<'_>, finish: Option<&str>) -> Bytes {
+        let choices = [ChoiceOut { index: 0, delta, logprobs: None, finish_reason: finish }];
+        self.frame(&choices, None)
+    }
+
+    fn frame(&self, choices: &[ChoiceOut<'_>], usage: Option<Usage>) -> Bytes {
+        let chunk = ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.client_model,
+            choices,
+            usage,
+        };
+        data_frame(&serde_json::to_vec(&chunk).unwrap_or_default())
+    }
+
+    fn kind(&self, index: u64) -> Option<BlockKind> {
+        self.blocks.iter().find(|(i, _)| *i == index).map(|(_, k)| *k)
+    }
+
+    fn tool_arguments(&self, call: u32, arguments: &str) -> Bytes {
+        let calls =
+            [ToolCallOut { index: call, id: None, kind: None, function: FunctionOut { name: None, arguments } }];
+        self.chunk(DeltaOut { tool_calls: Some(&calls), ..Default::default() }, None)
+    }
+
+    fn translate(&mut self, event: StreamEvent, out: &mut Vec<Bytes>) -> Step {
+        match event {
+            StreamEvent::MessageStart { message } => {
+                self.id = if message.id.is_empty() { "msg_gateway".into() } else { message.id };
+                self.usage = Some(message.usage);
+                out.push(
+                    self.chunk(DeltaOut { role: Some("assistant"), content: Some(""), ..Default::default() }, None),
+                );
+            }
+            StreamEvent::ContentBlockStart { index, content_block } => {
+                let kind = match content_block {
+                    Block::Text { text, .. } => {
+                        if !text.is_empty() {
+                            out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                        }
+                        BlockKind::Text
+                    }
+                    Block::Thinking { thinking, .. } => {
+                        if !thinking.is_empty() {
+                            out.push(
+                                self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None),
+                            );
+                        }
+                        BlockKind::Thinking
+                    }
+                    Block::ToolUse { id, name, .. } => {
+                        let call = self.tool_calls;
+                        self.tool_calls += 1;
+                        // `arguments: ""`, not the start event's `{}`: clients concatenate.
+                        let calls = [ToolCallOut {
+                            index: call,
+                            id: Some(&id),
+                            kind: Some("function"),
+                            function: FunctionOut { name: Some(&name), arguments: "" },
+                        }];
+                        out.push(self.chunk(DeltaOut { tool_calls: Some(&calls), ..Default::default() }, None));
+                        BlockKind::Tool { call, has_arguments: false }
+                    }
+                    _ => BlockKind::Other,
+                };
+                self.blocks.retain(|(i, _)| *i != index);
+                self.blocks.push((index, kind));
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => match (self.kind(index), delta) {
+                (_, Delta::TextDelta { text }) if !text.is_empty() => {
+                    out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                }
+                (_, Delta::ThinkingDelta { thinking }) if !thinking.is_empty() => {
+                    out.push(self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None));
+                }
+                // Only inside a tool_use block: result blocks carry JSON deltas too.
+                (Some(BlockKind::Tool { call, .. }), Delta::InputJsonDelta { partial_json })
+                    if !partial_json.is_empty() =>
+                {
+                    out.push(self.tool_arguments(call, &partial_json));
+                    if let Some((_, BlockKind::Tool { has_arguments, .. })) =
+                        self.blocks.iter_mut().find(|(i, _)| *i == index)
+                    {
+                        *has_arguments = true;
+                    }
+                }
+                _ => {}
+            },
+            StreamEvent::ContentBlockStop { index } => {
+                if let Some(BlockKind::Tool { call, has_arguments: false }) = self.kind(index) {
+                    out.push(self.tool_arguments(call, "{}"));
+                }
+                self.blocks.retain(|(i, _)| *i != index);
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(later) = usage {
+                    self.usage.get_or_insert_default().merge(&later);
+                }
+                if let Some(stop) = delta.stop_reason
+                    && !self.finished
+                {
+                    self.finished = true;
+                    out.push(self.chunk(DeltaOut::default(), Some(finish_reason(&stop))));
+                }
+            }
+            StreamEvent::MessageStop => {
+                if self.include_usage {
+                    out.push(self.frame(&[], Some(self.usage.unwrap_or_default().to_openai())));
+                }
+                return Step::Done;
+            }
+            StreamEvent::Error { error } => {
+                return Step::Failed(ErrorBody::new(error.message, &error.kind, None, None));
+            }
+            StreamEvent::Ping | StreamEvent::Unknown => {}
+        }
+        Step::Continue
+    }
+}
+
+impl ChunkRewriter for ClaudeChunks {
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Step {
+        match serde_json::from_slice::<StreamEvent>(&event.data) {
+            Ok(parsed) => self.translate(parsed, out),
+            Err(e) => Step::Failed(ErrorBody::new(
+                format!("The upstream sent an invalid stream event: {e}"),
+                "upstream_error",
+                None,
+                Some("upstream_protocol"),
+            )),
+        }
+    }
+
+    fn on_end(&mut self, out: &mut Vec<Bytes>) {
+        out.push(Bytes::from_static(DONE_FRAME));
+    }
+
+    fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>) {
+        out.push(data_frame(&serde_json::to_vec(error).unwrap_or_default()));
+        out.push(Bytes::from_static(DONE_FRAME));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.map(|u| u.to_openai())
+    }
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChoiceOut<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCallOut<'a>]>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
