@@ -4,6 +4,7 @@
 //! for one (client endpoint, upstream dialect) pair.
 
 pub mod anthropic;
+pub mod cli;
 pub mod mock;
 pub mod openai;
 
@@ -30,13 +31,13 @@ impl Untranslatable {
 /// How one attempt's answer is turned back into the client's dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Translation {
-    /// OpenAI client, OpenAI-compatible upstream (or the mock): model name and usage only.
+    /// OpenAI client, OpenAI-compatible upstream (or the mock, or a CLI): model name and usage only.
     OpenAi { hide_usage: bool },
     /// OpenAI chat client, Claude upstream.
     ChatOnClaude { include_usage: bool },
     /// Anthropic client, Claude upstream: passed through.
     MessagesOnClaude,
-    /// Anthropic client, OpenAI-compatible upstream (or the mock).
+    /// Anthropic client, OpenAI-compatible upstream (or the mock, or a CLI).
     MessagesOnOpenAi,
 }
 
@@ -72,9 +73,9 @@ impl Exchange {
                 anthropic::passthrough::request(request, model).map_err(json_error)?,
                 Translation::MessagesOnClaude,
             ),
-            (Endpoint::Messages, Dialect::OpenAi | Dialect::Mock) => {
-                let ask_usage =
-                    provider.dialect == Dialect::Mock || provider.stream_usage == StreamUsage::StreamOptions;
+            (Endpoint::Messages, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
+                let ask_usage = matches!(provider.dialect, Dialect::Mock | Dialect::Cli)
+                    || provider.stream_usage == StreamUsage::StreamOptions;
                 let body = anthropic::inbound::to_chat_request(request, model, stream, ask_usage)?;
                 let path = Endpoint::ChatCompletions.upstream_path();
                 (Endpoint::ChatCompletions, path, body, Translation::MessagesOnOpenAi)
@@ -94,7 +95,7 @@ impl Exchange {
                     "model",
                 ));
             }
-            (_, Dialect::OpenAi | Dialect::Mock) => {
+            (_, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
                 let (body, hide_usage) =
                     openai::upstream_body(request, model, stream, client_wants_usage, provider.stream_usage)
                         .map_err(json_error)?;

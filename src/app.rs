@@ -7,6 +7,7 @@
 //! | auth       | `Authorization` / `x-api-key`           | `Principal`                         |
 //! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
+//! | (cli)      | a session from the provider's pool      | OpenAI-shaped `UpstreamResponse`    |
 //! | upstream   | provider (URL, key, timeouts)           | `UpstreamResponse`                  |
 //! | stream     | upstream body                           | client frames; one `StreamEnd`      |
 //! | observers  | `RequestCtx` + `Outcome`                | the request log line                |
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 
+use crate::adapter::cli;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -25,18 +27,33 @@ use crate::telemetry::RequestLog;
 use crate::telemetry::metrics::{Metrics, RequestMetrics};
 use crate::upstream::Upstreams;
 
-/// Background work (active health checks), stopped when dropped.
+/// Background work (active health checks, CLI session pool supervisors), stopped when dropped
+/// (the CLI sessions are then killed as their handles drop) or, politely, by `shutdown`.
 pub struct Background {
     tasks: tokio::task::JoinSet<()>,
+    supervisors: tokio::task::JoinSet<()>,
+    gateway: Arc<Gateway>,
 }
 
 impl Background {
+    /// Stops the background work; CLI sessions get end of input, then SIGKILL after a grace.
+    pub async fn shutdown(mut self) {
+        for pool in self.gateway.cli_pools.iter() {
+            pool.shutdown().await;
+        }
+        // Supervisors exit by themselves once their reaping is done; bounded all the same.
+        let supervisors = async { while self.supervisors.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), supervisors).await;
+        self.supervisors.shutdown().await;
+        self.tasks.shutdown().await;
+    }
+
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.tasks.len() + self.supervisors.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
     }
 }
 
@@ -49,6 +66,7 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         auth: Authenticator::new(config),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
+        cli_pools: cli::Pools::new(config),
         observers: vec![Arc::new(RequestLog), Arc::new(RequestMetrics(metrics.clone()))],
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
@@ -75,6 +93,10 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
             });
         }
     }
+    let mut supervisors = tokio::task::JoinSet::new();
+    for pool in gateway.cli_pools.iter() {
+        supervisors.spawn(pool.clone().supervise());
+    }
     let api = axum::Router::new()
         .route("/v1/chat/completions", post(ingress::chat_completions))
         .route("/v1/completions", post(ingress::completions))
@@ -85,8 +107,9 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         .route("/v1/models/{*model}", get(ingress::get_model))
         .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))
         .route("/health", get(health))
+        .route("/sessions", get(sessions))
         .with_state(gateway.clone());
-    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway, metrics));
+    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics));
     let probes = axum::Router::new().route("/ready", get(ready));
     let app = api
         .merge(probes)
@@ -94,7 +117,7 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(server::request_id));
-    Ok((app, Background { tasks }))
+    Ok((app, Background { tasks, supervisors, gateway }))
 }
 
 /// Liveness, with each deployment's breaker state and last trip reason as detail.
@@ -102,11 +125,23 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
     let now = std::time::Instant::now();
     let mut deployments: Vec<serde_json::Value> = gateway.router.deployments().map(|d| d.report(now)).collect();
     deployments.sort_by(|a, b| a["deployment"].as_str().cmp(&b["deployment"].as_str()));
-    axum::Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "deployments": deployments,
-    }))
+    });
+    if !gateway.cli_pools.is_empty() {
+        body["cli_pools"] = gateway.cli_pools.iter().map(|p| p.summary()).collect();
+    }
+    axum::Json(body)
+}
+
+/// The CLI backend's sessions, per `cli` provider: state (starting, warm, busy, dead), age,
+/// requests served, last error; the last few ended sessions too. Unauthenticated like
+/// `/health`: it shows process ids and counts, never prompts or keys.
+async fn sessions(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
+    let pools: Vec<serde_json::Value> = gateway.cli_pools.iter().map(|p| p.report()).collect();
+    axum::Json(serde_json::json!({ "pools": pools }))
 }
 
 /// `GET /metrics`: the Prometheus text exposition, breaker states read at scrape time.

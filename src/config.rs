@@ -1,6 +1,7 @@
 //! Configuration: the YAML file (strict, see `raw`), the original service's environment
 //! variables as an overlay, secrets by reference, all validated into immutable runtime types.
 
+pub mod cli;
 pub mod duration;
 pub mod raw;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::providers::{self, ModelInfo};
+pub use cli::{CliProtocol, CliSpec};
 use raw::{RawConfig, RawProvider};
 
 pub const DEFAULT_PORT: u16 = 5005;
@@ -176,6 +178,8 @@ pub enum Dialect {
     /// Anthropic's Messages API (`{base_url}/v1/messages`, `x-api-key`, `anthropic-version`).
     Anthropic,
     Mock,
+    /// A pool of command-line model client sessions (see `cli`).
+    Cli,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +232,8 @@ pub struct ProviderSpec {
     pub timeouts: Timeouts,
     pub known_models: BTreeMap<String, ModelInfo>,
     pub health_check: Option<HealthCheck>,
+    /// The command and session pool settings: set for (and only for) the `cli` dialect.
+    pub cli: Option<Arc<CliSpec>>,
 }
 
 /// An active probe of a provider: `GET {base_url}{path}` every `interval`.
@@ -650,16 +656,32 @@ fn build_provider(
         "openai" => Dialect::OpenAi,
         "mock" => Dialect::Mock,
         "anthropic" => Dialect::Anthropic,
-        "cli" => {
-            return Err(err("dialect", "the cli dialect is not implemented yet".into()));
-        }
+        "cli" => Dialect::Cli,
         other => {
-            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai, anthropic or mock)")));
+            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai, anthropic, mock or cli)")));
         }
+    };
+    let cli = if dialect == Dialect::Cli {
+        if let Some(field) = ["base_url", "api_key_env", "auth", "auth_header", "stream_usage"]
+            .into_iter()
+            .zip([&raw.base_url, &raw.api_key_env, &raw.auth, &raw.auth_header, &raw.stream_usage])
+            .find_map(|(name, value)| value.as_ref().map(|_| name))
+        {
+            return Err(err(field, "not used by the cli dialect (it runs a command, not HTTP)".into()));
+        }
+        if raw.health_check.is_some() {
+            return Err(err("health_check", "the cli dialect checks its sessions itself (see /sessions)".into()));
+        }
+        Some(Arc::new(cli::build(&path, raw, env)?))
+    } else {
+        if let Some(field) = raw.cli_fields_set().first() {
+            return Err(err(field, format!("only for dialect cli (this provider's dialect is {dialect_name})")));
+        }
+        None
     };
     let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone())).unwrap_or_default();
     let base_url = base_url.trim_end_matches('/').to_owned();
-    if dialect != Dialect::Mock {
+    if matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) {
         if base_url.is_empty() {
             return Err(err("base_url", "required for this dialect".into()));
         }
@@ -687,7 +709,7 @@ fn build_provider(
         Some(var) => match env.var(var) {
             Some(v) => Some(Secret::new(v)),
             None => {
-                if auth != AuthStyle::None && dialect != Dialect::Mock {
+                if auth != AuthStyle::None && matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) {
                     warnings.push(format!(
                         "{path}.api_key_env: environment variable {var} is not set; requests go without credentials"
                     ));
@@ -701,7 +723,8 @@ fn build_provider(
         .stream_usage
         .as_deref()
         .or(descriptor.and_then(|d| d.stream_usage.as_deref()))
-        .unwrap_or("stream_options")
+        // The cli dialect always reports usage (the CLI's, or counted locally).
+        .unwrap_or(if dialect == Dialect::Cli { "always" } else { "stream_options" })
     {
         "stream_options" => StreamUsage::StreamOptions,
         "always" => StreamUsage::Always,
@@ -766,6 +789,7 @@ fn build_provider(
         stream_usage,
         timeouts,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
+        cli,
     })
 }
 

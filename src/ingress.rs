@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::adapter::{Exchange, mock};
+use crate::adapter::{Exchange, cli, mock};
 use crate::api::ErrorBody;
 use crate::api::RawObject;
 use crate::api::openai::{ModelEntry, ModelList};
@@ -37,6 +37,8 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub router: Router,
     pub upstreams: Upstreams,
+    /// Session pools of the `cli` providers.
+    pub cli_pools: cli::Pools,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
     pub started_unix: u64,
@@ -436,6 +438,15 @@ async fn attempt(
     let response: UpstreamResponse = match provider.dialect {
         Dialect::Mock => {
             mock::respond(exchange.upstream_endpoint, &RawObject::from_slice(&exchange.body).unwrap_or_default())
+        }
+        Dialect::Cli => {
+            let pool = gw
+                .cli_pools
+                .get(&provider.name)
+                .ok_or_else(|| GatewayError::Internal(format!("no session pool for cli provider {}", provider.name)))?;
+            let request = RawObject::from_slice(&exchange.body).unwrap_or_default();
+            let first_byte_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
+            cli::respond(pool, exchange.upstream_endpoint, &request, &deployment.id, ctx.stream, first_byte_by).await?
         }
         Dialect::OpenAi | Dialect::Anthropic => {
             let mut forward = HeaderMap::new();

@@ -72,11 +72,14 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     for warning in &config.warnings {
         tracing::warn!(config = %config_path, "{warning}");
     }
-    let (app, _background) = app::build(&config)?;
+    let (app, background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, models = config.models.len(), "listening");
-    server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await?;
+    let served = server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await;
+    // Also after a server error: CLI sessions are closed, not orphaned.
+    background.shutdown().await;
+    served?;
     tracing::info!("stopped");
     telemetry.shutdown();
     Ok(())

@@ -134,6 +134,71 @@ pub struct RawProvider {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     pub health_check: Option<RawHealthCheck>,
+
+    // dialect `cli` only: a pool of command-line model client sessions.
+    /// Program and arguments, run directly (never through a shell).
+    pub command: Option<Vec<String>>,
+    /// Extra environment variables for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Whether the command inherits the gateway's environment (default true).
+    pub inherit_env: Option<bool>,
+    pub cwd: Option<String>,
+    /// `claude-stream-json` (default) | `plain-text`.
+    pub protocol: Option<String>,
+    /// Sessions kept warm (default 2; `LLM_POOL_SIZE` overrides).
+    pub pool_size: Option<u32>,
+    /// Extra sessions cold-started when every warm one is busy (default: `pool_size`, at least 1).
+    pub max_overflow: Option<u32>,
+    /// Answer one prompt before a session counts as warm (default true for stream-json).
+    pub warm_up: Option<bool>,
+    /// Idle sessions are pinged this often (default 300s; 0 = never; `LLM_KEEP_ALIVE_INTERVAL`
+    /// overrides, in seconds).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub keep_alive_interval: Option<Duration>,
+    /// What the warm-up and keep-alive pings send.
+    pub keep_alive_prompt: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub ping_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub startup_timeout: Option<Duration>,
+    /// A session is replaced after serving this many requests.
+    pub max_requests_per_session: Option<u32>,
+    /// First delay before restarting after a failed start; doubles up to `max_restart_backoff`.
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub restart_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub max_restart_backoff: Option<Duration>,
+    /// Longest output line accepted from the command.
+    pub max_line_bytes: Option<u64>,
+    /// Most output accepted from the command for one request.
+    pub max_output_bytes: Option<u64>,
+}
+
+impl RawProvider {
+    /// The `cli`-only fields that are set, for rejecting them on other dialects.
+    pub fn cli_fields_set(&self) -> Vec<&'static str> {
+        let set = [
+            ("command", self.command.is_some()),
+            ("env", !self.env.is_empty()),
+            ("inherit_env", self.inherit_env.is_some()),
+            ("cwd", self.cwd.is_some()),
+            ("protocol", self.protocol.is_some()),
+            ("pool_size", self.pool_size.is_some()),
+            ("max_overflow", self.max_overflow.is_some()),
+            ("warm_up", self.warm_up.is_some()),
+            ("keep_alive_interval", self.keep_alive_interval.is_some()),
+            ("keep_alive_prompt", self.keep_alive_prompt.is_some()),
+            ("ping_timeout", self.ping_timeout.is_some()),
+            ("startup_timeout", self.startup_timeout.is_some()),
+            ("max_requests_per_session", self.max_requests_per_session.is_some()),
+            ("restart_backoff", self.restart_backoff.is_some()),
+            ("max_restart_backoff", self.max_restart_backoff.is_some()),
+            ("max_line_bytes", self.max_line_bytes.is_some()),
+            ("max_output_bytes", self.max_output_bytes.is_some()),
+        ];
+        set.into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect()
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]

@@ -181,3 +181,84 @@ fn routing_config_errors() {
     );
     assert_eq!(e, r#"teams.t.model_overrides.gpt-4o: unknown model "ghost""#);
 }
+
+#[test]
+fn cli_providers_take_the_issue_example_and_defaults() {
+    let yaml = r#"
+keys: [{ key: k, team: t }]
+teams: { t: { models: ['*'] } }
+providers:
+  claude-cli: { dialect: cli, command: ["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"], pool_size: 2 }
+models:
+  claude: { deployments: [{ provider: claude-cli, model: sonnet }] }
+"#;
+    let config = Config::from_yaml(yaml, &env(&[])).unwrap();
+    let provider = &config.providers["claude-cli"];
+    assert_eq!(provider.dialect, Dialect::Cli);
+    assert_eq!(provider.stream_usage, StreamUsage::Always);
+    let cli = provider.cli.as_ref().unwrap();
+    assert_eq!(cli.command.len(), 7);
+    assert_eq!(cli.protocol, CliProtocol::ClaudeStreamJson);
+    assert_eq!((cli.pool_size, cli.max_overflow), (2, 2));
+    assert_eq!(cli.keep_alive_interval, Some(Duration::from_secs(300)));
+    assert_eq!(cli.max_requests_per_session, 20);
+    assert!(cli.warm_up && cli.inherit_env);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let plain = Config::from_yaml(
+        "providers: { p: { dialect: cli, protocol: plain-text, command: [llm], env: { A: b }, cwd: /srv } }\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let cli = plain.providers["p"].cli.as_ref().unwrap();
+    assert_eq!((cli.max_requests_per_session, cli.warm_up), (1, false));
+    assert_eq!(cli.env, vec![("A".to_owned(), "b".to_owned())]);
+}
+
+#[test]
+fn llm_backend_cli_runs_the_claude_cli_with_the_original_pool_variables() {
+    let keys_only = "keys: [{ key: k, team: t }]\nteams: { t: { models: ['*'] } }\n";
+    let config = Config::from_yaml(keys_only, &env(&[("LLM_BACKEND", "cli")])).unwrap();
+    let backend = config.default_backend.as_ref().unwrap();
+    assert_eq!(backend.dialect, Dialect::Cli);
+    let cli = backend.cli.as_ref().unwrap();
+    assert_eq!(cli.command, cli::DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(cli.pool_size, 2);
+
+    let overlay = [("LLM_BACKEND", "cli"), ("LLM_POOL_SIZE", "5"), ("LLM_KEEP_ALIVE_INTERVAL", "7")];
+    let config = Config::from_yaml(keys_only, &env(&overlay)).unwrap();
+    let cli = config.default_backend.as_ref().unwrap().cli.clone().unwrap();
+    assert_eq!((cli.pool_size, cli.max_overflow), (5, 5));
+    assert_eq!(cli.keep_alive_interval, Some(Duration::from_secs(7)));
+
+    let off = [("LLM_BACKEND", "cli"), ("LLM_KEEP_ALIVE_INTERVAL", "0")];
+    let config = Config::from_yaml(keys_only, &env(&off)).unwrap();
+    assert_eq!(config.default_backend.unwrap().cli.as_ref().unwrap().keep_alive_interval, None);
+
+    let e = Config::from_yaml(keys_only, &env(&[("LLM_BACKEND", "cli"), ("LLM_POOL_SIZE", "two")])).unwrap_err().0;
+    assert!(e.starts_with("LLM_BACKEND=cli: LLM_POOL_SIZE: \"two\" is not a number"), "{e}");
+}
+
+#[test]
+fn cli_config_errors_name_the_field() {
+    let e = error_of("providers: { p: { dialect: openai, base_url: 'http://x', pool_size: 3 } }\n");
+    assert_eq!(e, "providers.p.pool_size: only for dialect cli (this provider's dialect is openai)");
+    let e = error_of("providers: { p: { dialect: cli, base_url: 'http://x' } }\n");
+    assert!(e.starts_with("providers.p.base_url: not used by the cli dialect"), "{e}");
+    let e = error_of("providers: { p: { dialect: cli, command: [] } }\n");
+    assert!(e.starts_with("providers.p.command: must name a program"), "{e}");
+    let e = error_of("providers: { p: { dialect: cli, protocol: plain-text } }\n");
+    assert_eq!(e, "providers.p.command: required for the plain-text protocol");
+    let e = error_of("providers: { p: { dialect: cli, protocol: xml } }\n");
+    assert!(e.starts_with("providers.p.protocol: unknown protocol \"xml\""), "{e}");
+    let e = error_of(
+        "providers: { p: { dialect: cli, protocol: plain-text, command: [x], max_requests_per_session: 5 } }\n",
+    );
+    assert!(e.starts_with("providers.p.max_requests_per_session: plain-text sessions answer one request each"), "{e}");
+    let e = error_of("providers: { p: { dialect: cli, pool_size: 0, max_overflow: 0 } }\n");
+    assert!(e.starts_with("providers.p.max_overflow"), "{e}");
+    let e = error_of("providers: { p: { dialect: cli, keep_alive_interval: soon } }\n");
+    assert!(e.starts_with("providers.p.keep_alive_interval: invalid duration"), "{e}");
+    let e = error_of("providers: { p: { dialect: cli, comand: [x] } }\n");
+    assert!(e.contains("unknown field `comand`"), "{e}");
+}
