@@ -13,7 +13,7 @@
 //!   the rest verbatim
 //! - `auth`     key → `Principal` (team, key id, allowed models)
 //! - `router`   client model name → ordered deployments; failover before the first byte
-//! - `adapter`  one pure translator per wire dialect (openai-compatible, anthropic, mock)
+//! - `adapter`  one translator per wire dialect (openai-compatible, anthropic, mock; cli drives CLI sessions)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
 //!

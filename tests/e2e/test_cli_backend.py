@@ -1,0 +1,171 @@
+"""The cli backend through the real binary and the official openai SDK: a pool of fake
+stream-json CLI sessions (tests/fake_cli.py), streaming with usage, an in-band error when a
+session crashes mid-answer, LLM_BACKEND=cli without a `claude` on PATH, and no session process
+left behind after shutdown."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+import pytest
+
+from e2e_env import TEAM_A_KEY
+from e2e_support import GatewayProcess
+
+FAKE_CLI = str(Path(__file__).resolve().parents[1] / "fake_cli.py")
+WAIT_S = 30.0
+
+
+def cli_config(*fake_args: str, **provider: Any) -> dict:
+    return {
+        "server": {"listen": "127.0.0.1:0", "shutdown_grace": "1s"},
+        "keys": [{"key": TEAM_A_KEY, "team": "team-a"}],
+        "teams": {"team-a": {"models": ["*"]}},
+        "providers": {
+            "claude-cli": {
+                "dialect": "cli",
+                "command": [sys.executable, FAKE_CLI, *fake_args],
+                "keep_alive_prompt": "ping",
+                **provider,
+            }
+        },
+        "models": {"claude": {"deployments": [{"provider": "claude-cli", "model": "claude-code"}]}},
+    }
+
+
+def pool_of(gw: GatewayProcess) -> dict:
+    r = httpx.get(f"{gw.url}/sessions", timeout=10)
+    assert r.status_code == 200
+    return r.json()["pools"][0]
+
+
+def wait_for(gw: GatewayProcess, what: str, ready: Callable[[dict], bool]) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        pool = pool_of(gw)
+        if ready(pool):
+            return pool
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {pool}"
+        time.sleep(0.02)
+
+
+def in_state(pool: dict, state: str) -> list[dict]:
+    return [s for s in pool["sessions"] if s["state"] == state]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.fixture()
+def cli_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(
+        cli_config("--include-partial-messages", "--crash-after-chunks", "2", "--trigger", "CRASH-ME", pool_size=2),
+        tmp_path,
+    )
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def test_streams_through_warm_sessions_with_the_clis_usage(cli_gateway: GatewayProcess) -> None:
+    wait_for(cli_gateway, "2 warm sessions", lambda p: len(in_state(p, "warm")) == 2)
+    client = openai.OpenAI(base_url=cli_gateway.base_url, api_key=TEAM_A_KEY, max_retries=0, timeout=30)
+    prompt = "Write $(whoami) and `ls` back to me"
+    stream = client.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"You said: {prompt}"
+    assert all(c.model == "claude" for c in chunks)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1, "streamed in pieces"
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    assert usage.prompt_tokens == len(prompt) + 5 + 2  # the fake CLI's own figures
+    assert usage.prompt_tokens_details.cached_tokens == 5
+
+    whole = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "again"}])
+    assert whole.choices[0].message.content == "You said: again"
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage.completion_tokens == 3  # "You ", "said: ", "again"
+
+    pool = wait_for(cli_gateway, "both sessions warm again", lambda p: len(in_state(p, "warm")) == 2)
+    assert sum(s["requests_served"] for s in pool["sessions"]) == 2
+    assert pool["totals"]["cold_starts"] == 0
+    health = httpx.get(f"{cli_gateway.url}/health", timeout=10).json()
+    assert health["cli_pools"][0]["warm"] == 2
+
+
+def test_a_crash_mid_answer_raises_in_the_sdk_and_the_next_request_succeeds(cli_gateway: GatewayProcess) -> None:
+    wait_for(cli_gateway, "2 warm sessions", lambda p: len(in_state(p, "warm")) == 2)
+    client = openai.OpenAI(base_url=cli_gateway.base_url, api_key=TEAM_A_KEY, max_retries=0, timeout=30)
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in client.chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "CRASH-ME please"}], stream=True
+        ):
+            received.append(chunk)
+    assert received, "the error came after the first chunks"
+    assert "exited with status 3" in str(raised.value)
+    pool = wait_for(
+        cli_gateway,
+        "the crashed session replaced",
+        lambda p: len(in_state(p, "warm")) == 2 and len(in_state(p, "dead")) == 1,
+    )
+    assert "crashing on purpose" in in_state(pool, "dead")[0]["last_error"]
+    ok = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hello"}])
+    assert ok.choices[0].message.content == "You said: hello"
+
+
+def test_no_session_process_outlives_the_gateway(tmp_path: Path) -> None:
+    gw = GatewayProcess(cli_config(pool_size=2), tmp_path)
+    gw.start()
+    try:
+        pool = wait_for(gw, "2 warm sessions", lambda p: len(in_state(p, "warm")) == 2)
+        pids = [s["pid"] for s in in_state(pool, "warm")]
+        assert all(alive(pid) for pid in pids)
+    finally:
+        gw.stop()
+    assert gw.proc is not None and gw.proc.returncode == 0, gw.output_tail()
+    assert not [pid for pid in pids if alive(pid)], "CLI sessions survived the gateway"
+
+
+def test_llm_backend_cli_without_claude_on_path_answers_502(tmp_path: Path) -> None:
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    cfg = {
+        "server": {"listen": "127.0.0.1:0"},
+        "keys": [{"key": TEAM_A_KEY, "team": "team-a"}],
+        "teams": {"team-a": {"models": ["*"]}},
+    }
+    env = {"LLM_BACKEND": "cli", "LLM_POOL_SIZE": "1", "PATH": str(empty_path)}
+    gw = GatewayProcess(cfg, tmp_path / "gw", env=env)
+    gw.start()
+    try:
+        pool = wait_for(gw, "a dead session", lambda p: len(in_state(p, "dead")) >= 1)
+        assert pool["pool_size"] == 1
+        assert "cannot start `claude`" in in_state(pool, "dead")[0]["last_error"]
+        client = openai.OpenAI(base_url=gw.base_url, api_key=TEAM_A_KEY, max_retries=0, timeout=30)
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.chat.completions.create(model="any-model", messages=[{"role": "user", "content": "hi"}])
+        assert raised.value.status_code == 502
+        assert "cannot start `claude`" in raised.value.message
+        assert httpx.get(f"{gw.url}/health", timeout=10).json()["status"] == "ok"
+        assert gw.proc is not None and gw.proc.poll() is None, "the gateway is still running"
+    finally:
+        gw.stop()
