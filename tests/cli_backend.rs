@@ -386,6 +386,24 @@ fn fastrand_u64() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_printed_between_answers_are_not_taken_for_the_next_answer() {
+    let gw = Gateway::start(&config(&["--chatter"], "pool_size: 1")).await;
+    let before = warm(&gw, 1).await;
+    for i in 0..3 {
+        let r = gw.chat_with(ask(&format!("question {i}"), i % 2 == 0)).await;
+        let text = if i % 2 == 0 {
+            read_stream(&r.text().await.unwrap()).0
+        } else {
+            json(r).await["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(text, format!("You said: question {i}"));
+    }
+    let after = warm(&gw, 1).await;
+    assert_eq!(ids(&sessions_in(&after, "warm")), ids(&sessions_in(&before, "warm")), "{after:#}");
+    assert_eq!(after["totals"]["crashed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_output_is_a_502_and_the_session_is_replaced() {
     let gw = Gateway::start(&config(&["--garbage", "--trigger", "GARBAGE"], "pool_size: 1")).await;
     warm(&gw, 1).await;

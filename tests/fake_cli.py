@@ -15,6 +15,8 @@ default, every prompt except the keep-alive/warm-up prompt --ping-text):
   --error-result           answer a triggered prompt with an error result (is_error: true)
   --idle-exit SECS         exit when no input arrives for SECS
   --no-usage               leave usage out of result lines
+  --chatter                right behind each result line (same write), print a stray assistant
+                           message "STALE": it must not become part of the next answer
   --chunk-delay SECS       pause between chunks
   --include-partial-messages  token deltas as stream_event lines (as the real flag does)
   --protocol plain-text    read the whole prompt until end of input, print the answer, exit
@@ -47,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--error-result", action="store_true")
     p.add_argument("--idle-exit", type=float, default=None)
     p.add_argument("--no-usage", action="store_true")
+    p.add_argument("--chatter", action="store_true")
     p.add_argument("--chunk-delay", type=float, default=0.0)
     p.add_argument("--trigger", default=None)
     p.add_argument("--ping-text", default="ping")
@@ -142,6 +145,11 @@ def answer_stream_json(prompt: str, first: bool) -> None:
         # Deterministic and unlike the gateway's local estimate, so tests can tell them apart.
         result["usage"] = {"input_tokens": len(prompt), "output_tokens": len(pieces),
                            "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2}
+    if ARGS.chatter:
+        stray = {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "STALE"}]}}
+        sys.stdout.write(json.dumps(result) + "\n" + json.dumps(stray) + "\n")
+        sys.stdout.flush()
+        return
     emit(result)
 
 

@@ -93,8 +93,12 @@ pub async fn respond(
         CliProtocol::ClaudeStreamJson => (protocol::user_line(&prompt), false),
         CliProtocol::PlainText => (prompt.clone().into_bytes(), true),
     };
+    // A CLI that does not read its input must not hold the request past its first-byte time.
     let sent = match lease.session() {
-        Some(session) => session.send(&input, close).await,
+        Some(session) => match tokio::time::timeout_at(first_byte_by, session.send(&input, close)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SessionError::Timeout(first_byte_by.saturating_duration_since(asked))),
+        },
         None => Err(SessionError::Protocol("no session".into())),
     };
     if let Err(e) = sent {
@@ -352,6 +356,11 @@ fn session_error(deployment: &str, e: &SessionError) -> GatewayError {
         SessionError::Spawn { .. } => {
             GatewayError::UpstreamUnreachable { deployment: deployment.to_owned(), detail: e.to_string() }
         }
+        SessionError::Timeout(after) => GatewayError::UpstreamTimeout {
+            deployment: deployment.to_owned(),
+            phase: "writing the request to the CLI",
+            after_ms: after.as_millis(),
+        },
         SessionError::Reported(message) => GatewayError::UpstreamStatus {
             status: StatusCode::BAD_GATEWAY,
             body: ErrorBody::new(

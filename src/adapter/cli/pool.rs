@@ -134,8 +134,7 @@ impl Pool {
                     return Err(AcquireError::Closed);
                 }
                 while let Some(mut session) = st.idle.pop_front() {
-                    if let Some(status) = session.exited() {
-                        let why = session.describe_exit(status);
+                    if let Some(why) = idle_failure(&mut session, &self.spec) {
                         st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
                         Totals::bump(&self.totals.crashed);
                         self.wake.notify_one();
@@ -275,16 +274,17 @@ impl Pool {
 
         // Idle sessions that exited on their own.
         let mut dead = Vec::new();
-        st.idle.retain_mut(|s| match s.exited() {
-            Some(status) => {
-                dead.push((s.id, s.describe_exit(status)));
-                false
+        let mut i = 0;
+        while i < st.idle.len() {
+            match idle_failure(&mut st.idle[i], &self.spec) {
+                Some(why) => dead.extend(st.idle.remove(i).map(|s| (s, why))),
+                None => i += 1,
             }
-            None => true,
-        });
-        for (id, why) in dead {
-            st.end(id, "crashed while idle".into(), Some(format!("the CLI {why}")));
+        }
+        for (session, why) in dead {
+            st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
             Totals::bump(&self.totals.crashed);
+            jobs.push(Box::pin(session.terminate().map(|()| JobDone::Nothing)));
         }
 
         // Keep-alive pings for sessions idle for an interval.
@@ -499,6 +499,17 @@ impl Drop for Lease {
         if let Some(session) = self.session.take() {
             self.pool.discard(session, None, true);
         }
+    }
+}
+
+/// Why an idle session is unusable: it exited, or misbehaved on its output unasked.
+fn idle_failure(session: &mut Session, spec: &CliSpec) -> Option<String> {
+    match session.exited() {
+        Some(status) => Some(session.describe_exit(status)),
+        None => session.discard_idle_output(spec.protocol.reusable()).err().map(|why| match session.stderr.quote() {
+            Some(quote) => format!("{why} (stderr: {quote})"),
+            None => why,
+        }),
     }
 }
 

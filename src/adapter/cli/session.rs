@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
@@ -198,6 +199,32 @@ impl Session {
         let chunk = Bytes::copy_from_slice(buf);
         self.stdout.consume(chunk.len());
         Ok(Some(chunk))
+    }
+
+    /// Discards what an idle session printed unasked, which would otherwise be read as part of the
+    /// next answer: a banner (raw output), or whole JSON lines (`json_lines`). Fails if the
+    /// session closed its output, or printed a partial or non-JSON line in `json_lines` mode.
+    pub fn discard_idle_output(&mut self, json_lines: bool) -> Result<(), String> {
+        loop {
+            let Some(ready) = self.stdout.fill_buf().now_or_never() else { return Ok(()) };
+            let buf = ready.map_err(|e| format!("output failed while idle: {e}"))?;
+            if buf.is_empty() {
+                return Err("closed its output while idle".into());
+            }
+            let take = if json_lines {
+                let line = buf.iter().position(|&b| b == b'\n').map(|i| &buf[..i]);
+                match line {
+                    Some(line) if serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() => line.len() + 1,
+                    _ => {
+                        let shown = String::from_utf8_lossy(&buf[..buf.len().min(80)]).into_owned();
+                        return Err(format!("printed {shown:?} while idle"));
+                    }
+                }
+            } else {
+                buf.len()
+            };
+            self.stdout.consume(take);
+        }
     }
 
     /// The exit status, if the process has exited.
