@@ -270,6 +270,35 @@ fn process_alive(pid: u64) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_warms_up_is_killed_and_retried_with_backoff() {
+    let gw = Gateway::start(&config(
+        &["--hang", "--trigger", "ping"],
+        "pool_size: 1, startup_timeout: 300ms, restart_backoff: 100ms, max_restart_backoff: 400ms",
+    ))
+    .await;
+    let p = wait_for(&gw, "three failed starts", |p| p["totals"]["failed"].as_u64() >= Some(3)).await;
+    let failed = sessions_in(&p, "dead");
+    assert!(failed.len() >= 3, "{p:#}");
+    for session in &failed {
+        assert_eq!(session["ended"], "failed to start");
+        assert!(session["last_error"].as_str().unwrap().contains("did not answer within 300ms"), "{session}");
+    }
+    assert_eq!(p["totals"]["warm"], 0);
+    // Each hung process was killed, not left behind.
+    let deadline = Instant::now() + WAIT;
+    for pid in failed.iter().map(|s| s["pid"].as_u64().unwrap()) {
+        while process_alive(pid) {
+            assert!(Instant::now() < deadline, "hung process {pid} still running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A request does not wait for a pool that cannot warm up: it cold-starts its own session,
+    // which answers (only the warm-up prompt hangs).
+    let r = gw.chat_with(ask("hello", false)).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_pings_keep_idle_sessions_from_exiting() {
     let gw = Gateway::start(&config(&["--idle-exit", "1"], "pool_size: 2, keep_alive_interval: 250ms")).await;
     let before = warm(&gw, 2).await;

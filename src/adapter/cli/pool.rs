@@ -350,8 +350,7 @@ impl Pool {
         let mut st = self.lock();
         st.end(id, "failed to start".into(), Some(error.to_string()));
         Totals::bump(&self.totals.failed);
-        let delay =
-            self.spec.restart_backoff.saturating_mul(1u32 << st.failures.min(16)).min(self.spec.max_restart_backoff);
+        let delay = restart_delay(&self.spec, st.failures);
         st.failures = st.failures.saturating_add(1);
         let at = Instant::now() + delay;
         st.restart_at = Some(at);
@@ -502,6 +501,12 @@ impl Drop for Lease {
     }
 }
 
+/// The wait before the next start after `failures` failed ones in a row: `restart_backoff`,
+/// doubling each time, at most `max_restart_backoff`.
+fn restart_delay(spec: &CliSpec, failures: u32) -> Duration {
+    spec.restart_backoff.saturating_mul(1u32 << failures.min(20)).min(spec.max_restart_backoff)
+}
+
 /// Why an idle session is unusable: it exited, or misbehaved on its output unasked.
 fn idle_failure(session: &mut Session, spec: &CliSpec) -> Option<String> {
     match session.exited() {
@@ -540,5 +545,20 @@ async fn exchange(session: &mut Session, spec: &CliSpec, limit: Duration) -> Res
     match tokio::time::timeout(limit, conversation).await {
         Ok(result) => result.map_err(|e| session.exited_or(e)),
         Err(_) => Err(SessionError::Timeout(limit)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_up_to_its_cap() {
+        let yaml = "providers: { p: { dialect: cli, restart_backoff: 250ms, max_restart_backoff: 3s } }";
+        let config = crate::config::Config::from_yaml(yaml, &std::collections::HashMap::<&str, &str>::new()).unwrap();
+        let spec = config.providers["p"].cli.clone().unwrap();
+        let delays: Vec<u128> = (0..7).map(|n| restart_delay(&spec, n).as_millis()).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 3000, 3000, 3000]);
+        assert_eq!(restart_delay(&spec, u32::MAX), Duration::from_secs(3));
     }
 }
