@@ -281,7 +281,7 @@ impl Reply {
                 Some(status) if status.success() => {
                     Ok(protocol::Step::Done(protocol::Completion { text: None, usage: None, error: None }))
                 }
-                Some(status) => Err(SessionError::Exited(session.describe_exit(status))),
+                Some(status) => Err(SessionError::Exited(session.describe_exit_settled(status).await)),
                 None => Err(SessionError::Exited("closed its output but did not exit".into())),
             },
         }

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::Notify;
 
 use crate::config::CliSpec;
 
@@ -44,11 +46,16 @@ pub enum SessionError {
 
 /// The last few KiB a session wrote to stderr.
 #[derive(Debug, Default)]
-pub struct StderrTail(Mutex<VecDeque<u8>>);
+pub struct StderrTail {
+    bytes: Mutex<VecDeque<u8>>,
+    /// The process closed stderr and everything it wrote is in `bytes`.
+    closed: AtomicBool,
+    closing: Notify,
+}
 
 impl StderrTail {
     fn push(&self, bytes: &[u8]) {
-        let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tail = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         tail.extend(bytes);
         let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
         tail.drain(..excess);
@@ -56,7 +63,7 @@ impl StderrTail {
 
     /// The end of stderr as one trimmed line of text, if there is any.
     pub fn quote(&self) -> Option<String> {
-        let tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let tail = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         let (a, b) = tail.as_slices();
         let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -65,6 +72,23 @@ impl StderrTail {
         }
         let skip = text.chars().count().saturating_sub(STDERR_QUOTE_CHARS);
         Some(text.chars().skip(skip).collect())
+    }
+
+    /// Waits (at most `within`) until stderr is fully read: a process that just exited may still
+    /// have its last words in the pipe.
+    async fn settled(&self, within: Duration) {
+        let wait = async {
+            loop {
+                let closing = self.closing.notified();
+                tokio::pin!(closing);
+                closing.as_mut().enable();
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                closing.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
     }
 }
 
@@ -142,6 +166,8 @@ impl StderrDrain {
         while let Ok(n @ 1..) = self.stderr.read(&mut buf).await {
             self.tail.push(&buf[..n]);
         }
+        self.tail.closed.store(true, Ordering::Release);
+        self.tail.closing.notify_waiters();
     }
 }
 
@@ -261,9 +287,15 @@ impl Session {
     pub async fn end_of_output(&mut self) -> SessionError {
         // The process closes stdout as it exits: give it a moment to be reaped.
         match self.wait_exit(Duration::from_millis(500)).await {
-            Some(status) => SessionError::Exited(self.describe_exit(status)),
+            Some(status) => SessionError::Exited(self.describe_exit_settled(status).await),
             None => SessionError::Exited("closed its output".into()),
         }
+    }
+
+    /// `describe_exit`, once the process's last stderr output is in (briefly bounded).
+    pub async fn describe_exit_settled(&self, status: ExitStatus) -> String {
+        self.stderr.settled(Duration::from_millis(500)).await;
+        self.describe_exit(status)
     }
 
     /// Kills the session's whole process group at once (SIGKILL).
