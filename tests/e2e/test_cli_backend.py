@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -130,6 +131,21 @@ def test_a_crash_mid_answer_raises_in_the_sdk_and_the_next_request_succeeds(cli_
     assert "crashing on purpose" in in_state(pool, "dead")[0]["last_error"]
     ok = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hello"}])
     assert ok.choices[0].message.content == "You said: hello"
+
+
+def test_the_anthropic_sdk_on_v1_messages_is_served_by_the_pool(cli_gateway: GatewayProcess) -> None:
+    wait_for(cli_gateway, "2 warm sessions", lambda p: len(in_state(p, "warm")) == 2)
+    client = anthropic.Anthropic(base_url=cli_gateway.url, api_key=TEAM_A_KEY, max_retries=0, timeout=30)
+    message = client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "You said: hi"
+    assert message.model == "claude"
+    # The CLI's usage, in Anthropic's split again.
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (len("hi"), 5)
+    with client.messages.stream(
+        model="claude", max_tokens=50, messages=[{"role": "user", "content": "stream me"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "You said: stream me"
 
 
 def test_no_session_process_outlives_the_gateway(tmp_path: Path) -> None:
