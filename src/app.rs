@@ -152,6 +152,20 @@ async fn prometheus(
     for deployment in gateway.router.deployments() {
         metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
     }
+    for pool in gateway.cli_pools.iter() {
+        let t = &pool.totals;
+        for (status, n) in [
+            ("started", &t.started),
+            ("warm", &t.warm),
+            ("failed", &t.failed),
+            ("crashed", &t.crashed),
+            ("killed", &t.killed),
+            ("recycled", &t.recycled),
+            ("cold_start", &t.cold_starts),
+        ] {
+            metrics.sessions.with(&[&pool.provider, status]).set(n.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
 }
 

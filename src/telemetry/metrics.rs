@@ -29,6 +29,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Mirrors a count kept elsewhere (read at scrape time).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +215,7 @@ pub struct Metrics {
     pub breaker_state: Family<Gauge>,
     pub stream_outcomes: Family<Counter>,
     pub inter_chunk_gap: Family<Histogram>,
+    pub sessions: Family<Counter>,
 }
 
 impl Metrics {
@@ -282,6 +287,13 @@ impl Metrics {
                 &["model"],
                 || Histogram::new(&GAP_BOUNDS),
             ),
+            sessions: Family::new(
+                "llm_sessions_total",
+                "CLI backend session events by provider and status (started, warm, failed, crashed, killed, recycled, cold_start).",
+                "counter",
+                &["provider", "status"],
+                Counter::default,
+            ),
             stream_outcomes: Family::new(
                 "llm_gateway_stream_outcomes_total",
                 "How streams ended: completed, upstream_error, client_gone.",
@@ -316,6 +328,7 @@ impl Metrics {
         self.breaker_state.render(&mut out);
         self.stream_outcomes.render(&mut out);
         self.inter_chunk_gap.render(&mut out);
+        self.sessions.render(&mut out);
         out
     }
 }

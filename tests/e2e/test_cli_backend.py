@@ -131,6 +131,12 @@ def test_a_crash_mid_answer_raises_in_the_sdk_and_the_next_request_succeeds(cli_
     assert "crashing on purpose" in in_state(pool, "dead")[0]["last_error"]
     ok = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hello"}])
     assert ok.choices[0].message.content == "You said: hello"
+    # The original service's session metric counts the crash and the replacement start.
+    metrics = httpx.get(f"{cli_gateway.url}/metrics", timeout=10).text
+    crashed = [ln for ln in metrics.splitlines() if ln.startswith("llm_sessions_total{") and 'status="crashed"' in ln]
+    assert crashed and int(crashed[0].rsplit(" ", 1)[1]) >= 1, metrics
+    started = [ln for ln in metrics.splitlines() if ln.startswith("llm_sessions_total{") and 'status="started"' in ln]
+    assert int(started[0].rsplit(" ", 1)[1]) >= 3, "two pre-warmed sessions and the replacement"
 
 
 def test_the_anthropic_sdk_on_v1_messages_is_served_by_the_pool(cli_gateway: GatewayProcess) -> None:
