@@ -2,6 +2,7 @@
 //! variables as an overlay, secrets by reference, all validated into immutable runtime types.
 
 pub mod duration;
+pub mod metering;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct Config {
     /// Alias → model group name.
     pub aliases: BTreeMap<String, String>,
     pub telemetry: TelemetrySettings,
+    /// Usage events to OpenMeter (`None`: metering off).
+    pub metering: Option<metering::MeteringSettings>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -523,7 +526,19 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 
     let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
-    Ok(Config { server, keys, teams, providers, models, default_backend, aliases: raw.aliases, telemetry, warnings })
+    let metering = metering::validate(raw.metering, env, &mut warnings)?;
+    Ok(Config {
+        server,
+        keys,
+        teams,
+        providers,
+        models,
+        default_backend,
+        aliases: raw.aliases,
+        telemetry,
+        metering,
+        warnings,
+    })
 }
 
 fn backend_from_env(

@@ -122,13 +122,14 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         client_wants_usage: false,
         deployment: None,
         attempts: 0,
+        body: Bytes::new(),
     };
     for observer in &gw.observers {
         observer.started(&ctx);
     }
     match serve(&gw, &mut ctx, &headers, body).await {
-        Ok((Served::Whole(response, usage), _)) => {
-            let outcome = Outcome { usage, ..Outcome::failed(response.status().as_u16(), "") };
+        Ok((Served::Whole(response, usage, generated), _)) => {
+            let outcome = Outcome { usage, generated, ..Outcome::failed(response.status().as_u16(), "") };
             finish(&gw, &ctx, &Outcome { error: None, ..outcome });
             response
         }
@@ -153,6 +154,8 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                     gaps: Some(end.gaps),
                     client_gone: end.client_gone,
                     chunks: end.chunks,
+                    generated: end.generated,
+                    cached: false,
                 };
                 finish(&hook_gw, &hook_ctx, &outcome);
             });
@@ -189,7 +192,7 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
 }
 
 enum Served {
-    Whole(Response, Option<crate::api::Usage>),
+    Whole(Response, Option<crate::api::Usage>, Option<crate::ctx::Generated>),
     Stream(Box<Relay>, Bytes),
 }
 
@@ -203,9 +206,13 @@ async fn serve(
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
+    ctx.body = bytes;
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    for observer in &gw.observers {
+        observer.admit(ctx)?;
+    }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let plan = gw.router.plan(&principal, &request.model, shape)?;
 
@@ -356,15 +363,14 @@ async fn attempt(
         return Ok(Served::Stream(Box::new(relay), first));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
-    let (json, usage) =
-        openai::rewrite_response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
-            deployment: deployment.id.clone(),
-            detail: format!("the response is not a JSON object: {e}"),
-        })?;
-    let mut response = Response::new(Body::from(json));
+    let whole = openai::rewrite_response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
+        deployment: deployment.id.clone(),
+        detail: format!("the response is not a JSON object: {e}"),
+    })?;
+    let mut response = Response::new(Body::from(whole.body));
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     routing_headers(response.headers_mut(), ctx);
-    Ok(Served::Whole(response, usage))
+    Ok(Served::Whole(response, whole.usage, whole.generated))
 }
 
 async fn upstream_error(

@@ -15,6 +15,7 @@
 //! - `adapter`  one pure translator per wire dialect (openai-compatible, mock)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
+//! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //!
 //! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
 //! `providers` (the embedded vendor catalogue). `app` composes the stack and nothing imports it.
@@ -33,5 +34,7 @@ pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod upstream;
+
+pub mod metering;
 
 pub mod app;

@@ -72,11 +72,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let (app, _background) = app::build(&config)?;
+    let (app, background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, models = config.models.len(), "listening");
     server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await?;
+    background.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

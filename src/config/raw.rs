@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// Usage events to OpenMeter (see `config::metering`).
+    pub metering: Option<super::metering::RawMetering>,
 }
 
 #[derive(Debug, Default, Deserialize)]
