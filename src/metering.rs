@@ -457,6 +457,9 @@ impl Pipeline {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
             }
             self.metrics.outbox_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
+            if blocked && let Err(e) = writer.seal() {
+                tracing::error!(error = %e, "metering: cannot start a new outbox segment");
+            }
             let was_full = self.full.swap(blocked, Ordering::Relaxed);
             self.metrics.outbox_full.set(i64::from(blocked));
             if blocked && !was_full {

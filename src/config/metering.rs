@@ -246,8 +246,8 @@ pub fn validate(
         return Err(err("segment_bytes", "must be at least 4096".into()));
     }
     let max_outbox_bytes = raw.max_outbox_bytes.map(|b| b.0).unwrap_or(1 << 30);
-    if max_outbox_bytes < segment_bytes {
-        return Err(err("max_outbox_bytes", format!("must be at least segment_bytes ({segment_bytes})")));
+    if max_outbox_bytes < 2 * segment_bytes {
+        return Err(err("max_outbox_bytes", format!("must be at least twice segment_bytes ({segment_bytes})")));
     }
     let when_full = match raw.when_full.as_deref().unwrap_or("reject") {
         "reject" => WhenFull::Reject,

@@ -250,6 +250,16 @@ impl Writer {
         }
     }
 
+    /// Starts a new segment unless the active one is empty, so that the active one can be
+    /// deleted once delivered (a full outbox must be able to drain completely).
+    pub fn seal(&mut self) -> io::Result<()> {
+        if self.position.offset > 0 {
+            self.rotate()?;
+            self.shared.publish(self.position);
+        }
+        Ok(())
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.sync()?;
         let next = self.position.segment + 1;
