@@ -161,6 +161,8 @@ pub struct Queue {
 struct QueueState {
     records: VecDeque<Record>,
     closed: bool,
+    /// The writer is asleep on the condition variable: only then does a push pay for a wake-up.
+    writer_waiting: bool,
 }
 
 impl Queue {
@@ -176,27 +178,32 @@ impl Queue {
         self.len() == 0
     }
 
-    /// Never blocks beyond the lock; hands the record back when full or closed.
-    pub fn push(&self, record: Record) -> Result<(), Record> {
+    /// Never blocks beyond the lock; `false` (and the record dropped) when full or closed.
+    pub fn push(&self, record: Record) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.closed || state.records.len() >= self.capacity {
-            return Err(record);
+            return false;
         }
         state.records.push_back(record);
         self.len.store(state.records.len(), Ordering::Relaxed);
+        let wake = state.writer_waiting;
         drop(state);
-        self.ready.notify_one();
-        Ok(())
+        if wake {
+            self.ready.notify_one();
+        }
+        true
     }
 
     /// Everything queued, waiting at most `timeout` for something; and whether it is closed.
     pub fn take(&self, timeout: Duration) -> (Vec<Record>, bool) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.records.is_empty() && !state.closed {
+            state.writer_waiting = true;
             state = match self.ready.wait_timeout(state, timeout) {
                 Ok((s, _)) => s,
                 Err(p) => p.into_inner().0,
             };
+            state.writer_waiting = false;
         }
         let records: Vec<Record> = state.records.drain(..).collect();
         self.len.store(0, Ordering::Relaxed);
@@ -261,8 +268,9 @@ impl Observer for Metering {
             cached: outcome.cached,
             estimate,
         };
-        if let Err(record) = self.queue.push(record) {
-            let events = record.usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64;
+        let usage = record.usage;
+        if !self.queue.push(record) {
+            let events = usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64;
             self.metrics.dropped_queue_full.add(events);
             tracing::error!(
                 request_id = %ctx.request_id,
@@ -436,7 +444,7 @@ impl Pipeline {
                 let mut failures = 0u32;
                 while let Err(e) = writer.append(&lines) {
                     failures += 1;
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         tracing::error!(error = %e, events, "metering: cannot write the outbox; retrying");
                     }
                     if closed && failures >= 10 {

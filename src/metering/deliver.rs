@@ -139,7 +139,8 @@ impl Sender {
     /// Delivers every event of `batch`: accepted, or dead-lettered when refused. Retries for as
     /// long as it takes (the caller's shutdown deadline is the only limit).
     async fn deliver(&mut self, batch: &Batch) {
-        let mut pending: Vec<Range<usize>> = vec![0..batch.len()];
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
+        pending.push(0..batch.len());
         let mut attempt = 0u32;
         let mut last_warning: Option<Instant> = None;
         while let Some(range) = pending.pop() {
