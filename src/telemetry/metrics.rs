@@ -198,7 +198,7 @@ impl Family<Histogram> {
 /// The metering pipeline's health: how many events went where, and how far behind it is.
 #[derive(Debug, Default)]
 pub struct MeteringMetrics {
-    /// Events taken from finished requests into the in-memory queue.
+    /// Finished requests taken into the in-memory queue.
     pub queued: Counter,
     /// Events written to the on-disk outbox.
     pub persisted: Counter,
@@ -229,7 +229,7 @@ pub struct MeteringMetrics {
 impl MeteringMetrics {
     pub fn render(&self, out: &mut String) {
         let counters: [(&str, &str, &Counter); 7] = [
-            ("events_queued_total", "Usage events taken from finished requests.", &self.queued),
+            ("records_queued_total", "Finished requests handed to metering.", &self.queued),
             ("events_persisted_total", "Usage events written to the on-disk outbox.", &self.persisted),
             ("events_sent_total", "Usage events accepted by OpenMeter.", &self.sent),
             ("events_retried_total", "Usage events in batches that failed with a retryable error.", &self.retried),
