@@ -195,7 +195,8 @@ impl Queue {
     }
 
     /// Everything queued, waiting at most `timeout` for something; and whether it is closed.
-    pub fn take(&self, timeout: Duration) -> (Vec<Record>, bool) {
+    /// The queue is swapped out whole, so the lock is held for O(1) however long the backlog.
+    pub fn take(&self, timeout: Duration) -> (VecDeque<Record>, bool) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.records.is_empty() && !state.closed {
             state.writer_waiting = true;
@@ -205,7 +206,7 @@ impl Queue {
             };
             state.writer_waiting = false;
         }
-        let records: Vec<Record> = state.records.drain(..).collect();
+        let records = std::mem::replace(&mut state.records, VecDeque::with_capacity(256));
         self.len.store(0, Ordering::Relaxed);
         (records, state.closed)
     }

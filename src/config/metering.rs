@@ -174,19 +174,28 @@ pub struct MeteringSettings {
     pub default_tokenizer: String,
 }
 
-/// `None` when the section is absent or `enabled: false`.
+/// `None` when metering is off: no section (and no `OPENMETER_URL`), or `enabled: false`.
+/// The environment the Helm chart sets overrides the file: `OPENMETER_URL` (and turns metering
+/// on), `OPENMETER_TOKEN` (the default `token_env`), `LLM_GATEWAY_OUTBOX_DIR`.
 pub fn validate(
     raw: Option<RawMetering>,
     env: &dyn Env,
     warnings: &mut Vec<String>,
 ) -> Result<Option<MeteringSettings>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
+    let env_url = env.var("OPENMETER_URL");
+    let raw = match (raw, &env_url) {
+        (Some(raw), _) => raw,
+        (None, Some(_)) => RawMetering::default(),
+        (None, None) => return Ok(None),
+    };
     if raw.enabled == Some(false) {
         return Ok(None);
     }
     let err = |field: &str, msg: String| ConfigError(format!("metering.{field}: {msg}"));
     let om = raw.openmeter.unwrap_or_default();
-    let url = om.url.ok_or_else(|| err("openmeter.url", "required when metering is enabled".into()))?;
+    let url = env_url
+        .or(om.url)
+        .ok_or_else(|| err("openmeter.url", "required when metering is enabled (or set OPENMETER_URL)".into()))?;
     let url = url.trim_end_matches('/').to_owned();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(err("openmeter.url", format!("{url:?} must start with http:// or https://")));
@@ -200,6 +209,7 @@ pub fn validate(
         return Err(err("openmeter", format!("{endpoint:?} is not a valid URL")));
     }
     let token = match &om.token_env {
+        None => env.var("OPENMETER_TOKEN").map(Secret::new),
         Some(var) => match env.var(var) {
             Some(t) => Some(Secret::new(t)),
             None => {
@@ -209,7 +219,6 @@ pub fn validate(
                 None
             }
         },
-        None => None,
     };
     let timeout = om.timeout.unwrap_or(Duration::from_secs(10));
     if timeout.is_zero() {
@@ -232,7 +241,9 @@ pub fn validate(
     if source.is_empty() || source.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err("source", format!("{source:?} must be a non-empty URI reference without spaces")));
     }
-    let outbox_dir = PathBuf::from(raw.outbox_dir.unwrap_or_else(|| DEFAULT_OUTBOX_DIR.into()));
+    let outbox_dir = PathBuf::from(
+        env.var("LLM_GATEWAY_OUTBOX_DIR").or(raw.outbox_dir).unwrap_or_else(|| DEFAULT_OUTBOX_DIR.into()),
+    );
     let fsync = match raw.fsync.as_deref().unwrap_or("interval") {
         "always" => Fsync::Always,
         "interval" => {
@@ -352,6 +363,24 @@ mod tests {
         );
         assert!(settings("openmeter: { url: 'http://x' }\nbogus: 1\n").unwrap_err().contains("bogus"));
         assert!(settings("enabled: false\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_charts_environment_turns_metering_on_and_overrides_the_file() {
+        let env: HashMap<&str, &str> = [
+            ("OPENMETER_URL", "http://openmeter.platform:8888"),
+            ("OPENMETER_TOKEN", "tok"),
+            ("LLM_GATEWAY_OUTBOX_DIR", "/data/outbox"),
+        ]
+        .into_iter()
+        .collect();
+        let s = validate(None, &env, &mut Vec::new()).unwrap().unwrap();
+        assert_eq!(s.openmeter.endpoint, "http://openmeter.platform:8888/api/v1/events");
+        assert_eq!(s.openmeter.token.as_ref().map(Secret::expose), Some("tok"));
+        assert_eq!(s.outbox_dir, PathBuf::from("/data/outbox"));
+        let off = RawMetering { enabled: Some(false), ..Default::default() };
+        assert!(validate(Some(off), &env, &mut Vec::new()).unwrap().is_none());
+        assert!(validate(None, &HashMap::<&str, &str>::new(), &mut Vec::new()).unwrap().is_none());
     }
 
     #[test]

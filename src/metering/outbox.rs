@@ -425,7 +425,9 @@ impl Reader {
         {
             let mut file = File::create(&tmp)?;
             writeln!(file, "{} {}", self.cursor.segment, self.cursor.offset)?;
-            if self.fsync != Fsync::Never {
+            // A cursor lost to a power cut only means re-sending delivered events, which
+            // OpenMeter de-duplicates: sync it only when every write is synced anyway.
+            if self.fsync == Fsync::Always {
                 file.sync_data()?;
             }
         }
