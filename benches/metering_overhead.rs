@@ -51,11 +51,15 @@ async fn one(client: &reqwest::Client, url: &str, stream: bool) -> Duration {
     t.elapsed()
 }
 
-/// Sequential requests: per-request latencies.
-async fn latencies(client: &reqwest::Client, url: &str, n: usize, stream: bool) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(one(client, url, stream).await);
+/// Sequential requests, alternating between the two gateways request by request (so both see
+/// the same machine at the same moment): each one's latencies.
+async fn paired_latencies(client: &reqwest::Client, urls: [&str; 2], n: usize, stream: bool) -> [Vec<Duration>; 2] {
+    let mut out = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for i in 0..n {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for j in order {
+            out[j].push(one(client, urls[j], stream).await);
+        }
     }
     out
 }
@@ -112,19 +116,20 @@ fn main() {
         );
         let targets = [serve("metering off", BASE).await, serve("metering on", &metered).await];
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
-        for t in &targets {
-            latencies(&client, &t.url, 200, false).await; // warm-up
-        }
+        let urls = [targets[0].url.as_str(), targets[1].url.as_str()];
+        paired_latencies(&client, urls, 200, false).await; // warm-up
         for stream in [false, true] {
             let kind = if stream { "stream" } else { "non-stream" };
             let mut lat: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
             let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
             for round in 0..rounds {
+                let [off, on] = paired_latencies(&client, urls, requests / 4, stream).await;
+                lat[0].extend(off);
+                lat[1].extend(on);
                 // Alternate which goes first, so neither always gets the warmer cache.
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for i in order {
-                    lat[i].extend(latencies(&client, &targets[i].url, requests / 4, stream).await);
-                    rps[i].push(throughput(&client, &targets[i].url, requests, 32, stream).await);
+                    rps[i].push(throughput(&client, urls[i], requests, 32, stream).await);
                 }
             }
             let mut summary = Vec::new();

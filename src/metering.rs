@@ -148,6 +148,12 @@ impl Deployments {
     }
 }
 
+/// How often the writer takes what the request path queued (the longest a finished request's
+/// events wait in memory before they are on disk, when no burst wakes the writer sooner).
+pub const WRITER_TICK: Duration = Duration::from_millis(2);
+/// Queued records that wake the writer at once.
+pub const WAKE_AT: usize = 256;
+
 /// The bounded hand-over between the request path and the writer thread.
 #[derive(Debug)]
 pub struct Queue {
@@ -179,6 +185,8 @@ impl Queue {
     }
 
     /// Never blocks beyond the lock; `false` (and the record dropped) when full or closed.
+    /// The writer is woken only for a burst (`WAKE_AT` records): otherwise it comes by every
+    /// `WRITER_TICK`, so a steady trickle of requests costs no thread wake-up each.
     pub fn push(&self, record: Record) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.closed || state.records.len() >= self.capacity {
@@ -186,7 +194,7 @@ impl Queue {
         }
         state.records.push_back(record);
         self.len.store(state.records.len(), Ordering::Relaxed);
-        let wake = state.writer_waiting;
+        let wake = state.writer_waiting && state.records.len() >= WAKE_AT;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -408,7 +416,7 @@ impl Pipeline {
         let mut closed_since: Option<std::time::Instant> = None;
         let mut last_full_log: Option<std::time::Instant> = None;
         loop {
-            let wait = if held.is_empty() { writer.sync_due_in() } else { Duration::from_millis(50) };
+            let wait = if held.is_empty() { writer.sync_due_in().min(WRITER_TICK) } else { Duration::from_millis(50) };
             let (records, closed) = self.queue.take(wait.max(Duration::from_millis(1)));
             self.metrics.queue_depth.set(self.queue.len() as i64);
             held.extend(records);

@@ -93,13 +93,18 @@ impl Sender {
                 if stopping && self.shared.writer_closed.load(Ordering::SeqCst) {
                     return;
                 }
-                self.wait(None).await;
+                self.wait().await;
                 continue;
             }
             let first = *first_seen.get_or_insert_with(Instant::now);
             let full = batch.len() >= settings.batch_max_events || batch.bytes.len() >= settings.batch_max_bytes;
             if !full && !stopping && first.elapsed() < settings.batch_max_wait {
-                self.wait(Some(first + settings.batch_max_wait)).await;
+                // Fill the batch for the rest of its window without waking on every write.
+                let until = tokio::time::Instant::from_std(first + settings.batch_max_wait);
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    _ = self.stopping.changed() => {}
+                }
                 continue;
             }
             self.deliver(&batch).await;
@@ -113,9 +118,9 @@ impl Sender {
         }
     }
 
-    /// Until the writer publishes more, the batch deadline passes, or the gateway stops.
-    async fn wait(&mut self, until: Option<Instant>) {
-        let deadline = until.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+    /// Until the writer publishes something, a second passes, or the gateway stops.
+    async fn wait(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
         tokio::select! {
             () = self.shared.notify.notified() => {}
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
