@@ -8,7 +8,7 @@ pub mod cli;
 pub mod mock;
 pub mod openai;
 
-use crate::api::{RawObject, Usage};
+use crate::api::RawObject;
 use crate::config::{DeploymentSpec, Dialect, StreamUsage};
 use crate::ctx::Endpoint;
 use crate::stream::ChunkRewriter;
@@ -107,11 +107,7 @@ impl Exchange {
 
     /// Translates a whole (non-stream) answer; returns the client body and the usage.
     /// The client's answer, its usage and its finish reason.
-    pub fn response(
-        &self,
-        body: &[u8],
-        client_model: &str,
-    ) -> serde_json::Result<(Vec<u8>, Option<Usage>, Option<String>)> {
+    pub fn response(&self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
         let (json, usage) = match self.translation {
             // The hot path reads the finish reason while it rewrites.
             Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
@@ -125,7 +121,7 @@ impl Exchange {
             Some(choices) => openai::finish_reason_in(choices.get()),
             None => o.parse::<String>("stop_reason").ok().flatten(),
         });
-        Ok((json, usage, finish_reason))
+        Ok(openai::WholeResponse { body: json, usage, generated: None, finish_reason })
     }
 
     /// The stream translator for this attempt.

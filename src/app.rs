@@ -10,7 +10,8 @@
 //! | (cli)      | a session from the provider's pool      | OpenAI-shaped `UpstreamResponse`    |
 //! | upstream   | provider (URL, key, timeouts)           | `UpstreamResponse`                  |
 //! | stream     | upstream body                           | client frames; one `StreamEnd`      |
-//! | observers  | `RequestCtx` + `Outcome`                | the request log line                |
+//! | observers  | `RequestCtx` + `Outcome`                | the request log line, metrics       |
+//! | metering   | `RequestCtx` + `Outcome` (usage, text)  | CloudEvents → outbox → OpenMeter    |
 
 use std::sync::Arc;
 
@@ -19,24 +20,30 @@ use axum::routing::{get, post};
 use crate::adapter::cli;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::ctx::Observer;
 use crate::error::GatewayError;
 use crate::ingress::{self, Gateway};
+use crate::metering;
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
 use crate::telemetry::metrics::{Metrics, RequestMetrics};
 use crate::upstream::Upstreams;
 
-/// Background work (active health checks, CLI session pool supervisors), stopped when dropped
-/// (the CLI sessions are then killed as their handles drop) or, politely, by `shutdown`.
+/// Background work (active health checks, CLI session pool supervisors, the metering
+/// pipeline), stopped when dropped (CLI sessions are then killed as their handles drop) or,
+/// politely, by `shutdown`.
 pub struct Background {
     tasks: tokio::task::JoinSet<()>,
     supervisors: tokio::task::JoinSet<()>,
     gateway: Arc<Gateway>,
+    metering: Option<metering::Running>,
+    metering_flush: std::time::Duration,
 }
 
 impl Background {
-    /// Stops the background work; CLI sessions get end of input, then SIGKILL after a grace.
+    /// Stops the background work: CLI sessions get end of input, then SIGKILL after a grace;
+    /// metering flushes what it holds (to disk at least, to OpenMeter within its flush timeout).
     pub async fn shutdown(mut self) {
         for pool in self.gateway.cli_pools.iter() {
             pool.shutdown().await;
@@ -45,6 +52,9 @@ impl Background {
         let supervisors = async { while self.supervisors.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), supervisors).await;
         self.supervisors.shutdown().await;
+        if let Some(metering) = self.metering.take() {
+            metering.shutdown(self.metering_flush).await;
+        }
         self.tasks.shutdown().await;
     }
 
@@ -61,13 +71,25 @@ impl Background {
 /// runtime).
 pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
-    let metrics = Arc::new(Metrics::new(known_models, config.telemetry.team_label));
+    let mut metrics = Metrics::new(known_models, config.telemetry.team_label);
+    let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
+    let mut metering_running = None;
+    if let Some(settings) = &config.metering {
+        let metering_metrics = Arc::new(crate::telemetry::metrics::MeteringMetrics::default());
+        let (observer, running) = metering::start(config, settings, metering_metrics.clone())
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        metrics.metering = Some(metering_metrics);
+        observers.push(observer);
+        metering_running = Some(running);
+    }
+    let metrics = Arc::new(metrics);
+    observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
     let gateway = Arc::new(Gateway {
         auth: Authenticator::new(config),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
         cli_pools: cli::Pools::new(config),
-        observers: vec![Arc::new(RequestLog), Arc::new(RequestMetrics(metrics.clone()))],
+        observers,
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
@@ -117,7 +139,8 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(server::request_id));
-    Ok((app, Background { tasks, supervisors, gateway }))
+    let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
+    Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }
 
 /// Liveness, with each deployment's breaker state and last trip reason as detail.

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod duration;
+pub mod metering;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// Shared state for replicas; `None` = in-process only.
     pub valkey: Option<ValkeySettings>,
+    /// Usage events to OpenMeter (`None`: metering off).
+    pub metering: Option<metering::MeteringSettings>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -597,6 +600,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         otlp: otlp_settings(raw.telemetry.otlp.as_ref(), env)?,
     };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
+    let metering = metering::validate(raw.metering, env, &mut warnings)?;
     Ok(Config {
         server,
         keys,
@@ -607,6 +611,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         aliases: raw.aliases,
         telemetry,
         valkey,
+        metering,
         warnings,
     })
 }

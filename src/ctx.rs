@@ -3,8 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::api::Usage;
 use crate::auth::Principal;
+use crate::error::GatewayError;
 
 /// Which operation a request is: OpenAI's three, or Anthropic's Messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,9 @@ pub struct RequestCtx {
     pub span: tracing::Span,
     /// The trace id, when tracing is on, for the log line.
     pub trace_id: Option<String>,
+    /// The request body as received (shared, not copied), for counting the prompt locally when
+    /// the upstream reports no usage.
+    pub body: Bytes,
 }
 
 /// Upper bounds (seconds) of the inter-chunk gap buckets.
@@ -101,6 +107,26 @@ pub struct Outcome {
     /// The client went away before the end of a stream.
     pub client_gone: bool,
     pub chunks: u32,
+    /// What the upstream generated, kept raw for local counting when `usage` is `None`.
+    pub generated: Option<Generated>,
+    /// The answer was replayed from the gateway's cache (`usage` is the stored answer's).
+    pub cached: bool,
+}
+
+/// Upper bound of the raw generated fragments kept per request; beyond it only the byte count
+/// grows and a local count extrapolates.
+pub const MAX_GENERATED_BYTES: usize = 1 << 20;
+
+/// What an upstream generated, captured cheaply (raw dialect fragments, bounded) as it passed
+/// through, and turned into text only when it must be counted locally. The dialect that captured
+/// the fragments supplies `text`, so nothing downstream needs to know the dialect.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub fragments: Bytes,
+    /// Fragment bytes seen past `MAX_GENERATED_BYTES` (not kept).
+    pub overflow_bytes: u64,
+    /// Extracts the generated text from `fragments`.
+    pub text: fn(&[u8]) -> String,
 }
 
 impl Outcome {
@@ -114,6 +140,8 @@ impl Outcome {
             finish_reason: None,
             client_gone: false,
             chunks: 0,
+            generated: None,
+            cached: false,
         }
     }
 }
@@ -123,6 +151,11 @@ impl Outcome {
 pub trait Observer: Send + Sync {
     /// The request arrived (called once, before any stage ran).
     fn started(&self, _ctx: &RequestCtx) {}
+    /// Whether the request may go upstream (called once, after authentication): an observer
+    /// that could not record its outcome (metering with a full outbox) refuses it.
+    fn admit(&self, _ctx: &RequestCtx) -> Result<(), GatewayError> {
+        Ok(())
+    }
     /// One upstream attempt ended: `outcome` is `ok`, or a short error label; `first_byte` is
     /// how long the deployment took to answer, when it did.
     fn attempted(&self, _ctx: &RequestCtx, _deployment: &str, _outcome: &str, _first_byte: Option<Duration>) {}

@@ -47,6 +47,10 @@ pub enum GatewayError {
     UpstreamProtocol { deployment: String, detail: String },
     #[error("{0}")]
     Internal(String),
+    /// Usage metering cannot take more events (its outbox is at the disk cap and the policy is
+    /// to refuse): answered at once, so that nothing is served unbilled.
+    #[error("{0}")]
+    MeteringFull(String),
 }
 
 impl GatewayError {
@@ -70,6 +74,7 @@ impl GatewayError {
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MeteringFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -86,7 +91,9 @@ impl GatewayError {
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. } => Cause::Upstream,
-            Self::Internal(_) | Self::Unavailable { .. } | Self::CoolingDown { .. } => Cause::Gateway,
+            Self::Internal(_) | Self::Unavailable { .. } | Self::CoolingDown { .. } | Self::MeteringFull(_) => {
+                Cause::Gateway
+            }
         }
     }
 
@@ -116,6 +123,7 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamProtocol { .. } => "upstream_protocol",
             Self::Internal(_) => "internal",
+            Self::MeteringFull(_) => "metering_full",
         }
     }
 
@@ -152,6 +160,9 @@ impl GatewayError {
             }
             Self::UpstreamTimeout { .. } => ErrorBody::new(message, "timeout_error", None, Some("upstream_timeout")),
             Self::Internal(_) => ErrorBody::new(message, default_kind_for(500), None, None),
+            Self::MeteringFull(_) => {
+                ErrorBody::new(message, "service_unavailable_error", None, Some("metering_backlog"))
+            }
         }
     }
 }
@@ -182,6 +193,7 @@ impl GatewayError {
             Self::UpstreamStatus { retry_after: Some(value), .. } => http::HeaderValue::from_str(value).ok(),
             Self::Unavailable { retry_after_secs: Some(secs), .. }
             | Self::CoolingDown { retry_after_secs: secs, .. } => Some(http::HeaderValue::from(*secs)),
+            Self::MeteringFull(_) => Some(http::HeaderValue::from_static("5")),
             _ => None,
         };
         if let Some(value) = retry_after {

@@ -186,21 +186,24 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         attempts: 0,
         span: span.clone(),
         trace_id,
+        body: Bytes::new(),
     };
     for observer in &gw.observers {
         observer.started(&ctx);
     }
     match serve(&gw, &mut ctx, &headers, body).instrument(span).await {
-        Ok((Served::Whole(response, usage, finish_reason), _)) => {
+        Ok((Served::Whole(response, whole), _)) => {
             let outcome = Outcome {
                 status: response.status().as_u16(),
                 error: None,
-                usage,
+                usage: whole.usage,
                 time_to_first_chunk: None,
                 gaps: None,
-                finish_reason,
+                finish_reason: whole.finish_reason,
                 client_gone: false,
                 chunks: 0,
+                generated: whole.generated,
+                cached: false,
             };
             finish(&gw, &ctx, &outcome);
             response
@@ -240,6 +243,8 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                     finish_reason: end.finish_reason,
                     client_gone: end.client_gone,
                     chunks: end.chunks,
+                    generated: end.generated,
+                    cached: false,
                 };
                 finish(&hook_gw, &hook_ctx, &outcome);
             });
@@ -278,7 +283,8 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
 }
 
 enum Served {
-    Whole(Response, Option<crate::api::Usage>, Option<String>),
+    /// The answer, and what the observers need from it (usage, finish reason, text).
+    Whole(Response, Box<crate::adapter::openai::WholeResponse>),
     Stream(Box<Relay>, Bytes),
 }
 
@@ -293,9 +299,13 @@ async fn serve(
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
+    ctx.body = bytes;
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    for observer in &gw.observers {
+        observer.admit(ctx)?;
+    }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let span = &ctx.span;
     tracing_otlp::rename(span, format!("{} {}", ctx.endpoint.operation(), request.model));
@@ -490,15 +500,14 @@ async fn attempt(
         return Ok(Served::Stream(Box::new(relay), first));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
-    let (json, usage, finish_reason) =
-        exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
-            deployment: deployment.id.clone(),
-            detail: format!("the response could not be read: {e}"),
-        })?;
-    let mut response = Response::new(Body::from(json));
+    let mut whole = exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
+        deployment: deployment.id.clone(),
+        detail: format!("the response could not be read: {e}"),
+    })?;
+    let mut response = Response::new(Body::from(std::mem::take(&mut whole.body)));
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     routing_headers(response.headers_mut(), ctx);
-    Ok(Served::Whole(response, usage, finish_reason))
+    Ok(Served::Whole(response, Box::new(whole)))
 }
 
 async fn upstream_error(

@@ -16,6 +16,7 @@
 //! - `adapter`  one translator per wire dialect (openai-compatible, anthropic, mock; cli drives CLI sessions)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
+//! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //!
 //! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
 //! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics),
@@ -37,5 +38,7 @@ pub mod telemetry;
 
 pub mod kv;
 pub mod upstream;
+
+pub mod metering;
 
 pub mod app;

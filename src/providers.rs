@@ -38,6 +38,10 @@ pub struct ModelInfo {
     pub input_nanos_per_token: Option<u64>,
     pub output_nanos_per_token: Option<u64>,
     pub cached_input_nanos_per_token: Option<u64>,
+    /// Writing to the prompt cache (Anthropic bills it above the input price); default: input.
+    pub cache_write_nanos_per_token: Option<u64>,
+    /// For local counting: a tiktoken encoding (`o200k_base`, `cl100k_base`, ...) or a path to a
+    /// Hugging Face `tokenizer.json`.
     pub tokenizer: Option<String>,
 }
 

@@ -14,7 +14,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, Usage};
-use crate::ctx::ChunkGaps;
+use crate::ctx::{ChunkGaps, Generated};
 use crate::error::GatewayError;
 use crate::upstream::BodyStream;
 use sse::{SseDecoder, SseEvent};
@@ -45,6 +45,11 @@ pub trait ChunkRewriter: Send {
     fn finish_reason(&self) -> Option<String> {
         None
     }
+    /// What the upstream generated so far (raw, bounded), for counting locally when the stream
+    /// ends without usage (cut, client gone, or an upstream that never reports it).
+    fn take_generated(&mut self) -> Option<Generated> {
+        None
+    }
 }
 
 /// How a stream ended, for the observers.
@@ -57,6 +62,7 @@ pub struct StreamEnd {
     pub chunks: u32,
     pub time_to_first_chunk: Option<Duration>,
     pub gaps: ChunkGaps,
+    pub generated: Option<Generated>,
 }
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd) + Send>;
@@ -197,9 +203,13 @@ impl Relay {
 
     fn report(&mut self, error: Option<&'static str>, client_gone: bool) {
         if let Some(hook) = self.on_end.take() {
+            let usage = self.rewriter.usage();
+            // Captured text only matters when there is no usage to bill from.
+            let generated = if usage.is_none() { self.rewriter.take_generated() } else { None };
             hook(StreamEnd {
-                usage: self.rewriter.usage(),
+                usage,
                 finish_reason: self.rewriter.finish_reason(),
+                generated,
                 error,
                 client_gone,
                 chunks: self.chunks,

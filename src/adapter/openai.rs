@@ -2,11 +2,13 @@
 //! OpenAI endpoint, ...): the body passes through verbatim except `model` and, for streams,
 //! the request for usage; responses get the client's model name back.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::api::{ErrorBody, RawObject, Usage};
 use crate::config::StreamUsage;
+use crate::ctx::{Generated, MAX_GENERATED_BYTES};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step, data_frame};
 
@@ -37,18 +39,93 @@ pub fn upstream_body(
     Ok((body.to_vec(), stream && !client_wants_usage))
 }
 
+/// A rewritten whole (non-stream) response and what metering needs from it.
+pub struct WholeResponse {
+    pub body: Vec<u8>,
+    pub usage: Option<Usage>,
+    /// The answer's `choices`, kept only when there is no usage (to count locally).
+    pub generated: Option<Generated>,
+    pub finish_reason: Option<String>,
+}
+
 /// Rewrites a whole (non-stream) response: the client's model name; returns the usage too.
-pub fn rewrite_response(
-    body: &[u8],
-    client_model: &str,
-) -> serde_json::Result<(Vec<u8>, Option<Usage>, Option<String>)> {
+pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<WholeResponse> {
     let mut object = RawObject::from_slice(body)?;
     let usage = object.parse::<Usage>("usage").ok().flatten();
     let finish_reason = object.get("choices").and_then(|c| finish_reason_in(c.get()));
+    let generated = match (&usage, object.get("choices")) {
+        (None, Some(choices)) => {
+            let raw = choices.get().as_bytes();
+            let kept = &raw[..raw.len().min(MAX_GENERATED_BYTES)];
+            Some(Generated {
+                fragments: Bytes::copy_from_slice(kept),
+                overflow_bytes: (raw.len() - kept.len()) as u64,
+                text: choices_text,
+            })
+        }
+        _ => None,
+    };
     if object.contains("model") {
         object.set("model", client_model)?;
     }
-    Ok((object.to_vec(), usage, finish_reason))
+    Ok(WholeResponse { body: object.to_vec(), usage, generated, finish_reason })
+}
+
+/// The text in a sequence of `choices` arrays (stream deltas or whole messages): content,
+/// reasoning, refusals, tool call names and arguments, legacy completion text. A cut-off
+/// trailing fragment is ignored.
+pub fn choices_text(fragments: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Choice {
+        delta: Option<Message>,
+        message: Option<Message>,
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        content: Option<serde_json::Value>,
+        reasoning_content: Option<String>,
+        reasoning: Option<String>,
+        refusal: Option<String>,
+        tool_calls: Option<Vec<ToolCall>>,
+    }
+    #[derive(Deserialize)]
+    struct ToolCall {
+        function: Option<Function>,
+    }
+    #[derive(Deserialize)]
+    struct Function {
+        name: Option<String>,
+        arguments: Option<String>,
+    }
+    let mut text = String::new();
+    for choices in serde_json::Deserializer::from_slice(fragments).into_iter::<Vec<Choice>>() {
+        let Ok(choices) = choices else { break };
+        for choice in choices {
+            text.push_str(choice.text.as_deref().unwrap_or(""));
+            for message in [choice.delta, choice.message].into_iter().flatten() {
+                match message.content {
+                    Some(serde_json::Value::String(s)) => text.push_str(&s),
+                    Some(serde_json::Value::Array(parts)) => {
+                        for part in parts {
+                            text.push_str(part.get("text").and_then(|t| t.as_str()).unwrap_or(""));
+                        }
+                    }
+                    _ => {}
+                }
+                for s in [message.reasoning_content, message.reasoning, message.refusal].into_iter().flatten() {
+                    text.push_str(&s);
+                }
+                for call in message.tool_calls.into_iter().flatten() {
+                    if let Some(f) = call.function {
+                        text.push_str(f.name.as_deref().unwrap_or(""));
+                        text.push_str(f.arguments.as_deref().unwrap_or(""));
+                    }
+                }
+            }
+        }
+    }
+    text
 }
 
 /// Stream rewriting for chat and legacy completions.
@@ -58,13 +135,36 @@ pub struct OpenAiChunks {
     hide_usage_chunks: bool,
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    /// Each chunk's raw `choices`, back to back (bounded), for a local count if no usage comes.
+    generated: BytesMut,
+    overflow_bytes: u64,
 }
 
 impl OpenAiChunks {
     pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
         let client_model = serde_json::value::to_raw_value(client_model)
             .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
-        Self { client_model, hide_usage_chunks, usage: None, finish_reason: None }
+        Self {
+            client_model,
+            hide_usage_chunks,
+            usage: None,
+            finish_reason: None,
+            generated: BytesMut::new(),
+            overflow_bytes: 0,
+        }
+    }
+
+    fn capture(&mut self, choices: &RawValue) {
+        let raw = choices.get().as_bytes();
+        if raw == b"[]" || raw == b"null" {
+            return;
+        }
+        if self.generated.len() + raw.len() < MAX_GENERATED_BYTES {
+            self.generated.put_slice(raw);
+            self.generated.put_u8(b'\n');
+        } else {
+            self.overflow_bytes += raw.len() as u64;
+        }
     }
 }
 
@@ -80,6 +180,9 @@ impl OpenAiChunks {
         };
         if chunk.contains("error") {
             return Err(Step::Failed(ErrorBody::from_upstream(500, data)));
+        }
+        if let Some(choices) = chunk.get("choices") {
+            self.capture(choices);
         }
         // Some backends put usage on the finish chunk, some on a chunk of its own: keep the last.
         if let Ok(Some(usage)) = chunk.parse::<Usage>("usage") {
@@ -125,6 +228,14 @@ impl ChunkRewriter for OpenAiChunks {
 
     fn finish_reason(&self) -> Option<String> {
         self.finish_reason.clone()
+    }
+
+    fn take_generated(&mut self) -> Option<Generated> {
+        Some(Generated {
+            fragments: std::mem::take(&mut self.generated).freeze(),
+            overflow_bytes: self.overflow_bytes,
+            text: choices_text,
+        })
     }
 }
 
@@ -191,6 +302,32 @@ mod tests {
         let Ok(Some(out)) = shown.rewrite(usage_chunk) else { panic!() };
         assert!(std::str::from_utf8(&out).unwrap().contains(r#""model":"client""#));
         assert_eq!(shown.usage().unwrap().prompt_tokens, 3);
+    }
+
+    #[test]
+    fn generated_text_is_captured_from_every_choice_shape() {
+        let mut r = OpenAiChunks::new("m", true);
+        for chunk in [
+            &br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#[..],
+            br#"{"choices":[{"index":0,"delta":{"content":"lo","reasoning_content":" think"}}]}"#,
+            br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+            br#"{"choices":[{"index":0,"text":" legacy"}]}"#,
+            br#"{"choices":[],"usage":null}"#,
+        ] {
+            assert!(r.rewrite(chunk).is_ok());
+        }
+        let generated = r.take_generated().unwrap();
+        assert_eq!((generated.text)(&generated.fragments), "Hello thinkf{\"a\" legacy");
+
+        let whole = rewrite_response(
+            br#"{"id":"x","model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"}}]}"#,
+            "client",
+        )
+        .unwrap();
+        assert!(whole.usage.is_none());
+        let generated = whole.generated.unwrap();
+        assert_eq!((generated.text)(&generated.fragments), "Hi there");
+        assert_eq!(choices_text(b"[{\"delta\":{\"content\":\"ok\"}}]\n[{\"delta\":{\"cont"), "ok");
     }
 
     #[test]

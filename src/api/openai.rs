@@ -17,6 +17,24 @@ pub struct Usage {
     pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
+impl Usage {
+    /// Anthropic's usage in OpenAI's terms. Anthropic's `input_tokens` excludes cache reads and
+    /// writes, OpenAI's `prompt_tokens` includes them; `output_tokens` already includes thinking.
+    pub fn from_anthropic(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Self {
+        let prompt_tokens = input + cache_read + cache_write;
+        Self {
+            prompt_tokens,
+            completion_tokens: output,
+            total_tokens: prompt_tokens + output,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: cache_read,
+                cache_write_tokens: cache_write,
+            }),
+            completion_tokens_details: None,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptTokensDetails {
     #[serde(default, deserialize_with = "zero_if_null")]

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// Absent = single replica, in-process state only.
     pub valkey: Option<RawValkey>,
+    /// Usage events to OpenMeter (see `config::metering`).
+    pub metering: Option<super::metering::RawMetering>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -199,6 +199,107 @@ impl Family<Histogram> {
     }
 }
 
+/// The metering pipeline's health: how many events went where, and how far behind it is.
+#[derive(Debug, Default)]
+pub struct MeteringMetrics {
+    /// Finished requests taken into the in-memory queue.
+    pub queued: Counter,
+    /// Events written to the on-disk outbox.
+    pub persisted: Counter,
+    /// Events OpenMeter accepted (2xx).
+    pub sent: Counter,
+    /// Events in batches that failed with a retryable error and will be sent again.
+    pub retried: Counter,
+    /// Events OpenMeter refused (400) and that went to the dead-letter file.
+    pub dead_lettered: Counter,
+    /// Events dropped because the queue or the outbox was full (`when_full: drop`).
+    pub dropped_queue_full: Counter,
+    pub dropped_outbox_full: Counter,
+    /// Requests refused with 503 because the outbox was full (`when_full: reject`).
+    pub rejected_requests: Counter,
+    /// Events whose tokens were counted locally (no usage from the upstream).
+    pub estimated: Counter,
+    /// Records waiting in memory for the outbox writer.
+    pub queue_depth: Gauge,
+    pub outbox_bytes: Gauge,
+    /// Events in the outbox not yet accepted by OpenMeter (nor dead-lettered).
+    pub undelivered: Gauge,
+    /// Unix milliseconds of the oldest undelivered event (0: none).
+    pub oldest_undelivered_unix_ms: Gauge,
+    /// 1 while the outbox is at its disk cap.
+    pub outbox_full: Gauge,
+}
+
+impl MeteringMetrics {
+    pub fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &Counter); 7] = [
+            ("records_queued_total", "Finished requests handed to metering.", &self.queued),
+            ("events_persisted_total", "Usage events written to the on-disk outbox.", &self.persisted),
+            ("events_sent_total", "Usage events accepted by OpenMeter.", &self.sent),
+            ("events_retried_total", "Usage events in batches that failed with a retryable error.", &self.retried),
+            (
+                "events_dead_lettered_total",
+                "Usage events refused by OpenMeter (400), in the dead-letter file.",
+                &self.dead_lettered,
+            ),
+            ("events_estimated_total", "Usage events whose tokens were counted locally.", &self.estimated),
+            (
+                "rejected_requests_total",
+                "Requests refused with 503 because the metering outbox was full.",
+                &self.rejected_requests,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP llm_gateway_metering_{name} {help}\n# TYPE llm_gateway_metering_{name} counter\nllm_gateway_metering_{name} {}",
+                counter.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP llm_gateway_metering_events_dropped_total Usage events dropped (never silently: when_full: drop, or the queue overflowed).\n# TYPE llm_gateway_metering_events_dropped_total counter\nllm_gateway_metering_events_dropped_total{{reason=\"queue_full\"}} {}\nllm_gateway_metering_events_dropped_total{{reason=\"outbox_full\"}} {}",
+            self.dropped_queue_full.get(),
+            self.dropped_outbox_full.get()
+        );
+        let oldest = self.oldest_undelivered_unix_ms.get();
+        let age = if oldest > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(oldest);
+            (now - oldest).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let gauges: [(&str, &str, String); 5] = [
+            (
+                "queue_depth",
+                "Finished requests waiting in memory for the outbox writer.",
+                self.queue_depth.get().to_string(),
+            ),
+            ("outbox_bytes", "Bytes of the on-disk metering outbox.", self.outbox_bytes.get().to_string()),
+            (
+                "undelivered_events",
+                "Usage events in the outbox not yet accepted by OpenMeter.",
+                self.undelivered.get().to_string(),
+            ),
+            (
+                "oldest_undelivered_age_seconds",
+                "Age of the oldest usage event not yet accepted by OpenMeter.",
+                format!("{age}"),
+            ),
+            ("outbox_full", "1 while the metering outbox is at its disk cap.", self.outbox_full.get().to_string()),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP llm_gateway_metering_{name} {help}\n# TYPE llm_gateway_metering_{name} gauge\nllm_gateway_metering_{name} {value}"
+            );
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     /// Configured client-facing model names; other names are reported as `other`.
@@ -216,6 +317,8 @@ pub struct Metrics {
     pub stream_outcomes: Family<Counter>,
     pub inter_chunk_gap: Family<Histogram>,
     pub sessions: Family<Counter>,
+    /// Rendered when metering is on.
+    pub metering: Option<Arc<MeteringMetrics>>,
 }
 
 impl Metrics {
@@ -301,6 +404,7 @@ impl Metrics {
                 &["outcome"],
                 Counter::default,
             ),
+            metering: None,
         }
     }
 
@@ -329,6 +433,9 @@ impl Metrics {
         self.stream_outcomes.render(&mut out);
         self.inter_chunk_gap.render(&mut out);
         self.sessions.render(&mut out);
+        if let Some(metering) = &self.metering {
+            metering.render(&mut out);
+        }
         out
     }
 }

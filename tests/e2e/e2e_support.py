@@ -23,7 +23,16 @@ DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "llm-gateway"
 STARTUP_TIMEOUT = float(os.environ.get("E2E_STARTUP_TIMEOUT", "60"))
 
 # Environment variables of the gateway that must not leak in from the developer's shell.
-_GATEWAY_ENV_OVERRIDES = ("LLM_BACKEND", "LLM_REQUEST_TIMEOUT", "LLM_GATEWAY_LISTEN", "LLM_GATEWAY_CONFIG", "PORT")
+_GATEWAY_ENV_OVERRIDES = (
+    "LLM_BACKEND",
+    "LLM_REQUEST_TIMEOUT",
+    "LLM_GATEWAY_LISTEN",
+    "LLM_GATEWAY_CONFIG",
+    "PORT",
+    "OPENMETER_URL",
+    "OPENMETER_TOKEN",
+    "LLM_GATEWAY_OUTBOX_DIR",
+)
 
 
 def gateway_bin() -> str:

@@ -18,7 +18,8 @@ deployments with the same behaviour:
 ``slow-first-byte``  sleeps ``slow_first_byte_seconds`` before sending headers, then acts as ``echo``.
 ``drop-midstream``   streams two content chunks, then closes the socket without ``[DONE]``
                      (non-streaming: announces a Content-Length and closes half-way).
-``no-usage``         like ``echo`` but never reports usage, even when asked.
+``no-usage``         like ``echo`` but never reports usage, even when asked (embeddings too).
+``slow-stream``      like ``echo`` but a stream sends one event every ``SLOW_STREAM_GAP`` seconds.
 
 Every request is recorded (method, path, query, headers, parsed JSON body) so
 tests can assert what the gateway forwarded.
@@ -53,6 +54,7 @@ BEHAVIOURS = (
     "slow-first-byte",
     "drop-midstream",
     "no-usage",
+    "slow-stream",
 )
 
 CREATED = 1_700_000_000
@@ -66,6 +68,7 @@ ERR500_MESSAGE = "The server had an error while processing your request (mock er
 TGI_ERROR_MESSAGE = "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096 (mock tgi)"
 
 DROP_PIECES = ("Partial ", "answer")
+SLOW_STREAM_GAP = 0.05
 
 # Tool calls streamed by the ``tools`` behaviour: (id, name, argument fragments).
 TOOL_CALLS = (
@@ -494,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             }
             events.append(final)
-        self._send_events(events, split=(model == "split"))
+        self._send_events(events, split=(model == "split"), gap=SLOW_STREAM_GAP if model == "slow-stream" else 0.0)
 
     # ---------------- completions ----------------
 
@@ -577,23 +580,20 @@ class _Handler(BaseHTTPRequestHandler):
             emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
             tokens += words(item) if isinstance(item, str) else (len(item) if isinstance(item, list) else 1)
-        self.send_json(
-            200,
-            {
-                "object": "list",
-                "data": data,
-                "model": body["model"],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-        )
+        resp: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
+        if model != "no-usage":
+            resp["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        self.send_json(200, resp)
 
     # ---------------- shared stream writer ----------------
 
-    def _send_events(self, events: list[dict], split: bool) -> None:
+    def _send_events(self, events: list[dict], split: bool, gap: float = 0.0) -> None:
         self.start_stream()
         if not split:
             for ev in events:
                 self.write_chunk(sse(ev))
+                if gap:
+                    time.sleep(gap)
             self.write_chunk(b"data: [DONE]\n\n")
             self.end_stream()
             return

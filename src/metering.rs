@@ -1,0 +1,577 @@
+//! Metering: every finished request's tokens → CloudEvents → OpenMeter, none lost, none twice.
+//!
+//! ```text
+//! request path           │ background (never on the request path)
+//! observer.finished() ──►│ queue (bounded, memory) ─► writer thread ─► outbox (disk) ─► sender ─► OpenMeter
+//!   (a few clones)       │                            tokens per type,     segments +     batches, retries,
+//!                        │                            local counts, cost   cursor         dead letters
+//! ```
+//!
+//! The observer only enqueues. The writer thread turns each request into one event per non-zero
+//! token type (counting locally, flagged `estimated`, when the upstream gave no usage), prices
+//! it and appends it to the outbox; the sender delivers from the outbox. Event ids are fixed when
+//! the event is written, so every re-send (retry, replay after a crash) is de-duplicated by
+//! OpenMeter on (source, id). When the outbox reaches its disk cap the configured policy applies:
+//! refuse new requests with 503, or drop events with a metric and an error log.
+
+pub mod count;
+pub mod deliver;
+pub mod event;
+pub mod outbox;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::api::Usage;
+use crate::config::metering::{MeteringSettings, SubjectFrom, WhenFull};
+use crate::config::{Config, ProviderSpec};
+use crate::ctx::{Endpoint, Generated, Observer, Outcome, RequestCtx};
+use crate::error::GatewayError;
+use crate::providers::ModelInfo;
+use crate::telemetry::metrics::MeteringMetrics;
+use count::{Tokenizer, Tokenizers};
+use event::{Envelope, TokenType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeteringError {
+    #[error("metering outbox {dir}: {source}")]
+    Outbox { dir: String, source: std::io::Error },
+    #[error("metering tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("metering: building the OpenMeter client: {0}")]
+    Client(String),
+}
+
+/// One finished request, as the observer hands it over.
+#[derive(Debug)]
+pub struct Record {
+    pub request_id: Arc<str>,
+    pub unix_ms: u64,
+    pub subject: Arc<str>,
+    pub team: Arc<str>,
+    pub key_id: Arc<str>,
+    pub model: String,
+    pub deployment: String,
+    pub usage: Option<Usage>,
+    pub cached: bool,
+    /// Present when there is no usage: what a local count needs.
+    pub estimate: Option<EstimateInput>,
+}
+
+#[derive(Debug)]
+pub struct EstimateInput {
+    pub endpoint: Endpoint,
+    pub body: Bytes,
+    pub generated: Option<Generated>,
+}
+
+/// What the catalogue and the config say about one deployment.
+#[derive(Debug, Clone)]
+pub struct DeploymentFacts {
+    /// The vendor (`openai`, `anthropic`, ...) or, for a custom provider, its name.
+    pub provider: String,
+    pub info: ModelInfo,
+    pub tokenizer: String,
+}
+
+/// Deployment id (`provider/model`) → facts, for every configured deployment; ids made up at
+/// run time (a default backend serving any name) are resolved on the fly.
+#[derive(Debug, Default)]
+pub struct Deployments {
+    known: HashMap<String, Arc<DeploymentFacts>>,
+    providers: HashMap<String, Arc<ProviderSpec>>,
+    tokenizers: std::collections::BTreeMap<String, String>,
+    default_tokenizer: String,
+}
+
+impl Deployments {
+    pub fn new(config: &Config, settings: &MeteringSettings) -> Self {
+        let mut this = Self {
+            known: HashMap::new(),
+            providers: config
+                .providers
+                .values()
+                .chain(config.default_backend.iter())
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            tokenizers: settings.tokenizers.clone(),
+            default_tokenizer: settings.default_tokenizer.clone(),
+        };
+        for model in config.models.values() {
+            for d in &model.deployments {
+                let facts = this.resolve(&d.provider, &d.model, &d.id);
+                this.known.insert(d.id.clone(), Arc::new(facts));
+            }
+        }
+        this
+    }
+
+    fn resolve(&self, provider: &ProviderSpec, model: &str, id: &str) -> DeploymentFacts {
+        let info = provider.known_models.get(model).cloned().unwrap_or_default();
+        let tokenizer = self
+            .tokenizers
+            .get(id)
+            .or_else(|| self.tokenizers.get(model))
+            .cloned()
+            .or_else(|| info.tokenizer.clone())
+            .or_else(|| count::encoding_for_model(model).map(str::to_owned))
+            .unwrap_or_else(|| self.default_tokenizer.clone());
+        DeploymentFacts { provider: provider.vendor.clone().unwrap_or_else(|| provider.name.clone()), info, tokenizer }
+    }
+
+    pub fn facts(&self, id: &str) -> Arc<DeploymentFacts> {
+        if let Some(facts) = self.known.get(id) {
+            return facts.clone();
+        }
+        let (provider, model) = id.split_once('/').unwrap_or((id, ""));
+        Arc::new(match self.providers.get(provider) {
+            Some(p) => self.resolve(p, model, id),
+            None => DeploymentFacts {
+                provider: provider.to_owned(),
+                info: ModelInfo::default(),
+                tokenizer: self.tokenizers.get(model).cloned().unwrap_or_else(|| self.default_tokenizer.clone()),
+            },
+        })
+    }
+
+    /// Every tokenizer spec a request could need (loaded and checked at start).
+    pub fn tokenizer_specs(&self) -> impl Iterator<Item = &str> {
+        self.known
+            .values()
+            .map(|f| f.tokenizer.as_str())
+            .chain(self.tokenizers.values().map(String::as_str))
+            .chain(std::iter::once(self.default_tokenizer.as_str()))
+    }
+}
+
+/// How often the writer takes what the request path queued (the longest a finished request's
+/// events wait in memory before they are on disk, when no burst wakes the writer sooner).
+pub const WRITER_TICK: Duration = Duration::from_millis(2);
+/// Queued records that wake the writer at once.
+pub const WAKE_AT: usize = 256;
+
+/// The bounded hand-over between the request path and the writer thread.
+#[derive(Debug)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    records: VecDeque<Record>,
+    closed: bool,
+    /// The writer is asleep on the condition variable: only then does a push pay for a wake-up.
+    writer_waiting: bool,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Self { state: Mutex::default(), ready: Condvar::new(), len: AtomicUsize::new(0), capacity }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Never blocks beyond the lock; `false` (and the record dropped) when full or closed.
+    /// The writer is woken only for a burst (`WAKE_AT` records): otherwise it comes by every
+    /// `WRITER_TICK`, so a steady trickle of requests costs no thread wake-up each.
+    pub fn push(&self, record: Record) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.closed || state.records.len() >= self.capacity {
+            return false;
+        }
+        state.records.push_back(record);
+        self.len.store(state.records.len(), Ordering::Relaxed);
+        let wake = state.writer_waiting && state.records.len() >= WAKE_AT;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Everything queued, waiting at most `timeout` for something; and whether it is closed.
+    /// The queue is swapped out whole, so the lock is held for O(1) however long the backlog.
+    pub fn take(&self, timeout: Duration) -> (VecDeque<Record>, bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.records.is_empty() && !state.closed {
+            state.writer_waiting = true;
+            state = match self.ready.wait_timeout(state, timeout) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+            state.writer_waiting = false;
+        }
+        let records = std::mem::replace(&mut state.records, VecDeque::with_capacity(256));
+        self.len.store(0, Ordering::Relaxed);
+        (records, state.closed)
+    }
+
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The metering stage as the rest of the gateway sees it: an observer.
+pub struct Metering {
+    settings: Arc<MeteringSettings>,
+    queue: Arc<Queue>,
+    metrics: Arc<MeteringMetrics>,
+    /// Set by the writer while the outbox is at its cap.
+    full: Arc<AtomicBool>,
+}
+
+impl Observer for Metering {
+    fn admit(&self, _ctx: &RequestCtx) -> Result<(), GatewayError> {
+        if self.settings.when_full == WhenFull::Reject
+            && (self.full.load(Ordering::Relaxed) || self.queue.len() >= self.settings.queue_capacity * 3 / 4)
+        {
+            self.metrics.rejected_requests.inc();
+            return Err(GatewayError::MeteringFull(
+                "The gateway cannot record usage right now (its metering outbox is full); retry shortly.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
+        let Some(principal) = &ctx.principal else { return };
+        let Some(deployment) = &ctx.deployment else { return };
+        // Without usage, only an answer that started (a 200) generated anything to count.
+        if outcome.usage.is_none() && outcome.status != 200 {
+            return;
+        }
+        let estimate = match outcome.usage {
+            Some(_) => None,
+            None => Some(EstimateInput {
+                endpoint: ctx.endpoint,
+                body: ctx.body.clone(),
+                generated: outcome.generated.clone(),
+            }),
+        };
+        let record = Record {
+            request_id: ctx.request_id.clone(),
+            unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default(),
+            subject: match self.settings.subject {
+                SubjectFrom::Team => principal.team.clone(),
+                SubjectFrom::KeyId => principal.key_id.clone(),
+            },
+            team: principal.team.clone(),
+            key_id: principal.key_id.clone(),
+            model: ctx.client_model.clone(),
+            deployment: deployment.clone(),
+            usage: outcome.usage,
+            cached: outcome.cached,
+            estimate,
+        };
+        let usage = record.usage;
+        if !self.queue.push(record) {
+            let events = usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64;
+            self.metrics.dropped_queue_full.add(events);
+            tracing::error!(
+                request_id = %ctx.request_id,
+                events,
+                "metering: the in-memory queue is full; this request's usage events are dropped"
+            );
+        } else {
+            self.metrics.queued.inc();
+            self.metrics.queue_depth.set(self.queue.len() as i64);
+        }
+    }
+}
+
+/// The running pipeline (writer thread + sender task), owned by `app::Background`.
+pub struct Running {
+    queue: Arc<Queue>,
+    stopping: tokio::sync::watch::Sender<bool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    sender: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Flushes on shutdown: the writer drains the queue into the outbox (synced), the sender
+    /// delivers what it can within `within`; the rest stays on disk for the next start.
+    pub async fn shutdown(mut self, within: Duration) {
+        self.queue.close();
+        let _ = self.stopping.send(true);
+        let deadline = tokio::time::Instant::now() + within;
+        if let Some(writer) = self.writer.take() {
+            let joined = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                tracing::error!("metering: the outbox writer did not finish in time");
+            }
+        }
+        if let Some(mut sender) = self.sender.take() {
+            match tokio::time::timeout_at(deadline, &mut sender).await {
+                Ok(_) => tracing::info!("metering: flushed"),
+                Err(_) => {
+                    sender.abort();
+                    tracing::warn!("metering: undelivered events stay in the outbox for the next start");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.queue.close();
+        let _ = self.stopping.send(true);
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+        }
+        // The writer ends by itself once the queue is closed and drained.
+    }
+}
+
+/// Opens the outbox, loads tokenizers, and starts the writer thread and the sender task (call
+/// inside the runtime). Returns the observer and the handle that stops them.
+pub fn start(
+    config: &Config,
+    settings: &MeteringSettings,
+    metrics: Arc<MeteringMetrics>,
+) -> Result<(Arc<Metering>, Running), MeteringError> {
+    let settings = Arc::new(settings.clone());
+    let deployments = Deployments::new(config, &settings);
+    let tokenizers = Tokenizers::load(deployments.tokenizer_specs()).map_err(MeteringError::Tokenizer)?;
+    let shared = Arc::new(outbox::Shared::default());
+    let dir = settings.outbox_dir.clone();
+    let (writer, reader, recovered) = outbox::open(&dir, settings.segment_bytes, settings.fsync, shared.clone())
+        .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
+    metrics.undelivered.set(recovered.undelivered as i64);
+    metrics.outbox_bytes.set(shared.bytes.load(Ordering::Relaxed) as i64);
+    if recovered.undelivered > 0 || recovered.truncated_bytes > 0 {
+        tracing::info!(
+            undelivered = recovered.undelivered,
+            torn_bytes_cut = recovered.truncated_bytes,
+            dir = %dir.display(),
+            "metering: replaying the outbox"
+        );
+    }
+    let client = reqwest::Client::builder()
+        .timeout(settings.openmeter.timeout)
+        .connect_timeout(settings.openmeter.timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("llm-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| MeteringError::Client(e.to_string()))?;
+    let queue = Arc::new(Queue::new(settings.queue_capacity));
+    let full = Arc::new(AtomicBool::new(false));
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let sender = deliver::Sender {
+        settings: settings.clone(),
+        client,
+        reader,
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        stopping: stopping_rx,
+        dead_letter: dir.join(deliver::DEAD_LETTER_FILE),
+    };
+    let pipeline = Pipeline {
+        settings: settings.clone(),
+        deployments,
+        tokenizers,
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+        full: full.clone(),
+        shared,
+    };
+    let writer = std::thread::Builder::new()
+        .name("metering-outbox".into())
+        .spawn(move || pipeline.run(writer))
+        .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
+    let sender = tokio::spawn(sender.run());
+    let observer = Arc::new(Metering { settings, queue: queue.clone(), metrics, full });
+    Ok((observer, Running { queue, stopping: stopping_tx, writer: Some(writer), sender: Some(sender) }))
+}
+
+/// The writer thread: records → event lines → outbox.
+pub struct Pipeline {
+    pub settings: Arc<MeteringSettings>,
+    pub deployments: Deployments,
+    pub tokenizers: Tokenizers,
+    pub queue: Arc<Queue>,
+    pub metrics: Arc<MeteringMetrics>,
+    pub full: Arc<AtomicBool>,
+    pub shared: Arc<outbox::Shared>,
+}
+
+impl Pipeline {
+    pub fn run(self, mut writer: outbox::Writer) {
+        let mut held: VecDeque<Record> = VecDeque::new();
+        let mut lines: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
+        let mut closed_since: Option<std::time::Instant> = None;
+        let mut last_full_log: Option<std::time::Instant> = None;
+        loop {
+            let wait = if held.is_empty() { writer.sync_due_in().min(WRITER_TICK) } else { Duration::from_millis(50) };
+            let (records, closed) = self.queue.take(wait.max(Duration::from_millis(1)));
+            self.metrics.queue_depth.set(self.queue.len() as i64);
+            held.extend(records);
+            lines.clear();
+            let mut events = 0u64;
+            let mut blocked = false;
+            while let Some(record) = held.front() {
+                record_lines.clear();
+                let n = self.lines_of(record, &mut record_lines);
+                let on_disk = self.shared.bytes.load(Ordering::Relaxed);
+                if on_disk + (lines.len() + record_lines.len()) as u64 > self.settings.max_outbox_bytes {
+                    if self.settings.when_full == WhenFull::Drop {
+                        self.metrics.dropped_outbox_full.add(n);
+                        if last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            last_full_log = Some(std::time::Instant::now());
+                            tracing::error!(
+                                max_outbox_bytes = self.settings.max_outbox_bytes,
+                                "metering: the outbox is full; usage events are being DROPPED (when_full: drop)"
+                            );
+                        }
+                        held.pop_front();
+                        continue;
+                    }
+                    blocked = true;
+                    break;
+                }
+                lines.extend_from_slice(&record_lines);
+                events += n;
+                held.pop_front();
+            }
+            if !lines.is_empty() {
+                // The events exist only here: keep trying (the queue fills meanwhile, and under
+                // `when_full: reject` admission refuses new requests) rather than drop them.
+                let mut failures = 0u32;
+                while let Err(e) = writer.append(&lines) {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::error!(error = %e, events, "metering: cannot write the outbox; retrying");
+                    }
+                    if closed && failures >= 10 {
+                        self.metrics.dropped_outbox_full.add(events);
+                        tracing::error!(
+                            events,
+                            "metering: stopping without being able to write the outbox; usage events lost"
+                        );
+                        events = 0;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                self.metrics.persisted.add(events);
+                self.metrics.undelivered.add(events as i64);
+            }
+            if let Err(e) = writer.maybe_sync() {
+                tracing::error!(error = %e, "metering: cannot sync the outbox");
+            }
+            self.metrics.outbox_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
+            if blocked && let Err(e) = writer.seal() {
+                tracing::error!(error = %e, "metering: cannot start a new outbox segment");
+            }
+            let was_full = self.full.swap(blocked, Ordering::Relaxed);
+            self.metrics.outbox_full.set(i64::from(blocked));
+            if blocked && !was_full {
+                tracing::error!(
+                    max_outbox_bytes = self.settings.max_outbox_bytes,
+                    "metering: the outbox is full; new requests are refused with 503 until it drains (when_full: reject)"
+                );
+            } else if was_full && !blocked {
+                tracing::info!("metering: the outbox has room again");
+            }
+            if closed {
+                let since = *closed_since.get_or_insert_with(std::time::Instant::now);
+                let give_up = blocked && since.elapsed() > Duration::from_secs(5);
+                if held.is_empty() || give_up {
+                    if give_up {
+                        let lost: u64 =
+                            held.iter().map(|r| r.usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64).sum();
+                        self.metrics.dropped_outbox_full.add(lost);
+                        tracing::error!(events = lost, "metering: stopping with a full outbox; usage events lost");
+                    }
+                    if let Err(e) = writer.close() {
+                        tracing::error!(error = %e, "metering: cannot sync the outbox at shutdown");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends a record's event lines; returns how many.
+    pub fn lines_of(&self, record: &Record, out: &mut Vec<u8>) -> u64 {
+        let facts = self.deployments.facts(&record.deployment);
+        let (parts, estimated) = match (&record.usage, &record.estimate) {
+            (Some(usage), _) => (event::split(usage), false),
+            (None, Some(input)) => {
+                let tokenizer =
+                    self.tokenizers.get(&facts.tokenizer).or_else(|| self.tokenizers.get(count::ENCODINGS[0]));
+                match tokenizer {
+                    Some(t) => (estimate(input, &t), true),
+                    None => return 0,
+                }
+            }
+            (None, None) => return 0,
+        };
+        if parts.is_empty() {
+            return 0;
+        }
+        let uid = format!("{:032x}", fastrand::u128(..));
+        let time = event::rfc3339_millis(record.unix_ms);
+        let envelope = Envelope {
+            uid: &uid,
+            source: &self.settings.source,
+            event_type: &self.settings.event_type,
+            subject: &record.subject,
+            time: &time,
+            model: &record.model,
+            deployment: &record.deployment,
+            provider: &facts.provider,
+            key_id: &record.key_id,
+            team: &record.team,
+            request_id: &record.request_id,
+            cached: record.cached,
+            estimated,
+        };
+        for (token_type, tokens) in &parts {
+            // A gateway cache hit costs the gateway nothing upstream.
+            let cost = if record.cached { 0 } else { tokens.saturating_mul(token_type.price(&facts.info)) };
+            event::write_line(out, &envelope, *token_type, *tokens, cost);
+        }
+        if estimated {
+            self.metrics.estimated.add(parts.len() as u64);
+        }
+        parts.len() as u64
+    }
+}
+
+/// Counts a request locally: the prompt from its body, the output from what was generated.
+pub fn estimate(input: &EstimateInput, tokenizer: &Tokenizer) -> Vec<(TokenType, u64)> {
+    let prompt = count::prompt_tokens(&input.body, tokenizer);
+    let output = match &input.generated {
+        Some(g) if input.endpoint != Endpoint::Embeddings => {
+            let text = (g.text)(&g.fragments);
+            let counted = tokenizer.count(&text, false);
+            if g.overflow_bytes > 0 && !g.fragments.is_empty() {
+                // Past the capture cap: extrapolate at the rate of what was kept.
+                let total = g.fragments.len() as u64 + g.overflow_bytes;
+                counted.saturating_mul(total) / g.fragments.len() as u64
+            } else {
+                counted
+            }
+        }
+        _ => 0,
+    };
+    [(TokenType::Input, prompt), (TokenType::Output, output)].into_iter().filter(|(_, n)| *n > 0).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Billable facts and their CloudEvents: usage → disjoint token counts per type → cost in
+//! nano-dollars → one JSON CloudEvent per non-zero type, written as one outbox line.
+
+use serde::Serialize;
+
+use crate::api::Usage;
+use crate::providers::ModelInfo;
+
+/// OpenMeter's LLM token types. The five are disjoint: their sum is the request's total, so a
+/// SUM meter over all types never counts a token twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TokenType {
+    /// Prompt tokens neither read from nor written to the provider's prompt cache.
+    Input,
+    /// Completion tokens other than reasoning.
+    Output,
+    CacheRead,
+    CacheWrite,
+    Reasoning,
+}
+
+impl TokenType {
+    pub const ALL: [TokenType; 5] =
+        [TokenType::Input, TokenType::Output, TokenType::CacheRead, TokenType::CacheWrite, TokenType::Reasoning];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Input => "input",
+            TokenType::Output => "output",
+            TokenType::CacheRead => "cache_read",
+            TokenType::CacheWrite => "cache_write",
+            TokenType::Reasoning => "reasoning",
+        }
+    }
+
+    /// Nano-dollars per token from the catalogue; cache and reasoning fall back to the input or
+    /// output price when the catalogue has no dedicated one.
+    pub fn price(self, info: &ModelInfo) -> u64 {
+        let input = info.input_nanos_per_token.unwrap_or(0);
+        let output = info.output_nanos_per_token.unwrap_or(0);
+        match self {
+            TokenType::Input => input,
+            TokenType::Output | TokenType::Reasoning => output,
+            TokenType::CacheRead => info.cached_input_nanos_per_token.unwrap_or(input),
+            TokenType::CacheWrite => info.cache_write_nanos_per_token.unwrap_or(input),
+        }
+    }
+}
+
+/// Splits OpenAI-semantics usage (`prompt_tokens` includes cached and cache-write tokens,
+/// `completion_tokens` includes reasoning) into disjoint per-type counts, zeros left out.
+pub fn split(usage: &Usage) -> Vec<(TokenType, u64)> {
+    let cache_read = usage.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or(0);
+    let cache_write = usage.prompt_tokens_details.map(|d| d.cache_write_tokens).unwrap_or(0);
+    // Some servers report details that exceed the total they belong to: never go negative, and
+    // never let a detail claim more than its total.
+    let cache_read = cache_read.min(usage.prompt_tokens);
+    let cache_write = cache_write.min(usage.prompt_tokens - cache_read);
+    let reasoning =
+        usage.completion_tokens_details.map(|d| d.reasoning_tokens).unwrap_or(0).min(usage.completion_tokens);
+    [
+        (TokenType::Input, usage.prompt_tokens - cache_read - cache_write),
+        (TokenType::Output, usage.completion_tokens - reasoning),
+        (TokenType::CacheRead, cache_read),
+        (TokenType::CacheWrite, cache_write),
+        (TokenType::Reasoning, reasoning),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect()
+}
+
+/// Everything about one finished request that its events share.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    /// Gateway-generated, unique per request: the CloudEvent ids derive from it.
+    pub uid: &'a str,
+    pub source: &'a str,
+    pub event_type: &'a str,
+    pub subject: &'a str,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: &'a str,
+    pub model: &'a str,
+    pub deployment: &'a str,
+    pub provider: &'a str,
+    pub key_id: &'a str,
+    pub team: &'a str,
+    pub request_id: &'a str,
+    pub cached: bool,
+    pub estimated: bool,
+}
+
+#[derive(Serialize)]
+struct CloudEvent<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    subject: &'a str,
+    time: &'a str,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    tokens: u64,
+    #[serde(rename = "type")]
+    token_type: &'static str,
+    model: &'a str,
+    deployment: &'a str,
+    provider: &'a str,
+    key_id: &'a str,
+    team: &'a str,
+    cached: bool,
+    estimated: bool,
+    cost_nanos: u64,
+    request_id: &'a str,
+}
+
+/// The CloudEvent id of one billable fact.
+pub fn event_id(uid: &str, token_type: TokenType) -> String {
+    format!("{uid}:{}", token_type.as_str())
+}
+
+/// Appends one CloudEvent as a single JSON line (`\n`-terminated) to `out`.
+pub fn write_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, token_type: TokenType, tokens: u64, cost_nanos: u64) {
+    let id = event_id(envelope.uid, token_type);
+    let event = CloudEvent {
+        specversion: "1.0",
+        id: &id,
+        source: envelope.source,
+        kind: envelope.event_type,
+        subject: envelope.subject,
+        time: envelope.time,
+        data: Data {
+            tokens,
+            token_type: token_type.as_str(),
+            model: envelope.model,
+            deployment: envelope.deployment,
+            provider: envelope.provider,
+            key_id: envelope.key_id,
+            team: envelope.team,
+            cached: envelope.cached,
+            estimated: envelope.estimated,
+            cost_nanos,
+            request_id: envelope.request_id,
+        },
+    };
+    // Serialising plain strings and integers cannot fail; a JSON string never holds a raw newline.
+    if serde_json::to_writer(&mut *out, &event).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// `2026-11-26T08:18:07.123Z` for a Unix time in milliseconds.
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, unix_ms % 1000)
+}
+
+/// The inverse of `rfc3339_millis` (that exact shape only).
+pub fn parse_rfc3339_millis(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<u64>().ok();
+    let days = days_from_civil(num(0..4)? as i64, num(5..7)?, num(8..10)?);
+    let secs = u64::try_from(days).ok()? * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    Some(secs * 1000 + num(20..23)?)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u64, u64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097) as u64;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe as i64 + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400) as u64;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe as i64 - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::openai::{CompletionTokensDetails, PromptTokensDetails};
+
+    fn usage(prompt: u64, completion: u64, cached: u64, cache_write: u64, reasoning: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: cached, cache_write_tokens: cache_write }),
+            completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: reasoning }),
+        }
+    }
+
+    #[test]
+    fn types_are_disjoint_and_sum_to_the_total() {
+        let u = usage(1000, 300, 600, 100, 120);
+        let parts = split(&u);
+        assert_eq!(
+            parts,
+            vec![
+                (TokenType::Input, 300),
+                (TokenType::Output, 180),
+                (TokenType::CacheRead, 600),
+                (TokenType::CacheWrite, 100),
+                (TokenType::Reasoning, 120)
+            ]
+        );
+        assert_eq!(parts.iter().map(|(_, n)| n).sum::<u64>(), u.total_tokens);
+        // Plain usage: two events; absurd details are clamped, never negative.
+        assert_eq!(split(&usage(5, 1, 0, 0, 0)), vec![(TokenType::Input, 5), (TokenType::Output, 1)]);
+        assert_eq!(split(&usage(5, 1, 9, 9, 9)), vec![(TokenType::CacheRead, 5), (TokenType::Reasoning, 1)]);
+        assert!(split(&Usage::default()).is_empty());
+    }
+
+    #[test]
+    fn prices_fall_back_sensibly() {
+        let info = ModelInfo {
+            input_nanos_per_token: Some(2500),
+            output_nanos_per_token: Some(10_000),
+            cached_input_nanos_per_token: Some(1250),
+            ..Default::default()
+        };
+        assert_eq!(TokenType::Input.price(&info), 2500);
+        assert_eq!(TokenType::CacheRead.price(&info), 1250);
+        assert_eq!(TokenType::CacheWrite.price(&info), 2500);
+        assert_eq!(TokenType::Reasoning.price(&info), 10_000);
+        assert_eq!(TokenType::Output.price(&ModelInfo::default()), 0);
+    }
+
+    #[test]
+    fn an_event_line_is_one_cloudevent_with_the_documented_data() {
+        let envelope = Envelope {
+            uid: "0af",
+            source: "llm-gateway/gw-0",
+            event_type: "llm.tokens",
+            subject: "team-a",
+            time: "2026-11-26T08:18:07.123Z",
+            model: "gpt-4o-mini",
+            deployment: "openai/gpt-4o-mini",
+            provider: "openai",
+            key_id: "k1",
+            team: "team-a",
+            request_id: "req_1",
+            cached: false,
+            estimated: true,
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, &envelope, TokenType::CacheRead, 7, 525);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["id"], "0af:cache_read");
+        assert_eq!(v["type"], "llm.tokens");
+        assert_eq!(v["subject"], "team-a");
+        let data = &v["data"];
+        assert_eq!(data["tokens"], 7);
+        assert_eq!(data["type"], "cache_read");
+        assert_eq!(data["cost_nanos"], 525);
+        assert_eq!(data["estimated"], true);
+        assert_eq!(data["request_id"], "req_1");
+        assert_eq!(v.as_object().unwrap().len(), 7, "no extension attributes: {v}");
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_001), "2000-02-29T00:00:00.001Z");
+        assert_eq!(rfc3339_millis(1_795_681_087_123), "2026-11-26T08:18:07.123Z");
+        for ms in [0, 951_782_400_001, 1_795_681_087_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339_millis("2026-11-26T08:18:07Z"), None);
+    }
+}
