@@ -308,7 +308,9 @@ async fn serve(
     }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let span = &ctx.span;
-    tracing_otlp::rename(span, format!("{} {}", ctx.endpoint.operation(), request.model));
+    if !span.is_disabled() {
+        tracing_otlp::rename(span, format!("{} {}", ctx.endpoint.operation(), request.model));
+    }
     span.record(genai::REQUEST_MODEL, request.model.as_str());
     span.record(genai::REQUEST_STREAM, request.stream);
     span.record("llm_gateway.team", &*principal.team);

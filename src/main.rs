@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+// Many small, short-lived allocations per request (headers, JSON members, frames): glibc's
+// allocator spent ~10% of the gateway's CPU under load; mimalloc is much cheaper there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use llm_gateway::config::{Config, ProcessEnv};
 use llm_gateway::{app, server, telemetry};
 

@@ -28,6 +28,10 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct Upstreams {
     clients: HashMap<String, reqwest::Client>,
+    /// Parsed upstream URLs by (provider, path): parsing (with IDNA) on every request showed up
+    /// at ~2% of the gateway's CPU under load.
+    /// Keyed by the provider's address (providers live in `Arc`s for the config's lifetime).
+    urls: std::sync::RwLock<HashMap<(usize, &'static str), reqwest::Url>>,
 }
 
 impl Upstreams {
@@ -47,7 +51,7 @@ impl Upstreams {
                 .map_err(|e| GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name)))?;
             clients.insert(provider.name.clone(), client);
         }
-        Ok(Self { clients })
+        Ok(Self { clients, urls: Default::default() })
     }
 
     /// Sends `body` to the deployment and waits for the status line and headers, at most the
@@ -55,7 +59,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         deployment: &DeploymentSpec,
-        path: &str,
+        path: &'static str,
         body: Bytes,
         forward_headers: &HeaderMap,
         deadline: Instant,
@@ -65,14 +69,7 @@ impl Upstreams {
             .clients
             .get(&provider.name)
             .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))?;
-        let url = format!("{}{}", provider.base_url, path);
-        // Without query parameters, no bare `?` either.
-        let parsed = if provider.query.is_empty() {
-            reqwest::Url::parse(&url)
-        } else {
-            reqwest::Url::parse_with_params(&url, &provider.query)
-        };
-        let url = parsed.map_err(|e| GatewayError::Internal(format!("provider {} URL {url:?}: {e}", provider.name)))?;
+        let url = self.url(provider, path)?;
         let mut request = client
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -115,6 +112,24 @@ impl Upstreams {
 }
 
 impl Upstreams {
+    fn url(&self, provider: &ProviderSpec, path: &'static str) -> Result<reqwest::Url, GatewayError> {
+        let key = (std::ptr::from_ref(provider) as usize, path);
+        if let Some(url) = self.urls.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(url.clone());
+        }
+        let text = format!("{}{}", provider.base_url, path);
+        // Without query parameters, no bare `?` either.
+        let parsed = if provider.query.is_empty() {
+            reqwest::Url::parse(&text)
+        } else {
+            reqwest::Url::parse_with_params(&text, &provider.query)
+        };
+        let url =
+            parsed.map_err(|e| GatewayError::Internal(format!("provider {} URL {text:?}: {e}", provider.name)))?;
+        self.urls.write().unwrap_or_else(|p| p.into_inner()).insert(key, url.clone());
+        Ok(url)
+    }
+
     /// An active health probe: `GET {base_url}{path}` with the provider's credentials.
     pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
         let client = self.clients.get(&provider.name).ok_or("no client")?;
