@@ -5,17 +5,20 @@
 //! | server     | socket, `x-request-id`                  | `RequestId`, response `x-request-id`|
 //! | ingress    | body (bounded), endpoint                | `RequestCtx`, `ParsedRequest`       |
 //! | auth       | `Authorization` / `x-api-key`           | `Principal`                         |
+//! | cache      | principal, resolved model, body, headers| `CacheStatus`; a hit answers here   |
 //! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
 //! | upstream   | provider (URL, key, timeouts)           | `UpstreamResponse`                  |
 //! | stream     | upstream body                           | client frames; one `StreamEnd`      |
 //! | observers  | `RequestCtx` + `Outcome`                | the request log line                |
+//! | cache fill | the answer (whole, or frames + end)     | exact key, semantic entry, log      |
 
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 
 use crate::auth::Authenticator;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::ingress::{self, Gateway};
@@ -45,15 +48,25 @@ impl Background {
 pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
     let metrics = Arc::new(Metrics::new(known_models, config.telemetry.team_label));
+    let cache = match &config.cache {
+        Some(settings) => {
+            Some(Arc::new(Cache::new(settings, config).map_err(|e| GatewayError::Internal(e.to_string()))?))
+        }
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         auth: Authenticator::new(config),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
+        cache: cache.clone(),
         observers: vec![Arc::new(RequestLog), Arc::new(RequestMetrics(metrics.clone()))],
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(cache) = &cache {
+        cache.spawn_background(&mut tasks);
+    }
     for provider in config.providers.values() {
         if let Some(check) = provider.health_check.clone() {
             let gateway = gateway.clone();
@@ -115,7 +128,11 @@ async fn prometheus(
     for deployment in gateway.router.deployments() {
         metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
     }
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+    let mut text = metrics.render();
+    if let Some(cache) = &gateway.cache {
+        cache.render_metrics(&mut text);
+    }
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 /// Ready once the configuration is loaded and the upstream clients are built, which is true for

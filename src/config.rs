@@ -1,6 +1,7 @@
 //! Configuration: the YAML file (strict, see `raw`), the original service's environment
 //! variables as an overlay, secrets by reference, all validated into immutable runtime types.
 
+pub mod cache;
 pub mod duration;
 pub mod raw;
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// Shared state for replicas; `None` = in-process only.
     pub valkey: Option<ValkeySettings>,
+    /// Response caching (exact and semantic); `None` = off.
+    pub cache: Option<cache::CacheSettings>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -557,6 +560,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
 
     let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
+    let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     Ok(Config {
         server,
         keys,
@@ -567,6 +571,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         aliases: raw.aliases,
         telemetry,
         valkey,
+        cache,
         warnings,
     })
 }

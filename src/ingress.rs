@@ -19,8 +19,9 @@ use crate::adapter::{mock, openai};
 use crate::api::ErrorBody;
 use crate::api::openai::{ModelEntry, ModelList};
 use crate::auth::{Authenticator, Principal};
+use crate::cache::{self, Cache, Fill, Lookup, StreamFill};
 use crate::config::{DeploymentSpec, Dialect};
-use crate::ctx::{Endpoint, Observer, Outcome, RequestCtx};
+use crate::ctx::{CacheStatus, Endpoint, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
@@ -33,6 +34,8 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub router: Router,
     pub upstreams: Upstreams,
+    /// Exact and semantic answers; `None` = no cache configured.
+    pub cache: Option<Arc<Cache>>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
     pub started_unix: u64,
@@ -122,6 +125,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         client_wants_usage: false,
         deployment: None,
         attempts: 0,
+        cache: CacheStatus::Off,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
@@ -132,11 +136,14 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             finish(&gw, &ctx, &Outcome { error: None, ..outcome });
             response
         }
-        Ok((Served::Stream(relay, first), guard)) => {
+        Ok((Served::Stream(relay, first, fill), guard)) => {
             let ctx = Arc::new(ctx);
             let hook_gw = gw.clone();
             let hook_ctx = ctx.clone();
             let on_end = Box::new(move |end: StreamEnd| {
+                if let Some(fill) = fill {
+                    fill.end(end.error.is_none() && !end.client_gone, end.usage);
+                }
                 // A failure after the first byte cannot be retried, but the breaker counts it.
                 if let Some(guard) = guard {
                     match end.error {
@@ -186,11 +193,31 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
     if ctx.attempts > 0 {
         headers.insert(ATTEMPTS_HEADER, HeaderValue::from(ctx.attempts));
     }
+    cache::status_headers(headers, ctx.cache);
 }
 
 enum Served {
     Whole(Response, Option<crate::api::Usage>),
-    Stream(Box<Relay>, Bytes),
+    /// The relay, its first frame, and the cache's assembly of it (a miss to store).
+    Stream(Box<Relay>, Bytes, Option<StreamFill>),
+}
+
+/// Lets the cache see the answer of a miss: a whole body now, a stream frame by frame.
+async fn fill_from(served: Served, fill: Fill) -> Served {
+    match served {
+        Served::Whole(response, usage) => {
+            let (parts, body) = response.into_parts();
+            // The body is already in memory (built from the upstream's JSON).
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            fill.whole(&bytes);
+            Served::Whole(Response::from_parts(parts, Body::from(bytes)), usage)
+        }
+        Served::Stream(mut relay, first, _) => {
+            let (stream_fill, tap) = fill.stream(&first);
+            relay.set_tap(tap);
+            Served::Stream(relay, first, Some(stream_fill))
+        }
+    }
 }
 
 async fn serve(
@@ -206,6 +233,15 @@ async fn serve(
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    // (Limits admit the request before this point: a cache hit still counts as a request.)
+    let mut fill = None;
+    if let Some(cache) = &gw.cache {
+        let group = gw.router.model_group(&principal, &request.model);
+        match cache.lookup(ctx, group.as_deref(), &request.body, headers).await {
+            Lookup::Hit(response, usage) => return Ok((Served::Whole(response, usage), None)),
+            Lookup::Miss(f) => fill = f,
+        }
+    }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let plan = gw.router.plan(&principal, &request.model, shape)?;
 
@@ -231,6 +267,10 @@ async fn serve(
         }
         match result {
             Ok(served) => {
+                let served = match fill.take() {
+                    Some(fill) => fill_from(served, fill).await,
+                    None => served,
+                };
                 if let Served::Whole(..) = served {
                     guard.success();
                     return Ok((served, None));
@@ -353,7 +393,7 @@ async fn attempt(
             detail: "the stream ended before any event".into(),
         })?;
         guard.first_byte();
-        return Ok(Served::Stream(Box::new(relay), first));
+        return Ok(Served::Stream(Box::new(relay), first, None));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
     let (json, usage) =

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// Absent = single replica, in-process state only.
     pub valkey: Option<RawValkey>,
+    /// Response caching; absent = off.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]
