@@ -30,25 +30,30 @@ async fn upstream() -> std::net::SocketAddr {
     addr
 }
 
+async fn send(
+    client: reqwest::Client,
+    url: String,
+    body: bytes::Bytes,
+    headers: &'static [(&'static str, &'static str)],
+) {
+    let mut request = client.post(url).bearer_auth("sk-bench").header("content-type", "application/json").body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.unwrap();
+    assert!(response.status().is_success());
+    response.bytes().await.unwrap();
+}
+
 async fn load(name: &str, url: String, headers: &'static [(&'static str, &'static str)]) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
     let body = serde_json::to_vec(&serde_json::json!({
         "model": "gpt", "messages": [{"role": "user", "content": "What is the refund policy?"}]}))
     .unwrap();
     let body = bytes::Bytes::from(body);
-    let send = |client: reqwest::Client, url: String, body: bytes::Bytes| async move {
-        let mut request =
-            client.post(url).bearer_auth("sk-bench").header("content-type", "application/json").body(body);
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = request.send().await.unwrap();
-        assert!(response.status().is_success());
-        response.bytes().await.unwrap();
-    };
     // Warm up (and fill the cache).
     for _ in 0..CONNECTIONS {
-        send(client.clone(), url.clone(), body.clone()).await;
+        send(client.clone(), url.clone(), body.clone(), headers).await;
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -59,7 +64,7 @@ async fn load(name: &str, url: String, headers: &'static [(&'static str, &'stati
                 let mut latencies = Vec::new();
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REQUESTS {
                     let t = Instant::now();
-                    send(client.clone(), url.clone(), body.clone()).await;
+                    send(client.clone(), url.clone(), body.clone(), headers).await;
                     latencies.push(t.elapsed());
                 }
                 latencies

@@ -605,7 +605,7 @@ impl Fill {
 
     /// Starts assembling a streamed answer from its first client frame; feed the rest through
     /// the returned tap, then call `StreamFill::end`.
-    pub fn stream(self, first: &[u8]) -> (StreamFill, Box<dyn FnMut(&[u8]) + Send>) {
+    pub fn stream(self, first: &[u8]) -> (StreamFill, crate::stream::FrameTap) {
         let mut assembler = Assembler::new(self.cache.settings.max_entry_bytes);
         assembler.frame(first);
         let assembler = Arc::new(Mutex::new(Some(assembler)));

@@ -120,7 +120,7 @@ impl Kv {
         if let Conn::Single(_) = &self.conn {
             return Ok(vec![None]);
         }
-        let nodes: String = self.query(&redis::cmd("CLUSTER").arg("NODES")).await?;
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
         let mut out = Vec::new();
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();

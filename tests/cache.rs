@@ -254,6 +254,14 @@ async fn teams_and_partitions_never_share_answers() {
     // The negation scores 0.93 with this model: below the default threshold.
     assert_eq!(ask(&gw, "sk-test", chat("How do I NOT reset my password?"), &[]).await.cache, "miss");
 
+    // A negation MiniLM scores at 0.971 (above the threshold) is refused by the lexical guard.
+    assert_eq!(ask(&gw, "sk-test", chat("Should I restart the server?"), &[]).await.cache, "miss");
+    wait_metric(&gw, STORED, 4.0, Duration::from_secs(5)).await;
+    let negated = ask(&gw, "sk-test", chat("Should I not restart the server?"), &[]).await;
+    assert_eq!(negated.cache, "miss", "{}", negated.body);
+    assert_eq!(negated.content(), "ok: Should I not restart the server?");
+    assert_eq!(metric(&gw, "llm_gateway_cache_guard_rejects_total{reason=\"negation\"}").await, 1.0);
+
     // The same last message under anything else that changes the answer never hits.
     let mut other_system = chat(q);
     other_system["messages"][0]["content"] = json!("You are a pirate.");
