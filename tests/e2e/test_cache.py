@@ -97,7 +97,7 @@ def test_stream_replay_reads_like_the_original(cached: Gateway, upstream: MockOp
     assert res.status == 200
     assert res.headers["x-llm-gateway-cache"] == "hit"
     res.assert_terminated()
-    for chunk in res.chunks():
+    for chunk in res.chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
 
 
