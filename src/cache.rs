@@ -20,6 +20,7 @@
 pub mod assemble;
 pub mod embed;
 pub mod entry;
+pub mod fill;
 pub mod guard;
 pub mod index;
 pub mod key;
@@ -29,8 +30,8 @@ pub mod shared;
 pub mod sync;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -43,13 +44,14 @@ use crate::config::cache::{CacheSettings, IndexMode, SemanticSettings};
 use crate::config::{Config, ValkeySettings};
 use crate::ctx::{CacheStatus, Endpoint, RequestCtx};
 use crate::kv::{Kv, KvError};
-use assemble::Assembler;
 use embed::{EmbedError, Embeddings};
 use entry::Stored;
 use index::Index;
-use key::{PartitionId, RequestKey, SemanticKey, SemanticRules, Skip};
+use key::{PartitionId, SemanticKey, SemanticRules, Skip};
 use metrics::CacheMetrics;
 use shared::Shared;
+
+pub use fill::{Fill, StreamFill, entry_id};
 
 /// Response header: `hit`, `semantic-hit`, `miss` or `bypass`.
 pub const CACHE_HEADER: &str = "x-llm-gateway-cache";
@@ -92,6 +94,9 @@ struct Semantic {
     local: Option<moka::future::Cache<u64, Arc<Stored>>>,
     /// The valkey-search module answers KNN queries (decided at start-up).
     module: AtomicBool,
+    /// The embedder's vector width, once seen (0 before): lets a lookup find out that its
+    /// partition is empty without embedding anything.
+    dims: AtomicUsize,
 }
 
 /// The outcome of a lookup.
@@ -170,6 +175,7 @@ impl Cache {
                 index: Arc::new(Index::new(s.max_vectors, s.hnsw_min_vectors)),
                 local: shared.is_none().then(|| answers_cache(settings.exact.l1_max_bytes, None)),
                 module: AtomicBool::new(false),
+                dims: AtomicUsize::new(0),
                 settings: s.clone(),
             }),
             None => None,
@@ -365,6 +371,16 @@ impl Cache {
         sem: &SemanticKey,
         group: &str,
     ) -> (Option<(Arc<Stored>, f32)>, Option<(PartitionId, Arc<[f32]>)>) {
+        let module = semantic.module.load(Ordering::Relaxed);
+        let dims = semantic.dims.load(Ordering::Relaxed);
+        if !module && dims > 0 {
+            let partition = key::partition(&sem.scope, semantic.embeddings.id(), dims);
+            if !semantic.index.has_partition(&partition) {
+                // Nothing to compare with: skip the embedding (the store embeds off the path).
+                self.metrics.embed_errors.with(&["empty_partition"]).inc();
+                return (None, None);
+            }
+        }
         let started = Instant::now();
         let vector = match semantic.embeddings.embed(&sem.text).await {
             Ok(v) => v,
@@ -377,13 +393,12 @@ impl Cache {
             }
         };
         self.metrics.embed.with(&[]).observe_duration(started.elapsed());
+        semantic.dims.store(vector.len(), Ordering::Relaxed);
         let partition = key::partition(&sem.scope, semantic.embeddings.id(), vector.len());
         let threshold = semantic.settings.threshold_for(group);
         let started = Instant::now();
         let now = now_ms();
-        let candidates: Vec<(u64, f32)> = if semantic.module.load(Ordering::Relaxed)
-            && let Some(shared) = &self.shared
-        {
+        let candidates: Vec<(u64, f32)> = if module && let Some(shared) = &self.shared {
             match shared::module::search(shared, &partition, &vector, MAX_CONFIRMS).await {
                 Ok(found) => found,
                 Err(e) => {
@@ -464,117 +479,12 @@ impl Cache {
         status_headers(h, status);
         Some(Lookup::Hit(response, usage))
     }
-
-    /// Stores a clean answer (in the background, bounded).
-    fn store(self: &Arc<Self>, fill: Fill, body: Bytes) {
-        if let Err(reason) =
-            entry::check_storable(&body, self.settings.store_length_stops, self.settings.max_entry_bytes)
-        {
-            self.metrics.stores.with(&[reason.label()]).inc();
-            return;
-        }
-        let Ok(permit) = self.store_slots.clone().try_acquire_owned() else {
-            self.metrics.stores.with(&["busy"]).inc();
-            return;
-        };
-        let cache = self.clone();
-        tokio::spawn(async move {
-            cache.store_now(fill.key, fill.vector, body).await;
-            drop(permit);
-        });
-    }
-
-    async fn store_now(&self, key: RequestKey, vector: Option<(PartitionId, Arc<[f32]>)>, body: Bytes) {
-        let now = now_ms();
-        let mut stored_any = false;
-        if self.settings.exact.enabled {
-            let stored = Stored {
-                created_ms: now,
-                expires_ms: now + ms(self.settings.exact.ttl),
-                question: String::new(),
-                body: body.clone(),
-            };
-            if let Some(shared) = &self.shared
-                && let Err(e) = shared.put_exact(&key.exact, &stored).await
-            {
-                tracing::debug!(error = %e, "cache: exact store failed");
-                self.metrics.errors.with(&["put"]).inc();
-            }
-            self.l1.insert(key.exact, Arc::new(stored)).await;
-            stored_any = true;
-        }
-        if let (Some(semantic), Ok(sem)) = (&self.semantic, &key.semantic) {
-            let vector = match vector {
-                Some(v) => Some(v),
-                // A refreshed request skipped the lookup: embed now, off the request path.
-                None => match semantic.embeddings.embed(&sem.text).await {
-                    Ok(v) => Some((key::partition(&sem.scope, semantic.embeddings.id(), v.len()), v)),
-                    Err(e) => {
-                        self.metrics.embed_errors.with(&[e.label()]).inc();
-                        None
-                    }
-                },
-            };
-            if let Some((partition, vector)) = vector {
-                let id = entry_id(&key.exact);
-                let stored = Stored {
-                    created_ms: now,
-                    expires_ms: now + ms(semantic.settings.ttl),
-                    question: sem.text.clone(),
-                    body,
-                };
-                let written = match (&self.shared, &semantic.local) {
-                    (_, Some(local)) => {
-                        local.insert(id, Arc::new(stored.clone())).await;
-                        true
-                    }
-                    (Some(shared), None) => {
-                        match shared.put_entry(&partition, id, &vector, &stored, semantic.embeddings.id()).await {
-                            Ok(()) => {
-                                if semantic.module.load(Ordering::Relaxed)
-                                    && let Err(e) = shared::module::ensure_index(shared, vector.len()).await
-                                {
-                                    tracing::debug!(error = %e, "cache: FT.CREATE failed");
-                                    self.metrics.errors.with(&["index"]).inc();
-                                }
-                                true
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "cache: semantic store failed");
-                                self.metrics.errors.with(&["put"]).inc();
-                                false
-                            }
-                        }
-                    }
-                    (None, None) => false,
-                };
-                if written && !semantic.module.load(Ordering::Relaxed) {
-                    // Our own lookups see it at once; other replicas through the change log.
-                    if semantic.index.insert(partition, id, &vector, stored.expires_ms).is_err() {
-                        self.metrics.index_rejects.with(&[]).inc();
-                    }
-                }
-                stored_any |= written;
-            }
-        }
-        self.metrics.stores.with(&[if stored_any { "stored" } else { "failed" }]).inc();
-    }
 }
 
 #[derive(serde::Deserialize)]
 struct UsageOnly {
     #[serde(default)]
     usage: Option<Usage>,
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-/// A semantic entry's id: the first 8 bytes of the exact key, so storing the same request
-/// twice replaces its entry instead of adding one.
-pub fn entry_id(exact: &[u8; 32]) -> u64 {
-    u64::from_be_bytes([exact[0], exact[1], exact[2], exact[3], exact[4], exact[5], exact[6], exact[7]])
 }
 
 /// `x-llm-gateway-cache` (and the similarity on semantic hits).
@@ -586,60 +496,6 @@ pub fn status_headers(headers: &mut HeaderMap, status: CacheStatus) {
         && let Ok(v) = HeaderValue::from_str(&format!("{similarity:.4}"))
     {
         headers.insert(SIMILARITY_HEADER, v);
-    }
-}
-
-/// A miss that may be stored once the upstream's answer is complete and clean.
-pub struct Fill {
-    cache: Arc<Cache>,
-    key: RequestKey,
-    vector: Option<(PartitionId, Arc<[f32]>)>,
-}
-
-impl Fill {
-    /// A whole (non-stream) answer, as sent to the client.
-    pub fn whole(self, body: &[u8]) {
-        let cache = self.cache.clone();
-        cache.store(self, Bytes::copy_from_slice(body));
-    }
-
-    /// Starts assembling a streamed answer from its first client frame; feed the rest through
-    /// the returned tap, then call `StreamFill::end`.
-    pub fn stream(self, first: &[u8]) -> (StreamFill, crate::stream::FrameTap) {
-        let mut assembler = Assembler::new(self.cache.settings.max_entry_bytes);
-        assembler.frame(first);
-        let assembler = Arc::new(Mutex::new(Some(assembler)));
-        let tap_assembler = assembler.clone();
-        let tap = Box::new(move |frame: &[u8]| {
-            if let Ok(mut guard) = tap_assembler.lock()
-                && let Some(a) = guard.as_mut()
-            {
-                a.frame(frame);
-            }
-        });
-        (StreamFill { fill: self, assembler }, tap)
-    }
-}
-
-/// A streamed miss being assembled.
-pub struct StreamFill {
-    fill: Fill,
-    assembler: Arc<Mutex<Option<Assembler>>>,
-}
-
-impl StreamFill {
-    /// The stream ended: stored only when it completed cleanly (no error, client still there).
-    pub fn end(self, clean: bool, usage: Option<Usage>) {
-        let assembler = self.assembler.lock().ok().and_then(|mut a| a.take());
-        let cache = self.fill.cache.clone();
-        if !clean {
-            cache.metrics.stores.with(&["aborted"]).inc();
-            return;
-        }
-        match assembler.and_then(|a| a.finish(usage)) {
-            Some(body) => cache.store(self.fill, Bytes::from(body)),
-            None => cache.metrics.stores.with(&["incomplete"]).inc(),
-        }
     }
 }
 

@@ -412,3 +412,41 @@ async fn a_team_can_opt_out_and_config_files_validate_offline() {
     let response = plain.chat_with(chat("x")).await;
     assert!(response.headers().get("x-llm-gateway-cache").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_embedder_can_be_a_model_this_gateway_routes() {
+    let upstream = MockUpstream::start().await;
+    let yaml = format!(
+        "
+keys:
+  - {{ key: sk-test, team: team-a }}
+teams:
+  team-a: {{ models: ['*'] }}
+providers:
+  up: {{ dialect: openai, base_url: '{}' }}
+  builtin: {{ dialect: mock }}
+models:
+  gpt:
+    deployments:
+      - {{ provider: up, model: up-model }}
+  embedder:
+    deployments:
+      - {{ provider: builtin, model: mock-embed }}
+cache:
+  exact: {{ enabled: false }}
+  semantic:
+    embedder: {{ kind: remote, model: embedder }}
+",
+        upstream.base_url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let q = "What is the warranty period?";
+    assert_eq!(ask(&gw, "sk-test", chat(q), &[]).await.cache, "miss");
+    wait_metric(&gw, STORED, 1.0, Duration::from_secs(5)).await;
+    // The exact tier is off: the same question is found through the routed embedding model.
+    let again = ask(&gw, "sk-test", chat(q), &[]).await;
+    assert_eq!(again.cache, "semantic-hit", "{}", again.body);
+    assert_eq!(again.content(), format!("ok: {q}"));
+    assert_eq!(ask(&gw, "sk-test", chat("Something else entirely"), &[]).await.cache, "miss");
+    assert_eq!(upstream.requests(), 2);
+}

@@ -72,6 +72,10 @@ impl Index {
         self.partitions.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    pub fn has_partition(&self, p: &PartitionId) -> bool {
+        self.partitions.read().unwrap_or_else(|e| e.into_inner()).contains_key(p)
+    }
+
     fn partition(&self, p: &PartitionId) -> Option<Arc<RwLock<Partition>>> {
         self.partitions.read().unwrap_or_else(|e| e.into_inner()).get(p).cloned()
     }

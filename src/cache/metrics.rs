@@ -86,7 +86,7 @@ impl CacheMetrics {
             ),
             embed_errors: Family::new(
                 "llm_gateway_cache_embed_skipped_total",
-                "Semantic lookups skipped because no embedding was available, by reason.",
+                "Semantic lookups that did not embed or compare, by reason (empty_partition, overloaded, too_long, error, ineligible rules).",
                 "counter",
                 &["reason"],
                 Counter::default,
