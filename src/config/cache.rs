@@ -370,3 +370,64 @@ fn embedder_settings(
         cache_entries: raw.cache_entries.unwrap_or(10_000),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::Config;
+
+    const BASE: &str = "
+keys:
+  - { key: sk-a, team: team-a }
+teams:
+  team-a: { models: ['*'] }
+providers:
+  mock: { dialect: mock }
+models:
+  gpt: { deployments: [ { provider: mock } ] }
+  embed: { deployments: [ { provider: mock, model: mock-embed } ] }
+aliases:
+  gpt-alias: gpt
+";
+
+    fn load(cache: &str) -> Result<Config, String> {
+        Config::from_yaml(&format!("{BASE}cache:\n{cache}"), &HashMap::<&str, &str>::new()).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_issue_example_and_defaults() {
+        let config = load(
+            "  exact: { enabled: true, ttl: 1h }
+  semantic: { enabled: true, threshold: 0.95, embedder: { kind: local, path: /models/all-MiniLM-L6-v2 }, thresholds: { gpt-alias: 0.97 } }",
+        )
+        .unwrap();
+        let cache = config.cache.unwrap();
+        assert_eq!(cache.exact.ttl, super::DEFAULT_TTL);
+        let semantic = cache.semantic.unwrap();
+        assert_eq!(semantic.threshold_for("gpt"), 0.97, "aliases resolve to their model group");
+        assert_eq!(semantic.threshold_for("embed"), 0.95);
+        assert_eq!(semantic.max_messages, 4);
+        assert!(load("  enabled: false").unwrap().cache.is_none());
+        let routed = load("  semantic: { embedder: { kind: remote, model: embed } }").unwrap();
+        assert!(matches!(routed.cache.unwrap().semantic.unwrap().embedder.kind, super::EmbedderKind::Routed { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = load("  semantic: { threshold: 1.5, embedder: { kind: local, path: /m } }").unwrap_err();
+        assert!(e.starts_with("cache.semantic.threshold: must be in (0, 1]"), "{e}");
+        let e = load("  semantic: { threshold: 0.9 }").unwrap_err();
+        assert!(e.starts_with("cache.semantic.embedder: required"), "{e}");
+        let e = load("  semantic: { embedder: { kind: remote, model: nope } }").unwrap_err();
+        assert!(e.starts_with("cache.semantic.embedder.model: unknown model \"nope\""), "{e}");
+        let e = load("  semantic: { embedder: { kind: onnx } }").unwrap_err();
+        assert!(e.starts_with("cache.semantic.embedder.kind: unknown embedder kind"), "{e}");
+        let e = load("  teams: { team-z: { enabled: false } }").unwrap_err();
+        assert!(e.starts_with("cache.teams.team-z: unknown team"), "{e}");
+        let e = load("  exact: { ttl: 1h, tll: 2h }").unwrap_err();
+        assert!(e.contains("cache.exact") && e.contains("unknown field `tll`"), "{e}");
+        let e = load("  semantic: { thresholds: { nope: 0.9 }, embedder: { kind: local, path: /m } }").unwrap_err();
+        assert!(e.starts_with("cache.semantic.thresholds.nope: unknown model"), "{e}");
+    }
+}
