@@ -123,3 +123,17 @@ fn long_texts_are_refused_rather_than_truncated() {
     assert!(matches!(model.embed(&long), Err(llm_gateway::cache::embed::EmbedError::TooLong(16))));
     assert!(model.embed("short enough").is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_embedding_queue_skips_instead_of_waiting() {
+    use llm_gateway::cache::embed::{EmbedError, Embedder, local::LocalEmbedder};
+    let dir = std::env::var("LLM_GATEWAY_TEST_MODEL_DIR").expect("LLM_GATEWAY_TEST_MODEL_DIR");
+    // One thread, one waiting slot: of eight simultaneous requests most are refused at once.
+    let embedder = LocalEmbedder::load(std::path::Path::new(&dir), 1, 1, 128).unwrap();
+    let texts: Vec<String> = (0..8).map(|i| format!("question number {i} about the refund policy")).collect();
+    let results = futures_util::future::join_all(texts.iter().map(|t| embedder.embed(t))).await;
+    let overloaded = results.iter().filter(|r| matches!(r, Err(EmbedError::Overloaded))).count();
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    assert!(done >= 1 && overloaded >= 4, "done {done}, overloaded {overloaded}");
+    assert!(embedder.id().starts_with("local:model:"), "{}", embedder.id());
+}
