@@ -36,6 +36,8 @@ pub struct Index {
     hnsw_min: usize,
     /// Graph builds running right now (at most one: they are CPU-heavy).
     building: Arc<AtomicUsize>,
+    /// Off during a bulk load: graphs are then built once, in parallel, by `settle`.
+    auto_graph: std::sync::atomic::AtomicBool,
 }
 
 struct Partition {
@@ -57,7 +59,15 @@ impl Index {
             max_vectors,
             hnsw_min,
             building: Arc::new(AtomicUsize::new(0)),
+            auto_graph: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// An index for a bulk load: no graph is built until `settle`.
+    pub fn for_bulk_load(max_vectors: usize, hnsw_min: usize) -> Self {
+        let index = Self::new(max_vectors, hnsw_min);
+        index.auto_graph.store(false, Ordering::Relaxed);
+        index
     }
 
     pub fn len(&self) -> usize {
@@ -112,7 +122,10 @@ impl Index {
             if let Some(graph) = &part.graph {
                 let _ = add_to_graph(graph, id, vector);
             }
-            part.graph.is_none() && !part.graph_pending && part.ids.len() >= self.hnsw_min
+            self.auto_graph.load(Ordering::Relaxed)
+                && part.graph.is_none()
+                && !part.graph_pending
+                && part.ids.len() >= self.hnsw_min
         };
         if build && self.building.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             partition.write().unwrap_or_else(|e| e.into_inner()).graph_pending = true;
@@ -217,7 +230,8 @@ impl Index {
         removed
     }
 
-    /// Builds every graph that is due, now, on this thread (benchmarks and tests).
+    /// Builds every graph that is due, now, on this thread (after a bulk load; benchmarks and
+    /// tests), then builds them automatically again.
     pub fn settle(&self) {
         let partitions: Vec<Arc<RwLock<Partition>>> =
             self.partitions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
@@ -234,6 +248,7 @@ impl Index {
                 build_graph(&partition);
             }
         }
+        self.auto_graph.store(true, Ordering::Relaxed);
     }
 
     /// Approximate bytes held (vectors, ids, expiries, slot map, graphs).

@@ -63,7 +63,7 @@ impl Sync {
         let last: Vec<(String, redis::Value)> =
             self.shared.kv.query(redis::cmd("XREVRANGE").arg(&log).arg("+").arg("-").arg("COUNT").arg(1)).await?;
         let position = last.into_iter().next().map(|(id, _)| id).unwrap_or_else(|| "0-0".into());
-        let fresh = Index::new(self.max_vectors, self.hnsw_min);
+        let fresh = Index::for_bulk_load(self.max_vectors, self.hnsw_min);
         let pattern = self.shared.entry_pattern();
         for node in self.shared.kv.primaries().await? {
             let mut cursor: u64 = 0;
@@ -90,6 +90,13 @@ impl Sync {
                 }
             }
         }
+        // Large partitions get their graphs in one parallel build, off the async threads.
+        let fresh = tokio::task::spawn_blocking(move || {
+            fresh.settle();
+            fresh
+        })
+        .await
+        .map_err(|e| KvError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))?;
         let count = fresh.len();
         self.index.replace_with(fresh);
         tracing::info!(vectors = count, partitions = self.index.partition_count(), "cache index loaded from Valkey");
