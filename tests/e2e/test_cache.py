@@ -53,24 +53,30 @@ def _create(client: openai.OpenAI, **kw: object):
     return raw.headers.get("x-llm-gateway-cache"), raw.headers, raw.parse()
 
 
-def _wait_until_cached(client: openai.OpenAI, **kw: object) -> None:
-    """Answers are stored in the background right after they end; wait (bounded) for it."""
+def _stored(gateway: Gateway) -> float:
+    text = gateway.request_once("GET", "/metrics").text
+    for line in text.splitlines():
+        if line.startswith('llm_gateway_cache_stores_total{outcome="stored"} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _wait_until_stored(gateway: Gateway, before: float) -> None:
+    """Answers are stored in the background right after they end (both tiers); wait, bounded."""
     deadline = time.monotonic() + 5
-    while True:
-        status, _, _ = _create(client, **kw, extra_headers={"x-llm-gateway-cache-control": "no-semantic"})
-        if status == "hit":
-            return
+    while _stored(gateway) <= before:
         assert time.monotonic() < deadline, "the answer was never stored"
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def test_stream_replay_reads_like_the_original(cached: Gateway, upstream: MockOpenAI) -> None:
     client = cached.client()
     marker = "mk" + uuid.uuid4().hex[:10]
     text = f"What does the order code {marker} mean?"
+    before = _stored(cached)
     status, _, first = _create(client, model="echo-model", messages=_msgs(text))
     assert status == "miss"
-    _wait_until_cached(client, model="echo-model", messages=_msgs(text))
+    _wait_until_stored(cached, before)
     calls = _upstream_calls(upstream, marker)
 
     chunks = list(
@@ -105,8 +111,9 @@ def test_streamed_tool_calls_are_stored_and_replayed(cached: Gateway, upstream: 
     client = cached.client()
     marker = "mk" + uuid.uuid4().hex[:10]
     kw = dict(model="tools-model", messages=_msgs(f"Weather and time for {marker}?"))
+    before = _stored(cached)
     original = list(client.chat.completions.create(**kw, stream=True))
-    _wait_until_cached(client, **kw)
+    _wait_until_stored(cached, before)
 
     def calls_of(chunks: list) -> dict:
         calls: dict[int, dict] = {}
@@ -135,9 +142,10 @@ def test_paraphrase_is_a_semantic_hit_and_other_teams_never_see_it(cached: Gatew
     marker = uuid.uuid4().hex[:6]
     system = [{"role": "system", "content": f"You answer for shop {marker}."}]
     asked = "How do I cancel my subscription?"
+    before = _stored(cached)
     status, _, first = _create(client, model="echo-model", messages=system + [{"role": "user", "content": asked}])
     assert status == "miss"
-    _wait_until_cached(client, model="echo-model", messages=system + [{"role": "user", "content": asked}])
+    _wait_until_stored(cached, before)
 
     status, headers, near = _create(
         client, model="echo-model", messages=system + [{"role": "user", "content": "How can I cancel my subscription?"}]
