@@ -112,8 +112,32 @@ fn shape(name: &str, partitions: usize, per_partition: usize, hnsw_min: usize, s
     println!("near-duplicate queries that found their entry: {found}/{QUERIES}");
 }
 
+/// The embedding itself (what the lookup figures exclude), when a model directory is given in
+/// `LLM_GATEWAY_TEST_MODEL_DIR`.
+fn embedding() {
+    let Ok(dir) = std::env::var("LLM_GATEWAY_TEST_MODEL_DIR") else {
+        println!("(set LLM_GATEWAY_TEST_MODEL_DIR to also time the local embedding model)");
+        return;
+    };
+    let model = llm_gateway::cache::embed::local::Model::load(std::path::Path::new(&dir), 256).expect("model");
+    let long = "Please explain, step by step, how the monthly invoice is computed for a team that changed plans twice during the billing period and also bought extra seats, including proration, taxes, credits from the previous plan, and what happens when a payment fails and is retried later in the month. ".repeat(2);
+    for (name, text, runs) in
+        [("short question (9 tokens)", "How do I reset my password?", 100), ("about 120 tokens", long.as_str(), 30)]
+    {
+        let _ = model.embed(text);
+        let mut micros = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            std::hint::black_box(model.embed(text).expect("embeds"));
+            micros.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        report(&format!("embedding, {name}"), micros);
+    }
+}
+
 fn main() {
     println!("cache lookup benchmark ({DIMS}-d vectors, {QUERIES} queries per case, one thread)");
+    embedding();
     shape("1 partition x 100,000 clustered entries", 1, 100_000, 4096, 0.13);
     shape("1,000 partitions x 100 clustered entries", 1_000, 100, 4096, 0.13);
     shape("1 partition x 100,000 near-uniform entries (worst case)", 1, 100_000, 4096, 2.0);
