@@ -97,6 +97,8 @@ struct Semantic {
     /// The embedder's vector width, once seen (0 before): lets a lookup find out that its
     /// partition is empty without embedding anything.
     dims: AtomicUsize,
+    /// The vector width the valkey-search index was created for (0: not yet).
+    module_index_dims: AtomicUsize,
 }
 
 /// The outcome of a lookup.
@@ -176,6 +178,7 @@ impl Cache {
                 local: shared.is_none().then(|| answers_cache(settings.exact.l1_max_bytes, None)),
                 module: AtomicBool::new(false),
                 dims: AtomicUsize::new(0),
+                module_index_dims: AtomicUsize::new(0),
                 settings: s.clone(),
             }),
             None => None,

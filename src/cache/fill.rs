@@ -86,10 +86,15 @@ impl Cache {
                         match shared.put_entry(&partition, id, &vector, &stored, semantic.embeddings.id()).await {
                             Ok(()) => {
                                 if semantic.module.load(Ordering::Relaxed)
-                                    && let Err(e) = shared::module::ensure_index(shared, vector.len()).await
+                                    && semantic.module_index_dims.load(Ordering::Relaxed) != vector.len()
                                 {
-                                    tracing::debug!(error = %e, "cache: FT.CREATE failed");
-                                    self.metrics.errors.with(&["index"]).inc();
+                                    match shared::module::ensure_index(shared, vector.len()).await {
+                                        Ok(()) => semantic.module_index_dims.store(vector.len(), Ordering::Relaxed),
+                                        Err(e) => {
+                                            tracing::debug!(error = %e, "cache: FT.CREATE failed");
+                                            self.metrics.errors.with(&["index"]).inc();
+                                        }
+                                    }
                                 }
                                 true
                             }
