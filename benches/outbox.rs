@@ -146,6 +146,7 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
         span: tracing::Span::none(),
         trace_id: None,
         body: Bytes::new(),
+        cache: Default::default(),
     };
     let outcome = Outcome {
         usage: Some(Usage { prompt_tokens: 1234, completion_tokens: 321, total_tokens: 1555, ..Default::default() }),

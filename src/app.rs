@@ -5,6 +5,7 @@
 //! | server     | socket, `x-request-id`                  | `RequestId`, response `x-request-id`|
 //! | ingress    | body (bounded), endpoint                | `RequestCtx`, `ParsedRequest`       |
 //! | auth       | `Authorization` / `x-api-key`           | `Principal`                         |
+//! | cache      | principal, resolved model, body, headers| `CacheStatus`; a hit answers here   |
 //! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
 //! | (cli)      | a session from the provider's pool      | OpenAI-shaped `UpstreamResponse`    |
@@ -12,6 +13,7 @@
 //! | stream     | upstream body                           | client frames; one `StreamEnd`      |
 //! | observers  | `RequestCtx` + `Outcome`                | the request log line, metrics       |
 //! | metering   | `RequestCtx` + `Outcome` (usage, text)  | CloudEvents → outbox → OpenMeter    |
+//! | cache fill | the answer (whole, or frames + end)     | exact key, semantic entry, log      |
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use axum::routing::{get, post};
 
 use crate::adapter::cli;
 use crate::auth::Authenticator;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::ctx::Observer;
 use crate::error::GatewayError;
@@ -84,16 +87,26 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
     }
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
+    let cache = match &config.cache {
+        Some(settings) => {
+            Some(Arc::new(Cache::new(settings, config).map_err(|e| GatewayError::Internal(e.to_string()))?))
+        }
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         auth: Authenticator::new(config),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
         cli_pools: cli::Pools::new(config),
         observers,
+        cache: cache.clone(),
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(cache) = &cache {
+        cache.spawn_background(&mut tasks);
+    }
     for provider in config.providers.values() {
         if let Some(check) = provider.health_check.clone() {
             let gateway = gateway.clone();
@@ -189,7 +202,11 @@ async fn prometheus(
             metrics.sessions.with(&[&pool.provider, status]).set(n.load(std::sync::atomic::Ordering::Relaxed));
         }
     }
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+    let mut text = metrics.render();
+    if let Some(cache) = &gateway.cache {
+        cache.render_metrics(&mut text);
+    }
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 /// Ready once the configuration is loaded and the upstream clients are built, which is true for

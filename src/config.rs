@@ -1,6 +1,7 @@
 //! Configuration: the YAML file (strict, see `raw`), the original service's environment
 //! variables as an overlay, secrets by reference, all validated into immutable runtime types.
 
+pub mod cache;
 pub mod cli;
 pub mod duration;
 pub mod metering;
@@ -57,6 +58,8 @@ pub struct Config {
     pub valkey: Option<ValkeySettings>,
     /// Usage events to OpenMeter (`None`: metering off).
     pub metering: Option<metering::MeteringSettings>,
+    /// Response caching (exact and semantic); `None` = off.
+    pub cache: Option<cache::CacheSettings>,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -601,6 +604,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let metering = metering::validate(raw.metering, env, &mut warnings)?;
+    let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     Ok(Config {
         server,
         keys,
@@ -612,6 +616,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         telemetry,
         valkey,
         metering,
+        cache,
         warnings,
     })
 }

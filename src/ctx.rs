@@ -66,6 +66,40 @@ pub struct RequestCtx {
     /// The request body as received (shared, not copied), for counting the prompt locally when
     /// the upstream reports no usage.
     pub body: Bytes,
+    /// What the cache did (a hit is metered as cached, with the stored usage).
+    pub cache: CacheStatus,
+}
+
+/// The cache's part in a request, as the client sees it in `x-llm-gateway-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum CacheStatus {
+    /// No cache configured (no header).
+    #[default]
+    Off,
+    /// Not looked up: opted out, refreshed, or not cacheable.
+    Bypass,
+    Miss,
+    Hit,
+    SemanticHit {
+        similarity: f32,
+    },
+}
+
+impl CacheStatus {
+    pub fn header_value(self) -> Option<&'static str> {
+        match self {
+            Self::Off => None,
+            Self::Bypass => Some("bypass"),
+            Self::Miss => Some("miss"),
+            Self::Hit => Some("hit"),
+            Self::SemanticHit { .. } => Some("semantic-hit"),
+        }
+    }
+
+    /// Answered from the cache: no upstream was called.
+    pub fn is_hit(self) -> bool {
+        matches!(self, Self::Hit | Self::SemanticHit { .. })
+    }
 }
 
 /// Upper bounds (seconds) of the inter-chunk gap buckets.

@@ -21,8 +21,9 @@ use crate::api::ErrorBody;
 use crate::api::RawObject;
 use crate::api::openai::{ModelEntry, ModelList};
 use crate::auth::{Authenticator, Principal};
+use crate::cache::{self, Cache, Fill, Lookup, StreamFill};
 use crate::config::{DeploymentSpec, Dialect};
-use crate::ctx::{Endpoint, Observer, Outcome, RequestCtx};
+use crate::ctx::{CacheStatus, Endpoint, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
@@ -39,6 +40,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     /// Session pools of the `cli` providers.
     pub cli_pools: cli::Pools,
+    /// Exact and semantic answers; `None` = no cache configured.
+    pub cache: Option<Arc<Cache>>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
     pub started_unix: u64,
@@ -187,6 +190,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         span: span.clone(),
         trace_id,
         body: Bytes::new(),
+        cache: CacheStatus::Off,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
@@ -203,12 +207,12 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                 client_gone: false,
                 chunks: 0,
                 generated: whole.generated,
-                cached: false,
+                cached: ctx.cache.is_hit(),
             };
             finish(&gw, &ctx, &outcome);
             response
         }
-        Ok((Served::Stream(relay, first), guard)) => {
+        Ok((Served::Stream(relay, first, fill), guard)) => {
             let ctx = Arc::new(ctx);
             let stream_span = tracing::info_span!(
                 target: "llm_gateway::trace",
@@ -221,6 +225,9 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             let hook_gw = gw.clone();
             let hook_ctx = ctx.clone();
             let on_end = Box::new(move |end: StreamEnd| {
+                if let Some(fill) = fill {
+                    fill.end(end.error.is_none() && !end.client_gone, end.usage);
+                }
                 // A failure after the first byte cannot be retried, but the breaker counts it.
                 if let Some(guard) = guard {
                     match end.error {
@@ -280,12 +287,32 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
     if ctx.attempts > 0 {
         headers.insert(ATTEMPTS_HEADER, HeaderValue::from(ctx.attempts));
     }
+    cache::status_headers(headers, ctx.cache);
 }
 
 enum Served {
     /// The answer, and what the observers need from it (usage, finish reason, text).
     Whole(Response, Box<crate::adapter::openai::WholeResponse>),
-    Stream(Box<Relay>, Bytes),
+    /// The relay, its first frame, and the cache's assembly of it (a miss to store).
+    Stream(Box<Relay>, Bytes, Option<StreamFill>),
+}
+
+/// Lets the cache see the answer of a miss: a whole body now, a stream frame by frame.
+async fn fill_from(served: Served, fill: Fill) -> Served {
+    match served {
+        Served::Whole(response, whole) => {
+            let (parts, body) = response.into_parts();
+            // The body is already in memory (built from the upstream's JSON).
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            fill.whole(&bytes);
+            Served::Whole(Response::from_parts(parts, Body::from(bytes)), whole)
+        }
+        Served::Stream(mut relay, first, _) => {
+            let (stream_fill, tap) = fill.stream(&first);
+            relay.set_tap(tap);
+            Served::Stream(relay, first, Some(stream_fill))
+        }
+    }
 }
 
 async fn serve(
@@ -305,6 +332,23 @@ async fn serve(
     ctx.client_wants_usage = request.client_wants_usage;
     for observer in &gw.observers {
         observer.admit(ctx)?;
+    }
+    // (Limits admit the request before this point: a cache hit still counts as a request.)
+    let mut fill = None;
+    if let Some(cache) = &gw.cache {
+        let group = gw.router.model_group(&principal, &request.model);
+        match cache.lookup(ctx, group.as_deref(), &request.body, headers).await {
+            Lookup::Hit(response, usage) => {
+                let whole = crate::adapter::openai::WholeResponse {
+                    body: Vec::new(),
+                    usage,
+                    generated: None,
+                    finish_reason: None,
+                };
+                return Ok((Served::Whole(response, Box::new(whole)), None));
+            }
+            Lookup::Miss(f) => fill = f,
+        }
     }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let span = &ctx.span;
@@ -359,6 +403,10 @@ async fn serve(
         }
         match result {
             Ok(served) => {
+                let served = match fill.take() {
+                    Some(fill) => fill_from(served, fill).await,
+                    None => served,
+                };
                 if let Served::Whole(..) = served {
                     guard.success();
                     return Ok((served, None));
@@ -499,7 +547,7 @@ async fn attempt(
             detail: "the stream ended before any event".into(),
         })?;
         guard.first_byte();
-        return Ok(Served::Stream(Box::new(relay), first));
+        return Ok(Served::Stream(Box::new(relay), first, None));
     }
     let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
     let mut whole = exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {

@@ -99,6 +99,60 @@ impl Kv {
         self.settle(result)
     }
 
+    /// Runs a pipeline (`MULTI`/`EXEC` when atomic); in a cluster its keys must share a slot.
+    pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, KvError> {
+        let result = tokio::time::timeout(self.timeout * 2, async {
+            match &self.conn {
+                Conn::Single(manager) => pipe.query_async(&mut manager.clone()).await,
+                Conn::Cluster(cell, client) => {
+                    let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                    pipe.query_async(&mut conn.clone()).await
+                }
+            }
+        })
+        .await;
+        self.settle(result)
+    }
+
+    /// The primaries to run a keyspace-wide command (SCAN) on: `[None]` for a standalone server,
+    /// each primary's address in a cluster.
+    pub async fn primaries(&self) -> Result<Vec<Option<(String, u16)>>, KvError> {
+        if let Conn::Single(_) = &self.conn {
+            return Ok(vec![None]);
+        }
+        let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        let mut out = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 3 || !fields[2].split(',').any(|f| f == "master") || fields[2].contains("fail") {
+                continue;
+            }
+            let addr = fields[1].split('@').next().unwrap_or_default();
+            if let Some((host, port)) = addr.rsplit_once(':')
+                && let Ok(port) = port.parse()
+            {
+                out.push(Some((host.to_owned(), port)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `cmd` on one node (`None` = wherever it would normally go).
+    pub async fn query_on<T: FromRedisValue>(&self, node: Option<&(String, u16)>, cmd: &Cmd) -> Result<T, KvError> {
+        let (Some((host, port)), Conn::Cluster(cell, client)) = (node, &self.conn) else {
+            return self.query(cmd).await;
+        };
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+        let result = tokio::time::timeout(self.timeout * 2, async {
+            let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+            let value = conn.clone().route_command(cmd.clone(), routing).await?;
+            redis::from_redis_value(value).map_err(redis::RedisError::from)
+        })
+        .await;
+        self.settle(result)
+    }
+
     pub async fn ping(&self) -> bool {
         self.query::<String>(&redis::cmd("PING")).await.is_ok()
     }

@@ -3,15 +3,16 @@
 //! A request flows through the stages below, in the order the modules are declared:
 //!
 //! ```text
-//! client ─► server ─► ingress ─► auth ─► router ─► adapter ─► upstream
-//!                        ▲                                       │
-//!                        └── stream (end-of-stream observers) ◄──┘
+//! client ─► server ─► ingress ─► auth ─► cache ─► router ─► adapter ─► upstream
+//!                        ▲                                                 │
+//!                        └──── stream (end-of-stream observers) ◄──────────┘
 //! ```
 //!
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
 //! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's): parse what we act on, keep
 //!   the rest verbatim
 //! - `auth`     key → `Principal` (team, key id, allowed models)
+//! - `cache`    exact and semantic answers (moka in each replica, Valkey shared); stores clean misses
 //! - `router`   client model name → ordered deployments; failover before the first byte
 //! - `adapter`  one translator per wire dialect (openai-compatible, anthropic, mock; cli drives CLI sessions)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
@@ -30,6 +31,7 @@ pub mod providers;
 
 pub mod adapter;
 pub mod auth;
+pub mod cache;
 pub mod ingress;
 pub mod router;
 pub mod server;

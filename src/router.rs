@@ -140,6 +140,18 @@ impl Router {
         })
     }
 
+    /// The model group `requested` resolves to for `principal` (team overrides, then aliases; a
+    /// default-backend model is its own group), or `None` when the team may not use it or it is
+    /// unknown. Deployment-independent: what the cache keys on.
+    pub fn model_group(&self, principal: &Principal, requested: &str) -> Option<String> {
+        let known = self.groups.contains_key(requested) || self.aliases.contains_key(requested);
+        if !(known || self.default_backend.is_some()) || !principal.policy.allows(requested) {
+            return None;
+        }
+        let target = principal.policy.model_overrides.get(requested).map(String::as_str).unwrap_or(requested);
+        Some(self.resolve(target).unwrap_or(target).to_owned())
+    }
+
     fn resolve<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         if self.groups.contains_key(name) { Some(name) } else { self.aliases.get(name).map(String::as_str) }
     }

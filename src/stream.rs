@@ -67,6 +67,10 @@ pub struct StreamEnd {
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd) + Send>;
 
+/// Sees every client frame as it is handed out (e.g. the cache assembling the answer). It must
+/// bound what it keeps itself.
+pub type FrameTap = Box<dyn FnMut(&[u8]) + Send>;
+
 pub struct Relay {
     body: BodyStream,
     decoder: SseDecoder,
@@ -85,6 +89,7 @@ pub struct Relay {
     last_frame_at: Option<std::time::Instant>,
     gaps: ChunkGaps,
     on_end: Option<EndHook>,
+    tap: Option<FrameTap>,
 }
 
 impl Relay {
@@ -113,7 +118,13 @@ impl Relay {
             last_frame_at: None,
             gaps: ChunkGaps::default(),
             on_end: None,
+            tap: None,
         }
+    }
+
+    /// Installs a tap for the frames handed out from now on.
+    pub fn set_tap(&mut self, tap: FrameTap) {
+        self.tap = Some(tap);
     }
 
     /// The next frame for the client, `None` once the stream is complete.
@@ -127,6 +138,9 @@ impl Relay {
                 let now = std::time::Instant::now();
                 if let Some(last) = self.last_frame_at.replace(now) {
                     self.gaps.record(now - last);
+                }
+                if let Some(tap) = self.tap.as_mut() {
+                    tap(&frame);
                 }
                 return Ok(Some(frame));
             }

@@ -85,6 +85,7 @@ impl Observer for RequestLog {
             completion_tokens = usage.completion_tokens,
             usage_reported = outcome.usage.is_some(),
             client_gone = outcome.client_gone,
+            cache = ctx.cache.header_value().unwrap_or(""),
             chunks = outcome.chunks,
             "request"
         );

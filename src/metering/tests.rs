@@ -239,6 +239,7 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
         span: tracing::Span::none(),
         trace_id: None,
         body: Bytes::new(),
+        cache: Default::default(),
     };
     assert!(metering.admit(&ctx).is_ok());
     p.full.store(true, Ordering::Relaxed);

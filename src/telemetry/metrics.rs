@@ -162,7 +162,7 @@ fn fmt_f64(v: f64) -> String {
 }
 
 impl Family<Counter> {
-    fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String) {
         self.header(out);
         for (labels, c) in self.snapshot() {
             let _ = writeln!(out, "{}{} {}", self.name, self.label_text(&labels, None), c.get());
@@ -171,7 +171,7 @@ impl Family<Counter> {
 }
 
 impl Family<Gauge> {
-    fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String) {
         self.header(out);
         for (labels, g) in self.snapshot() {
             let _ = writeln!(out, "{}{} {}", self.name, self.label_text(&labels, None), g.get());
@@ -180,7 +180,7 @@ impl Family<Gauge> {
 }
 
 impl Family<Histogram> {
-    fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String) {
         self.header(out);
         for (labels, h) in self.snapshot() {
             let mut cumulative = 0;
@@ -477,7 +477,8 @@ impl Observer for RequestMetrics {
             };
             m.stream_outcomes.with(&[how]).inc();
         }
-        if let Some(usage) = outcome.usage {
+        // A cache hit cost no upstream tokens: its usage is the stored answer's, for metering.
+        if let Some(usage) = outcome.usage.filter(|_| !ctx.cache.is_hit()) {
             let team = m.team_label(ctx.principal.as_ref().map(|p| &*p.team).unwrap_or(""));
             let cached = usage.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or(0);
             let reasoning = usage.completion_tokens_details.map(|d| d.reasoning_tokens).unwrap_or(0);

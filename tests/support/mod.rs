@@ -111,6 +111,8 @@ pub struct Control {
     pub chunk_delay_ms: AtomicU64,
     /// An error `code` for error answers (e.g. context_length_exceeded).
     pub error_code: std::sync::Mutex<Option<String>>,
+    /// The finish reason of answers (default `stop`).
+    pub finish_reason: std::sync::Mutex<Option<String>>,
 }
 
 pub struct MockUpstream {
@@ -198,27 +200,46 @@ async fn chat(State(control): State<Arc<Control>>, _headers: HeaderMap, body: By
         return response;
     }
     let model = request["model"].as_str().unwrap_or("").to_owned();
+    // The answer names the question, so a test can tell whose answer it got.
+    let last_user = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let finish = control.finish_reason.lock().unwrap().clone().unwrap_or_else(|| "stop".into());
     if request["stream"].as_bool() != Some(true) {
         return axum::Json(serde_json::json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("ok: {last_user}")}, "finish_reason": finish}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
         }))
         .into_response();
     }
-    let chunk = |content: &str| {
-        Bytes::from(format!(
-            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
-        ))
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {chunk}\n\n"))
     };
     let drop_midstream = control.drop_midstream.load(Ordering::SeqCst);
-    let mut frames: Vec<Result<Bytes, std::io::Error>> = vec![Ok(chunk("Hel")), Ok(chunk("lo"))];
+    let mut frames: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(chunk(serde_json::json!({"role": "assistant", "content": "Hel"}), None)),
+        Ok(chunk(serde_json::json!({"content": format!("lo: {last_user}")}), None)),
+    ];
     for _ in 0..control.extra_chunks.load(Ordering::SeqCst) {
-        frames.push(Ok(chunk(" more")));
+        frames.push(Ok(chunk(serde_json::json!({"content": " more"}), None)));
     }
     if drop_midstream {
         frames.push(Err(std::io::Error::other("connection cut")));
     } else {
+        frames.push(Ok(chunk(serde_json::json!({}), Some(&finish))));
+        if request["stream_options"]["include_usage"] == true {
+            frames.push(Ok(Bytes::from(format!(
+                "data: {}\n\n",
+                serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+            ))));
+        }
         frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
     }
     let delay = Duration::from_millis(control.chunk_delay_ms.load(Ordering::SeqCst).max(5));
