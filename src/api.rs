@@ -2,6 +2,7 @@
 
 pub mod object;
 pub mod openai;
+pub mod ratelimit;
 pub mod tokens;
 
 pub use object::RawObject;

@@ -48,6 +48,8 @@ pub struct RequestCtx {
     /// The deployment that served (or last failed) the request, `provider/model`.
     pub deployment: Option<String>,
     pub attempts: u32,
+    /// What the limits stage reserved for this request (settled when it ends).
+    pub reservation: Option<crate::limits::Reservation>,
 }
 
 /// Upper bounds (seconds) of the inter-chunk gap buckets.
@@ -103,8 +105,8 @@ impl Outcome {
     }
 }
 
-/// Something that wants to know how each request ended (logs now; limits, cache and metering
-/// later). Wired in `app`; the stages that produce outcomes do not know who listens.
+/// Something that wants to know how each request ended (logs, metrics, limits settlement; cache
+/// and metering later). Wired in `app`; the stages that produce outcomes do not know who listens.
 pub trait Observer: Send + Sync {
     /// The request arrived (called once, before any stage ran).
     fn started(&self, _ctx: &RequestCtx) {}

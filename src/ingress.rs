@@ -1,7 +1,9 @@
-//! Ingress: one handler per OpenAI endpoint. Each request goes auth → parse → route → attempts
+//! Ingress: one handler per OpenAI endpoint. Each request goes auth → parse → limits → route → attempts
 //! over the route's deployments (failing over before the first byte) → the answer, whole or
 //! streamed; then one outcome report to the observers.
 
+pub mod admin;
+pub mod quota;
 pub mod request;
 
 use std::collections::VecDeque;
@@ -22,6 +24,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::config::{DeploymentSpec, Dialect};
 use crate::ctx::{Endpoint, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
+use crate::limits::{Demand, Limiter};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
@@ -33,6 +36,7 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub router: Router,
     pub upstreams: Upstreams,
+    pub limits: Arc<Limiter>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
     pub started_unix: u64,
@@ -75,7 +79,7 @@ pub async fn embeddings(
 }
 
 pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let principal = match gw.auth.authenticate(&headers) {
+    let principal = match gw.auth.authenticate(&headers).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -88,11 +92,11 @@ pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> 
 }
 
 pub async fn get_model(State(gw): State<Arc<Gateway>>, Path(model): Path<String>, headers: HeaderMap) -> Response {
-    let principal = match gw.auth.authenticate(&headers) {
+    let principal = match gw.auth.authenticate(&headers).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if !(gw.router.knows(&model) && principal.policy.allows(&model)) {
+    if !(gw.router.knows(&model) && principal.allows(&model)) {
         return GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")).into_response();
     }
     axum::Json(ModelEntry { id: &model, object: "model", created: gw.started_unix, owned_by: "llm-gateway" })
@@ -122,6 +126,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         client_wants_usage: false,
         deployment: None,
         attempts: 0,
+        reservation: None,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
@@ -130,6 +135,8 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         Ok((Served::Whole(response, usage), _)) => {
             let outcome = Outcome { usage, ..Outcome::failed(response.status().as_u16(), "") };
             finish(&gw, &ctx, &Outcome { error: None, ..outcome });
+            let mut response = response;
+            rate_headers(response.headers_mut(), &ctx);
             response
         }
         Ok((Served::Stream(relay, first), guard)) => {
@@ -162,12 +169,14 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             routing_headers(h, &ctx);
+            rate_headers(h, &ctx);
             response
         }
         Err(e) => {
             finish(&gw, &ctx, &Outcome::failed(e.status().as_u16(), e.label()));
             let mut response = e.into_response();
             routing_headers(response.headers_mut(), &ctx);
+            rate_headers(response.headers_mut(), &ctx);
             response
         }
     }
@@ -188,6 +197,13 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
     }
 }
 
+/// `x-ratelimit-*` of an admitted request (a refusal carries its own).
+fn rate_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    if let Some(reservation) = &ctx.reservation {
+        reservation.headers.apply(headers);
+    }
+}
+
 enum Served {
     Whole(Response, Option<crate::api::Usage>),
     Stream(Box<Relay>, Bytes),
@@ -199,13 +215,20 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
-    let principal: Principal = gw.auth.authenticate(headers)?;
+    let principal: Principal = gw.auth.authenticate(headers).await?;
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    let demand = Demand {
+        model: &request.model,
+        prompt_tokens: request.prompt_tokens_estimate,
+        max_tokens: request.max_tokens,
+        completion: ctx.endpoint != Endpoint::Embeddings,
+    };
+    ctx.reservation = gw.limits.admit(&principal, &demand).await?;
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let plan = gw.router.plan(&principal, &request.model, shape)?;
 

@@ -3,24 +3,26 @@
 //! A request flows through the stages below, in the order the modules are declared:
 //!
 //! ```text
-//! client ─► server ─► ingress ─► auth ─► router ─► adapter ─► upstream
-//!                        ▲                                       │
-//!                        └── stream (end-of-stream observers) ◄──┘
+//! client ─► server ─► ingress ─► auth ─► limits ─► router ─► adapter ─► upstream
+//!                        ▲                                                 │
+//!                        └──── stream (end-of-stream observers) ◄──────────┘
 //! ```
 //!
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
 //! - `ingress`  one handler per endpoint: parse what we act on, keep the rest verbatim
-//! - `auth`     key → `Principal` (team, key id, allowed models)
+//! - `auth`     key or JWT → `Principal` (team, key id, allowed models, limits); admin-made keys
+//! - `limits`   admit or 429: rates, concurrency, budgets, exact across replicas (Valkey)
 //! - `router`   client model name → ordered deployments; failover before the first byte
 //! - `adapter`  one pure translator per wire dialect (openai-compatible, mock)
 //! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
 //!
-//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
+//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`, `clock`,
 //! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics),
 //! `kv` (Valkey). `app` composes the stack and nothing imports it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod ctx;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod providers;
 pub mod adapter;
 pub mod auth;
 pub mod ingress;
+pub mod limits;
 pub mod router;
 pub mod server;
 pub mod stream;
