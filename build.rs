@@ -18,16 +18,8 @@ fn main() {
     let mut out = String::from("&[\n");
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "    ({stem:?}, include_str!({:?})),",
-            path.display().to_string()
-        )
-        .ok();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        writeln!(out, "    ({stem:?}, include_str!({:?})),", path.display().to_string()).ok();
     }
     out.push(']');
     let target = Path::new(&env::var("OUT_DIR").unwrap_or_default()).join("providers.rs");
