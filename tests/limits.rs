@@ -326,14 +326,15 @@ async fn sent(gw: &Gateway, key: &str) -> reqwest::Response {
 
 /// Valkey dies: with `fail-open`, each of the two replicas enforces half of each limit on its
 /// own (reported in /health, /quota, metrics and the log); when Valkey is back, the shared
-/// limits resume. Keys k1..k3 (60 requests a minute, a burst of 10) keep the phases apart.
+/// limits resume and the budgets spent meanwhile are added to the shared counters. Keys k1..k3
+/// (60 requests a minute, a burst of 10) keep the phases apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
     let mut valkey = ValkeyServer::start().await;
     let yaml = config(
         &standalone(&valkey),
         "limits: { replicas: 2, on_valkey_down: fail-open }\n\
-         keys: [{ key: k1, team: t, limits: { rpm: 60 } }, { key: k2, team: t, limits: { rpm: 60 } }, { key: k3, team: t, limits: { rpm: 60 } }]\n\
+         keys: [{ key: k1, team: t, limits: { rpm: 60 } }, { key: k2, team: t, limits: { rpm: 60, daily_requests: 100 } }, { key: k3, team: t, limits: { rpm: 60 } }]\n\
          teams: { t: { models: ['*'] } }\n",
         None,
     );
@@ -369,6 +370,9 @@ async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
         .await;
     }
     assert!(a.metrics().await.contains("llm_gateway_limits_degraded 0\n"));
+    // What each replica spent alone was added to the shared budget when Valkey came back.
+    let k2 = format!("key {}", llm_gateway::config::key_id(&llm_gateway::config::sha256(b"k2")));
+    assert_eq!(a.quota("k2").await["limits"][&k2]["daily_requests"]["used"], 10);
     let mut ok = 0;
     for i in 0..12 {
         let r = if i % 2 == 0 { sent(&a, "k3").await } else { sent(&b, "k3").await };
@@ -417,4 +421,58 @@ async fn a_cluster_behaves_like_a_standalone_server() {
     streams_reserve_tokens_and_refund_the_unused(&store).await;
     third_concurrent_request_is_refused(&store).await;
     daily_budget_refuses_until_the_day_rolls_over(&store).await;
+}
+
+/// Concurrency leases outlive neither their request nor their replica: a replica that crashed
+/// holding one (never settled, never renewed) stops blocking within `lease_ttl`, while a live
+/// replica renews its leases for as long as its requests run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
+    use llm_gateway::auth::{Grant, Principal};
+    use llm_gateway::config::limits::{LimitSettings, Limits};
+    use llm_gateway::config::{TeamPolicy, ValkeySettings};
+    use llm_gateway::limits::{Demand, Limiter};
+
+    let valkey = ValkeyServer::start().await;
+    let settings = LimitSettings { lease_ttl: Duration::from_secs(3), ..LimitSettings::default() };
+    let replica = || {
+        let kv = llm_gateway::kv::Kv::new(&ValkeySettings {
+            urls: vec![valkey.url()],
+            cluster: false,
+            timeout: Duration::from_millis(200),
+        })
+        .unwrap();
+        let metrics = Arc::new(llm_gateway::telemetry::metrics::Metrics::new(Default::default(), false));
+        Arc::new(Limiter::new(settings.clone(), Some(kv), Arc::new(llm_gateway::clock::SystemClock), metrics))
+    };
+    let principal = |key: &str| Principal {
+        team: "t".into(),
+        key_id: key.into(),
+        policy: Arc::new(TeamPolicy::default()),
+        grant: Arc::new(Grant {
+            subject: format!("k:{key}").into(),
+            limits: Limits { max_concurrent: Some(1), ..Limits::default() },
+            ..Grant::default()
+        }),
+    };
+    let demand = Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true };
+
+    let crashed = replica();
+    let held_by_crashed = crashed.admit(&principal("a"), &demand).await.unwrap();
+    assert!(held_by_crashed.is_some());
+    drop(crashed);
+    let alive = replica();
+    let mut tasks = tokio::task::JoinSet::new();
+    alive.spawn_background(&mut tasks);
+    assert!(alive.admit(&principal("c"), &demand).await.unwrap().is_some());
+
+    let other = replica();
+    let started = Instant::now();
+    assert!(other.admit(&principal("a"), &demand).await.is_err(), "the lease is still held");
+    eventually("the crashed replica's lease expires", Duration::from_secs(6), || async {
+        other.admit(&principal("a"), &demand).await.is_ok()
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(2500), "expired early: {:?}", started.elapsed());
+    assert!(other.admit(&principal("c"), &demand).await.is_err(), "the live replica renewed its lease");
 }

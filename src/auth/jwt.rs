@@ -159,6 +159,7 @@ impl JwtVerifier {
         validation.set_audience(&self.settings.audience);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.leeway = self.settings.leeway.as_secs();
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut first_error = None;
         for i in matching {

@@ -150,21 +150,29 @@ pub fn checks(
     now_ms: u64,
     divisor: u64,
 ) -> Vec<Check> {
-    let tag = hash_tag(&principal.team);
-    let mut out = Vec::new();
     let grant = &principal.grant;
-    let subject_scope = match grant.subject.split_once(':') {
-        Some(("u", id)) => format!("user {id}"),
-        Some((_, id)) => format!("key {id}"),
-        None => format!("key {}", grant.subject),
-    };
-    push(&mut out, &tag, &grant.subject, subject_scope.into(), &grant.limits, estimate, settings, now_ms, divisor);
-    let team_scope: Arc<str> = format!("team {}", principal.team).into();
-    push(&mut out, &tag, "t", team_scope, &principal.policy.limits, estimate, settings, now_ms, divisor);
+    let policy = &principal.policy;
     let models: Vec<(&String, &Limits)> = match model {
-        Some(m) => principal.policy.model_limits.get_key_value(m).into_iter().collect(),
-        None => principal.policy.model_limits.iter().collect(),
+        Some(m) => policy.model_limits.get_key_value(m).into_iter().collect(),
+        None => policy.model_limits.iter().collect(),
     };
+    let mut out = Vec::new();
+    if grant.limits.is_empty() && policy.limits.is_empty() && models.is_empty() {
+        return out;
+    }
+    let tag = hash_tag(&principal.team);
+    if !grant.limits.is_empty() {
+        let scope = match grant.subject.split_once(':') {
+            Some(("u", id)) => format!("user {id}"),
+            Some((_, id)) => format!("key {id}"),
+            None => format!("key {}", grant.subject),
+        };
+        push(&mut out, &tag, &grant.subject, scope.into(), &grant.limits, estimate, settings, now_ms, divisor);
+    }
+    if !policy.limits.is_empty() {
+        let scope: Arc<str> = format!("team {}", principal.team).into();
+        push(&mut out, &tag, "t", scope, &policy.limits, estimate, settings, now_ms, divisor);
+    }
     for (name, limits) in models {
         let scope: Arc<str> = format!("team {} on model {name}", principal.team).into();
         push(&mut out, &tag, &format!("m:{name}"), scope, limits, estimate, settings, now_ms, divisor);
