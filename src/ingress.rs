@@ -132,10 +132,9 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         observer.started(&ctx);
     }
     match serve(&gw, &mut ctx, &headers, body).await {
-        Ok((Served::Whole(response, usage), _)) => {
+        Ok((Served::Whole(mut response, usage), _)) => {
             let outcome = Outcome { usage, ..Outcome::failed(response.status().as_u16(), "") };
             finish(&gw, &ctx, &Outcome { error: None, ..outcome });
-            let mut response = response;
             rate_headers(response.headers_mut(), &ctx);
             response
         }

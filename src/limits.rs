@@ -103,13 +103,13 @@ pub struct Verdict {
     /// The check that refused (the one whose wait is longest).
     pub denied: Option<usize>,
     pub retry: Retry,
-    /// Per check: (remaining, reset ms).
-    pub levels: Vec<(u64, u64)>,
+    /// Per check: (remaining, reset ms), when known.
+    pub levels: Vec<Option<(u64, u64)>>,
 }
 
 impl Verdict {
     pub fn admitted(checks: usize) -> Self {
-        Self { admitted: true, denied: None, retry: Retry::No, levels: vec![(0, 0); checks] }
+        Self { admitted: true, denied: None, retry: Retry::No, levels: vec![None; checks] }
     }
 
     /// Records a refusal by check `i`, keeping the one a client can do least about.
@@ -239,7 +239,8 @@ impl Limiter {
         if shared.is_healthy() {
             if let Some((i, wait)) = self.local.shield(&checks) {
                 let mut verdict = Verdict::admitted(checks.len());
-                verdict.levels[i] = (0, wait.as_millis() as u64);
+                // Only the refusing bucket is known here; the others go unreported.
+                verdict.levels[i] = Some((0, wait.as_millis() as u64));
                 verdict.refuse(i, Retry::After((wait.as_millis() as u64).max(1)));
                 return self.conclude(checks, verdict, estimate, Store::Shared, 0);
             }
@@ -269,7 +270,8 @@ impl Limiter {
         lease_id: i64,
     ) -> Result<Reservation, LimitError> {
         let mut headers = RateHeaders::default();
-        for (check, (remaining, reset_ms)) in checks.iter().zip(&verdict.levels) {
+        for (check, level) in checks.iter().zip(&verdict.levels) {
+            let Some((remaining, reset_ms)) = level else { continue };
             let bucket = Bucket { limit: check.limit, remaining: *remaining, reset_ms: *reset_ms };
             match check.dim {
                 Dim::Rpm => headers.add_requests(bucket),

@@ -208,8 +208,9 @@ impl KeyStore {
             }
             Backend::Valkey(kv) => {
                 let json = serde_json::to_string(&record).map_err(|e| KeyStoreError::Corrupt(e.to_string()))?;
-                let _: () = kv.query(redis::cmd("SET").arg(record_key(&hash)).arg(json)).await?;
+                // Index first: a key that exists can always be listed and revoked.
                 let _: () = kv.query(redis::cmd("HSET").arg(INDEX).arg(&record.id).arg(hex(&hash))).await?;
+                let _: () = kv.query(redis::cmd("SET").arg(record_key(&hash)).arg(json)).await?;
             }
         }
         Ok((plaintext, record))

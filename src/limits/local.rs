@@ -130,7 +130,7 @@ impl Local {
                     }
                 }
             };
-            verdict.levels[i] = (remaining, reset_ms);
+            verdict.levels[i] = Some((remaining, reset_ms));
             verdict.refuse(i, retry);
         }
         if verdict.admitted {

@@ -65,7 +65,7 @@ impl Shared {
         let mut verdict = Verdict::admitted(checks.len());
         for (i, level) in verdict.levels.iter_mut().enumerate() {
             let at = 3 + 2 * i;
-            *level = (non_negative(reply.get(at)), non_negative(reply.get(at + 1)));
+            *level = Some((non_negative(reply.get(at)), non_negative(reply.get(at + 1))));
         }
         if reply.first() == Some(&0) {
             let denied = reply.get(1).map(|i| (*i - 1).max(0) as usize).unwrap_or(0);
