@@ -64,21 +64,43 @@ impl Kv {
     }
 
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, KvError> {
+        let result = tokio::time::timeout(self.timeout * 2, self.send(cmd)).await;
+        self.settle(result)
+    }
+
+    /// Runs a Lua script: EVALSHA, built as one flat command (hot paths call this per request);
+    /// on NOSCRIPT (a restarted or new node) it loads the script and runs it again.
+    pub async fn eval<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[i64]) -> Result<T, KvError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
         let result = tokio::time::timeout(self.timeout * 2, async {
-            match &self.conn {
-                Conn::Single(manager) => cmd.query_async(&mut manager.clone()).await,
-                Conn::Cluster(cell, client) => {
-                    let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
-                    cmd.query_async(&mut conn.clone()).await
+            match self.send(&cmd).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    self.load_and_eval(script, keys, args).await
                 }
+                other => other,
             }
         })
         .await;
         self.settle(result)
     }
 
-    /// Runs a Lua script (EVALSHA, loading it on NOSCRIPT).
-    pub async fn eval<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[i64]) -> Result<T, KvError> {
+    async fn send<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match &self.conn {
+            Conn::Single(manager) => cmd.query_async(&mut manager.clone()).await,
+            Conn::Cluster(cell, client) => {
+                let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                cmd.query_async(&mut conn.clone()).await
+            }
+        }
+    }
+
+    async fn load_and_eval<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[i64],
+    ) -> redis::RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -86,17 +108,13 @@ impl Kv {
         for arg in args {
             invocation.arg(*arg);
         }
-        let result = tokio::time::timeout(self.timeout * 2, async {
-            match &self.conn {
-                Conn::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
-                Conn::Cluster(cell, client) => {
-                    let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
-                    invocation.invoke_async(&mut conn.clone()).await
-                }
+        match &self.conn {
+            Conn::Single(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            Conn::Cluster(cell, client) => {
+                let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                invocation.invoke_async(&mut conn.clone()).await
             }
-        })
-        .await;
-        self.settle(result)
+        }
     }
 
     pub async fn ping(&self) -> bool {

@@ -32,12 +32,15 @@ use local::Local;
 pub use local::Retry;
 pub use plan::Demand;
 use plan::{Check, Dim, Kind};
-use shared::Shared;
+use shared::{Settlement, Shared};
 
 /// Settlements waiting for the worker; beyond this they are dropped (leases then expire by TTL).
 const SETTLE_QUEUE: usize = 16_384;
-/// Settlements in flight to Valkey at once.
-const SETTLE_CONCURRENCY: usize = 64;
+/// Settlement calls in flight to Valkey at once.
+const SETTLE_CONCURRENCY: usize = 16;
+/// Ended requests settled by one call (per team) at most: under load, settlements that queued up
+/// while a call was in flight go together, their corrections of one counter summed.
+const SETTLE_BATCH: usize = 256;
 /// How often an unreachable Valkey is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -127,12 +130,6 @@ impl Verdict {
     }
 }
 
-struct Settlement {
-    held: Vec<Held>,
-    lease: Option<(String, i64)>,
-    delta: i64,
-}
-
 pub struct Limiter {
     settings: LimitSettings,
     clock: Arc<dyn Clock>,
@@ -167,8 +164,17 @@ impl Limiter {
         }
         let me = self.clone();
         tasks.spawn(async move {
-            let queue = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|s| (s, rx)) });
-            queue.for_each_concurrent(SETTLE_CONCURRENCY, |s| me.settle_shared(s)).await;
+            let batches = futures_util::stream::unfold(rx, |mut rx| async {
+                let mut batch = vec![rx.recv().await?];
+                while batch.len() < SETTLE_BATCH {
+                    match rx.try_recv() {
+                        Ok(s) => batch.push(s),
+                        Err(_) => break,
+                    }
+                }
+                Some((batch, rx))
+            });
+            batches.for_each_concurrent(SETTLE_CONCURRENCY, |batch| me.settle_shared(batch)).await;
         });
         let me = self.clone();
         tasks.spawn(async move {
@@ -330,11 +336,10 @@ impl Limiter {
         }
     }
 
-    async fn settle_shared(&self, s: Settlement) {
+    async fn settle_shared(&self, batch: Vec<Settlement>) {
         let Some(shared) = &self.shared else { return };
-        let lease = s.lease.as_ref().map(|(key, id)| (key.as_str(), *id));
-        if let Err(e) = shared.settle(&s.held, lease, s.delta, self.clock.now_ms()).await {
-            self.metrics.limits_settle_failures.inc();
+        if let Err(e) = shared.settle(&batch, self.clock.now_ms()).await {
+            self.metrics.limits_settle_failures.add(batch.len() as u64);
             self.store_failed(&e);
         }
     }

@@ -67,8 +67,8 @@ impl Limits {
     }
 }
 
-/// Keeps every limit exact in Lua's doubles (2^53) even multiplied by a minute in microseconds.
-pub const MAX_LIMIT: u64 = 1 << 32;
+/// Keeps every count exact in Lua's numbers (doubles, exact to 2^53).
+pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
 
 /// A subscription tier: default limits, the models it may call and where its requests go.
 #[derive(Debug, Clone, Default)]

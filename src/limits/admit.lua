@@ -77,8 +77,8 @@ if out[1] == 1 then
     elseif w[1] == 2 then
       redis.call('ZADD', w[2], w[3], lease)
       redis.call('PEXPIRE', w[2], w[4])
-    else
-      redis.call('INCRBY', w[2], w[3])
+    elseif redis.call('INCRBY', w[2], w[3]) == w[3] then
+      -- A new window's counter (or one refunded to zero, already expiring): set its expiry.
       redis.call('PEXPIRE', w[2], w[4])
     end
   end

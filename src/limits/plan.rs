@@ -109,7 +109,7 @@ impl Check {
     }
 }
 
-/// The five integers `settle.lua` reads for a correction of `delta` units of a check's counter.
+/// The five integers `settle.lua` reads for a correction of `delta` units of a token counter.
 pub fn settle_args(kind: Kind, limit: u64, window_end_ms: u64, now_ms: u64, delta: i64) -> [i64; 5] {
     let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     match kind {
@@ -117,6 +117,16 @@ pub fn settle_args(kind: Kind, limit: u64, window_end_ms: u64, now_ms: u64, delt
         Kind::Concurrency => [2, 0, 0, 0, 0],
         Kind::Window => [3, 0, i(window_end_ms.saturating_sub(now_ms) + WINDOW_GRACE_MS), 0, delta],
     }
+}
+
+/// The five integers `settle.lua` reads to release lease `id`.
+pub fn release_args(id: i64) -> [i64; 5] {
+    [2, 0, 0, id, 0]
+}
+
+/// The hash tag of a counter name (`lg:{tag}:...`): counters with one tag share a slot.
+pub fn tag_of(key: &str) -> &str {
+    key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or(key, |(tag, _)| tag)
 }
 
 /// A request's demand on the limits.

@@ -15,6 +15,15 @@ use super::local::Retry;
 use super::plan::{self, Check, Kind};
 use crate::kv::{Kv, KvError};
 
+/// What an ended request gives back: its token corrections and its lease.
+#[derive(Debug)]
+pub struct Settlement {
+    pub held: Vec<super::Held>,
+    pub lease: Option<(String, i64)>,
+    /// Units to add to each held counter (usage − estimate).
+    pub delta: i64,
+}
+
 pub struct Shared {
     kv: Kv,
     admit: Script,
@@ -80,33 +89,54 @@ impl Shared {
         Ok(verdict)
     }
 
-    /// Corrects token counters by `delta` and releases the lease (it is no longer renewed even
-    /// when this fails, so it expires by itself).
-    pub async fn settle(
-        &self,
-        held: &[super::Held],
-        lease: Option<(&str, i64)>,
-        delta: i64,
-        now_ms: u64,
-    ) -> Result<(), KvError> {
-        let mut keys: Vec<&str> = Vec::new();
-        let mut args = vec![0, lease.map(|l| l.1).unwrap_or(0)];
-        if let Some((key, id)) = lease {
-            self.leases.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            keys.push(key);
-            args.extend(plan::settle_args(Kind::Concurrency, 0, 0, now_ms, 0));
-        }
-        if delta != 0 {
-            for h in held {
-                keys.push(&h.key);
-                args.extend(plan::settle_args(h.kind, h.limit, h.window_end_ms, now_ms, delta));
+    /// Settles a batch of ended requests: one script call per hash tag, corrections of the same
+    /// counter summed. Their leases are no longer renewed even when this fails, so they expire.
+    pub async fn settle(&self, batch: &[Settlement], now_ms: u64) -> Result<(), KvError> {
+        {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            for s in batch {
+                if let Some((_, id)) = &s.lease {
+                    leases.remove(id);
+                }
             }
         }
-        if keys.is_empty() {
-            return Ok(());
+        #[derive(Default)]
+        struct Call<'a> {
+            keys: Vec<&'a str>,
+            args: Vec<i64>,
+            /// Token counter → its item, to sum corrections.
+            items: HashMap<&'a str, usize>,
         }
-        args[0] = keys.len() as i64;
-        self.kv.eval::<i64>(&self.settle, &keys, &args).await.map(drop)
+        let mut calls: HashMap<&str, Call> = HashMap::new();
+        for s in batch {
+            if let Some((key, id)) = &s.lease {
+                let call = calls.entry(plan::tag_of(key)).or_default();
+                call.keys.push(key);
+                call.args.extend(plan::release_args(*id));
+            }
+            if s.delta == 0 {
+                continue;
+            }
+            for h in &s.held {
+                let call = calls.entry(plan::tag_of(&h.key)).or_default();
+                match call.items.get(h.key.as_str()) {
+                    Some(&item) => call.args[item * 5 + 4] += s.delta,
+                    None => {
+                        call.items.insert(&h.key, call.keys.len());
+                        call.keys.push(&h.key);
+                        call.args.extend(plan::settle_args(h.kind, h.limit, h.window_end_ms, now_ms, s.delta));
+                    }
+                }
+            }
+        }
+        let results = futures_util::future::join_all(calls.into_values().map(|call| async move {
+            let mut args = Vec::with_capacity(1 + call.args.len());
+            args.push(call.keys.len() as i64);
+            args.extend(call.args);
+            self.kv.eval::<i64>(&self.settle, &call.keys, &args).await
+        }))
+        .await;
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(0)).map(drop)
     }
 
     /// Per check: (used, remaining, reset ms), without changing anything.
@@ -144,10 +174,9 @@ impl Shared {
     /// Adds budget spent while Valkey was down to the shared counters.
     pub async fn pay_debt(&self, debt: Vec<(String, i64, u64)>, now_ms: u64) -> Result<(), KvError> {
         for (key, units, window_end_ms) in debt {
-            let args = plan::settle_args(Kind::Window, 0, window_end_ms, now_ms, units);
-            let mut all = vec![1, 0];
-            all.extend(args);
-            self.kv.eval::<i64>(&self.settle, &[key.as_str()], &all).await?;
+            let mut args = vec![1];
+            args.extend(plan::settle_args(Kind::Window, 0, window_end_ms, now_ms, units));
+            self.kv.eval::<i64>(&self.settle, &[key.as_str()], &args).await?;
         }
         Ok(())
     }
