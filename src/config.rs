@@ -609,6 +609,16 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let telemetry = TelemetrySettings { team_label: raw.telemetry.metrics.team_label };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
+    if valkey.is_some()
+        && limit_settings.replicas == 1
+        && limit_settings.on_valkey_down == limits::ValkeyDownPolicy::FailOpen
+    {
+        warnings.push(
+            "limits.replicas: 1 with valkey configured; while Valkey is down every replica enforces the whole limits \
+             (set it, or LLM_GATEWAY_REPLICAS, to the replica count)"
+                .into(),
+        );
+    }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
     if keys.is_empty() && admin.is_none() && auth.oidc.is_none() {
