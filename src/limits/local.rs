@@ -1,7 +1,9 @@
 //! The per-replica side of limits. Two jobs:
 //! - the shield: a `governor` GCRA per request-rate limit at the full shared rate, checked
-//!   before Valkey. One replica can never rightly admit more than the whole limit, so whatever
-//!   the shield refuses Valkey would refuse too; a hammering client costs no round trip.
+//!   before Valkey. One replica can never rightly admit more than the whole limit, so what the
+//!   shield refuses Valkey would refuse too, and a hammering client costs no round trip. (The
+//!   shield also counts requests Valkey then refused for another limit, such as tokens; those can
+//!   make it refuse a request up to one request interval early.)
 //! - the in-process limiter: the same rules as the Lua scripts over local state, used when there
 //!   is no Valkey (one replica) or, with each limit divided by the replica count, while Valkey is
 //!   down under the fail-open policy. Token budgets spent meanwhile are kept as a debt and added
