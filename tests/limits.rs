@@ -17,12 +17,12 @@ use support::{Gateway, MockUpstream, json};
 const KEY: &str = "sk-test";
 
 fn standalone(v: &ValkeyServer) -> String {
-    format!("valkey: {{ url: '{}', timeout: 100ms }}\n", v.url())
+    format!("valkey: {{ url: '{}', timeout: 1s }}\n", v.url())
 }
 
 fn cluster(c: &ValkeyCluster) -> String {
     let urls: Vec<String> = c.urls().iter().map(|u| format!("'{u}'")).collect();
-    format!("valkey: {{ urls: [{}], cluster: true, timeout: 200ms }}\n", urls.join(", "))
+    format!("valkey: {{ urls: [{}], cluster: true, timeout: 1s }}\n", urls.join(", "))
 }
 
 /// A gateway config: `store` (a `valkey:` section or nothing), then `rest` (limits, keys,
