@@ -458,6 +458,27 @@ mod tests {
     }
 
     #[test]
+    fn the_issue_example_is_accepted() {
+        let env = HashMap::from([("LLM_GATEWAY_ADMIN_KEY", "sk-admin"), ("TEAM_A_CI_KEY", "sk-ci")]);
+        let c = Config::from_yaml(
+            r#"
+valkey: { url: "redis://127.0.0.1:6379" }
+admin: { key_env: LLM_GATEWAY_ADMIN_KEY }
+teams:
+  team-a: { models: ["*"], limits: { rpm: 600, tpm: 100000, max_concurrent: 20, daily_tokens: 2000000 } }
+keys:
+  - { key_env: TEAM_A_CI_KEY, team: team-a, limits: { rpm: 60 } }
+"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.teams["team-a"].limits.max_concurrent, Some(20));
+        assert_eq!(c.keys[0].limits.rpm, Some(60));
+        assert_eq!(c.keys[0].sha256, sha256(b"sk-ci"));
+        assert!(c.admin.is_some() && c.valkey.is_some());
+    }
+
+    #[test]
     fn rejects_bad_limits_with_their_path() {
         let base = "teams: { a: { models: ['*'], limits: { rpm: 0 } } }\n";
         assert_eq!(
