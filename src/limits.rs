@@ -29,7 +29,6 @@ use crate::error::GatewayError;
 use crate::kv::Kv;
 use crate::telemetry::metrics::Metrics;
 use local::Local;
-pub use local::Retry;
 pub use plan::Demand;
 use plan::{Check, Dim, Kind};
 use shared::{Settlement, Shared};
@@ -97,6 +96,15 @@ pub struct Held {
     pub key: String,
     pub limit: u64,
     pub window_end_ms: u64,
+}
+
+/// What a check says about a request: admit it now (`No` retry needed), retry after so many
+/// milliseconds, or never (it can never fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    After(u64),
+    Never,
 }
 
 /// The outcome of checking every limit of one request.

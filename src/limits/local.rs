@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use super::Verdict;
 use super::gcra::Decision;
 use super::plan::{Check, Dim, Kind};
+use super::{Retry, Verdict};
 
 /// Entries kept per map before expired ones are swept (and, for the shield, all dropped).
 const MAX_ENTRIES: usize = 100_000;
@@ -239,14 +239,6 @@ impl State {
             self.debt.retain(|_, (_, end)| *end > now_ms);
         }
     }
-}
-
-/// Whether, and for how long, a check refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    No,
-    After(u64),
-    Never,
 }
 
 #[cfg(test)]

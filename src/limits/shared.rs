@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::Verdict;
-use super::local::Retry;
 use super::plan::{self, Check, Kind};
+use super::{Retry, Verdict};
 use crate::kv::{Kv, KvError};
 
 /// What an ended request gives back: its token corrections and its lease.
