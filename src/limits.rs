@@ -77,7 +77,15 @@ pub struct Reservation {
     pub headers: RateHeaders,
     store: Store,
     held: Vec<Held>,
-    lease: Option<(String, i64)>,
+    leases: Leases,
+}
+
+/// The concurrency leases of one request: one id, in every lease set that limits it (its key's,
+/// its team's, ...). No sets: no concurrency limit applies.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    pub id: i64,
+    pub sets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,10 +315,10 @@ impl Limiter {
             });
         }
         let mut held = Vec::new();
-        let mut lease = None;
+        let mut leases = Leases { id: lease_id, sets: Vec::new() };
         for check in checks {
             if check.dim == Dim::Concurrency {
-                lease = Some((check.key, lease_id));
+                leases.sets.push(check.key);
             } else if check.dim.counts_tokens() {
                 held.push(Held {
                     kind: check.kind(),
@@ -320,7 +328,7 @@ impl Limiter {
                 });
             }
         }
-        Ok(Reservation { estimate, headers, store, held, lease })
+        Ok(Reservation { estimate, headers, store, held, leases })
     }
 
     /// Settles a reservation once its request has ended: in process at once, on Valkey through
@@ -329,14 +337,14 @@ impl Limiter {
         let delta = settle_delta(reservation.estimate, outcome);
         match reservation.store {
             Store::Local { owe } => {
-                let lease = reservation.lease.as_ref().map(|l| l.0.as_str());
-                self.local.settle(&reservation.held, lease, delta, owe);
+                self.local.settle(&reservation.held, &reservation.leases.sets, delta, owe);
             }
             Store::Shared => {
-                if delta == 0 && reservation.lease.is_none() {
+                if delta == 0 && reservation.leases.sets.is_empty() {
                     return;
                 }
-                let settlement = Settlement { held: reservation.held.clone(), lease: reservation.lease.clone(), delta };
+                let settlement =
+                    Settlement { held: reservation.held.clone(), leases: reservation.leases.clone(), delta };
                 if self.settle_tx.try_send(settlement).is_err() {
                     self.metrics.limits_settle_failures.inc();
                 }

@@ -11,14 +11,14 @@ use std::time::Duration;
 use redis::Script;
 
 use super::plan::{self, Check, Kind};
-use super::{Retry, Verdict};
+use super::{Leases, Retry, Verdict};
 use crate::kv::{Kv, KvError};
 
-/// What an ended request gives back: its token corrections and its lease.
+/// What an ended request gives back: its token corrections and its leases.
 #[derive(Debug)]
 pub struct Settlement {
     pub held: Vec<super::Held>,
-    pub lease: Option<(String, i64)>,
+    pub leases: super::Leases,
     /// Units to add to each held counter (usage − estimate).
     pub delta: i64,
 }
@@ -30,8 +30,8 @@ pub struct Shared {
     renew: Script,
     peek: Script,
     healthy: AtomicBool,
-    /// Live leases this replica holds: lease id → lease set.
-    leases: Mutex<HashMap<i64, String>>,
+    /// Live leases this replica holds: lease id → its lease sets.
+    leases: Mutex<HashMap<i64, Vec<String>>>,
     lease_ttl: Duration,
 }
 
@@ -82,8 +82,12 @@ impl Shared {
                 other => Retry::After(non_negative(other)),
             };
             verdict.refuse(denied, retry);
-        } else if let Some(check) = checks.iter().find(|c| c.kind() == Kind::Concurrency) {
-            self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(lease_id, check.key.clone());
+        } else {
+            let sets: Vec<String> =
+                checks.iter().filter(|c| c.kind() == Kind::Concurrency).map(|c| c.key.clone()).collect();
+            if !sets.is_empty() {
+                self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(lease_id, sets);
+            }
         }
         Ok(verdict)
     }
@@ -93,10 +97,8 @@ impl Shared {
     pub async fn settle(&self, batch: &[Settlement], now_ms: u64) -> Result<(), KvError> {
         {
             let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            for s in batch {
-                if let Some((_, id)) = &s.lease {
-                    leases.remove(id);
-                }
+            for s in batch.iter().filter(|s| !s.leases.sets.is_empty()) {
+                leases.remove(&s.leases.id);
             }
         }
         #[derive(Default)]
@@ -108,9 +110,10 @@ impl Shared {
         }
         let mut calls: HashMap<&str, Call> = HashMap::new();
         for s in batch {
-            if let Some((key, id)) = &s.lease {
-                let call = calls.entry(plan::tag_of(key)).or_default();
-                call.keys.push(key);
+            let Leases { id, sets } = &s.leases;
+            for set in sets {
+                let call = calls.entry(plan::tag_of(set)).or_default();
+                call.keys.push(set);
                 call.args.extend(plan::release_args(*id));
             }
             if s.delta == 0 {
@@ -154,8 +157,10 @@ impl Shared {
         let by_set: HashMap<String, Vec<i64>> = {
             let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
             let mut by_set: HashMap<String, Vec<i64>> = HashMap::new();
-            for (id, set) in leases.iter() {
-                by_set.entry(set.clone()).or_default().push(*id);
+            for (id, sets) in leases.iter() {
+                for set in sets {
+                    by_set.entry(set.clone()).or_default().push(*id);
+                }
             }
             by_set
         };
