@@ -101,6 +101,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def valkey_script_usec(port: int) -> float:
+    """Valkey's own time per script call (INFO commandstats), independent of scheduling."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(b"INFO commandstats\r\n")
+        time.sleep(0.2)
+        text = conn.recv(1 << 16).decode()
+    m = re.search(r"cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)", text)
+    return float(m.group(1)) if m else 0.0
+
+
 def check_histogram(addr: str) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
     buckets = [
@@ -189,6 +199,7 @@ def main() -> None:
                 results[name]["valkey_cpu_us_per_request"] = (cpu_seconds(valkey.pid) - before[1]) / requests * 1e6
                 if name == "shared limits":
                     results[name]["limit_check"] = check_histogram(addr)
+                    results[name]["valkey_usec_per_script"] = valkey_script_usec(port)
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
@@ -206,7 +217,10 @@ def main() -> None:
         f"  shared limits  p50 {limited['p50_ms']:.3f} ms  p99 {limited['p99_ms']:.3f} ms  {limited['rps']:.0f} req/s\n"
         f"  added          p50 {limited['p50_ms'] - base['p50_ms']:+.3f} ms  p99 {limited['p99_ms'] - base['p99_ms']:+.3f} ms\n"
         f"  limit check    mean {limited['limit_check']['mean_ms']:.3f} ms, "
-        f"p99 <= {limited['limit_check']['p99_at_most_ms']:.3f} ms (histogram bucket)"
+        f"p99 <= {limited['limit_check']['p99_at_most_ms']:.3f} ms (histogram bucket)\n"
+        f"  valkey         {limited['valkey_usec_per_script']:.1f} µs per script call, "
+        f"{limited['valkey_cpu_us_per_request']:.1f} µs CPU per request; "
+        f"gateway {limited['gateway_cpu_us_per_request'] - base['gateway_cpu_us_per_request']:+.1f} µs CPU per request"
     )
     if base["non_2xx"] or limited["non_2xx"]:
         sys.exit("some requests were refused or failed")

@@ -13,6 +13,18 @@ local n = tonumber(ARGV[1])
 local lease = ARGV[2]
 local out = {1, 0, 0}
 local writes = {}
+-- One MGET reads every rate and budget counter.
+local string_keys, slot_of = {}, {}
+for i = 1, n do
+  if tonumber(ARGV[2 + (i - 1) * 5 + 1]) ~= 2 then
+    string_keys[#string_keys + 1] = KEYS[i]
+    slot_of[i] = #string_keys
+  end
+end
+local values = {}
+if #string_keys > 0 then
+  values = redis.call('MGET', (table.unpack or unpack)(string_keys))
+end
 for i = 1, n do
   local at = 2 + (i - 1) * 5
   local kind = tonumber(ARGV[at + 1])
@@ -25,7 +37,7 @@ for i = 1, n do
   if kind == 1 then
     local interval = b * 1000 / a
     local tolerance = c * interval
-    local tat = tonumber(redis.call('GET', key) or now_us)
+    local tat = tonumber(values[slot_of[i]] or now_us)
     if tat < now_us then tat = now_us end
     local new_tat = tat + d * interval
     if d > c then
@@ -51,7 +63,7 @@ for i = 1, n do
     end
     remaining = math.max(0, a - held)
   else
-    local used = tonumber(redis.call('GET', key) or '0')
+    local used = tonumber(values[slot_of[i]] or '0')
     if used + c > a then
       retry = math.max(d, 1)
     else
