@@ -78,7 +78,7 @@ def start_gateway(binary: str, config: str, workdir: pathlib.Path) -> tuple[subp
 
 def wrk(addr: str, connections: int, duration: int, script: pathlib.Path) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"http://{addr}/v1/chat/completions"],
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"http://{addr}/v1/chat/completions"],
         capture_output=True,
         text=True,
         check=True,
