@@ -136,7 +136,14 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
         principal: Some(Principal {
             team: "team-a".into(),
             key_id: "key-a".into(),
-            policy: Arc::new(TeamPolicy { models: vec![], model_overrides: Default::default() }),
+            grant: Default::default(),
+            policy: Arc::new(TeamPolicy {
+                models: vec![],
+                model_overrides: Default::default(),
+                tier: None,
+                limits: Default::default(),
+                model_limits: Default::default(),
+            }),
         }),
         client_model: "gpt-4o-mini".into(),
         stream: true,
@@ -147,6 +154,7 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
         trace_id: None,
         body: Bytes::new(),
         cache: Default::default(),
+        reservation: None,
     };
     let outcome = Outcome {
         usage: Some(Usage { prompt_tokens: 1234, completion_tokens: 321, total_tokens: 1555, ..Default::default() }),

@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod object;
 pub mod openai;
+pub mod ratelimit;
 pub mod tokens;
 
 pub use object::RawObject;

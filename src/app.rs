@@ -4,7 +4,8 @@
 //! |------------|-----------------------------------------|-------------------------------------|
 //! | server     | socket, `x-request-id`                  | `RequestId`, response `x-request-id`|
 //! | ingress    | body (bounded), endpoint                | `RequestCtx`, `ParsedRequest`       |
-//! | auth       | `Authorization` / `x-api-key`           | `Principal`                         |
+//! | auth       | `Authorization` / `x-api-key`; JWKS     | `Principal`                         |
+//! | limits     | principal, model, token estimate        | `Reservation` (+ `x-ratelimit-*`)   |
 //! | cache      | principal, resolved model, body, headers| `CacheStatus`; a hit answers here   |
 //! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
@@ -14,6 +15,7 @@
 //! | observers  | `RequestCtx` + `Outcome`                | the request log line, metrics       |
 //! | metering   | `RequestCtx` + `Outcome` (usage, text)  | CloudEvents → outbox → OpenMeter    |
 //! | cache fill | the answer (whole, or frames + end)     | exact key, semantic entry, log      |
+//! | observers  | `RequestCtx` + `Outcome`                | log line, metrics, limits settlement|
 
 use std::sync::Arc;
 
@@ -21,11 +23,16 @@ use axum::routing::{get, post};
 
 use crate::adapter::cli;
 use crate::auth::Authenticator;
+use crate::auth::keys::KeyStore;
 use crate::cache::Cache;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::limits::ValkeyDownPolicy;
 use crate::ctx::Observer;
 use crate::error::GatewayError;
 use crate::ingress::{self, Gateway};
+use crate::kv::Kv;
+use crate::limits::{Limiter, Settler};
 use crate::metering;
 use crate::router::Router;
 use crate::server;
@@ -73,6 +80,11 @@ impl Background {
 /// Builds the HTTP application for `config` and starts its background tasks (call inside the
 /// runtime).
 pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
+    build_with(config, Arc::new(SystemClock))
+}
+
+/// `build` with the wall clock that decides budget windows and key expiry (tests move it).
+pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Router, Background), GatewayError> {
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
     let mut metrics = Metrics::new(known_models, config.telemetry.team_label);
     let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
@@ -93,19 +105,41 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         }
         None => None,
     };
+    let kv = match &config.valkey {
+        Some(settings) => Some(Kv::new(settings).map_err(|e| GatewayError::Internal(format!("valkey: {e}")))?),
+        None => None,
+    };
+    let limits = Arc::new(Limiter::new(config.limits.clone(), kv.clone(), clock.clone(), metrics.clone()));
+    // Settles each request's reservation when it ends (refund or charge the difference).
+    observers.push(Arc::new(Settler(limits.clone())));
+    let fail_open = config.limits.on_valkey_down == ValkeyDownPolicy::FailOpen;
+    let key_store = config.admin.as_ref().map(|_| {
+        Arc::new(KeyStore::new(
+            kv.clone(),
+            config.auth.key_cache_ttl,
+            crate::auth::teams(config),
+            clock.clone(),
+            fail_open,
+        ))
+    });
     let gateway = Arc::new(Gateway {
-        auth: Authenticator::new(config),
+        auth: Authenticator::new(config, clock, key_store),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
         cli_pools: cli::Pools::new(config),
         observers,
         cache: cache.clone(),
+        limits: limits.clone(),
         max_body_bytes: config.server.max_body_bytes,
         started_unix: ingress::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(cache) = &cache {
         cache.spawn_background(&mut tasks);
+    }
+    limits.spawn_background(&mut tasks);
+    if let Some(verifier) = gateway.auth.jwt() {
+        tasks.spawn(verifier.clone().keep_fresh());
     }
     for provider in config.providers.values() {
         if let Some(check) = provider.health_check.clone() {
@@ -141,10 +175,13 @@ pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError
         .route("/v1/models", get(ingress::list_models))
         .route("/v1/models/{*model}", get(ingress::get_model))
         .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))
+        .route("/quota", get(ingress::quota::quota))
+        .route("/admin/keys", post(ingress::admin::create_key).get(ingress::admin::list_keys))
+        .route("/admin/keys/{id}", get(ingress::admin::get_key).delete(ingress::admin::revoke_key))
         .route("/health", get(health))
         .route("/sessions", get(sessions))
         .with_state(gateway.clone());
-    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics));
+    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics, kv));
     let probes = axum::Router::new().route("/ready", get(ready));
     let app = api
         .merge(probes)
@@ -165,6 +202,7 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "deployments": deployments,
+        "limits": {"mode": gateway.limits.mode()},
     });
     if !gateway.cli_pools.is_empty() {
         body["cli_pools"] = gateway.cli_pools.iter().map(|p| p.summary()).collect();
@@ -182,9 +220,10 @@ async fn sessions(axum::extract::State(gateway): axum::extract::State<Arc<Gatewa
 
 /// `GET /metrics`: the Prometheus text exposition, breaker states read at scrape time.
 async fn prometheus(
-    axum::extract::State((gateway, metrics)): axum::extract::State<(Arc<Gateway>, Arc<Metrics>)>,
+    axum::extract::State((gateway, metrics, kv)): axum::extract::State<(Arc<Gateway>, Arc<Metrics>, Option<Kv>)>,
 ) -> impl axum::response::IntoResponse {
     let now = std::time::Instant::now();
+    metrics.valkey_errors.set(kv.as_ref().map(Kv::errors).unwrap_or(0));
     for deployment in gateway.router.deployments() {
         metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
     }

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cli;
 pub mod duration;
+pub mod limits;
 pub mod metering;
 pub mod raw;
 
@@ -60,6 +61,12 @@ pub struct Config {
     pub metering: Option<metering::MeteringSettings>,
     /// Response caching (exact and semantic); `None` = off.
     pub cache: Option<cache::CacheSettings>,
+    /// Subscription tiers by name (built-in free / pro / enterprise unless configured).
+    pub tiers: BTreeMap<String, limits::Tier>,
+    pub limits: limits::LimitSettings,
+    /// `None` = no admin API.
+    pub admin: Option<limits::AdminSettings>,
+    pub auth: limits::AuthSettings,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -143,13 +150,24 @@ pub struct KeySpec {
     pub sha256: [u8; 32],
     pub team: String,
     pub id: String,
+    /// The key's own limits, enforced on top of its team's.
+    pub limits: limits::Limits,
+    /// Narrows the team's models for this key.
+    pub models: Option<Vec<String>>,
+    /// Unix seconds from which the key is refused.
+    pub expires_at: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TeamPolicy {
     pub models: Vec<String>,
     /// Requested model → the model group this team is routed to instead.
     pub model_overrides: BTreeMap<String, String>,
+    pub tier: Option<String>,
+    /// The team's limits (its tier's where it sets none).
+    pub limits: limits::Limits,
+    /// Limits of the team's use of one client-facing model name.
+    pub model_limits: BTreeMap<String, limits::Limits>,
 }
 
 impl TeamPolicy {
@@ -159,7 +177,7 @@ impl TeamPolicy {
     }
 }
 
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {
@@ -416,12 +434,33 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         log_level: raw.server.log_level.clone().unwrap_or_else(|| "info".into()),
     };
 
-    // teams
-    let teams: BTreeMap<String, TeamPolicy> = raw
-        .teams
-        .into_iter()
-        .map(|(name, team)| (name, TeamPolicy { models: team.models, model_overrides: team.model_overrides }))
-        .collect();
+    // tiers and teams
+    let tiers = limits::tiers(raw.tiers)?;
+    let mut teams: BTreeMap<String, TeamPolicy> = BTreeMap::new();
+    for (name, team) in raw.teams {
+        let path = format!("teams.{name}");
+        team.limits.check(&format!("{path}.limits"))?;
+        for (model, l) in &team.model_limits {
+            l.check(&format!("{path}.model_limits.{model}"))?;
+        }
+        let tier = match &team.tier {
+            Some(t) => Some(tiers.get(t).ok_or_else(|| {
+                let known: Vec<&str> = tiers.keys().map(String::as_str).collect();
+                err(format!("{path}.tier"), format!("unknown tier {t:?} (known: {})", known.join(", ")))
+            })?),
+            None => None,
+        };
+        let mut model_overrides = tier.map(|t| t.model_overrides.clone()).unwrap_or_default();
+        model_overrides.extend(team.model_overrides);
+        let policy = TeamPolicy {
+            models: team.models.or_else(|| tier.and_then(|t| t.models.clone())).unwrap_or_default(),
+            model_overrides,
+            tier: team.tier.clone(),
+            limits: team.limits.or(tier.map(|t| t.limits).unwrap_or_default()),
+            model_limits: team.model_limits,
+        };
+        teams.insert(name, policy);
+    }
 
     // keys
     let mut keys = Vec::with_capacity(raw.keys.len());
@@ -453,7 +492,22 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             }
         };
         let id = key.id.clone().unwrap_or_else(|| key_id(&sha256));
-        keys.push(KeySpec { sha256, team: key.team.clone(), id });
+        key.limits.check(&format!("{path}.limits"))?;
+        let expires_at =
+            match &key.expires_at {
+                None => None,
+                Some(v) => Some(v.as_u64().or_else(|| v.as_str().and_then(crate::clock::parse_timestamp)).ok_or_else(
+                    || err(format!("{path}.expires_at"), "must be Unix seconds or an RFC 3339 UTC time".into()),
+                )?),
+            };
+        keys.push(KeySpec {
+            sha256,
+            team: key.team.clone(),
+            id,
+            limits: key.limits,
+            models: key.models.clone(),
+            expires_at,
+        });
     }
 
     // providers
@@ -594,9 +648,6 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             warnings.push(format!("teams.{team}.models: empty, the team can call no model"));
         }
     }
-    if keys.is_empty() {
-        warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
-    }
 
     let telemetry = TelemetrySettings {
         team_label: raw.telemetry.metrics.team_label,
@@ -605,6 +656,22 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let metering = metering::validate(raw.metering, env, &mut warnings)?;
     let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
+    let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
+    if valkey.is_some()
+        && limit_settings.replicas == 1
+        && limit_settings.on_valkey_down == limits::ValkeyDownPolicy::FailOpen
+    {
+        warnings.push(
+            "limits.replicas: 1 with valkey configured; while Valkey is down every replica enforces the whole limits \
+             (set it, or LLM_GATEWAY_REPLICAS, to the replica count)"
+                .into(),
+        );
+    }
+    let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
+    let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
+    if keys.is_empty() && admin.is_none() && auth.oidc.is_none() {
+        warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
+    }
     Ok(Config {
         server,
         keys,
@@ -617,6 +684,10 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         valkey,
         metering,
         cache,
+        tiers,
+        limits: limit_settings,
+        admin,
+        auth,
         warnings,
     })
 }
@@ -1001,7 +1072,7 @@ pub fn key_id(hash: &[u8; 32]) -> String {
     hash[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
     if hex.len() != 64 {
         return None;

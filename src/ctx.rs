@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub body: Bytes,
     /// What the cache did (a hit is metered as cached, with the stored usage).
     pub cache: CacheStatus,
+    /// What the limits stage reserved for this request (settled when it ends).
+    pub reservation: Option<crate::limits::Reservation>,
 }
 
 /// The cache's part in a request, as the client sees it in `x-llm-gateway-cache`.
@@ -180,8 +182,8 @@ impl Outcome {
     }
 }
 
-/// Something that wants to know how each request ended (logs now; limits, cache and metering
-/// later). Wired in `app`; the stages that produce outcomes do not know who listens.
+/// Something that wants to know how each request ended (logs, metrics, limits settlement; cache
+/// and metering later). Wired in `app`; the stages that produce outcomes do not know who listens.
 pub trait Observer: Send + Sync {
     /// The request arrived (called once, before any stage ran).
     fn started(&self, _ctx: &RequestCtx) {}

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::openai::default_kind_for;
+use crate::api::ratelimit::{self, RateHeaders};
 use crate::api::{ErrorBody, anthropic};
 
 /// Who caused a failure: the router and the breaker act on upstream failures only.
@@ -34,6 +35,21 @@ pub enum GatewayError {
     /// Every deployment is cooling down after upstream 429s.
     #[error("{message}")]
     CoolingDown { message: String, retry_after_secs: u64 },
+    /// Over a rate, concurrency or budget limit of the caller's key, team or model.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// Which limit (`rpm`, `tpm`, `max_concurrent`, `daily_tokens`, ...).
+        reason: &'static str,
+        /// A budget ran out (`insufficient_quota`) rather than a rate.
+        quota: bool,
+        retry_after_ms: Option<u64>,
+        headers: Box<RateHeaders>,
+    },
+    /// Shared state (limits, admin-made keys) cannot be read: Valkey is unreachable and the
+    /// policy says to refuse rather than guess.
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The upstream answered with an error status; its body is normalised to OpenAI's shape.
@@ -67,7 +83,8 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContextLength(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::CoolingDown { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::CoolingDown { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Anthropic's 529 "overloaded" is outside what OpenAI clients know: their 503.
             Self::UpstreamStatus { status, .. } if status.as_u16() == 529 => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamStatus { status, .. } => *status,
@@ -85,15 +102,18 @@ impl GatewayError {
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
             | Self::PayloadTooLarge { .. }
+            | Self::RateLimited { .. }
             | Self::ContextLength(_) => Cause::Client,
             Self::UpstreamStatus { status, .. } if status.is_client_error() && status.as_u16() != 429 => Cause::Client,
             Self::UpstreamStatus { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. } => Cause::Upstream,
-            Self::Internal(_) | Self::Unavailable { .. } | Self::CoolingDown { .. } | Self::MeteringFull(_) => {
-                Cause::Gateway
-            }
+            Self::Internal(_)
+            | Self::Unavailable { .. }
+            | Self::CoolingDown { .. }
+            | Self::MeteringFull(_)
+            | Self::StoreUnavailable(_) => Cause::Gateway,
         }
     }
 
@@ -118,6 +138,8 @@ impl GatewayError {
             Self::ContextLength(_) => "context_length_exceeded",
             Self::Unavailable { .. } => "unavailable",
             Self::CoolingDown { .. } => "cooling_down",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::StoreUnavailable(_) => "store_unavailable",
             Self::UpstreamStatus { .. } => "upstream_status",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -153,6 +175,13 @@ impl GatewayError {
             }
             Self::CoolingDown { .. } => {
                 ErrorBody::new(message, "rate_limit_error", Some("model".into()), Some("rate_limit_exceeded"))
+            }
+            Self::RateLimited { quota: true, .. } => {
+                ErrorBody::new(message, "insufficient_quota", None, Some("insufficient_quota"))
+            }
+            Self::RateLimited { .. } => ErrorBody::new(message, "rate_limit_error", None, Some("rate_limit_exceeded")),
+            Self::StoreUnavailable(_) => {
+                ErrorBody::new(message, "service_unavailable_error", None, Some("store_unavailable"))
             }
             Self::UpstreamStatus { body, .. } => body.clone(),
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => {
@@ -198,6 +227,15 @@ impl GatewayError {
         };
         if let Some(value) = retry_after {
             response.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
+        if let Self::RateLimited { retry_after_ms, headers, .. } = &self {
+            headers.apply(response.headers_mut());
+            if let Some(ms) = retry_after_ms {
+                ratelimit::apply_retry_after(response.headers_mut(), *ms);
+            }
+        }
+        if matches!(self, Self::StoreUnavailable(_)) {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
         }
         // Answered before the request body was read: the connection cannot be reused safely.
         if matches!(self, Self::Unauthorized(_) | Self::PayloadTooLarge { .. }) {

@@ -1,8 +1,10 @@
 //! Ingress: one handler per endpoint (OpenAI's, and Anthropic's `/v1/messages`). Each request
-//! goes auth → parse → route → attempts over the route's deployments (failing over before the
+//! goes auth → parse → limits → cache → route → attempts over the route's deployments (failing over before the
 //! first byte) → the answer, whole or streamed, in the client's dialect; then one outcome
 //! report to the observers. Errors take the shape of the client's dialect.
 
+pub mod admin;
+pub mod quota;
 pub mod request;
 
 use std::collections::VecDeque;
@@ -25,6 +27,7 @@ use crate::cache::{self, Cache, Fill, Lookup, StreamFill};
 use crate::config::{DeploymentSpec, Dialect};
 use crate::ctx::{CacheStatus, Endpoint, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
+use crate::limits::{Demand, Limiter};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
@@ -42,6 +45,7 @@ pub struct Gateway {
     pub cli_pools: cli::Pools,
     /// Exact and semantic answers; `None` = no cache configured.
     pub cache: Option<Arc<Cache>>,
+    pub limits: Arc<Limiter>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
     pub started_unix: u64,
@@ -97,13 +101,13 @@ pub async fn messages(
 /// four characters a token) for a model the caller may use.
 pub async fn count_tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let counted = async {
-        let principal = gw.auth.authenticate(&headers)?;
+        let principal = gw.auth.authenticate(&headers).await?;
         let bytes = read_limited(body, &headers, gw.max_body_bytes).await?;
         let (model, input_tokens) = request::count_tokens(&bytes)?;
         if !gw.router.knows(&model) {
             return Err(GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")));
         }
-        if !principal.policy.allows(&model) {
+        if !principal.allows(&model) {
             return Err(GatewayError::ModelNotAllowed(format!(
                 "Team `{}` is not allowed to use the model `{model}`.",
                 principal.team
@@ -118,7 +122,7 @@ pub async fn count_tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bo
 }
 
 pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let principal = match gw.auth.authenticate(&headers) {
+    let principal = match gw.auth.authenticate(&headers).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -131,11 +135,11 @@ pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> 
 }
 
 pub async fn get_model(State(gw): State<Arc<Gateway>>, Path(model): Path<String>, headers: HeaderMap) -> Response {
-    let principal = match gw.auth.authenticate(&headers) {
+    let principal = match gw.auth.authenticate(&headers).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if !(gw.router.knows(&model) && principal.policy.allows(&model)) {
+    if !(gw.router.knows(&model) && principal.allows(&model)) {
         return GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")).into_response();
     }
     axum::Json(ModelEntry { id: &model, object: "model", created: gw.started_unix, owned_by: "llm-gateway" })
@@ -191,12 +195,13 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         trace_id,
         body: Bytes::new(),
         cache: CacheStatus::Off,
+        reservation: None,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
     }
     match serve(&gw, &mut ctx, &headers, body).instrument(span).await {
-        Ok((Served::Whole(response, whole), _)) => {
+        Ok((Served::Whole(mut response, whole), _)) => {
             let outcome = Outcome {
                 status: response.status().as_u16(),
                 error: None,
@@ -210,6 +215,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                 cached: ctx.cache.is_hit(),
             };
             finish(&gw, &ctx, &outcome);
+            rate_headers(response.headers_mut(), &ctx);
             response
         }
         Ok((Served::Stream(relay, first, fill), guard)) => {
@@ -261,6 +267,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             routing_headers(h, &ctx);
+            rate_headers(h, &ctx);
             response
         }
         Err(e) => {
@@ -269,6 +276,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                 if ctx.endpoint.is_anthropic() { e.into_anthropic_response() } else { e.into_response() };
             finish(&gw, &ctx, &Outcome::failed(response.status().as_u16(), label));
             routing_headers(response.headers_mut(), &ctx);
+            rate_headers(response.headers_mut(), &ctx);
             response
         }
     }
@@ -288,6 +296,13 @@ fn routing_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
         headers.insert(ATTEMPTS_HEADER, HeaderValue::from(ctx.attempts));
     }
     cache::status_headers(headers, ctx.cache);
+}
+
+/// `x-ratelimit-*` of an admitted request (a refusal carries its own).
+fn rate_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    if let Some(reservation) = &ctx.reservation {
+        reservation.headers.apply(headers);
+    }
 }
 
 enum Served {
@@ -322,7 +337,7 @@ async fn serve(
     body: Body,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
     let principal: Principal =
-        tracing::info_span!(target: "llm_gateway::trace", "auth").in_scope(|| gw.auth.authenticate(headers))?;
+        gw.auth.authenticate(headers).instrument(tracing::info_span!(target: "llm_gateway::trace", "auth")).await?;
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
@@ -330,6 +345,13 @@ async fn serve(
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    let demand = Demand {
+        model: &request.model,
+        prompt_tokens: request.prompt_tokens_estimate,
+        max_tokens: request.max_tokens,
+        completion: ctx.endpoint != Endpoint::Embeddings,
+    };
+    ctx.reservation = gw.limits.admit(&principal, &demand).await?;
     for observer in &gw.observers {
         observer.admit(ctx)?;
     }

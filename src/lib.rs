@@ -3,7 +3,7 @@
 //! A request flows through the stages below, in the order the modules are declared:
 //!
 //! ```text
-//! client ─► server ─► ingress ─► auth ─► cache ─► router ─► adapter ─► upstream
+//! client ─► server ─► ingress ─► auth ─► limits ─► cache ─► router ─► adapter ─► upstream
 //!                        ▲                                                 │
 //!                        └──── stream (end-of-stream observers) ◄──────────┘
 //! ```
@@ -11,7 +11,8 @@
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
 //! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's): parse what we act on, keep
 //!   the rest verbatim
-//! - `auth`     key → `Principal` (team, key id, allowed models)
+//! - `auth`     key or JWT → `Principal` (team, key id, allowed models, limits); admin-made keys
+//! - `limits`   admit or 429: rates, concurrency, budgets, exact across replicas (Valkey)
 //! - `cache`    exact and semantic answers (moka in each replica, Valkey shared); stores clean misses
 //! - `router`   client model name → ordered deployments; failover before the first byte
 //! - `adapter`  one translator per wire dialect (openai-compatible, anthropic, mock; cli drives CLI sessions)
@@ -19,11 +20,12 @@
 //! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
 //! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //!
-//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`,
+//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`, `clock`,
 //! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics),
 //! `kv` (Valkey). `app` composes the stack and nothing imports it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod ctx;
 pub mod error;
@@ -33,6 +35,7 @@ pub mod adapter;
 pub mod auth;
 pub mod cache;
 pub mod ingress;
+pub mod limits;
 pub mod router;
 pub mod server;
 pub mod stream;

@@ -94,7 +94,7 @@ impl Router {
         if !known && self.default_backend.is_none() {
             return Err(GatewayError::ModelNotFound(format!("The model `{requested}` does not exist.")));
         }
-        if !principal.policy.allows(requested) {
+        if !principal.allows(requested) {
             return Err(GatewayError::ModelNotAllowed(format!(
                 "Team `{}` is not allowed to use the model `{requested}`.",
                 principal.team
@@ -145,7 +145,7 @@ impl Router {
     /// unknown. Deployment-independent: what the cache keys on.
     pub fn model_group(&self, principal: &Principal, requested: &str) -> Option<String> {
         let known = self.groups.contains_key(requested) || self.aliases.contains_key(requested);
-        if !(known || self.default_backend.is_some()) || !principal.policy.allows(requested) {
+        if !(known || self.default_backend.is_some()) || !principal.allows(requested) {
             return None;
         }
         let target = principal.policy.model_overrides.get(requested).map(String::as_str).unwrap_or(requested);
@@ -210,7 +210,7 @@ impl Router {
 
     /// Client-facing model names the team may use, for `GET /v1/models`.
     pub fn visible_models<'a>(&'a self, principal: &'a Principal) -> impl Iterator<Item = &'a str> + 'a {
-        self.groups.keys().chain(self.aliases.keys()).map(String::as_str).filter(|name| principal.policy.allows(name))
+        self.groups.keys().chain(self.aliases.keys()).map(String::as_str).filter(|name| principal.allows(name))
     }
 
     /// Whether `model` names something routable at all (for `GET /v1/models/{id}`).

@@ -37,6 +37,15 @@ pub struct RawConfig {
     pub metering: Option<super::metering::RawMetering>,
     /// Response caching; absent = off.
     pub cache: Option<super::cache::RawCache>,
+    /// Subscription tiers (the built-in free / pro / enterprise, replaced by name).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, super::limits::RawTier>,
+    /// How limits behave across replicas and without Valkey.
+    pub limits: Option<super::limits::RawLimitSettings>,
+    /// The admin API's credential; absent = no admin API.
+    pub admin: Option<super::limits::RawAdmin>,
+    /// Which credentials `/v1` accepts (keys, OIDC JWTs, or both).
+    pub auth: Option<super::limits::RawAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,13 +118,27 @@ pub struct RawKey {
     pub team: String,
     /// A non-secret name for logs; defaults to a prefix of the key's hash.
     pub id: Option<String>,
+    /// The key's own limits, on top of its team's.
+    #[serde(default)]
+    pub limits: super::limits::Limits,
+    /// Narrows the team's models for this key (globs).
+    pub models: Option<Vec<String>>,
+    /// Unix seconds or an RFC 3339 UTC time; the key is refused from then on.
+    pub expires_at: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTeam {
+    /// Absent = the tier's models (none without a tier).
+    pub models: Option<Vec<String>>,
+    /// `free`, `pro`, `enterprise` or a configured tier: default limits, models and routing.
+    pub tier: Option<String>,
     #[serde(default)]
-    pub models: Vec<String>,
+    pub limits: super::limits::Limits,
+    /// Limits of this team's use of one model (client-facing name), on top of the team's.
+    #[serde(default)]
+    pub model_limits: BTreeMap<String, super::limits::Limits>,
     /// Requests of this team for the key model go to the value model instead.
     #[serde(default)]
     pub model_overrides: BTreeMap<String, String>,

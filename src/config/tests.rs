@@ -128,10 +128,8 @@ fn vendor_descriptors_fill_in_and_config_overrides() {
 
 #[test]
 fn team_model_globs() {
-    let policy = TeamPolicy {
-        models: vec!["gpt-4o*".into(), "embed-*-small".into(), "exact".into()],
-        model_overrides: Default::default(),
-    };
+    let policy =
+        TeamPolicy { models: vec!["gpt-4o*".into(), "embed-*-small".into(), "exact".into()], ..Default::default() };
     assert!(policy.allows("gpt-4o"));
     assert!(policy.allows("gpt-4o-mini"));
     assert!(policy.allows("embed-3-small"));
@@ -139,8 +137,8 @@ fn team_model_globs() {
     assert!(!policy.allows("exactly"));
     assert!(!policy.allows("gpt-4"));
     assert!(!policy.allows("embed-3-large"));
-    assert!(TeamPolicy { models: vec!["*".into()], model_overrides: Default::default() }.allows("anything"));
-    assert!(!TeamPolicy { models: vec![], model_overrides: Default::default() }.allows("anything"));
+    assert!(TeamPolicy { models: vec!["*".into()], ..Default::default() }.allows("anything"));
+    assert!(!TeamPolicy { models: vec![], ..Default::default() }.allows("anything"));
 }
 
 #[test]

@@ -229,7 +229,14 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
         principal: Some(Principal {
             team: "team-a".into(),
             key_id: "key-a".into(),
-            policy: Arc::new(crate::config::TeamPolicy { models: vec![], model_overrides: Default::default() }),
+            grant: Default::default(),
+            policy: Arc::new(crate::config::TeamPolicy {
+                models: vec![],
+                model_overrides: Default::default(),
+                tier: None,
+                limits: Default::default(),
+                model_limits: Default::default(),
+            }),
         }),
         client_model: "gpt-4o".into(),
         stream: false,
@@ -240,6 +247,7 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
         trace_id: None,
         body: Bytes::new(),
         cache: Default::default(),
+        reservation: None,
     };
     assert!(metering.admit(&ctx).is_ok());
     p.full.store(true, Ordering::Relaxed);

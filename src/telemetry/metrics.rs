@@ -13,6 +13,8 @@ use crate::ctx::{ChunkGaps, GAP_BOUNDS, Observer, Outcome, RequestCtx};
 /// Latency buckets (seconds) shared by the request, first-token and upstream histograms.
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Buckets (seconds) for the limit check: a Valkey round trip on loopback is tens of µs.
+pub const CHECK_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5];
 /// Token-count buckets, after the GenAI `gen_ai.client.token.usage` convention.
 pub const TOKEN_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0];
 
@@ -319,6 +321,12 @@ pub struct Metrics {
     pub sessions: Family<Counter>,
     /// Rendered when metering is on.
     pub metering: Option<Arc<MeteringMetrics>>,
+    pub rate_limited: Family<Counter>,
+    pub limits_fallback: Family<Counter>,
+    pub limits_degraded: Gauge,
+    pub limits_settle_failures: Counter,
+    pub limit_check: Family<Histogram>,
+    pub valkey_errors: Counter,
 }
 
 impl Metrics {
@@ -405,6 +413,30 @@ impl Metrics {
                 Counter::default,
             ),
             metering: None,
+            rate_limited: Family::new(
+                "llm_gateway_rate_limited_total",
+                "Requests refused by the gateway's own limits, by the limit that refused them.",
+                "counter",
+                &["reason"],
+                Counter::default,
+            ),
+            limits_fallback: Family::new(
+                "llm_gateway_limits_fallback_total",
+                "Limit checks decided by the Valkey-down policy (fail-open: per-replica limits; fail-closed: 503).",
+                "counter",
+                &["policy"],
+                Counter::default,
+            ),
+            limits_degraded: Gauge::default(),
+            limits_settle_failures: Counter::default(),
+            limit_check: Family::new(
+                "llm_gateway_limit_check_seconds",
+                "Time to admit or refuse a request against its limits (a Valkey round trip when shared).",
+                "histogram",
+                &[],
+                || Histogram::new(CHECK_BUCKETS),
+            ),
+            valkey_errors: Counter::default(),
         }
     }
 
@@ -436,6 +468,35 @@ impl Metrics {
         if let Some(metering) = &self.metering {
             metering.render(&mut out);
         }
+        self.rate_limited.render(&mut out);
+        self.limits_fallback.render(&mut out);
+        let single = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        single(
+            &mut out,
+            "llm_gateway_limits_degraded",
+            "gauge",
+            "1 while Valkey is unreachable and limits follow the configured fail-open or fail-closed policy.",
+            self.limits_degraded.get().to_string(),
+        );
+        single(
+            &mut out,
+            "llm_gateway_limits_settle_failures_total",
+            "counter",
+            "End-of-request settlements (refunds, lease releases) that did not reach Valkey.",
+            self.limits_settle_failures.get().to_string(),
+        );
+        single(
+            &mut out,
+            "llm_gateway_valkey_errors_total",
+            "counter",
+            "Valkey commands that failed or timed out.",
+            self.valkey_errors.get().to_string(),
+        );
+        self.limit_check.render(&mut out);
         out
     }
 }

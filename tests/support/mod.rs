@@ -31,9 +31,18 @@ impl Gateway {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&'static str, &'static str)]) -> Self {
+        Self::start_with_clock(yaml, env, Arc::new(llm_gateway::clock::SystemClock)).await
+    }
+
+    /// A gateway whose budget windows and key expiry follow `clock`.
+    pub async fn start_with_clock(
+        yaml: &str,
+        env: &[(&'static str, &'static str)],
+        clock: Arc<dyn llm_gateway::clock::Clock>,
+    ) -> Self {
         let env: HashMap<&str, &str> = env.iter().copied().collect();
         let config = Config::from_yaml(yaml, &env).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
-        let (router, background) = app::build(&config).expect("build");
+        let (router, background) = app::build_with(&config, clock).expect("build");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -65,6 +74,28 @@ impl Gateway {
             .send()
             .await
             .expect("the gateway answers")
+    }
+
+    /// A chat request with `key`, as the given body.
+    pub async fn chat_as(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// `GET /quota` with `key`.
+    pub async fn quota(&self, key: &str) -> serde_json::Value {
+        json(self.client.get(self.url("/quota")).bearer_auth(key).send().await.unwrap()).await
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     pub async fn health(&self) -> serde_json::Value {

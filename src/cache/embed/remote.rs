@@ -69,9 +69,19 @@ impl RemoteEmbedder {
 
     pub fn routed(config: &Config, model: &str, timeout: Duration) -> Result<Self, EmbedError> {
         let upstreams = Upstreams::new(config).map_err(|e| EmbedError::Failed(e.to_string()))?;
-        let policy = TeamPolicy { models: vec![model.to_owned()], model_overrides: Default::default() };
-        let principal =
-            Principal { team: "llm-gateway-cache".into(), key_id: "cache-embedder".into(), policy: policy.into() };
+        let policy = TeamPolicy {
+            models: vec![model.to_owned()],
+            model_overrides: Default::default(),
+            tier: None,
+            limits: Default::default(),
+            model_limits: Default::default(),
+        };
+        let principal = Principal {
+            team: "llm-gateway-cache".into(),
+            key_id: "cache-embedder".into(),
+            policy: policy.into(),
+            grant: Default::default(),
+        };
         Ok(Self {
             id: format!("routed:{model}"),
             model: model.to_owned(),

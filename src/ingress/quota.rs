@@ -1,0 +1,17 @@
+//! `GET /quota` (the original service's endpoint): the caller's limits, what it has used and
+//! what remains, per scope (its key or token subject, its team, the team's per-model limits).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::Gateway;
+
+pub async fn quota(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    match gw.auth.authenticate(&headers).await {
+        Ok(principal) => axum::Json(gw.limits.quota(&principal).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

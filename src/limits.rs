@@ -1,0 +1,494 @@
+//! Limits: admit a request or refuse it with 429, before it is routed. Each key (or token
+//! subject), its team and the team's use of a model may set requests and tokens per minute,
+//! concurrent requests, and daily / monthly token and daily request budgets.
+//!
+//! Token limits reserve an estimate at admission (the prompt counted locally plus `max_tokens`,
+//! or a default) and are settled at the end of the request with the usage the upstream reported:
+//! the unused part is refunded, an overrun charged. Concurrency is a lease released exactly once
+//! at the end. With Valkey the counters are shared by every replica and changed atomically by
+//! Lua scripts; without it (or while it is down, under the fail-open policy) each replica keeps
+//! its own, each limit divided by the configured replica count.
+
+pub mod gcra;
+pub mod local;
+pub mod plan;
+pub mod shared;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::api::ratelimit::{Bucket, RateHeaders};
+use crate::auth::Principal;
+use crate::clock::{self, Clock};
+use crate::config::limits::{LimitSettings, ValkeyDownPolicy};
+use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::error::GatewayError;
+use crate::kv::Kv;
+use crate::telemetry::metrics::Metrics;
+use local::Local;
+pub use plan::Demand;
+use plan::{Check, Dim, Kind};
+use shared::{Settlement, Shared};
+
+/// Settlements waiting for the worker; beyond this they are dropped (leases then expire by TTL).
+const SETTLE_QUEUE: usize = 16_384;
+/// Settlement calls in flight to Valkey at once.
+const SETTLE_CONCURRENCY: usize = 16;
+/// Ended requests settled by one call (per team) at most: under load, settlements that queued up
+/// while a call was in flight go together, their corrections of one counter summed.
+const SETTLE_BATCH: usize = 256;
+/// How often an unreachable Valkey is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("{message}")]
+    Exceeded { dim: Dim, message: String, retry_after_ms: Option<u64>, headers: RateHeaders },
+    #[error(
+        "Limits cannot be checked right now: the shared store is unreachable and the policy is fail-closed. Try again shortly."
+    )]
+    Unavailable,
+}
+
+impl From<LimitError> for GatewayError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Exceeded { dim, message, retry_after_ms, headers } => GatewayError::RateLimited {
+                message,
+                reason: dim.name(),
+                quota: dim.is_budget(),
+                retry_after_ms,
+                headers: Box::new(headers),
+            },
+            LimitError::Unavailable => GatewayError::StoreUnavailable(e.to_string()),
+        }
+    }
+}
+
+/// What an admitted request holds until it ends.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// Tokens reserved.
+    pub estimate: u64,
+    /// The `x-ratelimit-*` values after admission.
+    pub headers: RateHeaders,
+    store: Store,
+    held: Vec<Held>,
+    leases: Leases,
+}
+
+/// The concurrency leases of one request: one id, in every lease set that limits it (its key's,
+/// its team's, ...). No sets: no concurrency limit applies.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    pub id: i64,
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Shared,
+    /// In process; `owe`: admitted under the fail-open policy, budgets owed to Valkey.
+    Local {
+        owe: bool,
+    },
+}
+
+/// A token counter charged at admission, corrected at settlement.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub kind: Kind,
+    pub key: String,
+    pub limit: u64,
+    pub window_end_ms: u64,
+}
+
+/// What a check says about a request: admit it now (`No` retry needed), retry after so many
+/// milliseconds, or never (it can never fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    After(u64),
+    Never,
+}
+
+/// The outcome of checking every limit of one request.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub admitted: bool,
+    /// The check that refused (the one whose wait is longest).
+    pub denied: Option<usize>,
+    pub retry: Retry,
+    /// Per check: (remaining, reset ms), when known.
+    pub levels: Vec<Option<(u64, u64)>>,
+}
+
+impl Verdict {
+    pub fn admitted(checks: usize) -> Self {
+        Self { admitted: true, denied: None, retry: Retry::No, levels: vec![None; checks] }
+    }
+
+    /// Records a refusal by check `i`, keeping the one a client can do least about.
+    pub fn refuse(&mut self, i: usize, retry: Retry) {
+        let worse = match (self.retry, retry) {
+            (_, Retry::No) | (Retry::Never, _) => false,
+            (_, Retry::Never) | (Retry::No, _) => true,
+            (Retry::After(current), Retry::After(new)) => new > current,
+        };
+        if worse {
+            self.admitted = false;
+            self.denied = Some(i);
+            self.retry = retry;
+        }
+    }
+}
+
+pub struct Limiter {
+    settings: LimitSettings,
+    clock: Arc<dyn Clock>,
+    shared: Option<Shared>,
+    local: Local,
+    metrics: Arc<Metrics>,
+    check_latency: Arc<crate::telemetry::metrics::Histogram>,
+    settle_tx: mpsc::Sender<Settlement>,
+    settle_rx: Mutex<Option<mpsc::Receiver<Settlement>>>,
+}
+
+impl Limiter {
+    pub fn new(settings: LimitSettings, kv: Option<Kv>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        let (settle_tx, settle_rx) = mpsc::channel(SETTLE_QUEUE);
+        Self {
+            shared: kv.map(|kv| Shared::new(kv, settings.lease_ttl)),
+            settings,
+            clock,
+            local: Local::default(),
+            check_latency: metrics.limit_check.with(&[]),
+            metrics,
+            settle_tx,
+            settle_rx: Mutex::new(Some(settle_rx)),
+        }
+    }
+
+    /// Starts the settlement worker, the lease renewer and the Valkey probe.
+    pub fn spawn_background(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
+        let Some(rx) = self.settle_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        if self.shared.is_none() {
+            return;
+        }
+        let me = self.clone();
+        tasks.spawn(async move {
+            let batches = futures_util::stream::unfold(rx, |mut rx| async {
+                let mut batch = vec![rx.recv().await?];
+                while batch.len() < SETTLE_BATCH {
+                    match rx.try_recv() {
+                        Ok(s) => batch.push(s),
+                        Err(_) => break,
+                    }
+                }
+                Some((batch, rx))
+            });
+            batches.for_each_concurrent(SETTLE_CONCURRENCY, |batch| me.settle_shared(batch)).await;
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(me.settings.lease_ttl / 3);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Some(shared) = me.shared.as_ref().filter(|s| s.is_healthy())
+                    && let Err(e) = shared.renew_leases().await
+                {
+                    me.store_failed(&e);
+                }
+            }
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                me.probe().await;
+            }
+        });
+    }
+
+    /// The policy in force: `shared`, `local` (no Valkey), or the Valkey-down policy in action.
+    pub fn mode(&self) -> &'static str {
+        match &self.shared {
+            None => "local",
+            Some(s) if s.is_healthy() => "shared",
+            Some(_) => self.settings.on_valkey_down.as_str(),
+        }
+    }
+
+    /// Checks every limit of `principal` for one request. `None`: nothing limits it.
+    pub async fn admit(&self, principal: &Principal, demand: &Demand<'_>) -> Result<Option<Reservation>, LimitError> {
+        let estimate = demand.estimate(&self.settings);
+        let now_ms = self.clock.now_ms();
+        let checks = plan::checks(principal, Some(demand.model), estimate, &self.settings, now_ms, 1);
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let result = self.decide(principal, demand.model, estimate, checks, now_ms).await;
+        self.check_latency.observe_duration(started.elapsed());
+        if let Err(LimitError::Exceeded { dim, .. }) = &result {
+            self.metrics.rate_limited.with(&[dim.name()]).inc();
+        }
+        result.map(Some)
+    }
+
+    async fn decide(
+        &self,
+        principal: &Principal,
+        model: &str,
+        estimate: u64,
+        checks: Vec<Check>,
+        now_ms: u64,
+    ) -> Result<Reservation, LimitError> {
+        let replicas = u64::from(self.settings.replicas);
+        let Some(shared) = &self.shared else {
+            let checks = if replicas > 1 {
+                plan::checks(principal, Some(model), estimate, &self.settings, now_ms, replicas)
+            } else {
+                checks
+            };
+            let verdict = self.local.admit(&checks, now_ms, false);
+            return self.conclude(checks, verdict, estimate, Store::Local { owe: false }, 0);
+        };
+        if shared.is_healthy() {
+            if let Some((i, wait)) = self.local.shield(&checks) {
+                let mut verdict = Verdict::admitted(checks.len());
+                // Only the refusing bucket is known here; the others go unreported.
+                verdict.levels[i] = Some((0, wait.as_millis() as u64));
+                verdict.refuse(i, Retry::After((wait.as_millis() as u64).max(1)));
+                return self.conclude(checks, verdict, estimate, Store::Shared, 0);
+            }
+            let lease_id = fastrand::i64(1..);
+            match shared.admit(&checks, lease_id, now_ms).await {
+                Ok(verdict) => return self.conclude(checks, verdict, estimate, Store::Shared, lease_id),
+                Err(e) => self.store_failed(&e),
+            }
+        }
+        self.metrics.limits_fallback.with(&[self.settings.on_valkey_down.as_str()]).inc();
+        match self.settings.on_valkey_down {
+            ValkeyDownPolicy::FailClosed => Err(LimitError::Unavailable),
+            ValkeyDownPolicy::FailOpen => {
+                let checks = plan::checks(principal, Some(model), estimate, &self.settings, now_ms, replicas);
+                let verdict = self.local.admit(&checks, now_ms, true);
+                self.conclude(checks, verdict, estimate, Store::Local { owe: true }, 0)
+            }
+        }
+    }
+
+    fn conclude(
+        &self,
+        checks: Vec<Check>,
+        verdict: Verdict,
+        estimate: u64,
+        store: Store,
+        lease_id: i64,
+    ) -> Result<Reservation, LimitError> {
+        let mut headers = RateHeaders::default();
+        for (check, level) in checks.iter().zip(&verdict.levels) {
+            let Some((remaining, reset_ms)) = level else { continue };
+            let bucket = Bucket { limit: check.limit, remaining: *remaining, reset_ms: *reset_ms };
+            match check.dim {
+                Dim::Rpm => headers.add_requests(bucket),
+                Dim::Tpm => headers.add_tokens(bucket),
+                _ => {}
+            }
+        }
+        if let Some(i) = verdict.denied.filter(|_| !verdict.admitted) {
+            let check = &checks[i];
+            let retry_after_ms = match verdict.retry {
+                Retry::After(ms) => Some(ms),
+                Retry::No | Retry::Never => None,
+            };
+            return Err(LimitError::Exceeded {
+                dim: check.dim,
+                message: refusal_message(check, retry_after_ms),
+                retry_after_ms,
+                headers,
+            });
+        }
+        let mut held = Vec::new();
+        let mut leases = Leases { id: lease_id, sets: Vec::new() };
+        for check in checks {
+            if check.dim == Dim::Concurrency {
+                leases.sets.push(check.key);
+            } else if check.dim.counts_tokens() {
+                held.push(Held {
+                    kind: check.kind(),
+                    key: check.key,
+                    limit: check.limit,
+                    window_end_ms: check.window_end_ms,
+                });
+            }
+        }
+        Ok(Reservation { estimate, headers, store, held, leases })
+    }
+
+    /// Settles a reservation once its request has ended: in process at once, on Valkey through
+    /// the settlement worker (never on the response path).
+    pub fn settle(&self, reservation: &Reservation, outcome: &Outcome) {
+        let delta = settle_delta(reservation.estimate, outcome);
+        match reservation.store {
+            Store::Local { owe } => {
+                self.local.settle(&reservation.held, &reservation.leases.sets, delta, owe);
+            }
+            Store::Shared => {
+                if delta == 0 && reservation.leases.sets.is_empty() {
+                    return;
+                }
+                let settlement =
+                    Settlement { held: reservation.held.clone(), leases: reservation.leases.clone(), delta };
+                if self.settle_tx.try_send(settlement).is_err() {
+                    self.metrics.limits_settle_failures.inc();
+                }
+            }
+        }
+    }
+
+    async fn settle_shared(&self, batch: Vec<Settlement>) {
+        let Some(shared) = &self.shared else { return };
+        if let Err(e) = shared.settle(&batch, self.clock.now_ms()).await {
+            self.metrics.limits_settle_failures.add(batch.len() as u64);
+            self.store_failed(&e);
+        }
+    }
+
+    /// Valkey failed us: apply the configured policy from now on, loudly, until it answers.
+    fn store_failed(&self, error: &crate::kv::KvError) {
+        let Some(shared) = &self.shared else { return };
+        if shared.set_healthy(false) {
+            self.metrics.limits_degraded.set(1);
+            tracing::error!(
+                error = %error,
+                policy = self.settings.on_valkey_down.as_str(),
+                replicas = self.settings.replicas,
+                "valkey unreachable: limits switch to the {} policy until it answers again",
+                self.settings.on_valkey_down.as_str()
+            );
+        }
+    }
+
+    async fn probe(&self) {
+        let Some(shared) = &self.shared else { return };
+        if shared.is_healthy() || !shared.kv().ping().await {
+            return;
+        }
+        let debt = self.local.take_debt();
+        let owed = debt.len();
+        if let Err(e) = shared.pay_debt(debt, self.clock.now_ms()).await {
+            tracing::warn!(error = %e, "valkey answered a ping but not the budget catch-up; staying degraded");
+            return;
+        }
+        if shared.set_healthy(true) {
+            self.metrics.limits_degraded.set(0);
+            tracing::warn!(budgets_caught_up = owed, "valkey reachable again: shared limits resume");
+        }
+    }
+
+    /// The caller's limits, what is used and what remains (`GET /quota`).
+    pub async fn quota(&self, principal: &Principal) -> serde_json::Value {
+        let now_ms = self.clock.now_ms();
+        let (checks, report) = match &self.shared {
+            Some(shared) if shared.is_healthy() => {
+                let checks = plan::checks(principal, None, 0, &self.settings, now_ms, 1);
+                match shared.peek(&checks, now_ms).await {
+                    Ok(r) => (checks, r),
+                    Err(e) => {
+                        self.store_failed(&e);
+                        self.local_quota(principal, now_ms)
+                    }
+                }
+            }
+            _ => self.local_quota(principal, now_ms),
+        };
+        let mut scopes = serde_json::Map::new();
+        for (check, (used, remaining, reset_ms)) in checks.iter().zip(report) {
+            let mut value = serde_json::json!({"limit": check.limit, "used": used, "remaining": remaining});
+            if check.dim.is_budget() {
+                value["resets_at"] = clock::format_timestamp(check.window_end_ms / 1000).into();
+            } else if check.kind() == Kind::Rate {
+                value["burst"] = check.capacity.into();
+                value["resets_in"] = crate::api::ratelimit::format_reset(reset_ms).into();
+            }
+            let scope = scopes.entry(check.scope.to_string()).or_insert_with(|| serde_json::json!({}));
+            scope[check.dim.name()] = value;
+        }
+        serde_json::json!({
+            "team": &*principal.team,
+            "key_id": &*principal.key_id,
+            "tier": principal.policy.tier,
+            "mode": self.mode(),
+            "limits": scopes,
+        })
+    }
+
+    fn local_quota(&self, principal: &Principal, now_ms: u64) -> (Vec<Check>, Vec<(u64, u64, u64)>) {
+        let divisor = u64::from(self.settings.replicas);
+        let checks = plan::checks(principal, None, 0, &self.settings, now_ms, divisor);
+        let report = self.local.peek(&checks, now_ms);
+        (checks, report)
+    }
+}
+
+/// Units to add to the token counters at the end: usage − estimate (negative refunds). A
+/// request that failed without usage used nothing; one that streamed without reporting usage
+/// keeps its reservation, since what it used is unknown.
+fn settle_delta(estimate: u64, outcome: &Outcome) -> i64 {
+    let used = match outcome.usage {
+        Some(u) => u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
+        None if outcome.status >= 400 => 0,
+        None => estimate,
+    };
+    i64::try_from(used).unwrap_or(i64::MAX) - i64::try_from(estimate).unwrap_or(i64::MAX)
+}
+
+fn refusal_message(check: &Check, retry_after_ms: Option<u64>) -> String {
+    let wait = retry_after_ms.map(crate::api::ratelimit::format_reset).unwrap_or_default();
+    let scope = &check.scope;
+    let limit = check.limit;
+    match check.dim {
+        Dim::Rpm => format!(
+            "Rate limit reached for requests per minute (RPM) on {scope}: limit {limit}. Please try again in {wait}."
+        ),
+        Dim::Tpm if retry_after_ms.is_none() => format!(
+            "Request too large for tokens per minute (TPM) on {scope}: limit {limit}, requested {} (prompt plus max_tokens). Lower max_tokens or shorten the prompt.",
+            check.cost
+        ),
+        Dim::Tpm => format!(
+            "Rate limit reached for tokens per minute (TPM) on {scope}: limit {limit}, requested {}. Please try again in {wait}.",
+            check.cost
+        ),
+        Dim::Concurrency => {
+            format!("Too many concurrent requests on {scope}: limit {limit}. Please try again in {wait}.")
+        }
+        Dim::DailyTokens => format!(
+            "Daily token budget exhausted on {scope}: {limit} tokens a day, this request reserves {}. It resets in {wait}.",
+            check.cost
+        ),
+        Dim::MonthlyTokens => format!(
+            "Monthly token budget exhausted on {scope}: {limit} tokens a month, this request reserves {}. It resets in {wait}.",
+            check.cost
+        ),
+        Dim::DailyRequests => {
+            format!("Daily request quota reached on {scope}: {limit} requests a day. It resets in {wait}.")
+        }
+    }
+}
+
+/// Settles each request's reservation when it ends (wired in `app`).
+pub struct Settler(pub Arc<Limiter>);
+
+impl Observer for Settler {
+    fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
+        if let Some(reservation) = &ctx.reservation {
+            self.0.settle(reservation, outcome);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Credentials beyond static keys: the admin API's keys (hash-only in Valkey, usable on every
+//! replica, revoked everywhere within a second) and OIDC JWTs checked against a JWKS served by
+//! the test (RS256 and ES256 keys made here; expired, wrong audience or issuer, wrong signature,
+//! `alg: none` and HMAC all refused).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use llm_gateway::clock::ManualClock;
+use serde_json::{Value, json};
+use support::valkey::{ValkeyCluster, ValkeyServer};
+use support::{Gateway, json};
+
+const ADMIN: &str = "sk-admin-test-0123456789";
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]})
+}
+
+fn admin_config(store: &str) -> String {
+    format!(
+        "{store}admin: {{ key_env: ADMIN_KEY }}\nteams: {{ t: {{ models: ['*'] }} }}\nproviders: {{ p: {{ dialect: mock }} }}\n\
+         models: {{ m: {{ deployments: [{{ provider: p }}] }}, n: {{ deployments: [{{ provider: p }}] }} }}\n"
+    )
+}
+
+async fn admin(gw: &Gateway, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> reqwest::Response {
+    let mut request = gw.client.request(method, gw.url(path)).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_string());
+    }
+    request.send().await.unwrap()
+}
+
+/// Create on one replica, use on the other, revoke on the first: the second refuses the key
+/// within a second. Valkey holds the key's hash, never the key.
+async fn admin_keys_reach_every_replica(store: &str, valkey_dump: impl AsyncFn() -> String) {
+    let yaml = admin_config(store);
+    let env = [("ADMIN_KEY", ADMIN)];
+    let (a, b) = (Gateway::start_with_env(&yaml, &env).await, Gateway::start_with_env(&yaml, &env).await);
+    let post = |gw, key, body| admin(gw, reqwest::Method::POST, "/admin/keys", key, Some(body));
+
+    assert_eq!(post(&a, "sk-wrong", json!({"team": "t"})).await.status(), 401);
+    let r = post(&a, ADMIN, json!({"team": "nope"})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["error"]["message"], "Unknown team \"nope\".");
+
+    let r = post(
+        &a,
+        ADMIN,
+        json!({"team": "t", "models": ["m"], "limits": {"rpm": 120}, "metadata": {"owner": "ci"}, "expires_in": "30d"}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let created = json(r).await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk-lg-"));
+    assert_eq!(created["metadata"]["owner"], "ci");
+
+    let r = b.chat_as(&key, hello("m")).await;
+    assert_eq!(r.status(), 200, "the other replica knows the key");
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "120", "with its own limits");
+    assert_eq!(b.chat_as(&key, hello("n")).await.status(), 403, "and its own models");
+    assert_eq!(b.quota(&key).await["key_id"], id.as_str());
+
+    let listed = json(admin(&b, reqwest::Method::GET, "/admin/keys", ADMIN, None).await).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+    assert!(listed["data"][0].get("key").is_none());
+    let shown = admin(&b, reqwest::Method::GET, &format!("/admin/keys/{id}"), ADMIN, None).await;
+    assert_eq!(json(shown).await["team"], "t");
+    let dump = valkey_dump().await;
+    assert!(dump.contains(&id), "the key's record is in Valkey");
+    assert!(!dump.contains(&key) && !dump.contains(&key[6..]), "but never the key itself");
+
+    let r = admin(&a, reqwest::Method::DELETE, &format!("/admin/keys/{id}"), ADMIN, None).await;
+    assert_eq!(r.status(), 200);
+    let revoked = Instant::now();
+    assert_eq!(a.chat_as(&key, hello("m")).await.status(), 401, "the revoking replica at once");
+    loop {
+        if b.chat_as(&key, hello("m")).await.status() == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(1), "the other replica still accepts a revoked key");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = admin(&a, reqwest::Method::DELETE, &format!("/admin/keys/{id}"), ADMIN, None).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_keys_reach_every_replica_standalone() {
+    let valkey = ValkeyServer::start().await;
+    let store = format!("valkey: {{ url: '{}' }}\n", valkey.url());
+    admin_keys_reach_every_replica(&store, async || dump(&valkey).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_keys_reach_every_replica_on_a_cluster() {
+    let cluster = ValkeyCluster::start().await;
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("'{u}'")).collect();
+    let store = format!("valkey: {{ urls: [{}], cluster: true }}\n", urls.join(", "));
+    admin_keys_reach_every_replica(&store, async || {
+        let mut all = String::new();
+        for node in &cluster.nodes {
+            all.push_str(&dump(node).await);
+        }
+        all
+    })
+    .await;
+}
+
+/// Every key and value in one Valkey server, as text.
+async fn dump(valkey: &ValkeyServer) -> String {
+    let keys: Vec<String> = valkey.cmd(redis::cmd("KEYS").arg("*")).await;
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = valkey.cmd(redis::cmd("TYPE").arg(&key)).await;
+        let value: Vec<String> = match kind.as_str() {
+            "string" => vec![valkey.cmd(redis::cmd("GET").arg(&key)).await],
+            "hash" => valkey.cmd(redis::cmd("HGETALL").arg(&key)).await,
+            _ => Vec::new(),
+        };
+        out.push_str(&format!("{key} {value:?}\n"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_keys_without_valkey_live_in_process_and_expire() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let gw = Gateway::start_with_clock(&admin_config(""), &[("ADMIN_KEY", ADMIN)], clock.clone()).await;
+    let r =
+        admin(&gw, reqwest::Method::POST, "/admin/keys", ADMIN, Some(json!({"team": "t", "expires_in": "1h"}))).await;
+    let created = json(r).await;
+    assert_eq!(created["expires"], "2027-01-15T09:00:00Z");
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(gw.chat_as(key, hello("m")).await.status(), 200);
+    clock.advance(3_600_000);
+    let r = gw.chat_as(key, hello("m")).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(json(r).await["error"]["message"], "The API key has expired.");
+
+    let off = Gateway::start(&admin_config("").replace("admin: { key_env: ADMIN_KEY }\n", "")).await;
+    let r = admin(&off, reqwest::Method::GET, "/admin/keys", ADMIN, None).await;
+    assert_eq!(r.status(), 404, "no admin credential configured: no admin API");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OIDC / JWT
+
+const ISSUER: &str = "https://idp.test/realms/platform";
+
+struct Signer {
+    key: EncodingKey,
+    alg: Algorithm,
+    kid: &'static str,
+}
+
+impl Signer {
+    fn rsa(kid: &'static str) -> Self {
+        use aws_lc_rs::encoding::AsDer;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().unwrap();
+        Self { key: EncodingKey::from_rsa_der(&pkcs1_of(pkcs8.as_ref())), alg: Algorithm::RS256, kid }
+    }
+
+    fn ec(kid: &'static str) -> Self {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        Self { key: EncodingKey::from_ec_der(pkcs8.as_ref()), alg: Algorithm::ES256, kid }
+    }
+
+    fn jwk(&self) -> Jwk {
+        let mut jwk = Jwk::from_encoding_key(&self.key, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.into());
+        jwk
+    }
+
+    fn token(&self, claims: &Value) -> String {
+        let header = Header { kid: Some(self.kid.into()), ..Header::new(self.alg) };
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+}
+
+/// The RSAPrivateKey inside a PKCS#8 PrivateKeyInfo (version, algorithm, OCTET STRING key).
+fn pkcs1_of(pkcs8: &[u8]) -> Vec<u8> {
+    fn next(input: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (len, header) = if input[1] < 0x80 {
+            (usize::from(input[1]), 2)
+        } else {
+            let n = usize::from(input[1] & 0x7f);
+            (input[2..2 + n].iter().fold(0, |acc, b| acc << 8 | usize::from(*b)), 2 + n)
+        };
+        (input[0], &input[header..header + len], &input[header + len..])
+    }
+    let (_, info, _) = next(pkcs8);
+    let (_, _, rest) = next(info);
+    let (_, _, rest) = next(rest);
+    let (tag, key, _) = next(rest);
+    assert_eq!(tag, 0x04, "an OCTET STRING holds the key");
+    key.to_vec()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(groups: Value) -> Value {
+    json!({"iss": ISSUER, "aud": "llm-gateway", "sub": "user-1", "exp": now() + 600, "iat": now(), "groups": groups})
+}
+
+/// Serves a JWKS that the test can change, on 127.0.0.1:0.
+async fn jwks_server(keys: Arc<Mutex<Vec<Jwk>>>) -> String {
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let keys = keys.clone();
+            async move { axum::Json(JwkSet { keys: keys.lock().unwrap().clone() }) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/certs")
+}
+
+fn jwt_config(mode: &str, jwks_url: &str) -> String {
+    format!(
+        "auth:\n  mode: {mode}\n  oidc: {{ issuer_url: '{ISSUER}', audience: llm-gateway, jwks_url: '{jwks_url}', team_claim: groups, limits: {{ rpm: 60 }} }}\n\
+         keys: [{{ key: sk-test, team: team-b }}]\n\
+         teams: {{ team-a: {{ models: ['*'] }}, team-b: {{ models: ['*'] }} }}\n\
+         providers: {{ p: {{ dialect: mock }} }}\nmodels: {{ m: {{ deployments: [{{ provider: p }}] }} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_verified_against_the_issuers_keys() {
+    let (rsa, ec, impostor, rotated) =
+        (Signer::rsa("rsa-1"), Signer::ec("ec-1"), Signer::rsa("rsa-1"), Signer::rsa("rsa-2"));
+    let published = Arc::new(Mutex::new(vec![rsa.jwk(), ec.jwk()]));
+    let jwks_url = jwks_server(published.clone()).await;
+    let gw = Gateway::start(&jwt_config("hybrid", &jwks_url)).await;
+    let team_a = claims(json!(["/platform/team-a", "offline_access"]));
+
+    // Valid tokens, both algorithms: mapped to the team their group names.
+    for token in [rsa.token(&team_a), ec.token(&team_a)] {
+        let r = gw.chat_as(&token, hello("m")).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let q = gw.quota(&token).await;
+        assert_eq!(q["team"], "team-a");
+        assert!(q["key_id"].as_str().unwrap().starts_with("jwt:"), "{q}");
+    }
+    let r = gw.chat_as(&rsa.token(&team_a), hello("m")).await;
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "60", "the per-user limits apply");
+    assert_eq!(gw.chat_as("sk-test", hello("m")).await.status(), 200, "hybrid: API keys still work");
+
+    // Refusals, each with 401 and a reason that never repeats the token.
+    let mut expired = team_a.clone();
+    expired["exp"] = json!(now() - 3600);
+    let mut wrong_audience = team_a.clone();
+    wrong_audience["aud"] = json!("someone-else");
+    let mut wrong_issuer = team_a.clone();
+    wrong_issuer["iss"] = json!("https://evil.test/realms/platform");
+    let unsigned = {
+        let valid = rsa.token(&team_a);
+        let payload = valid.split('.').nth(1).unwrap().to_owned();
+        // {"alg":"none","typ":"JWT"}
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
+    };
+    let hmac = jsonwebtoken::encode(
+        &Header { kid: Some("rsa-1".into()), ..Header::new(Algorithm::HS256) },
+        &team_a,
+        &EncodingKey::from_secret(b"shared"),
+    )
+    .unwrap();
+    let cases = [
+        ("expired", rsa.token(&expired), "it has expired"),
+        ("wrong audience", rsa.token(&wrong_audience), "another audience"),
+        ("wrong issuer", ec.token(&wrong_issuer), "another issuer"),
+        ("wrong signature", impostor.token(&team_a), "signature does not verify"),
+        ("alg none", unsigned, "not a well-formed JWT"),
+        ("hmac", hmac, "algorithm HS256 is not accepted"),
+        ("unknown key", rotated.token(&team_a), "a key the issuer does not publish"),
+        ("no team", rsa.token(&claims(json!(["/platform/other"]))), "names no configured team"),
+    ];
+    for (what, token, reason) in cases {
+        let r = gw.chat_as(&token, hello("m")).await;
+        assert_eq!(r.status(), 401, "{what}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(reason), "{what}: {body}");
+        assert!(!body.contains(&token[..40]), "{what}: the error echoes the token");
+    }
+
+    // The issuer rotates its keys: a token naming the new key id makes the gateway refetch.
+    published.lock().unwrap().push(rotated.jwk());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.chat_as(&rotated.token(&team_a), hello("m")).await.status() != 200 {
+        assert!(Instant::now() < deadline, "the rotated key was never fetched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // keycloak mode: tokens only.
+    let only = Gateway::start(&jwt_config("keycloak", &jwks_url)).await;
+    assert_eq!(only.chat_as(&ec.token(&team_a), hello("m")).await.status(), 200);
+    assert_eq!(only.chat_as("sk-test", hello("m")).await.status(), 401);
+}

@@ -1,0 +1,482 @@
+//! Limits against real replicas and a real Valkey: request rates exact across two gateways,
+//! token reservations that stop concurrent streams from overshooting and are refunded with the
+//! real usage, concurrency caps, daily budgets over an injected clock, the Valkey-down policies,
+//! and a 3-node cluster behaving like a standalone server.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use llm_gateway::clock::{ManualClock, parse_timestamp};
+use serde_json::{Value, json};
+use support::valkey::{ValkeyCluster, ValkeyServer};
+use support::{Gateway, MockUpstream, json};
+
+const KEY: &str = "sk-test";
+
+fn standalone(v: &ValkeyServer) -> String {
+    format!("valkey: {{ url: '{}', timeout: 1s }}\n", v.url())
+}
+
+fn cluster(c: &ValkeyCluster) -> String {
+    let urls: Vec<String> = c.urls().iter().map(|u| format!("'{u}'")).collect();
+    format!("valkey: {{ urls: [{}], cluster: true, timeout: 1s }}\n", urls.join(", "))
+}
+
+/// A gateway config: `store` (a `valkey:` section or nothing), then `rest` (limits, keys,
+/// teams), serving model `m` from the built-in mock or from `upstream`.
+fn config(store: &str, rest: &str, upstream: Option<&MockUpstream>) -> String {
+    let provider = match upstream {
+        Some(u) => format!("{{ dialect: openai, base_url: '{}', auth: none }}", u.base_url()),
+        None => "{ dialect: mock }".to_owned(),
+    };
+    format!("{store}{rest}providers: {{ p: {provider} }}\nmodels: {{ m: {{ deployments: [{{ provider: p }}] }} }}\n")
+}
+
+fn hello(max_tokens: u64, stream: bool) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": max_tokens, "stream": stream})
+}
+
+/// The prompt estimate of `hello`: 4 tokens a message plus ⌈5 chars / 4⌉.
+const HELLO_PROMPT: u64 = 6;
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header"))
+}
+
+/// Eight clients hammer one key through two replicas for `secs` seconds. The request-rate
+/// bucket holds 10 s worth of requests (`limits.request_burst`, default), so GCRA admits a full
+/// bucket at once — ⌈rpm × 10 / 60⌉ — and then exactly one request every 60/rpm seconds: over
+/// `secs` seconds that is `burst + rpm × secs / 60` in total, whatever the replica count. A
+/// per-replica limiter would admit twice that.
+async fn request_rate_is_exact_across_replicas(store: &str, rpm: u64, secs: u64) {
+    let yaml = config(
+        store,
+        &format!(
+            "limits: {{ replicas: 2 }}\nkeys: [{{ key: {KEY}, team: t, limits: {{ rpm: {rpm} }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let replicas = [Arc::new(Gateway::start(&yaml).await), Arc::new(Gateway::start(&yaml).await)];
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let gw = replicas[i % 2].clone();
+        let (accepted, refused) = (accepted.clone(), refused.clone());
+        clients.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let r = gw.chat_as(KEY, hello(5, false)).await;
+                match r.status().as_u16() {
+                    200 => accepted.fetch_add(1, Ordering::Relaxed),
+                    429 => refused.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("unexpected {other}: {}", r.text().await.unwrap_or_default()),
+                };
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let burst = (rpm * 10).div_ceil(60);
+    let expected = burst + rpm * secs / 60;
+    let accepted = accepted.load(Ordering::Relaxed);
+    let tolerance = expected * 2 / 100;
+    eprintln!("{rpm}/min for {secs} s through 2 replicas: accepted {accepted}, expected {expected} ± {tolerance}");
+    assert!(
+        accepted.abs_diff(expected) <= tolerance,
+        "accepted {accepted} requests, expected {expected} ± {tolerance} (burst {burst} + {rpm}/min for {secs} s)"
+    );
+    assert!(refused.load(Ordering::Relaxed) > accepted, "the clients did hammer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_admit_exactly_one_limit_of_requests() {
+    let valkey = ValkeyServer::start().await;
+    request_rate_is_exact_across_replicas(&standalone(&valkey), 300, 20).await;
+}
+
+/// 20 streams at once against 10,000 tokens a minute, each reserving its prompt plus
+/// `max_tokens` (1,006): only ⌊10,000 / 1,006⌋ = 9 fit. When they end, each is charged its real
+/// usage (7 tokens) and the rest is refunded, so a second wave fits 9 again at once (the bucket
+/// refills by itself at only 167 tokens a second).
+async fn streams_reserve_tokens_and_refund_the_unused(store: &str) {
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(800);
+    let yaml = config(
+        store,
+        &format!("keys: [{{ key: {KEY}, team: t }}]\nteams: {{ t: {{ models: ['*'], limits: {{ tpm: 10000 }} }} }}\n"),
+        Some(&upstream),
+    );
+    let gw = Arc::new(Gateway::start(&yaml).await);
+    let estimate = HELLO_PROMPT + 1000;
+    for wave in 0..2 {
+        let mut streams = Vec::new();
+        for _ in 0..20 {
+            let gw = gw.clone();
+            streams.push(tokio::spawn(async move {
+                let r = gw.chat_as(KEY, hello(1000, true)).await;
+                let status = r.status().as_u16();
+                if status == 429 {
+                    assert!(r.headers().contains_key("retry-after"));
+                    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "10000");
+                    let body = json(r).await;
+                    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+                    assert!(body["error"]["message"].as_str().unwrap().contains("tokens per minute"), "{body}");
+                } else {
+                    assert_eq!(status, 200);
+                    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "10000");
+                    let text = r.text().await.unwrap();
+                    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+                }
+                status
+            }));
+        }
+        let mut admitted = 0;
+        for s in streams {
+            admitted += u64::from(s.await.unwrap() == 200);
+        }
+        assert_eq!(admitted, 10_000 / estimate, "wave {wave}: reservations keep concurrent streams within the budget");
+        eventually("the unused reservations are refunded", Duration::from_secs(5), || async {
+            let q = gw.quota(KEY).await;
+            q["limits"]["team t"]["tpm"]["used"].as_u64().unwrap() <= admitted * 7
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reserve_tokens_and_refund_the_unused_shared() {
+    let valkey = ValkeyServer::start().await;
+    streams_reserve_tokens_and_refund_the_unused(&standalone(&valkey)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reserve_tokens_and_refund_the_unused_in_process() {
+    streams_reserve_tokens_and_refund_the_unused("").await;
+}
+
+async fn third_concurrent_request_is_refused(store: &str) {
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(1500);
+    let yaml = config(
+        store,
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ max_concurrent: 2 }} }}]\n\
+             teams: {{ t: {{ models: ['*'], limits: {{ max_concurrent: 3 }} }} }}\n"
+        ),
+        Some(&upstream),
+    );
+    let gw = Arc::new(Gateway::start(&yaml).await);
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.chat_as(KEY, hello(5, i == 1)).await.status().as_u16() })
+        })
+        .collect();
+    eventually("two requests in flight", Duration::from_secs(5), || async {
+        upstream.control.in_flight.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let third = gw.chat_as(KEY, hello(5, false)).await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(header(&third, "retry-after"), "1");
+    let body = json(third).await;
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("Too many concurrent requests on key"), "{body}");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    upstream.set_delay(0);
+    // The leases are released when the requests end (a stream at its last chunk), from the key's
+    // set and the team's: pairs keep being admitted long after a leaked lease would block them.
+    for round in 0..4 {
+        eventually(&format!("round {round}: the leases are released"), Duration::from_secs(2), || async {
+            let (a, b) = tokio::join!(gw.chat_as(KEY, hello(5, false)), gw.chat_as(KEY, hello(5, true)));
+            let ok = a.status() == 200 && b.status() == 200;
+            let _ = tokio::join!(a.bytes(), b.bytes());
+            ok
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_concurrent_request_is_refused_shared() {
+    let valkey = ValkeyServer::start().await;
+    third_concurrent_request_is_refused(&standalone(&valkey)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_concurrent_request_is_refused_in_process() {
+    third_concurrent_request_is_refused("").await;
+}
+
+/// A team with 40 tokens a day; each request reserves 26 (prompt + max_tokens 20) and really
+/// uses what the mock reports. Requests are admitted while the settled usage plus 26 fits, then
+/// refused with `insufficient_quota` until midnight UTC on the injected clock.
+async fn daily_budget_refuses_until_the_day_rolls_over(store: &str) {
+    let start = parse_timestamp("2026-03-10T23:00:00Z").unwrap() * 1000;
+    let clock = Arc::new(ManualClock::new(start));
+    let yaml = config(
+        store,
+        &format!(
+            "keys: [{{ key: {KEY}, team: t }}]\nteams: {{ t: {{ models: ['*'], limits: {{ daily_tokens: 40 }} }} }}\n"
+        ),
+        None,
+    );
+    let gw = Gateway::start_with_clock(&yaml, &[], clock.clone()).await;
+    let reserve = HELLO_PROMPT + 20;
+    let mut used = 0;
+    let refusal = loop {
+        let r = gw.chat_as(KEY, hello(20, false)).await;
+        if r.status() == 429 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(used + reserve <= 40, "admitted with {used} used: the reservation would overshoot");
+        used += json(r).await["usage"]["total_tokens"].as_u64().unwrap();
+        eventually("the usage is settled", Duration::from_secs(2), || async {
+            gw.quota(KEY).await["limits"]["team t"]["daily_tokens"]["used"] == used
+        })
+        .await;
+    };
+    assert!(used + reserve > 40, "refused with {used} used although the reservation fits");
+    assert_eq!(header(&refusal, "retry-after"), "3600", "an hour until midnight UTC");
+    let body = json(refusal).await;
+    assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    let quota = gw.quota(KEY).await;
+    assert_eq!(quota["limits"]["team t"]["daily_tokens"]["resets_at"], "2026-03-11T00:00:00Z", "{quota}");
+
+    clock.advance(30 * 60 * 1000);
+    let r = gw.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after"), "1800");
+    clock.advance(31 * 60 * 1000);
+    assert_eq!(gw.chat_as(KEY, hello(20, false)).await.status(), 200, "a new day, a new budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_budget_refuses_until_the_day_rolls_over_shared() {
+    let valkey = ValkeyServer::start().await;
+    daily_budget_refuses_until_the_day_rolls_over(&standalone(&valkey)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_budget_refuses_until_the_day_rolls_over_in_process() {
+    daily_budget_refuses_until_the_day_rolls_over("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_rate_limit_headers() {
+    let yaml = config(
+        "",
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ rpm: 60 }} }}, {{ key: sk-free, team: f }}]\n\
+             teams: {{ t: {{ models: ['*'], limits: {{ tpm: 10000 }} }}, f: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = gw.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "60");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "9", "a 10-second burst of a 60/min limit");
+    assert_eq!(header(&r, "x-ratelimit-reset-requests"), "1s");
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "10000");
+    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), (10_000 - HELLO_PROMPT - 20).to_string());
+    assert_eq!(header(&r, "x-ratelimit-reset-tokens"), "156ms", "26 tokens at 10,000 a minute");
+    let s = gw.chat_as(KEY, hello(20, true)).await;
+    assert_eq!(header(&s, "x-ratelimit-remaining-requests"), "8");
+    let _ = s.bytes().await;
+    // An unlimited team gets no such headers; a refused request gets them with Retry-After.
+    assert!(!gw.chat_as("sk-free", hello(20, false)).await.headers().contains_key("x-ratelimit-limit-requests"));
+    let mut last = None;
+    for _ in 0..10 {
+        last = Some(gw.chat_as(KEY, hello(20, false)).await);
+    }
+    let refused = last.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
+    assert_eq!(header(&refused, "retry-after"), "1");
+    let body = json(refused).await;
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("requests per minute (RPM) on key"), "{body}");
+    assert!(gw.metrics().await.contains("llm_gateway_rate_limited_total{reason=\"rpm\"} 2\n"));
+    let q = gw.quota(KEY).await;
+    assert_eq!(q["team"], "t");
+    assert_eq!(q["mode"], "local");
+    assert_eq!(q["limits"]["key f3abf2a6cc4f"]["rpm"]["remaining"], 0, "{q}");
+}
+
+async fn sent(gw: &Gateway, key: &str) -> reqwest::Response {
+    gw.chat_as(key, hello(5, false)).await
+}
+
+/// Valkey dies: with `fail-open`, each of the two replicas enforces half of each limit on its
+/// own (reported in /health, /quota, metrics and the log); when Valkey is back, the shared
+/// limits resume and the budgets spent meanwhile are added to the shared counters. Keys k1..k3
+/// (60 requests a minute, a burst of 10) keep the phases apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
+    let mut valkey = ValkeyServer::start().await;
+    let yaml = config(
+        &standalone(&valkey),
+        "limits: { replicas: 2, on_valkey_down: fail-open }\n\
+         keys: [{ key: k1, team: t, limits: { rpm: 60 } }, { key: k2, team: t, limits: { rpm: 60, daily_requests: 100 } }, { key: k3, team: t, limits: { rpm: 60 } }]\n\
+         teams: { t: { models: ['*'] } }\n",
+        None,
+    );
+    let (a, b) = (Gateway::start(&yaml).await, Gateway::start(&yaml).await);
+    let mut ok = 0;
+    for i in 0..12 {
+        let r = if i % 2 == 0 { sent(&a, "k1").await } else { sent(&b, "k1").await };
+        ok += usize::from(r.status() == 200);
+    }
+    assert_eq!(ok, 10, "shared: one burst across both replicas");
+
+    valkey.kill();
+    let mut ok_a = 0;
+    for _ in 0..8 {
+        ok_a += usize::from(sent(&a, "k2").await.status() == 200);
+    }
+    let mut ok_b = 0;
+    for _ in 0..8 {
+        ok_b += usize::from(sent(&b, "k2").await.status() == 200);
+    }
+    assert_eq!((ok_a, ok_b), (5, 5), "fail-open: each replica enforces half");
+    assert_eq!(a.health().await["limits"]["mode"], "fail-open");
+    assert_eq!(a.quota("k2").await["mode"], "fail-open");
+    let m = a.metrics().await;
+    assert!(m.contains("llm_gateway_limits_degraded 1\n"), "{m}");
+    assert!(m.contains("llm_gateway_limits_fallback_total{policy=\"fail-open\"} 8\n"), "{m}");
+
+    valkey.restart().await;
+    for gw in [&a, &b] {
+        eventually("shared limits resume", Duration::from_secs(5), || async {
+            gw.health().await["limits"]["mode"] == "shared"
+        })
+        .await;
+    }
+    assert!(a.metrics().await.contains("llm_gateway_limits_degraded 0\n"));
+    // What each replica spent alone was added to the shared budget when Valkey came back.
+    let k2 = format!("key {}", llm_gateway::config::key_id(&llm_gateway::config::sha256(b"k2")));
+    assert_eq!(a.quota("k2").await["limits"][&k2]["daily_requests"]["used"], 10);
+    let mut ok = 0;
+    for i in 0..12 {
+        let r = if i % 2 == 0 { sent(&a, "k3").await } else { sent(&b, "k3").await };
+        ok += usize::from(r.status() == 200);
+    }
+    assert_eq!(ok, 10, "shared again: one burst across both replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_down_fails_closed_with_503_then_resumes() {
+    let mut valkey = ValkeyServer::start().await;
+    let yaml = config(
+        &standalone(&valkey),
+        &format!(
+            "limits: {{ on_valkey_down: fail-closed }}\n\
+             keys: [{{ key: {KEY}, team: t, limits: {{ rpm: 600 }} }}, {{ key: sk-free, team: f }}]\n\
+             teams: {{ t: {{ models: ['*'] }}, f: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(gw.chat_as(KEY, hello(5, false)).await.status(), 200);
+    valkey.kill();
+    let r = gw.chat_as(KEY, hello(5, false)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "retry-after"), "1");
+    let body = json(r).await;
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert_eq!(gw.chat_as("sk-free", hello(5, false)).await.status(), 200, "nothing to check for an unlimited team");
+    assert_eq!(gw.health().await["limits"]["mode"], "fail-closed");
+    assert!(gw.metrics().await.contains("llm_gateway_limits_fallback_total{policy=\"fail-closed\"} 1\n"));
+    valkey.restart().await;
+    eventually("shared limits resume", Duration::from_secs(5), || async {
+        gw.chat_as(KEY, hello(5, false)).await.status() == 200
+    })
+    .await;
+}
+
+/// The same behaviour on a 3-node cluster: every counter of a team carries the team's hash tag,
+/// so each admission is one script in one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_behaves_like_a_standalone_server() {
+    let valkey = ValkeyCluster::start().await;
+    let store = cluster(&valkey);
+    request_rate_is_exact_across_replicas(&store, 600, 5).await;
+    streams_reserve_tokens_and_refund_the_unused(&store).await;
+    third_concurrent_request_is_refused(&store).await;
+    daily_budget_refuses_until_the_day_rolls_over(&store).await;
+}
+
+/// Concurrency leases outlive neither their request nor their replica: a replica that crashed
+/// holding one (never settled, never renewed) stops blocking within `lease_ttl`, while a live
+/// replica renews its leases for as long as its requests run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
+    use llm_gateway::auth::{Grant, Principal};
+    use llm_gateway::config::limits::{LimitSettings, Limits};
+    use llm_gateway::config::{TeamPolicy, ValkeySettings};
+    use llm_gateway::limits::{Demand, Limiter};
+
+    let valkey = ValkeyServer::start().await;
+    let settings = LimitSettings { lease_ttl: Duration::from_secs(3), ..LimitSettings::default() };
+    let replica = || {
+        let kv = llm_gateway::kv::Kv::new(&ValkeySettings {
+            urls: vec![valkey.url()],
+            cluster: false,
+            timeout: Duration::from_millis(200),
+        })
+        .unwrap();
+        let metrics = Arc::new(llm_gateway::telemetry::metrics::Metrics::new(Default::default(), false));
+        Arc::new(Limiter::new(settings.clone(), Some(kv), Arc::new(llm_gateway::clock::SystemClock), metrics))
+    };
+    let principal = |key: &str| Principal {
+        team: "t".into(),
+        key_id: key.into(),
+        policy: Arc::new(TeamPolicy::default()),
+        grant: Arc::new(Grant {
+            subject: format!("k:{key}").into(),
+            limits: Limits { max_concurrent: Some(1), ..Limits::default() },
+            ..Grant::default()
+        }),
+    };
+    let demand = Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true };
+
+    let crashed = replica();
+    let held_by_crashed = crashed.admit(&principal("a"), &demand).await.unwrap();
+    assert!(held_by_crashed.is_some());
+    drop(crashed);
+    let alive = replica();
+    let mut tasks = tokio::task::JoinSet::new();
+    alive.spawn_background(&mut tasks);
+    assert!(alive.admit(&principal("c"), &demand).await.unwrap().is_some());
+
+    let other = replica();
+    let started = Instant::now();
+    assert!(other.admit(&principal("a"), &demand).await.is_err(), "the lease is still held");
+    eventually("the crashed replica's lease expires", Duration::from_secs(6), || async {
+        other.admit(&principal("a"), &demand).await.is_ok()
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(2500), "expired early: {:?}", started.elapsed());
+    assert!(other.admit(&principal("c"), &demand).await.is_err(), "the live replica renewed its lease");
+}
