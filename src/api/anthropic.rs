@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::openai::{self, PromptTokensDetails, Usage};
+use super::openai::{self, Usage};
 
 /// `MessageCreateParams`, the fields the gateway translates.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -235,20 +235,12 @@ impl UsageReport {
     /// write (OpenAI's prompt count includes cached tokens), `cached_tokens` = cache read,
     /// `cache_write_tokens` = cache write, `completion_tokens` = output.
     pub fn to_openai(&self) -> Usage {
-        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0) + cache_read + cache_write;
-        let completion = self.output_tokens.unwrap_or(0);
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            prompt_tokens_details: Some(PromptTokensDetails {
-                cached_tokens: cache_read,
-                cache_write_tokens: cache_write,
-            }),
-            completion_tokens_details: None,
-        }
+        Usage::from_anthropic(
+            self.input_tokens.unwrap_or(0),
+            self.output_tokens.unwrap_or(0),
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_creation_input_tokens.unwrap_or(0),
+        )
     }
 
     /// The Anthropic view of OpenAI usage (the inverse of `to_openai`), every field present.
