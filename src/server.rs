@@ -9,6 +9,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::ingress::RequestId;
@@ -50,6 +51,11 @@ pub async fn serve(
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
         let _ = tx.send(true);
     };
+    // Without TCP_NODELAY, a small SSE frame written after the previous one waits for the
+    // client's delayed ACK (~40 ms per event on Linux): stream latency would be Nagle's, not ours.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
     let drain_deadline = async move {
         while !*rx.borrow_and_update() {
