@@ -28,6 +28,7 @@ use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::config::limits::ValkeyDownPolicy;
+use crate::ctx::Endpoint;
 use crate::ctx::Observer;
 use crate::error::GatewayError;
 use crate::ingress::{self, Gateway};
@@ -167,10 +168,10 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
         supervisors.spawn(pool.clone().supervise());
     }
     let api = axum::Router::new()
-        .route("/v1/chat/completions", post(ingress::chat_completions))
-        .route("/v1/completions", post(ingress::completions))
-        .route("/v1/embeddings", post(ingress::embeddings))
-        .route("/v1/messages", post(ingress::messages))
+        .route("/v1/chat/completions", post(|g, i, h, b| ingress::proxy(Endpoint::ChatCompletions, g, i, h, b)))
+        .route("/v1/completions", post(|g, i, h, b| ingress::proxy(Endpoint::Completions, g, i, h, b)))
+        .route("/v1/embeddings", post(|g, i, h, b| ingress::proxy(Endpoint::Embeddings, g, i, h, b)))
+        .route("/v1/messages", post(|g, i, h, b| ingress::proxy(Endpoint::Messages, g, i, h, b)))
         .route("/v1/messages/count_tokens", post(ingress::count_tokens))
         .route("/v1/models", get(ingress::list_models))
         .route("/v1/models/{*model}", get(ingress::get_model))

@@ -60,41 +60,16 @@ pub const ATTEMPTS_HEADER: &str = "x-llm-gateway-attempts";
 /// Error bodies read from a failing upstream are cut here.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-pub async fn chat_completions(
+/// The handler for one proxied endpoint (chat, completions, embeddings, Anthropic messages):
+/// they differ only in the `Endpoint` they hand to `handle`.
+pub async fn proxy(
+    endpoint: Endpoint,
     gw: State<Arc<Gateway>>,
     id: axum::Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(gw.0, id.0, Endpoint::ChatCompletions, headers, body).await
-}
-
-pub async fn completions(
-    gw: State<Arc<Gateway>>,
-    id: axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw.0, id.0, Endpoint::Completions, headers, body).await
-}
-
-pub async fn embeddings(
-    gw: State<Arc<Gateway>>,
-    id: axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw.0, id.0, Endpoint::Embeddings, headers, body).await
-}
-
-/// Anthropic's `POST /v1/messages` (Claude Code, the anthropic SDKs), on any deployment.
-pub async fn messages(
-    gw: State<Arc<Gateway>>,
-    id: axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw.0, id.0, Endpoint::Messages, headers, body).await
+    handle(gw.0, id.0, endpoint, headers, body).await
 }
 
 /// Anthropic's `POST /v1/messages/count_tokens`, answered locally with an estimate (about
