@@ -488,7 +488,7 @@ async fn attempt(
     span: &tracing::Span,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
-    let exchange =
+    let mut exchange =
         Exchange::prepare(ctx.endpoint, &request.body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
@@ -517,7 +517,7 @@ async fn attempt(
                 // Beta features the client opted into (Claude Code uses several).
                 forward.insert("anthropic-beta", beta.clone());
             }
-            let body = Bytes::from(exchange.body.clone());
+            let body = Bytes::from(std::mem::take(&mut exchange.body));
             gw.upstreams.send(deployment, exchange.path, body, &forward, deadline).await?
         }
     };

@@ -1,14 +1,25 @@
 //! Upstream HTTP: one pooled client per provider (its connect timeout, its credentials), the
 //! request with the first-byte timeout, and the body as a stream of `Bytes`.
+//!
+//! The client is hyper-util's pooled client over rustls (the platform's trust roots, HTTP/2 by
+//! ALPN). Everything fixed per provider — the parsed URL of each path, the static headers and
+//! the credential header — is built once, so a request costs a header-map clone and a pool
+//! checkout. Upstream calls do not go through `HTTP(S)_PROXY`: the gateway is the proxy, and its
+//! upstreams are addressed directly.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http_body_util::{BodyDataStream, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::{AuthStyle, Config, DeploymentSpec, ProviderSpec};
@@ -26,12 +37,19 @@ pub struct UpstreamResponse {
 /// Non-stream bodies larger than this are refused rather than buffered.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One provider's pooled client and what every request to it carries.
+struct ProviderClient {
+    http: HttpClient,
+    /// Content type, accept, the provider's configured headers and its credential.
+    headers: HeaderMap,
+    /// Parsed URLs by path (a handful per provider, filled on first use).
+    uris: RwLock<Vec<(&'static str, Uri)>>,
+}
+
 pub struct Upstreams {
-    clients: HashMap<String, reqwest::Client>,
-    /// Parsed upstream URLs by (provider, path): parsing (with IDNA) on every request showed up
-    /// at ~2% of the gateway's CPU under load.
-    /// Keyed by the provider's address (providers live in `Arc`s for the config's lifetime).
-    urls: std::sync::RwLock<HashMap<(usize, &'static str), reqwest::Url>>,
+    clients: HashMap<String, ProviderClient>,
 }
 
 impl Upstreams {
@@ -42,16 +60,16 @@ impl Upstreams {
             if clients.contains_key(&provider.name) {
                 continue;
             }
-            let client = reqwest::Client::builder()
-                .connect_timeout(provider.timeouts.connect)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(256)
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name)))?;
+            let client = ProviderClient {
+                http: http_client(provider.timeouts.connect).map_err(|e| {
+                    GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name))
+                })?,
+                headers: provider_headers(provider)?,
+                uris: RwLock::default(),
+            };
             clients.insert(provider.name.clone(), client);
         }
-        Ok(Self { clients, urls: Default::default() })
+        Ok(Self { clients })
     }
 
     /// Sends `body` to the deployment and waits for the status line and headers, at most the
@@ -65,37 +83,18 @@ impl Upstreams {
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
-        let client = self
-            .clients
-            .get(&provider.name)
-            .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))?;
-        let url = self.url(provider, path)?;
-        let mut request = client
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream");
-        for (name, value) in &provider.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
+        let client = self.client(provider)?;
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = client.uri(provider, path)?;
+        let headers = request.headers_mut();
+        *headers = client.headers.clone();
         for (name, value) in forward_headers {
-            request = request.header(name, value);
-        }
-        if let Some(key) = &provider.api_key {
-            match &provider.auth {
-                AuthStyle::Bearer => request = request.bearer_auth(key.expose()),
-                AuthStyle::Header(name) => {
-                    let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-                        GatewayError::Internal(format!("provider {} key is not a valid header value", provider.name))
-                    })?;
-                    value.set_sensitive(true);
-                    request = request.header(name.as_str(), value);
-                }
-                AuthStyle::None => {}
-            }
+            headers.insert(name, value.clone());
         }
         let first_byte = (Instant::now() + provider.timeouts.first_byte).min(deadline);
         let started = Instant::now();
-        let response = tokio::time::timeout_at(first_byte, request.body(body).send())
+        let response = tokio::time::timeout_at(first_byte, client.http.request(request))
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 deployment: deployment.id.clone(),
@@ -103,83 +102,164 @@ impl Upstreams {
                 after_ms: started.elapsed().as_millis(),
             })?
             .map_err(|e| classify(&deployment.id, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
+        let (parts, incoming) = response.into_parts();
         let id = deployment.id.clone();
-        let body = response.bytes_stream().map(move |r| r.map_err(|e| classify(&id, &e))).boxed();
-        Ok(UpstreamResponse { status, headers, body })
-    }
-}
-
-impl Upstreams {
-    fn url(&self, provider: &ProviderSpec, path: &'static str) -> Result<reqwest::Url, GatewayError> {
-        let key = (std::ptr::from_ref(provider) as usize, path);
-        if let Some(url) = self.urls.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(url.clone());
-        }
-        let text = format!("{}{}", provider.base_url, path);
-        // Without query parameters, no bare `?` either.
-        let parsed = if provider.query.is_empty() {
-            reqwest::Url::parse(&text)
-        } else {
-            reqwest::Url::parse_with_params(&text, &provider.query)
-        };
-        let url =
-            parsed.map_err(|e| GatewayError::Internal(format!("provider {} URL {text:?}: {e}", provider.name)))?;
-        self.urls.write().unwrap_or_else(|p| p.into_inner()).insert(key, url.clone());
-        Ok(url)
+        let body = BodyDataStream::new(incoming)
+            .map(move |r| {
+                r.map_err(|e| GatewayError::UpstreamProtocol {
+                    deployment: id.clone(),
+                    detail: format!("reading the response failed: {}", chain(&e)),
+                })
+            })
+            .boxed();
+        Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
     }
 
     /// An active health probe: `GET {base_url}{path}` with the provider's credentials.
     pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
-        let client = self.clients.get(&provider.name).ok_or("no client")?;
-        let mut request = client.get(format!("{}{}", provider.base_url, path)).timeout(timeout);
-        if let Some(key) = &provider.api_key {
-            request = match &provider.auth {
-                AuthStyle::Bearer => request.bearer_auth(key.expose()),
-                AuthStyle::Header(name) => request.header(name.as_str(), key.expose()),
-                AuthStyle::None => request,
-            };
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
+        let client = self.client(provider).map_err(|e| e.to_string())?;
+        let uri: Uri = format!("{}{}", provider.base_url, path).parse().map_err(|e| format!("{e}"))?;
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        *request.headers_mut() = client.headers.clone();
+        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        let response = tokio::time::timeout(timeout, client.http.request(request))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| format!("{}: {}", kind(&e), chain(&e)))?;
         if response.status().is_server_error() {
             return Err(format!("HTTP {}", response.status().as_u16()));
         }
         Ok(())
     }
+
+    fn client(&self, provider: &ProviderSpec) -> Result<&ProviderClient, GatewayError> {
+        self.clients
+            .get(&provider.name)
+            .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))
+    }
 }
 
-fn classify(deployment: &str, e: &reqwest::Error) -> GatewayError {
-    // The upstream URL is internal: clients see the deployment id, never the address.
-    let mut detail = reqwest_kind(e).to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.contains("://") {
-            detail.push_str(": ");
-            detail.push_str(&text);
+impl ProviderClient {
+    fn uri(&self, provider: &ProviderSpec, path: &'static str) -> Result<Uri, GatewayError> {
+        let found = self.uris.read().unwrap_or_else(|p| p.into_inner()).iter().find(|(p, _)| *p == path).cloned();
+        if let Some((_, uri)) = found {
+            return Ok(uri);
         }
-        source = s.source();
+        let uri = upstream_uri(provider, path)?;
+        self.uris.write().unwrap_or_else(|p| p.into_inner()).push((path, uri.clone()));
+        Ok(uri)
     }
-    if e.is_timeout() {
+}
+
+fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| format!("TLS trust roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(tls))
+}
+
+/// The headers every request to `provider` carries.
+fn provider_headers(provider: &ProviderSpec) -> Result<HeaderMap, GatewayError> {
+    let invalid =
+        |what: &str| GatewayError::Internal(format!("provider {}: {what} is not a valid header", provider.name));
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+    for (name, value) in &provider.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid(name))?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid(name.as_str()))?;
+        headers.insert(name, value);
+    }
+    if let Some(key) = &provider.api_key {
+        let (name, text) = match &provider.auth {
+            AuthStyle::Bearer => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+            AuthStyle::Header(name) => {
+                (HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid(name))?, key.expose().to_owned())
+            }
+            AuthStyle::None => return Ok(headers),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| invalid("the API key"))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// `{base_url}{path}`, with the provider's query parameters (Azure's `api-version`).
+fn upstream_uri(provider: &ProviderSpec, path: &str) -> Result<Uri, GatewayError> {
+    let text = format!("{}{}", provider.base_url, path);
+    let bad =
+        |e: &dyn std::fmt::Display| GatewayError::Internal(format!("provider {} URL {text:?}: {e}", provider.name));
+    // Without query parameters, no bare `?` either.
+    let url = if provider.query.is_empty() {
+        reqwest::Url::parse(&text)
+    } else {
+        reqwest::Url::parse_with_params(&text, &provider.query)
+    }
+    .map_err(|e| bad(&e))?;
+    url.as_str().parse::<Uri>().map_err(|e| bad(&e))
+}
+
+fn classify(deployment: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
+    // The upstream URL is internal: clients see the deployment id, never the address.
+    let detail = format!("{}: {}", kind(e), chain(e));
+    if timed_out(e) {
         GatewayError::UpstreamTimeout { deployment: deployment.to_owned(), phase: "connect", after_ms: 0 }
-    } else if e.is_connect() || e.is_request() {
+    } else if e.is_connect() {
         GatewayError::UpstreamUnreachable { deployment: deployment.to_owned(), detail }
     } else {
         GatewayError::UpstreamProtocol { deployment: deployment.to_owned(), detail }
     }
 }
 
-fn reqwest_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
+fn kind(e: &hyper_util::client::legacy::Error) -> &'static str {
+    if timed_out(e) {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response failed"
     } else {
         "request failed"
     }
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The error's causes, without any that name an address.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut source = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.contains("://") && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 /// Reads a whole (non-stream) body, bounded in size and by the deadline and the idle timeout.
