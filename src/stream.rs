@@ -41,12 +41,19 @@ pub trait ChunkRewriter: Send {
     fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>);
     /// The last usage the upstream reported, if any.
     fn usage(&self) -> Option<Usage>;
+    /// Whether `usage()` is the upstream's final count. Anthropic reports the input (and a token
+    /// or so of output) in `message_start` and the output only in `message_delta`: a stream
+    /// that ends between the two has partial usage, whose output is then counted locally.
+    fn usage_final(&self) -> bool {
+        true
+    }
     /// The finish reason the upstream reported, if any.
     fn finish_reason(&self) -> Option<String> {
         None
     }
     /// What the upstream generated so far (raw, bounded), for counting locally when the stream
-    /// ends without usage (cut, client gone, or an upstream that never reports it).
+    /// ends without usage, or with partial usage (cut, client gone, or an upstream that never
+    /// reports it).
     fn take_generated(&mut self) -> Option<Generated> {
         None
     }
@@ -56,6 +63,8 @@ pub trait ChunkRewriter: Send {
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     pub usage: Option<Usage>,
+    /// `usage` is not the upstream's final count (see `ChunkRewriter::usage_final`).
+    pub usage_partial: bool,
     pub finish_reason: Option<String>,
     pub error: Option<&'static str>,
     pub client_gone: bool,
@@ -218,10 +227,12 @@ impl Relay {
     fn report(&mut self, error: Option<&'static str>, client_gone: bool) {
         if let Some(hook) = self.on_end.take() {
             let usage = self.rewriter.usage();
-            // Captured text only matters when there is no usage to bill from.
-            let generated = if usage.is_none() { self.rewriter.take_generated() } else { None };
+            let usage_partial = usage.is_some() && !self.rewriter.usage_final();
+            // Captured text only matters when there is no final output count to bill from.
+            let generated = if usage.is_none() || usage_partial { self.rewriter.take_generated() } else { None };
             hook(StreamEnd {
                 usage,
+                usage_partial,
                 finish_reason: self.rewriter.finish_reason(),
                 generated,
                 error,
