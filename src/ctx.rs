@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::api::Usage;
 use crate::auth::Principal;
@@ -135,6 +135,10 @@ pub struct Outcome {
     /// `None` for success, else a short error label.
     pub error: Option<&'static str>,
     pub usage: Option<Usage>,
+    /// `usage` is what the upstream reported before the stream ended, not its final count (an
+    /// Anthropic stream cut between `message_start` and `message_delta`): its input counts are
+    /// exact, its output is counted locally from `generated`.
+    pub usage_partial: bool,
     pub time_to_first_chunk: Option<Duration>,
     /// Gaps between streamed chunks (streams only).
     pub gaps: Option<ChunkGaps>,
@@ -143,7 +147,7 @@ pub struct Outcome {
     /// The client went away before the end of a stream.
     pub client_gone: bool,
     pub chunks: u32,
-    /// What the upstream generated, kept raw for local counting when `usage` is `None`.
+    /// What the upstream generated, kept raw for local counting when `usage` is `None` or partial.
     pub generated: Option<Generated>,
     /// The answer was replayed from the gateway's cache (`usage` is the stored answer's).
     pub cached: bool,
@@ -165,12 +169,56 @@ pub struct Generated {
     pub text: fn(&[u8]) -> String,
 }
 
+/// The text of fragments captured as plain UTF-8, back to back (a rewriter that already holds
+/// the decoded strings captures those).
+pub fn utf8_text(fragments: &[u8]) -> String {
+    String::from_utf8_lossy(fragments).into_owned()
+}
+
+/// Where a stream rewriter keeps what the upstream generated: whole fragments appended while
+/// under `MAX_GENERATED_BYTES` (no allocation beyond the buffer's growth), then only their size.
+#[derive(Debug, Default)]
+pub struct Capture {
+    kept: BytesMut,
+    overflow_bytes: u64,
+}
+
+impl Capture {
+    /// Keeps `fragment` as is (fragments of plain text, read back by `utf8_text`).
+    pub fn push(&mut self, fragment: &[u8]) {
+        self.keep(fragment, b"");
+    }
+
+    /// Keeps `fragment` and a newline (one JSON value per line).
+    pub fn push_line(&mut self, fragment: &[u8]) {
+        self.keep(fragment, b"\n");
+    }
+
+    fn keep(&mut self, fragment: &[u8], separator: &[u8]) {
+        if fragment.is_empty() {
+            return;
+        }
+        if self.kept.len() + fragment.len() < MAX_GENERATED_BYTES {
+            self.kept.put_slice(fragment);
+            self.kept.put_slice(separator);
+        } else {
+            self.overflow_bytes += fragment.len() as u64;
+        }
+    }
+
+    /// Hands what was kept over for counting, with the extractor that reads it back.
+    pub fn take(&mut self, text: fn(&[u8]) -> String) -> Generated {
+        Generated { fragments: std::mem::take(&mut self.kept).freeze(), overflow_bytes: self.overflow_bytes, text }
+    }
+}
+
 impl Outcome {
     pub fn failed(status: u16, label: &'static str) -> Self {
         Self {
             status,
             error: Some(label),
             usage: None,
+            usage_partial: false,
             time_to_first_chunk: None,
             gaps: None,
             finish_reason: None,

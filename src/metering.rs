@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The observer only enqueues. The writer thread turns each request into one event per non-zero
-//! token type (counting locally, flagged `estimated`, when the upstream gave no usage), prices
+//! token type (counting locally, flagged `estimated`, when the upstream gave no usage, or only
+//! the output when a stream ended before its final count: see `Pipeline::lines_of`), prices
 //! it and appends it to the outbox; the sender delivers from the outbox. Event ids are fixed when
 //! the event is written, so every re-send (retry, replay after a crash) is de-duplicated by
 //! OpenMeter on (source, id). When the outbox reaches its disk cap the configured policy applies:
@@ -58,7 +59,8 @@ pub struct Record {
     pub deployment: String,
     pub usage: Option<Usage>,
     pub cached: bool,
-    /// Present when there is no usage: what a local count needs.
+    /// What a local count needs. Present when there is no usage (everything is counted), or
+    /// with partial usage (`Outcome::usage_partial`: only the output is counted).
     pub estimate: Option<EstimateInput>,
 }
 
@@ -254,14 +256,11 @@ impl Observer for Metering {
         if outcome.usage.is_none() && outcome.status != 200 {
             return;
         }
-        let estimate = match outcome.usage {
-            Some(_) => None,
-            None => Some(EstimateInput {
-                endpoint: ctx.endpoint,
-                body: ctx.body.clone(),
-                generated: outcome.generated.clone(),
-            }),
-        };
+        let estimate = (outcome.usage.is_none() || outcome.usage_partial).then(|| EstimateInput {
+            endpoint: ctx.endpoint,
+            body: ctx.body.clone(),
+            generated: outcome.generated.clone(),
+        });
         let record = Record {
             request_id: ctx.request_id.clone(),
             unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default(),
@@ -506,19 +505,33 @@ impl Pipeline {
         }
     }
 
-    /// Appends a record's event lines; returns how many.
+    /// Appends a record's event lines; returns how many. Each event says whether its count is
+    /// the gateway's own (`estimated`): all of them without usage; only the output with partial
+    /// usage, whose input and cache counts are the upstream's.
     pub fn lines_of(&self, record: &Record, out: &mut Vec<u8>) -> u64 {
         let facts = self.deployments.facts(&record.deployment);
-        let (parts, estimated) = match (&record.usage, &record.estimate) {
-            (Some(usage), _) => (event::split(usage), false),
-            (None, Some(input)) => {
-                let tokenizer =
-                    self.tokenizers.get(&facts.tokenizer).or_else(|| self.tokenizers.get(count::ENCODINGS[0]));
-                match tokenizer {
-                    Some(t) => (estimate(input, &t), true),
-                    None => return 0,
+        let tokenizer = || self.tokenizers.get(&facts.tokenizer).or_else(|| self.tokenizers.get(count::ENCODINGS[0]));
+        let parts: Vec<(TokenType, u64, bool)> = match (&record.usage, &record.estimate) {
+            (Some(usage), None) => event::split(usage).into_iter().map(|(t, n)| (t, n, false)).collect(),
+            (Some(usage), Some(input)) => {
+                // The upstream's output count never came: count what it generated, but never
+                // below what it had reported (Anthropic's `message_start` says 1).
+                let counted = tokenizer().map(|t| output_tokens(input, &t)).unwrap_or(0);
+                let output = counted.max(usage.completion_tokens);
+                let mut parts: Vec<_> = event::split(usage)
+                    .into_iter()
+                    .filter(|(t, _)| !matches!(t, TokenType::Output | TokenType::Reasoning))
+                    .map(|(t, n)| (t, n, false))
+                    .collect();
+                if output > 0 {
+                    parts.push((TokenType::Output, output, true));
                 }
+                parts
             }
+            (None, Some(input)) => match tokenizer() {
+                Some(t) => estimate(input, &t).into_iter().map(|(t, n)| (t, n, true)).collect(),
+                None => return 0,
+            },
             (None, None) => return 0,
         };
         if parts.is_empty() {
@@ -526,7 +539,7 @@ impl Pipeline {
         }
         let uid = format!("{:032x}", fastrand::u128(..));
         let time = event::rfc3339_millis(record.unix_ms);
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             uid: &uid,
             source: &self.settings.source,
             event_type: &self.settings.event_type,
@@ -539,15 +552,18 @@ impl Pipeline {
             team: &record.team,
             request_id: &record.request_id,
             cached: record.cached,
-            estimated,
+            estimated: false,
         };
-        for (token_type, tokens) in &parts {
+        let mut estimated = 0;
+        for (token_type, tokens, counted_here) in &parts {
             // A gateway cache hit costs the gateway nothing upstream.
             let cost = if record.cached { 0 } else { tokens.saturating_mul(token_type.price(&facts.info)) };
+            envelope.estimated = *counted_here;
+            estimated += u64::from(*counted_here);
             event::write_line(out, &envelope, *token_type, *tokens, cost);
         }
-        if estimated {
-            self.metrics.estimated.add(parts.len() as u64);
+        if estimated > 0 {
+            self.metrics.estimated.add(estimated);
         }
         parts.len() as u64
     }
@@ -556,7 +572,13 @@ impl Pipeline {
 /// Counts a request locally: the prompt from its body, the output from what was generated.
 pub fn estimate(input: &EstimateInput, tokenizer: &Tokenizer) -> Vec<(TokenType, u64)> {
     let prompt = count::prompt_tokens(&input.body, tokenizer);
-    let output = match &input.generated {
+    let output = output_tokens(input, tokenizer);
+    [(TokenType::Input, prompt), (TokenType::Output, output)].into_iter().filter(|(_, n)| *n > 0).collect()
+}
+
+/// Counts what was generated locally (nothing for embeddings, or when nothing was captured).
+pub fn output_tokens(input: &EstimateInput, tokenizer: &Tokenizer) -> u64 {
+    match &input.generated {
         Some(g) if input.endpoint != Endpoint::Embeddings => {
             let text = (g.text)(&g.fragments);
             let counted = tokenizer.count(&text, false);
@@ -569,8 +591,7 @@ pub fn estimate(input: &EstimateInput, tokenizer: &Tokenizer) -> Vec<(TokenType,
             }
         }
         _ => 0,
-    };
-    [(TokenType::Input, prompt), (TokenType::Output, output)].into_iter().filter(|(_, n)| *n > 0).collect()
+    }
 }
 
 #[cfg(test)]

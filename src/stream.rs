@@ -41,12 +41,19 @@ pub trait ChunkRewriter: Send {
     fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>);
     /// The last usage the upstream reported, if any.
     fn usage(&self) -> Option<Usage>;
+    /// Whether `usage()` is the upstream's final count. Anthropic reports the input (and a token
+    /// or so of output) in `message_start` and the output only in `message_delta`: a stream
+    /// that ends between the two has partial usage, whose output is then counted locally.
+    fn usage_final(&self) -> bool {
+        true
+    }
     /// The finish reason the upstream reported, if any.
     fn finish_reason(&self) -> Option<String> {
         None
     }
     /// What the upstream generated so far (raw, bounded), for counting locally when the stream
-    /// ends without usage (cut, client gone, or an upstream that never reports it).
+    /// ends without usage, or with partial usage (cut, client gone, or an upstream that never
+    /// reports it).
     fn take_generated(&mut self) -> Option<Generated> {
         None
     }
@@ -56,6 +63,8 @@ pub trait ChunkRewriter: Send {
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     pub usage: Option<Usage>,
+    /// `usage` is not the upstream's final count (see `ChunkRewriter::usage_final`).
+    pub usage_partial: bool,
     pub finish_reason: Option<String>,
     pub error: Option<&'static str>,
     pub client_gone: bool,
@@ -218,10 +227,12 @@ impl Relay {
     fn report(&mut self, error: Option<&'static str>, client_gone: bool) {
         if let Some(hook) = self.on_end.take() {
             let usage = self.rewriter.usage();
-            // Captured text only matters when there is no usage to bill from.
-            let generated = if usage.is_none() { self.rewriter.take_generated() } else { None };
+            let usage_partial = usage.is_some() && !self.rewriter.usage_final();
+            // Captured text only matters when there is no final output count to bill from.
+            let generated = if usage.is_none() || usage_partial { self.rewriter.take_generated() } else { None };
             hook(StreamEnd {
                 usage,
+                usage_partial,
                 finish_reason: self.rewriter.finish_reason(),
                 generated,
                 error,
@@ -276,4 +287,112 @@ pub fn data_frame(json: &[u8]) -> Bytes {
     frame.put_slice(json);
     frame.put_slice(b"\n\n");
     frame.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::adapter::anthropic::passthrough::MessagesRelay;
+    use crate::adapter::anthropic::stream::ClaudeChunks;
+    use crate::adapter::openai::OpenAiChunks;
+
+    const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"up\",\"content\":[],\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\n\n";
+
+    fn text_delta(text: &str) -> String {
+        format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"
+        )
+    }
+
+    /// Relays `upstream` (then an upstream that dies, or one that stalls), reading `read` frames
+    /// before the client hangs up (`None`: to the end); returns the end-of-stream report.
+    async fn relay(
+        upstream: Vec<String>,
+        dies: bool,
+        read: Option<usize>,
+        rewriter: Box<dyn ChunkRewriter>,
+    ) -> StreamEnd {
+        let mut items: Vec<Result<Bytes, GatewayError>> = upstream.into_iter().map(|s| Ok(Bytes::from(s))).collect();
+        if dies {
+            items.push(Err(GatewayError::UpstreamProtocol {
+                deployment: "d".into(),
+                detail: "connection reset".into(),
+            }));
+        }
+        let tail = if dies || read.is_none() {
+            futures_util::stream::empty().boxed()
+        } else {
+            futures_util::stream::pending().boxed()
+        };
+        let body: BodyStream = Box::pin(futures_util::stream::iter(items).chain(tail));
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut relay = Relay::new(body, rewriter, "d".into(), Duration::from_secs(60), far, std::time::Instant::now());
+        let first = relay.next_frame().await.unwrap().unwrap();
+        let ended = Arc::new(Mutex::new(None));
+        let slot = ended.clone();
+        let body = relay.into_body(first, Box::new(move |end| *slot.lock().unwrap() = Some(end)));
+        match read {
+            Some(n) => drop(body.take(n).collect::<Vec<_>>().await),
+            None => drop(body.collect::<Vec<_>>().await),
+        }
+        ended.lock().unwrap().take().expect("one report")
+    }
+
+    fn text(end: &StreamEnd) -> String {
+        let generated = end.generated.as_ref().expect("generated text for a local count");
+        (generated.text)(&generated.fragments)
+    }
+
+    #[tokio::test]
+    async fn an_anthropic_stream_cut_after_message_start_reports_partial_usage_and_the_text() {
+        let upstream = vec![MESSAGE_START.to_owned(), text_delta("Hello"), text_delta(" world")];
+        let openai_client = || Box::new(ClaudeChunks::new("claude", 1, false)) as Box<dyn ChunkRewriter>;
+        let anthropic_client = || Box::new(MessagesRelay::new("claude")) as Box<dyn ChunkRewriter>;
+        for make in [openai_client, anthropic_client] {
+            // The upstream dies mid-stream.
+            let end = relay(upstream.clone(), true, None, make()).await;
+            assert!(end.error.is_some() && !end.client_gone);
+            let usage = end.usage.unwrap();
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens, end.usage_partial), (42, 1, true));
+            assert_eq!(text(&end), "Hello world");
+
+            // The client hangs up after two frames (message_start, "Hello"); the upstream stalls.
+            let end = relay(upstream.clone(), false, Some(2), make()).await;
+            assert!(end.client_gone && end.error.is_none());
+            assert!(end.usage_partial);
+            assert_eq!(end.usage.unwrap().prompt_tokens, 42);
+            // The relay reads upstream only as fast as the client does: " world" never came.
+            assert_eq!(text(&end), "Hello");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_complete_anthropic_stream_reports_final_usage_and_keeps_no_text() {
+        let mut upstream = vec![MESSAGE_START.to_owned(), text_delta("Hello")];
+        upstream.push("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
+        let end = relay(upstream, false, None, Box::new(MessagesRelay::new("claude"))).await;
+        let usage = end.usage.unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, end.usage_partial), (42, 2, false));
+        assert!(end.generated.is_none());
+    }
+
+    #[tokio::test]
+    async fn openai_streams_are_unchanged_usage_is_final_text_only_without_it() {
+        let chunk = |body: &str| format!("data: {{\"id\":\"c\",\"model\":\"up\",{body}}}\n\n");
+        let content = chunk(r#""choices":[{"index":0,"delta":{"content":"Hi"}}]"#);
+        let usage = chunk(r#""choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}"#);
+        let end = relay(
+            vec![content.clone(), usage, "data: [DONE]\n\n".into()],
+            false,
+            None,
+            Box::new(OpenAiChunks::new("m", true)),
+        )
+        .await;
+        assert!(!end.usage_partial && end.generated.is_none());
+        let end = relay(vec![content], true, None, Box::new(OpenAiChunks::new("m", true))).await;
+        assert!(end.usage.is_none() && !end.usage_partial);
+        assert_eq!(text(&end), "Hi");
+    }
 }

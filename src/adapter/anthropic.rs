@@ -57,6 +57,41 @@ pub fn event_frame(name: &str, json: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// The generated text in `content_block_start` / `content_block_delta` event payloads captured
+/// one per line: text and thinking, tool names and their input JSON fragments. Reading stops at
+/// a payload that is not JSON; the fields are read without the event's tag (unknown kinds add
+/// nothing).
+pub fn events_text(fragments: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        content_block: Option<Piece>,
+        #[serde(default)]
+        delta: Option<Piece>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Piece {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        thinking: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        partial_json: Option<String>,
+    }
+    let mut text = String::new();
+    for event in serde_json::Deserializer::from_slice(fragments).into_iter::<Event>() {
+        let Ok(event) = event else { break };
+        for piece in [event.content_block, event.delta].into_iter().flatten() {
+            for s in [piece.text, piece.thinking, piece.name, piece.partial_json].into_iter().flatten() {
+                text.push_str(&s);
+            }
+        }
+    }
+    text
+}
+
 /// The Anthropic in-band error event for a failure after the stream started.
 pub fn error_event(error: &crate::api::ErrorBody) -> Bytes {
     let body = crate::api::anthropic::ErrorBody::from_openai(500, error);

@@ -2,13 +2,13 @@
 //! OpenAI endpoint, ...): the body passes through verbatim except `model` and, for streams,
 //! the request for usage; responses get the client's model name back.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::api::{ErrorBody, RawObject, Usage};
 use crate::config::StreamUsage;
-use crate::ctx::{Generated, MAX_GENERATED_BYTES};
+use crate::ctx::{Capture, Generated, MAX_GENERATED_BYTES};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step, data_frame};
 
@@ -135,23 +135,15 @@ pub struct OpenAiChunks {
     hide_usage_chunks: bool,
     usage: Option<Usage>,
     finish_reason: Option<String>,
-    /// Each chunk's raw `choices`, back to back (bounded), for a local count if no usage comes.
-    generated: BytesMut,
-    overflow_bytes: u64,
+    /// Each chunk's raw `choices`, one per line (bounded), for a local count if no usage comes.
+    generated: Capture,
 }
 
 impl OpenAiChunks {
     pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
         let client_model = serde_json::value::to_raw_value(client_model)
             .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
-        Self {
-            client_model,
-            hide_usage_chunks,
-            usage: None,
-            finish_reason: None,
-            generated: BytesMut::new(),
-            overflow_bytes: 0,
-        }
+        Self { client_model, hide_usage_chunks, usage: None, finish_reason: None, generated: Capture::default() }
     }
 
     fn capture(&mut self, choices: &RawValue) {
@@ -159,12 +151,7 @@ impl OpenAiChunks {
         if raw == b"[]" || raw == b"null" {
             return;
         }
-        if self.generated.len() + raw.len() < MAX_GENERATED_BYTES {
-            self.generated.put_slice(raw);
-            self.generated.put_u8(b'\n');
-        } else {
-            self.overflow_bytes += raw.len() as u64;
-        }
+        self.generated.push_line(raw);
     }
 }
 
@@ -231,11 +218,7 @@ impl ChunkRewriter for OpenAiChunks {
     }
 
     fn take_generated(&mut self) -> Option<Generated> {
-        Some(Generated {
-            fragments: std::mem::take(&mut self.generated).freeze(),
-            overflow_bytes: self.overflow_bytes,
-            text: choices_text,
-        })
+        Some(self.generated.take(choices_text))
     }
 }
 

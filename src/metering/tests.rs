@@ -161,6 +161,39 @@ fn without_usage_the_model_tokenizer_counts_and_the_events_say_estimated() {
 }
 
 #[test]
+fn partial_usage_bills_its_input_exactly_and_counts_only_the_output_locally() {
+    let p = pipeline();
+    let answer = "The quick brown fox jumps over the lazy dog.";
+    // An Anthropic stream cut after `message_start`: input and cache counts, output 1.
+    let started = Usage::from_anthropic(12, 1, 2000, 100);
+    let cut = |text: &str| EstimateInput {
+        endpoint: Endpoint::Messages,
+        body: Bytes::from_static(br#"{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"fox?"}]}"#),
+        generated: Some(Generated {
+            fragments: Bytes::from(text.to_owned()),
+            overflow_bytes: 0,
+            text: crate::ctx::utf8_text,
+        }),
+    };
+    let metered = events(&p, &record("local/qwen3", Some(started), Some(cut(answer))));
+    let counted = p.tokenizers.get("cl100k_base").unwrap().count(answer, false);
+    assert!(counted > 1);
+    let types = by_type(&metered);
+    let tokens: HashMap<&str, u64> = types.iter().map(|(t, (n, _))| (t.as_str(), *n)).collect();
+    assert_eq!(tokens, HashMap::from([("input", 12), ("cache_read", 2000), ("cache_write", 100), ("output", counted)]));
+    for e in &metered {
+        let estimated = e["data"]["type"] == "output";
+        assert_eq!(e["data"]["estimated"], estimated, "only the output is the gateway's count: {e}");
+    }
+    assert_eq!(p.metrics.estimated.get(), 1);
+
+    // Nothing generated yet: what the upstream had reported stands, still flagged.
+    let metered = events(&p, &record("local/qwen3", Some(started), Some(cut(""))));
+    let output: Vec<_> = metered.iter().filter(|e| e["data"]["type"] == "output").collect();
+    assert_eq!((output[0]["data"]["tokens"].as_u64(), output[0]["data"]["estimated"].as_bool()), (Some(1), Some(true)));
+}
+
+#[test]
 fn an_embedding_without_usage_counts_its_input_only() {
     let p = pipeline();
     let input = EstimateInput {

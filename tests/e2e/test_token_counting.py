@@ -11,10 +11,6 @@ never does, so every metered count is the gateway's own, and each is compared wi
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-import os
 import subprocess
 import sys
 import uuid
@@ -30,10 +26,6 @@ from mock_openai import MockOpenAI
 from openmeter_server import OpenMeterServer
 
 ASSETS = REPO_ROOT / "target" / "test-assets"
-TIKTOKEN_URLS = {
-    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-}
 
 CORPUS = [
     "Hello, world!",
@@ -53,37 +45,6 @@ CORPUS = [
     "Ελληνικά, русский, עברית, العربية",
     "x" * 300,
 ]
-
-
-def _crate_assets() -> Path:
-    """The assets directory of the tiktoken-rs crate the gateway is built with."""
-    try:
-        meta = subprocess.run(
-            ["cargo", "metadata", "--format-version", "1", "--offline"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120,
-        )
-        for pkg in json.loads(meta.stdout)["packages"]:
-            if pkg["name"] == "tiktoken-rs":
-                return Path(pkg["manifest_path"]).parent / "assets"
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-        pass
-    home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
-    found = sorted(glob.glob(f"{home}/registry/src/*/tiktoken-rs-*/assets"))
-    if not found:
-        pytest.fail("tiktoken-rs sources not found (build the gateway first)")
-    return Path(found[-1])
-
-
-@pytest.fixture(scope="module")
-def tiktoken_encodings(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cache = tmp_path_factory.mktemp("tiktoken-cache")
-    assets = _crate_assets()
-    for name, url in TIKTOKEN_URLS.items():
-        (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes((assets / f"{name}.tiktoken").read_bytes())
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    import tiktoken
-
-    return {name: tiktoken.get_encoding(name) for name in TIKTOKEN_URLS}
 
 
 @pytest.fixture(scope="module")

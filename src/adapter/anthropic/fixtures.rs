@@ -22,7 +22,7 @@ fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
-fn read(path: &str) -> Vec<u8> {
+pub(super) fn read(path: &str) -> Vec<u8> {
     std::fs::read(fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -58,8 +58,16 @@ fn golden_json(path: &str, actual: &[u8]) {
     assert_eq!(expected, actual, "{path} differs");
 }
 
+/// `input` up to (not including) the event whose data holds `marker`: a stream cut there.
+pub(super) fn cut_before<'a>(input: &'a [u8], marker: &str) -> &'a [u8] {
+    let text = std::str::from_utf8(input).unwrap();
+    let at = text.find(marker).unwrap_or_else(|| panic!("{marker} not in the stream"));
+    let start = text[..at].rfind("\n\n").map_or(0, |i| i + 2);
+    &input[..start]
+}
+
 /// What the relay would send the client for `input` arriving in pieces cut at `cuts`.
-fn run(input: &[u8], cuts: &[usize], rewriter: &mut dyn ChunkRewriter) -> Vec<u8> {
+pub(super) fn run(input: &[u8], cuts: &[usize], rewriter: &mut dyn ChunkRewriter) -> Vec<u8> {
     let mut decoder = SseDecoder::new();
     let mut frames = Vec::new();
     let mut start = 0;

@@ -15,6 +15,7 @@ use super::{event_frame, sanitize_tool_id, stop_reason};
 use crate::api::anthropic::UsageReport;
 use crate::api::chat::ChatChunk;
 use crate::api::{ErrorBody, Usage};
+use crate::ctx::{Capture, Generated, utf8_text};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step};
 
@@ -41,6 +42,9 @@ pub struct MessagesFromChunks {
     stop: Option<&'static str>,
     usage: Option<Usage>,
     finished: bool,
+    /// The text, thinking, tool names and arguments sent to the client (bounded), to count
+    /// locally when the upstream reports no usage.
+    generated: Capture,
 }
 
 impl MessagesFromChunks {
@@ -54,6 +58,7 @@ impl MessagesFromChunks {
             stop: None,
             usage: None,
             finished: false,
+            generated: Capture::default(),
         }
     }
 
@@ -138,12 +143,14 @@ impl MessagesFromChunks {
                 if self.open != Some(Open::Thinking) {
                     self.open(Open::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}), out);
                 }
+                self.generated.push(reasoning.as_bytes());
                 self.delta(json!({"type": "thinking_delta", "thinking": reasoning}), out);
             }
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                 if self.open != Some(Open::Text) {
                     self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 }
+                self.generated.push(text.as_bytes());
                 self.delta(json!({"type": "text_delta", "text": text}), out);
             }
             for call in delta.tool_calls.into_iter().flatten() {
@@ -165,6 +172,7 @@ impl MessagesFromChunks {
                     };
                     self.tool_calls += 1;
                     let name = function.name.clone().unwrap_or_default();
+                    self.generated.push(name.as_bytes());
                     self.open(
                         Open::Tool { openai_index: call.index, id: id.clone() },
                         json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
@@ -174,6 +182,7 @@ impl MessagesFromChunks {
                 if let Some(arguments) = function.arguments.filter(|a| !a.is_empty())
                     && matches!(self.open, Some(Open::Tool { .. }))
                 {
+                    self.generated.push(arguments.as_bytes());
                     self.delta(json!({"type": "input_json_delta", "partial_json": arguments}), out);
                 }
             }
@@ -222,5 +231,32 @@ impl ChunkRewriter for MessagesFromChunks {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn take_generated(&mut self) -> Option<Generated> {
+        Some(self.generated.take(utf8_text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::anthropic::fixtures::{cut_before, read, run};
+
+    #[test]
+    fn a_stream_cut_before_its_usage_keeps_the_text_sent_for_a_local_count() {
+        let whole = read("anthropic/inbound/chat_stream_reasoning_oneshot.sse");
+        let sent = r#"User wants Paris.Sure.get_weather{"city":"Paris"}get_time{}"#;
+        let mut cut = MessagesFromChunks::new("claude");
+        run(cut_before(&whole, r#""name":"get_time""#), &[], &mut cut);
+        assert!(cut.usage().is_none());
+        let generated = cut.take_generated().unwrap();
+        assert_eq!((generated.text)(&generated.fragments), r#"User wants Paris.Sure.get_weather{"city":"Paris"}"#);
+
+        let mut complete = MessagesFromChunks::new("claude");
+        run(&whole, &[], &mut complete);
+        assert!(complete.usage().is_some() && complete.usage_final(), "OpenAI usage comes whole");
+        let generated = complete.take_generated().unwrap();
+        assert_eq!((generated.text)(&generated.fragments), sent);
     }
 }

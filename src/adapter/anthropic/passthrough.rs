@@ -2,13 +2,16 @@
 //! answer comes back untouched but for `model`, with the usage read on the way for metering.
 //! Streams are relayed event by event with their names; `message_start` gets the client's model
 //! name, `message_start` and `message_delta` give the usage, `message_stop` ends the stream.
+//! Content block events are kept as they pass (bounded), to count the output locally when the
+//! stream ends before `message_delta` reports it.
 
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::event_frame;
+use super::{event_frame, events_text};
 use crate::api::anthropic::{ErrorDetail, UsageReport};
 use crate::api::{ErrorBody, RawObject, Usage};
+use crate::ctx::{Capture, Generated};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step};
 
@@ -49,11 +52,15 @@ struct ErrorOnly {
 pub struct MessagesRelay {
     client_model: String,
     usage: Option<UsageReport>,
+    /// `message_delta` gave the final output count (until then `usage` is `message_start`'s).
+    usage_final: bool,
+    /// The `content_block_start` / `content_block_delta` payloads, one per line (bounded).
+    generated: Capture,
 }
 
 impl MessagesRelay {
     pub fn new(client_model: &str) -> Self {
-        Self { client_model: client_model.to_owned(), usage: None }
+        Self { client_model: client_model.to_owned(), usage: None, usage_final: false, generated: Capture::default() }
     }
 
     fn message_start(&mut self, data: &[u8]) -> serde_json::Result<Vec<u8>> {
@@ -90,9 +97,14 @@ impl ChunkRewriter for MessagesRelay {
                     ));
                 }
             },
+            "content_block_delta" | "content_block_start" => {
+                self.generated.push_line(&event.data);
+                out.push(event_frame(&kind, &event.data));
+            }
             "message_delta" => {
                 if let Ok(UsageOnly { usage: Some(later) }) = serde_json::from_slice(&event.data) {
                     self.usage.get_or_insert_default().merge(&later);
+                    self.usage_final |= later.output_tokens.is_some();
                 }
                 out.push(event_frame(&kind, &event.data));
             }
@@ -120,6 +132,14 @@ impl ChunkRewriter for MessagesRelay {
     fn usage(&self) -> Option<Usage> {
         self.usage.map(|u| u.to_openai())
     }
+
+    fn usage_final(&self) -> bool {
+        self.usage_final
+    }
+
+    fn take_generated(&mut self) -> Option<Generated> {
+        Some(self.generated.take(events_text))
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +165,36 @@ mod tests {
         );
         let usage = usage.unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 5));
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+    use crate::adapter::anthropic::fixtures::{cut_before, read, run};
+
+    fn generated_text(relay: &mut MessagesRelay) -> String {
+        let generated = relay.take_generated().unwrap();
+        (generated.text)(&generated.fragments)
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_delta_has_partial_usage_and_keeps_the_text_relayed() {
+        let whole = read("anthropic/stream_tools.sse");
+        let sent = r#"I'll check both.get_weather{"city": "Paris"}get_time"#;
+        let mut cut = MessagesRelay::new("claude");
+        run(cut_before(&whole, r#""type":"message_delta""#), &[], &mut cut);
+        let usage = cut.usage().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, cut.usage_final()), (2212, 2, false));
+        assert_eq!(generated_text(&mut cut), sent);
+
+        let mut complete = MessagesRelay::new("claude");
+        run(&whole, &[], &mut complete);
+        assert_eq!((complete.usage().unwrap().completion_tokens, complete.usage_final()), (61, true));
+
+        // Thinking is kept, signatures are not text.
+        let mut thinking = MessagesRelay::new("claude");
+        run(cut_before(&read("anthropic/stream_thinking.sse"), r#""type":"text_delta""#), &[], &mut thinking);
+        assert_eq!(generated_text(&mut thinking), "27 * 453: 27*400=10800, 27*53=1431, total 12231.");
     }
 }

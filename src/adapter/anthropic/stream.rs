@@ -12,6 +12,7 @@ use super::finish_reason;
 use crate::adapter::openai::DONE_FRAME;
 use crate::api::anthropic::{Block, Delta, StreamEvent, UsageReport};
 use crate::api::{ErrorBody, Usage};
+use crate::ctx::{Capture, Generated, utf8_text};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step, data_frame};
 
@@ -29,10 +30,14 @@ pub struct ClaudeChunks {
     include_usage: bool,
     id: String,
     usage: Option<UsageReport>,
+    /// `message_delta` gave the final output count (until then `usage` is `message_start`'s).
+    usage_final: bool,
     /// Open blocks by Anthropic index (a handful at most).
     blocks: Vec<(u64, BlockKind)>,
     tool_calls: u32,
     finished: bool,
+    /// The text, reasoning, tool names and arguments sent to the client (bounded).
+    generated: Capture,
 }
 
 impl ClaudeChunks {
@@ -43,9 +48,11 @@ impl ClaudeChunks {
             include_usage,
             id: String::new(),
             usage: None,
+            usage_final: false,
             blocks: Vec::new(),
             tool_calls: 0,
             finished: false,
+            generated: Capture::default(),
         }
     }
 
@@ -90,6 +97,7 @@ impl ClaudeChunks {
                     Block::Text { text, .. } => {
                         if !text.is_empty() {
                             out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                            self.generated.push(text.as_bytes());
                         }
                         BlockKind::Text
                     }
@@ -98,6 +106,7 @@ impl ClaudeChunks {
                             out.push(
                                 self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None),
                             );
+                            self.generated.push(thinking.as_bytes());
                         }
                         BlockKind::Thinking
                     }
@@ -112,6 +121,7 @@ impl ClaudeChunks {
                             function: FunctionOut { name: Some(&name), arguments: "" },
                         }];
                         out.push(self.chunk(DeltaOut { tool_calls: Some(&calls), ..Default::default() }, None));
+                        self.generated.push(name.as_bytes());
                         BlockKind::Tool { call, has_arguments: false }
                     }
                     _ => BlockKind::Other,
@@ -122,15 +132,18 @@ impl ClaudeChunks {
             StreamEvent::ContentBlockDelta { index, delta } => match (self.kind(index), delta) {
                 (_, Delta::TextDelta { text }) if !text.is_empty() => {
                     out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                    self.generated.push(text.as_bytes());
                 }
                 (_, Delta::ThinkingDelta { thinking }) if !thinking.is_empty() => {
                     out.push(self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None));
+                    self.generated.push(thinking.as_bytes());
                 }
                 // Only inside a tool_use block: result blocks carry JSON deltas too.
                 (Some(BlockKind::Tool { call, .. }), Delta::InputJsonDelta { partial_json })
                     if !partial_json.is_empty() =>
                 {
                     out.push(self.tool_arguments(call, &partial_json));
+                    self.generated.push(partial_json.as_bytes());
                     if let Some((_, BlockKind::Tool { has_arguments, .. })) =
                         self.blocks.iter_mut().find(|(i, _)| *i == index)
                     {
@@ -148,6 +161,7 @@ impl ClaudeChunks {
             StreamEvent::MessageDelta { delta, usage } => {
                 if let Some(later) = usage {
                     self.usage.get_or_insert_default().merge(&later);
+                    self.usage_final |= later.output_tokens.is_some();
                 }
                 if let Some(stop) = delta.stop_reason
                     && !self.finished
@@ -195,6 +209,14 @@ impl ChunkRewriter for ClaudeChunks {
 
     fn usage(&self) -> Option<Usage> {
         self.usage.map(|u| u.to_openai())
+    }
+
+    fn usage_final(&self) -> bool {
+        self.usage_final
+    }
+
+    fn take_generated(&mut self) -> Option<Generated> {
+        Some(self.generated.take(utf8_text))
     }
 }
 
@@ -244,4 +266,47 @@ struct FunctionOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     arguments: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::anthropic::fixtures::{cut_before, read, run};
+
+    fn generated_text(rewriter: &mut dyn ChunkRewriter) -> String {
+        let generated = rewriter.take_generated().unwrap();
+        (generated.text)(&generated.fragments)
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_delta_has_partial_usage_and_keeps_the_text_sent() {
+        // (fixture, text sent, message_start's input and output counts, message_delta's output)
+        for (fixture, sent, started, output) in [
+            ("stream_tools", r#"I'll check both.get_weather{"city": "Paris"}get_time"#, (2212, 2), 61),
+            ("stream_thinking", "27 * 453: 27*400=10800, 27*53=1431, total 12231.27 × 453 = 12,231", (30, 3), 95),
+        ] {
+            let whole = read(&format!("anthropic/{fixture}.sse"));
+            let mut cut = ClaudeChunks::new("claude", 1, false);
+            run(cut_before(&whole, r#""type":"message_delta""#), &[], &mut cut);
+            let usage = cut.usage().unwrap();
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens), started, "{fixture}");
+            assert!(!cut.usage_final(), "{fixture}: message_start's usage is not final");
+            assert_eq!(generated_text(&mut cut), sent, "{fixture}");
+
+            let mut complete = ClaudeChunks::new("claude", 1, false);
+            run(&whole, &[], &mut complete);
+            assert!(complete.usage_final(), "{fixture}: message_delta gave the output count");
+            assert_eq!(complete.usage().unwrap().completion_tokens, output, "{fixture}");
+            assert_eq!(generated_text(&mut complete), sent, "{fixture}");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_right_after_message_start_generated_nothing_yet() {
+        let whole = read("anthropic/stream_text.sse");
+        let mut cut = ClaudeChunks::new("claude", 1, true);
+        run(cut_before(&whole, r#""type":"content_block_start""#), &[], &mut cut);
+        assert_eq!((cut.usage().unwrap().prompt_tokens, cut.usage_final()), (25, false));
+        assert_eq!(generated_text(&mut cut), "");
+    }
 }
