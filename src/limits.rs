@@ -439,9 +439,11 @@ impl Limiter {
 
 /// Units to add to the token counters at the end: usage − estimate (negative refunds). A
 /// request that failed without usage used nothing; one that streamed without reporting usage
-/// keeps its reservation, since what it used is unknown.
+/// keeps its reservation, since what it used is unknown; so does one whose usage is partial (an
+/// Anthropic stream cut before `message_delta` reported the output), unless it reported more.
 fn settle_delta(estimate: u64, outcome: &Outcome) -> i64 {
     let used = match outcome.usage {
+        Some(u) if outcome.usage_partial => u.total_tokens.max(u.prompt_tokens + u.completion_tokens).max(estimate),
         Some(u) => u.total_tokens.max(u.prompt_tokens + u.completion_tokens),
         None if outcome.status >= 400 => 0,
         None => estimate,
@@ -490,5 +492,43 @@ impl Observer for Settler {
         if let Some(reservation) = &ctx.reservation {
             self.0.settle(reservation, outcome);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settle_delta;
+    use crate::api::Usage;
+    use crate::ctx::Outcome;
+
+    fn streamed(usage: Option<Usage>, partial: bool) -> Outcome {
+        Outcome { status: 200, usage, usage_partial: partial, ..Outcome::failed(200, "ok") }
+    }
+
+    fn usage(prompt: u64, completion: u64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reservations_settle_to_what_was_used() {
+        // Final usage: refund the unused part of a 1,000-token reservation, or charge the excess.
+        assert_eq!(settle_delta(1000, &streamed(Some(usage(100, 50)), false)), -850);
+        assert_eq!(settle_delta(100, &streamed(Some(usage(100, 50)), false)), 50);
+        // No usage from a stream: what it used is unknown, the reservation stands.
+        assert_eq!(settle_delta(1000, &streamed(None, false)), 0);
+        // A failure without usage used nothing.
+        assert_eq!(settle_delta(1000, &Outcome::failed(502, "upstream_unreachable")), -1000);
+    }
+
+    #[test]
+    fn partial_usage_keeps_the_reservation_unless_it_reported_more() {
+        // An Anthropic stream cut after message_start (input 100, output 1 so far).
+        assert_eq!(settle_delta(1000, &streamed(Some(usage(100, 1)), true)), 0);
+        assert_eq!(settle_delta(50, &streamed(Some(usage(100, 1)), true)), 51);
     }
 }
