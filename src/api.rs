@@ -8,5 +8,5 @@ pub mod openai;
 pub mod ratelimit;
 pub mod tokens;
 
-pub use object::RawObject;
+pub use object::{RawMembers, RawObject};
 pub use openai::{ErrorBody, Usage};

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -55,8 +55,10 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-pub const DEPLOYMENT_HEADER: &str = "x-llm-gateway-deployment";
-pub const ATTEMPTS_HEADER: &str = "x-llm-gateway-attempts";
+// Header names are constants: inserting by `&str` parses the name on every response.
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-deployment");
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-attempts");
+const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 /// Error bodies read from a failing upstream are cut here.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -242,7 +244,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             let h = response.headers_mut();
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            h.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
             routing_headers(h, &ctx);
             rate_headers(h, &ctx);
             response
@@ -510,7 +512,7 @@ async fn attempt(
         Dialect::OpenAi | Dialect::Anthropic => {
             let mut forward = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                forward.insert("x-request-id", v);
+                forward.insert(crate::server::REQUEST_ID_HEADER, v);
             }
             tracing_otlp::propagate(span, &mut forward);
             if exchange.upstream_is_anthropic()

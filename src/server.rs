@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::ListenerExt;
@@ -14,14 +14,14 @@ use tokio::net::TcpListener;
 
 use crate::ingress::RequestId;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Takes the client's `x-request-id` when it is sane, else makes one; puts it on the request
 /// (for the handlers) and on the response.
 pub async fn request_id(mut request: Request, next: Next) -> Response {
     let id: Arc<str> = request
         .headers()
-        .get(REQUEST_ID_HEADER)
+        .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(Arc::from)
@@ -34,8 +34,16 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// `req_` and 32 random hex digits.
 fn new_request_id() -> Arc<str> {
-    format!("req_{:032x}", fastrand::u128(..)).into()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_00000000000000000000000000000000";
+    let mut bits = fastrand::u128(..);
+    for digit in id[4..].iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    Arc::from(std::str::from_utf8(&id).unwrap_or_default())
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains for at most `grace`.
@@ -93,5 +101,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_prefixed_random_hex() {
+        let (a, b) = (super::new_request_id(), super::new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 36);
+            assert!(
+                id.starts_with("req_") && id[4..].bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::api::{ErrorBody, RawObject, Usage};
+use crate::api::{ErrorBody, RawMembers, RawObject, Usage};
 use crate::config::StreamUsage;
 use crate::ctx::{Capture, Generated, MAX_GENERATED_BYTES};
 use crate::stream::sse::SseEvent;
@@ -50,7 +50,7 @@ pub struct WholeResponse {
 
 /// Rewrites a whole (non-stream) response: the client's model name; returns the usage too.
 pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<WholeResponse> {
-    let mut object = RawObject::from_slice(body)?;
+    let object = RawMembers::from_slice(body)?;
     let usage = object.parse::<Usage>("usage").ok().flatten();
     let finish_reason = object.get("choices").and_then(|c| finish_reason_in(c.get()));
     let generated = match (&usage, object.get("choices")) {
@@ -65,10 +65,8 @@ pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<W
         }
         _ => None,
     };
-    if object.contains("model") {
-        object.set("model", client_model)?;
-    }
-    Ok(WholeResponse { body: object.to_vec(), usage, generated, finish_reason })
+    let client_model = serde_json::value::to_raw_value(client_model)?;
+    Ok(WholeResponse { body: object.to_vec_with("model", &client_model), usage, generated, finish_reason })
 }
 
 /// The text in a sequence of `choices` arrays (stream deltas or whole messages): content,
@@ -161,7 +159,7 @@ impl OpenAiChunks {
         if data.trim_ascii() == b"[DONE]" {
             return Err(Step::Done);
         }
-        let Ok(mut chunk) = RawObject::from_slice(data) else {
+        let Ok(chunk) = RawMembers::from_slice(data) else {
             // Not an object: pass it on untouched rather than guess.
             return Ok(Some(Bytes::copy_from_slice(data)));
         };
@@ -181,10 +179,7 @@ impl OpenAiChunks {
         if let Some(reason) = chunk.get("choices").and_then(|c| finish_reason_in(c.get())) {
             self.finish_reason = Some(reason);
         }
-        if chunk.contains("model") {
-            chunk.set_raw("model", self.client_model.clone());
-        }
-        Ok(Some(Bytes::from(chunk.to_vec())))
+        Ok(Some(Bytes::from(chunk.to_vec_with("model", &self.client_model))))
     }
 }
 
@@ -232,7 +227,7 @@ pub fn finish_reason_in(choices: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
-fn is_empty_choices(chunk: &RawObject) -> bool {
+fn is_empty_choices(chunk: &RawMembers) -> bool {
     match chunk.get("choices") {
         Some(raw) => {
             matches!(serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw.get()), Ok(v) if v.is_empty())

@@ -93,6 +93,121 @@ impl RawObject {
     }
 }
 
+/// Top-level members of a JSON object borrowed from the input: no member is copied or allocated
+/// (keys with escapes excepted). For one-shot rewrites on the hot path — an upstream answer or a
+/// stream chunk read once, one member replaced, written out.
+#[derive(Debug, Default)]
+pub struct RawMembers<'a> {
+    members: Vec<(Key<'a>, &'a RawValue)>,
+}
+
+impl<'a> RawMembers<'a> {
+    /// Parses `bytes` as a JSON object (anything else is an error).
+    pub fn from_slice(bytes: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.members.iter().rev().find(|(k, _)| k.as_str() == key).map(|(_, v)| *v)
+    }
+
+    /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
+    pub fn parse<T: Deserialize<'a>>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some),
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Writes the object back as compact JSON with the `key` member (when present) replaced by the
+    /// raw JSON `value` (duplicates collapsed to the first, as `RawObject::set` does).
+    pub fn to_vec_with(&self, key: &str, value: &RawValue) -> Vec<u8> {
+        let len: usize = self.members.iter().map(|(k, v)| k.as_str().len() + v.get().len() + 4).sum();
+        let mut out = Vec::with_capacity(len + value.get().len() + 2);
+        out.push(b'{');
+        let mut replaced = false;
+        for (name, member) in &self.members {
+            let member = match name.as_str() == key {
+                true if replaced => continue,
+                true => {
+                    replaced = true;
+                    value
+                }
+                false => member,
+            };
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            write_json_string(&mut out, name.as_str());
+            out.push(b':');
+            out.extend_from_slice(member.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// An object key: borrowed from the input unless it had escapes.
+#[derive(Debug)]
+enum Key<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawMembers<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((key, value));
+                }
+                Ok(RawMembers { members })
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -167,6 +282,28 @@ mod tests {
         let text = String::from_utf8(obj.to_vec()).unwrap();
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["q\"\\\n\u{1}"], 1);
+    }
+
+    #[test]
+    fn borrowed_members_rewrite_like_the_owned_object() {
+        for body in [
+            &br#"{"id":"x","model":"up","choices":[{"a":"\u00e9"}],"usage":{"prompt_tokens":3}}"#[..],
+            br#"{"model":"a","esc\"aped":1,"model":"b","z":null}"#,
+            br#"{"no_model":true}"#,
+            br#"{}"#,
+        ] {
+            let members = RawMembers::from_slice(body).unwrap();
+            let mut owned = RawObject::from_slice(body).unwrap();
+            let model = serde_json::value::to_raw_value("client").unwrap();
+            let ours = members.to_vec_with("model", &model);
+            if owned.contains("model") {
+                owned.set_raw("model", model.clone());
+            }
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(owned.to_vec()).unwrap());
+            assert_eq!(members.get("usage").map(|r| r.get()), owned.get("usage").map(|r| r.get()));
+        }
+        assert!(RawMembers::from_slice(b"[1]").is_err());
+        assert!(RawMembers::from_slice(br#"{"a":"#).is_err());
     }
 
     #[test]

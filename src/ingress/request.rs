@@ -1,8 +1,12 @@
 //! Parsing client requests: the fields the gateway acts on are checked and typed, with an
 //! OpenAI-style 400 naming the field when they are wrong; everything else stays verbatim.
 
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::api::{RawObject, tokens};
 use crate::ctx::Endpoint;
@@ -37,44 +41,9 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     let mut max_tokens = None;
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages: Vec<Value> = required(&body, "messages", "an array")?;
-            if messages.is_empty() {
-                return Err(GatewayError::bad_request(
-                    "'messages' must contain at least one message.",
-                    Some("messages"),
-                ));
-            }
-            for (i, message) in messages.iter().enumerate() {
-                let Some(object) = message.as_object() else {
-                    return Err(type_error(&format!("messages[{i}]"), "an object", message));
-                };
-                match object.get("role") {
-                    Some(Value::String(role)) if ROLES.contains(&role.as_str()) => {}
-                    Some(Value::String(role)) => {
-                        return Err(GatewayError::bad_request(
-                            format!("Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."),
-                            Some(&format!("messages[{i}].role")),
-                        ));
-                    }
-                    Some(other) => {
-                        return Err(type_error(&format!("messages[{i}].role"), "a string", other));
-                    }
-                    None => {
-                        return Err(GatewayError::bad_request(
-                            format!("Missing required parameter: 'messages[{i}].role'."),
-                            Some(&format!("messages[{i}].role")),
-                        ));
-                    }
-                }
-                if let Some(content) = object.get("content")
-                    && !(content.is_string() || content.is_array() || content.is_null())
-                {
-                    return Err(type_error(&format!("messages[{i}].content"), "a string or an array", content));
-                }
-            }
-            optional::<Vec<Value>>(&body, "tools", "an array")?;
+            prompt_tokens_estimate = check_chat_messages(&body)?;
+            optional::<Vec<IgnoredAny>>(&body, "tools", "an array")?;
             max_tokens = optional::<u64>(&body, "max_completion_tokens", "a non-negative integer")?;
-            prompt_tokens_estimate = tokens::estimate_messages(&messages);
             check_stop(&body)?;
         }
         Endpoint::Completions => {
@@ -173,6 +142,70 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         }
     }
     Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
+}
+
+/// Checks a chat `messages` array (objects, known roles, string/array/null content) and
+/// estimates its prompt tokens. It runs on every chat request: messages are read as borrowed
+/// views of the body, and a tree is built only for array content or to describe a wrong type.
+fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
+    #[derive(Deserialize)]
+    struct MessageView<'a> {
+        #[serde(borrow, default)]
+        role: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    let Some(raw) = body.get("messages").filter(|raw| raw.get() != "null") else {
+        return Err(GatewayError::bad_request("Missing required parameter: 'messages'.", Some("messages")));
+    };
+    let messages: Vec<&RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| type_error("messages", "an array", &value_of(raw)))?;
+    if messages.is_empty() {
+        return Err(GatewayError::bad_request("'messages' must contain at least one message.", Some("messages")));
+    }
+    let mut estimate = 0;
+    for (i, message) in messages.iter().enumerate() {
+        let view: MessageView = match message.get().starts_with('{') {
+            true => serde_json::from_str(message.get()).map_err(|e| {
+                GatewayError::bad_request(
+                    format!("Invalid value for 'messages[{i}]': {e}"),
+                    Some(&format!("messages[{i}]")),
+                )
+            })?,
+            false => return Err(type_error(&format!("messages[{i}]"), "an object", &value_of(message))),
+        };
+        match view.role.map(|r| serde_json::from_str::<Cow<str>>(r.get())) {
+            Some(Ok(role)) if ROLES.contains(&&*role) => {}
+            Some(Ok(role)) => {
+                return Err(GatewayError::bad_request(
+                    format!("Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."),
+                    Some(&format!("messages[{i}].role")),
+                ));
+            }
+            Some(Err(_)) => {
+                let role = view.role.map(value_of).unwrap_or(Value::Null);
+                return Err(type_error(&format!("messages[{i}].role"), "a string", &role));
+            }
+            None => {
+                return Err(GatewayError::bad_request(
+                    format!("Missing required parameter: 'messages[{i}].role'."),
+                    Some(&format!("messages[{i}].role")),
+                ));
+            }
+        }
+        estimate += tokens::PER_MESSAGE_OVERHEAD;
+        let Some(content) = view.content else { continue };
+        estimate += match content.get().as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<Cow<str>>(content.get()).map(|s| tokens::estimate(&s)).unwrap_or(0),
+            Some(b'[') => tokens::estimate_content(&value_of(content)),
+            _ => return Err(type_error(&format!("messages[{i}].content"), "a string or an array", &value_of(content))),
+        };
+    }
+    Ok(estimate)
+}
+
+fn value_of(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 fn messages_of(body: &RawObject) -> Result<Vec<Value>, GatewayError> {
@@ -355,6 +388,30 @@ mod tests {
         let (model, n) =
             count_tokens(br#"{"model":"claude","messages":[{"role":"user","content":"abcdefgh"}]}"#).unwrap();
         assert_eq!((model.as_str(), n), ("claude", tokens::PER_MESSAGE_OVERHEAD + 2));
+    }
+
+    #[test]
+    fn chat_estimates_match_the_tree_based_estimate() {
+        for messages in [
+            r#"[{"role":"user","content":"hello there"}]"#,
+            r#"[{"role":"system","content":"Be brief.\u00e9\n"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]},{"role":"assistant","content":null,"tool_calls":[]}]"#,
+            r#"[{"role":"tool","content":"42","tool_call_id":"c1","name":"f"}]"#,
+        ] {
+            let req = parse(Endpoint::ChatCompletions, format!(r#"{{"model":"m","messages":{messages}}}"#).as_bytes())
+                .unwrap();
+            let tree: Vec<Value> = serde_json::from_str(messages).unwrap();
+            assert_eq!(req.prompt_tokens_estimate, tokens::estimate_messages(&tree), "{messages}");
+        }
+        for (bad, param) in [
+            (r#"[5]"#, "messages[0]"),
+            (r#"[{"role":7,"content":"x"}]"#, "messages[0].role"),
+            (r#"[{"role":"user","content":"x"},{"role":"user","content":5}]"#, "messages[1].content"),
+            (r#"null"#, "messages"),
+            (r#"{"role":"user"}"#, "messages"),
+        ] {
+            let body = format!(r#"{{"model":"m","messages":{bad}}}"#);
+            assert_eq!(param_of(Endpoint::ChatCompletions, &body).as_deref(), Some(param), "{bad}");
+        }
     }
 
     #[test]

@@ -121,15 +121,27 @@ impl<M> Family<M> {
 
     pub fn with(&self, values: &[&str]) -> Arc<M> {
         debug_assert_eq!(values.len(), self.labels.len());
-        let key = values.join("\u{1f}");
-        {
-            let series = self.series.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(m) = series.get(&key) {
-                return m.clone();
-            }
+        thread_local! {
+            // The joined label values, reused: looking a series up allocates nothing.
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let mut series = self.series.write().unwrap_or_else(|p| p.into_inner());
-        series.entry(key).or_insert_with(|| Arc::new((self.make)())).clone()
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    key.push('\u{1f}');
+                }
+                key.push_str(value);
+            }
+            {
+                let series = self.series.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(m) = series.get(key.as_str()) {
+                    return m.clone();
+                }
+            }
+            let mut series = self.series.write().unwrap_or_else(|p| p.into_inner());
+            series.entry(key.clone()).or_insert_with(|| Arc::new((self.make)())).clone()
+        })
     }
 
     fn snapshot(&self) -> Vec<(Vec<String>, Arc<M>)> {
@@ -520,7 +532,8 @@ impl Observer for RequestMetrics {
         let m = &self.0;
         m.in_flight.add(-1);
         let model = m.model_label(&ctx.client_model);
-        m.requests.with(&[&outcome.status.to_string(), model]).inc();
+        let status = http::StatusCode::from_u16(outcome.status).ok();
+        m.requests.with(&[status.as_ref().map_or("0", http::StatusCode::as_str), model]).inc();
         m.request_duration.with(&[model]).observe_duration(ctx.started.elapsed());
         if let Some(ttft) = outcome.time_to_first_chunk {
             m.time_to_first_token.with(&[model]).observe_duration(ttft);
