@@ -76,4 +76,5 @@ fn main() {
         report(&format!("64 concurrent EVALSHA ({rate:.0}/s)"), all);
     });
     let _ = child.kill();
+    let _ = child.wait();
 }
