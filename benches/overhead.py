@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""What metering and tracing cost a request: the gateway with each switched on vs off, same run.
+
+Three gateways (the release binary) proxy to one mock upstream (the binary with a `mock`
+provider), all on 127.0.0.1:
+
+  off        no metering, no traces
+  metering   every request metered: CloudEvents through the on-disk outbox to an OpenMeter sink
+  telemetry  every request traced (server span + children) and exported over OTLP/HTTP
+
+The sinks are nginx answering `204` to OpenMeter's ingest path and `200` to OTLP's `/v1/traces`
+(a native sink: a Python receiver would steal the CPU being measured). nginx logs each POST it
+receives, so the report can show that events and spans really left the gateway.
+
+wrk drives 64 connections, non-streaming and streaming chat completions. The variants take
+turns in every round (order rotated), and the report gives each variant's median req/s and p50
+as ratios to `off`. Targets (issues #6 and #8): metering on/off latency ratio <= 1.05,
+telemetry on/off throughput ratio >= 0.95. It is a measurement, not a test: it exits 0 either way.
+
+Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
+Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
+(built when missing or older than the sources). Report: target/bench/overhead.md (+ .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load  # noqa: E402  (the load benchmark's process, wrk and /proc helpers)
+
+VARIANTS = ("off", "metering", "telemetry")
+MODES = ("non-stream", "stream")
+CONNECTIONS = 64
+METERING_TARGET = 1.05
+TELEMETRY_TARGET = 0.95
+
+SINK_CONF = """# written by benches/overhead.py
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 1m;
+    log_format sink '$request_uri $status $request_length';
+    server {{
+        listen 127.0.0.1:{port};
+        location = /health {{ return 200 "ok"; }}
+        location = /api/v1/events {{ access_log {prefix}/events.log sink; return 204; }}
+        location = /v1/traces {{
+            access_log {prefix}/traces.log sink;
+            default_type application/x-protobuf;
+            return 200 "";
+        }}
+    }}
+}}
+"""
+
+
+def start_sink(work: Path) -> tuple[object, int, Path]:
+    prefix = work / "sink"
+    prefix.mkdir(exist_ok=True)
+    for attempt in range(3):
+        port = load.free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text(SINK_CONF.format(prefix=prefix, port=port))
+        argv = [shutil.which("nginx"), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        proc = load.PROCS.start("sink", argv, load.BENCH_DIR / "sink.log")
+        if load.wait_http_ok(f"http://127.0.0.1:{port}/health", proc):
+            return proc, port, prefix
+        load.PROCS.stop(proc)
+        load.log(f"sink did not come up on port {port} (attempt {attempt + 1})")
+    sys.exit("[bench] could not start the nginx sink")
+
+
+def variant_yaml(variant: str, port: int, up_port: int, sink_port: int, work: Path) -> str:
+    text = f"""# written by benches/overhead.py
+server:
+  listen: "127.0.0.1:{port}"
+  shutdown_grace: 1s
+  log_level: {load.LOG_LEVEL}
+keys:
+  - {{ key: "{load.KEY}", team: bench }}
+teams:
+  bench: {{ models: ["*"] }}
+providers:
+  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}
+models:
+  {load.MODEL}:
+    deployments:
+      - {{ provider: up, model: "{load.MODEL}" }}
+"""
+    if variant == "metering":
+        text += f"""metering:
+  openmeter: {{ url: "http://127.0.0.1:{sink_port}" }}
+  source: llm-gateway/bench
+  outbox_dir: "{work / 'outbox'}"
+"""
+    if variant == "telemetry":
+        text += f"""telemetry:
+  otlp: {{ endpoint: "http://127.0.0.1:{sink_port}", protocol: http, batch_delay: 1s }}
+"""
+    return text
+
+
+def start_variant(variant: str, binary: Path, work: Path, up_port: int, sink_port: int):
+    env = {k: v for k, v in load.os.environ.items() if not k.startswith("OTEL_") and k != "RUST_LOG"}
+    env["BENCH_UPSTREAM_KEY"] = load.KEY
+    for attempt in range(3):
+        port = load.free_port()
+        cfg = work / f"{variant}.yaml"
+        cfg.write_text(variant_yaml(variant, port, up_port, sink_port, work))
+        proc = load.PROCS.start(variant, [str(binary), "--config", str(cfg)], load.BENCH_DIR / f"{variant}.log", env)
+        if load.wait_http_ok(f"http://127.0.0.1:{port}/health", proc):
+            return proc, port
+        load.PROCS.stop(proc)
+        load.log(f"{variant} did not come up on port {port} (attempt {attempt + 1})")
+    sys.exit(f"[bench] could not start the {variant} gateway")
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for a quiet machine")
+    parser.add_argument("--bin", type=Path)
+    args = parser.parse_args()
+
+    load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    load.ensure_tools()
+    binary = (args.bin or load.DEFAULT_BIN).resolve()
+    load.ensure_binary(binary, explicit=args.bin is not None)
+    work = Path(tempfile.mkdtemp(prefix="llm-gateway-overhead-"))
+    try:
+        return measure(args, binary, work)
+    finally:
+        load.PROCS.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, binary: Path, work: Path) -> int:
+    upstream, up_port = load.start_gateway("upstream", binary, work, "  up: { dialect: mock }", {})
+    sink, sink_port, sink_prefix = start_sink(work)
+    gateways = {v: start_variant(v, binary, work, up_port, sink_port) for v in VARIANTS}
+    for variant, (_, port) in gateways.items():
+        load.sanity_check("gateway", port)
+    scripts = {}
+    for mode in MODES:
+        scripts[mode] = work / f"{mode}.lua"
+        scripts[mode].write_text(load.WRK_SCRIPT.format(body=load.request_body(mode == "stream"), key=load.KEY))
+    pids = [upstream.pid, sink.pid, *load.proc_children(sink.pid), *(p.pid for p, _ in gateways.values())]
+    caveats = []
+    runs: dict[tuple[str, str], list[dict]] = {}
+    requests_sent = {v: 0 for v in VARIANTS}
+    started = time.monotonic()
+    for rnd in range(args.rounds):
+        order = VARIANTS[rnd % 3:] + VARIANTS[: rnd % 3]
+        for mode in MODES:
+            for variant in order:
+                proc, port = gateways[variant]
+                if not load.wait_for_quiet_machine(args.max_wait, pids):
+                    caveats.append("the machine was busy with other work during the measurement")
+                load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)
+                t0 = load.cpu_ticks([proc.pid])
+                r = load.run_wrk(port, scripts[mode], CONNECTIONS, args.duration)
+                r["cpu_us_per_req"] = (load.cpu_ticks([proc.pid]) - t0) / load.CLK_TCK * 1e6 / max(1.0, r["requests"])
+                runs.setdefault((mode, variant), []).append(r)
+                requests_sent[variant] += int(r["requests"])
+                load.log(
+                    f"round {rnd + 1}/{args.rounds} {mode:<10} {variant:<9} {r['rps']:>8.0f} req/s  "
+                    f"p50 {r['p50'] / 1000:.3f} ms  p99 {r['p99'] / 1000:.3f} ms  {r['cpu_us_per_req']:.1f} µs CPU/req"
+                )
+    elapsed = time.monotonic() - started
+    time.sleep(2.5)  # the last batches (1 s batch windows) reach the sink
+
+    def med(mode, variant, key):
+        return statistics.median(r[key] for r in runs[(mode, variant)])
+
+    out = [
+        "# Metering and tracing overhead (benches/overhead.py)",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {load.binary_label(binary)}; {CONNECTIONS} connections, "
+        f"wrk -t2, {args.rounds} rounds of {args.duration:g} s per variant and mode (variants take turns), "
+        f"{elapsed / 60:.1f} min. Medians over the rounds.",
+        "",
+        "| mode | variant | req/s | p50 ms | p99 ms | gateway CPU µs/req | req/s ÷ off | p50 ÷ off |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for mode in MODES:
+        base_rps, base_p50 = med(mode, "off", "rps"), med(mode, "off", "p50")
+        for variant in VARIANTS:
+            rps, p50 = med(mode, variant, "rps"), med(mode, variant, "p50")
+            out.append(
+                f"| {mode} | {variant} | {rps:.0f} | {p50 / 1000:.3f} | {med(mode, variant, 'p99') / 1000:.3f} | "
+                f"{med(mode, variant, 'cpu_us_per_req'):.1f} | {rps / base_rps:.3f} | {p50 / base_p50:.3f} |"
+            )
+            if variant == "metering":
+                ratio = p50 / base_p50
+                verdicts.append(f"{mode}: metering p50 on/off {ratio:.3f} (target <= {METERING_TARGET}) "
+                                f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps / base_rps:.3f}")
+            if variant == "telemetry":
+                ratio = rps / base_rps
+                verdicts.append(f"{mode}: telemetry req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
+                                f"{'met' if ratio >= TELEMETRY_TARGET else 'MISSED'}")
+    events = lines(sink_prefix / "events.log")
+    traces = lines(sink_prefix / "traces.log")
+    event_bytes = sum(int(l.split()[2]) for l in events if len(l.split()) == 3)
+    trace_bytes = sum(int(l.split()[2]) for l in traces if len(l.split()) == 3)
+    out += [
+        "",
+        f"Delivered to the sink: {len(events)} OpenMeter batches ({event_bytes / 1e6:.1f} MB) for "
+        f"{requests_sent['metering']} metered requests (warm-ups not counted); "
+        f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for {requests_sent['telemetry']} traced requests.",
+        "",
+        *[f"- {v}" for v in verdicts],
+    ]
+    if caveats:
+        out += ["", "Caveats: " + "; ".join(sorted(set(caveats)))]
+    report = "\n".join(out) + "\n"
+    print("\n" + report)
+    (load.BENCH_DIR / "overhead.md").write_text(report)
+    (load.BENCH_DIR / "overhead.json").write_text(json.dumps({f"{m}/{v}": rs for (m, v), rs in runs.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
