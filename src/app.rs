@@ -246,6 +246,9 @@ async fn prometheus(
     if let Some(cache) = &gateway.cache {
         cache.render_metrics(&mut text);
     }
+    if let Some(verifier) = gateway.auth.jwt() {
+        verifier.render_metrics(&mut text);
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
