@@ -324,6 +324,70 @@ async fn every_answer_carries_the_rate_limit_headers() {
     assert_eq!(q["limits"]["key f3abf2a6cc4f"]["rpm"]["remaining"], 0, "{q}");
 }
 
+/// `GET /v1/models` (or `/v1/models/{id}`) with `key`.
+async fn models(gw: &Gateway, key: &str, path: &str) -> reqwest::Response {
+    let r = gw.client.get(gw.url(path)).bearer_auth(key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r
+}
+
+/// A model listing carries the caller's `x-ratelimit-*` levels as they stand, but takes nothing
+/// from them: 12 requests a minute (a bucket of 2, one back every 5 s) still admit two chats
+/// after any number of listings. `/v1/models/{id}` also counts the team's limits on that model.
+/// With Valkey the levels are the shared ones: a chat on one replica shows on the other.
+async fn model_listings_report_the_limits_without_spending_them(store: &str) {
+    let yaml = config(
+        store,
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ rpm: 12 }} }}, {{ key: sk-free, team: f }}]\n\
+             teams: {{ t: {{ models: ['*'], limits: {{ tpm: 10000 }}, model_limits: {{ m: {{ tpm: 500 }} }} }}, f: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let a = Gateway::start(&yaml).await;
+    let b = if store.is_empty() { None } else { Some(Gateway::start(&yaml).await) };
+    let other = b.as_ref().unwrap_or(&a);
+
+    let r = models(&a, KEY, "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "12");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "2", "a fresh bucket: the whole burst");
+    assert_eq!(header(&r, "x-ratelimit-reset-requests"), "0s");
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "10000", "the listing is about no one model");
+    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "10000");
+    let r = models(&a, KEY, "/v1/models/m").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "500", "the team's limit on model m is tighter");
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "12");
+
+    let r = a.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+    for _ in 0..5 {
+        let r = models(other, KEY, "/v1/models").await;
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1", "the chat shows; the listings take nothing");
+        assert_ne!(header(&r, "x-ratelimit-reset-requests"), "0s", "the bucket is refilling");
+    }
+    let r = other.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 200, "five listings spent nothing of a bucket of two");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    let r = models(&a, KEY, "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    assert_eq!(a.chat_as(KEY, hello(20, false)).await.status(), 429);
+
+    // No limits, no headers.
+    assert!(!models(&a, "sk-free", "/v1/models").await.headers().contains_key("x-ratelimit-limit-requests"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_listings_report_the_limits_without_spending_them_shared() {
+    let valkey = ValkeyServer::start().await;
+    model_listings_report_the_limits_without_spending_them(&standalone(&valkey)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_listings_report_the_limits_without_spending_them_in_process() {
+    model_listings_report_the_limits_without_spending_them("").await;
+}
+
 async fn sent(gw: &Gateway, key: &str) -> reqwest::Response {
     gw.chat_as(key, hello(5, false)).await
 }
@@ -360,6 +424,8 @@ async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
         ok_b += usize::from(sent(&b, "k2").await.status() == 200);
     }
     assert_eq!((ok_a, ok_b), (5, 5), "fail-open: each replica enforces half");
+    let r = models(&a, "k3", "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "30", "a listing reports the per-replica limit in force");
     assert_eq!(a.health().await["limits"]["mode"], "fail-open");
     assert_eq!(a.quota("k2").await["mode"], "fail-open");
     let m = a.metrics().await;
@@ -407,6 +473,8 @@ async fn valkey_down_fails_closed_with_503_then_resumes() {
     assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
     assert_eq!(gw.chat_as("sk-free", hello(5, false)).await.status(), 200, "nothing to check for an unlimited team");
     assert_eq!(gw.health().await["limits"]["mode"], "fail-closed");
+    let r = models(&gw, KEY, "/v1/models").await;
+    assert!(!r.headers().contains_key("x-ratelimit-limit-requests"), "fail-closed: the levels are unknown");
     assert!(gw.metrics().await.contains("llm_gateway_limits_fallback_total{policy=\"fail-closed\"} 1\n"));
     valkey.restart().await;
     eventually("shared limits resume", Duration::from_secs(5), || async {
