@@ -223,6 +223,32 @@ impl Limiter {
         }
     }
 
+    /// Whether Valkey answers, for `/ready`: `None` when no Valkey is configured. While the
+    /// limits think it is up, a PING confirms it (bounded by the Valkey timeout); a failed PING
+    /// switches the limits to their Valkey-down policy at once, as a failed admission would (the
+    /// probe switches them back once Valkey answers). While they think it is down, it is.
+    pub async fn store_reachable(&self) -> Option<bool> {
+        let shared = self.shared.as_ref()?;
+        if !shared.is_healthy() {
+            return Some(false);
+        }
+        match shared.kv().query::<String>(&redis::cmd("PING")).await {
+            Ok(_) => Some(true),
+            Err(e) => {
+                self.store_failed(&e);
+                Some(false)
+            }
+        }
+    }
+
+    pub fn on_valkey_down(&self) -> ValkeyDownPolicy {
+        self.settings.on_valkey_down
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.settings.replicas
+    }
+
     /// Checks every limit of `principal` for one request. `None`: nothing limits it.
     pub async fn admit(&self, principal: &Principal, demand: &Demand<'_>) -> Result<Option<Reservation>, LimitError> {
         let estimate = demand.estimate(&self.settings);

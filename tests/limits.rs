@@ -483,6 +483,65 @@ async fn valkey_down_fails_closed_with_503_then_resumes() {
     .await;
 }
 
+/// `GET /ready`: (status, body).
+async fn ready(gw: &Gateway) -> (u16, Value) {
+    let r = gw.client.get(gw.url("/ready")).send().await.unwrap();
+    (r.status().as_u16(), json(r).await)
+}
+
+/// `/ready` follows Valkey: 503 naming it under fail-closed, 200 `degraded` under fail-open (the
+/// replica still serves), 200 again once it answers; `/health` (liveness) is 200 throughout. No
+/// request needs to hit Valkey first: the readiness check itself notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reflects_valkey_and_its_policy() {
+    let mut valkey = ValkeyServer::start().await;
+    let rest = |policy: &str| {
+        format!(
+            "limits: {{ replicas: 3, on_valkey_down: {policy} }}\nkeys: [{{ key: {KEY}, team: t }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        )
+    };
+    let closed = Gateway::start(&config(&standalone(&valkey), &rest("fail-closed"), None)).await;
+    let open = Gateway::start(&config(&standalone(&valkey), &rest("fail-open"), None)).await;
+    let alone = Gateway::start(&config("", &rest("fail-closed"), None)).await;
+    let live = |gw: &Gateway| {
+        let request = gw.client.get(gw.url("/health"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    assert_eq!(ready(&alone).await, (200, json!({"status": "ready"})), "no Valkey, nothing to wait for");
+    for (gw, policy) in [(&closed, "fail-closed"), (&open, "fail-open")] {
+        assert_eq!(
+            ready(gw).await,
+            (200, json!({"status": "ready", "dependencies": {"valkey": {"status": "ok", "policy": policy}}}))
+        );
+    }
+
+    valkey.kill();
+    let (status, body) = ready(&closed).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["failing"], json!(["valkey"]));
+    assert_eq!(body["dependencies"]["valkey"]["status"], "unreachable");
+    assert_eq!(body["dependencies"]["valkey"]["policy"], "fail-closed");
+    assert_eq!(closed.health().await["limits"]["mode"], "fail-closed", "the limits switched with it");
+    let (status, body) = ready(&open).await;
+    assert_eq!(status, 200, "fail-open: the replica still serves, {body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["failing"], json!(["valkey"]));
+    assert_eq!(body["dependencies"]["valkey"]["policy"], "fail-open");
+    assert!(body["dependencies"]["valkey"]["limits"].as_str().unwrap().contains("1/3 of each limit"), "{body}");
+    for gw in [&closed, &open, &alone] {
+        assert_eq!(live(gw).await, 200, "liveness does not depend on Valkey");
+    }
+    assert_eq!(ready(&alone).await.0, 200);
+
+    valkey.restart().await;
+    for gw in [&closed, &open] {
+        eventually("ready again", Duration::from_secs(5), || async { ready(gw).await.1["status"] == "ready" }).await;
+        assert_eq!(ready(gw).await.0, 200);
+    }
+}
+
 /// The same behaviour on a 3-node cluster: every counter of a team carries the team's hash tag,
 /// so each admission is one script in one slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
