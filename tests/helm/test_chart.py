@@ -373,6 +373,8 @@ def test_integrations_become_env():
     env = env_of(gateway_container(docs))
     assert env["VALKEY_URL"]["value"].startswith("redis://valkey.")
     assert env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "valkey-auth", "key": "password"}
+    # The gateway reads the password through the config's password_env (VALKEY_URL carries none).
+    assert gateway_config(docs)["valkey"] == {"password_env": "VALKEY_PASSWORD"}
     assert env["OPENMETER_URL"]["value"].startswith("http://openmeter.")
     # Auth is in the gateway config itself, not in environment overrides.
     auth = gateway_config(docs)["auth"]

@@ -117,6 +117,12 @@ providers and model deployments described by .Values.backends.
 {{- end }}
 {{- if $providers }}{{- $_ := set $cfg "providers" $providers }}{{- end }}
 {{- if $models }}{{- $_ := set $cfg "models" $models }}{{- end }}
+{{- /* The password the chart exports as VALKEY_PASSWORD reaches the gateway only through valkey.password_env. */}}
+{{- if and .Values.valkey.enabled .Values.valkey.passwordSecret.name }}
+{{- $v := get $cfg "valkey" | default dict }}
+{{- if not (hasKey $v "password_env") }}{{- $_ := set $v "password_env" "VALKEY_PASSWORD" }}{{- end }}
+{{- $_ := set $cfg "valkey" $v }}
+{{- end }}
 {{- /* auth: from .Values.auth, unless config.auth is written out by hand (keys mode only). */}}
 {{- if hasKey $cfg "auth" }}
 {{- if ne .Values.auth.mode "keys" }}
