@@ -183,7 +183,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
         .route("/sessions", get(sessions))
         .with_state(gateway.clone());
     let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics, kv));
-    let probes = axum::Router::new().route("/ready", get(ready));
+    let probes = axum::Router::new().route("/ready", get(ready)).with_state(gateway.clone());
     let app = api
         .merge(probes)
         .merge(scrape)
@@ -246,11 +246,57 @@ async fn prometheus(
     if let Some(cache) = &gateway.cache {
         cache.render_metrics(&mut text);
     }
+    if let Some(verifier) = gateway.auth.jwt() {
+        verifier.render_metrics(&mut text);
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
-/// Ready once the configuration is loaded and the upstream clients are built, which is true for
-/// as long as this router exists (later: and Valkey is reachable).
-async fn ready() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ready"}))
+/// Readiness. Ready once the configuration is loaded and the upstream clients are built (true for
+/// as long as this router exists) and, when Valkey is configured, depending on whether it answers:
+///
+/// | Valkey      | policy      | status | body `status` |
+/// |-------------|-------------|--------|---------------|
+/// | none        | —           | 200    | `ready`       |
+/// | reachable   | either      | 200    | `ready`       |
+/// | unreachable | fail-closed | 503    | `unavailable` |
+/// | unreachable | fail-open   | 200    | `degraded`    |
+///
+/// Decisions. Under `fail-closed` a replica without Valkey refuses every limited request with 503
+/// anyway, so it leaves the Service: replicas that still reach Valkey (a partition, one zone) take
+/// the traffic, and liveness (`/health`) stays 200 so Kubernetes does not restart it. (When Valkey
+/// is down for every replica the Service then has no endpoint at all, unlimited teams included:
+/// that is what choosing fail-closed means.) Under `fail-open` the replica still serves, each limit
+/// divided by the replica count: that is the policy's whole point, and taking every replica out at
+/// once on a shared outage would turn degraded limits into a full outage; it stays ready and says
+/// `degraded`. The body names the failing dependency and the policy either way.
+async fn ready(
+    axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>,
+) -> (http::StatusCode, axum::Json<serde_json::Value>) {
+    let limits = &gateway.limits;
+    let Some(reachable) = limits.store_reachable().await else {
+        return (http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})));
+    };
+    let policy = limits.on_valkey_down();
+    let mut valkey = serde_json::json!({
+        "status": if reachable { "ok" } else { "unreachable" },
+        "policy": policy.as_str(),
+    });
+    if reachable {
+        let body = serde_json::json!({"status": "ready", "dependencies": {"valkey": valkey}});
+        return (http::StatusCode::OK, axum::Json(body));
+    }
+    let (code, status) = match policy {
+        ValkeyDownPolicy::FailClosed => {
+            valkey["limits"] = "limited requests are refused with 503 until Valkey answers".into();
+            (http::StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        ValkeyDownPolicy::FailOpen => {
+            valkey["limits"] =
+                format!("each replica enforces 1/{} of each limit until Valkey answers", limits.replicas()).into();
+            (http::StatusCode::OK, "degraded")
+        }
+    };
+    let body = serde_json::json!({"status": status, "failing": ["valkey"], "dependencies": {"valkey": valkey}});
+    (code, axum::Json(body))
 }

@@ -84,7 +84,7 @@ impl Authenticator {
             .collect();
         let jwt = match (&config.auth.oidc, config.auth.mode) {
             (Some(oidc), AuthMode::Jwt | AuthMode::Hybrid) => {
-                Some(Arc::new(jwt::JwtVerifier::new(oidc.clone(), teams)))
+                Some(Arc::new(jwt::JwtVerifier::new(oidc.clone(), teams, clock.clone())))
             }
             _ => None,
         };

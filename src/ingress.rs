@@ -108,7 +108,10 @@ pub async fn list_models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> 
         .visible_models(&principal)
         .map(|id| ModelEntry { id, object: "model", created: gw.started_unix, owned_by: "llm-gateway" })
         .collect();
-    axum::Json(ModelList { object: "list", data }).into_response()
+    let mut response = axum::Json(ModelList { object: "list", data }).into_response();
+    // The caller's limits as they stand; a listing takes nothing from them (see `peek_headers`).
+    gw.limits.peek_headers(&principal, None).await.apply(response.headers_mut());
+    response
 }
 
 pub async fn get_model(State(gw): State<Arc<Gateway>>, Path(model): Path<String>, headers: HeaderMap) -> Response {
@@ -119,8 +122,11 @@ pub async fn get_model(State(gw): State<Arc<Gateway>>, Path(model): Path<String>
     if !(gw.router.knows(&model) && principal.allows(&model)) {
         return GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")).into_response();
     }
-    axum::Json(ModelEntry { id: &model, object: "model", created: gw.started_unix, owned_by: "llm-gateway" })
-        .into_response()
+    let mut response =
+        axum::Json(ModelEntry { id: &model, object: "model", created: gw.started_unix, owned_by: "llm-gateway" })
+            .into_response();
+    gw.limits.peek_headers(&principal, Some(&model)).await.apply(response.headers_mut());
+    response
 }
 
 /// Unknown `/v1/...` paths: OpenAI's 404 shape rather than an empty body.

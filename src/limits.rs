@@ -223,6 +223,32 @@ impl Limiter {
         }
     }
 
+    /// Whether Valkey answers, for `/ready`: `None` when no Valkey is configured. While the
+    /// limits think it is up, a PING confirms it (bounded by the Valkey timeout); a failed PING
+    /// switches the limits to their Valkey-down policy at once, as a failed admission would (the
+    /// probe switches them back once Valkey answers). While they think it is down, it is.
+    pub async fn store_reachable(&self) -> Option<bool> {
+        let shared = self.shared.as_ref()?;
+        if !shared.is_healthy() {
+            return Some(false);
+        }
+        match shared.kv().query::<String>(&redis::cmd("PING")).await {
+            Ok(_) => Some(true),
+            Err(e) => {
+                self.store_failed(&e);
+                Some(false)
+            }
+        }
+    }
+
+    pub fn on_valkey_down(&self) -> ValkeyDownPolicy {
+        self.settings.on_valkey_down
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.settings.replicas
+    }
+
     /// Checks every limit of `principal` for one request. `None`: nothing limits it.
     pub async fn admit(&self, principal: &Principal, demand: &Demand<'_>) -> Result<Option<Reservation>, LimitError> {
         let estimate = demand.estimate(&self.settings);
@@ -427,6 +453,59 @@ impl Limiter {
             "mode": self.mode(),
             "limits": scopes,
         })
+    }
+
+    /// The caller's `x-ratelimit-*` levels as they stand, taking nothing from them: for
+    /// `GET /v1/models` and `GET /v1/models/{id}`, so a client sees its limits wherever it looks.
+    ///
+    /// Decision: listing models is not a model request and does not count against the
+    /// requests-per-minute limit (a client that lists models before each call would otherwise
+    /// spend half its budget on listings, and a 429 on a listing helps nobody). The headers are a
+    /// peek — one read-only script on Valkey, or the in-process buckets — of the same request and
+    /// token buckets an admission reports. `model`: that model's per-team limits count too; the
+    /// listing (`None`) is about no one model, so only the key's and the team's limits show.
+    /// Valkey down: under fail-open the per-replica buckets in force are reported; under
+    /// fail-closed nothing is known and no headers are sent.
+    pub async fn peek_headers(&self, principal: &Principal, model: Option<&str>) -> RateHeaders {
+        let now_ms = self.clock.now_ms();
+        let rates = |divisor: u64| -> Vec<Check> {
+            let checks = match model {
+                Some(m) => plan::checks(principal, Some(m), 0, &self.settings, now_ms, divisor),
+                None => plan::subject_checks(principal, &self.settings, now_ms, divisor),
+            };
+            checks.into_iter().filter(|c| matches!(c.dim, Dim::Rpm | Dim::Tpm)).collect()
+        };
+        let mut peeked = None;
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.is_healthy()) {
+            let checks = rates(1);
+            if checks.is_empty() {
+                return RateHeaders::default();
+            }
+            match shared.peek(&checks, now_ms).await {
+                Ok(levels) => peeked = Some((checks, levels)),
+                Err(e) => self.store_failed(&e),
+            }
+        }
+        let (checks, levels) = match peeked {
+            Some(p) => p,
+            None if self.shared.is_some() && self.settings.on_valkey_down == ValkeyDownPolicy::FailClosed => {
+                return RateHeaders::default();
+            }
+            None => {
+                let checks = rates(u64::from(self.settings.replicas));
+                let levels = self.local.peek(&checks, now_ms);
+                (checks, levels)
+            }
+        };
+        let mut headers = RateHeaders::default();
+        for (check, (_, remaining, reset_ms)) in checks.iter().zip(levels) {
+            let bucket = Bucket { limit: check.limit, remaining, reset_ms };
+            match check.dim {
+                Dim::Rpm => headers.add_requests(bucket),
+                _ => headers.add_tokens(bucket),
+            }
+        }
+        headers
     }
 
     fn local_quota(&self, principal: &Principal, now_ms: u64) -> (Vec<Check>, Vec<(u64, u64, u64)>) {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use llm_gateway::auth::jwt;
 use llm_gateway::clock::ManualClock;
 use serde_json::{Value, json};
 use support::valkey::{ValkeyCluster, ValkeyServer};
@@ -313,4 +314,81 @@ async fn jwts_are_verified_against_the_issuers_keys() {
     let only = Gateway::start(&jwt_config("keycloak", &jwks_url)).await;
     assert_eq!(only.chat_as(&ec.token(&team_a), hello("m")).await.status(), 200);
     assert_eq!(only.chat_as("sk-test", hello("m")).await.status(), 401);
+}
+
+/// `llm_gateway_jwt_verifications_total{result=...}` from `/metrics`.
+async fn verifications(gw: &Gateway, result: &str) -> u64 {
+    let text = gw.metrics().await;
+    let line = format!("llm_gateway_jwt_verifications_total{{result=\"{result}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or_else(|| panic!("no {line} in\n{text}")).parse().unwrap()
+}
+
+/// `GET /v1/models` as `token`: (status, body).
+async fn list_as(gw: &Gateway, token: &str) -> (u16, String) {
+    let r = gw.client.get(gw.url("/v1/models")).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A token is verified once, then answered from the cache (no signature check) until the
+/// cache's minute is up, never past the token's `exp` (by the gateway's clock), and not after
+/// the JWKS stops publishing the key that signed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_jwts_are_cached_until_exp_and_while_their_key_is_published() {
+    let (rsa, ec) = (Signer::rsa("rsa-1"), Signer::ec("ec-1"));
+    let published = Arc::new(Mutex::new(vec![rsa.jwk(), ec.jwk()]));
+    let jwks_url = jwks_server(published.clone()).await;
+    let start = now();
+    let clock = Arc::new(ManualClock::new(start * 1000));
+    // Leeway 30 s (the default); the JWKS is refreshed every second.
+    let yaml = jwt_config("keycloak", &jwks_url).replace("team_claim: groups,", "team_claim: groups, refresh: 1s,");
+    let gw = Gateway::start_with_clock(&yaml, &[], clock.clone()).await;
+    let mut claims = claims(json!(["team-a"]));
+    claims["exp"] = json!(start + 120);
+    let token = rsa.token(&claims);
+
+    for _ in 0..3 {
+        assert_eq!(list_as(&gw, &token).await.0, 200);
+    }
+    assert_eq!((verifications(&gw, "verified").await, verifications(&gw, "cached").await), (1, 2));
+
+    // The cache trusts a verification for a minute at most.
+    clock.advance(jwt::CACHE_TTL.as_millis() as u64);
+    assert_eq!(list_as(&gw, &token).await.0, 200);
+    assert_eq!((verifications(&gw, "verified").await, verifications(&gw, "cached").await), (2, 2));
+
+    // Past exp the cached verification is not used: the token is verified again, accepted within
+    // the leeway (and not cached), refused once it is over.
+    clock.set((start + 121) * 1000);
+    assert_eq!(list_as(&gw, &token).await.0, 200);
+    assert_eq!(list_as(&gw, &token).await.0, 200);
+    assert_eq!((verifications(&gw, "verified").await, verifications(&gw, "cached").await), (4, 2));
+    clock.set((start + 151) * 1000);
+    let (status, body) = list_as(&gw, &token).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("it has expired"), "{body}");
+    assert_eq!(verifications(&gw, "rejected").await, 1);
+    assert_eq!(verifications(&gw, "cached").await, 2, "an expired token never comes from the cache");
+
+    // The issuer stops publishing the key: its cached tokens are refused at the next refresh.
+    claims["exp"] = json!(start + 3600);
+    let (by_rsa, by_ec) = (rsa.token(&claims), ec.token(&claims));
+    for token in [&by_rsa, &by_ec, &by_rsa, &by_ec] {
+        assert_eq!(list_as(&gw, token).await.0, 200);
+    }
+    assert_eq!(verifications(&gw, "cached").await, 4);
+    published.lock().unwrap().retain(|k| k.common.key_id.as_deref() != Some("rsa-1"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = list_as(&gw, &by_rsa).await;
+        if status == 401 {
+            assert!(body.contains("a key the issuer does not publish"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a token signed by a withdrawn key is still accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cached = verifications(&gw, "cached").await;
+    assert_eq!(list_as(&gw, &by_ec).await.0, 200, "tokens of the remaining key still pass");
+    assert_eq!(list_as(&gw, &by_rsa).await.0, 401);
+    assert!(verifications(&gw, "cached").await <= cached + 1);
 }

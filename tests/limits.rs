@@ -324,6 +324,70 @@ async fn every_answer_carries_the_rate_limit_headers() {
     assert_eq!(q["limits"]["key f3abf2a6cc4f"]["rpm"]["remaining"], 0, "{q}");
 }
 
+/// `GET /v1/models` (or `/v1/models/{id}`) with `key`.
+async fn models(gw: &Gateway, key: &str, path: &str) -> reqwest::Response {
+    let r = gw.client.get(gw.url(path)).bearer_auth(key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r
+}
+
+/// A model listing carries the caller's `x-ratelimit-*` levels as they stand, but takes nothing
+/// from them: 12 requests a minute (a bucket of 2, one back every 5 s) still admit two chats
+/// after any number of listings. `/v1/models/{id}` also counts the team's limits on that model.
+/// With Valkey the levels are the shared ones: a chat on one replica shows on the other.
+async fn model_listings_report_the_limits_without_spending_them(store: &str) {
+    let yaml = config(
+        store,
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ rpm: 12 }} }}, {{ key: sk-free, team: f }}]\n\
+             teams: {{ t: {{ models: ['*'], limits: {{ tpm: 10000 }}, model_limits: {{ m: {{ tpm: 500 }} }} }}, f: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let a = Gateway::start(&yaml).await;
+    let b = if store.is_empty() { None } else { Some(Gateway::start(&yaml).await) };
+    let other = b.as_ref().unwrap_or(&a);
+
+    let r = models(&a, KEY, "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "12");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "2", "a fresh bucket: the whole burst");
+    assert_eq!(header(&r, "x-ratelimit-reset-requests"), "0s");
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "10000", "the listing is about no one model");
+    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "10000");
+    let r = models(&a, KEY, "/v1/models/m").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "500", "the team's limit on model m is tighter");
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "12");
+
+    let r = a.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1");
+    for _ in 0..5 {
+        let r = models(other, KEY, "/v1/models").await;
+        assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "1", "the chat shows; the listings take nothing");
+        assert_ne!(header(&r, "x-ratelimit-reset-requests"), "0s", "the bucket is refilling");
+    }
+    let r = other.chat_as(KEY, hello(20, false)).await;
+    assert_eq!(r.status(), 200, "five listings spent nothing of a bucket of two");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    let r = models(&a, KEY, "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "0");
+    assert_eq!(a.chat_as(KEY, hello(20, false)).await.status(), 429);
+
+    // No limits, no headers.
+    assert!(!models(&a, "sk-free", "/v1/models").await.headers().contains_key("x-ratelimit-limit-requests"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_listings_report_the_limits_without_spending_them_shared() {
+    let valkey = ValkeyServer::start().await;
+    model_listings_report_the_limits_without_spending_them(&standalone(&valkey)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_listings_report_the_limits_without_spending_them_in_process() {
+    model_listings_report_the_limits_without_spending_them("").await;
+}
+
 async fn sent(gw: &Gateway, key: &str) -> reqwest::Response {
     gw.chat_as(key, hello(5, false)).await
 }
@@ -360,6 +424,8 @@ async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
         ok_b += usize::from(sent(&b, "k2").await.status() == 200);
     }
     assert_eq!((ok_a, ok_b), (5, 5), "fail-open: each replica enforces half");
+    let r = models(&a, "k3", "/v1/models").await;
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "30", "a listing reports the per-replica limit in force");
     assert_eq!(a.health().await["limits"]["mode"], "fail-open");
     assert_eq!(a.quota("k2").await["mode"], "fail-open");
     let m = a.metrics().await;
@@ -407,12 +473,73 @@ async fn valkey_down_fails_closed_with_503_then_resumes() {
     assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
     assert_eq!(gw.chat_as("sk-free", hello(5, false)).await.status(), 200, "nothing to check for an unlimited team");
     assert_eq!(gw.health().await["limits"]["mode"], "fail-closed");
+    let r = models(&gw, KEY, "/v1/models").await;
+    assert!(!r.headers().contains_key("x-ratelimit-limit-requests"), "fail-closed: the levels are unknown");
     assert!(gw.metrics().await.contains("llm_gateway_limits_fallback_total{policy=\"fail-closed\"} 1\n"));
     valkey.restart().await;
     eventually("shared limits resume", Duration::from_secs(5), || async {
         gw.chat_as(KEY, hello(5, false)).await.status() == 200
     })
     .await;
+}
+
+/// `GET /ready`: (status, body).
+async fn ready(gw: &Gateway) -> (u16, Value) {
+    let r = gw.client.get(gw.url("/ready")).send().await.unwrap();
+    (r.status().as_u16(), json(r).await)
+}
+
+/// `/ready` follows Valkey: 503 naming it under fail-closed, 200 `degraded` under fail-open (the
+/// replica still serves), 200 again once it answers; `/health` (liveness) is 200 throughout. No
+/// request needs to hit Valkey first: the readiness check itself notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reflects_valkey_and_its_policy() {
+    let mut valkey = ValkeyServer::start().await;
+    let rest = |policy: &str| {
+        format!(
+            "limits: {{ replicas: 3, on_valkey_down: {policy} }}\nkeys: [{{ key: {KEY}, team: t }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        )
+    };
+    let closed = Gateway::start(&config(&standalone(&valkey), &rest("fail-closed"), None)).await;
+    let open = Gateway::start(&config(&standalone(&valkey), &rest("fail-open"), None)).await;
+    let alone = Gateway::start(&config("", &rest("fail-closed"), None)).await;
+    let live = |gw: &Gateway| {
+        let request = gw.client.get(gw.url("/health"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    assert_eq!(ready(&alone).await, (200, json!({"status": "ready"})), "no Valkey, nothing to wait for");
+    for (gw, policy) in [(&closed, "fail-closed"), (&open, "fail-open")] {
+        assert_eq!(
+            ready(gw).await,
+            (200, json!({"status": "ready", "dependencies": {"valkey": {"status": "ok", "policy": policy}}}))
+        );
+    }
+
+    valkey.kill();
+    let (status, body) = ready(&closed).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["failing"], json!(["valkey"]));
+    assert_eq!(body["dependencies"]["valkey"]["status"], "unreachable");
+    assert_eq!(body["dependencies"]["valkey"]["policy"], "fail-closed");
+    assert_eq!(closed.health().await["limits"]["mode"], "fail-closed", "the limits switched with it");
+    let (status, body) = ready(&open).await;
+    assert_eq!(status, 200, "fail-open: the replica still serves, {body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["failing"], json!(["valkey"]));
+    assert_eq!(body["dependencies"]["valkey"]["policy"], "fail-open");
+    assert!(body["dependencies"]["valkey"]["limits"].as_str().unwrap().contains("1/3 of each limit"), "{body}");
+    for gw in [&closed, &open, &alone] {
+        assert_eq!(live(gw).await, 200, "liveness does not depend on Valkey");
+    }
+    assert_eq!(ready(&alone).await.0, 200);
+
+    valkey.restart().await;
+    for gw in [&closed, &open] {
+        eventually("ready again", Duration::from_secs(5), || async { ready(gw).await.1["status"] == "ready" }).await;
+        assert_eq!(ready(gw).await.0, 200);
+    }
 }
 
 /// The same behaviour on a 3-node cluster: every counter of a team carries the team's hash tag,

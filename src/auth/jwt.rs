@@ -3,9 +3,18 @@
 //! `none`, never HMAC), its issuer and audience match, it is within its validity (with leeway),
 //! and a configured claim names a team. The JWKS is fetched at start, refreshed periodically,
 //! and re-fetched (at most once a second) when a token names a key id it does not know.
+//!
+//! Verified tokens are cached, keyed by a SHA-256 of the token (never the token itself), so a
+//! client that sends the same token on every request pays for one signature check a minute rather
+//! than one per request. An entry is used only while the token is before its `exp` (by the
+//! gateway's clock, without leeway: past `exp` the token is verified again, and refused once the
+//! leeway is over), for at most `CACHE_TTL`, and only while the key that verified it is still
+//! published: a JWKS refresh that drops a key flushes the cache.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -14,12 +23,17 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use super::{Grant, Principal, Teams};
+use crate::clock::Clock;
 use crate::config::limits::OidcSettings;
 
 /// Refetches triggered by unknown key ids are at least this far apart.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// A verified token is trusted without a new signature check for at most this long.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Verified tokens kept at most (least recently used ones go first).
+const CACHE_CAPACITY: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
@@ -40,11 +54,32 @@ pub enum JwtError {
 }
 
 struct PublicKey {
+    /// SHA-256 of the JWK as published: tells a key apart from a new one under the same `kid`.
+    fingerprint: [u8; 32],
     kid: Option<String>,
     /// The `alg` the JWKS pins the key to, if any.
     alg: Option<Algorithm>,
     family: jsonwebtoken::AlgorithmFamily,
     key: DecodingKey,
+}
+
+/// A token that passed verification: who it is, until when, and which key signed it.
+struct Verified {
+    principal: Principal,
+    /// The token's `exp` (Unix seconds).
+    exp: u64,
+    /// When it was verified (the gateway clock's Unix milliseconds).
+    at_ms: u64,
+    /// The fingerprint of the published key its signature verified against.
+    key: [u8; 32],
+}
+
+/// How bearer tokens fared: checked in full, answered from the cache, or refused.
+#[derive(Default)]
+struct Stats {
+    verified: AtomicU64,
+    cached: AtomicU64,
+    rejected: AtomicU64,
 }
 
 pub struct JwtVerifier {
@@ -54,6 +89,11 @@ pub struct JwtVerifier {
     /// When the JWKS was last fetched (held while fetching, so fetches never pile up).
     fetched: tokio::sync::Mutex<Option<Instant>>,
     http: reqwest::Client,
+    /// Decides `exp` and `nbf` (and the cache's age), like key expiry elsewhere.
+    clock: Arc<dyn Clock>,
+    /// SHA-256 of a token → what its verification found.
+    verified: moka::future::Cache<[u8; 32], Arc<Verified>>,
+    stats: Stats,
 }
 
 /// Indexes of the published keys that may have signed a token with this `kid` and `alg`.
@@ -72,13 +112,24 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 impl JwtVerifier {
-    pub fn new(settings: OidcSettings, teams: Teams) -> Self {
+    pub fn new(settings: OidcSettings, teams: Teams, clock: Arc<dyn Clock>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(JWKS_TIMEOUT)
             .connect_timeout(JWKS_TIMEOUT)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { settings, teams, keys: ArcSwap::from_pointee(Vec::new()), fetched: tokio::sync::Mutex::new(None), http }
+        // The cache's own TTL bounds memory in real time; `usable` enforces it by `clock` too.
+        let verified = moka::future::Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(CACHE_TTL).build();
+        Self {
+            settings,
+            teams,
+            keys: ArcSwap::from_pointee(Vec::new()),
+            fetched: tokio::sync::Mutex::new(None),
+            http,
+            clock,
+            verified,
+            stats: Stats::default(),
+        }
     }
 
     /// Fetches the JWKS now and then every `refresh` (run as a background task).
@@ -100,7 +151,13 @@ impl JwtVerifier {
         *fetched = Some(Instant::now());
         let keys = self.fetch().await?;
         let n = keys.len();
-        self.keys.store(Arc::new(keys));
+        let old = self.keys.swap(Arc::new(keys));
+        let current = self.keys.load();
+        if old.iter().any(|o| !current.iter().any(|k| k.fingerprint == o.fingerprint)) {
+            // A key is gone (or was replaced under its kid): nothing it verified is trusted any
+            // more. (An entry cached concurrently from the old set is caught by `usable`.)
+            self.verified.invalidate_all();
+        }
         Ok(n)
     }
 
@@ -129,6 +186,7 @@ impl JwtVerifier {
                     _ => return None,
                 };
                 Some(PublicKey {
+                    fingerprint: crate::config::sha256(&serde_json::to_vec(jwk).ok()?),
                     kid: jwk.common.key_id.clone(),
                     alg: jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()),
                     family,
@@ -138,7 +196,60 @@ impl JwtVerifier {
             .collect())
     }
 
+    /// The principal of a valid bearer token: from the cache when this token was verified
+    /// recently, else by a full verification (which is then cached).
     pub async fn verify(&self, token: &str) -> Result<Principal, JwtError> {
+        let id = crate::config::sha256(token.as_bytes());
+        let now_ms = self.clock.now_ms();
+        if let Some(hit) = self.verified.get(&id).await {
+            if self.usable(&hit, now_ms) {
+                self.stats.cached.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.principal.clone());
+            }
+            self.verified.invalidate(&id).await;
+        }
+        match self.verify_fully(token, now_ms).await {
+            Ok(verified) => {
+                self.stats.verified.fetch_add(1, Ordering::Relaxed);
+                let principal = verified.principal.clone();
+                // A token accepted only thanks to the leeway is not cached: it is checked again.
+                if now_ms < verified.exp.saturating_mul(1000) {
+                    self.verified.insert(id, Arc::new(verified)).await;
+                }
+                Ok(principal)
+            }
+            Err(e) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a cached verification still holds: before the token's `exp`, within the cache's
+    /// age limit, and its key still published.
+    fn usable(&self, v: &Verified, now_ms: u64) -> bool {
+        now_ms < v.exp.saturating_mul(1000)
+            && now_ms >= v.at_ms
+            && now_ms - v.at_ms < CACHE_TTL.as_millis() as u64
+            && self.keys.load().iter().any(|k| k.fingerprint == v.key)
+    }
+
+    /// `llm_gateway_jwt_verifications_total`: bearer tokens by how they were decided.
+    pub fn render_metrics(&self, out: &mut String) {
+        let name = "llm_gateway_jwt_verifications_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bearer JWTs by outcome: verified (a full signature check), cached (a recent verification reused), rejected."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (result, n) in
+            [("verified", &self.stats.verified), ("cached", &self.stats.cached), ("rejected", &self.stats.rejected)]
+        {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+        }
+    }
+
+    async fn verify_fully(&self, token: &str, now_ms: u64) -> Result<Verified, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         let alg = header.alg;
         if !self.settings.algorithms.contains(&alg) {
@@ -159,12 +270,18 @@ impl JwtVerifier {
         validation.set_audience(&self.settings.audience);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.leeway = self.settings.leeway.as_secs();
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked below against the gateway's clock, not the system's.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut first_error = None;
         for i in matching {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &keys[i].key, &validation) {
-                Ok(data) => return self.principal(&data.claims),
+                Ok(data) => {
+                    let exp = self.check_times(&data.claims, now_ms / 1000)?;
+                    let principal = self.principal(&data.claims)?;
+                    return Ok(Verified { principal, exp, at_ms: now_ms, key: keys[i].fingerprint });
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -172,8 +289,6 @@ impl JwtVerifier {
         }
         use jsonwebtoken::errors::ErrorKind::*;
         let reason = match first_error.as_ref().map(|e| e.kind()) {
-            Some(ExpiredSignature) => "it has expired",
-            Some(ImmatureSignature) => "it is not valid yet",
             Some(InvalidAudience) => "it was issued for another audience",
             Some(InvalidIssuer) => "it comes from another issuer",
             Some(InvalidSignature) => "its signature does not verify",
@@ -181,6 +296,24 @@ impl JwtVerifier {
             _ => "it cannot be verified",
         };
         Err(JwtError::Rejected(reason))
+    }
+
+    /// The token's `exp` if it is within its validity at `now` (Unix seconds), with the leeway.
+    fn check_times(&self, claims: &serde_json::Map<String, Value>, now: u64) -> Result<u64, JwtError> {
+        let leeway = self.settings.leeway.as_secs();
+        let exp = claims.get("exp").and_then(Value::as_u64).ok_or(JwtError::Rejected("it cannot be verified"))?;
+        if exp.saturating_add(leeway) < now {
+            return Err(JwtError::Rejected("it has expired"));
+        }
+        match claims.get("nbf") {
+            None => {}
+            Some(nbf) => match nbf.as_u64() {
+                Some(nbf) if nbf <= now.saturating_add(leeway) => {}
+                Some(_) => return Err(JwtError::Rejected("it is not valid yet")),
+                None => return Err(JwtError::Rejected("it cannot be verified")),
+            },
+        }
+        Ok(exp)
     }
 
     fn principal(&self, claims: &serde_json::Map<String, Value>) -> Result<Principal, JwtError> {

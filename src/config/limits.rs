@@ -330,8 +330,8 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
-/// The `auth` section, with the Helm chart's `LLM_GATEWAY_AUTH_MODE` / `LLM_GATEWAY_OIDC_*`
-/// environment variables as overrides.
+/// The `auth` section, with the `LLM_GATEWAY_AUTH_MODE` / `LLM_GATEWAY_OIDC_*`
+/// environment variables as overrides (the Helm chart renders the section itself).
 pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSettings, ConfigError> {
     let mut s = AuthSettings::default();
     let empty = RawOidc::default();

@@ -160,12 +160,30 @@ pub fn checks(
     now_ms: u64,
     divisor: u64,
 ) -> Vec<Check> {
-    let grant = &principal.grant;
     let policy = &principal.policy;
     let models: Vec<(&String, &Limits)> = match model {
         Some(m) => policy.model_limits.get_key_value(m).into_iter().collect(),
         None => policy.model_limits.iter().collect(),
     };
+    build(principal, models, estimate, settings, now_ms, divisor)
+}
+
+/// The checks of the caller's key (or token subject) and team only, none of the team's per-model
+/// limits: for answers about no one model (`GET /v1/models`).
+pub fn subject_checks(principal: &Principal, settings: &LimitSettings, now_ms: u64, divisor: u64) -> Vec<Check> {
+    build(principal, Vec::new(), 0, settings, now_ms, divisor)
+}
+
+fn build(
+    principal: &Principal,
+    models: Vec<(&String, &Limits)>,
+    estimate: u64,
+    settings: &LimitSettings,
+    now_ms: u64,
+    divisor: u64,
+) -> Vec<Check> {
+    let grant = &principal.grant;
+    let policy = &principal.policy;
     let mut out = Vec::new();
     if grant.limits.is_empty() && policy.limits.is_empty() && models.is_empty() {
         return out;
@@ -292,6 +310,8 @@ mod tests {
         assert_eq!(c[3].window_end_ms, clock::DAY_MS);
         assert_eq!(&*c[4].scope, "team team-a on model m");
         assert!(checks(&p, Some("other"), 1, &s, 0, 1).iter().all(|c| !c.key.contains(":m:")));
+        let subject: Vec<String> = subject_checks(&p, &s, 0, 1).into_iter().map(|c| c.key).collect();
+        assert_eq!(subject, ["lg:{team-a}:rpm:k:k1", "lg:{team-a}:rpm:t", "lg:{team-a}:tpm:t", "lg:{team-a}:dt:t:0"]);
         let halves = checks(&p, Some("m"), 100, &s, 0, 2);
         assert_eq!(halves.iter().map(|c| c.limit).collect::<Vec<_>>(), [30, 300, 500, 2, 25]);
     }

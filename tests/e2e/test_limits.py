@@ -22,6 +22,7 @@ from e2e_support import GatewayProcess, check_error
 ADMIN_KEY = "sk-e2e-admin-" + secrets.token_hex(12)
 RPM_KEY = "sk-e2e-rpm-" + secrets.token_hex(12)
 QUOTA_KEY = "sk-e2e-quota-" + secrets.token_hex(12)
+LIST_KEY = "sk-e2e-list-" + secrets.token_hex(12)
 MSGS = [{"role": "user", "content": "Hello"}]
 
 
@@ -76,6 +77,7 @@ def limited(valkey_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "keys": [
             {"key_sha256": hashlib.sha256(RPM_KEY.encode()).hexdigest(), "team": "team-a", "id": "rpm-key", "limits": {"rpm": 12}},
             {"key": QUOTA_KEY, "team": "budget", "id": "quota-key"},
+            {"key": LIST_KEY, "team": "team-a", "id": "list-key", "limits": {"rpm": 12}},
         ],
         "teams": {
             "team-a": {"models": ["*"], "limits": {"tpm": 100000}},
@@ -124,6 +126,22 @@ def test_rate_limit_error_carries_openai_headers(limited: GatewayProcess) -> Non
     with pytest.raises(openai.RateLimitError):
         with client.chat.completions.create(model="mock-model", messages=MSGS, stream=True) as stream:
             list(stream)
+
+
+def test_model_listing_reports_rate_limits_without_spending_them(limited: GatewayProcess) -> None:
+    client = _client(limited, LIST_KEY)
+    for _ in range(4):
+        raw = client.models.with_raw_response.list()
+        assert raw.headers["x-ratelimit-limit-requests"] == "12"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "2", "listings take nothing from the bucket"
+        assert raw.headers["x-ratelimit-limit-tokens"] == "100000"
+        assert [m.id for m in raw.parse().data] == ["mock-model"]
+    for remaining in ("1", "0"):
+        raw = client.chat.completions.with_raw_response.create(model="mock-model", messages=MSGS, max_tokens=20)
+        assert raw.headers["x-ratelimit-remaining-requests"] == remaining
+    listed = client.models.with_raw_response.list()
+    assert listed.headers["x-ratelimit-remaining-requests"] == "0"
+    assert listed.headers["x-ratelimit-reset-requests"] != "0s"
 
 
 def test_exhausted_budget_is_insufficient_quota_and_quota_reports_it(limited: GatewayProcess) -> None:

@@ -373,12 +373,16 @@ def test_integrations_become_env():
     env = env_of(gateway_container(docs))
     assert env["VALKEY_URL"]["value"].startswith("redis://valkey.")
     assert env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "valkey-auth", "key": "password"}
+    # The gateway reads the password through the config's password_env (VALKEY_URL carries none).
+    assert gateway_config(docs)["valkey"] == {"password_env": "VALKEY_PASSWORD"}
     assert env["OPENMETER_URL"]["value"].startswith("http://openmeter.")
-    assert env["LLM_GATEWAY_AUTH_MODE"]["value"] == "hybrid"
-    assert env["LLM_GATEWAY_OIDC_ISSUER_URL"]["value"] == "https://keycloak.example.com/realms/platform"
-    assert env["LLM_GATEWAY_OIDC_JWKS_URL"]["value"].endswith("/protocol/openid-connect/certs")
-    auth = yaml.safe_load(one(docs, "ConfigMap")["data"]["auth.yaml"])
+    # Auth is in the gateway config itself, not in environment overrides.
+    auth = gateway_config(docs)["auth"]
     assert auth["mode"] == "hybrid" and auth["oidc"]["audience"] == "llm-gateway"
+    assert auth["oidc"]["issuer_url"] == "https://keycloak.example.com/realms/platform"
+    assert auth["oidc"]["jwks_url"].endswith("/protocol/openid-connect/certs")
+    assert not [name for name in env if name.startswith(("LLM_GATEWAY_AUTH", "LLM_GATEWAY_OIDC"))]
+    assert set(one(docs, "ConfigMap")["data"]) == {"gateway.yaml"}
     assert gateway_container(docs)["envFrom"] == [{"secretRef": {"name": "llm-gateway-env"}}]
 
     prod = render(EXAMPLES_BY_NAME["production"])
@@ -496,7 +500,111 @@ CHECK_CASES = [pytest.param(v.values[0], (), id=v.id) for v in RENDERS] + [
         ("auth.mode=keycloak", "auth.keycloak.issuerUrl=https://kc/realms/p", "auth.keycloak.audience=gw"),
         id="keycloak",
     ),
+    pytest.param(
+        (EXAMPLES_BY_NAME["platform"],),
+        ("admin.enabled=true", "auth.keycloak.limits.rpm=30", "auth.keycloak.refresh=1m", "auth.keyCacheTtl=250ms"),
+        id="platform-admin-oidc-extras",
+    ),
 ]
+
+AUTH_VALUES = {
+    "replicaCount": 3,
+    "auth": {
+        "mode": "hybrid",
+        "keyCacheTtl": "1s",
+        "keycloak": {
+            "issuerUrl": "https://keycloak.example.com/realms/platform/",
+            "audience": ["llm-gateway", "llm-gateway-cli"],
+            "teamClaim": "realm_access.roles",
+            "algorithms": ["RS256", "PS256", "ES256"],
+            "leeway": "10s",
+            "refresh": "2m",
+            "limits": {"rpm": 30, "daily_tokens": 200000},
+        },
+    },
+    "admin": {"enabled": True, "keySecret": {"name": "llm-gateway-admin", "key": "key"}},
+    "valkey": {"enabled": True, "url": "redis://valkey.platform-services.svc:6379/0"},
+    "config": {"keys": [{"key_env": "TEAM_A_KEY", "team": "a"}], "teams": {"a": {"models": ["*"]}}},
+}
+
+
+def test_auth_admin_and_replicas_render_into_the_gateway_config(tmp_path):
+    path = tmp_path / "auth.yaml"
+    path.write_text(yaml.safe_dump(AUTH_VALUES))
+    docs = render(path)
+    cfg = gateway_config(docs)
+    assert cfg["auth"] == {
+        "mode": "hybrid",
+        "key_cache_ttl": "1s",
+        "oidc": {
+            "issuer_url": "https://keycloak.example.com/realms/platform/",
+            "audience": ["llm-gateway", "llm-gateway-cli"],
+            "jwks_url": "https://keycloak.example.com/realms/platform/protocol/openid-connect/certs",
+            "team_claim": "realm_access.roles",
+            "algorithms": ["RS256", "PS256", "ES256"],
+            "leeway": "10s",
+            "refresh": "2m",
+            "limits": {"rpm": 30, "daily_tokens": 200000},
+        },
+    }
+    # The admin key: a reference in the config, the value from a Secret, never in the ConfigMap.
+    assert cfg["admin"] == {"key_env": "LLM_GATEWAY_ADMIN_KEY"}
+    env = env_of(gateway_container(docs))
+    assert env["LLM_GATEWAY_ADMIN_KEY"] == {
+        "name": "LLM_GATEWAY_ADMIN_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llm-gateway-admin", "key": "key"}},
+    }
+    # Fail-open limits divide by the replica count the chart runs.
+    assert env["LLM_GATEWAY_REPLICAS"]["value"] == "3"
+
+    # The rendered config, in the pod's environment, is one the gateway accepts as is: no
+    # "replicas: 1 with valkey" warning, and the admin API is on.
+    binary = gateway_binary()
+    proc = check_config(binary, docs, tmp_path / "gateway.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    # The admin section is live: without the Secret's value the gateway says the admin API is off.
+    proc = check_config(binary, docs, tmp_path / "gateway.yaml", unset=("LLM_GATEWAY_ADMIN_KEY",))
+    assert proc.returncode == 0, proc.stderr
+    assert "LLM_GATEWAY_ADMIN_KEY is not set; the admin API is off" in proc.stderr, proc.stderr
+
+
+def test_admin_key_can_come_from_the_env_secret():
+    docs = render(EXAMPLES_BY_NAME["platform"], sets=("admin.enabled=true", "admin.keyEnv=GW_ADMIN"))
+    assert gateway_config(docs)["admin"] == {"key_env": "GW_ADMIN"}
+    env = env_of(gateway_container(docs))
+    assert "GW_ADMIN" not in env, "filled by envFrom (existingSecret)"
+    assert gateway_container(docs)["envFrom"] == [{"secretRef": {"name": "llm-gateway-env"}}]
+    assert "admin" not in gateway_config(render()), "off by default"
+
+
+@pytest.mark.parametrize(
+    "sets,expected",
+    [
+        pytest.param((), "2", id="default"),
+        pytest.param(("replicaCount=5",), "5", id="replicaCount"),
+        pytest.param(("replicaCount=0",), "1", id="scaled-to-zero"),
+        pytest.param(("autoscaling.enabled=true", "autoscaling.minReplicas=3", "autoscaling.maxReplicas=7"), "7", id="hpa"),
+    ],
+)
+def test_replica_count_reaches_the_limits(sets, expected):
+    """LLM_GATEWAY_REPLICAS: what each replica divides a limit by while Valkey is down (fail-open).
+    With the HPA it is maxReplicas, so the replicas together never exceed a limit."""
+    env = env_of(gateway_container(render(sets=sets)))
+    assert env["LLM_GATEWAY_REPLICAS"]["value"] == expected
+
+
+def test_config_limits_replicas_wins_over_the_replica_count():
+    docs = render(sets=("config.limits.replicas=4", "replicaCount=2"))
+    assert "LLM_GATEWAY_REPLICAS" not in env_of(gateway_container(docs))
+    assert gateway_config(docs)["limits"]["replicas"] == 4
+
+
+def test_keys_mode_renders_a_keys_only_auth_section():
+    assert gateway_config(render())["auth"] == {"mode": "keys"}
+    # config.auth written by hand is kept as is in keys mode.
+    docs = render(sets=("config.auth.mode=hybrid", "config.auth.oidc.issuer_url=https://kc/realms/p", "config.auth.oidc.audience=gw"))
+    assert gateway_config(docs)["auth"] == {"mode": "hybrid", "oidc": {"issuer_url": "https://kc/realms/p", "audience": "gw"}}
 
 
 @pytest.mark.parametrize("values,sets", CHECK_CASES)
@@ -504,12 +612,36 @@ def test_configmap_passes_check_config(values, sets, tmp_path):
     binary = gateway_binary()
     docs = render(*values, sets=sets)
     path = tmp_path / "gateway.yaml"
-    path.write_text(one(docs, "ConfigMap")["data"]["gateway.yaml"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "PORT"))}
-    # What the Secret provides in the cluster.
+    proc = check_config(binary, docs, path)
+    assert proc.returncode == 0, f"--check-config rejected the rendered config:\n{proc.stderr}\n{path.read_text()}"
+    assert "config OK" in proc.stdout + proc.stderr
+
+
+def pod_env(docs: list[dict]) -> dict[str, str]:
+    """The gateway container's environment as the gateway would see it: literal values, and a
+    stand-in for each value a Secret provides (secretKeyRef, or a `*_env` the config names)."""
+    env = {}
+    for name, entry in env_of(gateway_container(docs)).items():
+        if "value" in entry:
+            env[name] = entry["value"]
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            env[name] = f"test-value-for-{name.lower()}"
     for name in config_env_refs(gateway_config(docs)):
-        env[name] = f"test-value-for-{name.lower()}"
-    proc = subprocess.run(
+        env.setdefault(name, f"test-value-for-{name.lower()}")
+    return env
+
+
+def check_config(
+    binary: Path, docs: list[dict], path: Path, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """`llm-gateway --check-config` on the ConfigMap's gateway.yaml, in the pod's environment
+    (less `unset`)."""
+    path.write_text(one(docs, "ConfigMap")["data"]["gateway.yaml"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "PORT", "OTEL_", "VALKEY_", "OPENMETER_"))}
+    env.update(pod_env(docs))
+    for name in unset:
+        env.pop(name, None)
+    return subprocess.run(
         [str(binary), "--config", str(path), "--check-config"],
         check=False,
         capture_output=True,
@@ -517,8 +649,6 @@ def test_configmap_passes_check_config(values, sets, tmp_path):
         env=env,
         timeout=60,
     )
-    assert proc.returncode == 0, f"--check-config rejected the rendered config:\n{proc.stderr}\n{path.read_text()}"
-    assert "config OK" in proc.stdout + proc.stderr
 
 
 def test_backends_render_providers_and_models():
@@ -587,6 +717,13 @@ def test_backend_name_clash_is_an_error(tmp_path):
         pytest.param({"backends": {"vllm": [{"name": "v", "models": {}}]}}, "/backends/vllm/0", id="vllm-without-url"),
         pytest.param({"outbox": {"type": "hostPath"}}, "/outbox/type", id="unknown-outbox-type"),
         pytest.param(
+            {"auth": {"keycloak": {"algorithms": ["HS256"]}}}, "/auth/keycloak/algorithms/0", id="hmac-algorithm"
+        ),
+        pytest.param({"auth": {"keycloak": {"limits": {"rpm": 0}}}}, "/auth/keycloak/limits/rpm", id="zero-user-limit"),
+        pytest.param({"auth": {"keycloak": {"leeway": "soon"}}}, "/auth/keycloak/leeway", id="bad-duration"),
+        pytest.param({"admin": {"enabled": True, "key": "sk-admin-plain"}}, "/admin", id="plaintext-admin-key"),
+        pytest.param({"admin": {"keyEnv": "admin-key"}}, "/admin/keyEnv", id="bad-admin-env-name"),
+        pytest.param(
             {"networkPolicy": {"allowedNamespaces": ["Not_A_Namespace"]}},
             "/networkPolicy/allowedNamespaces/0",
             id="bad-namespace",
@@ -608,6 +745,20 @@ def test_schema_rejects_bad_values(values, expect, tmp_path):
             {"openmeter": {"enabled": True}}, "openmeter.enabled needs openmeter.url", id="openmeter-without-url"
         ),
         pytest.param({"externalSecret": {"enabled": True}}, "secretStoreRef.name", id="external-secret-without-store"),
+        pytest.param({"admin": {"enabled": True}}, "admin.enabled needs admin.keySecret.name", id="admin-without-secret"),
+        pytest.param(
+            {
+                "auth": {"mode": "keycloak", "keycloak": {"issuerUrl": "https://kc/realms/p", "audience": "gw"}},
+                "config": {"auth": {"mode": "keys"}},
+            },
+            "configure auth in one place",
+            id="auth-twice",
+        ),
+        pytest.param(
+            {"admin": {"enabled": True, "keySecret": {"name": "a"}}, "config": {"admin": {"key_env": "X"}}},
+            "configure the admin credential in one place",
+            id="admin-twice",
+        ),
     ],
 )
 def test_incomplete_values_fail_with_a_message(values, expect, tmp_path):

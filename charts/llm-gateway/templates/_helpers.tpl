@@ -117,20 +117,53 @@ providers and model deployments described by .Values.backends.
 {{- end }}
 {{- if $providers }}{{- $_ := set $cfg "providers" $providers }}{{- end }}
 {{- if $models }}{{- $_ := set $cfg "models" $models }}{{- end }}
+{{- /* The password the chart exports as VALKEY_PASSWORD reaches the gateway only through valkey.password_env. */}}
+{{- if and .Values.valkey.enabled .Values.valkey.passwordSecret.name }}
+{{- $v := get $cfg "valkey" | default dict }}
+{{- if not (hasKey $v "password_env") }}{{- $_ := set $v "password_env" "VALKEY_PASSWORD" }}{{- end }}
+{{- $_ := set $cfg "valkey" $v }}
+{{- end }}
+{{- /* auth: from .Values.auth, unless config.auth is written out by hand (keys mode only). */}}
+{{- if hasKey $cfg "auth" }}
+{{- if ne .Values.auth.mode "keys" }}
+{{- fail "auth.mode and config.auth both set: configure auth in one place (auth.* renders config.auth)" }}
+{{- end }}
+{{- else }}
+{{- $_ := set $cfg "auth" (include "llm-gateway.auth" . | fromYaml) }}
+{{- end }}
+{{- if .Values.admin.enabled }}
+{{- if hasKey $cfg "admin" }}
+{{- fail "admin.enabled and config.admin both set: configure the admin credential in one place" }}
+{{- end }}
+{{- $_ := set $cfg "admin" (dict "key_env" .Values.admin.keyEnv) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
-{{/* Keycloak / OIDC settings (auth.yaml): kept out of gateway.yaml until the gateway config has an auth section. */}}
-{{- define "llm-gateway.authConfig" -}}
-{{- $kc := .Values.auth.keycloak -}}
-mode: {{ .Values.auth.mode }}
+{{/* The gateway config's auth section (mode, key cache, OIDC) from .Values.auth. */}}
+{{- define "llm-gateway.auth" -}}
+{{- $a := dict "mode" .Values.auth.mode }}
+{{- with .Values.auth.keyCacheTtl }}{{- $_ := set $a "key_cache_ttl" . }}{{- end }}
 {{- if ne .Values.auth.mode "keys" }}
-oidc:
-  issuer_url: {{ $kc.issuerUrl | quote }}
-  audience: {{ $kc.audience | quote }}
-  jwks_url: {{ include "llm-gateway.jwksUrl" . | quote }}
-  team_claim: {{ $kc.teamClaim | quote }}
+{{- $kc := .Values.auth.keycloak }}
+{{- $o := dict "issuer_url" $kc.issuerUrl "audience" $kc.audience "jwks_url" (include "llm-gateway.jwksUrl" .) "team_claim" $kc.teamClaim }}
+{{- with $kc.algorithms }}{{- $_ := set $o "algorithms" . }}{{- end }}
+{{- with $kc.leeway }}{{- $_ := set $o "leeway" . }}{{- end }}
+{{- with $kc.refresh }}{{- $_ := set $o "refresh" . }}{{- end }}
+{{- with $kc.limits }}{{- $_ := set $o "limits" . }}{{- end }}
+{{- $_ := set $a "oidc" $o }}
 {{- end }}
+{{- toYaml $a }}
+{{- end }}
+
+{{/*
+How many replicas share the limits (LLM_GATEWAY_REPLICAS): while Valkey is down under
+fail-open each replica enforces limit / this. With the HPA, maxReplicas: the replicas
+together never exceed a limit, however far they scale (fewer running replicas are then
+stricter than needed until Valkey is back).
+*/}}
+{{- define "llm-gateway.limitReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ max 1 (int .Values.autoscaling.maxReplicas) }}{{ else }}{{ max 1 (int .Values.replicaCount) }}{{ end }}
 {{- end }}
 
 {{- define "llm-gateway.jwksUrl" -}}
@@ -145,6 +178,9 @@ oidc:
 {{- end }}
 {{- if and (ne .Values.auth.mode "keys") (not .Values.auth.keycloak.audience) }}
 {{- fail (printf "auth.mode %s needs auth.keycloak.audience" .Values.auth.mode) }}
+{{- end }}
+{{- if and .Values.admin.enabled (not (or .Values.admin.keySecret.name .Values.existingSecret .Values.externalSecret.enabled)) }}
+{{- fail (printf "admin.enabled needs admin.keySecret.name (or %s in existingSecret / externalSecret)" .Values.admin.keyEnv) }}
 {{- end }}
 {{- if and .Values.valkey.enabled (not .Values.valkey.url) }}
 {{- fail "valkey.enabled needs valkey.url" }}
