@@ -130,6 +130,8 @@ pub struct OtlpSettings {
     pub headers: Vec<(String, String)>,
     pub service_name: String,
     pub batch_delay: Duration,
+    /// The share of requests without a client trace decision that are traced.
+    pub sample_ratio: f64,
 }
 
 impl fmt::Debug for OtlpSettings {
@@ -141,6 +143,7 @@ impl fmt::Debug for OtlpSettings {
             .field("protocol", &self.protocol)
             .field("headers", &names)
             .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
             .finish()
     }
 }
@@ -933,7 +936,24 @@ fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Option<Otl
         .and_then(|r| r.batch_delay)
         .or_else(|| env.var("OTEL_BSP_SCHEDULE_DELAY").and_then(|ms| ms.parse().ok()).map(Duration::from_millis))
         .unwrap_or(Duration::from_secs(5));
-    Ok(Some(OtlpSettings { endpoint, protocol, headers, service_name, batch_delay }))
+    let sample_ratio = match raw.and_then(|r| r.sample_ratio) {
+        Some(ratio) => ratio,
+        // The standard sampler variables, for the ratio samplers and the two constant ones.
+        None => match env.var("OTEL_TRACES_SAMPLER").as_deref() {
+            Some("always_off" | "parentbased_always_off") => 0.0,
+            Some("traceidratio" | "parentbased_traceidratio") => {
+                let arg = env.var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_else(|| "1".into());
+                arg.trim().parse().map_err(|_| {
+                    ConfigError(format!("OTEL_TRACES_SAMPLER_ARG: {arg:?} is not a number between 0 and 1"))
+                })?
+            }
+            _ => 1.0,
+        },
+    };
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(ConfigError(format!("telemetry.otlp.sample_ratio: {sample_ratio} is not between 0 and 1")));
+    }
+    Ok(Some(OtlpSettings { endpoint, protocol, headers, service_name, batch_delay, sample_ratio }))
 }
 
 /// Valkey from the config, or from the original service's `VALKEY_URL` / `REDIS_URL`.

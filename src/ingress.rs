@@ -142,26 +142,30 @@ pub async fn unknown_route(uri: axum::http::Uri) -> Response {
 
 async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let span = tracing::info_span!(
-        target: "llm_gateway::trace",
-        "request",
-        otel.name = endpoint.operation(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        { genai::OPERATION_NAME } = endpoint.operation(),
-        { genai::REQUEST_MODEL } = tracing::field::Empty,
-        { genai::RESPONSE_MODEL } = tracing::field::Empty,
-        { genai::REQUEST_STREAM } = tracing::field::Empty,
-        { genai::USAGE_INPUT_TOKENS } = tracing::field::Empty,
-        { genai::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
-        { genai::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
-        "http.response.status_code" = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-        "llm_gateway.request_id" = &*id.0,
-        "llm_gateway.team" = tracing::field::Empty,
-        "llm_gateway.deployment" = tracing::field::Empty,
-        "llm_gateway.attempts" = tracing::field::Empty,
-    );
+    let span = if !tracing_otlp::sampled(&headers) {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            target: "llm_gateway::trace",
+            "request",
+            otel.name = endpoint.operation(),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            { genai::OPERATION_NAME } = endpoint.operation(),
+            { genai::REQUEST_MODEL } = tracing::field::Empty,
+            { genai::RESPONSE_MODEL } = tracing::field::Empty,
+            { genai::REQUEST_STREAM } = tracing::field::Empty,
+            { genai::USAGE_INPUT_TOKENS } = tracing::field::Empty,
+            { genai::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
+            { genai::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
+            "http.response.status_code" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            "llm_gateway.request_id" = &*id.0,
+            "llm_gateway.team" = tracing::field::Empty,
+            "llm_gateway.deployment" = tracing::field::Empty,
+            "llm_gateway.attempts" = tracing::field::Empty,
+        )
+    };
     tracing_otlp::continue_trace(&span, &headers);
     let trace_id = tracing_otlp::trace_id(&span);
     let mut ctx = RequestCtx {
@@ -204,14 +208,16 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         }
         Ok((Served::Stream(relay, first, fill), guard)) => {
             let ctx = Arc::new(ctx);
-            let stream_span = tracing::info_span!(
-                target: "llm_gateway::trace",
-                parent: &ctx.span,
-                "stream",
-                otel.name = "stream completion",
-                "llm_gateway.chunks" = tracing::field::Empty,
-                "error.type" = tracing::field::Empty,
-            );
+            let stream_span = child(&ctx.span, || {
+                tracing::info_span!(
+                    target: "llm_gateway::trace",
+                    parent: &ctx.span,
+                    "stream",
+                    otel.name = "stream completion",
+                    "llm_gateway.chunks" = tracing::field::Empty,
+                    "error.type" = tracing::field::Empty,
+                )
+            });
             let hook_gw = gw.clone();
             let hook_ctx = ctx.clone();
             let on_end = Box::new(move |end: StreamEnd| {
@@ -265,6 +271,12 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             response
         }
     }
+}
+
+/// A child of the request's span, or none when the request is not traced (its children would
+/// otherwise become roots of their own).
+fn child(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if parent.is_none() { tracing::Span::none() } else { make() }
 }
 
 fn finish(gw: &Gateway, ctx: &RequestCtx, outcome: &Outcome) {
@@ -321,8 +333,11 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
-    let principal: Principal =
-        gw.auth.authenticate(headers).instrument(tracing::info_span!(target: "llm_gateway::trace", "auth")).await?;
+    let principal: Principal = gw
+        .auth
+        .authenticate(headers)
+        .instrument(child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "auth")))
+        .await?;
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
@@ -336,7 +351,11 @@ async fn serve(
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
     };
-    ctx.reservation = gw.limits.admit(&principal, &demand).await?;
+    ctx.reservation = gw
+        .limits
+        .admit(&principal, &demand)
+        .instrument(child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "limits")))
+        .await?;
     for observer in &gw.observers {
         observer.admit(ctx)?;
     }
@@ -344,7 +363,9 @@ async fn serve(
     let mut fill = None;
     if let Some(cache) = &gw.cache {
         let group = gw.router.model_group(&principal, &request.model);
-        match cache.lookup(ctx, group.as_deref(), &request.body, headers).await {
+        let lookup_span =
+            child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "cache", otel.name = "cache lookup"));
+        match cache.lookup(ctx, group.as_deref(), &request.body, headers).instrument(lookup_span).await {
             Lookup::Hit(response, usage) => {
                 let whole = crate::adapter::openai::WholeResponse {
                     body: Vec::new(),
@@ -365,7 +386,7 @@ async fn serve(
     span.record(genai::REQUEST_MODEL, request.model.as_str());
     span.record(genai::REQUEST_STREAM, request.stream);
     span.record("llm_gateway.team", &*principal.team);
-    let plan = tracing::info_span!(target: "llm_gateway::trace", "route")
+    let plan = child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "route"))
         .in_scope(|| gw.router.plan(&principal, &request.model, shape))?;
 
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
@@ -384,19 +405,21 @@ async fn serve(
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
         let deployment = &candidate.deployment;
-        let attempt_span = tracing::info_span!(
-            target: "llm_gateway::trace",
-            "attempt",
-            otel.name = format!("{} {}", ctx.endpoint.operation(), deployment.model),
-            otel.kind = "client",
-            { genai::OPERATION_NAME } = ctx.endpoint.operation(),
-            { genai::PROVIDER_NAME } = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name),
-            { genai::REQUEST_MODEL } = deployment.model.as_str(),
-            "server.address" = server_address(&deployment.provider.base_url),
-            "llm_gateway.deployment" = deployment.id.as_str(),
-            "llm_gateway.attempt" = i64::from(ctx.attempts),
-            "error.type" = tracing::field::Empty,
-        );
+        let attempt_span = child(&ctx.span, || {
+            tracing::info_span!(
+                target: "llm_gateway::trace",
+                "attempt",
+                otel.name = format!("{} {}", ctx.endpoint.operation(), deployment.model),
+                otel.kind = "client",
+                { genai::OPERATION_NAME } = ctx.endpoint.operation(),
+                { genai::PROVIDER_NAME } = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name),
+                { genai::REQUEST_MODEL } = deployment.model.as_str(),
+                "server.address" = server_address(&deployment.provider.base_url),
+                "llm_gateway.deployment" = deployment.id.as_str(),
+                "llm_gateway.attempt" = i64::from(ctx.attempts),
+                "error.type" = tracing::field::Empty,
+            )
+        });
         let result = attempt(gw, ctx, &request, headers, deployment, &guard, &attempt_span)
             .instrument(attempt_span.clone())
             .await;
@@ -520,7 +543,16 @@ async fn attempt(
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 forward.insert(crate::server::REQUEST_ID_HEADER, v);
             }
-            tracing_otlp::propagate(span, &mut forward);
+            if span.is_none() {
+                // Not traced here: the client's own trace context travels on unchanged.
+                for name in ["traceparent", "tracestate"] {
+                    if let Some(value) = client_headers.get(name) {
+                        forward.insert(name, value.clone());
+                    }
+                }
+            } else {
+                tracing_otlp::propagate(span, &mut forward);
+            }
             if exchange.upstream_is_anthropic()
                 && let Some(beta) = client_headers.get("anthropic-beta")
             {

@@ -46,7 +46,11 @@ pub fn init(level: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard,
         .with_writer(std::io::stdout)
         .with_filter(filter);
     let provider = match &settings.otlp {
-        Some(otlp) => Some(tracing_otlp::provider(otlp)?),
+        Some(otlp) => {
+            let provider = tracing_otlp::provider(otlp)?;
+            tracing_otlp::start_sampling(otlp.sample_ratio);
+            Some(provider)
+        }
         None => None,
     };
     let spans = provider.as_ref().map(|p| {

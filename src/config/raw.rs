@@ -88,6 +88,9 @@ pub struct RawOtlp {
     /// How long spans wait in the batch before export (default 5s).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub batch_delay: Option<Duration>,
+    /// The share of requests traced (0 to 1, default 1), unless the client's `traceparent`
+    /// decided: a sampled parent is always continued, an unsampled one never.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

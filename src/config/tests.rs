@@ -260,3 +260,23 @@ fn cli_config_errors_name_the_field() {
     let e = error_of("providers: { p: { dialect: cli, comand: [x] } }\n");
     assert!(e.contains("unknown field `comand`"), "{e}");
 }
+
+#[test]
+fn trace_sampling_from_config_or_the_standard_variables() {
+    let ratio = |yaml: &str, vars: &[(&'static str, &'static str)]| {
+        Config::from_yaml(&format!("{BASE}{yaml}"), &env(vars)).map(|c| c.telemetry.otlp.map(|o| o.sample_ratio))
+    };
+    let otlp = "telemetry: { otlp: { endpoint: 'http://collector:4318' } }\n";
+    assert_eq!(ratio(otlp, &[]).unwrap(), Some(1.0));
+    assert_eq!(
+        ratio("telemetry: { otlp: { endpoint: 'http://c:4318', sample_ratio: 0.25 } }\n", &[]).unwrap(),
+        Some(0.25)
+    );
+    let vars = [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")];
+    assert_eq!(ratio(otlp, &vars).unwrap(), Some(0.1));
+    assert_eq!(ratio(otlp, &[("OTEL_TRACES_SAMPLER", "always_off")]).unwrap(), Some(0.0));
+    let e = ratio("telemetry: { otlp: { endpoint: 'http://c:4318', sample_ratio: 1.5 } }\n", &[]).unwrap_err().0;
+    assert!(e.contains("telemetry.otlp.sample_ratio"), "{e}");
+    let e = ratio(otlp, &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "half")]).unwrap_err().0;
+    assert!(e.contains("OTEL_TRACES_SAMPLER_ARG"), "{e}");
+}

@@ -3,6 +3,7 @@
 //! every `gen_ai.*` name deprecated since they moved to their own repository).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -24,6 +25,48 @@ pub mod genai {
     pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
     pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
     pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+}
+
+/// Whether traces are exported, and the share of requests traced (`f64` bits).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
+
+/// Called once the exporter is installed: from now on requests are sampled.
+pub fn start_sampling(ratio: f64) {
+    SAMPLE_RATIO.store(ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+/// Whether a request gets spans. Head sampling, parent first: a client's valid `traceparent`
+/// decides by its sampled flag; otherwise the configured ratio does. An unsampled request
+/// creates no span at all (that is what makes sampling cheap); nor does any request when no
+/// exporter is installed (logs do not carry span context).
+pub fn sampled(headers: &http::HeaderMap) -> bool {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return false;
+    }
+    if let Some(flags) = headers.get("traceparent").and_then(|v| parent_flags(v.as_bytes())) {
+        return flags & 1 == 1;
+    }
+    let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)
+}
+
+/// The trace flags of a well-formed version-00 `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`,
+/// ids not all zero).
+fn parent_flags(value: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| u8::from_str_radix(flags, 16).ok()).flatten()
 }
 
 /// Builds the tracer provider exporting to the configured collector (call inside the runtime).
@@ -129,5 +172,27 @@ pub fn rename(span: &tracing::Span, name: String) {
     use opentelemetry::trace::TraceContextExt;
     if !span.is_disabled() {
         span.context().span().update_name(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_flags;
+
+    #[test]
+    fn reads_the_sampled_flag_of_valid_traceparents_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(parent_flags(format!("00-{id}-00f067aa0ba902b7-01").as_bytes()), Some(1));
+        assert_eq!(parent_flags(format!("00-{id}-00f067aa0ba902b7-00").as_bytes()), Some(0));
+        for bad in [
+            format!("01-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{id}-00F067AA0BA902B7-01"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            "garbage".to_owned(),
+        ] {
+            assert_eq!(parent_flags(bad.as_bytes()), None, "{bad}");
+        }
     }
 }

@@ -4,6 +4,7 @@ GenAI attributes, continues the client's W3C trace, and propagates it to the ups
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Iterator
 
 import pytest
@@ -16,8 +17,7 @@ from otlp_receiver import OtlpReceiver
 SERVER, CLIENT = 2, 3
 
 
-@pytest.fixture()
-def traced(upstream: MockOpenAI, tmp_path) -> Iterator[tuple[Gateway, OtlpReceiver]]:
+def start_traced(upstream: MockOpenAI, tmp_path, otlp_extra: dict | None = None) -> tuple[GatewayProcess, OtlpReceiver]:
     receiver = OtlpReceiver().start()
     cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
     cfg["models"]["flaky-model"] = {
@@ -28,8 +28,15 @@ def traced(upstream: MockOpenAI, tmp_path) -> Iterator[tuple[Gateway, OtlpReceiv
         ],
     }
     cfg["retry"] = {"backoff": "1ms"}
-    cfg["telemetry"] = {"otlp": {"endpoint": receiver.endpoint, "protocol": "http", "batch_delay": "100ms", "service_name": "gw-under-test"}}
+    otlp = {"endpoint": receiver.endpoint, "protocol": "http", "batch_delay": "100ms", "service_name": "gw-under-test"}
+    cfg["telemetry"] = {"otlp": otlp | (otlp_extra or {})}
     proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
+    return proc, receiver
+
+
+@pytest.fixture()
+def traced(upstream: MockOpenAI, tmp_path) -> Iterator[tuple[Gateway, OtlpReceiver]]:
+    proc, receiver = start_traced(upstream, tmp_path)
     try:
         yield Gateway(proc=proc, upstream=upstream), receiver
     finally:
@@ -54,7 +61,7 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
             body = b"".join(resp.iter_bytes())
     assert body.rstrip().endswith(b"data: [DONE]")
 
-    spans = receiver.wait_for(trace_id, count=6)
+    spans = receiver.wait_for(trace_id, count=7)
     by_name: dict[str, list] = {}
     for s in spans:
         by_name.setdefault(s.name, []).append(s)
@@ -83,6 +90,7 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
         assert s.attributes["gen_ai.provider.name"] == "upstream"
         assert s.attributes["server.address"].startswith("127.0.0.1:")
     assert by_name["auth"][0].parent_span_id == server.span_id
+    assert by_name["limits"][0].parent_span_id == server.span_id
     assert by_name["route"][0].parent_span_id == server.span_id
     assert by_name["stream completion"][0].parent_span_id == server.span_id
 
@@ -97,3 +105,41 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
     for s in spans:
         assert marker not in repr(s.attributes)
     assert all(ct == "application/x-protobuf" for ct in receiver.content_types)
+
+
+def test_sampling_follows_the_client_decision_then_the_configured_ratio(upstream: MockOpenAI, tmp_path, marker: str) -> None:
+    proc, receiver = start_traced(upstream, tmp_path, {"sample_ratio": 0.0})
+    gw = Gateway(proc=proc, upstream=upstream)
+    try:
+        sampled_id, unsampled_id, parent = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(8)
+        with gw.http() as http:
+            for traceparent, tag in [
+                (None, "none"),
+                (f"00-{unsampled_id}-{parent}-00", "unsampled"),
+                (f"00-{sampled_id}-{parent}-01", "sampled"),
+            ]:
+                headers = {"Authorization": f"Bearer {TEAM_A_KEY}"} | ({"traceparent": traceparent} if traceparent else {})
+                resp = http.post(
+                    "/v1/chat/completions",
+                    headers=headers,
+                    json={"model": "echo-model", "messages": [{"role": "user", "content": f"{tag} {marker}"}]},
+                )
+                assert resp.status_code == 200, resp.text
+
+        # A sampled parent is continued even at ratio 0: the whole tree arrives.
+        spans = receiver.wait_for(sampled_id, count=5)
+        assert {s.name for s in spans} >= {"chat echo-model", "auth", "limits", "route", "chat echo"}
+        # Nothing else was traced: no root of its own, nothing of the unsampled parent's trace.
+        time.sleep(0.5)
+        assert {s.trace_id for s in receiver.spans} == {sampled_id}
+
+        # The untraced requests still carry the client's context upstream, unchanged.
+        (unsampled,) = gw.upstream.find(lambda r: r.contains(f"unsampled {marker}"))
+        assert unsampled.headers["traceparent"] == f"00-{unsampled_id}-{parent}-00"
+        (plain,) = gw.upstream.find(lambda r: r.contains(f"none {marker}"))
+        assert "traceparent" not in plain.headers
+        (traced_request,) = gw.upstream.find(lambda r: r.contains(f"sampled {marker}") and not r.contains("unsampled"))
+        assert traced_request.headers["traceparent"].split("-")[1] == sampled_id
+    finally:
+        proc.stop()
+        receiver.stop()
