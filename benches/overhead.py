@@ -7,6 +7,7 @@ provider), all on 127.0.0.1:
   off        no metering, no traces
   metering   every request metered: CloudEvents through the on-disk outbox to an OpenMeter sink
   telemetry  every request traced (server span + children) and exported over OTLP/HTTP
+  traces-10% the same with `sample_ratio: 0.1` (head sampling; untraced requests create no span)
 
 The sinks are nginx answering `204` to OpenMeter's ingest path and `200` to OTLP's `/v1/traces`
 (a native sink: a Python receiver would steal the CPU being measured). nginx logs each POST it
@@ -15,7 +16,8 @@ receives, so the report can show that events and spans really left the gateway.
 wrk drives 64 connections, non-streaming and streaming chat completions. The variants take
 turns in every round (order rotated), and the report gives each variant's median req/s and p50
 as ratios to `off`. Targets (issues #6 and #8): metering on/off latency ratio <= 1.05,
-telemetry on/off throughput ratio >= 0.95. It is a measurement, not a test: it exits 0 either way.
+telemetry on/off throughput ratio >= 0.95. The paced mode offers a fixed rate (--rate,
+below saturation): its p50 ratio is the latency the feature adds to a request. It is a measurement, not a test: it exits 0 either way.
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
 Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
@@ -36,8 +38,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402  (the load benchmark's process, wrk and /proc helpers)
 
-VARIANTS = ("off", "metering", "telemetry")
-MODES = ("non-stream", "stream")
+VARIANTS = ("off", "metering", "telemetry", "traces-10%")
+# "paced": non-streaming at a fixed offered rate (--rate), below saturation, where latency is
+# what the request path costs rather than queueing for a saturated CPU.
+MODES = ("non-stream", "stream", "paced")
 CONNECTIONS = 64
 METERING_TARGET = 1.05
 TELEMETRY_TARGET = 0.95
@@ -57,7 +61,7 @@ http {{
     scgi_temp_path {prefix}/scgi;
     client_max_body_size 64m;
     client_body_buffer_size 1m;
-    log_format sink '$request_uri $status $request_length';
+    log_format sink '$request_uri $status $content_length';
     server {{
         listen 127.0.0.1:{port};
         location = /health {{ return 200 "ok"; }}
@@ -111,9 +115,10 @@ models:
   source: llm-gateway/bench
   outbox_dir: "{work / 'outbox'}"
 """
-    if variant == "telemetry":
+    if variant in ("telemetry", "traces-10%"):
+        ratio = 1.0 if variant == "telemetry" else 0.1
         text += f"""telemetry:
-  otlp: {{ endpoint: "http://127.0.0.1:{sink_port}", protocol: http, batch_delay: 1s }}
+  otlp: {{ endpoint: "http://127.0.0.1:{sink_port}", protocol: http, batch_delay: 1s, sample_ratio: {ratio} }}
 """
     return text
 
@@ -144,6 +149,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--bin", type=Path)
+    parser.add_argument("--rate", type=float, default=8000.0, help="offered req/s of the paced mode")
     args = parser.parse_args()
 
     load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -167,14 +173,17 @@ def measure(args, binary: Path, work: Path) -> int:
     scripts = {}
     for mode in MODES:
         scripts[mode] = work / f"{mode}.lua"
-        scripts[mode].write_text(load.WRK_SCRIPT.format(body=load.request_body(mode == "stream"), key=load.KEY))
+        text = load.WRK_SCRIPT.format(body=load.request_body(mode == "stream"), key=load.KEY)
+        if mode == "paced":
+            text += f"\nfunction delay() return {CONNECTIONS * 1000 / args.rate:.3f} end\n"
+        scripts[mode].write_text(text)
     pids = [upstream.pid, sink.pid, *load.proc_children(sink.pid), *(p.pid for p, _ in gateways.values())]
     caveats = []
     runs: dict[tuple[str, str], list[dict]] = {}
     requests_sent = {v: 0 for v in VARIANTS}
     started = time.monotonic()
     for rnd in range(args.rounds):
-        order = VARIANTS[rnd % 3:] + VARIANTS[: rnd % 3]
+        order = VARIANTS[rnd % len(VARIANTS):] + VARIANTS[: rnd % len(VARIANTS)]
         for mode in MODES:
             for variant in order:
                 proc, port = gateways[variant]
@@ -215,13 +224,13 @@ def measure(args, binary: Path, work: Path) -> int:
                 f"| {mode} | {variant} | {rps:.0f} | {p50 / 1000:.3f} | {med(mode, variant, 'p99') / 1000:.3f} | "
                 f"{med(mode, variant, 'cpu_us_per_req'):.1f} | {rps / base_rps:.3f} | {p50 / base_p50:.3f} |"
             )
-            if variant == "metering":
+            if variant == "metering" and mode != "stream":
                 ratio = p50 / base_p50
                 verdicts.append(f"{mode}: metering p50 on/off {ratio:.3f} (target <= {METERING_TARGET}) "
                                 f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps / base_rps:.3f}")
-            if variant == "telemetry":
+            if variant in ("telemetry", "traces-10%") and mode != "paced":
                 ratio = rps / base_rps
-                verdicts.append(f"{mode}: telemetry req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
+                verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
                                 f"{'met' if ratio >= TELEMETRY_TARGET else 'MISSED'}")
     events = lines(sink_prefix / "events.log")
     traces = lines(sink_prefix / "traces.log")
@@ -231,7 +240,8 @@ def measure(args, binary: Path, work: Path) -> int:
         "",
         f"Delivered to the sink: {len(events)} OpenMeter batches ({event_bytes / 1e6:.1f} MB) for "
         f"{requests_sent['metering']} metered requests (warm-ups not counted); "
-        f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for {requests_sent['telemetry']} traced requests.",
+        f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for {requests_sent['telemetry']} + "
+        f"{requests_sent['traces-10%']} requests of the two traced variants.",
         "",
         *[f"- {v}" for v in verdicts],
     ]

@@ -56,7 +56,13 @@ pub fn init(level: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard,
     let spans = provider.as_ref().map(|p| {
         // Spans are exported whatever the log level.
         tracing_otlp::layer(p)
-            .with_filter(tracing_subscriber::filter::Targets::new().with_target("llm_gateway", tracing::Level::INFO))
+            // Our trace spans, and warnings and errors (span events) — not the per-request info
+            // events, which would cost every request (traced or not) a trip through the layer.
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("llm_gateway::trace", tracing::Level::INFO)
+                    .with_target("llm_gateway", tracing::Level::WARN),
+            )
     });
     let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
     Ok(TelemetryGuard { provider })
