@@ -20,6 +20,12 @@ pub enum KvError {
     Redis(#[from] redis::RedisError),
     #[error("valkey did not answer within {0:?}")]
     Timeout(Duration),
+    /// The call that carried this request (with others) failed.
+    #[error("{0}")]
+    Batch(String),
+    /// The call that carried this request never reported back (its task was cancelled).
+    #[error("valkey: the admission call was cancelled")]
+    Dropped,
 }
 
 #[derive(Clone)]

@@ -226,6 +226,55 @@ async fn third_concurrent_request_is_refused_in_process() {
     third_concurrent_request_is_refused("").await;
 }
 
+/// Forty requests at once against a cap of five concurrent: admissions that arrive together
+/// share Valkey calls (see `admit.lua`) and are still decided one by one — exactly five each
+/// time, their leases released when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_decided_request_by_request() {
+    let valkey = ValkeyServer::start().await;
+    let upstream = MockUpstream::start().await;
+    upstream.set_delay(1000);
+    let yaml = config(
+        &standalone(&valkey),
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ max_concurrent: 5 }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        ),
+        Some(&upstream),
+    );
+    let gw = Arc::new(Gateway::start(&yaml).await);
+    for burst in 0..2 {
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    let r = gw.chat_as(KEY, hello(5, false)).await;
+                    (r.status().as_u16(), json(r).await)
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            let (status, body) = t.await.unwrap();
+            if status == 200 {
+                admitted += 1;
+                continue;
+            }
+            assert_eq!(status, 429, "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("Too many concurrent requests on key"), "{body}");
+        }
+        assert_eq!(admitted, 5, "burst {burst}: exactly the concurrency cap is admitted");
+        // The five leases are released once their requests ended.
+        eventually("the leases are released", Duration::from_secs(3), || async {
+            let r = gw.chat_as(KEY, hello(5, false)).await;
+            let ok = r.status() == 200;
+            let _ = r.bytes().await;
+            ok
+        })
+        .await;
+    }
+}
+
 /// A team with 40 tokens a day; each request reserves 26 (prompt + max_tokens 20) and really
 /// uses what the mock reports. Requests are admitted while the settled usage plus 26 fits, then
 /// refused with `insufficient_quota` until midnight UTC on the injected clock.

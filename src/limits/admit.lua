@@ -1,98 +1,156 @@
--- Admits one request against every limit that applies to it, all or nothing, on Valkey's clock.
--- KEYS[i] is the counter of check i; all share one hash tag, so one slot in a cluster.
--- ARGV[1] = number of checks, ARGV[2] = lease id, then five integers per check:
+-- Admits a batch of requests, in order, each against every limit that applies to it, all or
+-- nothing per request, on Valkey's clock. Requests that arrive while a call is in flight for the
+-- same hash tag are sent together: counters are read once, decided on in memory request by
+-- request exactly as one call per request would, and written once per counter.
+-- KEYS are the distinct counters of the batch; all share one hash tag, so one slot in a cluster.
+-- ARGV[1] = number of requests, then per request: number of checks n, lease id, then six
+-- integers per check: the index of its counter in KEYS, and
 --   kind 1, rate (GCRA):   limit per period, period ms, capacity (units), cost (units)
 --   kind 2, concurrency:   max leases, lease ttl ms, 0, 0
 --   kind 3, window budget: budget, key ttl ms, cost, ms until the window ends
--- Returns {admitted, denied check (1-based, 0 = none), retry after ms (-1 = never),
---          then per check: remaining after this request (before it, when denied), reset ms}.
+-- Returns per request: admitted, denied check (1-based, 0 = none), retry after ms (-1 = never),
+-- then per check: remaining after this request (before it, when denied), reset ms.
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
-local n = tonumber(ARGV[1])
-local lease = ARGV[2]
-local out = {1, 0, 0}
-local writes = {}
--- One MGET reads every rate and budget counter.
-local string_keys, slot_of = {}, {}
-for i = 1, n do
-  if tonumber(ARGV[2 + (i - 1) * 5 + 1]) ~= 2 then
-    string_keys[#string_keys + 1] = KEYS[i]
-    slot_of[i] = #string_keys
+
+-- Parse the batch; note each counter's kind.
+local requests = {}
+local kind_of = {}
+local at = 2
+for r = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[at])
+  local request = { lease = ARGV[at + 1], checks = {} }
+  at = at + 2
+  for i = 1, n do
+    local check = {
+      key = KEYS[tonumber(ARGV[at])],
+      kind = tonumber(ARGV[at + 1]),
+      a = tonumber(ARGV[at + 2]),
+      b = tonumber(ARGV[at + 3]),
+      c = tonumber(ARGV[at + 4]),
+      d = tonumber(ARGV[at + 5]),
+    }
+    request.checks[i] = check
+    kind_of[check.key] = check.kind
+    at = at + 6
   end
+  requests[r] = request
 end
-local values = {}
-if #string_keys > 0 then
-  values = redis.call('MGET', (table.unpack or unpack)(string_keys))
-end
-for i = 1, n do
-  local at = 2 + (i - 1) * 5
-  local kind = tonumber(ARGV[at + 1])
-  local a = tonumber(ARGV[at + 2])
-  local b = tonumber(ARGV[at + 3])
-  local c = tonumber(ARGV[at + 4])
-  local d = tonumber(ARGV[at + 5])
-  local key = KEYS[i]
-  local remaining, reset, retry = 0, 0, 0
-  if kind == 1 then
-    local interval = b * 1000 / a
-    local tolerance = c * interval
-    local tat = tonumber(values[slot_of[i]] or now_us)
-    if tat < now_us then tat = now_us end
-    local new_tat = tat + d * interval
-    if d > c then
-      retry = -1
-    elseif new_tat - now_us > tolerance then
-      retry = math.ceil((new_tat - now_us - tolerance) / 1000)
-    end
-    local level = tat
-    if retry == 0 then
-      level = new_tat
-      writes[#writes + 1] = {1, key, new_tat, math.ceil((new_tat - now_us) / 1000) + 1000}
-    end
-    remaining = math.max(0, math.floor((tolerance - (level - now_us)) / interval))
-    reset = math.ceil((level - now_us) / 1000)
-  elseif kind == 2 then
+
+-- Read every counter once: rates and budgets in one MGET, lease sets pruned and counted.
+local value = {}
+local string_keys = {}
+for key, kind in pairs(kind_of) do
+  if kind == 2 then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
-    local held = redis.call('ZCARD', key)
-    if held >= a then
-      retry = 1000
-    else
-      held = held + 1
-      writes[#writes + 1] = {2, key, now_ms + b, b}
-    end
-    remaining = math.max(0, a - held)
+    value[key] = redis.call('ZCARD', key)
   else
-    local used = tonumber(values[slot_of[i]] or '0')
-    if used + c > a then
-      retry = math.max(d, 1)
-    else
-      used = used + c
-      writes[#writes + 1] = {3, key, c, b}
-    end
-    remaining = math.max(0, a - used)
-    reset = d
-  end
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  -- Report the denial a client can do least about: never, else the longest wait.
-  if retry ~= 0 and out[3] ~= -1 and (retry == -1 or retry > out[3]) then
-    out[1] = 0
-    out[2] = i
-    out[3] = retry
+    string_keys[#string_keys + 1] = key
   end
 end
-if out[1] == 1 then
-  for _, w in ipairs(writes) do
-    if w[1] == 1 then
-      redis.call('SET', w[2], string.format('%.0f', math.ceil(w[3])), 'PX', w[4])
-    elseif w[1] == 2 then
-      redis.call('ZADD', w[2], w[3], lease)
-      redis.call('PEXPIRE', w[2], w[4])
-    elseif redis.call('INCRBY', w[2], w[3]) == w[3] then
-      -- A new window's counter (or one refunded to zero, already expiring): set its expiry.
-      redis.call('PEXPIRE', w[2], w[4])
+if #string_keys > 0 then
+  local values = redis.call('MGET', (table.unpack or unpack)(string_keys))
+  for i, key in ipairs(string_keys) do
+    if kind_of[key] == 1 then
+      value[key] = tonumber(values[i] or now_us)
+    else
+      value[key] = tonumber(values[i] or '0')
     end
+  end
+end
+
+-- Decide request by request, updating the in-memory counters of each admitted one.
+local out = {}
+local rate_ttl, added, leases, lease_ttl = {}, {}, {}, {}
+for _, request in ipairs(requests) do
+  local head = #out
+  out[head + 1], out[head + 2], out[head + 3] = 1, 0, 0
+  local next_value = {}
+  for i, ch in ipairs(request.checks) do
+    local remaining, reset, retry = 0, 0, 0
+    local key = ch.key
+    if ch.kind == 1 then
+      local interval = ch.b * 1000 / ch.a
+      local tolerance = ch.c * interval
+      local tat = value[key]
+      if tat < now_us then tat = now_us end
+      local new_tat = tat + ch.d * interval
+      if ch.d > ch.c then
+        retry = -1
+      elseif new_tat - now_us > tolerance then
+        retry = math.ceil((new_tat - now_us - tolerance) / 1000)
+      end
+      local level = tat
+      if retry == 0 then
+        level = new_tat
+        next_value[key] = new_tat
+      end
+      remaining = math.max(0, math.floor((tolerance - (level - now_us)) / interval))
+      reset = math.ceil((level - now_us) / 1000)
+    elseif ch.kind == 2 then
+      local held = value[key]
+      if held >= ch.a then
+        retry = 1000
+      else
+        held = held + 1
+        next_value[key] = held
+      end
+      remaining = math.max(0, ch.a - held)
+    else
+      local used = value[key]
+      if used + ch.c > ch.a then
+        retry = math.max(ch.d, 1)
+      else
+        used = used + ch.c
+        next_value[key] = used
+      end
+      remaining = math.max(0, ch.a - used)
+      reset = ch.d
+    end
+    out[#out + 1] = remaining
+    out[#out + 1] = reset
+    -- Report the denial a client can do least about: never, else the longest wait.
+    if retry ~= 0 and out[head + 3] ~= -1 and (retry == -1 or retry > out[head + 3]) then
+      out[head + 1] = 0
+      out[head + 2] = i
+      out[head + 3] = retry
+    end
+  end
+  if out[head + 1] == 1 then
+    for _, ch in ipairs(request.checks) do
+      local key = ch.key
+      if ch.kind == 1 then
+        value[key] = next_value[key]
+        rate_ttl[key] = math.ceil((value[key] - now_us) / 1000) + 1000
+      elseif ch.kind == 2 then
+        value[key] = next_value[key]
+        leases[key] = leases[key] or {}
+        local list = leases[key]
+        list[#list + 1] = now_ms + ch.b
+        list[#list + 1] = request.lease
+        lease_ttl[key] = math.max(lease_ttl[key] or 0, ch.b)
+      else
+        value[key] = next_value[key]
+        added[key] = (added[key] or 0) + ch.c
+        lease_ttl[key] = ch.b
+      end
+    end
+  end
+end
+
+-- Write each changed counter once.
+for key, ttl in pairs(rate_ttl) do
+  redis.call('SET', key, string.format('%.0f', math.ceil(value[key])), 'PX', ttl)
+end
+for key, list in pairs(leases) do
+  redis.call('ZADD', key, (table.unpack or unpack)(list))
+  redis.call('PEXPIRE', key, lease_ttl[key])
+end
+for key, units in pairs(added) do
+  if redis.call('INCRBY', key, units) == units then
+    -- A new window's counter (or one refunded to zero, already expiring): set its expiry.
+    redis.call('PEXPIRE', key, lease_ttl[key])
   end
 end
 return out

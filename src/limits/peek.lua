@@ -1,5 +1,7 @@
 -- Reads the state of a subject's limits without changing it (GET /quota).
--- KEYS and ARGV as in admit.lua. Returns per check {used, remaining, reset ms}.
+-- KEYS[i] is the counter of check i; ARGV[1] = number of checks, ARGV[2] unused, then five
+-- integers per check (`Check::script_args`, the per-check part of admit.lua's arguments).
+-- Returns per check {used, remaining, reset ms}.
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)

@@ -4,8 +4,8 @@
 //! replica renews, and paying back budget spent locally while Valkey was down.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
@@ -25,7 +25,7 @@ pub struct Settlement {
 
 pub struct Shared {
     kv: Kv,
-    admit: Script,
+    batcher: Batcher,
     settle: Script,
     renew: Script,
     peek: Script,
@@ -38,8 +38,8 @@ pub struct Shared {
 impl Shared {
     pub fn new(kv: Kv, lease_ttl: Duration) -> Self {
         Self {
+            batcher: Batcher { kv: kv.clone(), script: Script::new(include_str!("admit.lua")), tags: Arc::default() },
             kv,
-            admit: Script::new(include_str!("admit.lua")),
             settle: Script::new(include_str!("settle.lua")),
             renew: Script::new(include_str!("renew.lua")),
             peek: Script::new(include_str!("peek.lua")),
@@ -62,14 +62,17 @@ impl Shared {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 
+    /// Admits one request. Requests of one hash tag that arrive while a call for it is in flight
+    /// go together in the next call (see `admit.lua`): under load one round trip and one pass
+    /// over the counters serve many requests, decided one by one as separate calls would be.
     pub async fn admit(&self, checks: &[Check], lease_id: i64, now_ms: u64) -> Result<Verdict, KvError> {
-        let keys: Vec<&str> = checks.iter().map(|c| c.key.as_str()).collect();
-        let mut args = Vec::with_capacity(2 + 5 * checks.len());
-        args.extend([checks.len() as i64, lease_id]);
+        let Some(first) = checks.first() else { return Ok(Verdict::admitted(0)) };
+        let mut args = Vec::with_capacity(5 * checks.len());
         for check in checks {
             args.extend(check.script_args(now_ms, self.lease_ttl));
         }
-        let reply: Vec<i64> = self.kv.eval(&self.admit, &keys, &args).await?;
+        let pending = Pending { keys: checks.iter().map(|c| c.key.clone()).collect(), args, lease_id, reply: None };
+        let reply = self.batcher.submit(plan::tag_of(&first.key), pending).await?;
         let mut verdict = Verdict::admitted(checks.len());
         for (i, level) in verdict.levels.iter_mut().enumerate() {
             let at = 3 + 2 * i;
@@ -183,6 +186,108 @@ impl Shared {
             self.kv.eval::<i64>(&self.settle, &[key.as_str()], &args).await?;
         }
         Ok(())
+    }
+}
+
+/// Most requests one admission call carries.
+const MAX_BATCH: usize = 256;
+
+/// One request waiting for its admission.
+struct Pending {
+    keys: Vec<String>,
+    /// Five integers per check (`Check::script_args`).
+    args: Vec<i64>,
+    lease_id: i64,
+    reply: Option<tokio::sync::oneshot::Sender<Result<Vec<i64>, KvError>>>,
+}
+
+/// Coalesces admissions per hash tag: at most one call in flight per tag; whoever arrives
+/// meanwhile waits for the next. The calls run in their own task, so a request that goes away
+/// (its client disconnected) never strands the others.
+struct Batcher {
+    kv: Kv,
+    script: Script,
+    /// Tag → requests waiting for the next call; present while a call for the tag is in flight.
+    tags: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
+}
+
+impl Batcher {
+    async fn submit(&self, tag: &str, mut pending: Pending) -> Result<Vec<i64>, KvError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pending.reply = Some(tx);
+        let start = {
+            let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            match tags.get_mut(tag) {
+                Some(waiting) => {
+                    waiting.push(pending);
+                    None
+                }
+                None => {
+                    tags.insert(tag.to_owned(), Vec::new());
+                    Some(pending)
+                }
+            }
+        };
+        if let Some(first) = start {
+            let (kv, script, tags, tag) = (self.kv.clone(), self.script.clone(), self.tags.clone(), tag.to_owned());
+            tokio::spawn(async move {
+                let mut batch = vec![first];
+                loop {
+                    call(&kv, &script, batch).await;
+                    let mut waiting = tags.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(queue) = waiting.get_mut(&tag) else { return };
+                    if queue.is_empty() {
+                        waiting.remove(&tag);
+                        return;
+                    }
+                    let take = queue.len().min(MAX_BATCH);
+                    batch = queue.drain(..take).collect();
+                }
+            });
+        }
+        rx.await.unwrap_or_else(|_| Err(KvError::Dropped))
+    }
+}
+
+/// One admission call for `batch`; each request gets its part of the reply (or the error).
+async fn call(kv: &Kv, script: &Script, mut batch: Vec<Pending>) {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, i64> = HashMap::new();
+    let mut args: Vec<i64> = Vec::with_capacity(1 + batch.iter().map(|p| 2 + p.args.len() * 6 / 5).sum::<usize>());
+    args.push(batch.len() as i64);
+    for p in &batch {
+        args.extend([p.keys.len() as i64, p.lease_id]);
+        for (key, five) in p.keys.iter().zip(p.args.chunks(5)) {
+            let at = *index.entry(key.as_str()).or_insert_with(|| {
+                keys.push(key.as_str());
+                keys.len() as i64
+            });
+            args.push(at);
+            args.extend_from_slice(five);
+        }
+    }
+    let result: Result<Vec<i64>, KvError> = kv.eval(script, &keys, &args).await;
+    drop((keys, index));
+    match result {
+        Ok(reply) => {
+            let mut at = 0;
+            for p in &mut batch {
+                let len = 3 + 2 * p.keys.len();
+                let part = reply.get(at..at + len).map(<[i64]>::to_vec).unwrap_or_default();
+                at += len;
+                if let Some(tx) = p.reply.take() {
+                    let _ = tx.send(Ok(part));
+                }
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            for p in &mut batch {
+                if let Some(tx) = p.reply.take() {
+                    let _ = tx.send(Err(KvError::Batch(text.clone())));
+                }
+            }
+        }
     }
 }
 
