@@ -2,7 +2,7 @@
 //! reset}-{requests,tokens}` (resets as durations such as `12ms`, `1.5s`, `6m0s`), and on a 429
 //! `Retry-After` (whole seconds) plus `retry-after-ms`.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// One bucket's state as a client should see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,24 +34,28 @@ impl RateHeaders {
     }
 
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (kind, bucket) in [("requests", self.requests), ("tokens", self.tokens)] {
+        for (bucket, [limit, remaining, reset]) in [(self.requests, REQUEST_NAMES), (self.tokens, TOKEN_NAMES)] {
             let Some(b) = bucket else { continue };
-            let names = match kind {
-                "requests" => REQUEST_NAMES,
-                _ => TOKEN_NAMES,
-            };
-            headers.insert(names[0], HeaderValue::from(b.limit));
-            headers.insert(names[1], HeaderValue::from(b.remaining));
+            headers.insert(limit, HeaderValue::from(b.limit));
+            headers.insert(remaining, HeaderValue::from(b.remaining));
             if let Ok(v) = HeaderValue::from_str(&format_reset(b.reset_ms)) {
-                headers.insert(names[2], v);
+                headers.insert(reset, v);
             }
         }
     }
 }
 
-const REQUEST_NAMES: [&str; 3] =
-    ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"];
-const TOKEN_NAMES: [&str; 3] = ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"];
+// Constants: inserting by `&str` would parse each name on every response.
+const REQUEST_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 fn tighter(current: Option<Bucket>, candidate: Bucket) -> Bucket {
     match current {
