@@ -1,5 +1,6 @@
-"""A test OpenTelemetry collector: accepts OTLP/HTTP protobuf on POST /v1/traces and keeps the
-decoded spans (stdlib HTTP server + the opentelemetry-proto message definitions)."""
+"""Test OpenTelemetry collectors: one accepts OTLP/HTTP protobuf on POST /v1/traces, the other
+OTLP/gRPC (the TraceService's Export call); both keep the decoded spans (stdlib HTTP server or
+grpcio, with the opentelemetry-proto message and service definitions)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,27 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
+def decode(request: ExportTraceServiceRequest) -> list[Span]:
+    spans = []
+    for rs in request.resource_spans:
+        resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                spans.append(
+                    Span(
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(),
+                        name=s.name,
+                        kind=s.kind,
+                        attributes={a.key: _value(a.value) for a in s.attributes},
+                        status_code=s.status.code,
+                        service_name=str(resource.get("service.name", "")),
+                    )
+                )
+    return spans
+
+
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
@@ -53,23 +75,7 @@ class OtlpReceiver:
                     return
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
-                spans = []
-                for rs in request.resource_spans:
-                    resource = {a.key: _value(a.value) for a in rs.resource.attributes}
-                    for ss in rs.scope_spans:
-                        for s in ss.spans:
-                            spans.append(
-                                Span(
-                                    trace_id=s.trace_id.hex(),
-                                    span_id=s.span_id.hex(),
-                                    parent_span_id=s.parent_span_id.hex(),
-                                    name=s.name,
-                                    kind=s.kind,
-                                    attributes={a.key: _value(a.value) for a in s.attributes},
-                                    status_code=s.status.code,
-                                    service_name=str(resource.get("service.name", "")),
-                                )
-                            )
+                spans = decode(request)
                 with receiver._lock:
                     receiver.spans.extend(spans)
                     receiver.content_types.append(self.headers.get("Content-Type", ""))
@@ -106,3 +112,43 @@ class OtlpReceiver:
             time.sleep(0.05)
         with self._lock:
             return [s for s in self.spans if s.trace_id == trace_id]
+
+
+class OtlpGrpcReceiver:
+    """OTLP over gRPC: the collector's TraceService on a free loopback port."""
+
+    def __init__(self) -> None:
+        import grpc
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        self.spans: list[Span] = []
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # noqa: N802 (the service's method name)
+                with receiver._lock:
+                    receiver.spans.extend(decode(request))
+                    receiver.metadata.append({k: v for k, v in context.invocation_metadata()})
+                return ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    def start(self) -> "OtlpGrpcReceiver":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, trace_id: str, count: int, timeout: float = 15.0) -> list[Span]:
+        return OtlpReceiver.wait_for(self, trace_id, count, timeout)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import pytest
 from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_A_KEY, Gateway, gateway_config
 from e2e_support import GatewayProcess
 from mock_openai import MockOpenAI, closed_port
-from otlp_receiver import OtlpReceiver
+from otlp_receiver import OtlpGrpcReceiver, OtlpReceiver
 
 SERVER, CLIENT = 2, 3
 
@@ -140,6 +140,41 @@ def test_sampling_follows_the_client_decision_then_the_configured_ratio(upstream
         assert "traceparent" not in plain.headers
         (traced_request,) = gw.upstream.find(lambda r: r.contains(f"sampled {marker}") and not r.contains("unsampled"))
         assert traced_request.headers["traceparent"].split("-")[1] == sampled_id
+    finally:
+        proc.stop()
+        receiver.stop()
+
+
+def test_traces_are_exported_over_grpc_too(upstream: MockOpenAI, tmp_path) -> None:
+    receiver = OtlpGrpcReceiver().start()
+    cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
+    cfg["telemetry"] = {
+        "otlp": {
+            "endpoint": receiver.endpoint,
+            "protocol": "grpc",
+            "batch_delay": "100ms",
+            "service_name": "gw-grpc",
+            "headers": {"x-collector-token": "t0ken"},
+        }
+    }
+    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
+    gw = Gateway(proc=proc, upstream=upstream)
+    try:
+        trace_id = secrets.token_hex(16)
+        with gw.http() as http:
+            resp = http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+                json={"model": "echo-model", "messages": [{"role": "user", "content": "over grpc"}]},
+            )
+            assert resp.status_code == 200, resp.text
+        spans = receiver.wait_for(trace_id, count=5)
+        names = {s.name for s in spans}
+        assert {"chat echo-model", "auth", "limits", "route", "chat echo"} <= names, names
+        server = next(s for s in spans if s.name == "chat echo-model")
+        assert server.kind == SERVER and server.service_name == "gw-grpc"
+        assert server.attributes["gen_ai.usage.input_tokens"] > 0
+        assert any(m.get("x-collector-token") == "t0ken" for m in receiver.metadata), "configured headers travel as gRPC metadata"
     finally:
         proc.stop()
         receiver.stop()
