@@ -26,11 +26,7 @@ impl RawObject {
 
     /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, serde_json::Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(raw) if raw.get() == "null" => Ok(None),
-            Some(raw) => serde_json::from_str(raw.get()).map(Some),
-        }
+        parse_member(self.get(key))
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -113,11 +109,7 @@ impl<'a> RawMembers<'a> {
 
     /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
     pub fn parse<T: Deserialize<'a>>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(raw) if raw.get() == "null" => Ok(None),
-            Some(raw) => serde_json::from_str(raw.get()).map(Some),
-        }
+        parse_member(self.get(key))
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -149,6 +141,15 @@ impl<'a> RawMembers<'a> {
         }
         out.push(b'}');
         out
+    }
+}
+
+/// A member parsed into `T`; `Ok(None)` when absent or JSON `null`.
+fn parse_member<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<Option<T>, serde_json::Error> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some),
     }
 }
 
