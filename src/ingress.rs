@@ -166,8 +166,13 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             "llm_gateway.attempts" = tracing::field::Empty,
         )
     };
-    tracing_otlp::continue_trace(&span, &headers);
-    let trace_id = tracing_otlp::trace_id(&span);
+    // An untraced request has no context to continue or report.
+    let trace_id = if span.is_none() {
+        None
+    } else {
+        tracing_otlp::continue_trace(&span, &headers);
+        tracing_otlp::trace_id(&span)
+    };
     let mut ctx = RequestCtx {
         request_id: id.0,
         started,
