@@ -336,7 +336,7 @@ impl Reply {
         let object = if self.shape.chat { "chat.completion.chunk" } else { "text_completion" };
         out.put(frame(&json!({"id": self.shape.id, "object": object, "created": self.shape.created,
                               "model": self.shape.model, "choices": [], "usage": usage})));
-        out.put_slice(b"data: [DONE]\n\n");
+        out.put_slice(crate::adapter::openai::DONE_FRAME);
         out.freeze()
     }
 }

@@ -14,6 +14,17 @@ use crate::stream::{ChunkRewriter, Step, data_frame};
 
 pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
+/// How an OpenAI-shaped stream ends: `data: [DONE]`.
+pub fn end_frames(out: &mut Vec<Bytes>) {
+    out.push(Bytes::from_static(DONE_FRAME));
+}
+
+/// A failure after an OpenAI-shaped stream started: the error as a data event, then the end.
+pub fn error_frames(error: &ErrorBody, out: &mut Vec<Bytes>) {
+    out.push(data_frame(&serde_json::to_vec(error).unwrap_or_default()));
+    end_frames(out);
+}
+
 /// Prepares the upstream body: the deployment's model name, and for streams an explicit request
 /// for the usage chunk when the provider needs to be asked. Also returns whether usage-only
 /// chunks must be kept from the client.
@@ -196,12 +207,11 @@ impl ChunkRewriter for OpenAiChunks {
     }
 
     fn on_end(&mut self, out: &mut Vec<Bytes>) {
-        out.push(Bytes::from_static(DONE_FRAME));
+        end_frames(out);
     }
 
     fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>) {
-        out.push(data_frame(&serde_json::to_vec(error).unwrap_or_default()));
-        out.push(Bytes::from_static(DONE_FRAME));
+        error_frames(error, out);
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::finish_reason;
-use crate::adapter::openai::DONE_FRAME;
+use crate::adapter::openai;
 use crate::api::anthropic::{Block, Delta, StreamEvent, UsageReport};
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{Capture, Generated, utf8_text};
@@ -199,12 +199,11 @@ impl ChunkRewriter for ClaudeChunks {
     }
 
     fn on_end(&mut self, out: &mut Vec<Bytes>) {
-        out.push(Bytes::from_static(DONE_FRAME));
+        openai::end_frames(out);
     }
 
     fn on_error(&mut self, error: &ErrorBody, out: &mut Vec<Bytes>) {
-        out.push(data_frame(&serde_json::to_vec(error).unwrap_or_default()));
-        out.push(Bytes::from_static(DONE_FRAME));
+        openai::error_frames(error, out);
     }
 
     fn usage(&self) -> Option<Usage> {
