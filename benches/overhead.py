@@ -93,22 +93,8 @@ def start_sink(work: Path) -> tuple[object, int, Path]:
 
 
 def variant_yaml(variant: str, port: int, up_port: int, sink_port: int, work: Path) -> str:
-    text = f"""# written by benches/overhead.py
-server:
-  listen: "127.0.0.1:{port}"
-  shutdown_grace: 1s
-  log_level: {load.LOG_LEVEL}
-keys:
-  - {{ key: "{load.KEY}", team: bench }}
-teams:
-  bench: {{ models: ["*"] }}
-providers:
-  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}
-models:
-  {load.MODEL}:
-    deployments:
-      - {{ provider: up, model: "{load.MODEL}" }}
-"""
+    upstream = f'  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}'
+    text = load.gateway_yaml(port, upstream)
     if variant == "metering":
         text += f"""metering:
   openmeter: {{ url: "http://127.0.0.1:{sink_port}" }}
