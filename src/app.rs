@@ -67,6 +67,8 @@ impl Background {
             metering.shutdown(self.metering_flush).await;
         }
         self.tasks.shutdown().await;
+        // Allowances of shared limits go back, so the limits' budgets do not lose them.
+        self.gateway.limits.shutdown().await;
     }
 
     pub fn len(&self) -> usize {

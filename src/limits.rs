@@ -9,6 +9,7 @@
 //! Lua scripts; without it (or while it is down, under the fail-open policy) each replica keeps
 //! its own, each limit divided by the configured replica count.
 
+pub mod allowance;
 pub mod gcra;
 pub mod local;
 pub mod plan;
@@ -80,13 +81,10 @@ pub struct Reservation {
     leases: Leases,
 }
 
-/// The concurrency leases of one request: one id, in every lease set that limits it (its key's,
-/// its team's, ...). No sets: no concurrency limit applies.
+/// The concurrency leases of one request: (lease set, lease id) in every set that limits it (its
+/// key's, its team's, ...). Empty: no concurrency limit applies.
 #[derive(Debug, Clone, Default)]
-pub struct Leases {
-    pub id: i64,
-    pub sets: Vec<String>,
-}
+pub struct Leases(pub Vec<(String, i64)>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Store {
@@ -161,7 +159,7 @@ impl Limiter {
     pub fn new(settings: LimitSettings, kv: Option<Kv>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let (settle_tx, settle_rx) = mpsc::channel(SETTLE_QUEUE);
         Self {
-            shared: kv.map(|kv| Shared::new(kv, settings.lease_ttl)),
+            shared: kv.map(|kv| Shared::new(kv, settings.lease_ttl, settings.replicas)),
             settings,
             clock,
             local: Local::default(),
@@ -210,6 +208,15 @@ impl Limiter {
             loop {
                 tokio::time::sleep(PROBE_INTERVAL).await;
                 me.probe().await;
+            }
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(allowance::LIFETIME / 2);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                me.give_back_allowances(false);
             }
         });
     }
@@ -282,7 +289,7 @@ impl Limiter {
                 checks
             };
             let verdict = self.local.admit(&checks, now_ms, false);
-            return self.conclude(checks, verdict, estimate, Store::Local { owe: false }, 0);
+            return self.conclude(checks, verdict, estimate, Store::Local { owe: false }, None);
         };
         if shared.is_healthy() {
             if let Some((i, wait)) = self.local.shield(&checks) {
@@ -290,11 +297,14 @@ impl Limiter {
                 // Only the refusing bucket is known here; the others go unreported.
                 verdict.levels[i] = Some((0, wait.as_millis() as u64));
                 verdict.refuse(i, Retry::After((wait.as_millis() as u64).max(1)));
-                return self.conclude(checks, verdict, estimate, Store::Shared, 0);
+                return self.conclude(checks, verdict, estimate, Store::Shared, None);
             }
-            let lease_id = fastrand::i64(1..);
-            match shared.admit(&checks, lease_id, now_ms).await {
-                Ok(verdict) => return self.conclude(checks, verdict, estimate, Store::Shared, lease_id),
+            match shared.admit(&checks, shared::new_lease_id(), now_ms).await {
+                Ok(a) => {
+                    let by = if a.local { "allowance" } else { "valkey" };
+                    self.metrics.limits_admissions.with(&[by]).inc();
+                    return self.conclude(checks, a.verdict, estimate, Store::Shared, Some(a.leases));
+                }
                 Err(e) => self.store_failed(&e),
             }
         }
@@ -304,7 +314,7 @@ impl Limiter {
             ValkeyDownPolicy::FailOpen => {
                 let checks = plan::checks(principal, Some(model), estimate, &self.settings, now_ms, replicas);
                 let verdict = self.local.admit(&checks, now_ms, true);
-                self.conclude(checks, verdict, estimate, Store::Local { owe: true }, 0)
+                self.conclude(checks, verdict, estimate, Store::Local { owe: true }, None)
             }
         }
     }
@@ -315,7 +325,7 @@ impl Limiter {
         verdict: Verdict,
         estimate: u64,
         store: Store,
-        lease_id: i64,
+        leases: Option<Leases>,
     ) -> Result<Reservation, LimitError> {
         let mut headers = RateHeaders::default();
         for (check, level) in checks.iter().zip(&verdict.levels) {
@@ -340,12 +350,13 @@ impl Limiter {
                 headers,
             });
         }
+        // In process, a lease is a count per set: the id is not used.
+        let leases = leases.unwrap_or_else(|| {
+            Leases(checks.iter().filter(|c| c.dim == Dim::Concurrency).map(|c| (c.key.clone(), 0)).collect())
+        });
         let mut held = Vec::new();
-        let mut leases = Leases { id: lease_id, sets: Vec::new() };
         for check in checks {
-            if check.dim == Dim::Concurrency {
-                leases.sets.push(check.key);
-            } else if check.dim.counts_tokens() {
+            if check.dim.counts_tokens() {
                 held.push(Held {
                     kind: check.kind(),
                     key: check.key,
@@ -363,18 +374,47 @@ impl Limiter {
         let delta = settle_delta(reservation.estimate, outcome);
         match reservation.store {
             Store::Local { owe } => {
-                self.local.settle(&reservation.held, &reservation.leases.sets, delta, owe);
+                let sets: Vec<String> = reservation.leases.0.iter().map(|(set, _)| set.clone()).collect();
+                self.local.settle(&reservation.held, &sets, delta, owe);
             }
             Store::Shared => {
-                if delta == 0 && reservation.leases.sets.is_empty() {
+                // Lease slots the allowances can use again stay with this replica.
+                let leases = match &self.shared {
+                    Some(shared) if !reservation.leases.0.is_empty() => shared.keep_slots(&reservation.leases),
+                    _ => reservation.leases.clone(),
+                };
+                let held = match &self.shared {
+                    Some(shared) if delta != 0 => shared.settle_in_hand(&reservation.held, delta),
+                    _ => Vec::new(),
+                };
+                if held.is_empty() && leases.0.is_empty() {
                     return;
                 }
-                let settlement =
-                    Settlement { held: reservation.held.clone(), leases: reservation.leases.clone(), delta };
+                let settlement = Settlement { held, leases };
                 if self.settle_tx.try_send(settlement).is_err() {
                     self.metrics.limits_settle_failures.inc();
                 }
             }
+        }
+    }
+
+    /// Gives back to Valkey the allowances whose time is up (every one, `all`), through the
+    /// settlement worker.
+    fn give_back_allowances(&self, all: bool) {
+        let Some(shared) = &self.shared else { return };
+        for settlement in shared.leftovers(all) {
+            if self.settle_tx.try_send(settlement).is_err() {
+                self.metrics.limits_settle_failures.inc();
+            }
+        }
+    }
+
+    /// At shutdown: gives back every allowance this replica holds, straight to Valkey.
+    pub async fn shutdown(&self) {
+        let Some(shared) = &self.shared else { return };
+        let leftovers = shared.leftovers(true);
+        if !leftovers.is_empty() && shared.is_healthy() {
+            self.settle_shared(leftovers).await;
         }
     }
 

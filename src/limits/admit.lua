@@ -2,14 +2,20 @@
 -- nothing per request, on Valkey's clock. Requests that arrive while a call is in flight for the
 -- same hash tag are sent together: counters are read once, decided on in memory request by
 -- request exactly as one call per request would, and written once per counter.
+-- An admitted request may also take an allowance for its replica: `want` more units (or lease
+-- slots) of a counter, granted only while at least `keep` units would remain for everyone else,
+-- so near a limit every admission is decided here, one by one.
 -- KEYS are the distinct counters of the batch; all share one hash tag, so one slot in a cluster.
--- ARGV[1] = number of requests, then per request: number of checks n, lease id, then six
--- integers per check: the index of its counter in KEYS, and
+-- ARGV[1] = number of requests, then per request: number of checks n, lease id, then nine
+-- integers per check: the index of its counter in KEYS,
 --   kind 1, rate (GCRA):   limit per period, period ms, capacity (units), cost (units)
 --   kind 2, concurrency:   max leases, lease ttl ms, 0, 0
 --   kind 3, window budget: budget, key ttl ms, cost, ms until the window ends
+-- then covered (1: the replica's allowance already pays this check: it is not charged and does
+-- not refuse), want, keep. Granted lease slots are named lease id + 1, + 2, ...
 -- Returns per request: admitted, denied check (1-based, 0 = none), retry after ms (-1 = never),
--- then per check: remaining after this request (before it, when denied), reset ms.
+-- then per check: remaining after this request and its grant (before it, when denied), reset
+-- ms, units (or slots) granted.
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
@@ -30,10 +36,13 @@ for r = 1, tonumber(ARGV[1]) do
       b = tonumber(ARGV[at + 3]),
       c = tonumber(ARGV[at + 4]),
       d = tonumber(ARGV[at + 5]),
+      covered = tonumber(ARGV[at + 6]) == 1,
+      want = tonumber(ARGV[at + 7]),
+      keep = tonumber(ARGV[at + 8]),
     }
     request.checks[i] = check
     kind_of[check.key] = check.kind
-    at = at + 6
+    at = at + 9
   end
   requests[r] = request
 end
@@ -70,7 +79,21 @@ for _, request in ipairs(requests) do
   for i, ch in ipairs(request.checks) do
     local remaining, reset, retry = 0, 0, 0
     local key = ch.key
-    if ch.kind == 1 then
+    if ch.covered then
+      -- Paid from the replica's allowance: only its level is reported.
+      local v = value[key]
+      if ch.kind == 1 then
+        local interval = ch.b * 1000 / ch.a
+        local tat = math.max(v, now_us)
+        remaining = math.max(0, math.floor((ch.c * interval - (tat - now_us)) / interval))
+        reset = math.ceil((tat - now_us) / 1000)
+      elseif ch.kind == 2 then
+        remaining = math.max(0, ch.a - v)
+      else
+        remaining = math.max(0, ch.a - v)
+        reset = ch.d
+      end
+    elseif ch.kind == 1 then
       local interval = ch.b * 1000 / ch.a
       local tolerance = ch.c * interval
       local tat = value[key]
@@ -110,6 +133,7 @@ for _, request in ipairs(requests) do
     end
     out[#out + 1] = remaining
     out[#out + 1] = reset
+    out[#out + 1] = 0
     -- Report the denial a client can do least about: never, else the longest wait.
     if retry ~= 0 and out[head + 3] ~= -1 and (retry == -1 or retry > out[head + 3]) then
       out[head + 1] = 0
@@ -120,7 +144,9 @@ for _, request in ipairs(requests) do
   if out[head + 1] == 1 then
     for _, ch in ipairs(request.checks) do
       local key = ch.key
-      if ch.kind == 1 then
+      if ch.covered then
+        -- Nothing charged.
+      elseif ch.kind == 1 then
         value[key] = next_value[key]
         rate_ttl[key] = math.ceil((value[key] - now_us) / 1000) + 1000
       elseif ch.kind == 2 then
@@ -134,6 +160,47 @@ for _, request in ipairs(requests) do
         value[key] = next_value[key]
         added[key] = (added[key] or 0) + ch.c
         lease_ttl[key] = ch.b
+      end
+    end
+    -- Allowances: taken only while `keep` units would remain after them.
+    for i, ch in ipairs(request.checks) do
+      local key = ch.key
+      local at_out = head + 3 + (i - 1) * 3
+      if ch.want > 0 then
+        local granted = 0
+        if ch.kind == 1 then
+          local interval = ch.b * 1000 / ch.a
+          local tat = math.max(value[key], now_us)
+          local left = math.floor((ch.c * interval - (tat - now_us)) / interval)
+          if left - ch.want >= ch.keep then
+            granted = ch.want
+            value[key] = tat + granted * interval
+            rate_ttl[key] = math.ceil((value[key] - now_us) / 1000) + 1000
+            out[at_out + 2] = math.ceil((value[key] - now_us) / 1000)
+          end
+        elseif ch.kind == 2 then
+          if ch.a - value[key] - ch.want >= ch.keep then
+            granted = ch.want
+            value[key] = value[key] + granted
+            leases[key] = leases[key] or {}
+            local list = leases[key]
+            local base = tonumber(request.lease)
+            for j = 1, granted do
+              list[#list + 1] = now_ms + ch.b
+              list[#list + 1] = string.format('%.0f', base + j)
+            end
+            lease_ttl[key] = math.max(lease_ttl[key] or 0, ch.b)
+          end
+        else
+          if ch.a - value[key] - ch.want >= ch.keep then
+            granted = ch.want
+            value[key] = value[key] + granted
+            added[key] = (added[key] or 0) + granted
+            lease_ttl[key] = ch.b
+          end
+        end
+        out[at_out + 1] = math.max(0, out[at_out + 1] - granted)
+        out[at_out + 3] = granted
       end
     end
   end

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 
+use super::allowance::{self, Allowances, Part};
 use super::plan::{self, Check, Kind};
 use super::{Leases, Retry, Verdict};
 use crate::kv::{Kv, KvError};
@@ -17,10 +18,10 @@ use crate::kv::{Kv, KvError};
 /// What an ended request gives back: its token corrections and its leases.
 #[derive(Debug)]
 pub struct Settlement {
-    pub held: Vec<super::Held>,
+    /// Token counters and the units to add to each (usage − estimate, less what an allowance
+    /// in hand absorbed).
+    pub held: Vec<(super::Held, i64)>,
     pub leases: super::Leases,
-    /// Units to add to each held counter (usage − estimate).
-    pub delta: i64,
 }
 
 pub struct Shared {
@@ -30,13 +31,24 @@ pub struct Shared {
     renew: Script,
     peek: Script,
     healthy: AtomicBool,
-    /// Live leases this replica holds: lease id → its lease sets.
-    leases: Mutex<HashMap<i64, Vec<String>>>,
+    /// Live leases this replica holds (a request's, or slots in hand): lease id → its lease sets.
+    leases: Arc<Mutex<HashMap<i64, Vec<String>>>>,
     lease_ttl: Duration,
+    allowances: Arc<Allowances>,
+    /// Why the last background top-up failed, until an admission reports it.
+    top_up_failed: Arc<Mutex<Option<String>>>,
+}
+
+/// An admission's verdict and, when admitted, the leases the request holds.
+pub struct Admission {
+    pub verdict: Verdict,
+    pub leases: Leases,
+    /// Decided from allowances in hand, without a round trip.
+    pub local: bool,
 }
 
 impl Shared {
-    pub fn new(kv: Kv, lease_ttl: Duration) -> Self {
+    pub fn new(kv: Kv, lease_ttl: Duration, replicas: u32) -> Self {
         Self {
             batcher: Batcher { kv: kv.clone(), script: Script::new(include_str!("admit.lua")), tags: Arc::default() },
             kv,
@@ -44,8 +56,10 @@ impl Shared {
             renew: Script::new(include_str!("renew.lua")),
             peek: Script::new(include_str!("peek.lua")),
             healthy: AtomicBool::new(true),
-            leases: Mutex::new(HashMap::new()),
+            leases: Arc::default(),
             lease_ttl,
+            allowances: Arc::new(Allowances::new(replicas)),
+            top_up_failed: Arc::default(),
         }
     }
 
@@ -62,22 +76,45 @@ impl Shared {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 
-    /// Admits one request. Requests of one hash tag that arrive while a call for it is in flight
-    /// go together in the next call (see `admit.lua`): under load one round trip and one pass
-    /// over the counters serve many requests, decided one by one as separate calls would be.
-    pub async fn admit(&self, checks: &[Check], lease_id: i64, now_ms: u64) -> Result<Verdict, KvError> {
-        let Some(first) = checks.first() else { return Ok(Verdict::admitted(0)) };
-        let mut args = Vec::with_capacity(5 * checks.len());
-        for check in checks {
-            args.extend(check.script_args(now_ms, self.lease_ttl));
+    /// Admits one request. First from the allowances this replica holds (see `allowance.rs`):
+    /// when they pay for every check, no round trip at all. Otherwise Valkey decides, with what
+    /// the allowances paid taken off the request's cost. Requests of one hash tag that arrive
+    /// while a call for it is in flight go together in the next call (see `admit.lua`): under
+    /// load one round trip and one pass over the counters serve many requests, decided one by
+    /// one as separate calls would be.
+    pub async fn admit(&self, checks: &[Check], lease_id: i64, now_ms: u64) -> Result<Admission, KvError> {
+        if let Some(why) = self.top_up_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(KvError::Batch(why));
+        }
+        let Some(first) = checks.first() else {
+            return Ok(Admission { verdict: Verdict::admitted(0), leases: Leases::default(), local: true });
+        };
+        let now = Instant::now();
+        let taken = self.allowances.take(checks, now);
+        if taken.top_up {
+            self.top_up(checks, now_ms);
+        }
+        if taken.full {
+            let mut verdict = Verdict::admitted(checks.len());
+            for (level, check) in verdict.levels.iter_mut().zip(checks) {
+                *level = self.allowances.level(&check.key);
+            }
+            let leases = checks.iter().zip(&taken.parts).filter_map(|(c, p)| slot(c, *p)).collect();
+            return Ok(Admission { verdict, leases: Leases(leases), local: true });
+        }
+        let mut args = Vec::with_capacity(8 * checks.len());
+        for (check, part) in checks.iter().zip(&taken.parts) {
+            args.extend(self.args(check, *part, now_ms, true));
         }
         let pending = Pending { keys: checks.iter().map(|c| c.key.clone()).collect(), args, lease_id, reply: None };
-        let reply = self.batcher.submit(plan::tag_of(&first.key), pending).await?;
+        let reply = match self.batcher.submit(plan::tag_of(&first.key), pending).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.allowances.give_back(checks, &taken.parts);
+                return Err(e);
+            }
+        };
         let mut verdict = Verdict::admitted(checks.len());
-        for (i, level) in verdict.levels.iter_mut().enumerate() {
-            let at = 3 + 2 * i;
-            *level = Some((non_negative(reply.get(at)), non_negative(reply.get(at + 1))));
-        }
         if reply.first() == Some(&0) {
             let denied = reply.get(1).map(|i| (*i - 1).max(0) as usize).unwrap_or(0);
             let retry = match reply.get(2) {
@@ -85,14 +122,136 @@ impl Shared {
                 other => Retry::After(non_negative(other)),
             };
             verdict.refuse(denied, retry);
-        } else {
-            let sets: Vec<String> =
-                checks.iter().filter(|c| c.kind() == Kind::Concurrency).map(|c| c.key.clone()).collect();
-            if !sets.is_empty() {
-                self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(lease_id, sets);
-            }
+            self.allowances.give_back(checks, &taken.parts);
         }
-        Ok(verdict)
+        self.take_grants(checks, &reply, lease_id, now);
+        for (i, level) in verdict.levels.iter_mut().enumerate() {
+            let at = 3 + 3 * i;
+            let in_hand = self.allowances.in_hand(&checks[i].key);
+            *level = Some((non_negative(reply.get(at)) + in_hand, non_negative(reply.get(at + 1))));
+        }
+        if !verdict.admitted {
+            return Ok(Admission { verdict, leases: Leases::default(), local: false });
+        }
+        let leases: Vec<(String, i64)> = checks
+            .iter()
+            .zip(&taken.parts)
+            .filter(|(c, _)| c.kind() == Kind::Concurrency)
+            .map(|(c, p)| slot(c, *p).unwrap_or_else(|| (c.key.clone(), lease_id)))
+            .collect();
+        let own: Vec<String> = leases.iter().filter(|(_, id)| *id == lease_id).map(|(s, _)| s.clone()).collect();
+        if !own.is_empty() {
+            self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(lease_id, own);
+        }
+        Ok(Admission { verdict, leases: Leases(leases), local: false })
+    }
+
+    /// The eight integers of one check in an admission call: `Check::script_args`, then whether
+    /// an allowance paid for it, and the allowance to ask for (`want`, `keep`).
+    fn args(&self, check: &Check, part: Part, now_ms: u64, charge: bool) -> [i64; 8] {
+        let covered = !charge || allowance::covers(check, part);
+        let mut five = check.script_args(now_ms, self.lease_ttl);
+        if let Part::Units(n) = part {
+            // What the allowance paid comes off the cost (rates: 5th integer; budgets: 4th).
+            let cost = if check.kind() == Kind::Rate { &mut five[4] } else { &mut five[3] };
+            *cost = (*cost - i64::try_from(n).unwrap_or(i64::MAX)).max(0);
+        }
+        let (want, keep) = if self.allowances.needs(&check.key) { self.allowances.ask(check) } else { (0, 0) };
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let [kind, a, b, c, d] = five;
+        [kind, a, b, c, d, i64::from(covered), i(want), i(keep)]
+    }
+
+    /// Records the allowances `admit.lua` granted along with a call (three integers per check
+    /// after the three of the verdict: remaining, reset, granted).
+    fn take_grants(&self, checks: &[Check], reply: &[i64], lease_id: i64, now: Instant) {
+        for (i, check) in checks.iter().enumerate() {
+            let at = 3 + 3 * i;
+            let granted = non_negative(reply.get(at + 2));
+            let level = (non_negative(reply.get(at)), non_negative(reply.get(at + 1)));
+            if granted > 0 && check.kind() == Kind::Concurrency {
+                let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                for j in 1..=granted as i64 {
+                    leases.insert(lease_id + j, vec![check.key.clone()]);
+                }
+            }
+            self.allowances.grant(check, granted, lease_id, level, now);
+        }
+    }
+
+    /// Tops up the allowances of `checks` in the background: an admission call that charges
+    /// nothing and only asks for allowances.
+    fn top_up(&self, checks: &[Check], now_ms: u64) {
+        let Some(first) = checks.first() else { return };
+        let mut args = Vec::with_capacity(8 * checks.len());
+        for check in checks {
+            args.extend(self.args(check, Part::Nothing, now_ms, false));
+        }
+        let lease_id = new_lease_id();
+        let pending = Pending { keys: checks.iter().map(|c| c.key.clone()).collect(), args, lease_id, reply: None };
+        let (batcher, tag, checks) = (self.batcher.clone(), plan::tag_of(&first.key).to_owned(), checks.to_vec());
+        let (allowances, leases, failed) = (self.allowances.clone(), self.leases.clone(), self.top_up_failed.clone());
+        tokio::spawn(async move {
+            let reply = batcher.submit(&tag, pending).await;
+            if let Err(e) = &reply {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            }
+            let now = Instant::now();
+            for (i, check) in checks.iter().enumerate() {
+                if let Ok(reply) = &reply {
+                    let at = 3 + 3 * i;
+                    let granted = non_negative(reply.get(at + 2));
+                    if granted > 0 && check.kind() == Kind::Concurrency {
+                        let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
+                        for j in 1..=granted as i64 {
+                            leases.insert(lease_id + j, vec![check.key.clone()]);
+                        }
+                    }
+                    allowances.grant(
+                        check,
+                        granted,
+                        lease_id,
+                        (non_negative(reply.get(at)), non_negative(reply.get(at + 1))),
+                        now,
+                    );
+                }
+                allowances.topped_up(&check.key);
+            }
+        });
+    }
+
+    /// Corrects token counters by `delta` from the allowances in hand where they are live
+    /// (refunds go into them, overruns are paid from them); returns what Valkey must still get.
+    pub fn settle_in_hand(&self, held: &[super::Held], delta: i64) -> Vec<(super::Held, i64)> {
+        let now = Instant::now();
+        held.iter()
+            .map(|h| (h.clone(), self.allowances.absorb(&h.key, delta, now)))
+            .filter(|(_, rest)| *rest != 0)
+            .collect()
+    }
+
+    /// Keeps the lease slots of an ended request that its sets' allowances can use again;
+    /// returns the leases to release in Valkey.
+    pub fn keep_slots(&self, leases: &Leases) -> Leases {
+        let now = Instant::now();
+        Leases(leases.0.iter().filter(|(set, id)| !self.allowances.keep_slot(set, *id, now)).cloned().collect())
+    }
+
+    /// Settlements giving back the allowances whose time is up (all of them, `all`).
+    pub fn leftovers(&self, all: bool) -> Vec<Settlement> {
+        self.allowances
+            .expire(Instant::now(), all)
+            .into_iter()
+            .map(|l| {
+                let units = -i64::try_from(l.units).unwrap_or(i64::MAX);
+                let held =
+                    super::Held { kind: l.kind, key: l.key.clone(), limit: l.limit, window_end_ms: l.window_end_ms };
+                Settlement {
+                    held: if units != 0 { vec![(held, units)] } else { Vec::new() },
+                    leases: Leases(l.slots.iter().map(|id| (l.key.clone(), *id)).collect()),
+                }
+            })
+            .collect()
     }
 
     /// Settles a batch of ended requests: one script call per hash tag, corrections of the same
@@ -100,8 +259,13 @@ impl Shared {
     pub async fn settle(&self, batch: &[Settlement], now_ms: u64) -> Result<(), KvError> {
         {
             let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            for s in batch.iter().filter(|s| !s.leases.sets.is_empty()) {
-                leases.remove(&s.leases.id);
+            for (set, id) in batch.iter().flat_map(|s| &s.leases.0) {
+                if let Some(sets) = leases.get_mut(id) {
+                    sets.retain(|s| s != set);
+                    if sets.is_empty() {
+                        leases.remove(id);
+                    }
+                }
             }
         }
         #[derive(Default)]
@@ -113,23 +277,19 @@ impl Shared {
         }
         let mut calls: HashMap<&str, Call> = HashMap::new();
         for s in batch {
-            let Leases { id, sets } = &s.leases;
-            for set in sets {
+            for (set, id) in &s.leases.0 {
                 let call = calls.entry(plan::tag_of(set)).or_default();
                 call.keys.push(set);
                 call.args.extend(plan::release_args(*id));
             }
-            if s.delta == 0 {
-                continue;
-            }
-            for h in &s.held {
+            for (h, delta) in s.held.iter().filter(|(_, d)| *d != 0) {
                 let call = calls.entry(plan::tag_of(&h.key)).or_default();
                 match call.items.get(h.key.as_str()) {
-                    Some(&item) => call.args[item * 5 + 4] += s.delta,
+                    Some(&item) => call.args[item * 5 + 4] += delta,
                     None => {
                         call.items.insert(&h.key, call.keys.len());
                         call.keys.push(&h.key);
-                        call.args.extend(plan::settle_args(h.kind, h.limit, h.window_end_ms, now_ms, s.delta));
+                        call.args.extend(plan::settle_args(h.kind, h.limit, h.window_end_ms, now_ms, *delta));
                     }
                 }
             }
@@ -152,7 +312,16 @@ impl Shared {
             args.extend(check.script_args(now_ms, self.lease_ttl));
         }
         let reply: Vec<i64> = self.kv.eval(&self.peek, &keys, &args).await?;
-        Ok(reply.chunks(3).map(|c| (non_negative(c.first()), non_negative(c.get(1)), non_negative(c.get(2)))).collect())
+        // What this replica holds in hand is spent in Valkey but not used: report it as remaining.
+        Ok(reply
+            .chunks(3)
+            .zip(checks)
+            .map(|(c, check)| {
+                let in_hand = self.allowances.in_hand(&check.key);
+                let (used, remaining) = (non_negative(c.first()), non_negative(c.get(1)));
+                (used.saturating_sub(in_hand), remaining + in_hand.min(used), non_negative(c.get(2)))
+            })
+            .collect())
     }
 
     /// Pushes back the expiry of every lease this replica still holds.
@@ -195,7 +364,7 @@ const MAX_BATCH: usize = 256;
 /// One request waiting for its admission.
 struct Pending {
     keys: Vec<String>,
-    /// Five integers per check (`Check::script_args`).
+    /// Eight integers per check (`Shared::args`).
     args: Vec<i64>,
     lease_id: i64,
     reply: Option<tokio::sync::oneshot::Sender<Result<Vec<i64>, KvError>>>,
@@ -204,6 +373,7 @@ struct Pending {
 /// Coalesces admissions per hash tag: at most one call in flight per tag; whoever arrives
 /// meanwhile waits for the next. The calls run in their own task, so a request that goes away
 /// (its client disconnected) never strands the others.
+#[derive(Clone)]
 struct Batcher {
     kv: Kv,
     script: Script,
@@ -253,17 +423,17 @@ impl Batcher {
 async fn call(kv: &Kv, script: &Script, mut batch: Vec<Pending>) {
     let mut keys: Vec<&str> = Vec::new();
     let mut index: HashMap<&str, i64> = HashMap::new();
-    let mut args: Vec<i64> = Vec::with_capacity(1 + batch.iter().map(|p| 2 + p.args.len() * 6 / 5).sum::<usize>());
+    let mut args: Vec<i64> = Vec::with_capacity(1 + batch.iter().map(|p| 2 + p.args.len() * 9 / 8).sum::<usize>());
     args.push(batch.len() as i64);
     for p in &batch {
         args.extend([p.keys.len() as i64, p.lease_id]);
-        for (key, five) in p.keys.iter().zip(p.args.chunks(5)) {
+        for (key, eight) in p.keys.iter().zip(p.args.chunks(8)) {
             let at = *index.entry(key.as_str()).or_insert_with(|| {
                 keys.push(key.as_str());
                 keys.len() as i64
             });
             args.push(at);
-            args.extend_from_slice(five);
+            args.extend_from_slice(eight);
         }
     }
     let result: Result<Vec<i64>, KvError> = kv.eval(script, &keys, &args).await;
@@ -272,7 +442,7 @@ async fn call(kv: &Kv, script: &Script, mut batch: Vec<Pending>) {
         Ok(reply) => {
             let mut at = 0;
             for p in &mut batch {
-                let len = 3 + 2 * p.keys.len();
+                let len = 3 + 3 * p.keys.len();
                 let part = reply.get(at..at + len).map(<[i64]>::to_vec).unwrap_or_default();
                 at += len;
                 if let Some(tx) = p.reply.take() {
@@ -288,6 +458,20 @@ async fn call(kv: &Kv, script: &Script, mut batch: Vec<Pending>) {
                 }
             }
         }
+    }
+}
+
+/// A new lease id: below 2^52, so that the slots named after it (`id + 1`, ...) are exact in
+/// Lua's numbers.
+pub fn new_lease_id() -> i64 {
+    fastrand::i64(1..1 << 52)
+}
+
+/// The lease a slot part gives a concurrency check.
+fn slot(check: &Check, part: Part) -> Option<(String, i64)> {
+    match part {
+        Part::Slot(id) => Some((check.key.clone(), id)),
+        _ => None,
     }
 }
 

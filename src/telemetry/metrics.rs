@@ -335,6 +335,7 @@ pub struct Metrics {
     pub metering: Option<Arc<MeteringMetrics>>,
     pub rate_limited: Family<Counter>,
     pub limits_fallback: Family<Counter>,
+    pub limits_admissions: Family<Counter>,
     pub limits_degraded: Gauge,
     pub limits_settle_failures: Counter,
     pub limit_check: Family<Histogram>,
@@ -439,6 +440,13 @@ impl Metrics {
                 &["policy"],
                 Counter::default,
             ),
+            limits_admissions: Family::new(
+                "llm_gateway_limit_decisions_total",
+                "Shared-limit decisions (admitted or refused) by where they were made: `allowance` (capacity this replica took ahead, no round trip) or `valkey`.",
+                "counter",
+                &["decided_by"],
+                Counter::default,
+            ),
             limits_degraded: Gauge::default(),
             limits_settle_failures: Counter::default(),
             limit_check: Family::new(
@@ -482,6 +490,7 @@ impl Metrics {
         }
         self.rate_limited.render(&mut out);
         self.limits_fallback.render(&mut out);
+        self.limits_admissions.render(&mut out);
         let single = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
