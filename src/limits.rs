@@ -159,7 +159,7 @@ impl Limiter {
     pub fn new(settings: LimitSettings, kv: Option<Kv>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let (settle_tx, settle_rx) = mpsc::channel(SETTLE_QUEUE);
         Self {
-            shared: kv.map(|kv| Shared::new(kv, settings.lease_ttl, settings.replicas)),
+            shared: kv.map(|kv| Shared::new(kv, settings.lease_ttl, settings.replicas.max(1), settings.allowances)),
             settings,
             clock,
             local: Local::default(),

@@ -177,6 +177,28 @@ async fn allowances_decide_far_from_a_limit_and_never_add_to_it() {
     assert!(local > 3 * remote, "most admissions far from the limit need no round trip: {local} vs {remote}");
 }
 
+/// `limits: { allowances: false }`: every admission is decided in Valkey, one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowances_can_be_turned_off() {
+    let valkey = ValkeyServer::start().await;
+    let yaml = config(
+        &standalone(&valkey),
+        &format!(
+            "limits: {{ allowances: false }}\nkeys: [{{ key: {KEY}, team: t, limits: {{ daily_requests: 2000 }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..40 {
+        assert_eq!(gw.chat_as(KEY, hello(5, false)).await.status(), 200);
+    }
+    let text = gw.metrics().await;
+    assert_eq!(counter(&text, "llm_gateway_limit_decisions_total{decided_by=\"valkey\"}"), 40, "{text}");
+    assert_eq!(counter(&text, "llm_gateway_limit_decisions_total{decided_by=\"allowance\"}"), 0);
+    let q = gw.quota(KEY).await;
+    assert_eq!(q["limits"].as_object().unwrap().values().next().unwrap()["daily_requests"]["used"], 40, "{q}");
+}
+
 /// 20 streams at once against 10,000 tokens a minute, each reserving its prompt plus
 /// `max_tokens` (1,006): only ⌊10,000 / 1,006⌋ = 9 fit. When they end, each is charged its real
 /// usage (7 tokens) and the rest is refunded, so a second wave fits 9 again at once (the bucket

@@ -138,6 +138,8 @@ pub struct LimitSettings {
     pub request_burst: Duration,
     /// A concurrency lease expires this long after its replica last renewed it (crash safety).
     pub lease_ttl: Duration,
+    /// Whether replicas take allowances of shared counters ahead of demand (`limits/allowance.rs`).
+    pub allowances: bool,
 }
 
 impl Default for LimitSettings {
@@ -148,6 +150,7 @@ impl Default for LimitSettings {
             default_max_tokens: 1024,
             request_burst: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(30),
+            allowances: true,
         }
     }
 }
@@ -163,6 +166,7 @@ pub struct RawLimitSettings {
     pub request_burst: Option<Duration>,
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub lease_ttl: Option<Duration>,
+    pub allowances: Option<bool>,
 }
 
 pub fn limit_settings(raw: Option<&RawLimitSettings>, env: &dyn Env) -> Result<LimitSettings, ConfigError> {
@@ -185,6 +189,7 @@ pub fn limit_settings(raw: Option<&RawLimitSettings>, env: &dyn Env) -> Result<L
         s.default_max_tokens = raw.default_max_tokens.unwrap_or(s.default_max_tokens);
         s.request_burst = raw.request_burst.unwrap_or(s.request_burst);
         s.lease_ttl = raw.lease_ttl.unwrap_or(s.lease_ttl);
+        s.allowances = raw.allowances.unwrap_or(s.allowances);
     }
     if let Some(n) = env.var("LLM_GATEWAY_REPLICAS") {
         s.replicas = n.parse().map_err(|_| ConfigError(format!("LLM_GATEWAY_REPLICAS: {n:?} is not a number")))?;

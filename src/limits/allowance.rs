@@ -20,9 +20,9 @@ pub const LIFETIME: Duration = Duration::from_millis(250);
 /// A grant is at most this share of a limit (of a rate's burst capacity)...
 const SHARE: u64 = 32;
 /// ... and at most this many requests' worth.
-const REQUESTS: u64 = 32;
+const REQUESTS: u64 = 64;
 /// Lease slots taken at once at most.
-const SLOTS: u64 = 8;
+const SLOTS: u64 = 32;
 
 /// What one request took from an allowance, per check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct Taken {
     pub parts: Vec<Part>,
     /// Every check is paid in full: no call to Valkey needed.
     pub full: bool,
+    /// Per check with an allowance: the level a client sees — what Valkey had left at the last
+    /// call plus what is in hand.
+    pub levels: Vec<Option<(u64, u64)>>,
     /// Some allowance ran low: top it up in the background.
     pub top_up: bool,
 }
@@ -78,6 +81,8 @@ impl Allowance {
 pub struct Allowances {
     map: Mutex<HashMap<String, Allowance>>,
     replicas: u64,
+    /// `limits.allowances`: off, nothing is ever asked for and every admission is Valkey's.
+    enabled: bool,
 }
 
 /// What `admit.lua` is asked to grant for a check: (want, keep). `want` 0: nothing.
@@ -96,21 +101,29 @@ pub fn ask(check: &Check, replicas: u64) -> (u64, u64) {
 }
 
 impl Allowances {
-    pub fn new(replicas: u32) -> Self {
-        Self { map: Mutex::new(HashMap::new()), replicas: u64::from(replicas.max(1)) }
+    pub fn new(replicas: u32, enabled: bool) -> Self {
+        Self { map: Mutex::new(HashMap::new()), replicas: u64::from(replicas.max(1)), enabled }
     }
 
     pub fn ask(&self, check: &Check) -> (u64, u64) {
-        ask(check, self.replicas)
+        if self.enabled { ask(check, self.replicas) } else { (0, 0) }
     }
 
     /// Takes what each check costs from the allowances in hand, as far as they go.
     pub fn take(&self, checks: &[Check], now: Instant) -> Taken {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut taken = Taken { parts: Vec::with_capacity(checks.len()), full: true, top_up: false };
+        let mut taken = Taken {
+            parts: Vec::with_capacity(checks.len()),
+            full: true,
+            levels: Vec::with_capacity(checks.len()),
+            top_up: false,
+        };
         for check in checks {
             let part = match map.get_mut(&check.key).filter(|a| a.expires > now) {
-                None => Part::Nothing,
+                None => {
+                    taken.levels.push(None);
+                    Part::Nothing
+                }
                 Some(a) => {
                     let part = match a.kind {
                         Kind::Concurrency => a.slots.pop().map_or(Part::Nothing, Part::Slot),
@@ -125,6 +138,7 @@ impl Allowances {
                         a.topping_up = true;
                         taken.top_up = true;
                     }
+                    taken.levels.push(Some((a.level.0 + a.in_hand(), a.level.1)));
                     part
                 }
             };
@@ -185,12 +199,6 @@ impl Allowances {
         if let Some(a) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key) {
             a.topping_up = false;
         }
-    }
-
-    /// The level a client sees: what Valkey had left at the last call plus what is in hand.
-    pub fn level(&self, key: &str) -> Option<(u64, u64)> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map(|a| (a.level.0 + a.in_hand(), a.level.1))
     }
 
     /// Units (or slots) of `key` in hand: spent in Valkey, not yet used here.
@@ -280,9 +288,9 @@ mod tests {
 
     #[test]
     fn grants_are_a_small_share_and_none_for_small_limits() {
-        assert_eq!(ask(&check(Dim::Rpm, 6400, 1), 2), (32, 128));
+        assert_eq!(ask(&check(Dim::Rpm, 6400, 1), 2), (64, 256));
         assert_eq!(ask(&check(Dim::Tpm, 100_000, 500), 1), (3125, 6250));
-        assert_eq!(ask(&check(Dim::Concurrency, 1000, 1), 3), (8, 48));
+        assert_eq!(ask(&check(Dim::Concurrency, 1000, 1), 3), (31, 186));
         // A concurrency cap of 20, a budget that cannot hold two grants of one request: exact.
         assert_eq!(ask(&check(Dim::Concurrency, 20, 1), 1), (0, 0));
         assert_eq!(ask(&check(Dim::DailyTokens, 10_000, 500), 1), (0, 0));
@@ -290,7 +298,7 @@ mod tests {
 
     #[test]
     fn requests_are_paid_from_what_is_in_hand_and_refusals_put_it_back() {
-        let allowances = Allowances::new(1);
+        let allowances = Allowances::new(1, true);
         let now = Instant::now();
         let (rpm, tpm, conc) =
             (check(Dim::Rpm, 6400, 1), check(Dim::Tpm, 100_000, 500), check(Dim::Concurrency, 1000, 1));
@@ -304,7 +312,7 @@ mod tests {
         let taken = allowances.take(&checks, now);
         assert!(taken.full, "{taken:?}");
         assert_eq!(taken.parts, [Part::Units(1), Part::Units(500), Part::Slot(72)]);
-        assert_eq!(allowances.level(&tpm.key), Some((5700, 5)));
+        assert_eq!(taken.levels[1], Some((5700, 5)), "what Valkey had left and what is in hand");
 
         // 200 tokens left: a request costing 500 takes them and asks Valkey for the rest.
         allowances.take(&checks, now);
@@ -319,7 +327,7 @@ mod tests {
 
     #[test]
     fn settlements_are_absorbed_by_a_live_allowance_as_far_as_it_goes() {
-        let allowances = Allowances::new(1);
+        let allowances = Allowances::new(1, true);
         let now = Instant::now();
         let tpm = check(Dim::Tpm, 100_000, 500);
         assert_eq!(allowances.absorb(&tpm.key, -400, now), -400, "no allowance: all to Valkey");
@@ -336,7 +344,7 @@ mod tests {
 
     #[test]
     fn unused_allowances_go_back_when_their_time_is_up() {
-        let allowances = Allowances::new(1);
+        let allowances = Allowances::new(1, true);
         let now = Instant::now();
         let tpm = check(Dim::Tpm, 100_000, 500);
         allowances.grant(&tpm, 1000, 0, (5000, 5), now);

@@ -48,7 +48,7 @@ pub struct Admission {
 }
 
 impl Shared {
-    pub fn new(kv: Kv, lease_ttl: Duration, replicas: u32) -> Self {
+    pub fn new(kv: Kv, lease_ttl: Duration, replicas: u32, allowances: bool) -> Self {
         Self {
             batcher: Batcher { kv: kv.clone(), script: Script::new(include_str!("admit.lua")), tags: Arc::default() },
             kv,
@@ -58,7 +58,7 @@ impl Shared {
             healthy: AtomicBool::new(true),
             leases: Arc::default(),
             lease_ttl,
-            allowances: Arc::new(Allowances::new(replicas)),
+            allowances: Arc::new(Allowances::new(replicas, allowances)),
             top_up_failed: Arc::default(),
         }
     }
@@ -96,9 +96,7 @@ impl Shared {
         }
         if taken.full {
             let mut verdict = Verdict::admitted(checks.len());
-            for (level, check) in verdict.levels.iter_mut().zip(checks) {
-                *level = self.allowances.level(&check.key);
-            }
+            verdict.levels = taken.levels;
             let leases = checks.iter().zip(&taken.parts).filter_map(|(c, p)| slot(c, *p)).collect();
             return Ok(Admission { verdict, leases: Leases(leases), local: true });
         }
