@@ -124,6 +124,10 @@ def check_histogram(addr: str) -> dict[str, float]:
     for q in (0.5, 0.99, 0.999):
         bound = next((le for le, v in buckets if v >= q * count), float("inf"))
         out[f"p{q * 100:g}_at_most_ms"] = bound * 1000
+    # Where admissions were decided: from an allowance in hand, or by a Valkey call.
+    for by in ("allowance", "valkey"):
+        m = re.search(rf'^llm_gateway_limit_decisions_total\{{decided_by="{by}"\}} (\d+)$', text, re.M)
+        out[f"decided_by_{by}"] = int(m.group(1)) if m else 0
     return out
 
 
@@ -220,7 +224,9 @@ def main() -> None:
         f"  shared limits  p50 {limited['p50_ms']:.3f} ms  p99 {limited['p99_ms']:.3f} ms  {limited['rps']:.0f} req/s\n"
         f"  added          p50 {limited['p50_ms'] - base['p50_ms']:+.3f} ms  p99 {limited['p99_ms'] - base['p99_ms']:+.3f} ms\n"
         f"  limit check    mean {limited['limit_check']['mean_ms']:.3f} ms, "
-        f"p99 <= {limited['limit_check']['p99_at_most_ms']:.3f} ms (histogram bucket)\n"
+        f"p99 <= {limited['limit_check']['p99_at_most_ms']:.3f} ms (histogram bucket); "
+        f"decided from allowances {limited['limit_check']['decided_by_allowance']}, "
+        f"by Valkey {limited['limit_check']['decided_by_valkey']}\n"
         f"  valkey         {limited['valkey_usec_per_script']:.1f} µs per script call, "
         f"{limited['valkey_cpu_us_per_request']:.1f} µs CPU per request; "
         f"gateway {limited['gateway_cpu_us_per_request'] - base['gateway_cpu_us_per_request']:+.1f} µs CPU per request"

@@ -6,8 +6,8 @@
 //! the replicas together never exceed a limit. It is granted only while enough would remain for
 //! everyone else (`keep`), so near a limit every admission is decided in Valkey, one by one,
 //! exactly as without allowances. What a replica holds and does not use goes back within
-//! `LIFETIME`. The cost of this: far from a limit, a counter's `used` may read up to one grant
-//! (at most 1/32 of the limit) per replica high for at most `LIFETIME`.
+//! `LIFETIME`. The cost of this: far from a limit, a counter's `used` reads what other replicas
+//! hold as used (up to two grants each, a grant at most 1/32 of the limit) while they use it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::plan::{Check, Kind};
 
-/// How long an allowance is kept, unused, after its last grant before it goes back.
+/// How long an allowance is kept unused (since its last grant or use) before it goes back.
 pub const LIFETIME: Duration = Duration::from_millis(250);
 /// A grant is at most this share of a limit (of a rate's burst capacity)...
 const SHARE: u64 = 32;
@@ -134,6 +134,10 @@ impl Allowances {
                             Part::Units(units)
                         }
                     };
+                    if part != Part::Nothing {
+                        // In use: kept another lifetime.
+                        a.expires = now + LIFETIME;
+                    }
                     if !a.topping_up && a.want > 0 && a.in_hand() * 2 < a.want {
                         a.topping_up = true;
                         taken.top_up = true;
@@ -191,7 +195,7 @@ impl Allowances {
     /// Whether to ask for an allowance of `key` now: none yet, or what is in hand runs low.
     pub fn needs(&self, key: &str) -> bool {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).is_none_or(|a| a.want == 0 || a.in_hand() * 2 < a.want)
+        map.get(key).is_none_or(|a| a.want == 0 || a.in_hand() * 2 < a.want || a.expires <= Instant::now())
     }
 
     /// A top-up ended (granted or not): the counter may be topped up again.
