@@ -4,10 +4,12 @@ adds to a request, at 64 connections.
 
 Runs the release binary twice against its built-in mock backend, with wrk driving 64 connections:
 once with no limits, once with a key whose limits never refuse but all apply (requests and tokens
-per minute, concurrency, daily and monthly token budgets -- with --light only the two rates): one
-admission script per request, settlements batched per team, all in Valkey. Reports wrk's latency
+per minute, concurrency, daily and monthly token budgets -- with --light only the two rates), all
+shared in Valkey (admissions decided from the replica's allowances where they can be, see
+src/limits/allowance.rs; the rest by the admission script). Reports wrk's latency
 percentiles for both runs, CPU per request of the gateway and of Valkey, Valkey's own time per
-script, and the gateway's histogram of the admission step (llm_gateway_limit_check_seconds).
+script, the gateway's histogram of the admission step (llm_gateway_limit_check_seconds) and how
+many admissions were decided from allowances vs by Valkey (llm_gateway_limit_decisions_total).
 
     python3 benches/limits.py [--duration 15] [--connections 64] [--rate N] [--light] [--no-build]
 
