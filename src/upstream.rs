@@ -5,7 +5,10 @@
 //! ALPN). Everything fixed per provider — the parsed URL of each path, the static headers and
 //! the credential header — is built once, so a request costs a header-map clone and a pool
 //! checkout. Upstream calls do not go through `HTTP(S)_PROXY`: the gateway is the proxy, and its
-//! upstreams are addressed directly.
+//! upstreams are addressed directly. Plain-HTTP upstreams get connections of their own, driven
+//! by the task that reads the answer (`h1.rs`).
+
+mod h1;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -44,8 +47,18 @@ struct ProviderClient {
     http: HttpClient,
     /// Content type, accept, the provider's configured headers and its credential.
     headers: HeaderMap,
-    /// Parsed URLs by path (a handful per provider, filled on first use).
+    /// Parsed URLs by path (a handful per provider, filled on first use); origin-form for a
+    /// plain-HTTP upstream.
     uris: RwLock<Vec<(&'static str, Uri)>>,
+    /// A plain-HTTP upstream: our own connections to it.
+    plain: Option<Plain>,
+}
+
+struct Plain {
+    pool: Arc<h1::Pool>,
+    /// `host:port` to connect to.
+    addr: String,
+    host: HeaderValue,
 }
 
 pub struct Upstreams {
@@ -66,6 +79,7 @@ impl Upstreams {
                 })?,
                 headers: provider_headers(provider)?,
                 uris: RwLock::default(),
+                plain: plain(provider)?,
             };
             clients.insert(provider.name.clone(), client);
         }
@@ -84,34 +98,46 @@ impl Upstreams {
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
         let client = self.client(provider)?;
-        let mut request = http::Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = client.uri(provider, path)?;
-        let headers = request.headers_mut();
-        *headers = client.headers.clone();
+        let uri = client.uri(provider, path)?;
+        let mut headers = client.headers.clone();
         for (name, value) in forward_headers {
             headers.insert(name, value.clone());
         }
+        let build = |headers: HeaderMap| {
+            let mut request = http::Request::new(Full::new(body.clone()));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = headers;
+            request
+        };
         let first_byte = (Instant::now() + provider.timeouts.first_byte).min(deadline);
         let started = Instant::now();
-        let response = tokio::time::timeout_at(first_byte, client.http.request(request))
+        let timed_out = || GatewayError::UpstreamTimeout {
+            deployment: deployment.id.clone(),
+            phase: "first byte",
+            after_ms: started.elapsed().as_millis(),
+        };
+        let id = deployment.id.clone();
+        let read_failed = move |e: hyper::Error| GatewayError::UpstreamProtocol {
+            deployment: id.clone(),
+            detail: format!("reading the response failed: {}", chain(&e)),
+        };
+        if let Some(plain) = &client.plain {
+            headers.insert(http::header::HOST, plain.host.clone());
+            let sent = plain.pool.send(&plain.addr, provider.timeouts.connect, || build(headers.clone()));
+            let (parts, body) = tokio::time::timeout_at(first_byte, sent)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| plain_error(&deployment.id, e))?;
+            let body = body.map(move |r| r.map_err(&read_failed)).boxed();
+            return Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body });
+        }
+        let response = tokio::time::timeout_at(first_byte, client.http.request(build(headers)))
             .await
-            .map_err(|_| GatewayError::UpstreamTimeout {
-                deployment: deployment.id.clone(),
-                phase: "first byte",
-                after_ms: started.elapsed().as_millis(),
-            })?
+            .map_err(|_| timed_out())?
             .map_err(|e| classify(&deployment.id, &e))?;
         let (parts, incoming) = response.into_parts();
-        let id = deployment.id.clone();
-        let body = BodyDataStream::new(incoming)
-            .map(move |r| {
-                r.map_err(|e| GatewayError::UpstreamProtocol {
-                    deployment: id.clone(),
-                    detail: format!("reading the response failed: {}", chain(&e)),
-                })
-            })
-            .boxed();
+        let body = BodyDataStream::new(incoming).map(move |r| r.map_err(&read_failed)).boxed();
         Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
     }
 
@@ -146,7 +172,11 @@ impl ProviderClient {
         if let Some((_, uri)) = found {
             return Ok(uri);
         }
-        let uri = upstream_uri(provider, path)?;
+        let mut uri = upstream_uri(provider, path)?;
+        if self.plain.is_some() {
+            // Our own HTTP/1 connections send the origin form (`/v1/chat/completions?...`).
+            uri = uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        }
         self.uris.write().unwrap_or_else(|p| p.into_inner()).push((path, uri.clone()));
         Ok(uri)
     }
@@ -213,6 +243,37 @@ fn upstream_uri(provider: &ProviderSpec, path: &str) -> Result<Uri, GatewayError
     }
     .map_err(|e| bad(&e))?;
     url.as_str().parse::<Uri>().map_err(|e| bad(&e))
+}
+
+/// Our own connections for a plain-HTTP provider; `None` for TLS ones.
+fn plain(provider: &ProviderSpec) -> Result<Option<Plain>, GatewayError> {
+    // Providers without a URL (the mock, the CLI) send nothing over HTTP.
+    let Ok(uri) = provider.base_url.parse::<Uri>() else { return Ok(None) };
+    if uri.scheme_str() != Some("http") {
+        return Ok(None);
+    }
+    let Some(authority) = uri.authority() else { return Ok(None) };
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|e| GatewayError::Internal(format!("provider {} host: {e}", provider.name)))?;
+    // `host:port`; an IPv6 host keeps its brackets (`[::1]:8000`).
+    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    Ok(Some(Plain { pool: Arc::default(), addr, host }))
+}
+
+fn plain_error(deployment: &str, e: h1::SendError) -> GatewayError {
+    match e {
+        h1::SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            GatewayError::UpstreamTimeout { deployment: deployment.to_owned(), phase: "connect", after_ms: 0 }
+        }
+        h1::SendError::Connect(io) => GatewayError::UpstreamUnreachable {
+            deployment: deployment.to_owned(),
+            detail: format!("connection failed: {}", chain(&io)),
+        },
+        h1::SendError::Http(e) => GatewayError::UpstreamProtocol {
+            deployment: deployment.to_owned(),
+            detail: format!("request failed: {}", chain(&e)),
+        },
+    }
 }
 
 fn classify(deployment: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
