@@ -1,5 +1,5 @@
-//! Telemetry: JSON logs (one line per request, no secrets, no prompt text) and Prometheus
-//! metrics.
+//! Telemetry: JSON logs (one line per request, no secrets, no prompt text), Prometheus
+//! metrics, and OTLP traces (`trace`).
 
 pub mod metrics;
 pub mod trace;
