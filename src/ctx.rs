@@ -59,10 +59,9 @@ pub struct RequestCtx {
     /// The deployment that served (or last failed) the request, `provider/model`.
     pub deployment: Option<String>,
     pub attempts: u32,
-    /// The request's server span (a no-op span when tracing is off); ends when the ctx drops.
-    pub span: tracing::Span,
-    /// The trace id, when tracing is on, for the log line.
-    pub trace_id: Option<String>,
+    /// The request's spans (nothing when it is not traced); the trace ends, and is queued for
+    /// export, when the ctx drops.
+    pub trace: crate::telemetry::trace::Trace,
     /// The request body as received (shared, not copied), for counting the prompt locally when
     /// the upstream reports no usage.
     pub body: Bytes,

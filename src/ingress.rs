@@ -31,10 +31,9 @@ use crate::limits::{Demand, Limiter};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
-use crate::telemetry::tracing_otlp::{self, genai};
+use crate::telemetry::trace::{Kind, SpanRef, Trace, Value, genai};
 use crate::upstream::{self, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
-use tracing::Instrument;
 
 /// Everything the handlers need, built once by `app`.
 pub struct Gateway {
@@ -59,6 +58,8 @@ pub struct RequestId(pub Arc<str>);
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-deployment");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-attempts");
 const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Error bodies read from a failing upstream are cut here.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -142,37 +143,11 @@ pub async fn unknown_route(uri: axum::http::Uri) -> Response {
 
 async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let span = if !tracing_otlp::sampled(&headers) {
-        tracing::Span::none()
-    } else {
-        tracing::info_span!(
-            target: "llm_gateway::trace",
-            "request",
-            otel.name = endpoint.operation(),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            { genai::OPERATION_NAME } = endpoint.operation(),
-            { genai::REQUEST_MODEL } = tracing::field::Empty,
-            { genai::RESPONSE_MODEL } = tracing::field::Empty,
-            { genai::REQUEST_STREAM } = tracing::field::Empty,
-            { genai::USAGE_INPUT_TOKENS } = tracing::field::Empty,
-            { genai::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
-            { genai::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
-            "http.response.status_code" = tracing::field::Empty,
-            "error.type" = tracing::field::Empty,
-            "llm_gateway.request_id" = &*id.0,
-            "llm_gateway.team" = tracing::field::Empty,
-            "llm_gateway.deployment" = tracing::field::Empty,
-            "llm_gateway.attempts" = tracing::field::Empty,
-        )
-    };
-    // An untraced request has no context to continue or report.
-    let trace_id = if span.is_none() {
-        None
-    } else {
-        tracing_otlp::continue_trace(&span, &headers);
-        tracing_otlp::trace_id(&span)
-    };
+    let mut trace = Trace::start(&headers, started, endpoint.operation());
+    if let Some(r) = trace.get_mut() {
+        r.set(SpanRef::SERVER, genai::OPERATION_NAME, Value::Static(endpoint.operation()));
+        r.set_str(SpanRef::SERVER, "llm_gateway.request_id", &id.0);
+    }
     let mut ctx = RequestCtx {
         request_id: id.0,
         started,
@@ -183,8 +158,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
         client_wants_usage: false,
         deployment: None,
         attempts: 0,
-        span: span.clone(),
-        trace_id,
+        trace,
         body: Bytes::new(),
         cache: CacheStatus::Off,
         reservation: None,
@@ -192,7 +166,7 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
     for observer in &gw.observers {
         observer.started(&ctx);
     }
-    match serve(&gw, &mut ctx, &headers, body).instrument(span).await {
+    match serve(&gw, &mut ctx, &headers, body).await {
         Ok((Served::Whole(mut response, whole), _)) => {
             let outcome = Outcome {
                 status: response.status().as_u16(),
@@ -212,17 +186,8 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             response
         }
         Ok((Served::Stream(relay, first, fill), guard)) => {
+            let stream_span = ctx.trace.child("stream completion");
             let ctx = Arc::new(ctx);
-            let stream_span = child(&ctx.span, || {
-                tracing::info_span!(
-                    target: "llm_gateway::trace",
-                    parent: &ctx.span,
-                    "stream",
-                    otel.name = "stream completion",
-                    "llm_gateway.chunks" = tracing::field::Empty,
-                    "error.type" = tracing::field::Empty,
-                )
-            });
             let hook_gw = gw.clone();
             let hook_ctx = ctx.clone();
             let on_end = Box::new(move |end: StreamEnd| {
@@ -237,11 +202,13 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
                         None => guard.success(),
                     }
                 }
-                stream_span.record("llm_gateway.chunks", i64::from(end.chunks));
-                if let Some(label) = end.error.or(end.client_gone.then_some("client_gone")) {
-                    stream_span.record("error.type", label);
+                if let Some(mut r) = hook_ctx.trace.lock() {
+                    r.set(stream_span, "llm_gateway.chunks", Value::Int(i64::from(end.chunks)));
+                    if let Some(label) = end.error.or(end.client_gone.then_some("client_gone")) {
+                        r.set(stream_span, "error.type", Value::Static(label));
+                    }
+                    r.end(stream_span);
                 }
-                drop(stream_span);
                 let outcome = Outcome {
                     status: 200,
                     error: end.error,
@@ -276,12 +243,6 @@ async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: He
             response
         }
     }
-}
-
-/// A child of the request's span, or none when the request is not traced (its children would
-/// otherwise become roots of their own).
-fn child(parent: &tracing::Span, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if parent.is_none() { tracing::Span::none() } else { make() }
 }
 
 fn finish(gw: &Gateway, ctx: &RequestCtx, outcome: &Outcome) {
@@ -338,11 +299,10 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
-    let principal: Principal = gw
-        .auth
-        .authenticate(headers)
-        .instrument(child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "auth")))
-        .await?;
+    let auth_span = ctx.trace.child("auth");
+    let principal = gw.auth.authenticate(headers).await;
+    ctx.trace.end(auth_span);
+    let principal: Principal = principal?;
     ctx.principal = Some(principal.clone());
     let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
@@ -356,11 +316,10 @@ async fn serve(
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
     };
-    ctx.reservation = gw
-        .limits
-        .admit(&principal, &demand)
-        .instrument(child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "limits")))
-        .await?;
+    let limits_span = ctx.trace.child("limits");
+    let admitted = gw.limits.admit(&principal, &demand).await;
+    ctx.trace.end(limits_span);
+    ctx.reservation = admitted?;
     for observer in &gw.observers {
         observer.admit(ctx)?;
     }
@@ -368,9 +327,10 @@ async fn serve(
     let mut fill = None;
     if let Some(cache) = &gw.cache {
         let group = gw.router.model_group(&principal, &request.model);
-        let lookup_span =
-            child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "cache", otel.name = "cache lookup"));
-        match cache.lookup(ctx, group.as_deref(), &request.body, headers).instrument(lookup_span).await {
+        let lookup_span = ctx.trace.child("cache lookup");
+        let lookup = cache.lookup(ctx, group.as_deref(), &request.body, headers).await;
+        ctx.trace.end(lookup_span);
+        match lookup {
             Lookup::Hit(response, usage) => {
                 let whole = crate::adapter::openai::WholeResponse {
                     body: Vec::new(),
@@ -384,15 +344,18 @@ async fn serve(
         }
     }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
-    let span = &ctx.span;
-    if !span.is_disabled() {
-        tracing_otlp::rename(span, format!("{} {}", ctx.endpoint.operation(), request.model));
+    let operation = ctx.endpoint.operation();
+    if let Some(r) = ctx.trace.get_mut() {
+        let server = SpanRef::SERVER;
+        r.rename(server, format_args!("{operation} {}", request.model));
+        r.set_str(server, genai::REQUEST_MODEL, &request.model);
+        r.set(server, genai::REQUEST_STREAM, Value::Bool(request.stream));
+        r.set_str(server, "llm_gateway.team", &principal.team);
     }
-    span.record(genai::REQUEST_MODEL, request.model.as_str());
-    span.record(genai::REQUEST_STREAM, request.stream);
-    span.record("llm_gateway.team", &*principal.team);
-    let plan = child(&ctx.span, || tracing::info_span!(target: "llm_gateway::trace", "route"))
-        .in_scope(|| gw.router.plan(&principal, &request.model, shape))?;
+    let route_span = ctx.trace.child("route");
+    let plan = gw.router.plan(&principal, &request.model, shape);
+    ctx.trace.end(route_span);
+    let plan = plan?;
 
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
     let mut content_policy = Some(plan.content_policy);
@@ -410,29 +373,28 @@ async fn serve(
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
         let deployment = &candidate.deployment;
-        let attempt_span = child(&ctx.span, || {
-            tracing::info_span!(
-                target: "llm_gateway::trace",
-                "attempt",
-                otel.name = format!("{} {}", ctx.endpoint.operation(), deployment.model),
-                otel.kind = "client",
-                { genai::OPERATION_NAME } = ctx.endpoint.operation(),
-                { genai::PROVIDER_NAME } = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name),
-                { genai::REQUEST_MODEL } = deployment.model.as_str(),
-                "server.address" = server_address(&deployment.provider.base_url),
-                "llm_gateway.deployment" = deployment.id.as_str(),
-                "llm_gateway.attempt" = i64::from(ctx.attempts),
-                "error.type" = tracing::field::Empty,
-            )
-        });
-        let result = attempt(gw, ctx, &request, headers, deployment, &guard, &attempt_span)
-            .instrument(attempt_span.clone())
-            .await;
+        let (attempt_span, traceparent) = match ctx.trace.get_mut() {
+            Some(r) => {
+                let span = r.child_named(format_args!("{operation} {}", deployment.model), Kind::Client);
+                let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
+                r.set(span, genai::OPERATION_NAME, Value::Static(operation));
+                r.set_str(span, genai::PROVIDER_NAME, provider);
+                r.set_str(span, genai::REQUEST_MODEL, &deployment.model);
+                r.set_str(span, "server.address", server_address(&deployment.provider.base_url));
+                r.set_str(span, "llm_gateway.deployment", &deployment.id);
+                r.set(span, "llm_gateway.attempt", Value::Int(i64::from(ctx.attempts)));
+                (span, r.traceparent(span).map(|parent| (parent, r.trace_state().map(str::to_owned))))
+            }
+            None => (SpanRef::NONE, None),
+        };
+        let result = attempt(gw, ctx, &request, headers, deployment, &guard, traceparent).await;
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
-        if let Err(e) = &result {
-            attempt_span.record("error.type", e.label());
+        if let Some(r) = ctx.trace.get_mut() {
+            if let Err(e) = &result {
+                r.set(attempt_span, "error.type", Value::Static(e.label()));
+            }
+            r.end(attempt_span);
         }
-        drop(attempt_span);
         for observer in &gw.observers {
             observer.attempted(ctx, &candidate.deployment.id, label, guard.first_byte_after());
         }
@@ -523,7 +485,7 @@ async fn attempt(
     client_headers: &HeaderMap,
     deployment: &DeploymentSpec,
     guard: &AttemptGuard,
-    span: &tracing::Span,
+    traceparent: Option<(HeaderValue, Option<String>)>,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
     let mut exchange =
@@ -548,15 +510,23 @@ async fn attempt(
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 forward.insert(crate::server::REQUEST_ID_HEADER, v);
             }
-            if span.is_none() {
-                // Not traced here: the client's own trace context travels on unchanged.
-                for name in ["traceparent", "tracestate"] {
-                    if let Some(value) = client_headers.get(name) {
-                        forward.insert(name, value.clone());
+            match traceparent {
+                // Traced: the attempt's span is the upstream's parent, in the client's trace
+                // (and its `tracestate`) when the client sent one.
+                Some((parent, state)) => {
+                    forward.insert(TRACEPARENT, parent);
+                    if let Some(value) = state.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                        forward.insert(TRACESTATE, value);
                     }
                 }
-            } else {
-                tracing_otlp::propagate(span, &mut forward);
+                // Not traced here: the client's own trace context travels on unchanged.
+                None => {
+                    for name in [TRACEPARENT, TRACESTATE] {
+                        if let Some(value) = client_headers.get(&name) {
+                            forward.insert(name, value.clone());
+                        }
+                    }
+                }
             }
             if exchange.upstream_is_anthropic()
                 && let Some(beta) = client_headers.get("anthropic-beta")

@@ -21,7 +21,7 @@
 //! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //!
 //! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`, `clock`,
-//! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics),
+//! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics, traces),
 //! `kv` (Valkey). `app` composes the stack and nothing imports it.
 
 pub mod api;

@@ -86,7 +86,7 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     background.shutdown().await;
     served?;
     tracing::info!("stopped");
-    telemetry.shutdown();
+    telemetry.shutdown().await;
     Ok(())
 }
 

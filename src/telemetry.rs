@@ -1,8 +1,10 @@
-//! Telemetry: JSON logs (one line per request, no secrets, no prompt text) and Prometheus
-//! metrics.
+//! Telemetry: JSON logs (one line per request, no secrets, no prompt text), Prometheus
+//! metrics, and OTLP traces (`trace`).
 
 pub mod metrics;
-pub mod tracing_otlp;
+pub mod trace;
+
+use std::time::Duration;
 
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -10,23 +12,21 @@ use crate::config::TelemetrySettings;
 
 use crate::ctx::{Observer, Outcome, RequestCtx};
 
-/// Keeps the trace exporter alive; `shutdown` flushes what is still batched.
+/// How long a graceful shutdown waits for the last trace export.
+const TRACE_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Keeps the trace exporter running; `shutdown` exports what is still batched.
 pub struct TelemetryGuard {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    traces: Option<trace::export::Running>,
 }
 
 impl TelemetryGuard {
-    pub fn shutdown(&mut self) {
-        if let Some(provider) = self.provider.take() {
-            let _ = provider.force_flush();
-            let _ = provider.shutdown();
+    /// Stops tracing new requests and exports the traces still queued or batched.
+    pub async fn shutdown(&mut self) {
+        if let Some(traces) = self.traces.take() {
+            trace::stop_sampling();
+            traces.shutdown(TRACE_FLUSH_TIMEOUT).await;
         }
-    }
-}
-
-impl Drop for TelemetryGuard {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -45,27 +45,9 @@ pub fn init(level: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard,
         .with_span_list(false)
         .with_writer(std::io::stdout)
         .with_filter(filter);
-    let provider = match &settings.otlp {
-        Some(otlp) => {
-            let provider = tracing_otlp::provider(otlp)?;
-            tracing_otlp::start_sampling(otlp.sample_ratio);
-            Some(provider)
-        }
-        None => None,
-    };
-    let spans = provider.as_ref().map(|p| {
-        // Spans are exported whatever the log level.
-        tracing_otlp::layer(p)
-            // Our trace spans, and warnings and errors (span events) — not the per-request info
-            // events, which would cost every request (traced or not) a trip through the layer.
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target("llm_gateway::trace", tracing::Level::INFO)
-                    .with_target("llm_gateway", tracing::Level::WARN),
-            )
-    });
-    let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
-    Ok(TelemetryGuard { provider })
+    let _ = tracing_subscriber::registry().with(logs).try_init();
+    let traces = settings.otlp.as_ref().map(trace::install).transpose()?;
+    Ok(TelemetryGuard { traces })
 }
 
 /// Writes the one log line each request gets.
@@ -75,11 +57,11 @@ impl Observer for RequestLog {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
         let (team, key_id) = ctx.principal.as_ref().map(|p| (&*p.team, &*p.key_id)).unwrap_or(("", ""));
         let usage = outcome.usage.unwrap_or_default();
-        record_span(ctx, outcome);
+        let trace_id = record_span(ctx, outcome);
         tracing::info!(
             target: "llm_gateway::request",
             request_id = %ctx.request_id,
-            trace_id = ctx.trace_id.as_deref().unwrap_or(""),
+            trace_id = trace_id.as_ref().map_or("", trace::TraceIdHex::as_str),
             operation = ctx.endpoint.operation(),
             team,
             key_id,
@@ -102,31 +84,31 @@ impl Observer for RequestLog {
     }
 }
 
-/// The server span's closing attributes (GenAI conventions), recorded once the request ended.
-fn record_span(ctx: &RequestCtx, outcome: &Outcome) {
-    use tracing_otlp::genai;
-    let span = &ctx.span;
-    if span.is_disabled() {
-        return;
-    }
-    // Integers as i64: the OpenTelemetry layer exports u64 values as strings.
-    span.record("http.response.status_code", i64::from(outcome.status));
-    span.record("llm_gateway.attempts", i64::from(ctx.attempts));
+/// Records the server span's closing attributes (GenAI conventions) once the request ended;
+/// returns the trace id of a traced request.
+fn record_span(ctx: &RequestCtx, outcome: &Outcome) -> Option<trace::TraceIdHex> {
+    use trace::{SpanRef, Value, genai};
+    let mut r = ctx.trace.lock()?;
+    let server = SpanRef::SERVER;
+    r.set(server, "http.response.status_code", Value::Int(i64::from(outcome.status)));
+    r.set(server, "llm_gateway.attempts", Value::Int(i64::from(ctx.attempts)));
     if let Some(d) = &ctx.deployment {
-        span.record("llm_gateway.deployment", d.as_str());
+        r.set_str(server, "llm_gateway.deployment", d);
     }
     if outcome.status < 400 && !ctx.client_model.is_empty() {
-        span.record(genai::RESPONSE_MODEL, ctx.client_model.as_str());
+        r.set_str(server, genai::RESPONSE_MODEL, &ctx.client_model);
     }
     if let Some(usage) = outcome.usage {
-        span.record(genai::USAGE_INPUT_TOKENS, i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX));
-        span.record(genai::USAGE_OUTPUT_TOKENS, i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX));
+        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        r.set(server, genai::USAGE_INPUT_TOKENS, int(usage.prompt_tokens));
+        r.set(server, genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
     }
     if let Some(reason) = &outcome.finish_reason {
-        span.record(genai::RESPONSE_FINISH_REASONS, format!("[\"{reason}\"]").as_str());
+        r.set_fmt(server, genai::RESPONSE_FINISH_REASONS, format_args!("[\"{reason}\"]"));
     }
     if let Some(label) = outcome.error {
-        span.record("error.type", label);
-        span.record("otel.status_code", "ERROR");
+        r.set(server, "error.type", Value::Static(label));
+        r.set_error(server);
     }
+    Some(r.trace_id_hex())
 }

@@ -518,6 +518,18 @@ impl Metrics {
             self.valkey_errors.get().to_string(),
         );
         self.limit_check.render(&mut out);
+        let (exported, queue_full, export_failed) = crate::telemetry::trace::export::counts();
+        single(
+            &mut out,
+            "llm_gateway_trace_spans_exported_total",
+            "counter",
+            "Spans the OTLP collector accepted.",
+            exported.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llm_gateway_trace_spans_dropped_total Spans not exported: the export queue was full, or the collector refused or did not answer.\n# TYPE llm_gateway_trace_spans_dropped_total counter\nllm_gateway_trace_spans_dropped_total{{reason=\"queue_full\"}} {queue_full}\nllm_gateway_trace_spans_dropped_total{{reason=\"export_failed\"}} {export_failed}"
+        );
         out
     }
 }

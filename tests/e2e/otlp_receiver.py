@@ -26,6 +26,9 @@ class Span:
     attributes: dict[str, Any]
     status_code: int
     service_name: str
+    start_ns: int
+    end_ns: int
+    trace_state: str
 
 
 def _value(v: Any) -> Any:
@@ -51,6 +54,9 @@ def decode(request: ExportTraceServiceRequest) -> list[Span]:
                         attributes={a.key: _value(a.value) for a in s.attributes},
                         status_code=s.status.code,
                         service_name=str(resource.get("service.name", "")),
+                        start_ns=s.start_time_unix_nano,
+                        end_ns=s.end_time_unix_nano,
+                        trace_state=s.trace_state,
                     )
                 )
     return spans

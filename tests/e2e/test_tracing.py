@@ -49,17 +49,23 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
     trace_id = secrets.token_hex(16)
     client_span_id = secrets.token_hex(8)
     prompt = f"secret prompt {marker}"
+    sent_at_ns = time.time_ns()
     with gw.http() as http:
         with http.stream(
             "POST",
             "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{client_span_id}-01"},
+            headers={
+                "Authorization": f"Bearer {TEAM_A_KEY}",
+                "traceparent": f"00-{trace_id}-{client_span_id}-01",
+                "tracestate": "vendor=opaque-1",
+            },
             json={"model": "flaky-model", "stream": True, "messages": [{"role": "user", "content": prompt}]},
         ) as resp:
             assert resp.status_code == 200
             assert resp.headers["x-llm-gateway-attempts"] == "2"
             body = b"".join(resp.iter_bytes())
     assert body.rstrip().endswith(b"data: [DONE]")
+    answered_at_ns = time.time_ns()
 
     spans = receiver.wait_for(trace_id, count=7)
     by_name: dict[str, list] = {}
@@ -78,6 +84,12 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
     assert a["gen_ai.response.finish_reasons"] == '["stop"]'
     assert a["http.response.status_code"] == 200
     assert a["llm_gateway.attempts"] == 2
+    assert server.status_code == 0, "a served request is not marked failed"
+    # Wall-clock times within the request, children inside their parent.
+    for s in spans:
+        assert sent_at_ns - 50_000_000 <= s.start_ns <= s.end_ns <= answered_at_ns + 50_000_000, s
+        assert server.start_ns <= s.start_ns and s.end_ns <= server.end_ns, s
+        assert s.trace_state == "vendor=opaque-1", "the client's tracestate stays on its trace"
 
     attempts = sorted(by_name["chat err500:trace"] + by_name["chat echo:trace"], key=lambda s: s.attributes["llm_gateway.attempt"])
     assert [s.kind for s in attempts] == [CLIENT, CLIENT]
@@ -100,11 +112,54 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
     for request, attempt in zip(sorted(sent, key=lambda r: r.received_at), attempts):
         version, tid, parent, flags = request.headers["traceparent"].split("-")
         assert (tid, parent) == (trace_id, attempt.span_id)
+        assert flags == "01"
+        assert request.headers["tracestate"] == "vendor=opaque-1"
 
     # No prompt text in any span.
     for s in spans:
         assert marker not in repr(s.attributes)
     assert all(ct == "application/x-protobuf" for ct in receiver.content_types)
+
+
+def test_a_refused_request_is_a_failed_server_span(traced) -> None:
+    gw, receiver = traced
+    trace_id = secrets.token_hex(16)
+    with gw.http() as http:
+        resp = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+            json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert resp.status_code == 404, resp.text
+    spans = receiver.wait_for(trace_id, count=4)
+    server = next(s for s in spans if s.kind == SERVER)
+    assert server.name == "chat no-such-model"
+    assert server.status_code == 2, "STATUS_CODE_ERROR"
+    assert server.attributes["error.type"] == "model_not_found"
+    assert server.attributes["http.response.status_code"] == 404
+    assert "gen_ai.response.model" not in server.attributes
+    assert {s.name for s in spans} >= {"auth", "limits", "route"}
+
+
+def test_traces_still_batched_are_exported_at_shutdown(upstream: MockOpenAI, tmp_path) -> None:
+    proc, receiver = start_traced(upstream, tmp_path, {"batch_delay": "10m"})
+    try:
+        trace_id = secrets.token_hex(16)
+        gw = Gateway(proc=proc, upstream=upstream)
+        with gw.http() as http:
+            resp = http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+                json={"model": "echo-model", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert resp.status_code == 200, resp.text
+        assert receiver.wait_for(trace_id, count=1, timeout=0.5) == [], "held for the batch delay"
+        proc.stop()
+        assert proc.proc is not None and proc.proc.returncode == 0
+        assert len(receiver.wait_for(trace_id, count=5, timeout=5)) >= 5
+    finally:
+        proc.stop()
+        receiver.stop()
 
 
 def test_sampling_follows_the_client_decision_then_the_configured_ratio(upstream: MockOpenAI, tmp_path, marker: str) -> None:

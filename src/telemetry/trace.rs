@@ -1,0 +1,436 @@
+//! Traces: head sampling, the per-request span recorder carried in the request context, and the
+//! hand-off of each finished trace to the OTLP exporter (`export`; wire encoding in `proto`).
+//!
+//! A sampled request gets one boxed `Recorder`: every span of the request (the server span and
+//! its children) with ids, timestamps, names and attributes whose keys are `&'static str` and
+//! whose values are small enums; the few values that are not static (model names, ids) are
+//! copied into one text arena. An unsampled request's `Trace` is empty: recording into it is a
+//! branch, with no allocation and no clock read. When the request context drops, the trace is
+//! finished and queued for the exporter task (bounded: dropped and counted when full).
+
+pub mod export;
+pub mod proto;
+pub mod w3c;
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue};
+
+/// GenAI semantic-convention attribute names (our own constants: the semconv crate marks every
+/// `gen_ai.*` name deprecated since they moved to their own repository).
+pub mod genai {
+    pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+    pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
+    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+    pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
+    pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+}
+
+/// Spans beyond this many in one trace (a request failing over through dozens of deployments)
+/// are not recorded.
+const MAX_SPANS: usize = 64;
+
+/// Where finished traces go, and the share of requests traced; set once the exporter runs.
+struct Pipeline {
+    queue: tokio::sync::mpsc::Sender<Recorder>,
+    ratio: f64,
+}
+
+static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+/// Cleared on shutdown: requests still arriving are no longer traced.
+static SAMPLING: AtomicBool = AtomicBool::new(false);
+
+/// Starts the exporter and, from then on, samples requests (call once, inside the runtime).
+pub fn install(settings: &crate::config::OtlpSettings) -> Result<export::Running, String> {
+    let (queue, running) = export::start(settings)?;
+    let pipeline = Pipeline { queue, ratio: settings.sample_ratio.clamp(0.0, 1.0) };
+    PIPELINE.set(pipeline).map_err(|_| "the trace exporter is already installed".to_owned())?;
+    SAMPLING.store(true, Ordering::Relaxed);
+    Ok(running)
+}
+
+/// Stops tracing new requests (at shutdown, before the last export).
+pub fn stop_sampling() {
+    SAMPLING.store(false, Ordering::Relaxed);
+}
+
+/// The head-sampling decision for a request: `None` when it is not traced, else the client's
+/// trace to continue (if any). Parent first: a client's valid `traceparent` decides by its
+/// sampled flag; otherwise the configured ratio does. No request is traced while no exporter is
+/// installed.
+pub fn sampled(headers: &HeaderMap) -> Option<Option<w3c::Parent>> {
+    if !SAMPLING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let ratio = PIPELINE.get()?.ratio;
+    match headers.get("traceparent").and_then(|v| w3c::parse_traceparent(v.as_bytes())) {
+        Some(parent) => parent.sampled().then_some(Some(parent)),
+        None => (ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)).then_some(None),
+    }
+}
+
+/// A span of a trace, by position (the server span is `SERVER`); a span that was not recorded
+/// (untraced request, too many spans) is `NONE`, and recording into it does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanRef(u8);
+
+impl SpanRef {
+    pub const SERVER: Self = Self(0);
+    pub const NONE: Self = Self(u8::MAX);
+}
+
+/// OTLP's span kinds (the numbers are the protocol's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+}
+
+/// An attribute value. `Text` is a range of the recorder's text arena.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Static(&'static str),
+    Text(Text),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A range of a recorder's text arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Name {
+    Static(&'static str),
+    Text(Text),
+}
+
+/// One span. Its parent is implied: the server span's is the client's span (if any), every
+/// other span's is the server span.
+#[derive(Debug)]
+struct SpanRecord {
+    id: [u8; 8],
+    name: Name,
+    kind: Kind,
+    /// Nanoseconds since the recorder's epoch.
+    start: u64,
+    end: Option<u64>,
+    error: bool,
+}
+
+#[derive(Debug)]
+struct Attribute {
+    span: u8,
+    key: &'static str,
+    value: Value,
+}
+
+/// Every span of one request, as it is being recorded.
+#[derive(Debug)]
+pub struct Recorder {
+    trace_id: [u8; 16],
+    /// The client's span, when the trace continues the client's.
+    remote_parent: Option<[u8; 8]>,
+    /// The client's `tracestate`, passed on unchanged.
+    trace_state: Option<Text>,
+    epoch: Instant,
+    epoch_unix_nanos: u64,
+    spans: Vec<SpanRecord>,
+    attributes: Vec<Attribute>,
+    text: String,
+}
+
+impl Recorder {
+    /// A trace whose server span `name` starts at `started` (the request's arrival).
+    fn new(parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) -> Self {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since_start = started.elapsed();
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => loop {
+                let id = fastrand::u128(..);
+                if id != 0 {
+                    break id.to_be_bytes();
+                }
+            },
+        };
+        let mut recorder = Self {
+            trace_id,
+            remote_parent: parent.map(|p| p.span_id),
+            trace_state: None,
+            epoch: started,
+            epoch_unix_nanos: u64::try_from(now.saturating_sub(since_start).as_nanos()).unwrap_or(0),
+            spans: Vec::with_capacity(8),
+            attributes: Vec::with_capacity(32),
+            text: String::with_capacity(256),
+        };
+        if let Some(state) = trace_state.filter(|_| parent.is_some()) {
+            recorder.trace_state = Some(recorder.intern(state));
+        }
+        recorder.spans.push(SpanRecord {
+            id: new_span_id(),
+            name: Name::Static(name),
+            kind: Kind::Server,
+            start: 0,
+            end: None,
+            error: false,
+        });
+        recorder
+    }
+
+    /// Starts a child of the server span.
+    pub fn child(&mut self, name: &'static str, kind: Kind) -> SpanRef {
+        self.push_span(Name::Static(name), kind)
+    }
+
+    /// Starts a child of the server span named by `name` (formatted into the text arena).
+    pub fn child_named(&mut self, name: fmt::Arguments, kind: Kind) -> SpanRef {
+        let name = self.format(name);
+        self.push_span(Name::Text(name), kind)
+    }
+
+    fn push_span(&mut self, name: Name, kind: Kind) -> SpanRef {
+        if self.spans.len() >= MAX_SPANS {
+            return SpanRef::NONE;
+        }
+        let start = self.now();
+        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false });
+        SpanRef((self.spans.len() - 1) as u8)
+    }
+
+    /// Ends a span (again: keeps the first end).
+    pub fn end(&mut self, span: SpanRef) {
+        let now = self.now();
+        if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
+            s.end.get_or_insert(now);
+        }
+    }
+
+    /// Renames a span (the server span once the model is known).
+    pub fn rename(&mut self, span: SpanRef, name: fmt::Arguments) {
+        if usize::from(span.0) < self.spans.len() {
+            let name = self.format(name);
+            self.spans[usize::from(span.0)].name = Name::Text(name);
+        }
+    }
+
+    /// Marks a span failed (OTLP status `ERROR`).
+    pub fn set_error(&mut self, span: SpanRef) {
+        if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
+            s.error = true;
+        }
+    }
+
+    /// Sets an attribute (each key once per span: attributes are appended, not replaced).
+    pub fn set(&mut self, span: SpanRef, key: &'static str, value: Value) {
+        if usize::from(span.0) < self.spans.len() {
+            self.attributes.push(Attribute { span: span.0, key, value });
+        }
+    }
+
+    /// Sets a string attribute, copying `value` into the trace.
+    pub fn set_str(&mut self, span: SpanRef, key: &'static str, value: &str) {
+        if usize::from(span.0) < self.spans.len() {
+            let text = self.intern(value);
+            self.set(span, key, Value::Text(text));
+        }
+    }
+
+    /// Sets a string attribute formatted into the trace.
+    pub fn set_fmt(&mut self, span: SpanRef, key: &'static str, value: fmt::Arguments) {
+        if usize::from(span.0) < self.spans.len() {
+            let text = self.format(value);
+            self.set(span, key, Value::Text(text));
+        }
+    }
+
+    /// The `traceparent` naming `span` as the parent, for an upstream request.
+    pub fn traceparent(&self, span: SpanRef) -> Option<HeaderValue> {
+        let span = self.spans.get(usize::from(span.0))?;
+        Some(w3c::traceparent(&self.trace_id, &span.id))
+    }
+
+    /// The client's `tracestate`, when this trace continues the client's.
+    pub fn trace_state(&self) -> Option<&str> {
+        self.trace_state.map(|t| self.text(t))
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> TraceIdHex {
+        let mut out = [0u8; 32];
+        w3c::encode_hex(&self.trace_id, &mut out);
+        TraceIdHex(out)
+    }
+
+    /// Ends the server span and any span left open (a request cancelled mid-stage).
+    fn finish(&mut self) {
+        let now = self.now();
+        for span in &mut self.spans {
+            span.end.get_or_insert(now);
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn intern(&mut self, value: &str) -> Text {
+        let start = self.text.len();
+        self.text.push_str(value);
+        self.text_range(start)
+    }
+
+    fn format(&mut self, value: fmt::Arguments) -> Text {
+        let start = self.text.len();
+        let _ = self.text.write_fmt(value);
+        self.text_range(start)
+    }
+
+    fn text_range(&self, start: usize) -> Text {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Text { start: clamp(start), end: clamp(self.text.len()) }
+    }
+
+    fn text(&self, t: Text) -> &str {
+        self.text.get(t.start as usize..t.end as usize).unwrap_or("")
+    }
+}
+
+fn new_span_id() -> [u8; 8] {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id.to_be_bytes();
+        }
+    }
+}
+
+/// A trace id as text, without allocating (for the request log line).
+#[derive(Clone, Copy)]
+pub struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// A request's trace: a recorder when the request is sampled, nothing otherwise. Dropping it
+/// (with the request context) finishes the trace and queues it for export.
+#[derive(Debug, Default)]
+pub struct Trace(Option<Box<Mutex<Recorder>>>);
+
+impl Trace {
+    /// No trace: nothing is recorded.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The trace of a request that arrived at `started` with `headers`, when it is sampled (its
+    /// server span, of kind server, is called `name` until renamed).
+    pub fn start(headers: &HeaderMap, started: Instant, name: &'static str) -> Self {
+        let Some(parent) = sampled(headers) else { return Self(None) };
+        let trace_state = match parent {
+            Some(_) => headers.get("tracestate").and_then(|v| w3c::valid_trace_state(v.as_bytes())),
+            None => None,
+        };
+        Self(Some(Box::new(Mutex::new(Recorder::new(parent, trace_state, started, name)))))
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The recorder, without locking (the context is not shared yet).
+    pub fn get_mut(&mut self) -> Option<&mut Recorder> {
+        self.0.as_mut().map(|m| m.get_mut().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The recorder of a shared context (a stream's end, the end-of-request observers).
+    pub fn lock(&self) -> Option<MutexGuard<'_, Recorder>> {
+        self.0.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Starts an internal child of the server span.
+    pub fn child(&mut self, name: &'static str) -> SpanRef {
+        self.get_mut().map_or(SpanRef::NONE, |r| r.child(name, Kind::Internal))
+    }
+
+    pub fn end(&mut self, span: SpanRef) {
+        if let Some(r) = self.get_mut() {
+            r.end(span);
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let Some(recorder) = self.0.take() else { return };
+        let mut recorder = recorder.into_inner().unwrap_or_else(|p| p.into_inner());
+        recorder.finish();
+        if let Some(pipeline) = PIPELINE.get() {
+            export::enqueue(&pipeline.queue, recorder);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_a_tree_under_the_server_span_continuing_the_client() {
+        let parent = w3c::parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let mut r = Recorder::new(parent, Some("k=v"), Instant::now(), "chat");
+        let auth = r.child("auth", Kind::Internal);
+        r.end(auth);
+        let attempt = r.child_named(format_args!("chat {}", "gpt-4o"), Kind::Client);
+        r.set_str(attempt, genai::REQUEST_MODEL, "gpt-4o");
+        r.set(attempt, "llm_gateway.attempt", Value::Int(1));
+        r.rename(SpanRef::SERVER, format_args!("chat {}", "my-model"));
+        r.set_error(SpanRef::SERVER);
+        r.set(SpanRef::NONE, "ignored", Value::Bool(true));
+        r.finish();
+
+        assert_eq!(r.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(r.remote_parent, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(r.trace_state(), Some("k=v"));
+        assert_eq!(r.spans.len(), 3);
+        assert!(r.spans.iter().all(|s| s.end.is_some_and(|end| end >= s.start)));
+        assert!(matches!(r.spans[0].name, Name::Text(t) if r.text(t) == "chat my-model"));
+        assert!(matches!(r.spans[2].name, Name::Text(t) if r.text(t) == "chat gpt-4o"));
+        assert!(r.spans[0].error && !r.spans[1].error);
+        assert_eq!(r.attributes.len(), 2);
+        let up = r.traceparent(attempt).unwrap();
+        let sent = w3c::parse_traceparent(up.as_bytes()).unwrap();
+        assert_eq!((sent.trace_id, sent.span_id), (r.trace_id, r.spans[2].id));
+    }
+
+    #[test]
+    fn a_new_trace_has_fresh_ids_and_no_trace_state() {
+        let r = Recorder::new(None, Some("k=v"), Instant::now(), "chat");
+        assert_ne!(r.trace_id, [0; 16]);
+        assert_eq!(r.remote_parent, None);
+        assert_eq!(r.trace_state(), None);
+    }
+
+    #[test]
+    fn an_untraced_request_records_nothing() {
+        let mut t = Trace::none();
+        assert_eq!(t.child("auth"), SpanRef::NONE);
+        t.end(SpanRef::NONE);
+        assert!(t.lock().is_none() && !t.is_on());
+        // Nothing is installed in unit tests: no request is sampled.
+        assert!(Trace::start(&HeaderMap::new(), Instant::now(), "chat").0.is_none());
+    }
+}

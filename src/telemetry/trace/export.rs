@@ -1,0 +1,289 @@
+//! The OTLP exporter: one task takes finished traces from a bounded queue, batches them (for
+//! `batch_delay`, at most `MAX_BATCH_SPANS` spans), encodes them (`proto`) and POSTs them to the
+//! collector over HTTP/protobuf (`/v1/traces`) or gRPC (the TraceService's `Export` call, over
+//! HTTP/2: prior knowledge for `http://`, ALPN for `https://`). On shutdown it exports what is
+//! still queued. Lost spans are counted, never silently: a full queue, a failed export.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Recorder;
+use crate::config::{OtlpProtocol, OtlpSettings};
+
+/// Finished traces waiting for the exporter (about 50,000 spans).
+pub const QUEUE_TRACES: usize = 8192;
+/// Spans per export request at most (the OpenTelemetry SDK's default batch size).
+pub const MAX_BATCH_SPANS: usize = 512;
+/// One export, from connecting to the collector's answer.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Spans that reached the collector, and those that did not.
+static EXPORTED: AtomicU64 = AtomicU64::new(0);
+static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
+static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Span counts for the metrics: (exported, dropped because the queue was full, dropped because
+/// the export failed).
+pub fn counts() -> (u64, u64, u64) {
+    (
+        EXPORTED.load(Ordering::Relaxed),
+        DROPPED_QUEUE_FULL.load(Ordering::Relaxed),
+        DROPPED_EXPORT_FAILED.load(Ordering::Relaxed),
+    )
+}
+
+/// Hands a finished trace to the exporter, or drops (and counts) it when the queue is full.
+pub(super) fn enqueue(queue: &mpsc::Sender<Recorder>, trace: Recorder) {
+    if let Err(e) = queue.try_send(trace) {
+        let spans = match &e {
+            mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t.spans.len(),
+        };
+        DROPPED_QUEUE_FULL.fetch_add(spans as u64, Ordering::Relaxed);
+    }
+}
+
+/// The running exporter task; `shutdown` exports what is left, dropping it stops the task.
+pub struct Running {
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Exports what is still queued, waiting at most `within`.
+    pub async fn shutdown(mut self, within: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            tracing::warn!("trace export did not finish within {within:?} at shutdown");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the exporter task for `settings` (call inside the runtime).
+pub fn start(settings: &OtlpSettings) -> Result<(mpsc::Sender<Recorder>, Running), String> {
+    let collector = Collector::new(settings)?;
+    let (queue, traces) = mpsc::channel(QUEUE_TRACES);
+    let (stop, stopped) = oneshot::channel();
+    let batch = Batcher { collector, service_name: settings.service_name.clone(), delay: settings.batch_delay };
+    let task = tokio::spawn(batch.run(traces, stopped));
+    Ok((queue, Running { task, stop: Some(stop) }))
+}
+
+struct Batcher {
+    collector: Collector,
+    service_name: String,
+    delay: Duration,
+}
+
+impl Batcher {
+    async fn run(self, mut traces: mpsc::Receiver<Recorder>, mut stopped: oneshot::Receiver<()>) {
+        let mut batch: Vec<Recorder> = Vec::new();
+        let mut spans = 0;
+        // When the oldest trace of the batch has waited `delay`.
+        let mut due: Option<Instant> = None;
+        loop {
+            let deadline = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = &mut stopped => break,
+                received = traces.recv() => {
+                    let Some(trace) = received else { break };
+                    spans += trace.spans.len();
+                    batch.push(trace);
+                    due.get_or_insert_with(|| Instant::now() + self.delay);
+                    if spans >= MAX_BATCH_SPANS {
+                        self.export(&mut batch, &mut spans).await;
+                        due = None;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if due.is_some() => {
+                    self.export(&mut batch, &mut spans).await;
+                    due = None;
+                }
+            }
+        }
+        // Shutting down: no more traces come in; what is queued goes out.
+        traces.close();
+        while let Some(trace) = traces.recv().await {
+            spans += trace.spans.len();
+            batch.push(trace);
+            if spans >= MAX_BATCH_SPANS {
+                self.export(&mut batch, &mut spans).await;
+            }
+        }
+        self.export(&mut batch, &mut spans).await;
+    }
+
+    async fn export(&self, batch: &mut Vec<Recorder>, spans: &mut usize) {
+        if batch.is_empty() {
+            return;
+        }
+        let count = std::mem::take(spans) as u64;
+        let body = self.collector.frame(|out| super::proto::encode_request(out, &self.service_name, batch));
+        batch.clear();
+        match tokio::time::timeout(EXPORT_TIMEOUT, self.collector.send(body)).await {
+            Ok(Ok(())) => {
+                EXPORTED.fetch_add(count, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                DROPPED_EXPORT_FAILED.fetch_add(count, Ordering::Relaxed);
+                tracing::warn!(spans = count, error = %e, "trace export failed");
+            }
+            Err(_) => {
+                DROPPED_EXPORT_FAILED.fetch_add(count, Ordering::Relaxed);
+                tracing::warn!(spans = count, "trace export timed out after {EXPORT_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Where and how export requests go.
+struct Collector {
+    http: HttpClient,
+    uri: Uri,
+    protocol: OtlpProtocol,
+    /// Content type, the configured headers (gRPC metadata), and gRPC's `te: trailers`.
+    headers: HeaderMap,
+}
+
+impl Collector {
+    fn new(settings: &OtlpSettings) -> Result<Self, String> {
+        let endpoint = settings.endpoint.trim_end_matches('/');
+        let uri = match settings.protocol {
+            OtlpProtocol::Http if endpoint.ends_with("/v1/traces") => endpoint.to_owned(),
+            OtlpProtocol::Http => format!("{endpoint}/v1/traces"),
+            // gRPC addresses the service on the endpoint's origin.
+            OtlpProtocol::Grpc => {
+                let origin: Uri = endpoint.parse().map_err(|e| format!("OTLP endpoint {endpoint:?}: {e}"))?;
+                let (scheme, authority) = (origin.scheme_str().unwrap_or("http"), origin.authority());
+                let authority = authority.ok_or_else(|| format!("OTLP endpoint {endpoint:?} has no host"))?;
+                format!("{scheme}://{authority}{GRPC_PATH}")
+            }
+        };
+        let uri: Uri = uri.parse().map_err(|e| format!("OTLP endpoint {uri:?}: {e}"))?;
+        let mut headers = HeaderMap::new();
+        let content_type = match settings.protocol {
+            OtlpProtocol::Http => "application/x-protobuf",
+            OtlpProtocol::Grpc => {
+                headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+                "application/grpc"
+            }
+        };
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("llm-gateway/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in &settings.headers {
+            let invalid = || format!("telemetry.otlp.headers.{name}: not a valid header");
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = http_client(settings.protocol == OtlpProtocol::Grpc)?;
+        Ok(Self { http, uri, protocol: settings.protocol, headers })
+    }
+
+    /// The request body: the encoded message, behind gRPC's 5-byte frame header for gRPC
+    /// (uncompressed flag, big-endian length).
+    fn frame(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+        let mut out = Vec::with_capacity(64 * 1024);
+        let grpc = self.protocol == OtlpProtocol::Grpc;
+        if grpc {
+            out.extend_from_slice(&[0; 5]);
+        }
+        encode(&mut out);
+        if grpc {
+            let len = u32::try_from(out.len() - 5).unwrap_or(u32::MAX);
+            out[1..5].copy_from_slice(&len.to_be_bytes());
+        }
+        Bytes::from(out)
+    }
+
+    async fn send(&self, body: Bytes) -> Result<(), String> {
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        let response = self.http.request(request).await.map_err(|e| error_chain(&e))?;
+        let (parts, body) = response.into_parts();
+        // Read the answer whole (it is small): the connection is then reused, and gRPC's
+        // status is in the trailers.
+        let answer = body.collect().await.map_err(|e| format!("reading the answer: {e}"))?;
+        if !parts.status.is_success() {
+            let text = answer.to_bytes();
+            let text = String::from_utf8_lossy(&text[..text.len().min(512)]).into_owned();
+            return Err(format!("HTTP {}: {text}", parts.status.as_u16()));
+        }
+        if self.protocol == OtlpProtocol::Grpc {
+            // A trailers-only answer carries the status in its headers.
+            let trailers = answer.trailers().cloned().unwrap_or_default();
+            let field = |name: &str| {
+                trailers.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            };
+            match field("grpc-status").as_deref() {
+                Some("0") => {}
+                Some(code) => {
+                    return Err(format!("gRPC status {code}: {}", field("grpc-message").unwrap_or_default()));
+                }
+                None => return Err("gRPC answer without grpc-status".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pooled client for the collector: HTTP/1.1 or HTTP/2 (ALPN) for OTLP/HTTP, HTTP/2 only for
+/// gRPC.
+fn http_client(http2_only: bool) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(EXPORT_TIMEOUT));
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| format!("TLS trust roots: {e}"))?
+        .https_or_http();
+    let tls = if http2_only {
+        tls.enable_http2().wrap_connector(http)
+    } else {
+        tls.enable_all_versions().wrap_connector(http)
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(tls))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}

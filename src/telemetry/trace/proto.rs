@@ -1,0 +1,278 @@
+//! OTLP protobuf, written by hand: an `ExportTraceServiceRequest` holding one `ResourceSpans`
+//! (resource attribute `service.name`), one `ScopeSpans` (scope `llm-gateway`) and the spans of
+//! a batch of finished traces. Field numbers are those of opentelemetry-proto's
+//! `collector/trace/v1/trace_service.proto`, `trace/v1/trace.proto` and `common/v1/common.proto`.
+//!
+//! Nested messages are length-delimited, and their length is only known once written: each
+//! gets a one-byte length placeholder, and the rare message of 128 bytes or more shifts its
+//! body to make room for a longer varint.
+
+use super::{Name, Recorder, SpanRef, Value};
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+
+/// OTLP `Status.code` of a failed span (`STATUS_CODE_ERROR`).
+const STATUS_ERROR: u64 = 2;
+
+/// Appends the export request for `traces` to `out`.
+pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Recorder]) {
+    // ExportTraceServiceRequest.resource_spans
+    message(out, 1, |out| {
+        // ResourceSpans.resource → Resource.attributes
+        message(out, 1, |out| message(out, 1, |out| key_value(out, "service.name", &AnyValue::Str(service_name))));
+        // ResourceSpans.scope_spans
+        message(out, 2, |out| {
+            // ScopeSpans.scope → InstrumentationScope { name, version }
+            message(out, 1, |out| {
+                string(out, 1, "llm-gateway");
+                string(out, 2, env!("CARGO_PKG_VERSION"));
+            });
+            for trace in traces {
+                for index in 0..trace.spans.len() {
+                    // ScopeSpans.spans
+                    message(out, 2, |out| span(out, trace, index));
+                }
+            }
+        });
+    });
+}
+
+/// One `Span`.
+fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
+    let s = &trace.spans[index];
+    bytes(out, 1, &trace.trace_id);
+    bytes(out, 2, &s.id);
+    if let Some(state) = trace.trace_state {
+        string(out, 3, trace.text(state));
+    }
+    let parent = if index == usize::from(SpanRef::SERVER.0) { trace.remote_parent } else { Some(trace.spans[0].id) };
+    if let Some(parent) = parent {
+        bytes(out, 4, &parent);
+    }
+    let name = match s.name {
+        Name::Static(name) => name,
+        Name::Text(text) => trace.text(text),
+    };
+    string(out, 5, name);
+    varint_field(out, 6, s.kind as u64);
+    fixed64(out, 7, trace.epoch_unix_nanos.saturating_add(s.start));
+    fixed64(out, 8, trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)));
+    for attribute in trace.attributes.iter().filter(|a| usize::from(a.span) == index) {
+        let value = match attribute.value {
+            Value::Static(v) => AnyValue::Str(v),
+            Value::Text(t) => AnyValue::Str(trace.text(t)),
+            Value::Int(n) => AnyValue::Int(n),
+            Value::Bool(b) => AnyValue::Bool(b),
+        };
+        // Span.attributes
+        message(out, 9, |out| key_value(out, attribute.key, &value));
+    }
+    if s.error {
+        // Span.status → Status.code
+        message(out, 15, |out| varint_field(out, 3, STATUS_ERROR));
+    }
+}
+
+enum AnyValue<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+}
+
+/// The body of a `KeyValue`.
+fn key_value(out: &mut Vec<u8>, key: &str, value: &AnyValue) {
+    string(out, 1, key);
+    message(out, 2, |out| match *value {
+        AnyValue::Str(s) => string(out, 1, s),
+        AnyValue::Bool(b) => varint_field(out, 2, u64::from(b)),
+        // int64: two's complement, as a varint (ten bytes when negative).
+        AnyValue::Int(n) => varint_field(out, 3, n as u64),
+    });
+}
+
+fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
+    varint(out, u64::from(field) << 3 | u64::from(wire_type));
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
+    tag(out, field, VARINT);
+    varint(out, value);
+}
+
+fn fixed64(out: &mut Vec<u8>, field: u32, value: u64) {
+    tag(out, field, FIXED64);
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
+    tag(out, field, LEN);
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+fn string(out: &mut Vec<u8>, field: u32, value: &str) {
+    bytes(out, field, value.as_bytes());
+}
+
+/// A length-delimited message field whose body `write` appends.
+fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    tag(out, field, LEN);
+    let at = out.len();
+    out.push(0);
+    write(out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+        return;
+    }
+    let mut prefix = Vec::with_capacity(10);
+    varint(&mut prefix, len as u64);
+    out[at] = prefix[0];
+    out.splice(at + 1..at + 1, prefix[1..].iter().copied());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::super::{Attribute, Kind, SpanRecord};
+    use super::*;
+
+    fn one_span(name: Name, attributes: Vec<Attribute>) -> Recorder {
+        Recorder {
+            trace_id: std::array::from_fn(|i| i as u8 + 1),
+            remote_parent: None,
+            trace_state: None,
+            epoch: Instant::now(),
+            epoch_unix_nanos: 1000,
+            spans: vec![SpanRecord { id: [0xaa; 8], name, kind: Kind::Server, start: 0, end: Some(5), error: true }],
+            attributes,
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn encodes_a_span_as_computed_by_hand() {
+        let attributes = vec![
+            Attribute { span: 0, key: "k", value: Value::Int(150) },
+            Attribute { span: 0, key: "b", value: Value::Bool(true) },
+            Attribute { span: 0, key: "s", value: Value::Static("v") },
+            Attribute { span: 0, key: "n", value: Value::Int(-1) },
+        ];
+        let trace = one_span(Name::Static("chat"), attributes);
+        let mut out = Vec::new();
+        span(&mut out, &trace, 0);
+
+        let mut expected = vec![0x0a, 0x10]; // 1 trace_id, 16 bytes
+        expected.extend(1..=16u8);
+        expected.extend([0x12, 0x08]); // 2 span_id, 8 bytes
+        expected.extend([0xaa; 8]);
+        expected.extend([0x2a, 0x04, b'c', b'h', b'a', b't']); // 5 name
+        expected.extend([0x30, 0x02]); // 6 kind = SERVER
+        expected.extend([0x39, 0xe8, 0x03, 0, 0, 0, 0, 0, 0]); // 7 start = 1000 (fixed64)
+        expected.extend([0x41, 0xed, 0x03, 0, 0, 0, 0, 0, 0]); // 8 end = 1005
+        // 9 attributes: KeyValue { 1 key, 2 AnyValue { 3 int | 2 bool | 1 string } }
+        expected.extend([0x4a, 0x08, 0x0a, 0x01, b'k', 0x12, 0x03, 0x18, 0x96, 0x01]);
+        expected.extend([0x4a, 0x07, 0x0a, 0x01, b'b', 0x12, 0x02, 0x10, 0x01]);
+        expected.extend([0x4a, 0x08, 0x0a, 0x01, b's', 0x12, 0x03, 0x0a, 0x01, b'v']);
+        expected.extend([0x4a, 0x10, 0x0a, 0x01, b'n', 0x12, 0x0b, 0x18]);
+        expected.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        expected.extend([0x7a, 0x02, 0x18, 0x02]); // 15 status { 3 code = ERROR }
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn long_messages_get_multi_byte_lengths() {
+        let mut out = Vec::new();
+        message(&mut out, 1, |out| string(out, 2, &"x".repeat(200)));
+        // 1 + (tag, 2-byte length 200) + 200 = 203 = 0xcb 0x01
+        assert_eq!(out[..6], [0x0a, 0xcb, 0x01, 0x12, 0xc8, 0x01]);
+        assert_eq!(out.len(), 3 + 203);
+        let mut nested = Vec::new();
+        message(&mut nested, 1, |out| message(out, 2, |out| string(out, 3, &"y".repeat(20_000))));
+        // 20,000 = 0xa0 0x9c 0x01; the inner message is 1 + 3 + 20,000 = 20,004 = 0xa4 0x9c 0x01,
+        // the outer 1 + 3 + 20,004 = 20,008 = 0xa8 0x9c 0x01.
+        assert_eq!(nested[..12], [0x0a, 0xa8, 0x9c, 0x01, 0x12, 0xa4, 0x9c, 0x01, 0x1a, 0xa0, 0x9c, 0x01]);
+        assert_eq!(nested.len(), 4 + 20_008);
+    }
+
+    /// Reads the fields of one message: (field, wire type, payload or varint value).
+    fn fields(mut buf: &[u8]) -> Vec<(u64, u8, Vec<u8>, u64)> {
+        fn read_varint(buf: &mut &[u8]) -> u64 {
+            let (mut value, mut shift) = (0u64, 0);
+            loop {
+                let b = buf[0];
+                *buf = &buf[1..];
+                value |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b < 0x80 {
+                    return value;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let key = read_varint(&mut buf);
+            let (field, wire) = (key >> 3, (key & 7) as u8);
+            match wire {
+                VARINT => out.push((field, wire, Vec::new(), read_varint(&mut buf))),
+                FIXED64 => {
+                    out.push((field, wire, buf[..8].to_vec(), 0));
+                    buf = &buf[8..];
+                }
+                LEN => {
+                    let len = read_varint(&mut buf) as usize;
+                    out.push((field, wire, buf[..len].to_vec(), 0));
+                    buf = &buf[len..];
+                }
+                other => panic!("wire type {other}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_request_nests_resource_scope_and_spans() {
+        let mut a = one_span(Name::Static("chat"), Vec::new());
+        let server_id = a.spans[0].id;
+        a.spans.push(SpanRecord {
+            id: [0xbb; 8],
+            name: Name::Static("auth"),
+            kind: Kind::Internal,
+            start: 1,
+            end: Some(2),
+            error: false,
+        });
+        let b = one_span(Name::Static("embeddings"), Vec::new());
+        let mut out = Vec::new();
+        encode_request(&mut out, "svc", &[a, b]);
+
+        let request = fields(&out);
+        assert_eq!(request.len(), 1);
+        let resource_spans = fields(&request[0].2);
+        let (resource, scope_spans) = (fields(&resource_spans[0].2), fields(&resource_spans[1].2));
+        let service = fields(&resource[0].2);
+        assert_eq!(service[0].2, b"service.name");
+        assert_eq!(fields(&service[1].2)[0].2, b"svc");
+        let scope = fields(&scope_spans[0].2);
+        assert_eq!(scope[0].2, b"llm-gateway");
+        let spans: Vec<_> = scope_spans[1..].iter().map(|s| fields(&s.2)).collect();
+        assert_eq!(spans.len(), 3);
+        let name = |s: &Vec<(u64, u8, Vec<u8>, u64)>| s.iter().find(|f| f.0 == 5).unwrap().2.clone();
+        let parent = |s: &Vec<(u64, u8, Vec<u8>, u64)>| s.iter().find(|f| f.0 == 4).map(|f| f.2.clone());
+        assert_eq!(name(&spans[1]), b"auth");
+        assert_eq!(parent(&spans[1]), Some(server_id.to_vec()), "children name the server span");
+        assert_eq!(parent(&spans[0]), None, "a root without a remote parent has none");
+        assert_eq!(name(&spans[2]), b"embeddings");
+    }
+}
