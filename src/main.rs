@@ -84,9 +84,10 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let served = server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await;
     // Also after a server error: CLI sessions are closed, not orphaned.
     background.shutdown().await;
+    // Also after a server error: traces still batched are exported.
+    telemetry.shutdown().await;
     served?;
     tracing::info!("stopped");
-    telemetry.shutdown().await;
     Ok(())
 }
 
