@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What metering and tracing cost a request: the gateway with each switched on vs off, same run.
 
-Three gateways (the release binary) proxy to one mock upstream (the binary with a `mock`
+Five gateways (the release binary) proxy to one mock upstream (the binary with a `mock`
 provider), all on 127.0.0.1:
 
   off        no metering, no traces
+  off again  the same as off: the control, whose ratio to off is the run's noise floor
   metering   every request metered: CloudEvents through the on-disk outbox to an OpenMeter sink
   telemetry  every request traced (server span + children) and exported over OTLP/HTTP
   traces-10% the same with `sample_ratio: 0.1` (head sampling; untraced requests create no span)
@@ -38,7 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402  (the load benchmark's process, wrk and /proc helpers)
 
-VARIANTS = ("off", "metering", "telemetry", "traces-10%")
+# "off again": a second gateway configured exactly like "off" — the control. Its ratio to "off"
+# is the noise floor of the run (two identical processes differ by a few percent on this VM).
+VARIANTS = ("off", "off again", "metering", "telemetry", "traces-10%")
 # "paced": non-streaming at a fixed offered rate (--rate), below saturation, where latency is
 # what the request path costs rather than queueing for a saturated CPU.
 MODES = ("non-stream", "stream", "paced")
@@ -114,7 +117,7 @@ def start_variant(variant: str, binary: Path, work: Path, up_port: int, sink_por
     env["BENCH_UPSTREAM_KEY"] = load.KEY
     for attempt in range(3):
         port = load.free_port()
-        cfg = work / f"{variant}.yaml"
+        cfg = work / f"{variant.replace(' ', '-')}.yaml"
         cfg.write_text(variant_yaml(variant, port, up_port, sink_port, work))
         proc = load.PROCS.start(variant, [str(binary), "--config", str(cfg)], load.BENCH_DIR / f"{variant}.log", env)
         if load.wait_http_ok(f"http://127.0.0.1:{port}/health", proc):
@@ -136,7 +139,11 @@ def main() -> int:
     parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--bin", type=Path)
     parser.add_argument("--rate", type=float, default=8000.0, help="offered req/s of the paced mode")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or any(m not in MODES for m in args.modes):
+        parser.error(f"--modes: choose from {', '.join(MODES)}")
 
     load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     load.ensure_tools()
@@ -157,7 +164,7 @@ def measure(args, binary: Path, work: Path) -> int:
     for variant, (_, port) in gateways.items():
         load.sanity_check("gateway", port)
     scripts = {}
-    for mode in MODES:
+    for mode in args.modes:
         scripts[mode] = work / f"{mode}.lua"
         text = load.WRK_SCRIPT.format(body=load.request_body(mode == "stream"), key=load.KEY)
         if mode == "paced":
@@ -170,7 +177,7 @@ def measure(args, binary: Path, work: Path) -> int:
     started = time.monotonic()
     for rnd in range(args.rounds):
         order = VARIANTS[rnd % len(VARIANTS):] + VARIANTS[: rnd % len(VARIANTS)]
-        for mode in MODES:
+        for mode in args.modes:
             for variant in order:
                 proc, port = gateways[variant]
                 if not load.wait_for_quiet_machine(args.max_wait, pids):
@@ -202,7 +209,7 @@ def measure(args, binary: Path, work: Path) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
-    for mode in MODES:
+    for mode in args.modes:
         base_rps, base_p50 = med(mode, "off", "rps"), med(mode, "off", "p50")
         for variant in VARIANTS:
             rps, p50 = med(mode, variant, "rps"), med(mode, variant, "p50")
@@ -214,6 +221,9 @@ def measure(args, binary: Path, work: Path) -> int:
                 ratio = p50 / base_p50
                 verdicts.append(f"{mode}: metering p50 on/off {ratio:.3f} (target <= {METERING_TARGET}) "
                                 f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps / base_rps:.3f}")
+            if variant == "off again":
+                verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps / base_rps:.3f}, "
+                                f"p50 {p50 / base_p50:.3f}: the noise floor of this run")
             if variant in ("telemetry", "traces-10%") and mode != "paced":
                 ratio = rps / base_rps
                 verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
