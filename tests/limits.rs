@@ -116,6 +116,17 @@ fn counter(text: &str, series: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0) as u64
 }
 
+/// A key allowed `budget` requests a day, with `limits` (the `limits:` section's settings).
+fn daily_requests_config(valkey: &ValkeyServer, limits: &str, budget: u64) -> String {
+    config(
+        &standalone(valkey),
+        &format!(
+            "limits: {{ {limits} }}\nkeys: [{{ key: {KEY}, team: t, limits: {{ daily_requests: {budget} }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    )
+}
+
 /// Far from a limit each replica takes allowances — capacity ahead of demand, at most 1/32 of
 /// the limit — and admits from them without a round trip; near the limit every admission is
 /// Valkey's. Eight clients hammering a budget of 2,000 requests a day through two replicas get
@@ -124,13 +135,7 @@ fn counter(text: &str, series: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowances_decide_far_from_a_limit_and_never_add_to_it() {
     let valkey = ValkeyServer::start().await;
-    let yaml = config(
-        &standalone(&valkey),
-        &format!(
-            "limits: {{ replicas: 2 }}\nkeys: [{{ key: {KEY}, team: t, limits: {{ daily_requests: 2000 }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
-        ),
-        None,
-    );
+    let yaml = daily_requests_config(&valkey, "replicas: 2", 2000);
     let replicas = [Arc::new(Gateway::start(&yaml).await), Arc::new(Gateway::start(&yaml).await)];
     let accepted = Arc::new(AtomicU64::new(0));
     // Each client goes on until it was refused five times in a row.
@@ -181,13 +186,7 @@ async fn allowances_decide_far_from_a_limit_and_never_add_to_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowances_can_be_turned_off() {
     let valkey = ValkeyServer::start().await;
-    let yaml = config(
-        &standalone(&valkey),
-        &format!(
-            "limits: {{ allowances: false }}\nkeys: [{{ key: {KEY}, team: t, limits: {{ daily_requests: 2000 }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
-        ),
-        None,
-    );
+    let yaml = daily_requests_config(&valkey, "allowances: false", 2000);
     let gw = Gateway::start(&yaml).await;
     for _ in 0..40 {
         assert_eq!(gw.chat_as(KEY, hello(5, false)).await.status(), 200);

@@ -122,7 +122,7 @@ impl Shared {
             verdict.refuse(denied, retry);
             self.allowances.give_back(checks, &taken.parts);
         }
-        self.take_grants(checks, &reply, lease_id, now);
+        record_grants(&self.allowances, &self.leases, checks, &reply, lease_id, now);
         for (i, level) in verdict.levels.iter_mut().enumerate() {
             let at = 3 + 3 * i;
             let in_hand = self.allowances.in_hand(&checks[i].key);
@@ -160,23 +160,6 @@ impl Shared {
         [kind, a, b, c, d, i64::from(covered), i(want), i(keep)]
     }
 
-    /// Records the allowances `admit.lua` granted along with a call (three integers per check
-    /// after the three of the verdict: remaining, reset, granted).
-    fn take_grants(&self, checks: &[Check], reply: &[i64], lease_id: i64, now: Instant) {
-        for (i, check) in checks.iter().enumerate() {
-            let at = 3 + 3 * i;
-            let granted = non_negative(reply.get(at + 2));
-            let level = (non_negative(reply.get(at)), non_negative(reply.get(at + 1)));
-            if granted > 0 && check.kind() == Kind::Concurrency {
-                let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                for j in 1..=granted as i64 {
-                    leases.insert(lease_id + j, vec![check.key.clone()]);
-                }
-            }
-            self.allowances.grant(check, granted, lease_id, level, now);
-        }
-    }
-
     /// Tops up the allowances of `checks` in the background: an admission call that charges
     /// nothing and only asks for allowances.
     fn top_up(&self, checks: &[Check], now_ms: u64) {
@@ -194,25 +177,10 @@ impl Shared {
             if let Err(e) = &reply {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
-            let now = Instant::now();
-            for (i, check) in checks.iter().enumerate() {
-                if let Ok(reply) = &reply {
-                    let at = 3 + 3 * i;
-                    let granted = non_negative(reply.get(at + 2));
-                    if granted > 0 && check.kind() == Kind::Concurrency {
-                        let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
-                        for j in 1..=granted as i64 {
-                            leases.insert(lease_id + j, vec![check.key.clone()]);
-                        }
-                    }
-                    allowances.grant(
-                        check,
-                        granted,
-                        lease_id,
-                        (non_negative(reply.get(at)), non_negative(reply.get(at + 1))),
-                        now,
-                    );
-                }
+            if let Ok(reply) = &reply {
+                record_grants(&allowances, &leases, &checks, reply, lease_id, Instant::now());
+            }
+            for check in &checks {
                 allowances.topped_up(&check.key);
             }
         });
@@ -463,6 +431,30 @@ async fn call(kv: &Kv, script: &Script, mut batch: Vec<Pending>) {
 /// Lua's numbers.
 pub fn new_lease_id() -> i64 {
     fastrand::i64(1..1 << 52)
+}
+
+/// Records the allowances `admit.lua` granted with a call (three integers per check after the
+/// three of the verdict: remaining, reset, granted); granted lease slots are renewed from now on.
+fn record_grants(
+    allowances: &Allowances,
+    leases: &Mutex<HashMap<i64, Vec<String>>>,
+    checks: &[Check],
+    reply: &[i64],
+    lease_id: i64,
+    now: Instant,
+) {
+    for (i, check) in checks.iter().enumerate() {
+        let at = 3 + 3 * i;
+        let granted = non_negative(reply.get(at + 2));
+        let level = (non_negative(reply.get(at)), non_negative(reply.get(at + 1)));
+        if granted > 0 && check.kind() == Kind::Concurrency {
+            let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
+            for j in 1..=granted as i64 {
+                leases.insert(lease_id + j, vec![check.key.clone()]);
+            }
+        }
+        allowances.grant(check, granted, lease_id, level, now);
+    }
 }
 
 /// The lease a slot part gives a concurrency check.

@@ -121,16 +121,22 @@ def test_streamed_request_through_two_attempts_exports_a_genai_span_tree(traced,
     assert all(ct == "application/x-protobuf" for ct in receiver.content_types)
 
 
-def test_a_refused_request_is_a_failed_server_span(traced) -> None:
-    gw, receiver = traced
+def post_in_new_trace(gw: Gateway, model: str, content: str, status: int = 200) -> str:
+    """One chat completion sent as part of a new, sampled client trace; returns the trace id."""
     trace_id = secrets.token_hex(16)
     with gw.http() as http:
         resp = http.post(
             "/v1/chat/completions",
             headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
-            json={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]},
+            json={"model": model, "messages": [{"role": "user", "content": content}]},
         )
-        assert resp.status_code == 404, resp.text
+        assert resp.status_code == status, resp.text
+    return trace_id
+
+
+def test_a_refused_request_is_a_failed_server_span(traced) -> None:
+    gw, receiver = traced
+    trace_id = post_in_new_trace(gw, "no-such-model", "hi", status=404)
     spans = receiver.wait_for(trace_id, count=4)
     server = next(s for s in spans if s.kind == SERVER)
     assert server.name == "chat no-such-model"
@@ -144,15 +150,7 @@ def test_a_refused_request_is_a_failed_server_span(traced) -> None:
 def test_traces_still_batched_are_exported_at_shutdown(upstream: MockOpenAI, tmp_path) -> None:
     proc, receiver = start_traced(upstream, tmp_path, {"batch_delay": "10m"})
     try:
-        trace_id = secrets.token_hex(16)
-        gw = Gateway(proc=proc, upstream=upstream)
-        with gw.http() as http:
-            resp = http.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
-                json={"model": "echo-model", "messages": [{"role": "user", "content": "hi"}]},
-            )
-            assert resp.status_code == 200, resp.text
+        trace_id = post_in_new_trace(Gateway(proc=proc, upstream=upstream), "echo-model", "hi")
         assert receiver.wait_for(trace_id, count=1, timeout=0.5) == [], "held for the batch delay"
         proc.stop()
         assert proc.proc is not None and proc.proc.returncode == 0
@@ -215,14 +213,7 @@ def test_traces_are_exported_over_grpc_too(upstream: MockOpenAI, tmp_path) -> No
     proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
     gw = Gateway(proc=proc, upstream=upstream)
     try:
-        trace_id = secrets.token_hex(16)
-        with gw.http() as http:
-            resp = http.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {TEAM_A_KEY}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
-                json={"model": "echo-model", "messages": [{"role": "user", "content": "over grpc"}]},
-            )
-            assert resp.status_code == 200, resp.text
+        trace_id = post_in_new_trace(gw, "echo-model", "over grpc")
         spans = receiver.wait_for(trace_id, count=5)
         names = {s.name for s in spans}
         assert {"chat echo-model", "auth", "limits", "route", "chat echo"} <= names, names
