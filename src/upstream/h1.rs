@@ -81,6 +81,9 @@ impl Pool {
     fn checkin(&self, mut conn: Conn) {
         if conn.usable() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            // The oldest are first: those idle too long are closed now rather than at a checkout.
+            let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+            idle.drain(..stale);
             if idle.len() < MAX_IDLE {
                 idle.push((conn, std::time::Instant::now()));
             }
