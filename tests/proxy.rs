@@ -1,5 +1,5 @@
-//! Proxy behaviour a user notices on the wire: streaming without buffering, and a client that
-//! goes away cancelling its upstream request.
+//! Proxy behaviour a user notices on the wire: streaming without buffering, a client that goes
+//! away cancelling its upstream request, and upstream connections kept and renewed.
 
 mod support;
 
@@ -61,4 +61,99 @@ async fn chunks_reach_the_client_as_they_arrive() {
     assert_eq!(arrivals.len(), 7);
     let spread = arrivals[arrivals.len() - 2] - arrivals[0];
     assert!(spread >= Duration::from_millis(900), "chunks arrived together ({arrivals:?}): buffered");
+}
+
+/// A bare HTTP/1.1 upstream answering every request on a connection with a fixed chat
+/// completion; with `close_after_each`, it closes each connection shortly after answering (as
+/// a server whose keep-alive timeout ran out), without saying `Connection: close`. Returns its
+/// base URL and the number of connections it accepted.
+async fn bare_upstream(close_after_each: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read one request: headers, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if close_after_each {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), accepted)
+}
+
+async fn gateway_to(base_url: &str) -> Gateway {
+    Gateway::start(&format!(
+        "keys: [{{ key: sk-test, team: t }}]\nteams: {{ t: {{ models: ['*'] }} }}\nproviders:\n  up: {{ dialect: openai, base_url: '{base_url}' }}\nmodels:\n  m: {{ deployments: [{{ provider: up, model: x }}] }}\n"
+    ))
+    .await
+}
+
+/// Sequential requests to a plain-HTTP upstream reuse one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let (base_url, accepted) = bare_upstream(false).await;
+    let gw = gateway_to(&base_url).await;
+    for _ in 0..5 {
+        let response = gw.chat("m", false).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["model"], "m", "{body}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one upstream connection for five requests");
+}
+
+/// An upstream that closed its idle connection meanwhile (its keep-alive ran out) costs the
+/// client nothing: the request goes out again on a new connection instead of failing with 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closed_its_idle_connection_is_not_a_failure() {
+    let (base_url, accepted) = bare_upstream(true).await;
+    let gw = gateway_to(&base_url).await;
+    for i in 1..=3 {
+        let response = gw.chat("m", false).await;
+        assert_eq!(response.status(), 200, "request {i}: {}", response.text().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection each time the last one was closed");
 }

@@ -101,7 +101,8 @@ impl Pool {
     ) -> Result<(http::response::Parts, H1Body), SendError> {
         let mut reused = true;
         loop {
-            let mut conn = match self.checkout().filter(|_| reused) {
+            let idle = if reused { self.checkout() } else { None };
+            let mut conn = match idle {
                 Some(conn) => conn,
                 None => {
                     reused = false;
