@@ -82,10 +82,11 @@ impl Pool {
         if conn.usable() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             // The oldest are first: those idle too long are closed now rather than at a checkout.
-            let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+            let now = std::time::Instant::now();
+            let stale = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_FOR).count();
             idle.drain(..stale);
             if idle.len() < MAX_IDLE {
-                idle.push((conn, std::time::Instant::now()));
+                idle.push((conn, now));
             }
         }
     }

@@ -135,10 +135,23 @@ fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
         out[at] = len as u8;
         return;
     }
-    let mut prefix = Vec::with_capacity(10);
-    varint(&mut prefix, len as u64);
-    out[at] = prefix[0];
-    out.splice(at + 1..at + 1, prefix[1..].iter().copied());
+    // The length takes more than the one byte kept for it: move the body up to make room.
+    let extra = varint_len(len as u64) - 1;
+    out.resize(out.len() + extra, 0);
+    out.copy_within(at + 1..at + 1 + len, at + 1 + extra);
+    let mut prefix = &mut out[at..at + 1 + extra];
+    let mut value = len as u64;
+    while value >= 0x80 {
+        prefix[0] = value as u8 | 0x80;
+        prefix = &mut prefix[1..];
+        value >>= 7;
+    }
+    prefix[0] = value as u8;
+}
+
+/// Bytes of `value` as a varint.
+fn varint_len(value: u64) -> usize {
+    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
@@ -198,12 +211,17 @@ mod tests {
         // 1 + (tag, 2-byte length 200) + 200 = 203 = 0xcb 0x01
         assert_eq!(out[..6], [0x0a, 0xcb, 0x01, 0x12, 0xc8, 0x01]);
         assert_eq!(out.len(), 3 + 203);
+        assert!(out[6..].iter().all(|&b| b == b'x'), "the body moved up intact");
         let mut nested = Vec::new();
         message(&mut nested, 1, |out| message(out, 2, |out| string(out, 3, &"y".repeat(20_000))));
         // 20,000 = 0xa0 0x9c 0x01; the inner message is 1 + 3 + 20,000 = 20,004 = 0xa4 0x9c 0x01,
         // the outer 1 + 3 + 20,004 = 20,008 = 0xa8 0x9c 0x01.
         assert_eq!(nested[..12], [0x0a, 0xa8, 0x9c, 0x01, 0x12, 0xa4, 0x9c, 0x01, 0x1a, 0xa0, 0x9c, 0x01]);
         assert_eq!(nested.len(), 4 + 20_008);
+        assert!(nested[12..].iter().all(|&b| b == b'y'), "the body moved up intact");
+        for (value, len) in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
+            assert_eq!(varint_len(value), len, "{value}");
+        }
     }
 
     /// Reads the fields of one message: (field, wire type, payload or varint value).
