@@ -374,8 +374,7 @@ impl Limiter {
         let delta = settle_delta(reservation.estimate, outcome);
         match reservation.store {
             Store::Local { owe } => {
-                let sets: Vec<String> = reservation.leases.0.iter().map(|(set, _)| set.clone()).collect();
-                self.local.settle(&reservation.held, &sets, delta, owe);
+                self.local.settle(&reservation.held, &reservation.leases.0, delta, owe);
             }
             Store::Shared => {
                 // Lease slots the allowances can use again stay with this replica.

@@ -157,10 +157,10 @@ impl Local {
     }
 
     /// Corrects a local reservation by `delta` units and releases its leases.
-    pub fn settle(&self, held: &[super::Held], leases: &[String], delta: i64, owe: bool) {
+    pub fn settle(&self, held: &[super::Held], leases: &[(String, i64)], delta: i64, owe: bool) {
         let now_us = self.now_us();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for key in leases {
+        for (key, _) in leases {
             if let Some(n) = state.leases.get_mut(key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(second.denied, Some(1), "the budget's refusal is reported: it waits longest");
         assert_eq!(local.peek(&checks, 0), [(1, 0, 0), (60, 40, 5000)]);
         let held = [super::super::Held { kind: Kind::Window, key: "d".into(), limit: 100, window_end_ms: 5_000 }];
-        local.settle(&held, &["c".to_owned()], -50, true);
+        local.settle(&held, &[("c".to_owned(), 0)], -50, true);
         assert_eq!(local.peek(&checks, 0), [(0, 1, 0), (10, 90, 5000)]);
         assert_eq!(local.take_debt(), [("d".to_owned(), 10, 5_000)]);
         assert!(local.take_debt().is_empty());

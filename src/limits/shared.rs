@@ -191,8 +191,10 @@ impl Shared {
     pub fn settle_in_hand(&self, held: &[super::Held], delta: i64) -> Vec<(super::Held, i64)> {
         let now = Instant::now();
         held.iter()
-            .map(|h| (h.clone(), self.allowances.absorb(&h.key, delta, now)))
-            .filter(|(_, rest)| *rest != 0)
+            .filter_map(|h| {
+                let rest = self.allowances.absorb(&h.key, delta, now);
+                (rest != 0).then(|| (h.clone(), rest))
+            })
             .collect()
     }
 
