@@ -40,7 +40,7 @@ pub struct UpstreamResponse {
 /// Non-stream bodies larger than this are refused rather than buffered.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One provider's pooled client and what every request to it carries.
 struct ProviderClient {
@@ -74,7 +74,7 @@ impl Upstreams {
                 continue;
             }
             let client = ProviderClient {
-                http: http_client(provider.timeouts.connect).map_err(|e| {
+                http: http_client(provider.timeouts.connect, false).map_err(|e| {
                     GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name))
                 })?,
                 headers: provider_headers(provider)?,
@@ -182,7 +182,9 @@ impl ProviderClient {
     }
 }
 
-fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+/// A pooled HTTP client over rustls (the platform's trust roots): HTTP/1.1 or HTTP/2 by ALPN, or
+/// HTTP/2 only (gRPC). Also the OTLP trace exporter's.
+pub(crate) fn http_client(connect_timeout: Duration, http2_only: bool) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -191,11 +193,14 @@ fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         .try_with_platform_verifier()
         .map_err(|e| format!("TLS trust roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+        .https_or_http();
+    let tls = if http2_only {
+        tls.enable_http2().wrap_connector(http)
+    } else {
+        tls.enable_all_versions().wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
@@ -310,7 +315,7 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The error's causes, without any that name an address.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut source = Some(e);
     while let Some(s) = source {

@@ -10,15 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Recorder;
 use crate::config::{OtlpProtocol, OtlpSettings};
+use crate::upstream::{HttpClient, chain, http_client};
 
 /// Finished traces waiting for the exporter (about 50,000 spans).
 pub const QUEUE_TRACES: usize = 8192;
@@ -157,8 +154,6 @@ impl Batcher {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Where and how export requests go.
 struct Collector {
     http: HttpClient,
@@ -203,7 +198,7 @@ impl Collector {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let http = http_client(settings.protocol == OtlpProtocol::Grpc)?;
+        let http = http_client(EXPORT_TIMEOUT, settings.protocol == OtlpProtocol::Grpc)?;
         Ok(Self { http, uri, protocol: settings.protocol, headers })
     }
 
@@ -228,7 +223,7 @@ impl Collector {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
-        let response = self.http.request(request).await.map_err(|e| error_chain(&e))?;
+        let response = self.http.request(request).await.map_err(|e| chain(&e))?;
         let (parts, body) = response.into_parts();
         // Read the answer whole (it is small): the connection is then reused, and gRPC's
         // status is in the trailers.
@@ -254,38 +249,4 @@ impl Collector {
         }
         Ok(())
     }
-}
-
-/// A pooled client for the collector: HTTP/1.1 or HTTP/2 (ALPN) for OTLP/HTTP, HTTP/2 only for
-/// gRPC.
-fn http_client(http2_only: bool) -> Result<HttpClient, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(EXPORT_TIMEOUT));
-    let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .try_with_platform_verifier()
-        .map_err(|e| format!("TLS trust roots: {e}"))?
-        .https_or_http();
-    let tls = if http2_only {
-        tls.enable_http2().wrap_connector(http)
-    } else {
-        tls.enable_all_versions().wrap_connector(http)
-    };
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(http2_only)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(tls))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
