@@ -77,6 +77,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// Serving threads, each with an event loop of its own.
+    pub threads: usize,
 }
 
 #[derive(Clone)]
@@ -430,8 +432,15 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         Some(v) => Some(duration::parse(&v).map_err(|e| err("LLM_REQUEST_TIMEOUT".into(), e))?),
         None => None,
     };
+    let threads = match raw.server.threads {
+        Some(0) => return Err(err("server.threads".into(), "must be at least 1".into())),
+        Some(n) if n > 1024 => return Err(err("server.threads".into(), "must be at most 1024".into())),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    };
     let server = ServerSettings {
         listen,
+        threads,
         max_body_bytes,
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(Duration::from_secs(30)),
         log_level: raw.server.log_level.clone().unwrap_or_else(|| "info".into()),

@@ -56,7 +56,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One event loop per serving thread (see `run`): this thread's runs the background work too.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -72,6 +73,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves on `config.server.threads` threads, each a single-threaded event loop accepting from
+/// the same listening socket: a connection and everything its requests do stay on one thread,
+/// so no request pays for a work-stealing scheduler's cross-thread wake-ups.
 async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::error::Error>> {
     let mut telemetry = telemetry::init(&config.server.log_level, &config.telemetry)?;
     for warning in &config.warnings {
@@ -80,8 +84,37 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let (app, background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, models = config.models.len(), "listening");
-    let served = server::serve(listener, app, server::shutdown_signal(), config.server.shutdown_grace).await;
+    let grace = config.server.shutdown_grace;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Each thread registers the same listening socket with its own event loop.
+    let listener = listener.into_std()?;
+    let mut workers = Vec::new();
+    for i in 1..config.server.threads {
+        let (copy, app, stopped) = (listener.try_clone()?, app.clone(), stopped.clone());
+        workers.push(std::thread::Builder::new().name(format!("llm-gateway-{i}")).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(copy)?;
+                server::serve(listener, app, server::stopped(stopped), grace).await
+            })
+        })?);
+    }
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut served = server::serve(listener, app, server::stopped(stopped), grace).await;
+    // Every thread has drained (or its grace ran out) before the background work stops.
+    let joined = tokio::task::spawn_blocking(move || workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()).await;
+    for result in joined.into_iter().flatten() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => served = served.and(Err(e)),
+            Err(_) => served = served.and(Err(std::io::Error::other("a serving thread panicked"))),
+        }
+    }
     // Also after a server error: CLI sessions are closed, not orphaned.
     background.shutdown().await;
     // Also after a server error: traces still batched are exported.

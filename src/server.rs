@@ -82,6 +82,11 @@ pub async fn serve(
     }
 }
 
+/// Resolves once `stop` says so (or its sender is gone).
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

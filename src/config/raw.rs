@@ -110,6 +110,8 @@ pub struct RawServer {
     pub shutdown_grace: Option<Duration>,
     /// `info`, `debug`, ... or a full tracing filter.
     pub log_level: Option<String>,
+    /// Serving threads (one event loop each); default: the CPUs the process may use.
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

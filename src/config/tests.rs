@@ -64,6 +64,9 @@ fn errors_name_the_full_path() {
     let e = error_of(&format!("{BASE}\nserver: {{ shutdown_grace: 5 parsecs }}\n"));
     assert!(e.starts_with("server.shutdown_grace: "), "{e}");
 
+    let e = error_of(&format!("{BASE}\nserver: {{ threads: 0 }}\n"));
+    assert_eq!(e, "server.threads: must be at least 1");
+
     let e = error_of("providers:\n  x: { vendor: nobody }\n");
     assert!(e.starts_with("providers.x.vendor: unknown vendor \"nobody\""), "{e}");
 }

@@ -56,10 +56,24 @@ impl Conn {
     }
 }
 
-/// The idle connections to one upstream.
+/// Idle lists per pool: a connection goes back to the list of the thread that used it.
+const SHARDS: usize = 16;
+
+/// The idle connections to one upstream, kept per thread: the gateway serves each connection
+/// on one thread's event loop, and an upstream connection registered with that loop is
+/// best reused there (from another thread it would work, at a cross-thread wake-up per read).
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<(Conn, std::time::Instant)>>,
+    idle: [Mutex<Vec<(Conn, std::time::Instant)>>; SHARDS],
+}
+
+/// This thread's idle list.
+fn shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// Why a request got no answer.
@@ -71,7 +85,7 @@ pub enum SendError {
 impl Pool {
     fn checkout(&self) -> Option<Conn> {
         loop {
-            let (mut conn, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let (mut conn, since) = self.idle[shard()].lock().unwrap_or_else(|p| p.into_inner()).pop()?;
             if since.elapsed() < IDLE_FOR && conn.usable() {
                 return Some(conn);
             }
@@ -80,7 +94,7 @@ impl Pool {
 
     fn checkin(&self, mut conn: Conn) {
         if conn.usable() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.idle[shard()].lock().unwrap_or_else(|p| p.into_inner());
             // The oldest are first: those idle too long are closed now rather than at a checkout.
             let now = std::time::Instant::now();
             let stale = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_FOR).count();
