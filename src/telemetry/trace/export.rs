@@ -21,6 +21,8 @@ use crate::upstream::{HttpClient, chain, http_client};
 pub const QUEUE_TRACES: usize = 8192;
 /// Spans per export request at most (the OpenTelemetry SDK's default batch size).
 pub const MAX_BATCH_SPANS: usize = 512;
+/// Traces taken from the queue per wake-up at most.
+const RECEIVE_AT_ONCE: usize = 64;
 /// One export, from connecting to the collector's answer.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,25 +97,34 @@ impl Batcher {
     async fn run(self, mut traces: mpsc::Receiver<Recorder>, mut stopped: oneshot::Receiver<()>) {
         let mut batch: Vec<Recorder> = Vec::new();
         let mut spans = 0;
-        // When the oldest trace of the batch has waited `delay`.
-        let mut due: Option<Instant> = None;
+        let mut received = Vec::with_capacity(RECEIVE_AT_ONCE);
+        // Armed when a batch starts: it fires once its oldest trace has waited `delay`.
+        let due = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(due);
+        let mut armed = false;
         loop {
-            let deadline = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut stopped => break,
-                received = traces.recv() => {
-                    let Some(trace) = received else { break };
-                    spans += trace.spans.len();
-                    batch.push(trace);
-                    due.get_or_insert_with(|| Instant::now() + self.delay);
-                    if spans >= MAX_BATCH_SPANS {
-                        self.export(&mut batch, &mut spans).await;
-                        due = None;
+                n = traces.recv_many(&mut received, RECEIVE_AT_ONCE) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for trace in received.drain(..) {
+                        spans += trace.spans.len();
+                        batch.push(trace);
+                        if spans >= MAX_BATCH_SPANS {
+                            self.export(&mut batch, &mut spans).await;
+                            armed = false;
+                        }
+                    }
+                    if !batch.is_empty() && !armed {
+                        due.as_mut().reset(Instant::now() + self.delay);
+                        armed = true;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline), if due.is_some() => {
+                () = &mut due, if armed => {
                     self.export(&mut batch, &mut spans).await;
-                    due = None;
+                    armed = false;
                 }
             }
         }
