@@ -280,12 +280,20 @@ impl Drop for Relay {
     }
 }
 
-/// `data: <json>\n\n`.
+/// `data: <json>\n\n` (one `data:` line per line of `json`).
 pub fn data_frame(json: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(json.len() + 8);
-    frame.put_slice(b"data: ");
-    frame.put_slice(json);
-    frame.put_slice(b"\n\n");
+    // A line break inside the payload (whitespace of pretty-printed JSON) starts another `data:`
+    // line: the client joins them back with `\n`.
+    let mut lines = json.split(|&b| b == b'\n' || b == b'\r').peekable();
+    while let Some(line) = lines.next() {
+        frame.put_slice(b"data: ");
+        frame.put_slice(line);
+        frame.put_slice(b"\n");
+        if lines.peek().is_none() {
+            frame.put_slice(b"\n");
+        }
+    }
     frame.freeze()
 }
 
@@ -299,6 +307,17 @@ mod tests {
     use crate::adapter::openai::OpenAiChunks;
 
     const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"up\",\"content\":[],\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\n\n";
+
+    #[test]
+    fn a_payload_with_line_breaks_is_framed_as_several_data_lines() {
+        assert_eq!(&data_frame(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
+        let frame = data_frame(b"{\"a\":\n 1}");
+        assert_eq!(&frame[..], b"data: {\"a\":\ndata:  1}\n\n");
+        let mut decoder = sse::SseDecoder::new();
+        decoder.push(&frame);
+        let event = decoder.next_event().unwrap().unwrap();
+        assert_eq!(&event.data[..], b"{\"a\":\n 1}");
+    }
 
     fn text_delta(text: &str) -> String {
         format!(

@@ -165,14 +165,14 @@ impl OpenAiChunks {
 }
 
 impl OpenAiChunks {
-    /// The rewritten chunk to forward, if any, for one `data:` payload.
+    /// The rewritten chunk to forward, if any, as a whole SSE frame, for one `data:` payload.
     fn rewrite(&mut self, data: &[u8]) -> Result<Option<Bytes>, Step> {
         if data.trim_ascii() == b"[DONE]" {
             return Err(Step::Done);
         }
         let Ok(chunk) = RawMembers::from_slice(data) else {
             // Not an object: pass it on untouched rather than guess.
-            return Ok(Some(Bytes::copy_from_slice(data)));
+            return Ok(Some(data_frame(data)));
         };
         if chunk.contains("error") {
             return Err(Step::Failed(ErrorBody::from_upstream(500, data)));
@@ -190,15 +190,23 @@ impl OpenAiChunks {
         if let Some(reason) = chunk.get("choices").and_then(|c| finish_reason_in(c.get())) {
             self.finish_reason = Some(reason);
         }
-        Ok(Some(Bytes::from(chunk.to_vec_with("model", &self.client_model))))
+        if memchr::memchr2(b'\n', b'\r', data).is_some() {
+            // Line breaks inside values (the upstream sent the event in several `data:` lines).
+            return Ok(Some(data_frame(&chunk.to_vec_with("model", &self.client_model))));
+        }
+        let mut frame = Vec::with_capacity(chunk.encoded_len() + self.client_model.get().len() + 8);
+        frame.extend_from_slice(b"data: ");
+        chunk.write_with(&mut frame, "model", &self.client_model);
+        frame.extend_from_slice(b"\n\n");
+        Ok(Some(Bytes::from(frame)))
     }
 }
 
 impl ChunkRewriter for OpenAiChunks {
     fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Step {
         match self.rewrite(&event.data) {
-            Ok(Some(json)) => {
-                out.push(data_frame(&json));
+            Ok(Some(frame)) => {
+                out.push(frame);
                 Step::Continue
             }
             Ok(None) => Step::Continue,
@@ -231,7 +239,9 @@ impl ChunkRewriter for OpenAiChunks {
 /// (it is on the hot path of every chunk).
 pub fn finish_reason_in(choices: &str) -> Option<String> {
     const KEY: &str = "\"finish_reason\":";
-    let at = choices.find(KEY)? + KEY.len();
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let at = FINDER.find(choices.as_bytes())? + KEY.len();
     let rest = choices[at..].trim_start().strip_prefix('"')?;
     let end = rest.find('"')?;
     Some(rest[..end].to_owned())
@@ -328,8 +338,11 @@ mod tests {
         };
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            r#"{"id":"a","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#
+            "data: {\"id\":\"a\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
         );
+        // Keys with escapes are written back escaped; a payload with line breaks stays framed.
+        let Ok(Some(out)) = r.rewrite(b"{\"a\\\"b\":1,\n\"model\":\"x\"}") else { panic!() };
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "data: {\"a\\\"b\":1,\"model\":\"gpt-4o-mini\"}\n\n");
         assert_eq!(r.rewrite(b"[DONE]"), Err(Step::Done));
         assert!(
             matches!(r.rewrite(br#"{"error":{"message":"boom","type":"server_error"}}"#), Err(Step::Failed(e)) if e.error.message == "boom")

@@ -100,7 +100,11 @@ pub struct RawMembers<'a> {
 impl<'a> RawMembers<'a> {
     /// Parses `bytes` as a JSON object (anything else is an error).
     pub fn from_slice(bytes: &'a [u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(bytes)
+        // UTF-8 checked once for the whole text, not again for every member's raw value.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
@@ -119,10 +123,20 @@ impl<'a> RawMembers<'a> {
     /// Writes the object back as compact JSON with the `key` member (when present) replaced by the
     /// raw JSON `value` (duplicates collapsed to the first, as `RawObject::set` does).
     pub fn to_vec_with(&self, key: &str, value: &RawValue) -> Vec<u8> {
-        let len: usize = self.members.iter().map(|(k, v)| k.as_str().len() + v.get().len() + 4).sum();
-        let mut out = Vec::with_capacity(len + value.get().len() + 2);
+        let mut out = Vec::with_capacity(self.encoded_len() + value.get().len() + 2);
+        self.write_with(&mut out, key, value);
+        out
+    }
+
+    /// Roughly the length of the object written back.
+    pub fn encoded_len(&self) -> usize {
+        self.members.iter().map(|(k, v)| k.as_str().len() + v.get().len() + 4).sum()
+    }
+
+    /// `to_vec_with`, appending to `out`.
+    pub fn write_with(&self, out: &mut Vec<u8>, key: &str, value: &RawValue) {
         out.push(b'{');
-        let mut replaced = false;
+        let (mut replaced, mut first) = (false, true);
         for (name, member) in &self.members {
             let member = match name.as_str() == key {
                 true if replaced => continue,
@@ -132,15 +146,23 @@ impl<'a> RawMembers<'a> {
                 }
                 false => member,
             };
-            if out.len() > 1 {
+            if !first {
                 out.push(b',');
             }
-            write_json_string(&mut out, name.as_str());
+            first = false;
+            match name {
+                // Taken from the input as it was: it had nothing to escape.
+                Key::Borrowed(name) => {
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'"');
+                }
+                Key::Owned(name) => write_json_string(out, name),
+            }
             out.push(b':');
             out.extend_from_slice(member.get().as_bytes());
         }
         out.push(b'}');
-        out
     }
 }
 
@@ -212,22 +234,32 @@ impl<'de> Deserialize<'de> for RawMembers<'de> {
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
+    let bytes = s.as_bytes();
+    // Runs of bytes that need no escape are copied whole.
+    let mut clean = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
             0..=0x1f => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&bytes[clean..i]);
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[(b >> 4) as usize]);
                 out.push(HEX[(b & 0xf) as usize]);
+                clean = i + 1;
+                continue;
             }
-            _ => out.push(b),
-        }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[clean..i]);
+        out.extend_from_slice(escape);
+        clean = i + 1;
     }
+    out.extend_from_slice(&bytes[clean..]);
     out.push(b'"');
 }
 
@@ -280,9 +312,12 @@ mod tests {
     fn escapes_keys() {
         let mut obj = RawObject::default();
         obj.set("q\"\\\n\u{1}", &1).unwrap();
+        obj.set("run é\"of\u{1f}clean\tbytes", &2).unwrap();
         let text = String::from_utf8(obj.to_vec()).unwrap();
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["q\"\\\n\u{1}"], 1);
+        assert_eq!(back["run é\"of\u{1f}clean\tbytes"], 2);
+        assert!(text.contains(r#""run é\"of\u001fclean\tbytes":2"#), "{text}");
     }
 
     #[test]

@@ -16,8 +16,10 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: BytesMut,
+    /// The event's first `data:` line, not copied (most events have one).
+    first: Option<Bytes>,
+    /// The event's data once a second `data:` line came: the lines joined.
     data: Vec<u8>,
-    has_data: bool,
     event: Option<String>,
     started: bool,
 }
@@ -52,8 +54,8 @@ impl SseDecoder {
                 }
                 self.started = true;
             }
-            let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.buf) else {
+                if self.buf.len() + self.data_len() > MAX_EVENT_BYTES {
                     return Err(EventTooLarge);
                 }
                 return Ok(None);
@@ -68,9 +70,9 @@ impl SseDecoder {
             } else {
                 1
             };
-            let line = self.buf.split_to(end);
+            let line = self.buf.split_to(end).freeze();
             self.buf.advance(terminator);
-            if let Some(event) = self.take_line(&line)? {
+            if let Some(event) = self.take_line(line)? {
                 return Ok(Some(event));
             }
         }
@@ -82,51 +84,64 @@ impl SseDecoder {
             return Ok(Some(event));
         }
         if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            let line = if line.last() == Some(&b'\r') { &line[..line.len() - 1] } else { &line[..] };
+            let mut line = std::mem::take(&mut self.buf).freeze();
+            if line.last() == Some(&b'\r') {
+                line.truncate(line.len() - 1);
+            }
             self.take_line(line)?;
         }
         Ok(self.dispatch())
     }
 
-    fn take_line(&mut self, line: &[u8]) -> Result<Option<SseEvent>, EventTooLarge> {
+    fn take_line(&mut self, line: Bytes) -> Result<Option<SseEvent>, EventTooLarge> {
         if line.is_empty() {
             return Ok(self.dispatch());
         }
         if line[0] == b':' {
             return Ok(None);
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', &line) {
             Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                let skip = if line.get(colon + 1) == Some(&b' ') { 2 } else { 1 };
+                (&line[..colon], line.slice(colon + skip..))
             }
-            None => (line, &b""[..]),
+            None => (&line[..], Bytes::new()),
         };
         match field {
             b"data" => {
-                if self.data.len() + value.len() > MAX_EVENT_BYTES {
+                if self.data_len() + value.len() > MAX_EVENT_BYTES {
                     return Err(EventTooLarge);
                 }
-                if self.has_data {
-                    self.data.push(b'\n');
+                match self.first.take() {
+                    None if self.data.is_empty() => self.first = Some(value),
+                    first => {
+                        if let Some(first) = first {
+                            self.data.extend_from_slice(&first);
+                        }
+                        self.data.push(b'\n');
+                        self.data.extend_from_slice(&value);
+                    }
                 }
-                self.data.extend_from_slice(value);
-                self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => self.event = Some(String::from_utf8_lossy(&value).into_owned()),
             _ => {}
         }
         Ok(None)
     }
 
+    /// Bytes of data held for the event being read.
+    fn data_len(&self) -> usize {
+        self.first.as_ref().map_or(self.data.len(), Bytes::len)
+    }
+
     fn dispatch(&mut self) -> Option<SseEvent> {
         let event = self.event.take();
-        if !self.has_data {
-            return None;
-        }
-        self.has_data = false;
-        Some(SseEvent { event, data: Bytes::from(std::mem::take(&mut self.data)) })
+        let data = match self.first.take() {
+            Some(first) => first,
+            None if self.data.is_empty() => return None,
+            None => Bytes::from(std::mem::take(&mut self.data)),
+        };
+        Some(SseEvent { event, data })
     }
 }
 
