@@ -170,10 +170,10 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
         supervisors.spawn(pool.clone().supervise());
     }
     let api = axum::Router::new()
-        .route("/v1/chat/completions", post(|g, i, h, b| ingress::proxy(Endpoint::ChatCompletions, g, i, h, b)))
-        .route("/v1/completions", post(|g, i, h, b| ingress::proxy(Endpoint::Completions, g, i, h, b)))
-        .route("/v1/embeddings", post(|g, i, h, b| ingress::proxy(Endpoint::Embeddings, g, i, h, b)))
-        .route("/v1/messages", post(|g, i, h, b| ingress::proxy(Endpoint::Messages, g, i, h, b)))
+        .route("/v1/chat/completions", post(|g, r| ingress::proxy(Endpoint::ChatCompletions, g, r)))
+        .route("/v1/completions", post(|g, r| ingress::proxy(Endpoint::Completions, g, r)))
+        .route("/v1/embeddings", post(|g, r| ingress::proxy(Endpoint::Embeddings, g, r)))
+        .route("/v1/messages", post(|g, r| ingress::proxy(Endpoint::Messages, g, r)))
         .route("/v1/messages/count_tokens", post(ingress::count_tokens))
         .route("/v1/models", get(ingress::list_models))
         .route("/v1/models/{*model}", get(ingress::get_model))

@@ -65,14 +65,11 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The handler for one proxied endpoint (chat, completions, embeddings, Anthropic messages):
 /// they differ only in the `Endpoint` they hand to `handle`.
-pub async fn proxy(
-    endpoint: Endpoint,
-    gw: State<Arc<Gateway>>,
-    id: axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw.0, id.0, endpoint, headers, body).await
+pub async fn proxy(endpoint: Endpoint, gw: State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    // Taken apart rather than extracted: the headers are moved, not copied.
+    let (mut parts, body) = request.into_parts();
+    let id = parts.extensions.remove::<RequestId>().unwrap_or_else(|| RequestId(crate::server::new_request_id()));
+    handle(gw.0, id, endpoint, parts.headers, body).await
 }
 
 /// Anthropic's `POST /v1/messages/count_tokens`, answered locally with an estimate (about

@@ -35,7 +35,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 /// `req_` and 32 random hex digits.
-fn new_request_id() -> Arc<str> {
+pub(crate) fn new_request_id() -> Arc<str> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = *b"req_00000000000000000000000000000000";
     let mut bits = fastrand::u128(..);

@@ -99,10 +99,16 @@ impl Upstreams {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
         let client = self.client(provider)?;
         let uri = client.uri(provider, path)?;
-        let mut headers = client.headers.clone();
-        for (name, value) in forward_headers {
-            headers.insert(name, value.clone());
-        }
+        let headers = || {
+            let mut headers = client.headers.clone();
+            for (name, value) in forward_headers {
+                headers.insert(name, value.clone());
+            }
+            if let Some(plain) = &client.plain {
+                headers.insert(http::header::HOST, plain.host.clone());
+            }
+            headers
+        };
         let build = |headers: HeaderMap| {
             let mut request = http::Request::new(Full::new(body.clone()));
             *request.method_mut() = Method::POST;
@@ -123,8 +129,10 @@ impl Upstreams {
             detail: format!("reading the response failed: {}", chain(&e)),
         };
         if let Some(plain) = &client.plain {
-            headers.insert(http::header::HOST, plain.host.clone());
-            let sent = plain.pool.send(&plain.addr, provider.timeouts.connect, || build(headers.clone()));
+            // Built again only for a second try (a reused connection the server had closed).
+            let mut first = Some(headers());
+            let sent =
+                plain.pool.send(&plain.addr, provider.timeouts.connect, || build(first.take().unwrap_or_else(headers)));
             let (parts, body) = tokio::time::timeout_at(first_byte, sent)
                 .await
                 .map_err(|_| timed_out())?
@@ -132,7 +140,7 @@ impl Upstreams {
             let body = body.map(move |r| r.map_err(&read_failed)).boxed();
             return Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body });
         }
-        let response = tokio::time::timeout_at(first_byte, client.http.request(build(headers)))
+        let response = tokio::time::timeout_at(first_byte, client.http.request(build(headers())))
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| classify(&deployment.id, &e))?;

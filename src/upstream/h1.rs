@@ -112,7 +112,7 @@ impl Pool {
         self: &std::sync::Arc<Self>,
         addr: &str,
         connect_timeout: Duration,
-        make: impl Fn() -> http::Request<Full<Bytes>>,
+        mut make: impl FnMut() -> http::Request<Full<Bytes>>,
     ) -> Result<(http::response::Parts, H1Body), SendError> {
         let mut reused = true;
         loop {
