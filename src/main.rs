@@ -86,19 +86,37 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let addr = listener.local_addr()?;
     let grace = config.server.shutdown_grace;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // A thread reports once it has drained; its event loop runs on until `release`, so work its
+    // requests left running (cache stores, limit top-ups, a Valkey call other threads wait on)
+    // is not cut short before the background work has stopped.
+    let (drained_tx, mut drained) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    let (release, released) = tokio::sync::watch::channel(false);
     // Each thread registers the same listening socket with its own event loop.
     let listener = listener.into_std()?;
     let mut workers = Vec::new();
     for i in 1..config.server.threads {
         let (copy, app, stopped) = (listener.try_clone()?, app.clone(), stopped.clone());
+        let (drained_tx, released) = (drained_tx.clone(), released.clone());
         workers.push(std::thread::Builder::new().name(format!("llm-gateway-{i}")).spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = drained_tx.send(Err(e));
+                    return;
+                }
+            };
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(copy)?;
-                server::serve(listener, app, server::stopped(stopped), grace).await
-            })
+                let served = match tokio::net::TcpListener::from_std(copy) {
+                    Ok(listener) => server::serve(listener, app, server::stopped(stopped), grace).await,
+                    Err(e) => Err(e),
+                };
+                let _ = drained_tx.send(served);
+                drop(drained_tx);
+                server::stopped(released).await;
+            });
         })?);
     }
+    drop(drained_tx);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
     tokio::spawn(async move {
@@ -107,18 +125,21 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     });
     let mut served = server::serve(listener, app, server::stopped(stopped), grace).await;
     // Every thread has drained (or its grace ran out) before the background work stops.
-    let joined = tokio::task::spawn_blocking(move || workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()).await;
-    for result in joined.into_iter().flatten() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => served = served.and(Err(e)),
-            Err(_) => served = served.and(Err(std::io::Error::other("a serving thread panicked"))),
+    for _ in 0..workers.len() {
+        match drained.recv().await {
+            Some(result) => served = served.and(result),
+            None => {
+                served = served.and(Err(std::io::Error::other("a serving thread panicked")));
+                break;
+            }
         }
     }
     // Also after a server error: CLI sessions are closed, not orphaned.
     background.shutdown().await;
     // Also after a server error: traces still batched are exported.
     telemetry.shutdown().await;
+    let _ = release.send(true);
+    let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     served?;
     tracing::info!("stopped");
     Ok(())
