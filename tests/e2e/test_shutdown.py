@@ -87,3 +87,36 @@ def test_requests_outliving_the_grace_period_are_cut(tmp_path) -> None:
     finally:
         proc.stop()
         upstream.stop()
+
+
+def test_every_serving_thread_drains_its_streams(tmp_path) -> None:
+    """With several serving threads (each with connections of its own), SIGTERM lets every
+    stream in flight finish, on whichever thread it is, before the gateway exits."""
+    upstream = MockOpenAI()
+    upstream.slow_first_byte_seconds = 1.5
+    upstream.start()
+    cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
+    cfg["server"]["shutdown_grace"] = "10s"
+    cfg["server"]["threads"] = 4
+    cfg["providers"]["upstream-slow"]["timeouts"] = {"first_byte": "10s"}
+    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
+    try:
+        assert any('"threads":4' in line for line in proc.stdout_lines), proc.output_tail()
+        results: list[dict] = [{} for _ in range(8)]
+        threads = [threading.Thread(target=_slow_stream, args=(proc, r)) for r in results]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(upstream.find(lambda r: r.model and str(r.model).startswith("slow-first-byte"))) < 8:
+            assert time.monotonic() < deadline, "the requests never all reached the upstream"
+            time.sleep(0.02)
+        proc.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=20)
+        for r in results:
+            assert r.get("status") == 200, r
+            assert r["body"].rstrip().endswith(b"data: [DONE]"), "every in-flight stream finished whole"
+        assert proc.proc.wait(timeout=10) == 0
+    finally:
+        proc.stop()
+        upstream.stop()
