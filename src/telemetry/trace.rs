@@ -38,7 +38,7 @@ const MAX_SPANS: usize = 64;
 
 /// Where finished traces go, and the share of requests traced; set once the exporter runs.
 struct Pipeline {
-    queue: tokio::sync::mpsc::Sender<Recorder>,
+    queue: std::sync::Arc<export::Queue>,
     ratio: f64,
 }
 
@@ -379,7 +379,7 @@ impl Drop for Trace {
         let mut recorder = recorder.into_inner().unwrap_or_else(|p| p.into_inner());
         recorder.finish();
         if let Some(pipeline) = PIPELINE.get() {
-            export::enqueue(&pipeline.queue, recorder);
+            pipeline.queue.push(recorder);
         }
     }
 }

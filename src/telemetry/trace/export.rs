@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use http_body_util::{BodyExt, Full};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::Recorder;
@@ -21,8 +23,6 @@ use crate::upstream::{HttpClient, chain, http_client};
 pub const QUEUE_TRACES: usize = 8192;
 /// Spans per export request at most (the OpenTelemetry SDK's default batch size).
 pub const MAX_BATCH_SPANS: usize = 512;
-/// Traces taken from the queue per wake-up at most.
-const RECEIVE_AT_ONCE: usize = 64;
 /// One export, from connecting to the collector's answer.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,13 +43,67 @@ pub fn counts() -> (u64, u64, u64) {
     )
 }
 
-/// Hands a finished trace to the exporter, or drops (and counts) it when the queue is full.
-pub(super) fn enqueue(queue: &mpsc::Sender<Recorder>, trace: Recorder) {
-    if let Err(e) = queue.try_send(trace) {
-        let spans = match &e {
-            mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t.spans.len(),
+/// Finished traces on their way to the exporter. A sender wakes the exporter only when a batch
+/// begins (to start its timer) and when a full batch is waiting — not for every trace, which
+/// would cost a request on another thread a cross-thread wake-up.
+pub struct Queue {
+    queued: Mutex<Queued>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queued {
+    traces: Vec<Recorder>,
+    spans: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Self { queued: Mutex::new(Queued::default()), wake: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a finished trace to the exporter, or drops (and counts) it when the queue is full
+    /// or the exporter has stopped.
+    pub(super) fn push(&self, trace: Recorder) {
+        let spans = trace.spans.len();
+        let wake = {
+            let mut queued = self.lock();
+            if queued.closed || queued.traces.len() >= QUEUE_TRACES {
+                drop(queued);
+                DROPPED_QUEUE_FULL.fetch_add(spans as u64, Ordering::Relaxed);
+                return;
+            }
+            let before = queued.spans;
+            queued.traces.push(trace);
+            queued.spans += spans;
+            before == 0 || (before < MAX_BATCH_SPANS && queued.spans >= MAX_BATCH_SPANS)
         };
-        DROPPED_QUEUE_FULL.fetch_add(spans as u64, Ordering::Relaxed);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Spans waiting.
+    fn spans(&self) -> usize {
+        self.lock().spans
+    }
+
+    /// Everything waiting.
+    fn take(&self) -> Vec<Recorder> {
+        let mut queued = self.lock();
+        queued.spans = 0;
+        std::mem::take(&mut queued.traces)
+    }
+
+    /// Refuses traces from now on and returns those waiting.
+    fn close(&self) -> Vec<Recorder> {
+        self.lock().closed = true;
+        self.take()
     }
 }
 
@@ -78,12 +132,12 @@ impl Drop for Running {
 }
 
 /// Starts the exporter task for `settings` (call inside the runtime).
-pub fn start(settings: &OtlpSettings) -> Result<(mpsc::Sender<Recorder>, Running), String> {
+pub fn start(settings: &OtlpSettings) -> Result<(Arc<Queue>, Running), String> {
     let collector = Collector::new(settings)?;
-    let (queue, traces) = mpsc::channel(QUEUE_TRACES);
+    let queue = Arc::new(Queue::new());
     let (stop, stopped) = oneshot::channel();
     let batch = Batcher { collector, service_name: settings.service_name.clone(), delay: settings.batch_delay };
-    let task = tokio::spawn(batch.run(traces, stopped));
+    let task = tokio::spawn(batch.run(queue.clone(), stopped));
     Ok((queue, Running { task, stop: Some(stop) }))
 }
 
@@ -94,43 +148,36 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(self, mut traces: mpsc::Receiver<Recorder>, mut stopped: oneshot::Receiver<()>) {
-        let mut batch: Vec<Recorder> = Vec::new();
-        let mut spans = 0;
-        let mut received = Vec::with_capacity(RECEIVE_AT_ONCE);
-        // Armed when a batch starts: it fires once its oldest trace has waited `delay`.
+    async fn run(self, queue: Arc<Queue>, mut stopped: oneshot::Receiver<()>) {
+        // Started when a batch begins: it fires once the batch's first trace has waited `delay`.
         let due = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(due);
         let mut armed = false;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                n = traces.recv_many(&mut received, RECEIVE_AT_ONCE) => {
-                    if n == 0 {
-                        break;
-                    }
-                    for trace in received.drain(..) {
-                        spans += trace.spans.len();
-                        batch.push(trace);
-                        if spans >= MAX_BATCH_SPANS {
-                            self.export(&mut batch, &mut spans).await;
-                            armed = false;
+                () = queue.wake.notified() => {
+                    if queue.spans() < MAX_BATCH_SPANS {
+                        if !armed {
+                            due.as_mut().reset(Instant::now() + self.delay);
+                            armed = true;
                         }
-                    }
-                    if !batch.is_empty() && !armed {
-                        due.as_mut().reset(Instant::now() + self.delay);
-                        armed = true;
+                        continue;
                     }
                 }
-                () = &mut due, if armed => {
-                    self.export(&mut batch, &mut spans).await;
-                    armed = false;
-                }
+                () = &mut due, if armed => {}
             }
+            armed = false;
+            self.export_all(queue.take()).await;
         }
         // Shutting down: no more traces come in; what is queued goes out.
-        traces.close();
-        while let Some(trace) = traces.recv().await {
+        self.export_all(queue.close()).await;
+    }
+
+    /// Exports `traces` in batches of about `MAX_BATCH_SPANS` spans.
+    async fn export_all(&self, traces: Vec<Recorder>) {
+        let (mut batch, mut spans) = (Vec::new(), 0);
+        for trace in traces {
             spans += trace.spans.len();
             batch.push(trace);
             if spans >= MAX_BATCH_SPANS {
@@ -259,5 +306,58 @@ impl Collector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn trace(spans: usize) -> Recorder {
+        let mut r = Recorder::new(None, None, std::time::Instant::now(), "chat");
+        for _ in 1..spans {
+            r.child("auth", super::super::Kind::Internal);
+        }
+        r
+    }
+
+    /// Whether the exporter has been woken (a stored permit), consuming the wake-up.
+    fn woken(queue: &Queue) -> bool {
+        queue.wake.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn the_exporter_is_woken_when_a_batch_begins_and_when_it_is_full_not_per_trace() {
+        let queue = Queue::new();
+        queue.push(trace(6));
+        assert!(woken(&queue), "a batch began: the exporter starts its timer");
+        for _ in 0..10 {
+            queue.push(trace(6));
+        }
+        assert!(!woken(&queue), "66 spans: no wake-up per trace");
+        for _ in 0..80 {
+            queue.push(trace(6));
+        }
+        assert!(woken(&queue), "a full batch is waiting");
+        assert_eq!(queue.spans(), 91 * 6);
+        assert_eq!(queue.take().len(), 91);
+        queue.push(trace(6));
+        assert!(woken(&queue), "the next batch begins");
+    }
+
+    #[test]
+    fn traces_beyond_the_bound_or_after_close_are_dropped_and_counted() {
+        let queue = Queue::new();
+        let dropped = counts().1;
+        for _ in 0..QUEUE_TRACES + 3 {
+            queue.push(trace(1));
+        }
+        assert_eq!(queue.spans(), QUEUE_TRACES);
+        assert_eq!(queue.close().len(), QUEUE_TRACES);
+        queue.push(trace(2));
+        assert!(counts().1 >= dropped + 5, "3 over the bound, 2 after close");
+        assert!(queue.take().is_empty());
     }
 }
