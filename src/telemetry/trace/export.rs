@@ -149,42 +149,50 @@ struct Batcher {
 
 impl Batcher {
     async fn run(self, queue: Arc<Queue>, mut stopped: oneshot::Receiver<()>) {
+        // A batch short of `MAX_BATCH_SPANS` waits here for more, at most until `due`.
+        let (mut batch, mut spans) = (Vec::new(), 0);
         // Started when a batch begins: it fires once the batch's first trace has waited `delay`.
         let due = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(due);
         let mut armed = false;
         loop {
-            tokio::select! {
+            let timer = tokio::select! {
                 _ = &mut stopped => break,
                 () = queue.wake.notified() => {
-                    if queue.spans() < MAX_BATCH_SPANS {
+                    if spans + queue.spans() < MAX_BATCH_SPANS {
                         if !armed {
                             due.as_mut().reset(Instant::now() + self.delay);
                             armed = true;
                         }
                         continue;
                     }
+                    false
                 }
-                () = &mut due, if armed => {}
-            }
-            armed = false;
-            self.export_all(queue.take()).await;
-        }
-        // Shutting down: no more traces come in; what is queued goes out.
-        self.export_all(queue.close()).await;
-    }
-
-    /// Exports `traces` in batches of about `MAX_BATCH_SPANS` spans.
-    async fn export_all(&self, traces: Vec<Recorder>) {
-        let (mut batch, mut spans) = (Vec::new(), 0);
-        for trace in traces {
-            spans += trace.spans.len();
-            batch.push(trace);
-            if spans >= MAX_BATCH_SPANS {
+                () = &mut due, if armed => true,
+            };
+            self.add(&mut batch, &mut spans, queue.take()).await;
+            if timer {
                 self.export(&mut batch, &mut spans).await;
             }
+            armed = !batch.is_empty();
+            if armed {
+                due.as_mut().reset(Instant::now() + self.delay);
+            }
         }
+        // Shutting down: no more traces come in; what is queued goes out.
+        self.add(&mut batch, &mut spans, queue.close()).await;
         self.export(&mut batch, &mut spans).await;
+    }
+
+    /// Adds `traces` to the batch, exporting each time it reaches `MAX_BATCH_SPANS` spans.
+    async fn add(&self, batch: &mut Vec<Recorder>, spans: &mut usize, traces: Vec<Recorder>) {
+        for trace in traces {
+            *spans += trace.spans.len();
+            batch.push(trace);
+            if *spans >= MAX_BATCH_SPANS {
+                self.export(batch, spans).await;
+            }
+        }
     }
 
     async fn export(&self, batch: &mut Vec<Recorder>, spans: &mut usize) {
