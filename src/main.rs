@@ -119,11 +119,17 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     drop(drained_tx);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop.send(true);
+    let stop = std::sync::Arc::new(stop);
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            server::shutdown_signal().await;
+            let _ = stop.send(true);
+        }
     });
     let mut served = server::serve(listener, app, server::stopped(stopped), grace).await;
+    // (Should this thread's server stop for another reason, the others stop too.)
+    let _ = stop.send(true);
     // Every thread has drained (or its grace ran out) before the background work stops.
     for _ in 0..workers.len() {
         match drained.recv().await {

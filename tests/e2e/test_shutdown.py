@@ -15,12 +15,14 @@ from e2e_support import GatewayProcess
 from mock_openai import MockOpenAI, closed_port
 
 
-def _start(tmp_path, grace: str) -> tuple[MockOpenAI, GatewayProcess]:
+def _start(tmp_path, grace: str, threads: int | None = None) -> tuple[MockOpenAI, GatewayProcess]:
     upstream = MockOpenAI()
     upstream.slow_first_byte_seconds = 1.5
     upstream.start()
     cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
     cfg["server"]["shutdown_grace"] = grace
+    if threads is not None:
+        cfg["server"]["threads"] = threads
     cfg["providers"]["upstream-slow"]["timeouts"] = {"first_byte": "10s"}
     return upstream, GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
 
@@ -92,14 +94,7 @@ def test_requests_outliving_the_grace_period_are_cut(tmp_path) -> None:
 def test_every_serving_thread_drains_its_streams(tmp_path) -> None:
     """With several serving threads (each with connections of its own), SIGTERM lets every
     stream in flight finish, on whichever thread it is, before the gateway exits."""
-    upstream = MockOpenAI()
-    upstream.slow_first_byte_seconds = 1.5
-    upstream.start()
-    cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
-    cfg["server"]["shutdown_grace"] = "10s"
-    cfg["server"]["threads"] = 4
-    cfg["providers"]["upstream-slow"]["timeouts"] = {"first_byte": "10s"}
-    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
+    upstream, proc = _start(tmp_path, grace="10s", threads=4)
     try:
         assert any('"threads":4' in line for line in proc.stdout_lines), proc.output_tail()
         results: list[dict] = [{} for _ in range(8)]
@@ -113,9 +108,8 @@ def test_every_serving_thread_drains_its_streams(tmp_path) -> None:
         proc.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(timeout=20)
-        for r in results:
-            assert r.get("status") == 200, r
-            assert r["body"].rstrip().endswith(b"data: [DONE]"), "every in-flight stream finished whole"
+        assert [r.get("status") for r in results] == [200] * 8, results
+        assert all(r["body"].rstrip().endswith(b"data: [DONE]") for r in results), "every stream finished whole"
         assert proc.proc.wait(timeout=10) == 0
     finally:
         proc.stop()
