@@ -280,6 +280,20 @@ impl Drop for Relay {
     }
 }
 
+/// `data: <payload>\n\n` with the payload written by `write` straight into the frame (no copy),
+/// framed like `data_frame` when it holds line breaks.
+pub fn data_frame_with(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    const PREFIX: &[u8] = b"data: ";
+    let mut frame = Vec::with_capacity(PREFIX.len() + capacity + 2);
+    frame.extend_from_slice(PREFIX);
+    write(&mut frame);
+    if memchr::memchr2(b'\n', b'\r', &frame[PREFIX.len()..]).is_some() {
+        return data_frame(&frame[PREFIX.len()..]);
+    }
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
 /// `data: <json>\n\n` (one `data:` line per line of `json`).
 pub fn data_frame(json: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(json.len() + 8);
@@ -317,6 +331,9 @@ mod tests {
         decoder.push(&frame);
         let event = decoder.next_event().unwrap().unwrap();
         assert_eq!(&event.data[..], b"{\"a\":\n 1}");
+        // Written straight into the frame: the same framing either way.
+        assert_eq!(data_frame_with(0, |out| out.extend_from_slice(b"{\"a\":1}")), data_frame(b"{\"a\":1}"));
+        assert_eq!(data_frame_with(0, |out| out.extend_from_slice(b"{\"a\":\n 1}")), frame);
     }
 
     fn text_delta(text: &str) -> String {

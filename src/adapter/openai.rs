@@ -10,7 +10,7 @@ use crate::api::{ErrorBody, RawMembers, RawObject, Usage};
 use crate::config::StreamUsage;
 use crate::ctx::{Capture, Generated, MAX_GENERATED_BYTES};
 use crate::stream::sse::SseEvent;
-use crate::stream::{ChunkRewriter, Step, data_frame};
+use crate::stream::{ChunkRewriter, Step, data_frame, data_frame_with};
 
 pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
@@ -190,15 +190,8 @@ impl OpenAiChunks {
         if let Some(reason) = chunk.get("choices").and_then(|c| finish_reason_in(c.get())) {
             self.finish_reason = Some(reason);
         }
-        if memchr::memchr2(b'\n', b'\r', data).is_some() {
-            // Line breaks inside values (the upstream sent the event in several `data:` lines).
-            return Ok(Some(data_frame(&chunk.to_vec_with("model", &self.client_model))));
-        }
-        let mut frame = Vec::with_capacity(chunk.encoded_len() + self.client_model.get().len() + 8);
-        frame.extend_from_slice(b"data: ");
-        chunk.write_with(&mut frame, "model", &self.client_model);
-        frame.extend_from_slice(b"\n\n");
-        Ok(Some(Bytes::from(frame)))
+        let capacity = chunk.encoded_len() + self.client_model.get().len();
+        Ok(Some(data_frame_with(capacity, |out| chunk.write_with(out, "model", &self.client_model))))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::api::anthropic::{Block, Delta, StreamEvent, UsageReport};
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{Capture, Generated, utf8_text};
 use crate::stream::sse::SseEvent;
-use crate::stream::{ChunkRewriter, Step, data_frame};
+use crate::stream::{ChunkRewriter, Step, data_frame_with};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockKind {
@@ -70,7 +70,12 @@ impl ClaudeChunks {
             choices,
             usage,
         };
-        data_frame(&serde_json::to_vec(&chunk).unwrap_or_default())
+        data_frame_with(256, |out| {
+            let start = out.len();
+            if serde_json::to_writer(&mut *out, &chunk).is_err() {
+                out.truncate(start);
+            }
+        })
     }
 
     fn kind(&self, index: u64) -> Option<BlockKind> {
