@@ -15,11 +15,12 @@ pub mod local;
 pub mod plan;
 pub mod shared;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::api::ratelimit::{Bucket, RateHeaders};
 use crate::auth::Principal;
@@ -43,6 +44,9 @@ const SETTLE_CONCURRENCY: usize = 16;
 const SETTLE_BATCH: usize = 256;
 /// How often an unreachable Valkey is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a concurrency refusal waits, at most, for this replica's lease releases still on
+/// their way to Valkey before it is decided again.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
@@ -153,6 +157,53 @@ pub struct Limiter {
     check_latency: Arc<crate::telemetry::metrics::Histogram>,
     settle_tx: mpsc::Sender<Settlement>,
     settle_rx: Mutex<Option<mpsc::Receiver<Settlement>>>,
+    releases: Releases,
+}
+
+/// Lease releases on their way to Valkey (through the settlement worker), counted when queued
+/// and when done (applied or given up), so that a concurrency refusal can wait for the releases
+/// of requests that ended before it: a client that sends its next request as soon as the last
+/// one's answer arrived is not refused for the slot that answer just gave back.
+#[derive(Default)]
+struct Releases {
+    queued: AtomicU64,
+    done: AtomicU64,
+    progress: Notify,
+}
+
+impl Releases {
+    fn queued(&self) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn done(&self, n: u64) {
+        if n > 0 {
+            self.done.fetch_add(n, Ordering::AcqRel);
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// The releases queued so far, when some of them are not done yet.
+    fn pending(&self) -> Option<u64> {
+        let queued = self.queued.load(Ordering::Acquire);
+        (self.done.load(Ordering::Acquire) < queued).then_some(queued)
+    }
+
+    /// Waits, at most `limit`, until as many releases are done as `queued`.
+    async fn wait_for(&self, queued: u64, limit: Duration) {
+        let caught_up = async {
+            loop {
+                let progress = self.progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                if self.done.load(Ordering::Acquire) >= queued {
+                    return;
+                }
+                progress.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, caught_up).await;
+    }
 }
 
 impl Limiter {
@@ -167,6 +218,7 @@ impl Limiter {
             metrics,
             settle_tx,
             settle_rx: Mutex::new(Some(settle_rx)),
+            releases: Releases::default(),
         }
     }
 
@@ -188,7 +240,16 @@ impl Limiter {
                 }
                 Some((batch, rx))
             });
-            batches.for_each_concurrent(SETTLE_CONCURRENCY, |batch| me.settle_shared(batch)).await;
+            batches
+                .for_each_concurrent(SETTLE_CONCURRENCY, |batch| {
+                    let me = &me;
+                    async move {
+                        let releases = batch.iter().filter(|s| !s.leases.0.is_empty()).count();
+                        me.settle_shared(batch).await;
+                        me.releases.done(releases as u64);
+                    }
+                })
+                .await;
         });
         let me = self.clone();
         tasks.spawn(async move {
@@ -299,7 +360,16 @@ impl Limiter {
                 verdict.refuse(i, Retry::After((wait.as_millis() as u64).max(1)));
                 return self.conclude(checks, verdict, estimate, Store::Shared, None);
             }
-            match shared.admit(&checks, shared::new_lease_id(), now_ms).await {
+            // Releases queued before this admission was sent may reach Valkey after it.
+            let pending = self.releases.pending();
+            let mut admission = shared.admit(&checks, shared::new_lease_id(), now_ms).await;
+            if let (Some(queued), Ok(a)) = (pending, &admission)
+                && a.verdict.denied.is_some_and(|i| !a.verdict.admitted && checks[i].dim == Dim::Concurrency)
+            {
+                self.releases.wait_for(queued, RELEASE_WAIT).await;
+                admission = shared.admit(&checks, shared::new_lease_id(), now_ms).await;
+            }
+            match admission {
                 Ok(a) => {
                     let by = if a.local { "allowance" } else { "valkey" };
                     self.metrics.limits_admissions.with(&[by]).inc();
@@ -389,10 +459,21 @@ impl Limiter {
                 if held.is_empty() && leases.0.is_empty() {
                     return;
                 }
-                let settlement = Settlement { held, leases };
-                if self.settle_tx.try_send(settlement).is_err() {
-                    self.metrics.limits_settle_failures.inc();
-                }
+                self.queue(Settlement { held, leases });
+            }
+        }
+    }
+
+    /// Hands a settlement to the worker; a full queue drops it (its leases then expire by TTL).
+    fn queue(&self, settlement: Settlement) {
+        let releases = !settlement.leases.0.is_empty();
+        if releases {
+            self.releases.queued();
+        }
+        if self.settle_tx.try_send(settlement).is_err() {
+            self.metrics.limits_settle_failures.inc();
+            if releases {
+                self.releases.done(1);
             }
         }
     }
@@ -402,9 +483,7 @@ impl Limiter {
     fn give_back_allowances(&self, all: bool) {
         let Some(shared) = &self.shared else { return };
         for settlement in shared.leftovers(all) {
-            if self.settle_tx.try_send(settlement).is_err() {
-                self.metrics.limits_settle_failures.inc();
-            }
+            self.queue(settlement);
         }
     }
 

@@ -362,6 +362,28 @@ async fn a_burst_is_decided_request_by_request() {
     }
 }
 
+/// A client that sends its next request as soon as the last answer arrived, against a cap of
+/// one: the slot the answer gave back is free for it, although its release travels to Valkey
+/// after the answer (streams and whole answers alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_client_at_the_cap_is_never_refused() {
+    let valkey = ValkeyServer::start().await;
+    let yaml = config(
+        &standalone(&valkey),
+        &format!(
+            "keys: [{{ key: {KEY}, team: t, limits: {{ max_concurrent: 1 }} }}]\nteams: {{ t: {{ models: ['*'] }} }}\n"
+        ),
+        None,
+    );
+    let gw = Gateway::start(&yaml).await;
+    for i in 0..200 {
+        let r = gw.chat_as(KEY, hello(5, i % 2 == 1)).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+}
+
 /// A team with 40 tokens a day; each request reserves 26 (prompt + max_tokens 20) and really
 /// uses what the mock reports. Requests are admitted while the settled usage plus 26 fits, then
 /// refused with `insufficient_quota` until midnight UTC on the injected clock.
