@@ -64,6 +64,17 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // tokio's timer wakes its event loop (an eventfd write, then an extra epoll_wait) whenever a
+    // timer is set earlier than the loop's next planned wake-up — with no timer pending, every
+    // request's first timeout does. A tick each second keeps a wake-up planned within the
+    // second, so requests' timeouts (a second and longer) never cost that system call pair.
+    let ticker = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+        }
+    });
+    let _ticker = AbortOnDrop(ticker);
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
     let drain_deadline = async move {
         while !*rx.borrow_and_update() {
@@ -79,6 +90,14 @@ pub async fn serve(
             tracing::warn!("shutdown grace period over: closing the remaining connections");
             Ok(())
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
