@@ -3,9 +3,10 @@
 //! a batch of finished traces. Field numbers are those of opentelemetry-proto's
 //! `collector/trace/v1/trace_service.proto`, `trace/v1/trace.proto` and `common/v1/common.proto`.
 //!
-//! Nested messages are length-delimited, and their length is only known once written: each
-//! gets a one-byte length placeholder, and the rare message of 128 bytes or more shifts its
-//! body to make room for a longer varint.
+//! Nested messages are length-delimited. An attribute's length is computed before it is
+//! written; a span's or the batch's is only known once written: each gets a length placeholder
+//! as wide as its length usually needs (two bytes for a span, enough for the batch's estimated
+//! size), and the rare message whose length needs another width shifts its body to fit.
 
 use super::{Name, Recorder, SpanRef, Value};
 
@@ -18,12 +19,15 @@ const STATUS_ERROR: u64 = 2;
 
 /// Appends the export request for `traces` to `out`.
 pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Recorder]) {
+    // Roughly what the spans take: the width the batch's lengths most likely need.
+    let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
+    let width = varint_len(spans as u64 * 256 + 64);
     // ExportTraceServiceRequest.resource_spans
-    message(out, 1, |out| {
+    message_sized(out, 1, width, |out| {
         // ResourceSpans.resource → Resource.attributes
-        message(out, 1, |out| message(out, 1, |out| key_value(out, "service.name", &AnyValue::Str(service_name))));
+        message(out, 1, |out| attribute(out, 1, "service.name", &AnyValue::Str(service_name)));
         // ResourceSpans.scope_spans
-        message(out, 2, |out| {
+        message_sized(out, 2, width, |out| {
             // ScopeSpans.scope → InstrumentationScope { name, version }
             message(out, 1, |out| {
                 string(out, 1, "llm-gateway");
@@ -31,8 +35,8 @@ pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Recorder]
             });
             for trace in traces {
                 for index in 0..trace.spans.len() {
-                    // ScopeSpans.spans
-                    message(out, 2, |out| span(out, trace, index));
+                    // ScopeSpans.spans (most spans take 128 to 16,383 bytes)
+                    message_sized(out, 2, 2, |out| span(out, trace, index));
                 }
             }
         });
@@ -59,15 +63,15 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
     varint_field(out, 6, s.kind as u64);
     fixed64(out, 7, trace.epoch_unix_nanos.saturating_add(s.start));
     fixed64(out, 8, trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)));
-    for attribute in trace.attributes.iter().filter(|a| usize::from(a.span) == index) {
-        let value = match attribute.value {
+    for a in trace.attributes.iter().filter(|a| usize::from(a.span) == index) {
+        let value = match a.value {
             Value::Static(v) => AnyValue::Str(v),
             Value::Text(t) => AnyValue::Str(trace.text(t)),
             Value::Int(n) => AnyValue::Int(n),
             Value::Bool(b) => AnyValue::Bool(b),
         };
         // Span.attributes
-        message(out, 9, |out| key_value(out, attribute.key, &value));
+        attribute(out, 9, a.key, &value);
     }
     if s.error {
         // Span.status → Status.code
@@ -81,15 +85,26 @@ enum AnyValue<'a> {
     Int(i64),
 }
 
-/// The body of a `KeyValue`.
-fn key_value(out: &mut Vec<u8>, key: &str, value: &AnyValue) {
+/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in).
+fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue) {
+    let value_len = match *value {
+        AnyValue::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        AnyValue::Bool(_) => 2,
+        // int64: two's complement, as a varint (ten bytes when negative).
+        AnyValue::Int(n) => 1 + varint_len(n as u64),
+    };
+    let len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(value_len as u64) + value_len;
+    out.reserve(2 + varint_len(len as u64) + len);
+    tag(out, field, LEN);
+    varint(out, len as u64);
     string(out, 1, key);
-    message(out, 2, |out| match *value {
+    tag(out, 2, LEN);
+    varint(out, value_len as u64);
+    match *value {
         AnyValue::Str(s) => string(out, 1, s),
         AnyValue::Bool(b) => varint_field(out, 2, u64::from(b)),
-        // int64: two's complement, as a varint (ten bytes when negative).
         AnyValue::Int(n) => varint_field(out, 3, n as u64),
-    });
+    }
 }
 
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
@@ -124,22 +139,30 @@ fn string(out: &mut Vec<u8>, field: u32, value: &str) {
     bytes(out, field, value.as_bytes());
 }
 
-/// A length-delimited message field whose body `write` appends.
+/// A length-delimited message field whose body `write` appends (its length in one byte, or
+/// moved to fit).
 fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    message_sized(out, field, 1, write);
+}
+
+/// A length-delimited message field whose body `write` appends, `width` bytes kept for its
+/// length: the body moves only when its length needs another width.
+fn message_sized(out: &mut Vec<u8>, field: u32, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let at = out.len();
-    out.push(0);
+    out.resize(at + width, 0);
     write(out);
-    let len = out.len() - at - 1;
-    if len < 0x80 {
-        out[at] = len as u8;
-        return;
+    let len = out.len() - at - width;
+    let needed = varint_len(len as u64);
+    if needed != width {
+        let body = at + width..at + width + len;
+        if needed > width {
+            out.resize(out.len() + needed - width, 0);
+        }
+        out.copy_within(body, at + needed);
+        out.truncate(at + needed + len);
     }
-    // The length takes more than the one byte kept for it: move the body up to make room.
-    let extra = varint_len(len as u64) - 1;
-    out.resize(out.len() + extra, 0);
-    out.copy_within(at + 1..at + 1 + len, at + 1 + extra);
-    let mut prefix = &mut out[at..at + 1 + extra];
+    let mut prefix = &mut out[at..at + needed];
     let mut value = len as u64;
     while value >= 0x80 {
         prefix[0] = value as u8 | 0x80;
@@ -219,6 +242,15 @@ mod tests {
         assert_eq!(nested[..12], [0x0a, 0xa8, 0x9c, 0x01, 0x12, 0xa4, 0x9c, 0x01, 0x1a, 0xa0, 0x9c, 0x01]);
         assert_eq!(nested.len(), 4 + 20_008);
         assert!(nested[12..].iter().all(|&b| b == b'y'), "the body moved up intact");
+        // Two bytes kept: a short body moves down, a long one up, one that fits stays.
+        for (body, prefix) in [(5, vec![0x05]), (200, vec![0xc8, 0x01]), (20_000, vec![0xa0, 0x9c, 0x01])] {
+            let mut out = vec![0xee];
+            message_sized(&mut out, 1, 2, |out| out.extend(std::iter::repeat_n(b'z', body)));
+            assert_eq!(out[..2], [0xee, 0x0a]);
+            assert_eq!(out[2..2 + prefix.len()], prefix[..], "{body}");
+            assert_eq!(out.len(), 2 + prefix.len() + body, "{body}");
+            assert!(out[2 + prefix.len()..].iter().all(|&b| b == b'z'), "{body}: the body intact");
+        }
         for (value, len) in [(0, 1), (127, 1), (128, 2), (16_383, 2), (16_384, 3), (u64::MAX, 10)] {
             assert_eq!(varint_len(value), len, "{value}");
         }
