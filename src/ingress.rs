@@ -344,7 +344,7 @@ async fn serve(
     let operation = ctx.endpoint.operation();
     if let Some(r) = ctx.trace.get_mut() {
         let server = SpanRef::SERVER;
-        r.rename(server, format_args!("{operation} {}", request.model));
+        r.rename(server, &[operation, " ", &request.model]);
         r.set_str(server, genai::REQUEST_MODEL, &request.model);
         r.set(server, genai::REQUEST_STREAM, Value::Bool(request.stream));
         r.set_str(server, "llm_gateway.team", &principal.team);
@@ -372,7 +372,7 @@ async fn serve(
         let deployment = &candidate.deployment;
         let (attempt_span, traceparent) = match ctx.trace.get_mut() {
             Some(r) => {
-                let span = r.child_named(format_args!("{operation} {}", deployment.model), Kind::Client);
+                let span = r.child_named(&[operation, " ", &deployment.model], Kind::Client);
                 let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
                 r.set(span, genai::OPERATION_NAME, Value::Static(operation));
                 r.set_str(span, genai::PROVIDER_NAME, provider);
@@ -503,7 +503,7 @@ async fn attempt(
             cli::respond(pool, exchange.upstream_endpoint, &request, &deployment.id, ctx.stream, first_byte_by).await?
         }
         Dialect::OpenAi | Dialect::Anthropic => {
-            let mut forward = HeaderMap::new();
+            let mut forward = HeaderMap::with_capacity(4);
             if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
                 forward.insert(crate::server::REQUEST_ID_HEADER, v);
             }
@@ -604,10 +604,27 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
 
 /// `host[:port]` of a base URL, for the `server.address` span attribute.
 fn server_address(base_url: &str) -> &str {
-    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest)
+    // (Single-byte searches: a pattern search would cost more than the attribute's whole record.)
+    let rest = match base_url.find(':') {
+        Some(i) if base_url[i..].starts_with("://") => &base_url[i + 3..],
+        _ => base_url,
+    };
+    rest.find('/').map_or(rest, |end| &rest[..end])
 }
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_address;
+
+    #[test]
+    fn server_address_is_the_base_urls_authority() {
+        assert_eq!(server_address("https://api.openai.com/v1"), "api.openai.com");
+        assert_eq!(server_address("http://127.0.0.1:8000/v1"), "127.0.0.1:8000");
+        assert_eq!(server_address("http://[::1]:8000"), "[::1]:8000");
+        assert_eq!(server_address("vllm:8000/v1"), "vllm:8000");
+    }
 }

@@ -104,7 +104,7 @@ fn record_span(ctx: &RequestCtx, outcome: &Outcome) -> Option<trace::TraceIdHex>
         r.set(server, genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
     }
     if let Some(reason) = &outcome.finish_reason {
-        r.set_fmt(server, genai::RESPONSE_FINISH_REASONS, format_args!("[\"{reason}\"]"));
+        r.set_concat(server, genai::RESPONSE_FINISH_REASONS, &["[\"", reason, "\"]"]);
     }
     if let Some(label) = outcome.error {
         r.set(server, "error.type", Value::Static(label));

@@ -12,7 +12,6 @@ pub mod export;
 pub mod proto;
 pub mod w3c;
 
-use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -194,8 +193,8 @@ impl Recorder {
     }
 
     /// Starts a child of the server span named by `name` (formatted into the text arena).
-    pub fn child_named(&mut self, name: fmt::Arguments, kind: Kind) -> SpanRef {
-        let name = self.format(name);
+    pub fn child_named(&mut self, name: &[&str], kind: Kind) -> SpanRef {
+        let name = self.concat(name);
         self.push_span(Name::Text(name), kind)
     }
 
@@ -217,9 +216,9 @@ impl Recorder {
     }
 
     /// Renames a span (the server span once the model is known).
-    pub fn rename(&mut self, span: SpanRef, name: fmt::Arguments) {
+    pub fn rename(&mut self, span: SpanRef, name: &[&str]) {
         if usize::from(span.0) < self.spans.len() {
-            let name = self.format(name);
+            let name = self.concat(name);
             self.spans[usize::from(span.0)].name = Name::Text(name);
         }
     }
@@ -246,10 +245,10 @@ impl Recorder {
         }
     }
 
-    /// Sets a string attribute formatted into the trace.
-    pub fn set_fmt(&mut self, span: SpanRef, key: &'static str, value: fmt::Arguments) {
+    /// Sets a string attribute made of `parts`, copied into the trace.
+    pub fn set_concat(&mut self, span: SpanRef, key: &'static str, parts: &[&str]) {
         if usize::from(span.0) < self.spans.len() {
-            let text = self.format(value);
+            let text = self.concat(parts);
             self.set(span, key, Value::Text(text));
         }
     }
@@ -290,9 +289,11 @@ impl Recorder {
         self.text_range(start)
     }
 
-    fn format(&mut self, value: fmt::Arguments) -> Text {
+    fn concat(&mut self, parts: &[&str]) -> Text {
         let start = self.text.len();
-        let _ = self.text.write_fmt(value);
+        for part in parts {
+            self.text.push_str(part);
+        }
         self.text_range(start)
     }
 
@@ -394,10 +395,10 @@ mod tests {
         let mut r = Recorder::new(parent, Some("k=v"), Instant::now(), "chat");
         let auth = r.child("auth", Kind::Internal);
         r.end(auth);
-        let attempt = r.child_named(format_args!("chat {}", "gpt-4o"), Kind::Client);
+        let attempt = r.child_named(&["chat ", "gpt-4o"], Kind::Client);
         r.set_str(attempt, genai::REQUEST_MODEL, "gpt-4o");
         r.set(attempt, "llm_gateway.attempt", Value::Int(1));
-        r.rename(SpanRef::SERVER, format_args!("chat {}", "my-model"));
+        r.rename(SpanRef::SERVER, &["chat ", "my-model"]);
         r.set_error(SpanRef::SERVER);
         r.set(SpanRef::NONE, "ignored", Value::Bool(true));
         r.finish();
