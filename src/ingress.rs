@@ -604,12 +604,11 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
 
 /// `host[:port]` of a base URL, for the `server.address` span attribute.
 fn server_address(base_url: &str) -> &str {
-    // (Single-byte searches: a pattern search would cost more than the attribute's whole record.)
-    let rest = match base_url.find(':') {
-        Some(i) if base_url[i..].starts_with("://") => &base_url[i + 3..],
-        _ => base_url,
-    };
-    rest.find('/').map_or(rest, |end| &rest[..end])
+    // (Plain byte loops: on a URL this short, `str` pattern searches cost more than the scan.)
+    let bytes = base_url.as_bytes();
+    let start = bytes.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
+    let end = bytes[start..].iter().position(|&b| b == b'/').map_or(bytes.len(), |i| start + i);
+    &base_url[start..end]
 }
 
 pub fn unix_now() -> u64 {

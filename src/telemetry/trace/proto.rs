@@ -107,10 +107,12 @@ fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue) {
     }
 }
 
+#[inline(always)]
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
     varint(out, u64::from(field) << 3 | u64::from(wire_type));
 }
 
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
@@ -119,22 +121,26 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+#[inline(always)]
 fn varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
     tag(out, field, VARINT);
     varint(out, value);
 }
 
+#[inline(always)]
 fn fixed64(out: &mut Vec<u8>, field: u32, value: u64) {
     tag(out, field, FIXED64);
     out.extend_from_slice(&value.to_le_bytes());
 }
 
+#[inline(always)]
 fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
     tag(out, field, LEN);
     varint(out, value.len() as u64);
     out.extend_from_slice(value);
 }
 
+#[inline(always)]
 fn string(out: &mut Vec<u8>, field: u32, value: &str) {
     bytes(out, field, value.as_bytes());
 }
