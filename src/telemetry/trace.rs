@@ -192,7 +192,7 @@ impl Recorder {
         self.push_span(Name::Static(name), kind)
     }
 
-    /// Starts a child of the server span named by `name` (formatted into the text arena).
+    /// Starts a child of the server span named by `name` (its parts copied into the text arena).
     pub fn child_named(&mut self, name: &[&str], kind: Kind) -> SpanRef {
         let name = self.concat(name);
         self.push_span(Name::Text(name), kind)
