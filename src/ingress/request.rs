@@ -147,17 +147,26 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
 /// Checks a chat `messages` array (objects, known roles, string/array/null content) and
 /// estimates its prompt tokens. It runs on every chat request: messages are read as borrowed
 /// views of the body, and a tree is built only for array content or to describe a wrong type.
+/// A chat message, as far as the gateway reads it.
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
 fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
-    #[derive(Deserialize)]
-    struct MessageView<'a> {
-        #[serde(borrow, default)]
-        role: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        content: Option<&'a RawValue>,
-    }
     let Some(raw) = body.get("messages").filter(|raw| raw.get() != "null") else {
         return Err(GatewayError::bad_request("Missing required parameter: 'messages'.", Some("messages")));
     };
+    // Well-formed messages are read in one pass; anything else is checked message by message
+    // below, for an error that names the field.
+    if let Ok(views) = serde_json::from_str::<Vec<MessageView>>(raw.get())
+        && let Some(estimate) = estimate_messages(&views)
+    {
+        return Ok(estimate);
+    }
     let messages: Vec<&RawValue> =
         serde_json::from_str(raw.get()).map_err(|_| type_error("messages", "an array", &value_of(raw)))?;
     if messages.is_empty() {
@@ -195,13 +204,37 @@ fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
         }
         estimate += tokens::PER_MESSAGE_OVERHEAD;
         let Some(content) = view.content else { continue };
-        estimate += match content.get().as_bytes().first() {
-            Some(b'"') => serde_json::from_str::<Cow<str>>(content.get()).map(|s| tokens::estimate(&s)).unwrap_or(0),
-            Some(b'[') => tokens::estimate_content(&value_of(content)),
-            _ => return Err(type_error(&format!("messages[{i}].content"), "a string or an array", &value_of(content))),
-        };
+        estimate += content_estimate(content)
+            .ok_or_else(|| type_error(&format!("messages[{i}].content"), "a string or an array", &value_of(content)))?;
     }
     Ok(estimate)
+}
+
+/// The prompt estimate of messages that pass every check (`None` when one does not).
+fn estimate_messages(views: &[MessageView]) -> Option<u64> {
+    if views.is_empty() {
+        return None;
+    }
+    let mut estimate = 0;
+    for view in views {
+        let role = serde_json::from_str::<Cow<str>>(view.role?.get()).ok()?;
+        if !ROLES.contains(&&*role) {
+            return None;
+        }
+        estimate += tokens::PER_MESSAGE_OVERHEAD;
+        let Some(content) = view.content else { continue };
+        estimate += content_estimate(content)?;
+    }
+    Some(estimate)
+}
+
+/// A message content's estimate: a string or an array of parts (`None`: neither).
+fn content_estimate(content: &RawValue) -> Option<u64> {
+    match content.get().as_bytes().first() {
+        Some(b'"') => Some(serde_json::from_str::<Cow<str>>(content.get()).map(|s| tokens::estimate(&s)).unwrap_or(0)),
+        Some(b'[') => Some(tokens::estimate_content(&value_of(content))),
+        _ => None,
+    }
 }
 
 fn value_of(raw: &RawValue) -> Value {
@@ -396,6 +429,7 @@ mod tests {
             r#"[{"role":"user","content":"hello there"}]"#,
             r#"[{"role":"system","content":"Be brief.\u00e9\n"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]},{"role":"assistant","content":null,"tool_calls":[]}]"#,
             r#"[{"role":"tool","content":"42","tool_call_id":"c1","name":"f"}]"#,
+            r#"[{"role":"developer","content":"x"},{"role":"assistant","tool_calls":[]}]"#,
         ] {
             let req = parse(Endpoint::ChatCompletions, format!(r#"{{"model":"m","messages":{messages}}}"#).as_bytes())
                 .unwrap();
@@ -404,6 +438,10 @@ mod tests {
         }
         for (bad, param) in [
             (r#"[5]"#, "messages[0]"),
+            (r#"[]"#, "messages"),
+            (r#"[{"content":"x"}]"#, "messages[0].role"),
+            (r#"[{"role":"user","content":"x"},{"role":"robot","content":"x"}]"#, "messages[1].role"),
+            (r#"[{"role":"user","content":"x","role":"user"}]"#, "messages[0]"),
             (r#"[{"role":7,"content":"x"}]"#, "messages[0].role"),
             (r#"[{"role":"user","content":"x"},{"role":"user","content":5}]"#, "messages[1].content"),
             (r#"null"#, "messages"),
