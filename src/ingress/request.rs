@@ -144,9 +144,6 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
 }
 
-/// Checks a chat `messages` array (objects, known roles, string/array/null content) and
-/// estimates its prompt tokens. It runs on every chat request: messages are read as borrowed
-/// views of the body, and a tree is built only for array content or to describe a wrong type.
 /// A chat message, as far as the gateway reads it.
 #[derive(Deserialize)]
 struct MessageView<'a> {
@@ -156,6 +153,9 @@ struct MessageView<'a> {
     content: Option<&'a RawValue>,
 }
 
+/// Checks a chat `messages` array (objects, known roles, string/array/null content) and
+/// estimates its prompt tokens. It runs on every chat request: messages are read as borrowed
+/// views of the body, and a tree is built only for array content or to describe a wrong type.
 fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
     let Some(raw) = body.get("messages").filter(|raw| raw.get() != "null") else {
         return Err(GatewayError::bad_request("Missing required parameter: 'messages'.", Some("messages")));
