@@ -154,35 +154,19 @@ struct MessageView<'a> {
 }
 
 /// Checks a chat `messages` array (objects, known roles, string/array/null content) and
-/// estimates its prompt tokens. It runs on every chat request: messages are read as borrowed
-/// views of the body, and a tree is built only for array content or to describe a wrong type.
+/// estimates its prompt tokens. It runs on every chat request: the messages are read in one
+/// pass as borrowed views of the body, and a tree is built only for array content or to
+/// describe a wrong type.
 fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
     let Some(raw) = body.get("messages").filter(|raw| raw.get() != "null") else {
         return Err(GatewayError::bad_request("Missing required parameter: 'messages'.", Some("messages")));
     };
-    // Well-formed messages are read in one pass; anything else is checked message by message
-    // below, for an error that names the field.
-    if let Ok(views) = serde_json::from_str::<Vec<MessageView>>(raw.get())
-        && let Some(estimate) = estimate_messages(&views)
-    {
-        return Ok(estimate);
-    }
-    let messages: Vec<&RawValue> =
-        serde_json::from_str(raw.get()).map_err(|_| type_error("messages", "an array", &value_of(raw)))?;
-    if messages.is_empty() {
+    let views: Vec<MessageView> = serde_json::from_str(raw.get()).map_err(|_| shape_error(raw))?;
+    if views.is_empty() {
         return Err(GatewayError::bad_request("'messages' must contain at least one message.", Some("messages")));
     }
     let mut estimate = 0;
-    for (i, message) in messages.iter().enumerate() {
-        let view: MessageView = match message.get().starts_with('{') {
-            true => serde_json::from_str(message.get()).map_err(|e| {
-                GatewayError::bad_request(
-                    format!("Invalid value for 'messages[{i}]': {e}"),
-                    Some(&format!("messages[{i}]")),
-                )
-            })?,
-            false => return Err(type_error(&format!("messages[{i}]"), "an object", &value_of(message))),
-        };
+    for (i, view) in views.iter().enumerate() {
         match view.role.map(|r| serde_json::from_str::<Cow<str>>(r.get())) {
             Some(Ok(role)) if ROLES.contains(&&*role) => {}
             Some(Ok(role)) => {
@@ -210,22 +194,24 @@ fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
     Ok(estimate)
 }
 
-/// The prompt estimate of messages that pass every check (`None` when one does not).
-fn estimate_messages(views: &[MessageView]) -> Option<u64> {
-    if views.is_empty() {
-        return None;
-    }
-    let mut estimate = 0;
-    for view in views {
-        let role = serde_json::from_str::<Cow<str>>(view.role?.get()).ok()?;
-        if !ROLES.contains(&&*role) {
-            return None;
+/// Why `messages` could not be read as message objects, naming the field: it is not an array,
+/// or one of its elements is not an object (or not a valid one).
+fn shape_error(raw: &RawValue) -> GatewayError {
+    let Ok(messages) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+        return type_error("messages", "an array", &value_of(raw));
+    };
+    for (i, message) in messages.iter().enumerate() {
+        if !message.get().starts_with('{') {
+            return type_error(&format!("messages[{i}]"), "an object", &value_of(message));
         }
-        estimate += tokens::PER_MESSAGE_OVERHEAD;
-        let Some(content) = view.content else { continue };
-        estimate += content_estimate(content)?;
+        if let Err(e) = serde_json::from_str::<MessageView>(message.get()) {
+            return GatewayError::bad_request(
+                format!("Invalid value for 'messages[{i}]': {e}"),
+                Some(&format!("messages[{i}]")),
+            );
+        }
     }
-    Some(estimate)
+    GatewayError::bad_request("'messages' could not be read.", Some("messages"))
 }
 
 /// A message content's estimate: a string or an array of parts (`None`: neither).
