@@ -119,7 +119,6 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     drop(drained_tx);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
-    let stop = std::sync::Arc::new(stop);
     tokio::spawn({
         let stop = stop.clone();
         async move {

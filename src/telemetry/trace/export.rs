@@ -5,13 +5,12 @@
 //! still queued. Lost spans are counted, never silently: a full queue, a failed export.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use http_body_util::{BodyExt, Full};
-use std::sync::{Arc, Mutex};
-
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
