@@ -31,7 +31,8 @@ use crate::limits::{Demand, Limiter};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
-use crate::telemetry::trace::{Kind, SpanRef, Trace, Value, genai};
+use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE};
+use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, Value, genai};
 use crate::upstream::{self, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
 
@@ -58,8 +59,6 @@ pub struct RequestId(pub Arc<str>);
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-deployment");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-attempts");
 const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Error bodies read from a failing upstream are cut here.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -373,12 +372,8 @@ async fn serve(
         let (attempt_span, traceparent) = match ctx.trace.get_mut() {
             Some(r) => {
                 let span = r.child_named(&[operation, " ", &deployment.model], Kind::Client);
-                let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
                 r.set(span, genai::OPERATION_NAME, Value::Static(operation));
-                r.set_str(span, genai::PROVIDER_NAME, provider);
-                r.set_str(span, genai::REQUEST_MODEL, &deployment.model);
-                r.set_str(span, "server.address", server_address(&deployment.provider.base_url));
-                r.set_str(span, "llm_gateway.deployment", &deployment.id);
+                r.set_block(span, deployment.trace_attributes.get_or_init(|| attempt_attributes(deployment)));
                 r.set(span, "llm_gateway.attempt", Value::Int(i64::from(ctx.attempts)));
                 (span, r.traceparent(span).map(|parent| (parent, r.trace_state().map(str::to_owned))))
             }
@@ -603,6 +598,17 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
 }
 
 /// `host[:port]` of a base URL, for the `server.address` span attribute.
+/// An attempt span's attributes that depend only on the deployment.
+fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
+    let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
+    AttributeBlock::new(&[
+        (genai::PROVIDER_NAME, provider),
+        (genai::REQUEST_MODEL, &deployment.model),
+        ("server.address", server_address(&deployment.provider.base_url)),
+        ("llm_gateway.deployment", &deployment.id),
+    ])
+}
+
 fn server_address(base_url: &str) -> &str {
     // (Plain byte loops: on a URL this short, `str` pattern searches cost more than the scan.)
     let bytes = base_url.as_bytes();

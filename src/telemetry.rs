@@ -57,7 +57,9 @@ impl Observer for RequestLog {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
         let (team, key_id) = ctx.principal.as_ref().map(|p| (&*p.team, &*p.key_id)).unwrap_or(("", ""));
         let usage = outcome.usage.unwrap_or_default();
-        let trace_id = record_span(ctx, outcome);
+        // (The trace id's hex only when the line is written: at `warn`, it is not.)
+        let logged = tracing::enabled!(target: "llm_gateway::request", tracing::Level::INFO);
+        let trace_id = record_span(ctx, outcome, logged);
         tracing::info!(
             target: "llm_gateway::request",
             request_id = %ctx.request_id,
@@ -85,8 +87,8 @@ impl Observer for RequestLog {
 }
 
 /// Records the server span's closing attributes (GenAI conventions) once the request ended;
-/// returns the trace id of a traced request.
-fn record_span(ctx: &RequestCtx, outcome: &Outcome) -> Option<trace::TraceIdHex> {
+/// returns the trace id of a traced request when `want_id`.
+fn record_span(ctx: &RequestCtx, outcome: &Outcome, want_id: bool) -> Option<trace::TraceIdHex> {
     use trace::{SpanRef, Value, genai};
     let mut r = ctx.trace.lock()?;
     let server = SpanRef::SERVER;
@@ -110,5 +112,5 @@ fn record_span(ctx: &RequestCtx, outcome: &Outcome) -> Option<trace::TraceIdHex>
         r.set(server, "error.type", Value::Static(label));
         r.set_error(server);
     }
-    Some(r.trace_id_hex())
+    want_id.then(|| r.trace_id_hex())
 }

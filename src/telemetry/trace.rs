@@ -1,12 +1,18 @@
 //! Traces: head sampling, the per-request span recorder carried in the request context, and the
 //! hand-off of each finished trace to the OTLP exporter (`export`; wire encoding in `proto`).
 //!
-//! A sampled request gets one boxed `Recorder`: every span of the request (the server span and
+//! A sampled request gets one boxed `Recorder` (an exported trace's, emptied, when one is
+//! spare): every span of the request (the server span and
 //! its children) with ids, timestamps, names and attributes whose keys are `&'static str` and
 //! whose values are small enums; the few values that are not static (model names, ids) are
-//! copied into one text arena. An unsampled request's `Trace` is empty: recording into it is a
+//! copied into one byte arena, as are attribute blocks encoded once per deployment
+//! (`AttributeBlock`). An unsampled request's `Trace` is empty: recording into it is a
 //! branch, with no allocation and no clock read. When the request context drops, the trace is
 //! finished and queued for the exporter task (bounded: dropped and counted when full).
+
+// Finished recorders travel boxed: through the queue, the batch and back to the spares, a
+// pointer moves rather than the recorder.
+#![allow(clippy::vec_box)]
 
 pub mod export;
 pub mod proto;
@@ -34,6 +40,30 @@ pub mod genai {
 /// Spans beyond this many in one trace (a request failing over through dozens of deployments)
 /// are not recorded.
 const MAX_SPANS: usize = 64;
+
+/// Recorders whose traces were exported, emptied, for the next requests to fill: a traced
+/// request then allocates nothing for its trace. At most `SPARE_MAX` are kept.
+static SPARE: Mutex<Vec<Box<Recorder>>> = Mutex::new(Vec::new());
+const SPARE_MAX: usize = 1024;
+/// A recorder whose arena grew beyond this (a client's very long model name) is not kept.
+const SPARE_ARENA_MAX: usize = 4096;
+
+/// Empties exported recorders into the spares (those beyond the bound are freed).
+pub(crate) fn recycle(recorders: &mut Vec<Box<Recorder>>) {
+    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+    for mut r in recorders.drain(..) {
+        if spare.len() >= SPARE_MAX {
+            break;
+        }
+        if r.arena.capacity() > SPARE_ARENA_MAX {
+            continue;
+        }
+        r.spans.clear();
+        r.attributes.clear();
+        r.arena.clear();
+        spare.push(r);
+    }
+}
 
 /// Where finished traces go, and the share of requests traced; set once the exporter runs.
 struct Pipeline {
@@ -68,7 +98,7 @@ pub fn sampled(headers: &HeaderMap) -> Option<Option<w3c::Parent>> {
         return None;
     }
     let ratio = PIPELINE.get()?.ratio;
-    match headers.get("traceparent").and_then(|v| w3c::parse_traceparent(v.as_bytes())) {
+    match headers.get(w3c::TRACEPARENT).and_then(|v| w3c::parse_traceparent(v.as_bytes())) {
         Some(parent) => parent.sampled().then_some(Some(parent)),
         None => (ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio)).then_some(None),
     }
@@ -92,16 +122,34 @@ pub enum Kind {
     Client = 3,
 }
 
-/// An attribute value. `Text` is a range of the recorder's text arena.
+/// An attribute value. `Text` is a range of the recorder's arena; `Encoded` too, holding
+/// attributes already in OTLP's wire form (the attribute's own key is then unused).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
     Static(&'static str),
     Text(Text),
     Int(i64),
     Bool(bool),
+    Encoded(Text),
 }
 
-/// A range of a recorder's text arena.
+/// Attributes encoded once in OTLP's wire form (`Span.attributes` fields), for the values that
+/// are the same on every request of a deployment: recording them is a copy.
+#[derive(Debug, Clone, Default)]
+pub struct AttributeBlock(Box<[u8]>);
+
+impl AttributeBlock {
+    /// The string attributes `pairs` (key, value), encoded.
+    pub fn new(pairs: &[(&str, &str)]) -> Self {
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            proto::span_attribute(&mut out, key, value);
+        }
+        Self(out.into_boxed_slice())
+    }
+}
+
+/// A range of a recorder's arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Text {
     start: u32,
@@ -125,6 +173,8 @@ struct SpanRecord {
     start: u64,
     end: Option<u64>,
     error: bool,
+    /// How many of the recorder's attributes are this span's.
+    attributes: u8,
 }
 
 #[derive(Debug)]
@@ -146,12 +196,47 @@ pub struct Recorder {
     epoch_unix_nanos: u64,
     spans: Vec<SpanRecord>,
     attributes: Vec<Attribute>,
-    text: String,
+    /// Names and values copied in (UTF-8 text, and encoded attribute blocks).
+    arena: Vec<u8>,
 }
 
 impl Recorder {
+    /// A trace whose server span `name` starts at `started` (the request's arrival), in a spare
+    /// recorder when there is one.
+    fn start(
+        parent: Option<w3c::Parent>,
+        trace_state: Option<&str>,
+        started: Instant,
+        name: &'static str,
+    ) -> Box<Self> {
+        let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(mut recorder) => {
+                recorder.begin(parent, trace_state, started, name);
+                recorder
+            }
+            None => Box::new(Self::new(parent, trace_state, started, name)),
+        }
+    }
+
     /// A trace whose server span `name` starts at `started` (the request's arrival).
     fn new(parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) -> Self {
+        let mut recorder = Self {
+            trace_id: [0; 16],
+            remote_parent: None,
+            trace_state: None,
+            epoch: started,
+            epoch_unix_nanos: 0,
+            spans: Vec::with_capacity(8),
+            attributes: Vec::with_capacity(32),
+            arena: Vec::with_capacity(384),
+        };
+        recorder.begin(parent, trace_state, started, name);
+        recorder
+    }
+
+    /// Starts recording a trace into this empty recorder.
+    fn begin(&mut self, parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let since_start = started.elapsed();
         let trace_id = match parent {
@@ -163,28 +248,20 @@ impl Recorder {
                 }
             },
         };
-        let mut recorder = Self {
-            trace_id,
-            remote_parent: parent.map(|p| p.span_id),
-            trace_state: None,
-            epoch: started,
-            epoch_unix_nanos: u64::try_from(now.saturating_sub(since_start).as_nanos()).unwrap_or(0),
-            spans: Vec::with_capacity(8),
-            attributes: Vec::with_capacity(32),
-            text: String::with_capacity(256),
-        };
-        if let Some(state) = trace_state.filter(|_| parent.is_some()) {
-            recorder.trace_state = Some(recorder.intern(state));
-        }
-        recorder.spans.push(SpanRecord {
+        self.trace_id = trace_id;
+        self.remote_parent = parent.map(|p| p.span_id);
+        self.epoch = started;
+        self.epoch_unix_nanos = u64::try_from(now.saturating_sub(since_start).as_nanos()).unwrap_or(0);
+        self.trace_state = trace_state.filter(|_| parent.is_some()).map(|state| self.intern(state));
+        self.spans.push(SpanRecord {
             id: new_span_id(),
             name: Name::Static(name),
             kind: Kind::Server,
             start: 0,
             end: None,
             error: false,
+            attributes: 0,
         });
-        recorder
     }
 
     /// Starts a child of the server span.
@@ -203,7 +280,7 @@ impl Recorder {
             return SpanRef::NONE;
         }
         let start = self.now();
-        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false });
+        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false, attributes: 0 });
         SpanRef((self.spans.len() - 1) as u8)
     }
 
@@ -232,8 +309,19 @@ impl Recorder {
 
     /// Sets an attribute (each key once per span: attributes are appended, not replaced).
     pub fn set(&mut self, span: SpanRef, key: &'static str, value: Value) {
-        if usize::from(span.0) < self.spans.len() {
+        if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
+            s.attributes = s.attributes.saturating_add(1);
             self.attributes.push(Attribute { span: span.0, key, value });
+        }
+    }
+
+    /// Sets the attributes of `block`.
+    pub fn set_block(&mut self, span: SpanRef, block: &AttributeBlock) {
+        if usize::from(span.0) < self.spans.len() {
+            let start = self.arena.len();
+            self.arena.extend_from_slice(&block.0);
+            let encoded = self.arena_range(start);
+            self.set(span, "", Value::Encoded(encoded));
         }
     }
 
@@ -261,7 +349,7 @@ impl Recorder {
 
     /// The client's `tracestate`, when this trace continues the client's.
     pub fn trace_state(&self) -> Option<&str> {
-        self.trace_state.map(|t| self.text(t))
+        self.trace_state.and_then(|t| std::str::from_utf8(self.bytes(t)).ok())
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -284,26 +372,27 @@ impl Recorder {
     }
 
     fn intern(&mut self, value: &str) -> Text {
-        let start = self.text.len();
-        self.text.push_str(value);
-        self.text_range(start)
+        let start = self.arena.len();
+        self.arena.extend_from_slice(value.as_bytes());
+        self.arena_range(start)
     }
 
     fn concat(&mut self, parts: &[&str]) -> Text {
-        let start = self.text.len();
+        let start = self.arena.len();
         for part in parts {
-            self.text.push_str(part);
+            self.arena.extend_from_slice(part.as_bytes());
         }
-        self.text_range(start)
+        self.arena_range(start)
     }
 
-    fn text_range(&self, start: usize) -> Text {
+    fn arena_range(&self, start: usize) -> Text {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Text { start: clamp(start), end: clamp(self.text.len()) }
+        Text { start: clamp(start), end: clamp(self.arena.len()) }
     }
 
-    fn text(&self, t: Text) -> &str {
-        self.text.get(t.start as usize..t.end as usize).unwrap_or("")
+    /// The bytes of an arena range (the text's UTF-8, for a `Text` interned from a `str`).
+    fn bytes(&self, t: Text) -> &[u8] {
+        self.arena.get(t.start as usize..t.end as usize).unwrap_or_default()
     }
 }
 
@@ -329,7 +418,7 @@ impl TraceIdHex {
 /// A request's trace: a recorder when the request is sampled, nothing otherwise. Dropping it
 /// (with the request context) finishes the trace and queues it for export.
 #[derive(Debug, Default)]
-pub struct Trace(Option<Box<Mutex<Recorder>>>);
+pub struct Trace(Option<Mutex<Box<Recorder>>>);
 
 impl Trace {
     /// No trace: nothing is recorded.
@@ -342,10 +431,10 @@ impl Trace {
     pub fn start(headers: &HeaderMap, started: Instant, name: &'static str) -> Self {
         let Some(parent) = sampled(headers) else { return Self(None) };
         let trace_state = match parent {
-            Some(_) => headers.get("tracestate").and_then(|v| w3c::valid_trace_state(v.as_bytes())),
+            Some(_) => headers.get(w3c::TRACESTATE).and_then(|v| w3c::valid_trace_state(v.as_bytes())),
             None => None,
         };
-        Self(Some(Box::new(Mutex::new(Recorder::new(parent, trace_state, started, name)))))
+        Self(Some(Mutex::new(Recorder::start(parent, trace_state, started, name))))
     }
 
     pub fn is_on(&self) -> bool {
@@ -354,11 +443,11 @@ impl Trace {
 
     /// The recorder, without locking (the context is not shared yet).
     pub fn get_mut(&mut self) -> Option<&mut Recorder> {
-        self.0.as_mut().map(|m| m.get_mut().unwrap_or_else(|p| p.into_inner()))
+        self.0.as_mut().map(|m| &mut **m.get_mut().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The recorder of a shared context (a stream's end, the end-of-request observers).
-    pub fn lock(&self) -> Option<MutexGuard<'_, Recorder>> {
+    pub fn lock(&self) -> Option<MutexGuard<'_, Box<Recorder>>> {
         self.0.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -408,13 +497,37 @@ mod tests {
         assert_eq!(r.trace_state(), Some("k=v"));
         assert_eq!(r.spans.len(), 3);
         assert!(r.spans.iter().all(|s| s.end.is_some_and(|end| end >= s.start)));
-        assert!(matches!(r.spans[0].name, Name::Text(t) if r.text(t) == "chat my-model"));
-        assert!(matches!(r.spans[2].name, Name::Text(t) if r.text(t) == "chat gpt-4o"));
+        assert!(matches!(r.spans[0].name, Name::Text(t) if r.bytes(t) == b"chat my-model"));
+        assert!(matches!(r.spans[2].name, Name::Text(t) if r.bytes(t) == b"chat gpt-4o"));
         assert!(r.spans[0].error && !r.spans[1].error);
         assert_eq!(r.attributes.len(), 2);
         let up = r.traceparent(attempt).unwrap();
         let sent = w3c::parse_traceparent(up.as_bytes()).unwrap();
         assert_eq!((sent.trace_id, sent.span_id), (r.trace_id, r.spans[2].id));
+    }
+
+    #[test]
+    fn a_reused_recorder_holds_only_the_new_trace() {
+        let parent = w3c::parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let mut old = Recorder::start(parent, Some("k=v"), Instant::now(), "chat");
+        let attempt = old.child_named(&["chat ", "gpt-4o"], Kind::Client);
+        old.set_str(attempt, genai::REQUEST_MODEL, "gpt-4o");
+        old.set_error(SpanRef::SERVER);
+        old.finish();
+        let (old_id, old_at) = (old.trace_id, &*old as *const Recorder);
+        let mut exported = vec![old];
+        recycle(&mut exported);
+        assert!(exported.is_empty());
+
+        // (Nothing else takes spares in unit tests: no request is sampled.)
+        let r = Recorder::start(None, Some("k=v"), Instant::now(), "embeddings");
+        assert!(std::ptr::eq(&*r, old_at), "the spare is reused");
+        assert_ne!(r.trace_id, old_id);
+        assert_eq!((r.remote_parent, r.trace_state()), (None, None));
+        assert_eq!(r.spans.len(), 1);
+        assert!(matches!(r.spans[0].name, Name::Static("embeddings")));
+        assert!(!r.spans[0].error && r.spans[0].end.is_none() && r.spans[0].attributes == 0);
+        assert!(r.attributes.is_empty() && r.arena.is_empty());
     }
 
     #[test]

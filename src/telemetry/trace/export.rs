@@ -4,6 +4,9 @@
 //! HTTP/2: prior knowledge for `http://`, ALPN for `https://`). On shutdown it exports what is
 //! still queued. Lost spans are counted, never silently: a full queue, a failed export.
 
+// (Recorders travel boxed: see `trace`.)
+#![allow(clippy::vec_box)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +55,7 @@ pub struct Queue {
 
 #[derive(Default)]
 struct Queued {
-    traces: Vec<Recorder>,
+    traces: Vec<Box<Recorder>>,
     spans: usize,
     closed: bool,
 }
@@ -68,7 +71,7 @@ impl Queue {
 
     /// Hands a finished trace to the exporter, or drops (and counts) it when the queue is full
     /// or the exporter has stopped.
-    pub(super) fn push(&self, trace: Recorder) {
+    pub(super) fn push(&self, trace: Box<Recorder>) {
         let spans = trace.spans.len();
         let wake = {
             let mut queued = self.lock();
@@ -93,14 +96,16 @@ impl Queue {
     }
 
     /// Everything waiting.
-    fn take(&self) -> Vec<Recorder> {
+    fn take(&self) -> Vec<Box<Recorder>> {
         let mut queued = self.lock();
         queued.spans = 0;
-        std::mem::take(&mut queued.traces)
+        // The next batch is likely as long: room for it up front rather than regrowing.
+        let room = queued.traces.len();
+        std::mem::replace(&mut queued.traces, Vec::with_capacity(room))
     }
 
     /// Refuses traces from now on and returns those waiting.
-    fn close(&self) -> Vec<Recorder> {
+    fn close(&self) -> Vec<Box<Recorder>> {
         self.lock().closed = true;
         self.take()
     }
@@ -184,7 +189,7 @@ impl Batcher {
     }
 
     /// Adds `traces` to the batch, exporting each time it reaches `MAX_BATCH_SPANS` spans.
-    async fn add(&self, batch: &mut Vec<Recorder>, spans: &mut usize, traces: Vec<Recorder>) {
+    async fn add(&self, batch: &mut Vec<Box<Recorder>>, spans: &mut usize, traces: Vec<Box<Recorder>>) {
         for trace in traces {
             *spans += trace.spans.len();
             batch.push(trace);
@@ -194,7 +199,7 @@ impl Batcher {
         }
     }
 
-    async fn export(&self, batch: &mut Vec<Recorder>, spans: &mut usize) {
+    async fn export(&self, batch: &mut Vec<Box<Recorder>>, spans: &mut usize) {
         if batch.is_empty() {
             return;
         }
@@ -202,7 +207,7 @@ impl Batcher {
         // ~1.3 KB per trace: one allocation for the whole request body.
         let size = 1024 + batch.len() * 1536;
         let body = self.collector.frame(size, |out| super::proto::encode_request(out, &self.service_name, batch));
-        batch.clear();
+        super::recycle(batch);
         match tokio::time::timeout(EXPORT_TIMEOUT, self.collector.send(body)).await {
             Ok(Ok(())) => {
                 EXPORTED.fetch_add(count, Ordering::Relaxed);
@@ -322,12 +327,12 @@ mod tests {
 
     use super::*;
 
-    fn trace(spans: usize) -> Recorder {
+    fn trace(spans: usize) -> Box<Recorder> {
         let mut r = Recorder::new(None, None, std::time::Instant::now(), "chat");
         for _ in 1..spans {
             r.child("auth", super::super::Kind::Internal);
         }
-        r
+        Box::new(r)
     }
 
     /// Whether the exporter has been woken (a stored permit), consuming the wake-up.

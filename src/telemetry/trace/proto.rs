@@ -18,14 +18,14 @@ const LEN: u8 = 2;
 const STATUS_ERROR: u64 = 2;
 
 /// Appends the export request for `traces` to `out`.
-pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Recorder]) {
+pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Box<Recorder>]) {
     // Roughly what the spans take: the width the batch's lengths most likely need.
     let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
     let width = varint_len(spans as u64 * 256 + 64);
     // ExportTraceServiceRequest.resource_spans
     message_sized(out, 1, width, |out| {
         // ResourceSpans.resource → Resource.attributes
-        message(out, 1, |out| attribute(out, 1, "service.name", &AnyValue::Str(service_name)));
+        message(out, 1, |out| attribute(out, 1, b"service.name", &AnyValue::Str(service_name.as_bytes())));
         // ResourceSpans.scope_spans
         message_sized(out, 2, width, |out| {
             // ScopeSpans.scope → InstrumentationScope { name, version }
@@ -43,35 +43,63 @@ pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Recorder]
     });
 }
 
+/// `Span.attributes`: one string attribute (for blocks encoded ahead).
+pub(super) fn span_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    attribute(out, 9, key.as_bytes(), &AnyValue::Str(value.as_bytes()));
+}
+
 /// One `Span`.
 fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
     let s = &trace.spans[index];
-    bytes(out, 1, &trace.trace_id);
-    bytes(out, 2, &s.id);
+    // Fixed-size fields are composed on the stack and appended in one copy each.
+    let mut ids = [0u8; 28];
+    ids[..2].copy_from_slice(&[1 << 3 | LEN, 16]);
+    ids[2..18].copy_from_slice(&trace.trace_id);
+    ids[18..20].copy_from_slice(&[2 << 3 | LEN, 8]);
+    ids[20..].copy_from_slice(&s.id);
+    out.extend_from_slice(&ids);
     if let Some(state) = trace.trace_state {
-        string(out, 3, trace.text(state));
+        bytes(out, 3, trace.bytes(state));
     }
     let parent = if index == usize::from(SpanRef::SERVER.0) { trace.remote_parent } else { Some(trace.spans[0].id) };
     if let Some(parent) = parent {
-        bytes(out, 4, &parent);
+        let mut field = [4 << 3 | LEN, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+        field[2..].copy_from_slice(&parent);
+        out.extend_from_slice(&field);
     }
     let name = match s.name {
-        Name::Static(name) => name,
-        Name::Text(text) => trace.text(text),
+        Name::Static(name) => name.as_bytes(),
+        Name::Text(text) => trace.bytes(text),
     };
-    string(out, 5, name);
-    varint_field(out, 6, s.kind as u64);
-    fixed64(out, 7, trace.epoch_unix_nanos.saturating_add(s.start));
-    fixed64(out, 8, trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)));
-    for a in trace.attributes.iter().filter(|a| usize::from(a.span) == index) {
+    bytes(out, 5, name);
+    // 6 kind, 7 start and 8 end (fixed64)
+    let mut times = [0u8; 20];
+    times[..3].copy_from_slice(&[6 << 3 | VARINT, s.kind as u8, 7 << 3 | FIXED64]);
+    times[3..11].copy_from_slice(&trace.epoch_unix_nanos.saturating_add(s.start).to_le_bytes());
+    times[11] = 8 << 3 | FIXED64;
+    times[12..].copy_from_slice(&trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)).to_le_bytes());
+    out.extend_from_slice(&times);
+    let mut left = s.attributes;
+    for a in &trace.attributes {
+        if left == 0 {
+            break;
+        }
+        if usize::from(a.span) != index {
+            continue;
+        }
+        left -= 1;
         let value = match a.value {
-            Value::Static(v) => AnyValue::Str(v),
-            Value::Text(t) => AnyValue::Str(trace.text(t)),
+            Value::Static(v) => AnyValue::Str(v.as_bytes()),
+            Value::Text(t) => AnyValue::Str(trace.bytes(t)),
             Value::Int(n) => AnyValue::Int(n),
             Value::Bool(b) => AnyValue::Bool(b),
+            Value::Encoded(block) => {
+                out.extend_from_slice(trace.bytes(block));
+                continue;
+            }
         };
         // Span.attributes
-        attribute(out, 9, a.key, &value);
+        attribute(out, 9, a.key.as_bytes(), &value);
     }
     if s.error {
         // Span.status → Status.code
@@ -80,13 +108,30 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
 }
 
 enum AnyValue<'a> {
-    Str(&'a str),
+    /// UTF-8 text.
+    Str(&'a [u8]),
     Bool(bool),
     Int(i64),
 }
 
-/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in).
-fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue) {
+/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in). Attributes
+/// shorter than 128 bytes (nearly all) have one-byte lengths throughout: their framing is
+/// written as two short runs.
+fn attribute(out: &mut Vec<u8>, field: u32, key: &[u8], value: &AnyValue) {
+    if let AnyValue::Str(s) = *value
+        && key.len() + s.len() <= 120
+        && field < 16
+    {
+        // The common case, its lengths known to take a byte each without computing their widths.
+        let value_len = 2 + s.len();
+        let len = 2 + key.len() + 2 + value_len;
+        out.reserve(2 + len);
+        out.extend_from_slice(&[(field as u8) << 3 | LEN, len as u8, 1 << 3 | LEN, key.len() as u8]);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 1 << 3 | LEN, s.len() as u8]);
+        out.extend_from_slice(s);
+        return;
+    }
     let value_len = match *value {
         AnyValue::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
         AnyValue::Bool(_) => 2,
@@ -95,13 +140,30 @@ fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &AnyValue) {
     };
     let len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(value_len as u64) + value_len;
     out.reserve(2 + varint_len(len as u64) + len);
+    if len < 0x80 && field < 16 {
+        // KeyValue { 1 key, 2 AnyValue { 1 string | 2 bool | 3 int } }
+        out.extend_from_slice(&[(field as u8) << 3 | LEN, len as u8, 1 << 3 | LEN, key.len() as u8]);
+        out.extend_from_slice(key);
+        match *value {
+            AnyValue::Str(s) => {
+                out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 1 << 3 | LEN, s.len() as u8]);
+                out.extend_from_slice(s);
+            }
+            AnyValue::Bool(b) => out.extend_from_slice(&[2 << 3 | LEN, 2, 2 << 3 | VARINT, u8::from(b)]),
+            AnyValue::Int(n) => {
+                out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 3 << 3 | VARINT]);
+                varint(out, n as u64);
+            }
+        }
+        return;
+    }
     tag(out, field, LEN);
     varint(out, len as u64);
-    string(out, 1, key);
+    bytes(out, 1, key);
     tag(out, 2, LEN);
     varint(out, value_len as u64);
     match *value {
-        AnyValue::Str(s) => string(out, 1, s),
+        AnyValue::Str(s) => bytes(out, 1, s),
         AnyValue::Bool(b) => varint_field(out, 2, u64::from(b)),
         AnyValue::Int(n) => varint_field(out, 3, n as u64),
     }
@@ -125,12 +187,6 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
 fn varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
     tag(out, field, VARINT);
     varint(out, value);
-}
-
-#[inline(always)]
-fn fixed64(out: &mut Vec<u8>, field: u32, value: u64) {
-    tag(out, field, FIXED64);
-    out.extend_from_slice(&value.to_le_bytes());
 }
 
 #[inline(always)]
@@ -197,9 +253,17 @@ mod tests {
             trace_state: None,
             epoch: Instant::now(),
             epoch_unix_nanos: 1000,
-            spans: vec![SpanRecord { id: [0xaa; 8], name, kind: Kind::Server, start: 0, end: Some(5), error: true }],
+            spans: vec![SpanRecord {
+                id: [0xaa; 8],
+                name,
+                kind: Kind::Server,
+                start: 0,
+                end: Some(5),
+                error: true,
+                attributes: attributes.len() as u8,
+            }],
             attributes,
-            text: String::new(),
+            arena: Vec::new(),
         }
     }
 
@@ -262,8 +326,11 @@ mod tests {
         }
     }
 
-    /// Reads the fields of one message: (field, wire type, payload or varint value).
-    fn fields(mut buf: &[u8]) -> Vec<(u64, u8, Vec<u8>, u64)> {
+    /// A decoded field: (field, wire type, payload, varint value).
+    type Field = (u64, u8, Vec<u8>, u64);
+
+    /// Reads the fields of one message.
+    fn fields(mut buf: &[u8]) -> Vec<Field> {
         fn read_varint(buf: &mut &[u8]) -> u64 {
             let (mut value, mut shift) = (0u64, 0);
             loop {
@@ -298,6 +365,47 @@ mod tests {
     }
 
     #[test]
+    fn long_attributes_blocks_and_other_spans_attributes_encode_alike() {
+        // One span's attributes among another's, one of them a block encoded ahead, one long
+        // enough for two-byte lengths: each decodes to its key and value, in order.
+        let long = "m".repeat(300);
+        let mut r = one_span(Name::Static("chat"), Vec::new());
+        r.spans[0].attributes = 0;
+        let child = r.child("attempt", Kind::Client);
+        r.set(SpanRef::SERVER, "a", Value::Int(7));
+        r.set(child, "x", Value::Static("other span"));
+        let block = super::super::AttributeBlock::new(&[("b", "block one"), ("c", &long)]);
+        r.set_block(SpanRef::SERVER, &block);
+        r.set_str(SpanRef::SERVER, "d", &long);
+        r.set(child, "y", Value::Bool(false));
+        r.set(SpanRef::SERVER, "e", Value::Bool(true));
+        let mut out = Vec::new();
+        span(&mut out, &r, 0);
+
+        let attributes: Vec<(Vec<u8>, Vec<Field>)> = fields(&out)
+            .into_iter()
+            .filter(|f| f.0 == 9)
+            .map(|f| {
+                let kv = fields(&f.2);
+                (kv[0].2.clone(), fields(&kv[1].2))
+            })
+            .collect();
+        let keys: Vec<&[u8]> = attributes.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d", b"e"], "the server span's own, in order");
+        assert_eq!(attributes[0].1, [(3, VARINT, vec![], 7)]);
+        assert_eq!(attributes[1].1[0].2, b"block one");
+        assert_eq!(attributes[2].1[0].2, long.as_bytes(), "a long value from a block");
+        assert_eq!(attributes[3].1[0].2, long.as_bytes(), "a long value recorded per request");
+        assert_eq!(attributes[4].1, [(2, VARINT, vec![], 1)]);
+
+        let mut child_out = Vec::new();
+        span(&mut child_out, &r, usize::from(child.0));
+        let child_keys: Vec<Vec<u8>> =
+            fields(&child_out).into_iter().filter(|f| f.0 == 9).map(|f| fields(&f.2)[0].2.clone()).collect();
+        assert_eq!(child_keys, [b"x".to_vec(), b"y".to_vec()]);
+    }
+
+    #[test]
     fn the_request_nests_resource_scope_and_spans() {
         let mut a = one_span(Name::Static("chat"), Vec::new());
         let server_id = a.spans[0].id;
@@ -308,10 +416,11 @@ mod tests {
             start: 1,
             end: Some(2),
             error: false,
+            attributes: 0,
         });
         let b = one_span(Name::Static("embeddings"), Vec::new());
         let mut out = Vec::new();
-        encode_request(&mut out, "svc", &[a, b]);
+        encode_request(&mut out, "svc", &[Box::new(a), Box::new(b)]);
 
         let request = fields(&out);
         assert_eq!(request.len(), 1);
@@ -324,8 +433,8 @@ mod tests {
         assert_eq!(scope[0].2, b"llm-gateway");
         let spans: Vec<_> = scope_spans[1..].iter().map(|s| fields(&s.2)).collect();
         assert_eq!(spans.len(), 3);
-        let name = |s: &Vec<(u64, u8, Vec<u8>, u64)>| s.iter().find(|f| f.0 == 5).unwrap().2.clone();
-        let parent = |s: &Vec<(u64, u8, Vec<u8>, u64)>| s.iter().find(|f| f.0 == 4).map(|f| f.2.clone());
+        let name = |s: &Vec<Field>| s.iter().find(|f| f.0 == 5).unwrap().2.clone();
+        let parent = |s: &Vec<Field>| s.iter().find(|f| f.0 == 4).map(|f| f.2.clone());
         assert_eq!(name(&spans[1]), b"auth");
         assert_eq!(parent(&spans[1]), Some(server_id.to_vec()), "children name the server span");
         assert_eq!(parent(&spans[0]), None, "a root without a remote parent has none");

@@ -1,6 +1,9 @@
 //! W3C trace context: the client's `traceparent` read, ours written for the upstream.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A well-formed version-00 `traceparent` from a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
