@@ -21,6 +21,7 @@ telemetry on/off throughput ratio >= 0.95. The paced mode offers a fixed rate (-
 below saturation): its p50 ratio is the latency the feature adds to a request. It is a measurement, not a test: it exits 0 either way.
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
+       [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%]
 Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
 (built when missing or older than the sources). Report: target/bench/overhead.md (+ .json).
 """
@@ -140,10 +141,17 @@ def main() -> int:
     parser.add_argument("--bin", type=Path)
     parser.add_argument("--rate", type=float, default=8000.0, help="offered req/s of the paced mode")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)} ('off' always runs)"
+    )
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     if not args.modes or any(m not in MODES for m in args.modes):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
+    chosen = {v for v in args.variants.split(",") if v} | {"off"}
+    if any(v not in VARIANTS for v in chosen):
+        parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
+    args.variants = tuple(v for v in VARIANTS if v in chosen)
 
     load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     load.ensure_tools()
@@ -160,7 +168,8 @@ def main() -> int:
 def measure(args, binary: Path, work: Path) -> int:
     upstream, up_port = load.start_gateway("upstream", binary, work, "  up: { dialect: mock }", {})
     sink, sink_port, sink_prefix = start_sink(work)
-    gateways = {v: start_variant(v, binary, work, up_port, sink_port) for v in VARIANTS}
+    variants = args.variants
+    gateways = {v: start_variant(v, binary, work, up_port, sink_port) for v in variants}
     for variant, (_, port) in gateways.items():
         load.sanity_check("gateway", port)
     scripts = {}
@@ -176,7 +185,7 @@ def measure(args, binary: Path, work: Path) -> int:
     requests_sent = {v: 0 for v in VARIANTS}
     started = time.monotonic()
     for rnd in range(args.rounds):
-        order = VARIANTS[rnd % len(VARIANTS):] + VARIANTS[: rnd % len(VARIANTS)]
+        order = variants[rnd % len(variants):] + variants[: rnd % len(variants)]
         for mode in args.modes:
             for variant in order:
                 proc, port = gateways[variant]
@@ -198,34 +207,42 @@ def measure(args, binary: Path, work: Path) -> int:
     def med(mode, variant, key):
         return statistics.median(r[key] for r in runs[(mode, variant)])
 
+    def paired(mode, variant, key):
+        # Each round's ratio to the same round's 'off' (measured minutes apart at most): slow
+        # drifts of the VM's speed cancel out, which a ratio of medians does not do.
+        return statistics.median(
+            r[key] / base[key] for r, base in zip(runs[(mode, variant)], runs[(mode, "off")], strict=True)
+        )
+
     out = [
         "# Metering and tracing overhead (benches/overhead.py)",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, {load.binary_label(binary)}; {CONNECTIONS} connections, "
         f"wrk -t2, {args.rounds} rounds of {args.duration:g} s per variant and mode (variants take turns), "
-        f"{elapsed / 60:.1f} min. Medians over the rounds.",
+        f"{elapsed / 60:.1f} min. Medians over the rounds; the ratios are the medians of each round's "
+        "ratio to that round's `off`.",
         "",
         "| mode | variant | req/s | p50 ms | p99 ms | gateway CPU µs/req | req/s ÷ off | p50 ÷ off |",
         "|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for mode in args.modes:
-        base_rps, base_p50 = med(mode, "off", "rps"), med(mode, "off", "p50")
-        for variant in VARIANTS:
+        for variant in variants:
             rps, p50 = med(mode, variant, "rps"), med(mode, variant, "p50")
+            rps_ratio, p50_ratio = paired(mode, variant, "rps"), paired(mode, variant, "p50")
             out.append(
                 f"| {mode} | {variant} | {rps:.0f} | {p50 / 1000:.3f} | {med(mode, variant, 'p99') / 1000:.3f} | "
-                f"{med(mode, variant, 'cpu_us_per_req'):.1f} | {rps / base_rps:.3f} | {p50 / base_p50:.3f} |"
+                f"{med(mode, variant, 'cpu_us_per_req'):.1f} | {rps_ratio:.3f} | {p50_ratio:.3f} |"
             )
             if variant == "metering" and mode != "stream":
-                ratio = p50 / base_p50
+                ratio = p50_ratio
                 verdicts.append(f"{mode}: metering p50 on/off {ratio:.3f} (target <= {METERING_TARGET}) "
-                                f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps / base_rps:.3f}")
+                                f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps_ratio:.3f}")
             if variant == "off again":
-                verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps / base_rps:.3f}, "
-                                f"p50 {p50 / base_p50:.3f}: the noise floor of this run")
+                verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps_ratio:.3f}, "
+                                f"p50 {p50_ratio:.3f}: the noise floor of this run")
             if variant in ("telemetry", "traces-10%") and mode != "paced":
-                ratio = rps / base_rps
+                ratio = rps_ratio
                 verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
                                 f"{'met' if ratio >= TELEMETRY_TARGET else 'MISSED'}")
     events = lines(sink_prefix / "events.log")
