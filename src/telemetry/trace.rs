@@ -2,11 +2,11 @@
 //! hand-off of each finished trace to the OTLP exporter (`export`; wire encoding in `proto`).
 //!
 //! A sampled request gets one boxed `Recorder` (an exported trace's, emptied, when one is
-//! spare): every span of the request (the server span and
-//! its children) with ids, timestamps, names and attributes whose keys are `&'static str` and
-//! whose values are small enums; the few values that are not static (model names, ids) are
-//! copied into one byte arena, as are attribute blocks encoded once per deployment
-//! (`AttributeBlock`). An unsampled request's `Trace` is empty: recording into it is a
+//! spare): every span of the request (the server span and its children) with ids, timestamps
+//! and names, and their attributes, encoded in OTLP's wire form as they are set into one byte
+//! arena (a run of attributes set on one span in a row is one range of it, which the exporter
+//! copies as is). Attributes that depend only on the deployment are encoded once per deployment
+//! (`AttributeBlock`) and copied in. An unsampled request's `Trace` is empty: recording into it is a
 //! branch, with no allocation and no clock read. When the request context drops, the trace is
 //! finished and queued for the exporter task (bounded: dropped and counted when full).
 
@@ -59,7 +59,7 @@ pub(crate) fn recycle(recorders: &mut Vec<Box<Recorder>>) {
             continue;
         }
         r.spans.clear();
-        r.attributes.clear();
+        r.runs.clear();
         r.arena.clear();
         spare.push(r);
     }
@@ -122,15 +122,12 @@ pub enum Kind {
     Client = 3,
 }
 
-/// An attribute value. `Text` is a range of the recorder's arena; `Encoded` too, holding
-/// attributes already in OTLP's wire form (the attribute's own key is then unused).
+/// An attribute value (text that is not static: `Recorder::set_str`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
     Static(&'static str),
-    Text(Text),
     Int(i64),
     Bool(bool),
-    Encoded(Text),
 }
 
 /// Attributes encoded once in OTLP's wire form (`Span.attributes` fields), for the values that
@@ -143,7 +140,7 @@ impl AttributeBlock {
     pub fn new(pairs: &[(&str, &str)]) -> Self {
         let mut out = Vec::new();
         for (key, value) in pairs {
-            proto::span_attribute(&mut out, key, value);
+            proto::str_attribute(&mut out, key, &[value]);
         }
         Self(out.into_boxed_slice())
     }
@@ -173,15 +170,13 @@ struct SpanRecord {
     start: u64,
     end: Option<u64>,
     error: bool,
-    /// How many of the recorder's attributes are this span's.
-    attributes: u8,
 }
 
-#[derive(Debug)]
-struct Attribute {
+/// Attributes of one span, encoded (`Span.attributes` fields): a range of the arena.
+#[derive(Debug, Clone, Copy)]
+struct Run {
     span: u8,
-    key: &'static str,
-    value: Value,
+    bytes: Text,
 }
 
 /// Every span of one request, as it is being recorded.
@@ -195,8 +190,9 @@ pub struct Recorder {
     epoch: Instant,
     epoch_unix_nanos: u64,
     spans: Vec<SpanRecord>,
-    attributes: Vec<Attribute>,
-    /// Names and values copied in (UTF-8 text, and encoded attribute blocks).
+    /// The spans' attributes, in the order they were set.
+    runs: Vec<Run>,
+    /// Span names, the trace state and encoded attributes.
     arena: Vec<u8>,
 }
 
@@ -228,8 +224,8 @@ impl Recorder {
             epoch: started,
             epoch_unix_nanos: 0,
             spans: Vec::with_capacity(8),
-            attributes: Vec::with_capacity(32),
-            arena: Vec::with_capacity(384),
+            runs: Vec::with_capacity(8),
+            arena: Vec::with_capacity(1024),
         };
         recorder.begin(parent, trace_state, started, name);
         recorder
@@ -260,7 +256,6 @@ impl Recorder {
             start: 0,
             end: None,
             error: false,
-            attributes: 0,
         });
     }
 
@@ -280,7 +275,7 @@ impl Recorder {
             return SpanRef::NONE;
         }
         let start = self.now();
-        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false, attributes: 0 });
+        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false });
         SpanRef((self.spans.len() - 1) as u8)
     }
 
@@ -309,9 +304,28 @@ impl Recorder {
 
     /// Sets an attribute (each key once per span: attributes are appended, not replaced).
     pub fn set(&mut self, span: SpanRef, key: &'static str, value: Value) {
-        if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
-            s.attributes = s.attributes.saturating_add(1);
-            self.attributes.push(Attribute { span: span.0, key, value });
+        if usize::from(span.0) < self.spans.len() {
+            let start = self.arena.len();
+            match value {
+                Value::Static(text) => proto::str_attribute(&mut self.arena, key, &[text]),
+                Value::Int(n) => proto::int_attribute(&mut self.arena, key, n),
+                Value::Bool(b) => proto::bool_attribute(&mut self.arena, key, b),
+            }
+            self.add_run(span, start);
+        }
+    }
+
+    /// Sets a string attribute.
+    pub fn set_str(&mut self, span: SpanRef, key: &'static str, value: &str) {
+        self.set_concat(span, key, &[value]);
+    }
+
+    /// Sets a string attribute made of `parts`.
+    pub fn set_concat(&mut self, span: SpanRef, key: &'static str, parts: &[&str]) {
+        if usize::from(span.0) < self.spans.len() {
+            let start = self.arena.len();
+            proto::str_attribute(&mut self.arena, key, parts);
+            self.add_run(span, start);
         }
     }
 
@@ -320,24 +334,17 @@ impl Recorder {
         if usize::from(span.0) < self.spans.len() {
             let start = self.arena.len();
             self.arena.extend_from_slice(&block.0);
-            let encoded = self.arena_range(start);
-            self.set(span, "", Value::Encoded(encoded));
+            self.add_run(span, start);
         }
     }
 
-    /// Sets a string attribute, copying `value` into the trace.
-    pub fn set_str(&mut self, span: SpanRef, key: &'static str, value: &str) {
-        if usize::from(span.0) < self.spans.len() {
-            let text = self.intern(value);
-            self.set(span, key, Value::Text(text));
-        }
-    }
-
-    /// Sets a string attribute made of `parts`, copied into the trace.
-    pub fn set_concat(&mut self, span: SpanRef, key: &'static str, parts: &[&str]) {
-        if usize::from(span.0) < self.spans.len() {
-            let text = self.concat(parts);
-            self.set(span, key, Value::Text(text));
+    /// Records `span`'s attributes encoded from `start` to the arena's end: the last run grows
+    /// when it is the same span's and ends there.
+    fn add_run(&mut self, span: SpanRef, start: usize) {
+        let bytes = self.arena_range(start);
+        match self.runs.last_mut() {
+            Some(last) if last.span == span.0 && last.bytes.end == bytes.start => last.bytes.end = bytes.end,
+            _ => self.runs.push(Run { span: span.0, bytes }),
         }
     }
 
@@ -500,7 +507,8 @@ mod tests {
         assert!(matches!(r.spans[0].name, Name::Text(t) if r.bytes(t) == b"chat my-model"));
         assert!(matches!(r.spans[2].name, Name::Text(t) if r.bytes(t) == b"chat gpt-4o"));
         assert!(r.spans[0].error && !r.spans[1].error);
-        assert_eq!(r.attributes.len(), 2);
+        assert_eq!(r.runs.len(), 1, "the attempt's two attributes, set in a row, are one run");
+        assert_eq!(r.runs[0].span, attempt.0);
         let up = r.traceparent(attempt).unwrap();
         let sent = w3c::parse_traceparent(up.as_bytes()).unwrap();
         assert_eq!((sent.trace_id, sent.span_id), (r.trace_id, r.spans[2].id));
@@ -526,8 +534,8 @@ mod tests {
         assert_eq!((r.remote_parent, r.trace_state()), (None, None));
         assert_eq!(r.spans.len(), 1);
         assert!(matches!(r.spans[0].name, Name::Static("embeddings")));
-        assert!(!r.spans[0].error && r.spans[0].end.is_none() && r.spans[0].attributes == 0);
-        assert!(r.attributes.is_empty() && r.arena.is_empty());
+        assert!(!r.spans[0].error && r.spans[0].end.is_none());
+        assert!(r.runs.is_empty() && r.arena.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! as wide as its length usually needs (two bytes for a span, enough for the batch's estimated
 //! size), and the rare message whose length needs another width shifts its body to fit.
 
-use super::{Name, Recorder, SpanRef, Value};
+use super::{Name, Recorder, SpanRef};
 
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
@@ -43,9 +43,29 @@ pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Box<Recor
     });
 }
 
-/// `Span.attributes`: one string attribute (for blocks encoded ahead).
-pub(super) fn span_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
-    attribute(out, 9, key.as_bytes(), &AnyValue::Str(value.as_bytes()));
+/// `Span.attributes`: a string attribute whose value is `parts` joined.
+pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, parts: &[&str]) {
+    match parts {
+        [text] => attribute(out, 9, key.as_bytes(), &AnyValue::Str(text.as_bytes())),
+        parts => {
+            let len = parts.iter().map(|p| p.len()).sum();
+            text_attribute(out, 9, key.as_bytes(), len, |out| {
+                for part in parts {
+                    out.extend_from_slice(part.as_bytes());
+                }
+            });
+        }
+    }
+}
+
+/// `Span.attributes`: an integer attribute.
+pub(super) fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
+    attribute(out, 9, key.as_bytes(), &AnyValue::Int(value));
+}
+
+/// `Span.attributes`: a boolean attribute.
+pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
+    attribute(out, 9, key.as_bytes(), &AnyValue::Bool(value));
 }
 
 /// One `Span`.
@@ -79,27 +99,9 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
     times[11] = 8 << 3 | FIXED64;
     times[12..].copy_from_slice(&trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)).to_le_bytes());
     out.extend_from_slice(&times);
-    let mut left = s.attributes;
-    for a in &trace.attributes {
-        if left == 0 {
-            break;
-        }
-        if usize::from(a.span) != index {
-            continue;
-        }
-        left -= 1;
-        let value = match a.value {
-            Value::Static(v) => AnyValue::Str(v.as_bytes()),
-            Value::Text(t) => AnyValue::Str(trace.bytes(t)),
-            Value::Int(n) => AnyValue::Int(n),
-            Value::Bool(b) => AnyValue::Bool(b),
-            Value::Encoded(block) => {
-                out.extend_from_slice(trace.bytes(block));
-                continue;
-            }
-        };
-        // Span.attributes
-        attribute(out, 9, a.key.as_bytes(), &value);
+    // Span.attributes, encoded as they were set.
+    for run in trace.runs.iter().filter(|r| usize::from(r.span) == index) {
+        out.extend_from_slice(trace.bytes(run.bytes));
     }
     if s.error {
         // Span.status → Status.code
@@ -114,59 +116,57 @@ enum AnyValue<'a> {
     Int(i64),
 }
 
-/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in). Attributes
-/// shorter than 128 bytes (nearly all) have one-byte lengths throughout: their framing is
-/// written as two short runs.
+/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in).
 fn attribute(out: &mut Vec<u8>, field: u32, key: &[u8], value: &AnyValue) {
-    if let AnyValue::Str(s) = *value
-        && key.len() + s.len() <= 120
-        && field < 16
-    {
-        // The common case, its lengths known to take a byte each without computing their widths.
-        let value_len = 2 + s.len();
+    match *value {
+        AnyValue::Str(text) => text_attribute(out, field, key, text.len(), |out| out.extend_from_slice(text)),
+        AnyValue::Bool(b) => {
+            key_value_header(out, field, key, 2);
+            out.extend_from_slice(&[2 << 3 | VARINT, u8::from(b)]);
+        }
+        AnyValue::Int(n) => {
+            // int64: two's complement, as a varint (ten bytes when negative).
+            key_value_header(out, field, key, 1 + varint_len(n as u64));
+            varint_field(out, 3, n as u64);
+        }
+    }
+}
+
+/// A text `KeyValue` whose value, `len` bytes, `write` appends.
+#[inline(always)]
+fn text_attribute(out: &mut Vec<u8>, field: u32, key: &[u8], len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    if len < 0x80 {
+        key_value_header(out, field, key, 2 + len);
+        out.extend_from_slice(&[1 << 3 | LEN, len as u8]);
+    } else {
+        key_value_header(out, field, key, 1 + varint_len(len as u64) + len);
+        tag(out, 1, LEN);
+        varint(out, len as u64);
+    }
+    write(out);
+}
+
+/// A `KeyValue`'s framing, up to its `AnyValue`'s fields (`value_len` bytes, which follow).
+/// Attributes shorter than 128 bytes (nearly all) have one-byte lengths throughout: their
+/// framing is two short copies and the key.
+#[inline(always)]
+fn key_value_header(out: &mut Vec<u8>, field: u32, key: &[u8], value_len: usize) {
+    // KeyValue { 1 key, 2 AnyValue { 1 string | 2 bool | 3 int } }
+    if key.len() + value_len <= 0x7f - 4 && field < 16 {
         let len = 2 + key.len() + 2 + value_len;
         out.reserve(2 + len);
         out.extend_from_slice(&[(field as u8) << 3 | LEN, len as u8, 1 << 3 | LEN, key.len() as u8]);
         out.extend_from_slice(key);
-        out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 1 << 3 | LEN, s.len() as u8]);
-        out.extend_from_slice(s);
+        out.extend_from_slice(&[2 << 3 | LEN, value_len as u8]);
         return;
     }
-    let value_len = match *value {
-        AnyValue::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
-        AnyValue::Bool(_) => 2,
-        // int64: two's complement, as a varint (ten bytes when negative).
-        AnyValue::Int(n) => 1 + varint_len(n as u64),
-    };
     let len = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(value_len as u64) + value_len;
     out.reserve(2 + varint_len(len as u64) + len);
-    if len < 0x80 && field < 16 {
-        // KeyValue { 1 key, 2 AnyValue { 1 string | 2 bool | 3 int } }
-        out.extend_from_slice(&[(field as u8) << 3 | LEN, len as u8, 1 << 3 | LEN, key.len() as u8]);
-        out.extend_from_slice(key);
-        match *value {
-            AnyValue::Str(s) => {
-                out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 1 << 3 | LEN, s.len() as u8]);
-                out.extend_from_slice(s);
-            }
-            AnyValue::Bool(b) => out.extend_from_slice(&[2 << 3 | LEN, 2, 2 << 3 | VARINT, u8::from(b)]),
-            AnyValue::Int(n) => {
-                out.extend_from_slice(&[2 << 3 | LEN, value_len as u8, 3 << 3 | VARINT]);
-                varint(out, n as u64);
-            }
-        }
-        return;
-    }
     tag(out, field, LEN);
     varint(out, len as u64);
     bytes(out, 1, key);
     tag(out, 2, LEN);
     varint(out, value_len as u64);
-    match *value {
-        AnyValue::Str(s) => bytes(out, 1, s),
-        AnyValue::Bool(b) => varint_field(out, 2, u64::from(b)),
-        AnyValue::Int(n) => varint_field(out, 3, n as u64),
-    }
 }
 
 #[inline(always)]
@@ -243,39 +243,29 @@ fn varint_len(value: u64) -> usize {
 mod tests {
     use std::time::Instant;
 
-    use super::super::{Attribute, Kind, SpanRecord};
+    use super::super::{Kind, SpanRecord, Value};
     use super::*;
 
-    fn one_span(name: Name, attributes: Vec<Attribute>) -> Recorder {
+    fn one_span(name: Name) -> Recorder {
         Recorder {
             trace_id: std::array::from_fn(|i| i as u8 + 1),
             remote_parent: None,
             trace_state: None,
             epoch: Instant::now(),
             epoch_unix_nanos: 1000,
-            spans: vec![SpanRecord {
-                id: [0xaa; 8],
-                name,
-                kind: Kind::Server,
-                start: 0,
-                end: Some(5),
-                error: true,
-                attributes: attributes.len() as u8,
-            }],
-            attributes,
+            spans: vec![SpanRecord { id: [0xaa; 8], name, kind: Kind::Server, start: 0, end: Some(5), error: true }],
+            runs: Vec::new(),
             arena: Vec::new(),
         }
     }
 
     #[test]
     fn encodes_a_span_as_computed_by_hand() {
-        let attributes = vec![
-            Attribute { span: 0, key: "k", value: Value::Int(150) },
-            Attribute { span: 0, key: "b", value: Value::Bool(true) },
-            Attribute { span: 0, key: "s", value: Value::Static("v") },
-            Attribute { span: 0, key: "n", value: Value::Int(-1) },
-        ];
-        let trace = one_span(Name::Static("chat"), attributes);
+        let mut trace = one_span(Name::Static("chat"));
+        trace.set(SpanRef::SERVER, "k", Value::Int(150));
+        trace.set(SpanRef::SERVER, "b", Value::Bool(true));
+        trace.set(SpanRef::SERVER, "s", Value::Static("v"));
+        trace.set(SpanRef::SERVER, "n", Value::Int(-1));
         let mut out = Vec::new();
         span(&mut out, &trace, 0);
 
@@ -369,8 +359,7 @@ mod tests {
         // One span's attributes among another's, one of them a block encoded ahead, one long
         // enough for two-byte lengths: each decodes to its key and value, in order.
         let long = "m".repeat(300);
-        let mut r = one_span(Name::Static("chat"), Vec::new());
-        r.spans[0].attributes = 0;
+        let mut r = one_span(Name::Static("chat"));
         let child = r.child("attempt", Kind::Client);
         r.set(SpanRef::SERVER, "a", Value::Int(7));
         r.set(child, "x", Value::Static("other span"));
@@ -379,6 +368,8 @@ mod tests {
         r.set_str(SpanRef::SERVER, "d", &long);
         r.set(child, "y", Value::Bool(false));
         r.set(SpanRef::SERVER, "e", Value::Bool(true));
+        r.set_concat(SpanRef::SERVER, "f", &["[\"", "stop", "\"]"]);
+        r.set_concat(SpanRef::SERVER, "g", &["<", &long, ">"]);
         let mut out = Vec::new();
         span(&mut out, &r, 0);
 
@@ -391,12 +382,14 @@ mod tests {
             })
             .collect();
         let keys: Vec<&[u8]> = attributes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d", b"e"], "the server span's own, in order");
+        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d", b"e", b"f", b"g"], "the server span's own, in order");
         assert_eq!(attributes[0].1, [(3, VARINT, vec![], 7)]);
         assert_eq!(attributes[1].1[0].2, b"block one");
         assert_eq!(attributes[2].1[0].2, long.as_bytes(), "a long value from a block");
         assert_eq!(attributes[3].1[0].2, long.as_bytes(), "a long value recorded per request");
         assert_eq!(attributes[4].1, [(2, VARINT, vec![], 1)]);
+        assert_eq!(attributes[5].1[0].2, b"[\"stop\"]", "a value joined from parts");
+        assert_eq!(attributes[6].1[0].2, format!("<{long}>").as_bytes(), "a long one joined from parts");
 
         let mut child_out = Vec::new();
         span(&mut child_out, &r, usize::from(child.0));
@@ -407,7 +400,7 @@ mod tests {
 
     #[test]
     fn the_request_nests_resource_scope_and_spans() {
-        let mut a = one_span(Name::Static("chat"), Vec::new());
+        let mut a = one_span(Name::Static("chat"));
         let server_id = a.spans[0].id;
         a.spans.push(SpanRecord {
             id: [0xbb; 8],
@@ -416,9 +409,8 @@ mod tests {
             start: 1,
             end: Some(2),
             error: false,
-            attributes: 0,
         });
-        let b = one_span(Name::Static("embeddings"), Vec::new());
+        let b = one_span(Name::Static("embeddings"));
         let mut out = Vec::new();
         encode_request(&mut out, "svc", &[Box::new(a), Box::new(b)]);
 
