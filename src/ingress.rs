@@ -348,10 +348,8 @@ async fn serve(
         r.set(server, genai::REQUEST_STREAM, Value::Bool(request.stream));
         r.set_str(server, "llm_gateway.team", &principal.team);
     }
-    let route_span = ctx.trace.child("route");
-    let plan = gw.router.plan(&principal, &request.model, shape);
-    ctx.trace.end(route_span);
-    let plan = plan?;
+    // (Planning is a few microseconds of work in memory, never a wait: no span of its own.)
+    let plan = gw.router.plan(&principal, &request.model, shape)?;
 
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
     let mut content_policy = Some(plan.content_policy);
