@@ -132,7 +132,7 @@ pub enum Value {
 
 /// Attributes encoded once in OTLP's wire form (`Span.attributes` fields), for the values that
 /// are the same on every request of a deployment: recording them is a copy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AttributeBlock(Box<[u8]>);
 
 impl AttributeBlock {
@@ -248,7 +248,7 @@ impl Recorder {
         self.remote_parent = parent.map(|p| p.span_id);
         self.epoch = started;
         self.epoch_unix_nanos = u64::try_from(now.saturating_sub(since_start).as_nanos()).unwrap_or(0);
-        self.trace_state = trace_state.filter(|_| parent.is_some()).map(|state| self.intern(state));
+        self.trace_state = trace_state.filter(|_| parent.is_some()).map(|state| self.concat(&[state]));
         self.spans.push(SpanRecord {
             id: new_span_id(),
             name: Name::Static(name),
@@ -378,12 +378,6 @@ impl Recorder {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn intern(&mut self, value: &str) -> Text {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(value.as_bytes());
-        self.arena_range(start)
-    }
-
     fn concat(&mut self, parts: &[&str]) -> Text {
         let start = self.arena.len();
         for part in parts {
@@ -397,7 +391,7 @@ impl Recorder {
         Text { start: clamp(start), end: clamp(self.arena.len()) }
     }
 
-    /// The bytes of an arena range (the text's UTF-8, for a `Text` interned from a `str`).
+    /// The bytes of an arena range (UTF-8 for a name or the trace state).
     fn bytes(&self, t: Text) -> &[u8] {
         self.arena.get(t.start as usize..t.end as usize).unwrap_or_default()
     }

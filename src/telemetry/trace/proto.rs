@@ -25,7 +25,11 @@ pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Box<Recor
     // ExportTraceServiceRequest.resource_spans
     message_sized(out, 1, width, |out| {
         // ResourceSpans.resource → Resource.attributes
-        message(out, 1, |out| attribute(out, 1, b"service.name", &AnyValue::Str(service_name.as_bytes())));
+        message(out, 1, |out| {
+            text_attribute(out, 1, b"service.name", service_name.len(), |out| {
+                out.extend_from_slice(service_name.as_bytes())
+            })
+        });
         // ResourceSpans.scope_spans
         message_sized(out, 2, width, |out| {
             // ScopeSpans.scope → InstrumentationScope { name, version }
@@ -45,27 +49,25 @@ pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Box<Recor
 
 /// `Span.attributes`: a string attribute whose value is `parts` joined.
 pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, parts: &[&str]) {
-    match parts {
-        [text] => attribute(out, 9, key.as_bytes(), &AnyValue::Str(text.as_bytes())),
-        parts => {
-            let len = parts.iter().map(|p| p.len()).sum();
-            text_attribute(out, 9, key.as_bytes(), len, |out| {
-                for part in parts {
-                    out.extend_from_slice(part.as_bytes());
-                }
-            });
+    let len = parts.iter().map(|p| p.len()).sum();
+    text_attribute(out, 9, key.as_bytes(), len, |out| {
+        for part in parts {
+            out.extend_from_slice(part.as_bytes());
         }
-    }
+    });
 }
 
-/// `Span.attributes`: an integer attribute.
+/// `Span.attributes`: an integer attribute (int64: two's complement, as a varint — ten bytes
+/// when negative).
 pub(super) fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
-    attribute(out, 9, key.as_bytes(), &AnyValue::Int(value));
+    key_value_header(out, 9, key.as_bytes(), 1 + varint_len(value as u64));
+    varint_field(out, 3, value as u64);
 }
 
 /// `Span.attributes`: a boolean attribute.
 pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
-    attribute(out, 9, key.as_bytes(), &AnyValue::Bool(value));
+    key_value_header(out, 9, key.as_bytes(), 2);
+    out.extend_from_slice(&[2 << 3 | VARINT, u8::from(value)]);
 }
 
 /// One `Span`.
@@ -109,30 +111,7 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
     }
 }
 
-enum AnyValue<'a> {
-    /// UTF-8 text.
-    Str(&'a [u8]),
-    Bool(bool),
-    Int(i64),
-}
-
-/// A `KeyValue` field, its lengths computed up front (no placeholder to fill in).
-fn attribute(out: &mut Vec<u8>, field: u32, key: &[u8], value: &AnyValue) {
-    match *value {
-        AnyValue::Str(text) => text_attribute(out, field, key, text.len(), |out| out.extend_from_slice(text)),
-        AnyValue::Bool(b) => {
-            key_value_header(out, field, key, 2);
-            out.extend_from_slice(&[2 << 3 | VARINT, u8::from(b)]);
-        }
-        AnyValue::Int(n) => {
-            // int64: two's complement, as a varint (ten bytes when negative).
-            key_value_header(out, field, key, 1 + varint_len(n as u64));
-            varint_field(out, 3, n as u64);
-        }
-    }
-}
-
-/// A text `KeyValue` whose value, `len` bytes, `write` appends.
+/// A text `KeyValue` (field `field`) whose value, `len` bytes, `write` appends.
 #[inline(always)]
 fn text_attribute(out: &mut Vec<u8>, field: u32, key: &[u8], len: usize, write: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
