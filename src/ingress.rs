@@ -595,7 +595,6 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
     }
 }
 
-/// `host[:port]` of a base URL, for the `server.address` span attribute.
 /// An attempt span's attributes that depend only on the deployment.
 fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
     let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
@@ -607,6 +606,7 @@ fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
     ])
 }
 
+/// `host[:port]` of a base URL, for the `server.address` span attribute.
 fn server_address(base_url: &str) -> &str {
     // (Plain byte loops: on a URL this short, `str` pattern searches cost more than the scan.)
     let bytes = base_url.as_bytes();
