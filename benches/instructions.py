@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -93,25 +92,16 @@ def main() -> int:
     parser.add_argument("--bin", type=Path)
     args = parser.parse_args()
 
-    load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     ensure_valgrind()
     if args.traced:
         load.ensure_tools()
-    binary = (args.bin or load.DEFAULT_BIN).resolve()
-    load.ensure_binary(binary, explicit=args.bin is not None)
-    work = Path(tempfile.mkdtemp(prefix="llm-gateway-instructions-"))
-    try:
-        return measure(args, binary, work)
-    finally:
-        load.PROCS.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
+    return load.run_in_scratch("llm-gateway-instructions-", args.bin, lambda binary, work: measure(args, binary, work))
 
 
 def measure(args, binary: Path, work: Path) -> int:
     _, up_port = load.start_gateway("upstream", binary, work, "  up: { dialect: mock }", {})
-    upstream = f'  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}'
     port = load.free_port()
-    config = load.gateway_yaml(port, upstream)
+    config = load.gateway_yaml(port, load.upstream_provider(up_port))
     if args.traced:
         _, sink_port, _ = overhead.start_sink(work)
         config += f"""telemetry:

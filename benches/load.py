@@ -331,6 +331,26 @@ models:
 """
 
 
+def upstream_provider(up_port: int) -> str:
+    """The `up` provider of a gateway in front of the mock upstream on `up_port`."""
+    return f'  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}'
+
+
+def run_in_scratch(prefix: str, bin_arg: Path | None, measure) -> int:
+    """`measure(binary, work)` with the release binary (built when stale, unless `bin_arg` names
+    one) and a scratch directory; every process started is stopped and the directory removed
+    afterwards."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    binary = (bin_arg or DEFAULT_BIN).resolve()
+    ensure_binary(binary, explicit=bin_arg is not None)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return measure(binary, work)
+    finally:
+        PROCS.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def start_gateway(name: str, binary: Path, work: Path, provider_yaml: str, env_extra: dict) -> tuple[subprocess.Popen, int]:
     """Starts the binary on a free port (retrying if another process grabbed it first)."""
     env = dict(os.environ)

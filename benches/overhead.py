@@ -33,7 +33,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -97,8 +96,7 @@ def start_sink(work: Path) -> tuple[object, int, Path]:
 
 
 def variant_yaml(variant: str, port: int, up_port: int, sink_port: int, work: Path) -> str:
-    upstream = f'  up: {{ dialect: openai, base_url: "http://127.0.0.1:{up_port}/v1", api_key_env: BENCH_UPSTREAM_KEY }}'
-    text = load.gateway_yaml(port, upstream)
+    text = load.gateway_yaml(port, load.upstream_provider(up_port))
     if variant == "metering":
         text += f"""metering:
   openmeter: {{ url: "http://127.0.0.1:{sink_port}" }}
@@ -153,16 +151,8 @@ def main() -> int:
         parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
     args.variants = tuple(v for v in VARIANTS if v in chosen)
 
-    load.BENCH_DIR.mkdir(parents=True, exist_ok=True)
     load.ensure_tools()
-    binary = (args.bin or load.DEFAULT_BIN).resolve()
-    load.ensure_binary(binary, explicit=args.bin is not None)
-    work = Path(tempfile.mkdtemp(prefix="llm-gateway-overhead-"))
-    try:
-        return measure(args, binary, work)
-    finally:
-        load.PROCS.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
+    return load.run_in_scratch("llm-gateway-overhead-", args.bin, lambda binary, work: measure(args, binary, work))
 
 
 def measure(args, binary: Path, work: Path) -> int:
