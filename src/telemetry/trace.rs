@@ -49,7 +49,7 @@ const SPARE_MAX: usize = 1024;
 const SPARE_ARENA_MAX: usize = 4096;
 
 /// Empties exported recorders into the spares (those beyond the bound are freed).
-pub(crate) fn recycle(recorders: &mut Vec<Box<Recorder>>) {
+fn recycle(recorders: &mut Vec<Box<Recorder>>) {
     let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
     for mut r in recorders.drain(..) {
         if spare.len() >= SPARE_MAX {
@@ -148,7 +148,7 @@ impl AttributeBlock {
 
 /// A range of a recorder's arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Text {
+struct Range {
     start: u32,
     end: u32,
 }
@@ -156,7 +156,7 @@ pub struct Text {
 #[derive(Debug, Clone, Copy)]
 enum Name {
     Static(&'static str),
-    Text(Text),
+    Text(Range),
 }
 
 /// One span. Its parent is implied: the server span's is the client's span (if any), every
@@ -176,7 +176,7 @@ struct SpanRecord {
 #[derive(Debug, Clone, Copy)]
 struct Run {
     span: u8,
-    bytes: Text,
+    bytes: Range,
 }
 
 /// Every span of one request, as it is being recorded.
@@ -186,7 +186,7 @@ pub struct Recorder {
     /// The client's span, when the trace continues the client's.
     remote_parent: Option<[u8; 8]>,
     /// The client's `tracestate`, passed on unchanged.
-    trace_state: Option<Text>,
+    trace_state: Option<Range>,
     epoch: Instant,
     epoch_unix_nanos: u64,
     spans: Vec<SpanRecord>,
@@ -378,7 +378,7 @@ impl Recorder {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn concat(&mut self, parts: &[&str]) -> Text {
+    fn concat(&mut self, parts: &[&str]) -> Range {
         let start = self.arena.len();
         for part in parts {
             self.arena.extend_from_slice(part.as_bytes());
@@ -386,13 +386,13 @@ impl Recorder {
         self.arena_range(start)
     }
 
-    fn arena_range(&self, start: usize) -> Text {
+    fn arena_range(&self, start: usize) -> Range {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Text { start: clamp(start), end: clamp(self.arena.len()) }
+        Range { start: clamp(start), end: clamp(self.arena.len()) }
     }
 
     /// The bytes of an arena range (UTF-8 for a name or the trace state).
-    fn bytes(&self, t: Text) -> &[u8] {
+    fn bytes(&self, t: Range) -> &[u8] {
         self.arena.get(t.start as usize..t.end as usize).unwrap_or_default()
     }
 }

@@ -2,6 +2,7 @@
 
 use http::{HeaderName, HeaderValue};
 
+/// The trace-context headers, read from clients and sent to upstreams.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
