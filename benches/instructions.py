@@ -11,7 +11,7 @@ gateway's whole process: every thread, the trace exporter included. --traced add
 request traced).
 
 Usage: python3 benches/instructions.py [--mode non-stream|stream] [--requests 2000] [--traced]
-       [--sample-ratio 1.0] [--bin PATH]
+       [--sample-ratio 1.0] [--bin PATH] [--keep-profile FILE]
 Needs valgrind (installed with apt-get when missing, as root), and nginx for --traced (as for
 benches/load.py). It is a measurement, not a test: it prints the figure and exits 0.
 """
@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--traced", action="store_true")
     parser.add_argument("--sample-ratio", type=float, default=1.0)
     parser.add_argument("--bin", type=Path)
+    parser.add_argument("--keep-profile", type=Path, help="copy the callgrind profile here (for callgrind_annotate)")
     args = parser.parse_args()
 
     ensure_valgrind()
@@ -138,6 +139,8 @@ def measure(args, binary: Path, work: Path) -> int:
     load.PROCS.stop(gateway)
 
     total = counted_instructions(out)
+    if args.keep_profile:
+        shutil.copyfile(out.with_name(out.name + ".1"), args.keep_profile)
     what = f"{args.mode}, " + (f"traced (sample_ratio {args.sample_ratio:g})" if args.traced else "untraced")
     print(
         f"{what}: {total / args.requests:,.0f} instructions per request "
