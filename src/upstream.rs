@@ -58,7 +58,50 @@ struct Plain {
     pool: Arc<h1::Pool>,
     /// `host:port` to connect to.
     addr: String,
-    host: HeaderValue,
+    /// `host` and the provider's headers, each encoded as its `name: value\r\n` line.
+    fixed: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl Plain {
+    /// The whole HTTP/1.1 request to `uri` (origin form): the fixed headers (but those
+    /// `forward` has its own value of), the forwarded ones, the body's length and the body.
+    fn request(&self, uri: &Uri, forward: &HeaderMap, body: &[u8]) -> Vec<u8> {
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut out = Vec::with_capacity(512 + body.len());
+        for part in ["POST ", target, " HTTP/1.1\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        for (name, line) in &self.fixed {
+            if !forward.keys().any(|forwarded| forwarded == name) {
+                out.extend_from_slice(line);
+            }
+        }
+        for (name, value) in forward {
+            header_line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"content-length: ");
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut length = body.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (length % 10) as u8;
+            length /= 10;
+            if length == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    for part in [name, b": ", value, b"\r\n"] {
+        out.extend_from_slice(part);
+    }
 }
 
 pub struct Upstreams {
@@ -73,13 +116,14 @@ impl Upstreams {
             if clients.contains_key(&provider.name) {
                 continue;
             }
+            let headers = provider_headers(provider)?;
             let client = ProviderClient {
                 http: http_client(provider.timeouts.connect, false).map_err(|e| {
                     GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name))
                 })?,
-                headers: provider_headers(provider)?,
+                plain: plain(provider, &headers)?,
+                headers,
                 uris: RwLock::default(),
-                plain: plain(provider)?,
             };
             clients.insert(provider.name.clone(), client);
         }
@@ -99,23 +143,6 @@ impl Upstreams {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
         let client = self.client(provider)?;
         let uri = client.uri(provider, path)?;
-        let headers = || {
-            let mut headers = client.headers.clone();
-            for (name, value) in forward_headers {
-                headers.insert(name, value.clone());
-            }
-            if let Some(plain) = &client.plain {
-                headers.insert(http::header::HOST, plain.host.clone());
-            }
-            headers
-        };
-        let build = |headers: HeaderMap| {
-            let mut request = http::Request::new(Full::new(body.clone()));
-            *request.method_mut() = Method::POST;
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers;
-            request
-        };
         let first_byte = (Instant::now() + provider.timeouts.first_byte).min(deadline);
         let started = Instant::now();
         let timed_out = || GatewayError::UpstreamTimeout {
@@ -123,29 +150,32 @@ impl Upstreams {
             phase: "first byte",
             after_ms: started.elapsed().as_millis(),
         };
-        let id = deployment.id.clone();
-        let read_failed = move |e: hyper::Error| GatewayError::UpstreamProtocol {
-            deployment: id.clone(),
-            detail: format!("reading the response failed: {}", chain(&e)),
-        };
         if let Some(plain) = &client.plain {
-            // Built again only for a second try (a reused connection the server had closed).
-            let mut first = Some(headers());
-            let sent =
-                plain.pool.send(&plain.addr, provider.timeouts.connect, || build(first.take().unwrap_or_else(headers)));
-            let (parts, body) = tokio::time::timeout_at(first_byte, sent)
+            let request = plain.request(&uri, forward_headers, &body);
+            let sent = plain.pool.send(&plain.addr, provider.timeouts.connect, &request);
+            let answer = tokio::time::timeout_at(first_byte, sent)
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|e| plain_error(&deployment.id, e))?;
-            let body = body.map(move |r| r.map_err(&read_failed)).boxed();
-            return Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body });
+            let id = deployment.id.clone();
+            let body = answer.body.map(move |r| r.map_err(|e| read_failed(&id, &e))).boxed();
+            return Ok(UpstreamResponse { status: answer.status, headers: answer.headers, body });
         }
-        let response = tokio::time::timeout_at(first_byte, client.http.request(build(headers())))
+        let mut headers = client.headers.clone();
+        for (name, value) in forward_headers {
+            headers.insert(name, value.clone());
+        }
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let response = tokio::time::timeout_at(first_byte, client.http.request(request))
             .await
             .map_err(|_| timed_out())?
             .map_err(|e| classify(&deployment.id, &e))?;
         let (parts, incoming) = response.into_parts();
-        let body = BodyDataStream::new(incoming).map(move |r| r.map_err(&read_failed)).boxed();
+        let id = deployment.id.clone();
+        let body = BodyDataStream::new(incoming).map(move |r| r.map_err(|e| read_failed(&id, &e))).boxed();
         Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
     }
 
@@ -261,7 +291,7 @@ fn upstream_uri(provider: &ProviderSpec, path: &str) -> Result<Uri, GatewayError
 }
 
 /// Our own connections for a plain-HTTP provider; `None` for TLS ones.
-fn plain(provider: &ProviderSpec) -> Result<Option<Plain>, GatewayError> {
+fn plain(provider: &ProviderSpec, headers: &HeaderMap) -> Result<Option<Plain>, GatewayError> {
     // Providers without a URL (the mock, the CLI) send nothing over HTTP.
     let Ok(uri) = provider.base_url.parse::<Uri>() else { return Ok(None) };
     if uri.scheme_str() != Some("http") {
@@ -272,7 +302,25 @@ fn plain(provider: &ProviderSpec) -> Result<Option<Plain>, GatewayError> {
         .map_err(|e| GatewayError::Internal(format!("provider {} host: {e}", provider.name)))?;
     // `host:port`; an IPv6 host keeps its brackets (`[::1]:8000`).
     let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-    Ok(Some(Plain { pool: Arc::default(), addr, host }))
+    let mut fixed = vec![(http::header::HOST, host)];
+    fixed.extend(headers.iter().map(|(name, value)| (name.clone(), value.clone())));
+    let fixed = fixed
+        .into_iter()
+        .map(|(name, value)| {
+            let mut line = Vec::new();
+            header_line(&mut line, name.as_str().as_bytes(), value.as_bytes());
+            (name, line)
+        })
+        .collect();
+    Ok(Some(Plain { pool: Arc::default(), addr, fixed }))
+}
+
+/// A body that broke off after its status and headers.
+fn read_failed(deployment: &str, e: &(dyn std::error::Error + 'static)) -> GatewayError {
+    GatewayError::UpstreamProtocol {
+        deployment: deployment.to_owned(),
+        detail: format!("reading the response failed: {}", chain(e)),
+    }
 }
 
 fn plain_error(deployment: &str, e: h1::SendError) -> GatewayError {

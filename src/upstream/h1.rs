@@ -1,59 +1,342 @@
 //! Plain-HTTP/1.1 upstreams (the self-hosted servers: vLLM, Ollama, TGI, llama.cpp on the
-//! cluster network): connections of our own, driven by the task that reads the answer.
+//! cluster network): connections and an HTTP/1.1 client codec of our own, driven by the task
+//! that reads the answer.
 //!
-//! hyper-util's pooled client runs each connection in a task of its own and hands the body over
-//! through a channel one HTTP chunk at a time, so every streamed event costs two cross-task
-//! wake-ups and its own write to the client. Here the connection is polled by whoever polls the
-//! body — the client's connection task — so the upstream's bytes are read, decoded and
-//! forwarded in one place, and the events that arrived together leave together. TLS upstreams
-//! (and HTTP/2) keep the pooled client.
+//! The gateway sends one kind of request — a `POST` with a `Content-Length` body, its head
+//! mostly fixed per provider and path — and reads answers framed by `Content-Length`, chunked
+//! transfer coding or the connection's close. That is all this client does: the request is
+//! written in one piece, the answer's head is parsed with `httparse`, and its body is decoded
+//! from the connection's read buffer by whoever polls the body — the client's connection task —
+//! so the upstream's bytes are read, decoded and forwarded in one place, and the pieces of body
+//! that arrived together leave together. TLS upstreams (and HTTP/2) keep hyper-util's pooled
+//! client.
 
-use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, Stream};
-
-use http_body_util::Full;
-use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per provider at most.
+/// Idle connections kept per provider and thread at most.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is not reused (servers close theirs sooner or later).
 const IDLE_FOR: Duration = Duration::from_secs(60);
-/// Body bytes that arrived together are handed on as one piece up to this size.
-const COALESCE: usize = 64 * 1024;
+/// An answer's status line and headers may take this much at most.
+const MAX_HEAD: usize = 64 * 1024;
+/// Header lines in an answer at most.
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line (with extensions) or trailer line may take this much at most.
+const MAX_LINE: usize = 4096;
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 16 * 1024;
 
-type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+/// Why an answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    /// The server closed the connection before the answer was complete; `answered` when part
+    /// of it had arrived.
+    #[error("the connection closed before the response was complete")]
+    Closed { answered: bool },
+    #[error("invalid HTTP response: {0}")]
+    Invalid(&'static str),
+}
 
-/// One connection: the request side and the future that does its I/O.
+impl Error {
+    /// The request did not get through to a live server: nothing of an answer came back
+    /// (a reused connection the server had closed meanwhile), so a new connection may succeed.
+    fn unanswered(&self) -> bool {
+        match self {
+            Error::Closed { answered } => !answered,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+            ),
+            Error::Invalid(_) => false,
+        }
+    }
+}
+
+/// Why a request got no answer.
+pub enum SendError {
+    Connect(io::Error),
+    Http(Error),
+}
+
+/// One connection and the bytes read from it that are not consumed yet.
 pub struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Driver>>,
-    /// The driver finished: the connection is closed.
-    done: bool,
+    io: TcpStream,
+    buf: BytesMut,
 }
 
 impl Conn {
-    /// Lets the connection do the I/O it can now; `cx` is woken when it can do more.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.done && self.driver.as_mut().poll(cx).is_ready() {
-            self.done = true;
+    /// Reads what the socket has into the buffer: `Ready(Ok(0))` at its end.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn read(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    /// Whether an idle connection can take a request: the server has neither closed it nor
+    /// sent anything unasked (costs a system call only when the socket became readable).
+    fn usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: a close or unasked bytes, or only readiness left over from the last
+            // read of the previous answer.
+            Poll::Ready(Ok(())) => matches!(self.poll_read(&mut cx), Poll::Pending),
         }
     }
 
-    /// Whether an idle connection can take a request: polled once (noticing a peer's close)
-    /// and ready.
-    fn usable(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(std::task::Waker::noop()));
-        !self.done && self.sender.is_ready()
+    /// Writes the request and reads the answer's status line and headers.
+    async fn exchange(&mut self, request: &[u8]) -> Result<Head, Error> {
+        self.io.write_all(request).await.map_err(Error::Io)?;
+        loop {
+            if let Some(head) = parse_head(&mut self.buf)? {
+                // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                    continue;
+                }
+                return Ok(head);
+            }
+            if self.read().await.map_err(Error::Io)? == 0 {
+                return Err(Error::Closed { answered: !self.buf.is_empty() });
+            }
+        }
     }
+}
+
+/// An answer's status line and headers, and how its body is framed.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The connection may carry another request after this answer.
+    keep_alive: bool,
+}
+
+/// Parses a complete answer head at the front of `buf` and consumes it; `None` while incomplete.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Error::Invalid("response head too large")),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
+        Err(_) => return Err(Error::Invalid("malformed status line or headers")),
+    };
+    let status =
+        response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Error::Invalid("bad status code"))?;
+    let mut keep_alive = response.version == Some(1);
+    let mut chunked = false;
+    let mut transfer_coded = false;
+    let mut content_length: Option<u64> = None;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Error::Invalid("bad header name"))?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| Error::Invalid("bad header value"))?;
+        if name == http::header::TRANSFER_ENCODING {
+            transfer_coded = true;
+            // Chunked only when it is the last coding applied.
+            chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
+        } else if name == http::header::CONTENT_LENGTH {
+            let length = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(Error::Invalid("bad content-length"))?;
+            if content_length.is_some_and(|seen| seen != length) {
+                return Err(Error::Invalid("conflicting content-length headers"));
+            }
+            content_length = Some(length);
+        } else if name == http::header::CONNECTION && has_token(header.value, b"close") {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked(Chunk::Size)
+    } else if transfer_coded {
+        // Another transfer coding last: the body ends with the connection.
+        Framing::ToEnd
+    } else if let Some(length) = content_length {
+        Framing::Length(length)
+    } else {
+        Framing::ToEnd
+    };
+    if matches!(framing, Framing::ToEnd) {
+        keep_alive = false;
+    }
+    buf.advance(length);
+    Ok(Some(Head { status, headers, framing, keep_alive }))
+}
+
+/// The last comma-separated token of a header value, trimmed.
+fn last_token(value: &[u8]) -> &[u8] {
+    value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii()
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How the body of an answer ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// At the connection's close.
+    ToEnd,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes still to come.
+    Data(u64),
+    /// After a chunk's data, before its line end.
+    DataEnd,
+    /// After the last chunk, in the trailer section.
+    Trailers,
+}
+
+/// Body pieces taken from the buffer, joined into one when there are several.
+#[derive(Default)]
+struct Pieces {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Pieces {
+    fn push(&mut self, data: Bytes) {
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut joined = BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&data);
+                self.more = Some(joined);
+            }
+            (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        let first = self.first.take();
+        self.more.take().map(BytesMut::freeze).or(first)
+    }
+}
+
+impl Framing {
+    /// Moves the body's bytes at the front of `buf` into `out`; true once the body is complete.
+    fn decode(&mut self, buf: &mut BytesMut, out: &mut Pieces) -> Result<bool, Error> {
+        loop {
+            match self {
+                Framing::Length(0) => return Ok(true),
+                Framing::Length(rest) => {
+                    let n = (*rest).min(buf.len() as u64) as usize;
+                    if n == 0 {
+                        return Ok(false);
+                    }
+                    out.push(buf.split_to(n).freeze());
+                    *rest -= n as u64;
+                }
+                Framing::ToEnd => {
+                    if !buf.is_empty() {
+                        out.push(buf.split().freeze());
+                    }
+                    return Ok(false);
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf)? else { return Ok(false) };
+                    let size = chunk_size(&line)?;
+                    *self = Framing::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                }
+                Framing::Chunked(Chunk::Data(rest)) => {
+                    let n = (*rest).min(buf.len() as u64) as usize;
+                    if n == 0 {
+                        return Ok(false);
+                    }
+                    out.push(buf.split_to(n).freeze());
+                    *rest -= n as u64;
+                    if *rest == 0 {
+                        *self = Framing::Chunked(Chunk::DataEnd);
+                    }
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    let Some(line) = take_line(buf)? else { return Ok(false) };
+                    if !line.is_empty() {
+                        return Err(Error::Invalid("chunk data longer than its size"));
+                    }
+                    *self = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    let Some(line) = take_line(buf)? else { return Ok(false) };
+                    if line.is_empty() {
+                        *self = Framing::Length(0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the connection's end means here: the end of the body, or a truncated one.
+    fn at_eof(&self) -> Result<(), Error> {
+        match self {
+            Framing::ToEnd | Framing::Length(0) => Ok(()),
+            _ => Err(Error::Closed { answered: true }),
+        }
+    }
+}
+
+/// Takes one line (without its `\r\n` or `\n`) from the front of `buf`; `None` while incomplete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
+    let Some(end) = memchr::memchr(b'\n', buf) else {
+        return if buf.len() > MAX_LINE { Err(Error::Invalid("chunk line too long")) } else { Ok(None) };
+    };
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end);
+    if line.last() == Some(&b'\r') {
+        line.truncate(end - 1);
+    }
+    Ok(Some(line))
+}
+
+/// The size in a chunk-size line (hex digits, then optional `;extensions`).
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let bad = Error::Invalid("bad chunk size");
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(bad);
+    }
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| Error::Invalid("bad chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| bad)
 }
 
 /// Idle lists per pool: a connection goes back to the list of the thread that used it.
@@ -64,7 +347,7 @@ const SHARDS: usize = 16;
 /// best reused there (from another thread it would work, at a cross-thread wake-up per read).
 #[derive(Default)]
 pub struct Pool {
-    idle: [Mutex<Vec<(Conn, std::time::Instant)>>; SHARDS],
+    idle: [Mutex<Vec<(Conn, Instant)>>; SHARDS],
 }
 
 /// This thread's idle list.
@@ -76,10 +359,11 @@ fn shard() -> usize {
     SHARD.with(|s| *s)
 }
 
-/// Why a request got no answer.
-pub enum SendError {
-    Connect(std::io::Error),
-    Http(hyper::Error),
+/// An answer whose status and headers are in; its body is read from the connection.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: H1Body,
 }
 
 impl Pool {
@@ -96,7 +380,7 @@ impl Pool {
         if conn.usable() {
             let mut idle = self.idle[shard()].lock().unwrap_or_else(|p| p.into_inner());
             // The oldest are first: those idle too long are closed now rather than at a checkout.
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             let stale = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_FOR).count();
             idle.drain(..stale);
             if idle.len() < MAX_IDLE {
@@ -105,15 +389,15 @@ impl Pool {
         }
     }
 
-    /// Sends the request `make` builds (origin-form URI and `Host` already set) on an idle
-    /// connection or a new one to `addr`, and waits for the status line and headers. A reused
-    /// connection that the server closed meanwhile is retried once on a new one.
+    /// Sends `request` (a whole HTTP/1.1 request: head and body) on an idle connection or a new
+    /// one to `addr`, and waits for the answer's status line and headers. A reused connection
+    /// that the server closed meanwhile is retried once on a new one.
     pub async fn send(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         addr: &str,
         connect_timeout: Duration,
-        mut make: impl FnMut() -> http::Request<Full<Bytes>>,
-    ) -> Result<(http::response::Parts, H1Body), SendError> {
+        request: &[u8],
+    ) -> Result<Answer, SendError> {
         let mut reused = true;
         loop {
             let idle = if reused { self.checkout() } else { None };
@@ -124,105 +408,283 @@ impl Pool {
                     connect(addr, connect_timeout).await.map_err(SendError::Connect)?
                 }
             };
-            let mut answer = std::pin::pin!(conn.sender.send_request(make()));
-            let result = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                answer.poll_unpin(cx)
-            })
-            .await;
-            match result {
-                Ok(response) => {
-                    let (parts, body) = response.into_parts();
-                    let body = H1Body { body, conn: Some(conn), pool: self.clone(), pending: None };
-                    return Ok((parts, body));
+            match conn.exchange(request).await {
+                Ok(head) => {
+                    let body = H1Body {
+                        conn: Some(conn),
+                        framing: head.framing,
+                        keep_alive: head.keep_alive,
+                        pool: self.clone(),
+                        pending: None,
+                    };
+                    return Ok(Answer { status: head.status, headers: head.headers, body });
                 }
-                // The request never reached a live server: a fresh connection may succeed.
-                Err(e) if reused && (e.is_canceled() || e.is_incomplete_message() || e.is_closed()) => {
-                    reused = false;
-                }
+                Err(e) if reused && e.unanswered() => reused = false,
                 Err(e) => return Err(SendError::Http(e)),
             }
         }
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> std::io::Result<Conn> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+async fn connect(addr: &str, timeout: Duration) -> io::Result<Conn> {
+    let io = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    let (sender, driver) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    Ok(Conn { sender, driver: Box::pin(driver), done: false })
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    io.set_nodelay(true)?;
+    Ok(Conn { io, buf: BytesMut::new() })
 }
 
-/// An answer's body, read by driving its connection; the connection goes back to the pool
-/// once the body is complete, and is closed if the body is dropped before (which cancels the
-/// upstream's work).
+/// An answer's body, read from its connection; the connection goes back to the pool once the
+/// body is complete, and is closed if the body is dropped before (which cancels the upstream's
+/// work).
 pub struct H1Body {
-    body: Incoming,
     conn: Option<Conn>,
-    pool: std::sync::Arc<Pool>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<Pool>,
     /// An error met while handing on data that came before it.
-    pending: Option<hyper::Error>,
+    pending: Option<Error>,
+}
+
+impl H1Body {
+    /// The body is complete: the connection goes back to the pool if it can carry another
+    /// request (nothing unasked after the body).
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            self.pool.checkin(conn);
+        }
+    }
+
+    fn fail(&mut self, e: Error, out: &mut Pieces) -> Poll<Option<Result<Bytes, Error>>> {
+        self.conn = None;
+        match out.take() {
+            None => Poll::Ready(Some(Err(e))),
+            Some(data) => {
+                self.pending = Some(e);
+                Poll::Ready(Some(Ok(data)))
+            }
+        }
+    }
 }
 
 impl Stream for H1Body {
-    type Item = Result<Bytes, hyper::Error>;
+    type Item = Result<Bytes, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(e) = this.pending.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        let mut out: Option<Bytes> = None;
-        let mut more: Option<BytesMut> = None;
+        let mut out = Pieces::default();
         loop {
-            if let Some(conn) = this.conn.as_mut() {
-                conn.drive(cx);
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(out.take().map(Ok)) };
+            match this.framing.decode(&mut conn.buf, &mut out) {
+                Ok(true) => {
+                    this.finish();
+                    return Poll::Ready(out.take().map(Ok));
+                }
+                Ok(false) => {}
+                Err(e) => return this.fail(e, &mut out),
             }
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    match (&out, &mut more) {
-                        (None, _) => out = Some(data),
-                        (Some(first), None) => {
-                            let mut buf = BytesMut::with_capacity(first.len() + data.len());
-                            buf.extend_from_slice(first);
-                            buf.extend_from_slice(&data);
-                            more = Some(buf);
-                        }
-                        (Some(_), Some(buf)) => buf.extend_from_slice(&data),
-                    }
-                    if more.as_ref().map_or(out.as_ref().map_or(0, Bytes::len), BytesMut::len) >= COALESCE {
-                        break;
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
+            // What the last read brought is handed on before reading again.
+            if !out.is_empty() {
+                return Poll::Ready(out.take().map(Ok));
+            }
+            match conn.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    let end = this.framing.at_eof();
                     this.conn = None;
-                    if out.is_none() {
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    this.pending = Some(e);
-                    break;
+                    return match end {
+                        Ok(()) => Poll::Ready(None),
+                        Err(e) => this.fail(e, &mut out),
+                    };
                 }
-                Poll::Ready(None) => {
-                    if let Some(conn) = this.conn.take() {
-                        this.pool.checkin(conn);
-                    }
-                    if out.is_none() {
-                        return Poll::Ready(None);
-                    }
-                    break;
-                }
-                Poll::Pending => {
-                    if out.is_none() {
-                        return Poll::Pending;
-                    }
-                    break;
-                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(Error::Io(e), &mut out),
             }
         }
-        Poll::Ready(more.map(BytesMut::freeze).or(out).map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+
+    fn decode_all(framing: Framing, wire: &[u8], split: usize) -> Result<(Vec<u8>, bool), Error> {
+        let mut framing = framing;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut complete = false;
+        for part in [&wire[..split], &wire[split..]] {
+            buf.extend_from_slice(part);
+            let mut out = Pieces::default();
+            complete = framing.decode(&mut buf, &mut out)?;
+            body.extend_from_slice(&out.take().unwrap_or_default());
+            if complete {
+                break;
+            }
+        }
+        Ok((body, complete))
+    }
+
+    #[test]
+    fn a_chunked_body_decodes_the_same_wherever_the_bytes_split() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 0..=wire.len() {
+            let (body, complete) = decode_all(Framing::Chunked(Chunk::Size), wire, split).unwrap();
+            assert_eq!(body, b"hello, world", "split at {split}");
+            assert!(complete, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn a_length_framed_body_ends_at_its_length() {
+        let (body, complete) = decode_all(Framing::Length(5), b"hello", 2).unwrap();
+        assert_eq!((body.as_slice(), complete), (&b"hello"[..], true));
+        let (body, complete) = decode_all(Framing::Length(5), b"hel", 1).unwrap();
+        assert_eq!((body.as_slice(), complete), (&b"hel"[..], false));
+    }
+
+    #[test]
+    fn bad_chunk_framing_is_an_error() {
+        for wire in [&b"zz\r\nhello\r\n"[..], b"5\r\nhello!!\r\n", b"\r\n", b"1234567890abcdef0\r\n"] {
+            assert!(
+                matches!(decode_all(Framing::Chunked(Chunk::Size), wire, 0), Err(Error::Invalid(_))),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    #[test]
+    fn the_head_decides_framing_and_reuse() {
+        let head = |text: &str| parse_head(&mut BytesMut::from(text)).unwrap().unwrap();
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
+        assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, Framing::Length(12), true));
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        let h = head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::ToEnd, false));
+        let h = head("HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), true));
+        assert!(parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le")).unwrap().is_none());
+        for bad in ["HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n"] {
+            assert!(matches!(parse_head(&mut BytesMut::from(bad)), Err(Error::Invalid(_))), "{bad}");
+        }
+    }
+
+    /// A server that answers each connection's requests with `answers` in turn, then closes it
+    /// (an empty answer: closes it on reading that request). Returns its address and the
+    /// number of connections it accepted.
+    async fn server(answers: Vec<&'static [u8]>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    for answer in answers {
+                        let mut request = vec![0u8; 4096];
+                        if socket.read(&mut request).await.unwrap_or(0) == 0 || answer.is_empty() {
+                            return;
+                        }
+                        // Written in two parts, splitting the head.
+                        let (a, b) = answer.split_at(answer.len() / 2);
+                        socket.write_all(a).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        socket.write_all(b).await.unwrap();
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn body_of(answer: Answer) -> Result<Vec<u8>, Error> {
+        let mut body = answer.body;
+        let mut all = Vec::new();
+        while let Some(piece) = body.next().await {
+            all.extend_from_slice(&piece?);
+        }
+        Ok(all)
+    }
+
+    const REQUEST: &[u8] = b"POST /v1/x HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn answers_are_read_and_the_connection_reused() {
+        let (addr, accepted) = server(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ])
+        .await;
+        let pool = Arc::new(Pool::default());
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(body_of(answer).await.unwrap(), b"hello");
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"abc");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The server closed the connection after its two answers: the third request goes on a
+        // new connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"hello");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A reused connection the server closes on reading the request (its keep-alive ran out
+    /// meanwhile): the request goes out again on a new connection instead of failing.
+    #[tokio::test]
+    async fn a_request_the_server_closed_on_unanswered_is_sent_again() {
+        let (addr, accepted) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", b""]).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..2 {
+            let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+            assert_eq!(body_of(answer).await.unwrap(), b"hi");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // On a new connection, the same close is the upstream's failure.
+        let (addr, _) = server(vec![b""]).await;
+        let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
+        assert!(matches!(result, Err(SendError::Http(Error::Closed { answered: false }))));
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_after_the_data_that_came() {
+        let (addr, _) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\npartial"]).await;
+        let pool = Arc::new(Pool::default());
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        let mut body = answer.body;
+        let mut got = Vec::new();
+        let error = loop {
+            match body.next().await {
+                Some(Ok(piece)) => got.extend_from_slice(&piece),
+                Some(Err(e)) => break e,
+                None => panic!("the body ended without an error"),
+            }
+        };
+        assert_eq!(got, b"partial");
+        assert!(matches!(error, Error::Closed { answered: true }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_is_an_error() {
+        let (addr, _) = server(vec![b"SMTP ready\r\n\r\n"]).await;
+        let pool = Arc::new(Pool::default());
+        let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
+        assert!(matches!(result, Err(SendError::Http(Error::Invalid(_)))));
     }
 }
