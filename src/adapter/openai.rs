@@ -63,10 +63,10 @@ pub struct WholeResponse {
 pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<WholeResponse> {
     let object = RawMembers::from_slice(body)?;
     let usage = object.parse::<Usage>("usage").ok().flatten();
-    let finish_reason = object.get("choices").and_then(|c| finish_reason_in(c.get()));
+    let finish_reason = object.get("choices").and_then(finish_reason_in);
     let generated = match (&usage, object.get("choices")) {
         (None, Some(choices)) => {
-            let raw = choices.get().as_bytes();
+            let raw = choices.as_bytes();
             let kept = &raw[..raw.len().min(MAX_GENERATED_BYTES)];
             Some(Generated {
                 fragments: Bytes::copy_from_slice(kept),
@@ -77,7 +77,7 @@ pub fn rewrite_response(body: &[u8], client_model: &str) -> serde_json::Result<W
         _ => None,
     };
     let client_model = serde_json::value::to_raw_value(client_model)?;
-    Ok(WholeResponse { body: object.to_vec_with("model", &client_model), usage, generated, finish_reason })
+    Ok(WholeResponse { body: object.to_vec_with("model", client_model.get()), usage, generated, finish_reason })
 }
 
 /// The text in a sequence of `choices` arrays (stream deltas or whole messages): content,
@@ -155,8 +155,8 @@ impl OpenAiChunks {
         Self { client_model, hide_usage_chunks, usage: None, finish_reason: None, generated: Capture::default() }
     }
 
-    fn capture(&mut self, choices: &RawValue) {
-        let raw = choices.get().as_bytes();
+    fn capture(&mut self, choices: &str) {
+        let raw = choices.as_bytes();
         if raw == b"[]" || raw == b"null" {
             return;
         }
@@ -187,11 +187,11 @@ impl OpenAiChunks {
                 return Ok(None);
             }
         }
-        if let Some(reason) = chunk.get("choices").and_then(|c| finish_reason_in(c.get())) {
+        if let Some(reason) = chunk.get("choices").and_then(finish_reason_in) {
             self.finish_reason = Some(reason);
         }
         let capacity = chunk.encoded_len() + self.client_model.get().len();
-        Ok(Some(data_frame_with(capacity, |out| chunk.write_with(out, "model", &self.client_model))))
+        Ok(Some(data_frame_with(capacity, |out| chunk.write_with(out, "model", self.client_model.get()))))
     }
 }
 
@@ -243,7 +243,7 @@ pub fn finish_reason_in(choices: &str) -> Option<String> {
 fn is_empty_choices(chunk: &RawMembers) -> bool {
     match chunk.get("choices") {
         Some(raw) => {
-            matches!(serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw.get()), Ok(v) if v.is_empty())
+            matches!(serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw), Ok(v) if v.is_empty())
         }
         None => true,
     }
