@@ -7,10 +7,12 @@
 pub mod sse;
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, Usage};
@@ -99,6 +101,10 @@ pub struct Relay {
     gaps: ChunkGaps,
     on_end: Option<EndHook>,
     tap: Option<FrameTap>,
+    /// While waiting for the upstream: since when, and the timer of the idle gap (or the total
+    /// deadline, if sooner). The timer is kept from one wait to the next and only re-armed.
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Relay {
@@ -128,6 +134,8 @@ impl Relay {
             gaps: ChunkGaps::default(),
             on_end: None,
             tap: None,
+            waiting_since: None,
+            timer: None,
         }
     }
 
@@ -138,6 +146,12 @@ impl Relay {
 
     /// The next frame for the client, `None` once the stream is complete.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, GatewayError> {
+        std::future::poll_fn(|cx| self.poll_next_frame(cx)).await
+    }
+
+    /// `next_frame` as a poll: the client body polls it directly, so no future holding the
+    /// relay is built and moved for every frame.
+    fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, GatewayError>> {
         loop {
             if let Some(frame) = self.pending.pop_front() {
                 self.chunks += 1;
@@ -151,16 +165,19 @@ impl Relay {
                 if let Some(tap) = self.tap.as_mut() {
                     tap(&frame);
                 }
-                return Ok(Some(frame));
+                return Poll::Ready(Ok(Some(frame)));
             }
             if self.done {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
             let event = match self.decoder.next_event() {
                 Ok(Some(event)) => Some(event),
-                Ok(None) if self.upstream_ended => self.decoder.finish().map_err(|e| self.protocol(e.to_string()))?,
+                Ok(None) if self.upstream_ended => match self.decoder.finish() {
+                    Ok(event) => event,
+                    Err(e) => return Poll::Ready(Err(self.protocol(e.to_string()))),
+                },
                 Ok(None) => None,
-                Err(e) => return Err(self.protocol(e.to_string())),
+                Err(e) => return Poll::Ready(Err(self.protocol(e.to_string()))),
             };
             if let Some(event) = event {
                 let step = self.rewriter.on_event(&event, &mut self.scratch);
@@ -169,11 +186,11 @@ impl Relay {
                     Step::Continue => {}
                     Step::Done => self.end(),
                     Step::Failed(body) => {
-                        return Err(GatewayError::UpstreamStatus {
+                        return Poll::Ready(Err(GatewayError::UpstreamStatus {
                             status: http::StatusCode::BAD_GATEWAY,
                             body,
                             retry_after: None,
-                        });
+                        }));
                     }
                 }
                 continue;
@@ -183,21 +200,46 @@ impl Relay {
                 self.end();
                 continue;
             }
-            let now = Instant::now();
-            let wake = (now + self.idle).min(self.deadline);
-            match tokio::time::timeout_at(wake, self.body.next()).await {
-                Ok(Some(Ok(bytes))) => self.decoder.push(&bytes),
-                Ok(Some(Err(e))) => return Err(e),
-                Ok(None) => self.upstream_ended = true,
-                Err(_) => {
-                    return Err(GatewayError::UpstreamTimeout {
-                        deployment: self.deployment.clone(),
-                        phase: if Instant::now() >= self.deadline { "total" } else { "idle between chunks" },
-                        after_ms: now.elapsed().as_millis(),
-                    });
+            match self.body.as_mut().poll_next(cx) {
+                Poll::Ready(item) => {
+                    self.waiting_since = None;
+                    match item {
+                        Some(Ok(bytes)) => self.decoder.push(&bytes),
+                        Some(Err(e)) => return Poll::Ready(Err(e)),
+                        None => self.upstream_ended = true,
+                    }
                 }
+                Poll::Pending => return self.poll_wait(cx),
             }
         }
+    }
+
+    /// The upstream has nothing yet: arms the idle timer when this wait starts, and fails the
+    /// stream once it fires.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, GatewayError>> {
+        let since = match self.waiting_since {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                self.waiting_since = Some(now);
+                let wake = (now + self.idle).min(self.deadline);
+                match self.timer.as_mut() {
+                    Some(timer) => timer.as_mut().reset(wake),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(wake))),
+                }
+                now
+            }
+        };
+        let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.waiting_since = None;
+        Poll::Ready(Err(GatewayError::UpstreamTimeout {
+            deployment: self.deployment.clone(),
+            phase: if Instant::now() >= self.deadline { "total" } else { "idle between chunks" },
+            after_ms: since.elapsed().as_millis(),
+        }))
     }
 
     fn end(&mut self) {
@@ -249,27 +291,42 @@ impl Relay {
     /// because the client went away (dropping it also drops, and so cancels, the upstream call).
     pub fn into_body(mut self, first: Bytes, on_end: EndHook) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
         self.on_end = Some(on_end);
-        let state = (self, Some(first), false);
-        futures_util::stream::unfold(state, |(mut relay, first, failed)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (relay, None, failed)));
+        RelayBody { relay: self, first: Some(first), failed: false }
+    }
+}
+
+/// The client-facing body of a relay (`Relay::into_body`).
+struct RelayBody {
+    relay: Relay,
+    first: Option<Bytes>,
+    /// The in-band error went out: nothing follows.
+    failed: bool,
+}
+
+impl Stream for RelayBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match this.relay.poll_next_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Ok(None)) => {
+                this.relay.report(None, false);
+                Poll::Ready(None)
             }
-            if failed {
-                return None;
+            Poll::Ready(Err(e)) => {
+                this.relay.report(Some(e.label()), false);
+                this.failed = true;
+                Poll::Ready(Some(Ok(this.relay.error_frames(&e))))
             }
-            match relay.next_frame().await {
-                Ok(Some(frame)) => Some((Ok(frame), (relay, None, false))),
-                Ok(None) => {
-                    relay.report(None, false);
-                    None
-                }
-                Err(e) => {
-                    relay.report(Some(e.label()), false);
-                    let frames = relay.error_frames(&e);
-                    Some((Ok(frames), (relay, None, true)))
-                }
-            }
-        })
+        }
     }
 }
 
@@ -314,6 +371,8 @@ pub fn data_frame(json: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    use futures_util::StreamExt;
 
     use super::*;
     use crate::adapter::anthropic::passthrough::MessagesRelay;
@@ -430,5 +489,41 @@ mod tests {
         let end = relay(vec![content], true, None, Box::new(OpenAiChunks::new("m", true))).await;
         assert!(end.usage.is_none() && !end.usage_partial);
         assert_eq!(text(&end), "Hi");
+    }
+
+    /// The idle gap is timed from the last chunk, not from the start: chunks that come 100 ms
+    /// apart pass a 300 ms idle timeout however long the stream runs, and a stall after them
+    /// ends the stream with the in-band error once 300 ms pass.
+    #[tokio::test]
+    async fn the_idle_timeout_runs_from_the_last_chunk() {
+        let chunk = |i: u32| {
+            format!(
+                "data: {{\"id\":\"c\",\"model\":\"up\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{i}\"}}}}]}}\n\n"
+            )
+        };
+        let spaced = futures_util::stream::unfold(0u32, move |i| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (i < 8).then(|| (Ok(Bytes::from(chunk(i))), i + 1))
+        });
+        let body: BodyStream = Box::pin(spaced.chain(futures_util::stream::pending()));
+        let started = std::time::Instant::now();
+        let far = Instant::now() + Duration::from_secs(60);
+        let idle = Duration::from_millis(300);
+        let mut relay = Relay::new(body, Box::new(OpenAiChunks::new("m", false)), "d".into(), idle, far, started);
+        let first = relay.next_frame().await.unwrap().unwrap();
+        let ended = Arc::new(Mutex::new(None));
+        let slot = ended.clone();
+        let frames: Vec<Bytes> = relay
+            .into_body(first, Box::new(move |end| *slot.lock().unwrap() = Some(end)))
+            .map(|frame| frame.unwrap())
+            .collect()
+            .await;
+        let text: Vec<String> = frames.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        // Eight chunks over 800 ms, then the error and the end.
+        assert_eq!(text.iter().filter(|f| f.contains("\"delta\"")).count(), 8, "{text:?}");
+        assert!(text.last().unwrap().contains("idle between chunks"), "{text:?}");
+        assert!(started.elapsed() >= Duration::from_millis(1100), "the stall was cut short: {:?}", started.elapsed());
+        let end = ended.lock().unwrap().take().expect("one report");
+        assert_eq!(end.error, Some("upstream_timeout"));
     }
 }
