@@ -33,6 +33,8 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + S
 /// An upstream's answer once its status and headers are in; the body is still on the wire.
 pub struct UpstreamResponse {
     pub status: StatusCode,
+    /// The upstream's headers; a plain-HTTP upstream's success keeps none (nothing reads
+    /// them: the gateway frames its own answer).
     pub headers: HeaderMap,
     pub body: BodyStream,
 }

@@ -132,30 +132,39 @@ struct Head {
 
 /// Parses a complete answer head at the front of `buf` and consumes it; `None` while incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Error::Invalid("response head too large")),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
-        Err(_) => return Err(Error::Invalid("malformed status line or headers")),
-    };
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Slots left uninitialised: filling a hundred of them would cost more than the parse.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let length =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(Error::Invalid("response head too large"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
+            Err(_) => return Err(Error::Invalid("malformed status line or headers")),
+        };
     let status =
         response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Error::Invalid("bad status code"))?;
     let mut keep_alive = response.version == Some(1);
     let mut chunked = false;
     let mut transfer_coded = false;
     let mut content_length: Option<u64> = None;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    // The headers of a success are not kept: the gateway frames its own answer and reads
+    // nothing from them (from an error it reads `Retry-After`).
+    let keep = !status.is_success();
+    let mut headers = HeaderMap::with_capacity(if keep { response.headers.len() } else { 0 });
     for header in response.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Error::Invalid("bad header name"))?;
-        let value = HeaderValue::from_bytes(header.value).map_err(|_| Error::Invalid("bad header value"))?;
-        if name == http::header::TRANSFER_ENCODING {
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_coded = true;
             // Chunked only when it is the last coding applied.
             chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
-        } else if name == http::header::CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let length = std::str::from_utf8(header.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -164,10 +173,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
                 return Err(Error::Invalid("conflicting content-length headers"));
             }
             content_length = Some(length);
-        } else if name == http::header::CONNECTION && has_token(header.value, b"close") {
+        } else if name.eq_ignore_ascii_case(b"connection") && has_token(header.value, b"close") {
             keep_alive = false;
         }
-        headers.append(name, value);
+        if keep {
+            let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("bad header name"))?;
+            let value = HeaderValue::from_bytes(header.value).map_err(|_| Error::Invalid("bad header value"))?;
+            headers.append(name, value);
+        }
     }
     let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
@@ -567,7 +580,12 @@ mod tests {
         let head = |text: &str| parse_head(&mut BytesMut::from(text)).unwrap().unwrap();
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
         assert_eq!((h.status, h.framing, h.keep_alive), (StatusCode::OK, Framing::Length(12), true));
+        // Only an error's headers are kept (a success's are not read).
+        assert!(h.headers.is_empty());
+        let h =
+            head("HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\nRetry-After: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
         assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(h.headers["retry-after"], "3");
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
         let h = head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
