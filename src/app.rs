@@ -191,7 +191,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
         .merge(scrape)
         // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(server::request_id));
+        .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }

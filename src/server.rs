@@ -2,12 +2,13 @@
 //! drain on SIGTERM (stop accepting, let in-flight streams finish up to a deadline).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -17,21 +18,64 @@ use crate::ingress::RequestId;
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Takes the client's `x-request-id` when it is sane, else makes one; puts it on the request
-/// (for the handlers) and on the response.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
-    let id: Arc<str> = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(Arc::from)
-        .unwrap_or_else(new_request_id);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+/// (for the handlers) and on the response. A tower layer of its own rather than
+/// `axum::middleware::from_fn`, which boxes a future for every request.
+#[derive(Clone, Copy)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> WithRequestId<S> {
+        WithRequestId(inner)
     }
-    response
+}
+
+#[derive(Clone)]
+pub struct WithRequestId<S>(S);
+
+impl<S: tower::Service<Request, Response = Response>> tower::Service<Request> for WithRequestId<S> {
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id: Arc<str> = request
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(Arc::from)
+            .unwrap_or_else(new_request_id);
+        request.extensions_mut().insert(RequestId(id.clone()));
+        RequestIdFuture { inner: self.0.call(request), id: Some(id) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, with the request id put on it.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<Arc<str>>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, E>>, E> Future for RequestIdFuture<F> {
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(value) = this.id.take().and_then(|id| HeaderValue::from_str(&id).ok()) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// `req_` and 32 random hex digits.

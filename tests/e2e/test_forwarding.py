@@ -120,8 +120,13 @@ def test_x_request_id_generated(client: openai.OpenAI, http) -> None:
     r = http.post("/v1/chat/completions", json={"model": "echo-model", "messages": MSGS})  # 401, no upstream
     assert r.status_code == 401
     ids.append(r.headers.get("x-request-id"))
+    # Every response carries one: probes and paths the gateway does not serve too.
+    for path, status in (("/health", 200), ("/no-such-path", 404)):
+        r = http.get(path)
+        assert r.status_code == status
+        ids.append(r.headers.get("x-request-id"))
     assert all(ids), f"missing x-request-id: {ids}"
-    assert len(set(ids)) == 3, f"generated request ids are not unique: {ids}"
+    assert len(set(ids)) == 5, f"generated request ids are not unique: {ids}"
 
 
 def test_deployment_header(client: openai.OpenAI, client_b: openai.OpenAI, http) -> None:
