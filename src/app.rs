@@ -189,8 +189,9 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
     let app = api
         .merge(probes)
         .merge(scrape)
-        // Bodies are bounded by the handlers themselves (413 in OpenAI's shape).
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // (Bodies are bounded by the handlers themselves, 413 in OpenAI's shape: none takes
+        // an extractor that axum's default body limit would apply to. Each layer here wraps
+        // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
