@@ -279,16 +279,18 @@ pub fn unavailable<'a>(
 
 /// One group's available deployments: lowest priority tier first, each tier ordered by strategy.
 fn order_group(spec: &ModelSpec, members: Vec<&Member>, now: Instant, rng: &mut fastrand::Rng) -> Vec<Candidate> {
-    let mut tiers: BTreeMap<u32, Vec<Member>> = BTreeMap::new();
-    for (d, h) in members {
-        if h.available(now) {
-            tiers.entry(d.priority).or_default().push((d.clone(), h.clone()));
-        }
+    let mut available: Vec<Member> =
+        members.into_iter().filter(|(_, h)| h.available(now)).map(|(d, h)| (d.clone(), h.clone())).collect();
+    // Tiers are runs of equal priority (a stable sort keeps the configured order within one).
+    available.sort_by_key(|(d, _)| d.priority);
+    let mut ordered = Vec::with_capacity(available.len());
+    while !available.is_empty() {
+        let priority = available[0].0.priority;
+        let rest = available.iter().position(|(d, _)| d.priority != priority).unwrap_or(available.len());
+        let tail = available.split_off(rest);
+        let tier = std::mem::replace(&mut available, tail);
+        let tier = if tier.len() == 1 { tier } else { balance::order(spec.strategy, tier, rng) };
+        ordered.extend(tier.into_iter().map(|(deployment, health)| Candidate { deployment, health }));
     }
-    let strategy = spec.strategy;
-    tiers
-        .into_values()
-        .flat_map(|tier| balance::order(strategy, tier, rng))
-        .map(|(deployment, health)| Candidate { deployment, health })
-        .collect()
+    ordered
 }

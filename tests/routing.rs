@@ -354,3 +354,34 @@ async fn a_model_whose_only_deployment_is_rate_limited_answers_429_with_the_rema
     assert_eq!(json(second).await["error"]["type"], "rate_limit_error");
     assert_eq!(limited.requests(), 1, "the cooling-down upstream was not called again");
 }
+
+/// Priority tiers come before the strategy: a weighted group sends everything to its lowest
+/// `priority` tier (listed last here, with the smaller weight), and to the next tier only when
+/// that one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lowest_priority_tier_is_tried_first_whatever_the_weights() {
+    let (a, b, c) = (MockUpstream::start().await, MockUpstream::start().await, MockUpstream::start().await);
+    let gw = Gateway::start(&config(
+        &[("a", a.base_url()), ("b", b.base_url()), ("c", c.base_url()), ("gone", closed_port_url().await)],
+        "  m:\n    deployments:\n      - { provider: a, model: x, weight: 9, priority: 1 }\n      - { provider: b, model: x, weight: 1 }\n      - { provider: c, model: x, weight: 1 }\n  n:\n    deployments:\n      - { provider: a, model: x, priority: 1 }\n      - { provider: gone, model: x }\n",
+        "",
+    ))
+    .await;
+    for _ in 0..40 {
+        let r = gw.chat("m", false).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(a.requests(), 0, "the priority-1 deployment took requests while priority 0 was healthy");
+    assert_eq!(b.requests() + c.requests(), 40);
+    assert!(
+        b.requests() > 0 && c.requests() > 0,
+        "the tier's own weights split it: {} / {}",
+        b.requests(),
+        c.requests()
+    );
+    // The only priority-0 deployment of `n` is unreachable: its requests fall back to tier 1.
+    let r = gw.chat("n", false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(deployment_of(&r), "a/x");
+    assert_eq!(a.requests(), 1);
+}
