@@ -158,3 +158,24 @@ async fn an_upstream_that_closed_its_idle_connection_is_not_a_failure() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection each time the last one was closed");
 }
+
+/// A client speaking HTTP/2 without upgrade (prior knowledge, as gRPC-style clients and some
+/// service meshes do) is served on the same port.
+#[tokio::test(flavor = "current_thread")]
+async fn http2_clients_are_served_on_the_same_port() {
+    let (base_url, _) = bare_upstream(false).await;
+    let gw = gateway_to(&base_url).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-test")
+        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["model"], "m", "{body}");
+}
