@@ -432,7 +432,9 @@ impl Pool {
                     };
                     return Ok(Answer { status: head.status, headers: head.headers, body });
                 }
-                Err(e) if reused && e.unanswered() => reused = false,
+                // (Nothing of an answer in the buffer either: a reset after part of one is not
+                // retried.)
+                Err(e) if reused && e.unanswered() && conn.buf.is_empty() => reused = false,
                 Err(e) => return Err(SendError::Http(e)),
             }
         }
