@@ -333,8 +333,12 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             "data: {\"id\":\"a\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
         );
-        // Keys with escapes are written back escaped; a payload with line breaks stays framed.
+        // Only the model's value changes: keys with escapes and line breaks stay as they came,
+        // and a payload with line breaks is framed as one `data:` line per line.
         let Ok(Some(out)) = r.rewrite(b"{\"a\\\"b\":1,\n\"model\":\"x\"}") else { panic!() };
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "data: {\"a\\\"b\":1,\ndata: \"model\":\"gpt-4o-mini\"}\n\n");
+        // With the model twice, the object is written member by member: the first one kept.
+        let Ok(Some(out)) = r.rewrite(b"{\"a\\\"b\":1,\n\"model\":\"x\",\"model\":\"y\"}") else { panic!() };
         assert_eq!(std::str::from_utf8(&out).unwrap(), "data: {\"a\\\"b\":1,\"model\":\"gpt-4o-mini\"}\n\n");
         assert_eq!(r.rewrite(b"[DONE]"), Err(Step::Done));
         assert!(

@@ -94,6 +94,8 @@ impl RawObject {
 /// hot path — an upstream answer or a stream chunk read once, one member replaced, written out.
 #[derive(Debug, Default)]
 pub struct RawMembers<'a> {
+    /// The object's text, as parsed.
+    text: &'a str,
     members: Vec<(Key<'a>, &'a str)>,
 }
 
@@ -109,8 +111,8 @@ impl<'a> RawMembers<'a> {
         // UTF-8 checked once for the whole text, not again for every member's value.
         let Ok(text) = std::str::from_utf8(bytes) else { return serde_json::from_slice(bytes) };
         match scan::members(text) {
-            Some(members) => Ok(Self { members }),
-            None => serde_json::from_str(text),
+            Some(members) => Ok(Self { text, members }),
+            None => serde_json::from_str(text).map(|parsed: RawMembers| Self { text, ..parsed }),
         }
     }
 
@@ -131,8 +133,9 @@ impl<'a> RawMembers<'a> {
         self.get(key).is_some()
     }
 
-    /// Writes the object back as compact JSON with the `key` member (when present) replaced by the
-    /// raw JSON `value` (duplicates collapsed to the first, as `RawObject::set` does).
+    /// Writes the object back with the `key` member's value replaced by the raw JSON `value`.
+    /// With one such member, the rest is the text as it came; without one, or with duplicates
+    /// (collapsed to the first, as `RawObject::set` does), compact JSON member by member.
     pub fn to_vec_with(&self, key: &str, value: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len() + value.len() + 2);
         self.write_with(&mut out, key, value);
@@ -146,6 +149,16 @@ impl<'a> RawMembers<'a> {
 
     /// `to_vec_with`, appending to `out`.
     pub fn write_with(&self, out: &mut Vec<u8>, key: &str, value: &str) {
+        let mut named = self.members.iter().filter(|(k, _)| k.as_str() == key);
+        if let (Some((_, old)), None) = (named.next(), named.next())
+            && let Some((before, after)) = self.around(old)
+        {
+            // One member to replace: the text around its value is copied as it came.
+            for part in [before, value, after] {
+                out.extend_from_slice(part.as_bytes());
+            }
+            return;
+        }
         out.push(b'{');
         let (mut replaced, mut first) = (false, true);
         for (name, member) in &self.members {
@@ -174,6 +187,15 @@ impl<'a> RawMembers<'a> {
             out.extend_from_slice(member.as_bytes());
         }
         out.push(b'}');
+    }
+}
+
+impl<'a> RawMembers<'a> {
+    /// The object's text before and after `value`, one of its members' values.
+    fn around(&self, value: &'a str) -> Option<(&'a str, &'a str)> {
+        let start = (value.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let end = start.checked_add(value.len()).filter(|end| *end <= self.text.len())?;
+        Some((self.text.get(..start)?, self.text.get(end..)?))
     }
 }
 
@@ -412,7 +434,7 @@ impl<'de> Deserialize<'de> for RawMembers<'de> {
                     let value: &'de RawValue = map.next_value()?;
                     members.push((key, value.get()));
                 }
-                Ok(RawMembers { members })
+                Ok(RawMembers { text: "", members })
             }
         }
         deserializer.deserialize_map(MembersVisitor)
@@ -526,6 +548,17 @@ mod tests {
             assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(owned.to_vec()).unwrap());
             assert_eq!(members.get("usage"), owned.get("usage").map(|r| r.get()));
         }
+        // One `model`: the text around its value is kept byte for byte (spacing, escapes).
+        let body = br#" {"id" : "a\u00e9", "model":"up" ,"n":[1, 2]}"#;
+        let members = RawMembers::from_slice(body).unwrap();
+        assert_eq!(
+            members.to_vec_with("model", r#""client""#),
+            br#" {"id" : "a\u00e9", "model":"client" ,"n":[1, 2]}"#
+        );
+        // Nested deeper than the scanner follows: parsed by serde_json, rewritten the same way.
+        let deep = format!(r#"{{"model":"up","a":{}1{}}}"#, "[".repeat(120), "]".repeat(120));
+        let rewritten = RawMembers::from_slice(deep.as_bytes()).unwrap().to_vec_with("model", r#""c""#);
+        assert_eq!(rewritten, deep.replace(r#""up""#, r#""c""#).into_bytes());
         assert!(RawMembers::from_slice(b"[1]").is_err());
         assert!(RawMembers::from_slice(br#"{"a":"#).is_err());
     }
