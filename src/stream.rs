@@ -101,10 +101,10 @@ pub struct Relay {
     gaps: ChunkGaps,
     on_end: Option<EndHook>,
     tap: Option<FrameTap>,
-    /// While waiting for the upstream: since when, and the timer of the idle gap (or the total
-    /// deadline, if sooner). The timer is kept from one wait to the next and only re-armed.
+    /// While waiting for the upstream: since when.
     waiting_since: Option<Instant>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The idle gap's timer (or the total deadline's, if sooner), re-armed when a wait starts.
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Relay {
@@ -135,7 +135,7 @@ impl Relay {
             on_end: None,
             tap: None,
             waiting_since: None,
-            timer: None,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 
@@ -223,15 +223,11 @@ impl Relay {
                 let now = Instant::now();
                 self.waiting_since = Some(now);
                 let wake = (now + self.idle).min(self.deadline);
-                match self.timer.as_mut() {
-                    Some(timer) => timer.as_mut().reset(wake),
-                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(wake))),
-                }
+                self.timer.as_mut().reset(wake);
                 now
             }
         };
-        let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
-        if timer.as_mut().poll(cx).is_pending() {
+        if self.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         self.waiting_since = None;

@@ -142,9 +142,10 @@ impl<'a> RawMembers<'a> {
         out
     }
 
-    /// Roughly the length of the object written back.
+    /// Roughly the length of the object written back: the text it was read from (written
+    /// member by member, compact: no longer but for raw control characters it escapes).
     pub fn encoded_len(&self) -> usize {
-        self.members.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+        self.text.len()
     }
 
     /// `to_vec_with`, appending to `out`.

@@ -41,20 +41,20 @@ const READ_SIZE: usize = 16 * 1024;
 pub enum Error {
     #[error("{0}")]
     Io(#[source] io::Error),
-    /// The server closed the connection before the answer was complete; `answered` when part
-    /// of it had arrived.
+    /// The server closed the connection before the answer was complete.
     #[error("the connection closed before the response was complete")]
-    Closed { answered: bool },
+    Closed,
     #[error("invalid HTTP response: {0}")]
     Invalid(&'static str),
 }
 
 impl Error {
-    /// The request did not get through to a live server: nothing of an answer came back
-    /// (a reused connection the server had closed meanwhile), so a new connection may succeed.
-    fn unanswered(&self) -> bool {
+    /// The connection was closed or reset under the request: on a reused connection with
+    /// nothing of an answer read, the server had closed it meanwhile, and a new connection may
+    /// succeed.
+    fn connection_lost(&self) -> bool {
         match self {
-            Error::Closed { answered } => !answered,
+            Error::Closed => true,
             Error::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
@@ -115,7 +115,7 @@ impl Conn {
                 return Ok(head);
             }
             if self.read().await.map_err(Error::Io)? == 0 {
-                return Err(Error::Closed { answered: !self.buf.is_empty() });
+                return Err(Error::Closed);
             }
         }
     }
@@ -322,7 +322,7 @@ impl Framing {
     fn at_eof(&self) -> Result<(), Error> {
         match self {
             Framing::ToEnd | Framing::Length(0) => Ok(()),
-            _ => Err(Error::Closed { answered: true }),
+            _ => Err(Error::Closed),
         }
     }
 }
@@ -348,8 +348,8 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
         return Err(bad);
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| Error::Invalid("bad chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| bad)
+    // (Hex digits are ASCII: the text is UTF-8.)
+    std::str::from_utf8(&line[..digits]).ok().and_then(|text| u64::from_str_radix(text, 16).ok()).ok_or(bad)
 }
 
 /// Idle lists per pool: a connection goes back to the list of the thread that used it.
@@ -432,9 +432,8 @@ impl Pool {
                     };
                     return Ok(Answer { status: head.status, headers: head.headers, body });
                 }
-                // (Nothing of an answer in the buffer either: a reset after part of one is not
-                // retried.)
-                Err(e) if reused && e.unanswered() && conn.buf.is_empty() => reused = false,
+                // (Not after part of an answer: that is the upstream's failure.)
+                Err(e) if reused && e.connection_lost() && conn.buf.is_empty() => reused = false,
                 Err(e) => return Err(SendError::Http(e)),
             }
         }
@@ -463,11 +462,10 @@ pub struct H1Body {
 
 impl H1Body {
     /// The body is complete: the connection goes back to the pool if it can carry another
-    /// request (nothing unasked after the body).
+    /// request (`checkin` refuses one with anything unasked after the body).
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.keep_alive
-            && conn.buf.is_empty()
         {
             self.pool.checkin(conn);
         }
@@ -679,7 +677,7 @@ mod tests {
         // On a new connection, the same close is the upstream's failure.
         let (addr, _) = server(vec![b""]).await;
         let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
-        assert!(matches!(result, Err(SendError::Http(Error::Closed { answered: false }))));
+        assert!(matches!(result, Err(SendError::Http(Error::Closed))));
     }
 
     #[tokio::test]
@@ -697,7 +695,7 @@ mod tests {
             }
         };
         assert_eq!(got, b"partial");
-        assert!(matches!(error, Error::Closed { answered: true }), "{error}");
+        assert!(matches!(error, Error::Closed), "{error}");
     }
 
     #[tokio::test]
