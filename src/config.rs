@@ -22,6 +22,9 @@ use raw::{RawConfig, RawProvider};
 
 pub const DEFAULT_PORT: u16 = 5005;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// nginx's keep-alive timeout: longer than the 60 s idle timeout of the common cloud load
+/// balancers, so a balancer never sends a request on a connection the gateway is closing.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// A secret value: never printed, never serialised.
 #[derive(Clone, PartialEq, Eq)]
@@ -76,6 +79,10 @@ pub struct ServerSettings {
     pub listen: String,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// A client connection's next request head must arrive within this, from the moment the
+    /// connection is ready for it (accepted, or its last answer sent); else it is closed. It
+    /// bounds slow-header clients and how long an idle keep-alive connection is kept.
+    pub header_read_timeout: Duration,
     pub log_level: String,
     /// Serving threads, each with an event loop of its own.
     pub threads: usize,
@@ -442,11 +449,19 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
     };
+    let header_read_timeout = match raw.server.header_read_timeout {
+        Some(d) if d.is_zero() => {
+            return Err(err("server.header_read_timeout".into(), "must be greater than 0".into()));
+        }
+        Some(d) => d,
+        None => DEFAULT_HEADER_READ_TIMEOUT,
+    };
     let server = ServerSettings {
         listen,
         threads,
         max_body_bytes,
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+        header_read_timeout,
         log_level: raw.server.log_level.clone().unwrap_or_else(|| "info".into()),
     };
 

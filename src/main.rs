@@ -84,7 +84,7 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let (app, background) = app::build(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let addr = listener.local_addr()?;
-    let grace = config.server.shutdown_grace;
+    let options = server::ServeOptions::from(&config.server);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // A thread reports once it has drained; its event loop runs on until `release`, so work its
     // requests left running (cache stores, limit top-ups, a Valkey call other threads wait on)
@@ -107,7 +107,7 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
             };
             runtime.block_on(async move {
                 let served = match tokio::net::TcpListener::from_std(copy) {
-                    Ok(listener) => server::serve(listener, app, server::stopped(stopped), grace).await,
+                    Ok(listener) => server::serve(listener, app, server::stopped(stopped), options).await,
                     Err(e) => Err(e),
                 };
                 let _ = drained_tx.send(served);
@@ -126,7 +126,7 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
             let _ = stop.send(true);
         }
     });
-    let mut served = server::serve(listener, app, server::stopped(stopped), grace).await;
+    let mut served = server::serve(listener, app, server::stopped(stopped), options).await;
     // (Should this thread's server stop for another reason, the others stop too.)
     let _ = stop.send(true);
     // Every thread has drained (or its grace ran out) before the background work stops.

@@ -96,11 +96,15 @@ pub(crate) fn new_request_id() -> Arc<str> {
 /// from one flat buffer, not a queue of pieces. A stream's small SSE frames pile up between
 /// writes, and the queue sums its pieces each time one is added (a third of hyper's cost per
 /// stream in callgrind); the copy into one buffer costs less, and is one `write`.
+///
+/// A connection must send its next request head within `options.header_read_timeout` of being
+/// ready for it (accepted, or its last answer sent), else it is closed: a client sending its
+/// headers a byte at a time (slowloris) or an idle keep-alive connection holds a socket no longer.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     // tokio's timer wakes its event loop (an eventfd write, then an extra epoll_wait) whenever a
     // timer is set earlier than the loop's next planned wake-up — with no timer pending, every
@@ -131,9 +135,10 @@ pub async fn serve(
         // Without TCP_NODELAY, a small SSE frame written after the previous one waits for the
         // client's delayed ACK (~40 ms per event on Linux): stream latency would be Nagle's.
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, HyperApp(app.clone()), stopping.clone(), open.clone()));
+        tokio::spawn(connection(tcp, HyperApp(app.clone()), options, stopping.clone(), open.clone()));
     }
     drop(listener);
+    let grace = options.grace;
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     let _ = stop.send(true);
     drop(open);
@@ -148,11 +153,28 @@ pub async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     app: HyperApp,
+    options: ServeOptions,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::mpsc::Sender<()>,
 ) {
+    // hyper's header timer runs once it knows the protocol, which takes the first bytes: until
+    // they come, the same timeout is ours.
+    // (`peek`, not `readable`: a new socket's readiness starts set, before any byte came.)
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(options.header_read_timeout, tcp.peek(&mut first)) => {
+            if !matches!(peeked, Ok(Ok(1..))) {
+                return;
+            }
+        }
+        _ = stopping.wait_for(|stop| *stop) => return,
+    }
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder.http1().writev(false);
+    builder
+        .http1()
+        .writev(false)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
     let mut conn = std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), app));
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -160,6 +182,21 @@ async fn connection(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// How client connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// After the shutdown signal, how long requests in flight may take to finish.
+    pub grace: Duration,
+    /// See `serve`.
+    pub header_read_timeout: Duration,
+}
+
+impl From<&crate::config::ServerSettings> for ServeOptions {
+    fn from(server: &crate::config::ServerSettings) -> Self {
+        Self { grace: server.shutdown_grace, header_read_timeout: server.header_read_timeout }
+    }
 }
 
 /// A failed accept: the next one is tried at once when only that connection failed, after a

@@ -179,3 +179,85 @@ async fn http2_clients_are_served_on_the_same_port() {
     let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(body["model"], "m", "{body}");
 }
+
+/// What a raw client connection gets from the gateway until it closes (`None` when the gateway
+/// has not closed it within `patience`).
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, patience: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(patience, read_all).await.ok()?;
+    Some(seen)
+}
+
+/// `server.header_read_timeout`: a client that sends its request head too slowly (slowloris),
+/// or nothing at all, or leaves its keep-alive connection idle, loses the connection; a request
+/// whose head arrives in pieces within the time is answered.
+#[tokio::test(flavor = "current_thread")]
+async fn slow_or_idle_client_connections_are_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let (base_url, _) = bare_upstream(false).await;
+    let gw = Gateway::start(&format!(
+        "server: {{ header_read_timeout: 400ms }}\nkeys: [{{ key: sk-test, team: t }}]\nteams: {{ t: {{ models: ['*'] }} }}\nproviders:\n  up: {{ dialect: openai, base_url: '{base_url}' }}\nmodels:\n  m: {{ deployments: [{{ provider: up, model: x }}] }}\n"
+    ))
+    .await;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer sk-test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let patience = Duration::from_secs(10);
+
+    // Nothing sent: closed, unanswered.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut silent, patience).await, Some(vec![]), "a silent connection stays open");
+
+    // Half a request head, then nothing: closed, unanswered.
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(&request.as_bytes()[..40]).await.unwrap();
+    assert_eq!(
+        read_until_closed(&mut slow, patience).await,
+        Some(vec![]),
+        "a stalled request head keeps its connection"
+    );
+
+    // A head sent in three pieces, each well within the time: answered; then the connection,
+    // left idle, is closed.
+    let mut ok = TcpStream::connect(gw.addr).await.unwrap();
+    for piece in [&request[..30], &request[30..90], &request[90..]] {
+        ok.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = read_until_closed(&mut ok, patience).await.expect("an idle keep-alive connection stays open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains(r#""model":"m""#), "{answer}");
+}
+
+/// The header read timeout runs only while a request head is awaited: a stream lasting several
+/// times as long is relayed to its end.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_outlasting_the_header_read_timeout_is_not_cut() {
+    let upstream = MockUpstream::start().await;
+    upstream.control.extra_chunks.store(3, Ordering::SeqCst);
+    upstream.control.chunk_delay_ms.store(300, Ordering::SeqCst);
+    let gw = Gateway::start(&format!(
+        "server: {{ header_read_timeout: 400ms }}\nkeys: [{{ key: sk-test, team: t }}]\nteams: {{ t: {{ models: ['*'] }} }}\nproviders:\n  up: {{ dialect: openai, base_url: '{}' }}\nmodels:\n  m: {{ deployments: [{{ provider: up, model: x }}] }}\n",
+        upstream.base_url()
+    ))
+    .await;
+    let started = Instant::now();
+    let body = gw.chat("m", true).await.text().await.unwrap();
+    assert!(started.elapsed() > Duration::from_millis(1200), "the stream was not slow: {:?}", started.elapsed());
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(!body.contains("\"error\""), "{body}");
+}

@@ -108,6 +108,9 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub shutdown_grace: Option<Duration>,
+    /// A client's request head must arrive within this (also how long an idle connection stays).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub header_read_timeout: Option<Duration>,
     /// `info`, `debug`, ... or a full tracing filter.
     pub log_level: Option<String>,
     /// Serving threads (one event loop each); default: the CPUs the process may use.

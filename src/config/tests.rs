@@ -67,6 +67,9 @@ fn errors_name_the_full_path() {
     let e = error_of(&format!("{BASE}\nserver: {{ threads: 0 }}\n"));
     assert_eq!(e, "server.threads: must be at least 1");
 
+    let e = error_of(&format!("{BASE}\nserver: {{ header_read_timeout: 0s }}\n"));
+    assert_eq!(e, "server.header_read_timeout: must be greater than 0");
+
     let e = error_of("providers:\n  x: { vendor: nobody }\n");
     assert!(e.starts_with("providers.x.vendor: unknown vendor \"nobody\""), "{e}");
 }

@@ -45,10 +45,11 @@ impl Gateway {
         let (router, background) = app::build_with(&config, clock).expect("build");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let options = llm_gateway::server::ServeOptions::from(&config.server);
         let server = tokio::spawn(async move {
             // The binary's own serving loop (HTTP/1.1 and HTTP/2 by preface).
             let never = std::future::pending::<()>();
-            llm_gateway::server::serve(listener, router, never, std::time::Duration::from_secs(1)).await.unwrap();
+            llm_gateway::server::serve(listener, router, never, options).await.unwrap();
         });
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
         Self { addr, client, _server: server, _background: background }
