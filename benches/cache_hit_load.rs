@@ -94,10 +94,14 @@ fn main() {
             "keys:\n  - {{ key: sk-bench, team: t }}\nteams:\n  t: {{ models: ['*'] }}\nproviders:\n  up: {{ dialect: openai, base_url: 'http://{up}/v1' }}\nmodels:\n  gpt:\n    deployments:\n      - {{ provider: up, model: up }}\ncache:\n  exact: {{ ttl: 1h }}\n"
         );
         let config = Config::from_yaml(&yaml, &std::collections::HashMap::<&str, &str>::new()).unwrap();
-        let (router, _background) = app::build(&config).unwrap();
+        let (app, _background) = app::build(&config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gw = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let options = llm_gateway::server::ServeOptions::from(&config.server);
+        // The binary's own serving loop.
+        tokio::spawn(async move {
+            llm_gateway::server::serve(listener, app, std::future::pending(), options).await.unwrap()
+        });
         println!("{REQUESTS} requests over {CONNECTIONS} connections, client, gateway and upstream on one 2-core machine");
         load("direct to the upstream (the hop)", format!("http://{up}/v1/chat/completions"), &[]).await;
         load("gateway, cache bypassed (no-store)", format!("http://{gw}/v1/chat/completions"), &[("cache-control", "no-store")])

@@ -30,10 +30,12 @@ struct Target {
 
 async fn serve(name: &'static str, yaml: &str) -> Target {
     let config = Config::from_yaml(yaml, &std::collections::HashMap::<&str, &str>::new()).expect("config");
-    let (router, background) = app::build(&config).expect("build");
+    let (app, background) = app::build(&config).expect("build");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let options = llm_gateway::server::ServeOptions::from(&config.server);
+    // The binary's own serving loop.
+    tokio::spawn(async move { llm_gateway::server::serve(listener, app, std::future::pending(), options).await });
     Target { name, url: format!("http://{addr}/v1/chat/completions"), _background: background }
 }
 

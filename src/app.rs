@@ -80,14 +80,38 @@ impl Background {
     }
 }
 
+/// The HTTP application: axum's router for every route, and the gateway itself, which
+/// `server` calls directly for the proxied endpoints (see `App::proxied`).
+#[derive(Clone)]
+pub struct App {
+    pub router: axum::Router,
+    pub(crate) gateway: Arc<Gateway>,
+}
+
+impl App {
+    /// The endpoint `POST path` proxies, for the paths served without the router: the
+    /// requests a gateway mostly gets skip axum's routing, its handler extractors and the boxed
+    /// service each route is, and go straight to `ingress::handle`. The router has the same
+    /// routes (with the same handler), so what it answers for them is the same.
+    pub(crate) fn proxied(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/v1/completions" => Some(Endpoint::Completions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/messages" => Some(Endpoint::Messages),
+            _ => None,
+        }
+    }
+}
+
 /// Builds the HTTP application for `config` and starts its background tasks (call inside the
 /// runtime).
-pub fn build(config: &Config) -> Result<(axum::Router, Background), GatewayError> {
+pub fn build(config: &Config) -> Result<(App, Background), GatewayError> {
     build_with(config, Arc::new(SystemClock))
 }
 
 /// `build` with the wall clock that decides budget windows and key expiry (tests move it).
-pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Router, Background), GatewayError> {
+pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Background), GatewayError> {
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
     let mut metrics = Metrics::new(known_models, config.telemetry.team_label);
     let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
@@ -194,6 +218,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(axum::Route
         // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
+    let app = App { router: app, gateway: gateway.clone() };
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }
 

@@ -137,7 +137,13 @@ pub async fn unknown_route(uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
-async fn handle(gw: Arc<Gateway>, id: RequestId, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn handle(
+    gw: Arc<Gateway>,
+    id: RequestId,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let mut trace = Trace::start(&headers, started, endpoint.operation());
     if let Some(r) = trace.get_mut() {

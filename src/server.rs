@@ -1,6 +1,7 @@
 //! The server stage: the listener, request ids, the unauthenticated probes, and a graceful
 //! drain on SIGTERM (stop accepting, let in-flight streams finish up to a deadline).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::ingress::RequestId;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,16 +45,20 @@ impl<S: tower::Service<Request, Response = Response>> tower::Service<Request> fo
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let id: Arc<str> = request
-            .headers()
-            .get(&REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(Arc::from)
-            .unwrap_or_else(new_request_id);
+        let id = request_id_of(request.headers());
         request.extensions_mut().insert(RequestId(id.clone()));
         RequestIdFuture { inner: self.0.call(request), id: Some(id) }
     }
+}
+
+/// The client's `x-request-id` when it is sane (1 to 128 visible ASCII characters), else a new one.
+fn request_id_of(headers: &http::HeaderMap) -> Arc<str> {
+    headers
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(new_request_id)
 }
 
 pin_project_lite::pin_project! {
@@ -102,7 +108,7 @@ pub(crate) fn new_request_id() -> Arc<str> {
 /// headers a byte at a time (slowloris) or an idle keep-alive connection holds a socket no longer.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> std::io::Result<()> {
@@ -210,17 +216,55 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// The application as hyper's service: each request goes to the router as axum's body.
+/// The application as hyper's service: a proxied endpoint's request goes straight to the
+/// gateway (`App::proxied`), any other to the router, as axum's body.
 #[derive(Clone)]
-struct HyperApp(axum::Router);
+struct HyperApp(App);
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A request's answer, from the gateway or the router.
+    #[project = AnswerProj]
+    enum Answer {
+        Proxied { #[pin] inner: RequestIdFuture<Handled> },
+        Routed { #[pin] inner: axum::routing::future::RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Proxied { inner } => inner.poll(cx),
+            AnswerProj::Routed { inner } => inner.poll(cx),
+        }
+    }
+}
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for HyperApp {
     type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Error = Infallible;
+    type Future = Answer;
 
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        tower::Service::call(&mut self.0.clone(), request)
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Answer {
+        if request.method() == http::Method::POST
+            && let Some(endpoint) = App::proxied(request.uri().path())
+        {
+            let (parts, body) = request.into_parts();
+            let id = request_id_of(&parts.headers);
+            let handled = crate::ingress::handle(
+                self.0.gateway.clone(),
+                RequestId(id.clone()),
+                endpoint,
+                parts.headers,
+                axum::body::Body::new(body),
+            );
+            let inner: Handled = Box::pin(async move { Ok(handled.await) });
+            return Answer::Proxied { inner: RequestIdFuture { inner, id: Some(id) } };
+        }
+        Answer::Routed { inner: tower::Service::call(&mut self.0.router.clone(), request) }
     }
 }
 
