@@ -118,7 +118,7 @@ impl Exchange {
             Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
         };
         let finish_reason = RawObject::from_slice(&json).ok().and_then(|o| match o.get("choices") {
-            Some(choices) => openai::finish_reason_in(choices.get()),
+            Some(choices) => openai::finish_reason_in(choices),
             None => o.parse::<String>("stop_reason").ok().flatten(),
         });
         Ok(openai::WholeResponse { body: json, usage, generated: None, finish_reason })

@@ -85,7 +85,7 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
     let stream: bool = request.parse("stream").ok().flatten().unwrap_or(false);
     let include_usage = request
         .get("stream_options")
-        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
         .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
         .unwrap_or(false);
     let seed = fnv1a(&request.to_vec());

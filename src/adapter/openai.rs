@@ -39,7 +39,7 @@ pub fn upstream_body(
     body.set("model", upstream_model)?;
     if stream && stream_usage == StreamUsage::StreamOptions && !client_wants_usage {
         let mut options = match body.get("stream_options") {
-            Some(raw) if raw.get() != "null" => RawObject::from_slice(raw.get().as_bytes())?,
+            Some(raw) if raw != "null" => RawObject::from_slice(raw.as_bytes())?,
             _ => RawObject::default(),
         };
         options.set("include_usage", &true)?;

@@ -2,31 +2,106 @@
 //! we act on, replace one or two, and write the rest back byte for byte in their original order.
 
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Top-level members of a JSON object, in order, with their values unparsed.
+/// Top-level members of a JSON object, in order, with their values unparsed: the text it was
+/// read from is kept (shared), and each member is a range of it until replaced.
 #[derive(Debug, Default, Clone)]
 pub struct RawObject {
-    members: Vec<(String, Box<RawValue>)>,
+    /// The object's text as it was read (empty for an object built in code).
+    text: Arc<str>,
+    members: Vec<Member>,
+    /// How many of `members` were read from `text`, in its order; those after were appended.
+    read: usize,
+    /// Members were removed or collapsed: `to_vec` writes member by member.
+    reordered: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    key: Text,
+    value: Text,
+    /// Where the value was in the text, for a member read from it.
+    origin: Option<Range<u32>>,
+}
+
+/// A piece of text: a range of the object's text, or text of its own.
+#[derive(Debug, Clone)]
+enum Text {
+    At(Range<u32>),
+    Own(Box<str>),
 }
 
 impl RawObject {
-    /// Parses `bytes` as a JSON object (anything else is an error).
+    /// Parses `bytes` as a JSON object (anything else is an error, raw control characters in
+    /// strings included), with the scanner of `RawMembers::from_slice` (serde_json for what it
+    /// refuses, for the exact error).
     pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(bytes)
+        let borrowed = RawMembers::read::<true>(bytes)?;
+        let text: Arc<str> = Arc::from(borrowed.text);
+        let base = borrowed.text.as_ptr() as usize;
+        // Every borrowed piece is a slice of the text the members were read from (one that is
+        // not would be copied).
+        let at = |piece: &str| match (piece.as_ptr() as usize).checked_sub(base) {
+            Some(start) if start + piece.len() <= borrowed.text.len() => {
+                Text::At(start as u32..(start + piece.len()) as u32)
+            }
+            _ => Text::Own(piece.into()),
+        };
+        if u32::try_from(text.len()).is_err() {
+            return Err(de::Error::custom("the JSON text is longer than 4 GiB"));
+        }
+        let members: Vec<Member> = borrowed
+            .members
+            .iter()
+            .map(|(key, value)| {
+                let key = match key {
+                    Key::Borrowed(k) => at(k),
+                    Key::Owned(k) => Text::Own(k.as_str().into()),
+                };
+                let value = at(value);
+                let origin = match &value {
+                    Text::At(range) => Some(range.clone()),
+                    Text::Own(_) => None,
+                };
+                Member { key, value, origin }
+            })
+            .collect();
+        Ok(Self { read: members.len(), text, members, reordered: false })
     }
 
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
+    fn str<'a>(&'a self, piece: &'a Text) -> &'a str {
+        match piece {
+            Text::At(range) => &self.text[range.start as usize..range.end as usize],
+            Text::Own(own) => own,
+        }
+    }
+
+    /// A key as bytes: compared without the text's character-boundary checks.
+    fn key_bytes<'a>(&'a self, member: &'a Member) -> &'a [u8] {
+        match &member.key {
+            Text::At(range) => &self.text.as_bytes()[range.start as usize..range.end as usize],
+            Text::Own(own) => own.as_bytes(),
+        }
+    }
+
+    /// The raw JSON text of a member's value (the last, when the key is there twice).
+    pub fn get(&self, key: &str) -> Option<&str> {
         // Last wins, as in every mainstream JSON parser.
-        self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.members.iter().rev().find(|m| self.key_bytes(m) == key.as_bytes()).map(|m| self.str(&m.value))
     }
 
     /// Parses one member into `T`; `Ok(None)` when absent or JSON `null`.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Result<Option<T>, serde_json::Error> {
-        parse_member(self.get(key))
+        match self.get(key) {
+            None | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str(raw).map(Some),
+        }
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -36,20 +111,29 @@ impl RawObject {
     /// Sets `key` to the JSON encoding of `value`, replacing every existing occurrence in place
     /// (or appending when absent).
     pub fn set<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
-        let raw = serde_json::value::to_raw_value(value)?;
-        self.set_raw(key, raw);
+        self.set_text(key, serde_json::to_string(value)?.into_boxed_str());
         Ok(())
     }
 
+    /// Sets `key` to the raw JSON `raw` (as `set`).
     pub fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
-        let mut slots = self.members.iter_mut().filter(|(k, _)| k == key);
-        match slots.next() {
-            Some(slot) => {
-                slot.1 = raw;
+        self.set_text(key, raw.into());
+    }
+
+    fn set_text(&mut self, key: &str, value: Box<str>) {
+        let mut found = self.members.iter().enumerate().filter(|(_, m)| self.str(&m.key) == key).map(|(i, _)| i);
+        match (found.next(), found.next()) {
+            (Some(first), second) => {
+                self.members[first].value = Text::Own(value);
                 // Duplicates after the first would shadow the new value: drop them.
-                if self.members.iter().filter(|(k, _)| k == key).count() > 1 {
+                if second.is_some() {
                     let mut seen = false;
-                    self.members.retain(|(k, _)| {
+                    let text = self.text.clone();
+                    self.members.retain(|m| {
+                        let k = match &m.key {
+                            Text::At(range) => &text[range.start as usize..range.end as usize],
+                            Text::Own(own) => own,
+                        };
                         if k != key {
                             return true;
                         }
@@ -57,32 +141,80 @@ impl RawObject {
                         seen = true;
                         keep
                     });
+                    self.reordered = true;
                 }
             }
-            None => self.members.push((key.to_owned(), raw)),
+            (None, _) => {
+                self.members.push(Member { key: Text::Own(key.into()), value: Text::Own(value), origin: None })
+            }
         }
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.members.retain(|(k, _)| k != key);
+        let before = self.members.len();
+        let text = self.text.clone();
+        self.members.retain(|m| match &m.key {
+            Text::At(range) => &text[range.start as usize..range.end as usize] != key,
+            Text::Own(own) => &**own != key,
+        });
+        if self.members.len() != before {
+            self.reordered = true;
+        }
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|(k, _)| k.as_str())
+        self.members.iter().map(|m| self.str(&m.key))
     }
 
-    /// Writes the object back as compact JSON.
+    /// Writes the object back: the text it was read from with the replaced values swapped in
+    /// and appended members added before its closing brace (spacing and escapes kept as they
+    /// came); after a member was removed, or for an object built in code, compact JSON member
+    /// by member.
     pub fn to_vec(&self) -> Vec<u8> {
-        let len: usize = self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        if self.reordered || self.text.is_empty() {
+            return self.to_vec_compact();
+        }
+        let text = self.text.as_bytes();
+        let extra: usize = self.members.iter().map(|m| self.str(&m.key).len() + self.str(&m.value).len() + 4).sum();
+        let mut out = Vec::with_capacity(text.len() + extra);
+        let mut copied = 0;
+        for member in &self.members[..self.read] {
+            if let (Text::Own(value), Some(origin)) = (&member.value, &member.origin) {
+                out.extend_from_slice(&text[copied..origin.start as usize]);
+                out.extend_from_slice(value.as_bytes());
+                copied = origin.end as usize;
+            }
+        }
+        if self.members.len() == self.read {
+            out.extend_from_slice(&text[copied..]);
+            return out;
+        }
+        // The object's closing brace: the last `}` (only whitespace may follow it).
+        let close = text.iter().rposition(|&c| c == b'}').unwrap_or(text.len());
+        out.extend_from_slice(&text[copied..close]);
+        for (i, member) in self.members[self.read..].iter().enumerate() {
+            if self.read > 0 || i > 0 {
+                out.push(b',');
+            }
+            write_json_string(&mut out, self.str(&member.key));
+            out.push(b':');
+            out.extend_from_slice(self.str(&member.value).as_bytes());
+        }
+        out.extend_from_slice(&text[close..]);
+        out
+    }
+
+    fn to_vec_compact(&self) -> Vec<u8> {
+        let len: usize = self.members.iter().map(|m| self.str(&m.key).len() + self.str(&m.value).len() + 4).sum();
         let mut out = Vec::with_capacity(len + 2);
         out.push(b'{');
-        for (i, (key, value)) in self.members.iter().enumerate() {
+        for (i, member) in self.members.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_json_string(&mut out, key);
+            write_json_string(&mut out, self.str(&member.key));
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            out.extend_from_slice(self.str(&member.value).as_bytes());
         }
         out.push(b'}');
         out
@@ -107,10 +239,19 @@ impl<'a> RawMembers<'a> {
     /// anything from them, which costs a fraction of a full parse. What it refuses goes through
     /// serde_json, for its exact error (or for the rare input the scanner is stricter about,
     /// such as nesting deeper than it follows).
+    ///
+    /// Raw control characters inside strings, which JSON wants escaped, are let through: an
+    /// upstream's answer is forwarded byte for byte. (`RawObject::from_slice`, for what clients
+    /// send, refuses them.)
     pub fn from_slice(bytes: &'a [u8]) -> serde_json::Result<Self> {
+        Self::read::<false>(bytes)
+    }
+
+    /// `from_slice`; `STRICT`: raw control characters in strings are an error.
+    fn read<const STRICT: bool>(bytes: &'a [u8]) -> serde_json::Result<Self> {
         // UTF-8 checked once for the whole text, not again for every member's value.
         let Ok(text) = std::str::from_utf8(bytes) else { return serde_json::from_slice(bytes) };
-        match scan::members(text) {
+        match scan::members::<STRICT>(text) {
             Some(members) => Ok(Self { text, members }),
             None => serde_json::from_str(text).map(|parsed: RawMembers| Self { text, ..parsed }),
         }
@@ -209,7 +350,7 @@ mod scan {
 
     /// The members of the JSON object `text` (whitespace around it allowed); `None` when it is
     /// not one, or not one the scanner follows.
-    pub(super) fn members(text: &str) -> Option<Vec<(Key<'_>, &str)>> {
+    pub(super) fn members<const STRICT: bool>(text: &str) -> Option<Vec<(Key<'_>, &str)>> {
         let b = text.as_bytes();
         let mut i = skip_ws(b, 0);
         if b.get(i) != Some(&b'{') {
@@ -222,7 +363,7 @@ mod scan {
         } else {
             loop {
                 let key_start = i;
-                let (key_end, escaped) = string(b, i)?;
+                let (key_end, escaped) = string::<STRICT>(b, i)?;
                 let key = if escaped {
                     Key::Owned(serde_json::from_str(&text[key_start..key_end]).ok()?)
                 } else {
@@ -233,7 +374,7 @@ mod scan {
                     return None;
                 }
                 let value_start = skip_ws(b, i + 1);
-                let value_end = value(b, value_start, 0)?;
+                let value_end = value::<STRICT>(b, value_start, 0)?;
                 members.push((key, &text[value_start..value_end]));
                 i = skip_ws(b, value_end);
                 match b.get(i)? {
@@ -260,16 +401,19 @@ mod scan {
     /// The end of the string starting at `b[i]` (just past its closing quote), and whether it
     /// has escapes.
     #[inline(always)]
-    fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    fn string<const STRICT: bool>(b: &[u8], i: usize) -> Option<(usize, bool)> {
         if b.get(i) != Some(&b'"') {
             return None;
         }
         let mut i = i + 1;
         let mut escaped = false;
         loop {
-            i += quote_or_backslash(&b[i..])?;
-            if b[i] == b'"' {
-                return Some((i + 1, escaped));
+            i += string_stop::<STRICT>(&b[i..])?;
+            match b[i] {
+                b'"' => return Some((i + 1, escaped)),
+                b'\\' => {}
+                // A raw control character (`STRICT` only): JSON wants it escaped.
+                _ => return None,
             }
             escaped = true;
             match b.get(i + 1)? {
@@ -280,10 +424,11 @@ mod scan {
         }
     }
 
-    /// The first `"` or `\\` in `b`. Strings here are mostly short: eight bytes at a time in a
-    /// word beat a vectorised search's set-up.
+    /// The first `"`, `\\` or (`STRICT`) control character (below 0x20) in `b`: where a string
+    /// ends, has an escape, or is not JSON. Strings here are mostly short: eight bytes at a time in a word beat
+    /// a vectorised search's set-up.
     #[inline(always)]
-    pub(super) fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    pub(super) fn string_stop<const STRICT: bool>(b: &[u8]) -> Option<usize> {
         const ONES: u64 = u64::from_le_bytes([1; 8]);
         const HIGH: u64 = ONES << 7;
         // High bit set in each byte of `x` that is zero (and maybe above one: only the lowest
@@ -292,19 +437,21 @@ mod scan {
         let mut words = b.chunks_exact(8);
         for (n, word) in words.by_ref().enumerate() {
             let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            let found = zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+            // High bit set in each byte below 0x20 (the lowest flag is exact, as above).
+            let control = if STRICT { w.wrapping_sub(ONES * 0x20) & !w & HIGH } else { 0 };
+            let found = zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\'))) | control;
             if found != 0 {
                 return Some(n * 8 + (found.trailing_zeros() / 8) as usize);
             }
         }
         let done = b.len() - words.remainder().len();
-        words.remainder().iter().position(|&c| c == b'"' || c == b'\\').map(|p| done + p)
+        words.remainder().iter().position(|&c| c == b'"' || c == b'\\' || (STRICT && c < 0x20)).map(|p| done + p)
     }
 
     /// The end of the JSON value starting at `b[i]`.
-    fn value(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+    fn value<const STRICT: bool>(b: &[u8], i: usize, depth: usize) -> Option<usize> {
         match *b.get(i)? {
-            b'"' => string(b, i).map(|(end, _)| end),
+            b'"' => string::<STRICT>(b, i).map(|(end, _)| end),
             open @ (b'{' | b'[') => {
                 if depth == MAX_DEPTH {
                     return None;
@@ -316,13 +463,13 @@ mod scan {
                 }
                 loop {
                     if open == b'{' {
-                        i = skip_ws(b, string(b, i)?.0);
+                        i = skip_ws(b, string::<STRICT>(b, i)?.0);
                         if b.get(i) != Some(&b':') {
                             return None;
                         }
                         i = skip_ws(b, i + 1);
                     }
-                    i = skip_ws(b, value(b, i, depth + 1)?);
+                    i = skip_ws(b, value::<STRICT>(b, i, depth + 1)?);
                     match *b.get(i)? {
                         b',' => i = skip_ws(b, i + 1),
                         c if c == close => return Some(i + 1),
@@ -374,15 +521,6 @@ mod scan {
             i = end;
         }
         Some(i)
-    }
-}
-
-/// A member parsed into `T`; `Ok(None)` when absent or JSON `null`.
-fn parse_member<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<Option<T>, serde_json::Error> {
-    match raw {
-        None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str(raw.get()).map(Some),
     }
 }
 
@@ -474,27 +612,6 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-impl<'de> Deserialize<'de> for RawObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = RawObject;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(key) = map.next_key::<String>()? {
-                    let value: Box<RawValue> = map.next_value()?;
-                    members.push((key, value));
-                }
-                Ok(RawObject { members })
-            }
-        }
-        deserializer.deserialize_map(ObjectVisitor).map_err(de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,7 +630,7 @@ mod tests {
     #[test]
     fn set_appends_when_absent_and_collapses_duplicates() {
         let mut obj = RawObject::from_slice(br#"{"a":1,"b":2,"a":3}"#).unwrap();
-        assert_eq!(obj.get("a").unwrap().get(), "3");
+        assert_eq!(obj.get("a"), Some("3"));
         obj.set("a", &9).unwrap();
         obj.set("c", &true).unwrap();
         assert_eq!(String::from_utf8(obj.to_vec()).unwrap(), r#"{"a":9,"b":2,"c":true}"#);
@@ -547,7 +664,7 @@ mod tests {
                 owned.set_raw("model", model.clone());
             }
             assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(owned.to_vec()).unwrap());
-            assert_eq!(members.get("usage"), owned.get("usage").map(|r| r.get()));
+            assert_eq!(members.get("usage"), owned.get("usage"));
         }
         // One `model`: the text around its value is kept byte for byte (spacing, escapes).
         let body = br#" {"id" : "a\u00e9", "model":"up" ,"n":[1, 2]}"#;
@@ -577,7 +694,7 @@ mod tests {
             r#"{"a":1,"a":2}"#,
         ];
         for text in valid {
-            let scanned = scan::members(text).unwrap_or_else(|| panic!("scanner refused {text}"));
+            let scanned = scan::members::<true>(text).unwrap_or_else(|| panic!("scanner refused {text}"));
             let parsed: RawMembers = serde_json::from_str(text).unwrap();
             let pairs =
                 |m: &[(Key, &str)]| m.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_string())).collect::<Vec<_>>();
@@ -616,32 +733,96 @@ mod tests {
             r#"{"a":1}}"#,
         ];
         for text in invalid {
-            assert!(scan::members(text).is_none(), "scanner accepted {text}");
+            assert!(scan::members::<true>(text).is_none(), "scanner accepted {text}");
+            assert!(scan::members::<false>(text).is_none(), "lenient scanner accepted {text}");
             assert!(RawMembers::from_slice(text.as_bytes()).is_err(), "{text}");
+            assert!(RawObject::from_slice(text.as_bytes()).is_err(), "{text}");
+        }
+        // Raw control characters in strings (JSON wants them escaped), in a value or a key,
+        // before and past the first eight bytes: refused in what clients send, let through in
+        // upstream answers.
+        for text in ["{\"a\":\"line\nbreak\"}", "{\"a\":\"\t\"}", "{\"a\":\"0123456789\u{1}\"}", "{\"k\u{1f}\":1}"] {
+            assert!(scan::members::<true>(text).is_none(), "scanner accepted {text:?}");
+            let e = RawObject::from_slice(text.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("control character"), "{e}");
+            assert_eq!(RawMembers::from_slice(text.as_bytes()).unwrap().members.len(), 1, "{text:?}");
         }
         // Nesting deeper than the scanner follows goes to serde_json, which takes it.
         let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(120), "]".repeat(120));
-        assert!(scan::members(&deep).is_none());
+        assert!(scan::members::<true>(&deep).is_none());
         assert_eq!(RawMembers::from_slice(deep.as_bytes()).unwrap().get("a").map(str::len), Some(241));
     }
 
     #[test]
-    fn finds_the_first_quote_or_backslash() {
-        for text in
-            ["", "a", "\"", "abcdefgh\"", "abcdefg\\xx\"", "0123456789abcdef0123\"", "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\"]
-        {
-            let expected = text.bytes().position(|c| c == b'"' || c == b'\\');
-            assert_eq!(scan::quote_or_backslash(text.as_bytes()), expected, "{text:?}");
+    fn finds_where_a_string_stops() {
+        let stops = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+        for text in [
+            "",
+            "a",
+            "\"",
+            "abcdefgh\"",
+            "abcdefg\\xx\"",
+            "0123456789abcdef0123\"",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\\",
+            "tab\there",
+            "0123456789\n",
+            "\u{1f}",
+            " !#[]\u{7f}\u{e9}",
+        ] {
+            let expected = text.bytes().position(stops);
+            assert_eq!(scan::string_stop::<true>(text.as_bytes()), expected, "{text:?}");
+            let lenient = text.bytes().position(|c| c == b'"' || c == b'\\');
+            assert_eq!(scan::string_stop::<false>(text.as_bytes()), lenient, "{text:?}");
         }
-        // Every position, in a long run of other bytes (those just below and above included).
+        // Every position, in a long run of other bytes (those just above the stops included:
+        // a space, `!`, `#` and `]` are one above a control character, `"` and `[`).
         for at in 0..40 {
-            for mark in [b'"', b'\\'] {
+            for mark in [b'"', b'\\', b'\n', 0x1f, 0] {
                 let mut bytes = vec![b'!'; 40];
                 bytes.iter_mut().step_by(2).for_each(|c| *c = b']');
+                bytes.iter_mut().skip(1).step_by(3).for_each(|c| *c = b' ');
+                bytes.iter_mut().skip(2).step_by(5).for_each(|c| *c = b'#');
                 bytes[at] = mark;
-                assert_eq!(scan::quote_or_backslash(&bytes), Some(at));
+                assert_eq!(scan::string_stop::<true>(&bytes), Some(at), "{mark} at {at}");
             }
         }
+    }
+
+    /// An object read from text is written back as that text, with the replaced values swapped
+    /// in and appended members before the closing brace; removing a member writes it compact.
+    #[test]
+    fn owned_objects_write_back_their_text() {
+        let body = br#" { "model" : "a", "messages":[ {"role":"user"} ] ,"k\u0041":1 } "#;
+        let mut obj = RawObject::from_slice(body).unwrap();
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["model", "messages", "kA"]);
+        assert_eq!(obj.get("kA"), Some("1"));
+        assert_eq!(obj.to_vec(), body);
+        obj.set("model", "up").unwrap();
+        assert_eq!(obj.to_vec(), br#" { "model" : "up", "messages":[ {"role":"user"} ] ,"k\u0041":1 } "#);
+        obj.set("stream_options", &serde_json::json!({"include_usage": true})).unwrap();
+        obj.set("x\"", &1).unwrap();
+        let text = obj.to_vec();
+        assert_eq!(
+            text,
+            br#" { "model" : "up", "messages":[ {"role":"user"} ] ,"k\u0041":1 ,"stream_options":{"include_usage":true},"x\"":1} "#
+        );
+        let back: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back["stream_options"]["include_usage"], true);
+        // A clone shares the text and is changed on its own.
+        let mut copy = obj.clone();
+        copy.set("model", "other").unwrap();
+        assert_eq!(obj.get("model"), Some(r#""up""#));
+        assert_eq!(copy.get("model"), Some(r#""other""#));
+        // Appended to an empty object: no leading comma.
+        let mut empty = RawObject::from_slice(b"{ }").unwrap();
+        empty.set("a", &1).unwrap();
+        assert_eq!(empty.to_vec(), br#"{ "a":1}"#);
+        // Removed: compact, member by member.
+        obj.remove("messages");
+        assert_eq!(
+            String::from_utf8(obj.to_vec()).unwrap(),
+            r#"{"model":"up","kA":1,"stream_options":{"include_usage":true},"x\"":1}"#
+        );
     }
 
     #[test]

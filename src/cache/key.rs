@@ -105,7 +105,7 @@ pub fn request_key(
             continue;
         }
         let raw = body.get(key).ok_or(Skip::Unreadable)?;
-        let value: Value = serde_json::from_str(raw.get()).map_err(|_| Skip::Unreadable)?;
+        let value: Value = serde_json::from_str(raw).map_err(|_| Skip::Unreadable)?;
         fields.push((key, value));
     }
     fields.sort_by(|a, b| a.0.cmp(b.0));

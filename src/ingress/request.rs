@@ -158,10 +158,10 @@ struct MessageView<'a> {
 /// pass as borrowed views of the body, and a tree is built only for array content or to
 /// describe a wrong type.
 fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
-    let Some(raw) = body.get("messages").filter(|raw| raw.get() != "null") else {
+    let Some(raw) = body.get("messages").filter(|raw| *raw != "null") else {
         return Err(GatewayError::bad_request("Missing required parameter: 'messages'.", Some("messages")));
     };
-    let views: Vec<MessageView> = serde_json::from_str(raw.get()).map_err(|_| shape_error(raw))?;
+    let views: Vec<MessageView> = serde_json::from_str(raw).map_err(|_| shape_error(raw))?;
     if views.is_empty() {
         return Err(GatewayError::bad_request("'messages' must contain at least one message.", Some("messages")));
     }
@@ -176,7 +176,7 @@ fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
                 ));
             }
             Some(Err(_)) => {
-                let role = view.role.map(value_of).unwrap_or(Value::Null);
+                let role = view.role.map(|raw| value_of(raw.get())).unwrap_or(Value::Null);
                 return Err(type_error(&format!("messages[{i}].role"), "a string", &role));
             }
             None => {
@@ -188,21 +188,22 @@ fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
         }
         estimate += tokens::PER_MESSAGE_OVERHEAD;
         let Some(content) = view.content else { continue };
-        estimate += content_estimate(content)
-            .ok_or_else(|| type_error(&format!("messages[{i}].content"), "a string or an array", &value_of(content)))?;
+        estimate += content_estimate(content).ok_or_else(|| {
+            type_error(&format!("messages[{i}].content"), "a string or an array", &value_of(content.get()))
+        })?;
     }
     Ok(estimate)
 }
 
 /// Why `messages` could not be read as message objects, naming the field: it is not an array,
 /// or one of its elements is not an object (or not a valid one).
-fn shape_error(raw: &RawValue) -> GatewayError {
-    let Ok(messages) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+fn shape_error(raw: &str) -> GatewayError {
+    let Ok(messages) = serde_json::from_str::<Vec<&RawValue>>(raw) else {
         return type_error("messages", "an array", &value_of(raw));
     };
     for (i, message) in messages.iter().enumerate() {
         if !message.get().starts_with('{') {
-            return type_error(&format!("messages[{i}]"), "an object", &value_of(message));
+            return type_error(&format!("messages[{i}]"), "an object", &value_of(message.get()));
         }
         if let Err(e) = serde_json::from_str::<MessageView>(message.get()) {
             return GatewayError::bad_request(
@@ -218,13 +219,13 @@ fn shape_error(raw: &RawValue) -> GatewayError {
 fn content_estimate(content: &RawValue) -> Option<u64> {
     match content.get().as_bytes().first() {
         Some(b'"') => Some(serde_json::from_str::<Cow<str>>(content.get()).map(|s| tokens::estimate(&s)).unwrap_or(0)),
-        Some(b'[') => Some(tokens::estimate_content(&value_of(content))),
+        Some(b'[') => Some(tokens::estimate_content(&value_of(content.get()))),
         _ => None,
     }
 }
 
-fn value_of(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+fn value_of(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or(Value::Null)
 }
 
 fn messages_of(body: &RawObject) -> Result<Vec<Value>, GatewayError> {
@@ -250,7 +251,7 @@ fn estimate_messages_request(body: &RawObject, messages: &[Value], system: Optio
         })
         .sum();
     let system = system.map(tokens::estimate_content).unwrap_or(0);
-    let tools = body.get("tools").map(|raw| tokens::estimate(raw.get())).unwrap_or(0);
+    let tools = body.get("tools").map(tokens::estimate).unwrap_or(0);
     blocks + system + tools
 }
 
@@ -289,11 +290,11 @@ fn optional<T: DeserializeOwned>(body: &RawObject, field: &str, expected: &str) 
     let Some(raw) = body.get(field) else {
         return Ok(None);
     };
-    if raw.get() == "null" {
+    if raw == "null" {
         return Ok(None);
     }
-    serde_json::from_str(raw.get()).map(Some).map_err(|_| {
-        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+    serde_json::from_str(raw).map(Some).map_err(|_| {
+        let value: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
         type_error(field, expected, &value)
     })
 }

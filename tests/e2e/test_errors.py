@@ -28,6 +28,17 @@ def test_malformed_json_is_400(http) -> None:
     check_error(r, 400, type="invalid_request_error")
 
 
+@pytest.mark.parametrize("body", [
+    '{"model": "echo-model", "messages": [{"role": "user", "content": "a\tb"}]}',
+    '{"model": "echo-model", "messages": [{"role": "user", "content": "hi"}], "user": "line\nbreak"}',
+])
+def test_raw_control_character_in_a_string_is_400(http, body: str) -> None:
+    # JSON wants control characters escaped: a body with one raw is not JSON, wherever it is.
+    r = http.post("/v1/chat/completions", content=body.encode(), headers={**AUTH_A, "Content-Type": "application/json"})
+    err = check_error(r, 400, type="invalid_request_error")
+    assert "not valid JSON" in err["message"] and "control character" in err["message"], err
+
+
 def test_messages_as_string_is_400_naming_messages(client: openai.OpenAI, http) -> None:
     with pytest.raises(openai.BadRequestError) as ei:
         client.chat.completions.create(model="echo-model", messages="hello")  # type: ignore[arg-type]

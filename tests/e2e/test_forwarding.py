@@ -76,6 +76,26 @@ def test_unknown_fields_forwarded_verbatim(gateway: Gateway, client: openai.Open
     assert body.get("stream") in (None, False)
 
 
+def test_request_body_forwarded_byte_for_byte_but_the_model(gateway: Gateway, http, marker: str) -> None:
+    # Spacing, key order, escapes and number spellings as the client wrote them; only the
+    # model's value differs, and for a stream the usage request is appended before the brace.
+    sent = (
+        '{ "messages" : [ {"role":"user", "content":"%s \\u00e9\\n"} ],\n'
+        '  "model": "echo-model", "temperature":1.50, "x_vendor":{"b":[1e2, -0]} }' % marker
+    )
+    r = http.post("/v1/chat/completions", content=sent.encode(), headers={"Authorization": f"Bearer {TEAM_A_KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert _upstream_request(gateway, marker).raw_body == sent.replace('"echo-model"', '"echo"').encode()
+
+    streamed = sent.replace(marker, marker + "-s").replace('"model"', '"stream":true, "model"')
+    with http.stream("POST", "/v1/chat/completions", content=streamed.encode(), headers={"Authorization": f"Bearer {TEAM_A_KEY}", "Content-Type": "application/json"}) as res:
+        assert res.status_code == 200
+        assert b"data: [DONE]" in b"".join(res.iter_bytes())
+    got = _upstream_request(gateway, marker + "-s").raw_body
+    expected = streamed.replace('"echo-model"', '"echo"').replace(" }", ' ,"stream_options":{"include_usage":true}}')
+    assert got == expected.encode(), got
+
+
 def test_stream_flag_and_injected_usage_option(gateway: Gateway, client: openai.OpenAI, marker: str) -> None:
     list(client.chat.completions.create(
         model="echo-model", messages=[{"role": "user", "content": marker}], stream=True,

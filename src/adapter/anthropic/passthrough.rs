@@ -66,7 +66,7 @@ impl MessagesRelay {
     fn message_start(&mut self, data: &[u8]) -> serde_json::Result<Vec<u8>> {
         let mut event = RawObject::from_slice(data)?;
         if let Some(raw) = event.get("message") {
-            let mut message = RawObject::from_slice(raw.get().as_bytes())?;
+            let mut message = RawObject::from_slice(raw.as_bytes())?;
             if let Ok(Some(usage)) = message.parse::<UsageReport>("usage") {
                 self.usage = Some(usage);
             }

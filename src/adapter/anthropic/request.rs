@@ -86,7 +86,8 @@ pub fn from_chat(
     let (tools, tool_choice) = tools(request)?;
     // Claude cannot think while forced to use a tool: reasoning_effort then asks for nothing.
     let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
-    let mut thinking = request.get("thinking").filter(|raw| raw.get() != "null").map(|raw| raw.to_owned());
+    let mut thinking =
+        request.get("thinking").filter(|raw| *raw != "null").and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
     if thinking.is_none()
         && !forced
         && let Some(effort) = field::<String>(request, "reasoning_effort")?
@@ -159,8 +160,8 @@ pub fn from_chat(
 fn field<T: serde::de::DeserializeOwned>(request: &RawObject, name: &str) -> Result<Option<T>, Untranslatable> {
     match request.get(name) {
         None => Ok(None),
-        Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str(raw.get())
+        Some("null") => Ok(None),
+        Some(raw) => serde_json::from_str(raw)
             .map(Some)
             .map_err(|e| Untranslatable::new(format!("Invalid '{name}' for an Anthropic model: {e}"), name)),
     }
