@@ -37,6 +37,16 @@ enum Text {
     Own(Box<str>),
 }
 
+impl Text {
+    /// The piece, `text` being the object's.
+    fn of<'a>(&'a self, text: &'a str) -> &'a str {
+        match self {
+            Text::At(range) => &text[range.start as usize..range.end as usize],
+            Text::Own(own) => own,
+        }
+    }
+}
+
 impl RawObject {
     /// Parses `bytes` as a JSON object (anything else is an error, raw control characters in
     /// strings included), with the scanner of `RawMembers::from_slice` (serde_json for what it
@@ -76,10 +86,7 @@ impl RawObject {
     }
 
     fn str<'a>(&'a self, piece: &'a Text) -> &'a str {
-        match piece {
-            Text::At(range) => &self.text[range.start as usize..range.end as usize],
-            Text::Own(own) => own,
-        }
+        piece.of(&self.text)
     }
 
     /// A key as bytes: compared without the text's character-boundary checks.
@@ -121,45 +128,25 @@ impl RawObject {
     }
 
     fn set_text(&mut self, key: &str, value: Box<str>) {
-        let mut found = self.members.iter().enumerate().filter(|(_, m)| self.str(&m.key) == key).map(|(i, _)| i);
-        match (found.next(), found.next()) {
-            (Some(first), second) => {
-                self.members[first].value = Text::Own(value);
-                // Duplicates after the first would shadow the new value: drop them.
-                if second.is_some() {
-                    let mut seen = false;
-                    let text = self.text.clone();
-                    self.members.retain(|m| {
-                        let k = match &m.key {
-                            Text::At(range) => &text[range.start as usize..range.end as usize],
-                            Text::Own(own) => own,
-                        };
-                        if k != key {
-                            return true;
-                        }
-                        let keep = !seen;
-                        seen = true;
-                        keep
-                    });
-                    self.reordered = true;
-                }
-            }
-            (None, _) => {
-                self.members.push(Member { key: Text::Own(key.into()), value: Text::Own(value), origin: None })
-            }
-        }
+        let text = &self.text;
+        let Some(first) = self.members.iter().position(|m| m.key.of(text) == key) else {
+            self.members.push(Member { key: Text::Own(key.into()), value: Text::Own(value), origin: None });
+            return;
+        };
+        self.members[first].value = Text::Own(value);
+        // Duplicates after the first would shadow the new value: drop them.
+        let (before, mut i) = (self.members.len(), 0);
+        self.members.retain(|m| {
+            i += 1;
+            i <= first + 1 || m.key.of(text) != key
+        });
+        self.reordered |= self.members.len() != before;
     }
 
     pub fn remove(&mut self, key: &str) {
-        let before = self.members.len();
-        let text = self.text.clone();
-        self.members.retain(|m| match &m.key {
-            Text::At(range) => &text[range.start as usize..range.end as usize] != key,
-            Text::Own(own) => &**own != key,
-        });
-        if self.members.len() != before {
-            self.reordered = true;
-        }
+        let (text, before) = (&self.text, self.members.len());
+        self.members.retain(|m| m.key.of(text) != key);
+        self.reordered |= self.members.len() != before;
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
