@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import random
 import statistics
 import sys
 import time
@@ -197,12 +198,21 @@ def measure(args, binary: Path, work: Path) -> int:
     def med(mode, variant, key):
         return statistics.median(r[key] for r in runs[(mode, variant)])
 
+    def ratios(mode, variant, key):
+        return [r[key] / base[key] for r, base in zip(runs[(mode, variant)], runs[(mode, "off")], strict=True)]
+
+    def spread(mode, variant, key):
+        # The interval the median of the rounds' ratios falls in for 90% of resamplings of the
+        # rounds (a bootstrap with a fixed seed): how far this run's noise leaves the figure.
+        values = ratios(mode, variant, key)
+        pick = random.Random(1)
+        medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(2000))
+        return medians[100], medians[1899]
+
     def paired(mode, variant, key):
         # Each round's ratio to the same round's 'off' (measured minutes apart at most): slow
         # drifts of the VM's speed cancel out, which a ratio of medians does not do.
-        return statistics.median(
-            r[key] / base[key] for r, base in zip(runs[(mode, variant)], runs[(mode, "off")], strict=True)
-        )
+        return statistics.median(ratios(mode, variant, key))
 
     out = [
         "# Metering and tracing overhead (benches/overhead.py)",
@@ -228,13 +238,20 @@ def measure(args, binary: Path, work: Path) -> int:
                 ratio = p50_ratio
                 verdicts.append(f"{mode}: metering p50 on/off {ratio:.3f} (target <= {METERING_TARGET}) "
                                 f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps_ratio:.3f}")
+            if variant == "off":
+                continue
+            low, high = spread(mode, variant, "rps")
+            interval = f"(90% bootstrap interval of the rounds' median {low:.3f}–{high:.3f})"
             if variant == "off again":
-                verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps_ratio:.3f}, "
+                verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps_ratio:.3f} {interval}, "
                                 f"p50 {p50_ratio:.3f}: the noise floor of this run")
             if variant in ("telemetry", "traces-10%") and mode != "paced":
                 ratio = rps_ratio
-                verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} (target >= {TELEMETRY_TARGET}) "
-                                f"{'met' if ratio >= TELEMETRY_TARGET else 'MISSED'}")
+                verdict = "met" if ratio >= TELEMETRY_TARGET else "MISSED"
+                if low < TELEMETRY_TARGET <= high:
+                    verdict += ", the target inside the interval"
+                verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} {interval} (target >= {TELEMETRY_TARGET}) "
+                                f"{verdict}")
     events = lines(sink_prefix / "events.log")
     traces = lines(sink_prefix / "traces.log")
     event_bytes = sum(int(l.split()[2]) for l in events if len(l.split()) == 3)
