@@ -43,8 +43,7 @@ pub fn upstream_body(
             _ => RawObject::default(),
         };
         options.set("include_usage", &true)?;
-        let options: Box<RawValue> = RawValue::from_string(String::from_utf8(options.to_vec()).unwrap_or_default())?;
-        body.set_raw("stream_options", options);
+        body.set_object("stream_options", &options);
     }
     // Whether asked by us or sent unasked (llama.cpp, Gemini), the client did not want it.
     Ok((body.to_vec(), stream && !client_wants_usage))

@@ -15,9 +15,8 @@ use serde_json::value::RawValue;
 pub struct RawObject {
     /// The object's text as it was read (empty for an object built in code).
     text: Arc<str>,
+    /// Those read from `text`, in its order, then those appended.
     members: Vec<Member>,
-    /// How many of `members` were read from `text`, in its order; those after were appended.
-    read: usize,
     /// Members were removed or collapsed: `to_vec` writes member by member.
     reordered: bool,
 }
@@ -26,7 +25,7 @@ pub struct RawObject {
 struct Member {
     key: Text,
     value: Text,
-    /// Where the value was in the text, for a member read from it.
+    /// Where the value was in the text, for a member read from it (`None`: appended).
     origin: Option<Range<u32>>,
 }
 
@@ -53,36 +52,26 @@ impl RawObject {
     /// refuses, for the exact error).
     pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Self> {
         let borrowed = RawMembers::read::<true>(bytes)?;
-        let text: Arc<str> = Arc::from(borrowed.text);
-        let base = borrowed.text.as_ptr() as usize;
-        // Every borrowed piece is a slice of the text the members were read from (one that is
-        // not would be copied).
-        let at = |piece: &str| match (piece.as_ptr() as usize).checked_sub(base) {
-            Some(start) if start + piece.len() <= borrowed.text.len() => {
-                Text::At(start as u32..(start + piece.len()) as u32)
-            }
-            _ => Text::Own(piece.into()),
-        };
-        if u32::try_from(text.len()).is_err() {
+        if u32::try_from(borrowed.text.len()).is_err() {
             return Err(de::Error::custom("the JSON text is longer than 4 GiB"));
         }
-        let members: Vec<Member> = borrowed
-            .members
-            .iter()
-            .map(|(key, value)| {
-                let key = match key {
-                    Key::Borrowed(k) => at(k),
-                    Key::Owned(k) => Text::Own(k.as_str().into()),
-                };
-                let value = at(value);
-                let origin = match &value {
-                    Text::At(range) => Some(range.clone()),
-                    Text::Own(_) => None,
-                };
-                Member { key, value, origin }
-            })
-            .collect();
-        Ok(Self { read: members.len(), text, members, reordered: false })
+        let base = borrowed.text.as_ptr() as usize;
+        // Where a borrowed piece is in the text the members were read from (every piece is a
+        // slice of it).
+        let range = |piece: &str| {
+            let start = (piece.as_ptr() as usize).checked_sub(base)?;
+            (start + piece.len() <= borrowed.text.len()).then(|| start as u32..(start + piece.len()) as u32)
+        };
+        let mut members = Vec::with_capacity(borrowed.members.len());
+        for (key, value) in &borrowed.members {
+            let key = match key {
+                Key::Borrowed(k) => range(k).map_or_else(|| Text::Own((*k).into()), Text::At),
+                Key::Owned(k) => Text::Own(k.as_str().into()),
+            };
+            let origin = range(value).ok_or_else(|| de::Error::custom("a member is not part of its object's text"))?;
+            members.push(Member { key, value: Text::At(origin.clone()), origin: Some(origin) });
+        }
+        Ok(Self { text: Arc::from(borrowed.text), members, reordered: false })
     }
 
     fn str<'a>(&'a self, piece: &'a Text) -> &'a str {
@@ -122,9 +111,11 @@ impl RawObject {
         Ok(())
     }
 
-    /// Sets `key` to the raw JSON `raw` (as `set`).
-    pub fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
-        self.set_text(key, raw.into());
+    /// Sets `key` to `object`, as it writes itself back (as `set`): no serialising and no
+    /// parsing again.
+    pub fn set_object(&mut self, key: &str, object: &RawObject) {
+        // (What `to_vec` writes is made of the object's text: UTF-8.)
+        self.set_text(key, String::from_utf8_lossy(&object.to_vec()).into());
     }
 
     fn set_text(&mut self, key: &str, value: Box<str>) {
@@ -162,25 +153,34 @@ impl RawObject {
             return self.to_vec_compact();
         }
         let text = self.text.as_bytes();
-        let extra: usize = self.members.iter().map(|m| self.str(&m.key).len() + self.str(&m.value).len() + 4).sum();
+        // Room for what replaces or adds to the text.
+        let extra: usize = self
+            .members
+            .iter()
+            .filter_map(|m| match &m.value {
+                Text::Own(value) => Some(self.str(&m.key).len() + value.len() + 4),
+                Text::At(_) => None,
+            })
+            .sum();
         let mut out = Vec::with_capacity(text.len() + extra);
+        let read = self.members.iter().take_while(|m| m.origin.is_some()).count();
         let mut copied = 0;
-        for member in &self.members[..self.read] {
+        for member in &self.members[..read] {
             if let (Text::Own(value), Some(origin)) = (&member.value, &member.origin) {
                 out.extend_from_slice(&text[copied..origin.start as usize]);
                 out.extend_from_slice(value.as_bytes());
                 copied = origin.end as usize;
             }
         }
-        if self.members.len() == self.read {
+        if read == self.members.len() {
             out.extend_from_slice(&text[copied..]);
             return out;
         }
         // The object's closing brace: the last `}` (only whitespace may follow it).
         let close = text.iter().rposition(|&c| c == b'}').unwrap_or(text.len());
         out.extend_from_slice(&text[copied..close]);
-        for (i, member) in self.members[self.read..].iter().enumerate() {
-            if self.read > 0 || i > 0 {
+        for (i, member) in self.members[read..].iter().enumerate() {
+            if read > 0 || i > 0 {
                 out.push(b',');
             }
             write_json_string(&mut out, self.str(&member.key));
@@ -645,10 +645,9 @@ mod tests {
         ] {
             let members = RawMembers::from_slice(body).unwrap();
             let mut owned = RawObject::from_slice(body).unwrap();
-            let model = serde_json::value::to_raw_value("client").unwrap();
-            let ours = members.to_vec_with("model", model.get());
+            let ours = members.to_vec_with("model", r#""client""#);
             if owned.contains("model") {
-                owned.set_raw("model", model.clone());
+                owned.set("model", "client").unwrap();
             }
             assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(owned.to_vec()).unwrap());
             assert_eq!(members.get("usage"), owned.get("usage"));

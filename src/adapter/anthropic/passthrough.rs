@@ -71,8 +71,7 @@ impl MessagesRelay {
                 self.usage = Some(usage);
             }
             message.set("model", &self.client_model)?;
-            let message = serde_json::value::RawValue::from_string(String::from_utf8_lossy(&message.to_vec()).into())?;
-            event.set_raw("message", message);
+            event.set_object("message", &message);
         }
         Ok(event.to_vec())
     }
