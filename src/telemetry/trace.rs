@@ -1,26 +1,26 @@
 //! Traces: head sampling, the per-request span recorder carried in the request context, and the
 //! hand-off of each finished trace to the OTLP exporter (`export`; wire encoding in `proto`).
 //!
-//! A sampled request gets one boxed `Recorder` (an exported trace's, emptied, when one is
-//! spare): every span of the request (the server span and its children) with ids, timestamps
+//! A sampled request gets one boxed `Recorder` (an exported trace's, emptied, when the thread
+//! has one spare): every span of the request (the server span and its children) with ids, timestamps
 //! and names, and their attributes, encoded in OTLP's wire form as they are set into one byte
 //! arena (a run of attributes set on one span in a row is one range of it, which the exporter
 //! copies as is). Attributes that depend only on the deployment are encoded once per deployment
 //! (`AttributeBlock`) and copied in. An unsampled request's `Trace` is empty: recording into it is a
 //! branch, with no allocation and no clock read. When the request context drops, the trace is
-//! finished and queued for the exporter task (bounded: dropped and counted when full).
+//! finished and encoded into the thread's batch for the exporter (`export`).
 
-// Finished recorders travel boxed: through the queue, the batch and back to the spares, a
-// pointer moves rather than the recorder.
+// Spare recorders are kept boxed: a request's trace takes one and gives it back as a pointer.
 #![allow(clippy::vec_box)]
 
 pub mod export;
 pub mod proto;
 pub mod w3c;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 
@@ -41,33 +41,34 @@ pub mod genai {
 /// are not recorded.
 const MAX_SPANS: usize = 64;
 
-/// Recorders whose traces were exported, emptied, for the next requests to fill: a traced
-/// request then allocates nothing for its trace. At most `SPARE_MAX` are kept.
-static SPARE: Mutex<Vec<Box<Recorder>>> = Mutex::new(Vec::new());
-const SPARE_MAX: usize = 1024;
+thread_local! {
+    /// Recorders whose traces were encoded on this thread, emptied, for its next requests to
+    /// fill: a traced request then allocates nothing for its trace. At most `SPARE_MAX` kept.
+    static SPARE: RefCell<Vec<Box<Recorder>>> = const { RefCell::new(Vec::new()) };
+}
+const SPARE_MAX: usize = 256;
 /// A recorder whose arena grew beyond this (a client's very long model name) is not kept.
 const SPARE_ARENA_MAX: usize = 4096;
 
-/// Empties exported recorders into the spares (those beyond the bound are freed).
-fn recycle(recorders: &mut Vec<Box<Recorder>>) {
-    let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
-    for mut r in recorders.drain(..) {
-        if spare.len() >= SPARE_MAX {
-            break;
-        }
-        if r.arena.capacity() > SPARE_ARENA_MAX {
-            continue;
-        }
-        r.spans.clear();
-        r.runs.clear();
-        r.arena.clear();
-        spare.push(r);
+/// Empties an encoded recorder into this thread's spares (or frees it, beyond the bound).
+fn recycle(mut r: Box<Recorder>) {
+    if r.arena.capacity() > SPARE_ARENA_MAX {
+        return;
     }
+    r.spans.clear();
+    r.runs.clear();
+    r.arena.clear();
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_MAX {
+            spare.push(r);
+        }
+    });
 }
 
 /// Where finished traces go, and the share of requests traced; set once the exporter runs.
 struct Pipeline {
-    queue: std::sync::Arc<export::Queue>,
+    exporter: std::sync::Arc<export::Exporter>,
     ratio: f64,
 }
 
@@ -77,8 +78,8 @@ static SAMPLING: AtomicBool = AtomicBool::new(false);
 
 /// Starts the exporter and, from then on, samples requests (call once, inside the runtime).
 pub fn install(settings: &crate::config::OtlpSettings) -> Result<export::Running, String> {
-    let (queue, running) = export::start(settings)?;
-    let pipeline = Pipeline { queue, ratio: settings.sample_ratio.clamp(0.0, 1.0) };
+    let (exporter, running) = export::start(settings)?;
+    let pipeline = Pipeline { exporter, ratio: settings.sample_ratio.clamp(0.0, 1.0) };
     PIPELINE.set(pipeline).map_err(|_| "the trace exporter is already installed".to_owned())?;
     SAMPLING.store(true, Ordering::Relaxed);
     Ok(running)
@@ -188,6 +189,7 @@ pub struct Recorder {
     /// The client's `tracestate`, passed on unchanged.
     trace_state: Option<Range>,
     epoch: Instant,
+    /// `epoch` in Unix time: set when the trace is encoded (`export::unix_nanos`).
     epoch_unix_nanos: u64,
     spans: Vec<SpanRecord>,
     /// The spans' attributes, in the order they were set.
@@ -205,7 +207,7 @@ impl Recorder {
         started: Instant,
         name: &'static str,
     ) -> Box<Self> {
-        let spare = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let spare = SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten();
         match spare {
             Some(mut recorder) => {
                 recorder.begin(parent, trace_state, started, name);
@@ -233,8 +235,6 @@ impl Recorder {
 
     /// Starts recording a trace into this empty recorder.
     fn begin(&mut self, parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let since_start = started.elapsed();
         let trace_id = match parent {
             Some(p) => p.trace_id,
             None => loop {
@@ -247,7 +247,6 @@ impl Recorder {
         self.trace_id = trace_id;
         self.remote_parent = parent.map(|p| p.span_id);
         self.epoch = started;
-        self.epoch_unix_nanos = u64::try_from(now.saturating_sub(since_start).as_nanos()).unwrap_or(0);
         self.trace_state = trace_state.filter(|_| parent.is_some()).map(|state| self.concat(&[state]));
         self.spans.push(SpanRecord {
             id: new_span_id(),
@@ -417,7 +416,7 @@ impl TraceIdHex {
 }
 
 /// A request's trace: a recorder when the request is sampled, nothing otherwise. Dropping it
-/// (with the request context) finishes the trace and queues it for export.
+/// (with the request context) finishes the trace and hands it to the exporter.
 #[derive(Debug, Default)]
 pub struct Trace(Option<Mutex<Box<Recorder>>>);
 
@@ -469,8 +468,9 @@ impl Drop for Trace {
         let Some(recorder) = self.0.take() else { return };
         let mut recorder = recorder.into_inner().unwrap_or_else(|p| p.into_inner());
         recorder.finish();
-        if let Some(pipeline) = PIPELINE.get() {
-            pipeline.queue.push(recorder);
+        match PIPELINE.get() {
+            Some(pipeline) => pipeline.exporter.add(recorder),
+            None => recycle(recorder),
         }
     }
 }
@@ -517,11 +517,9 @@ mod tests {
         old.set_error(SpanRef::SERVER);
         old.finish();
         let (old_id, old_at) = (old.trace_id, &*old as *const Recorder);
-        let mut exported = vec![old];
-        recycle(&mut exported);
-        assert!(exported.is_empty());
+        recycle(old);
 
-        // (Nothing else takes spares in unit tests: no request is sampled.)
+        // (The spares are this thread's: no other test takes them.)
         let r = Recorder::start(None, Some("k=v"), Instant::now(), "embeddings");
         assert!(std::ptr::eq(&*r, old_at), "the spare is reused");
         assert_ne!(r.trace_id, old_id);

@@ -1,15 +1,18 @@
-//! The OTLP exporter: one task takes finished traces from a bounded queue, batches them (for
-//! `batch_delay`, at most `MAX_BATCH_SPANS` spans), encodes them (`proto`) and POSTs them to the
-//! collector over HTTP/protobuf (`/v1/traces`) or gRPC (the TraceService's `Export` call, over
-//! HTTP/2: prior knowledge for `http://`, ALPN for `https://`). On shutdown it exports what is
-//! still queued. Lost spans are counted, never silently: a full queue, a failed export.
+//! The OTLP exporter. A finished trace is encoded where its request ended, on that serving
+//! thread, into the thread's own batch (the spans of an `ExportTraceServiceRequest`, in OTLP's
+//! wire form): the recorder never crosses to another thread, and its bytes are read while they
+//! are still in that core's cache. One exporter task POSTs the batches to the collector over
+//! HTTP/protobuf (`/v1/traces`) or gRPC (the TraceService's `Export` call, over HTTP/2: prior
+//! knowledge for `http://`, ALPN for `https://`): a batch as soon as it holds `MAX_BATCH_SPANS`
+//! spans, the others once `batch_delay` has passed since the first of them began. On shutdown it
+//! exports every batch. Lost spans are counted, never silently: too many batches waiting (or a
+//! trace ending after shutdown), a failed export.
 
-// (Recorders travel boxed: see `trace`.)
-#![allow(clippy::vec_box)]
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -18,12 +21,15 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::Recorder;
+use super::proto;
 use crate::config::{OtlpProtocol, OtlpSettings};
 use crate::upstream::{HttpClient, chain, http_client};
 
-/// Finished traces waiting for the exporter (about 50,000 spans).
-pub const QUEUE_TRACES: usize = 8192;
-/// Spans per export request at most (the OpenTelemetry SDK's default batch size).
+/// Spans at most in batches waiting for the exporter (64 full batches): beyond it a batch is
+/// dropped and counted.
+pub const QUEUE_SPANS: usize = 64 * MAX_BATCH_SPANS;
+/// Spans per export request (the OpenTelemetry SDK's default batch size); a batch is sent once
+/// it holds this many (one trace more at most).
 pub const MAX_BATCH_SPANS: usize = 512;
 /// One export, from connecting to the collector's answer.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,8 +41,8 @@ static EXPORTED: AtomicU64 = AtomicU64::new(0);
 static DROPPED_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static DROPPED_EXPORT_FAILED: AtomicU64 = AtomicU64::new(0);
 
-/// Span counts for the metrics: (exported, dropped because the queue was full, dropped because
-/// the export failed).
+/// Span counts for the metrics: (exported, dropped because too many batches were waiting or the
+/// exporter had stopped, dropped because the export failed).
 pub fn counts() -> (u64, u64, u64) {
     (
         EXPORTED.load(Ordering::Relaxed),
@@ -45,69 +51,250 @@ pub fn counts() -> (u64, u64, u64) {
     )
 }
 
-/// Finished traces on their way to the exporter. A sender wakes the exporter only when a batch
-/// begins (to start its timer) and when a full batch is waiting — not for every trace, which
-/// would cost a request on another thread a cross-thread wake-up.
-pub struct Queue {
-    queued: Mutex<Queued>,
+/// Unix time for the monotonic clock's instants: the wall clock read once at a base instant,
+/// re-read by the exporter as it runs (so a corrected wall clock is followed), rather than by
+/// every request.
+struct WallClock {
+    base: std::time::Instant,
+    unix_nanos_at_base: AtomicU64,
+}
+
+static WALL_CLOCK: LazyLock<WallClock> = LazyLock::new(|| {
+    let clock = WallClock { base: std::time::Instant::now(), unix_nanos_at_base: AtomicU64::new(0) };
+    clock.refresh();
+    clock
+});
+
+impl WallClock {
+    fn refresh(&self) {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since_base = self.base.elapsed();
+        let nanos = u64::try_from(unix.saturating_sub(since_base).as_nanos()).unwrap_or(0);
+        self.unix_nanos_at_base.store(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Nanoseconds since the Unix epoch at `at`.
+pub(super) fn unix_nanos(at: std::time::Instant) -> u64 {
+    let clock = &*WALL_CLOCK;
+    let base = clock.unix_nanos_at_base.load(Ordering::Relaxed);
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(clock.base) {
+        Some(after) => base.saturating_add(nanos(after)),
+        None => base.saturating_sub(nanos(clock.base.duration_since(at))),
+    }
+}
+
+/// The framing around a batch's spans: `ExportTraceServiceRequest { ResourceSpans { Resource,
+/// ScopeSpans { InstrumentationScope, spans } } }`, behind gRPC's 5-byte frame header for gRPC.
+/// Every batch keeps `room` bytes in front of its spans, where the framing is written once the
+/// batch is complete: the request body is the batch's own buffer, not a copy of it.
+struct Head {
+    grpc: bool,
+    /// `ResourceSpans.resource`, whole.
+    resource: Vec<u8>,
+    /// `ScopeSpans.scope`, whole.
+    scope: Vec<u8>,
+    room: usize,
+}
+
+impl Head {
+    fn new(service_name: &str, grpc: bool) -> Self {
+        let (resource, scope) = proto::request_head(service_name);
+        // gRPC's frame, and two tags and two lengths of at most ten bytes each.
+        let room = 5 + 2 * (1 + 10) + resource.len() + scope.len();
+        Self { grpc, resource, scope, room }
+    }
+
+    /// Writes the framing in front of `batch`'s spans; the body.
+    fn frame(&self, batch: Batch) -> Bytes {
+        let spans = batch.buf.len() - self.room;
+        let mut head = Vec::with_capacity(self.room);
+        if self.grpc {
+            head.extend_from_slice(&[0; 5]);
+        }
+        proto::request_framing(&mut head, &self.resource, &self.scope, spans);
+        if self.grpc {
+            let len = u32::try_from(head.len() - 5 + spans).unwrap_or(u32::MAX);
+            head[1..5].copy_from_slice(&len.to_be_bytes());
+        }
+        let start = self.room - head.len();
+        let mut buf = batch.buf;
+        buf[start..self.room].copy_from_slice(&head);
+        Bytes::from(buf).slice(start..)
+    }
+}
+
+/// Encoded spans, behind the room kept for their framing.
+struct Batch {
+    buf: Vec<u8>,
+    spans: usize,
+}
+
+impl Batch {
+    fn new(room: usize, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(room + capacity);
+        buf.resize(room, 0);
+        Self { buf, spans: 0 }
+    }
+}
+
+/// One thread's batch. Only that thread adds to it; the exporter takes it when its time is up.
+pub(super) struct Local(Mutex<Batch>);
+
+impl Local {
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+thread_local! {
+    /// This thread's batch, and the exporter it belongs to.
+    static LOCAL: RefCell<Option<(usize, Arc<Local>)>> = const { RefCell::new(None) };
+}
+
+/// What the serving threads share with the exporter task.
+pub struct Exporter {
+    head: Head,
+    /// Every thread's batch (a thread that has ended is forgotten once its batch is empty).
+    locals: Mutex<Vec<Arc<Local>>>,
+    /// Batches complete and waiting to be sent, and the spans they hold.
+    ready: Mutex<(VecDeque<Batch>, usize)>,
+    closed: AtomicBool,
+    /// Woken when a thread's batch begins (to start the timer) and when one is complete — not
+    /// for every trace, which would cost a request a cross-thread wake-up.
     wake: Notify,
 }
 
-#[derive(Default)]
-struct Queued {
-    traces: Vec<Box<Recorder>>,
-    spans: usize,
-    closed: bool,
-}
-
-impl Queue {
-    fn new() -> Self {
-        Self { queued: Mutex::new(Queued::default()), wake: Notify::new() }
+impl Exporter {
+    fn new(head: Head) -> Self {
+        Self {
+            head,
+            locals: Mutex::new(Vec::new()),
+            ready: Mutex::new((VecDeque::new(), 0)),
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
-        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    fn new_batch(&self) -> Batch {
+        // ~1.2 KB per trace of four spans: a full batch without regrowing.
+        Batch::new(self.head.room, MAX_BATCH_SPANS * 320)
     }
 
-    /// Hands a finished trace to the exporter, or drops (and counts) it when the queue is full
-    /// or the exporter has stopped.
-    pub(super) fn push(&self, trace: Box<Recorder>) {
+    /// A finished trace: encoded into this thread's batch, or dropped (and counted) once the
+    /// exporter has stopped.
+    pub(super) fn add(&self, trace: Box<Recorder>) {
+        let id = self as *const Self as usize;
+        let local = LOCAL.try_with(|cell| {
+            let mut cell = cell.borrow_mut();
+            match &*cell {
+                Some((owner, local)) if *owner == id => local.clone(),
+                _ => {
+                    let local = self.new_local();
+                    *cell = Some((id, local.clone()));
+                    local
+                }
+            }
+        });
+        match local {
+            Ok(local) => self.add_to(&local, trace),
+            // (A thread past its thread-locals, ending.)
+            Err(_) => {
+                DROPPED_QUEUE_FULL.fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A new thread's batch, which the exporter sweeps from now on.
+    fn new_local(&self) -> Arc<Local> {
+        let local = Arc::new(Local(Mutex::new(self.new_batch())));
+        self.locked_locals().push(local.clone());
+        local
+    }
+
+    fn add_to(&self, local: &Local, mut trace: Box<Recorder>) {
+        trace.epoch_unix_nanos = unix_nanos(trace.epoch);
         let spans = trace.spans.len();
-        let wake = {
-            let mut queued = self.lock();
-            if queued.closed || queued.traces.len() >= QUEUE_TRACES {
-                drop(queued);
+        let (began, complete) = {
+            let mut batch = local.lock();
+            // (Read under the batch's lock: the last sweep at shutdown takes the same lock.)
+            if self.closed.load(Ordering::SeqCst) {
+                drop(batch);
                 DROPPED_QUEUE_FULL.fetch_add(spans as u64, Ordering::Relaxed);
+                super::recycle(trace);
                 return;
             }
-            let before = queued.spans;
-            queued.traces.push(trace);
-            queued.spans += spans;
-            before == 0 || (before < MAX_BATCH_SPANS && queued.spans >= MAX_BATCH_SPANS)
+            let began = batch.spans == 0;
+            proto::encode_spans(&mut batch.buf, &trace);
+            batch.spans += spans;
+            let complete = (batch.spans >= MAX_BATCH_SPANS).then(|| std::mem::replace(&mut *batch, self.new_batch()));
+            (began, complete)
         };
-        if wake {
+        super::recycle(trace);
+        if let Some(batch) = complete {
+            self.queue(batch);
+            self.wake.notify_one();
+        } else if began {
             self.wake.notify_one();
         }
     }
 
-    /// Spans waiting.
-    fn spans(&self) -> usize {
-        self.lock().spans
+    fn locked_locals(&self) -> MutexGuard<'_, Vec<Arc<Local>>> {
+        self.locals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Everything waiting.
-    fn take(&self) -> Vec<Box<Recorder>> {
-        let mut queued = self.lock();
-        queued.spans = 0;
-        // The next batch is likely as long: room for it up front rather than regrowing.
-        let room = queued.traces.len();
-        std::mem::replace(&mut queued.traces, Vec::with_capacity(room))
+    fn locked_ready(&self) -> MutexGuard<'_, (VecDeque<Batch>, usize)> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Refuses traces from now on and returns those waiting.
-    fn close(&self) -> Vec<Box<Recorder>> {
-        self.lock().closed = true;
-        self.take()
+    /// Queues a complete batch for sending, or drops (and counts) it when too many wait.
+    fn queue(&self, batch: Batch) {
+        let mut ready = self.locked_ready();
+        if ready.1 + batch.spans > QUEUE_SPANS {
+            drop(ready);
+            DROPPED_QUEUE_FULL.fetch_add(batch.spans as u64, Ordering::Relaxed);
+            return;
+        }
+        ready.1 += batch.spans;
+        ready.0.push_back(batch);
+    }
+
+    /// The next batch to send.
+    fn next(&self) -> Option<Batch> {
+        let mut ready = self.locked_ready();
+        let batch = ready.0.pop_front()?;
+        ready.1 -= batch.spans;
+        Some(batch)
+    }
+
+    /// Queues every thread's batch that holds spans, complete or not.
+    fn sweep(&self) {
+        let mut locals = self.locked_locals();
+        // A thread that has ended holds no reference to its batch any more.
+        locals.retain(|local| {
+            let mut batch = local.lock();
+            if batch.spans > 0 {
+                let taken = std::mem::replace(&mut *batch, self.new_batch());
+                drop(batch);
+                self.queue(taken);
+                true
+            } else {
+                drop(batch);
+                Arc::strong_count(local) > 1
+            }
+        });
+    }
+
+    /// Whether a thread's batch holds spans.
+    fn pending(&self) -> bool {
+        self.locked_locals().iter().any(|local| local.lock().spans > 0)
+    }
+
+    /// Refuses traces from now on, and queues every batch.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.sweep();
     }
 }
 
@@ -118,7 +305,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Exports what is still queued, waiting at most `within`.
+    /// Exports every batch, waiting at most `within`.
     pub async fn shutdown(mut self, within: Duration) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -136,78 +323,56 @@ impl Drop for Running {
 }
 
 /// Starts the exporter task for `settings` (call inside the runtime).
-pub fn start(settings: &OtlpSettings) -> Result<(Arc<Queue>, Running), String> {
+pub fn start(settings: &OtlpSettings) -> Result<(Arc<Exporter>, Running), String> {
     let collector = Collector::new(settings)?;
-    let queue = Arc::new(Queue::new());
+    let head = Head::new(&settings.service_name, settings.protocol == OtlpProtocol::Grpc);
+    let exporter = Arc::new(Exporter::new(head));
     let (stop, stopped) = oneshot::channel();
-    let batch = Batcher { collector, service_name: settings.service_name.clone(), delay: settings.batch_delay };
-    let task = tokio::spawn(batch.run(queue.clone(), stopped));
-    Ok((queue, Running { task, stop: Some(stop) }))
+    let sender = Sender { collector, delay: settings.batch_delay };
+    let task = tokio::spawn(sender.run(exporter.clone(), stopped));
+    Ok((exporter, Running { task, stop: Some(stop) }))
 }
 
-struct Batcher {
+struct Sender {
     collector: Collector,
-    service_name: String,
     delay: Duration,
 }
 
-impl Batcher {
-    async fn run(self, queue: Arc<Queue>, mut stopped: oneshot::Receiver<()>) {
-        // A batch short of `MAX_BATCH_SPANS` waits here for more, at most until `due`.
-        let (mut batch, mut spans) = (Vec::new(), 0);
-        // Started when a batch begins: it fires once the batch's first trace has waited `delay`.
+impl Sender {
+    async fn run(self, exporter: Arc<Exporter>, mut stopped: oneshot::Receiver<()>) {
+        // Started when a batch begins and none was pending: once it fires, every batch goes.
         let due = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(due);
         let mut armed = false;
         loop {
             let timer = tokio::select! {
                 _ = &mut stopped => break,
-                () = queue.wake.notified() => {
-                    if spans + queue.spans() < MAX_BATCH_SPANS {
-                        if !armed {
-                            due.as_mut().reset(Instant::now() + self.delay);
-                            armed = true;
-                        }
-                        continue;
-                    }
-                    false
-                }
+                () = exporter.wake.notified() => false,
                 () = &mut due, if armed => true,
             };
-            self.add(&mut batch, &mut spans, queue.take()).await;
+            WALL_CLOCK.refresh();
             if timer {
-                self.export(&mut batch, &mut spans).await;
+                exporter.sweep();
+                armed = false;
             }
-            armed = !batch.is_empty();
-            if armed {
+            while let Some(batch) = exporter.next() {
+                self.export(&exporter, batch).await;
+            }
+            if !armed && exporter.pending() {
                 due.as_mut().reset(Instant::now() + self.delay);
+                armed = true;
             }
         }
-        // Shutting down: no more traces come in; what is queued goes out.
-        self.add(&mut batch, &mut spans, queue.close()).await;
-        self.export(&mut batch, &mut spans).await;
-    }
-
-    /// Adds `traces` to the batch, exporting each time it reaches `MAX_BATCH_SPANS` spans.
-    async fn add(&self, batch: &mut Vec<Box<Recorder>>, spans: &mut usize, traces: Vec<Box<Recorder>>) {
-        for trace in traces {
-            *spans += trace.spans.len();
-            batch.push(trace);
-            if *spans >= MAX_BATCH_SPANS {
-                self.export(batch, spans).await;
-            }
+        // Shutting down: no more traces come in; every batch goes out.
+        exporter.close();
+        while let Some(batch) = exporter.next() {
+            self.export(&exporter, batch).await;
         }
     }
 
-    async fn export(&self, batch: &mut Vec<Box<Recorder>>, spans: &mut usize) {
-        if batch.is_empty() {
-            return;
-        }
-        let count = std::mem::take(spans) as u64;
-        // ~1.3 KB per trace: one allocation for the whole request body.
-        let size = 1024 + batch.len() * 1536;
-        let body = self.collector.frame(size, |out| super::proto::encode_request(out, &self.service_name, batch));
-        super::recycle(batch);
+    async fn export(&self, exporter: &Exporter, batch: Batch) {
+        let count = batch.spans as u64;
+        let body = exporter.head.frame(batch);
         match tokio::time::timeout(EXPORT_TIMEOUT, self.collector.send(body)).await {
             Ok(Ok(())) => {
                 EXPORTED.fetch_add(count, Ordering::Relaxed);
@@ -272,22 +437,6 @@ impl Collector {
         Ok(Self { http, uri, protocol: settings.protocol, headers })
     }
 
-    /// The request body: the encoded message, behind gRPC's 5-byte frame header for gRPC
-    /// (uncompressed flag, big-endian length).
-    fn frame(&self, size: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-        let mut out = Vec::with_capacity(size);
-        let grpc = self.protocol == OtlpProtocol::Grpc;
-        if grpc {
-            out.extend_from_slice(&[0; 5]);
-        }
-        encode(&mut out);
-        if grpc {
-            let len = u32::try_from(out.len() - 5).unwrap_or(u32::MAX);
-            out[1..5].copy_from_slice(&len.to_be_bytes());
-        }
-        Bytes::from(out)
-    }
-
     async fn send(&self, body: Bytes) -> Result<(), String> {
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
@@ -335,41 +484,157 @@ mod tests {
         Box::new(r)
     }
 
+    fn exporter() -> Exporter {
+        Exporter::new(Head::new("svc", false))
+    }
+
     /// Whether the exporter has been woken (a stored permit), consuming the wake-up.
-    fn woken(queue: &Queue) -> bool {
-        queue.wake.notified().now_or_never().is_some()
+    fn woken(exporter: &Exporter) -> bool {
+        exporter.wake.notified().now_or_never().is_some()
+    }
+
+    /// Reads the fields of one protobuf message: (field, payload) of each length-delimited one.
+    fn fields(mut buf: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        fn read_varint(buf: &mut &[u8]) -> u64 {
+            let (mut value, mut shift) = (0u64, 0);
+            loop {
+                let b = buf[0];
+                *buf = &buf[1..];
+                value |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b < 0x80 {
+                    return value;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let key = read_varint(&mut buf);
+            match key & 7 {
+                0 => {
+                    read_varint(&mut buf);
+                }
+                1 => buf = &buf[8..],
+                2 => {
+                    let len = read_varint(&mut buf) as usize;
+                    out.push((key >> 3, buf[..len].to_vec()));
+                    buf = &buf[len..];
+                }
+                other => panic!("wire type {other}"),
+            }
+        }
+        out
+    }
+
+    /// The trace ids of the spans in an export request's body, checking its framing.
+    fn span_trace_ids(body: &[u8]) -> Vec<Vec<u8>> {
+        let request = fields(body);
+        assert_eq!(request.len(), 1, "one ResourceSpans");
+        let resource_spans = fields(&request[0].1);
+        let scope_spans = fields(&resource_spans[1].1);
+        assert_eq!(fields(&scope_spans[0].1)[0].1, b"llm-gateway", "the scope, then the spans");
+        scope_spans[1..].iter().map(|(_, span)| fields(span)[0].1.clone()).collect()
     }
 
     #[test]
-    fn the_exporter_is_woken_when_a_batch_begins_and_when_it_is_full_not_per_trace() {
-        let queue = Queue::new();
-        queue.push(trace(6));
-        assert!(woken(&queue), "a batch began: the exporter starts its timer");
+    fn a_thread_batch_wakes_the_exporter_when_it_begins_and_when_complete_not_per_trace() {
+        let exporter = exporter();
+        let local = exporter.new_local();
+        exporter.add_to(&local, trace(6));
+        assert!(woken(&exporter), "a batch began: the exporter starts its timer");
+        assert!(exporter.pending() && exporter.next().is_none(), "begun, not complete");
         for _ in 0..10 {
-            queue.push(trace(6));
+            exporter.add_to(&local, trace(6));
         }
-        assert!(!woken(&queue), "66 spans: no wake-up per trace");
-        for _ in 0..80 {
-            queue.push(trace(6));
+        assert!(!woken(&exporter), "66 spans: no wake-up per trace");
+        for _ in 0..75 {
+            exporter.add_to(&local, trace(6));
         }
-        assert!(woken(&queue), "a full batch is waiting");
-        assert_eq!(queue.spans(), 91 * 6);
-        assert_eq!(queue.take().len(), 91);
-        queue.push(trace(6));
-        assert!(woken(&queue), "the next batch begins");
+        assert!(woken(&exporter), "86 traces, 516 spans: a complete batch is waiting");
+        let batch = exporter.next().expect("the complete batch");
+        assert_eq!(batch.spans, 516);
+        assert_eq!(local.lock().spans, 0, "the thread starts a new batch");
+        exporter.add_to(&local, trace(6));
+        assert!(woken(&exporter), "the next batch begins");
     }
 
     #[test]
-    fn traces_beyond_the_bound_or_after_close_are_dropped_and_counted() {
-        let queue = Queue::new();
+    fn batches_beyond_the_bound_or_traces_after_close_are_dropped_and_counted() {
+        let exporter = exporter();
+        let local = exporter.new_local();
         let dropped = counts().1;
-        for _ in 0..QUEUE_TRACES + 3 {
-            queue.push(trace(1));
+        // 64 batches of 512 spans fill the queue; the 65th is dropped whole.
+        for _ in 0..65 * 64 {
+            exporter.add_to(&local, trace(8));
         }
-        assert_eq!(queue.spans(), QUEUE_TRACES);
-        assert_eq!(queue.close().len(), QUEUE_TRACES);
-        queue.push(trace(2));
-        assert!(counts().1 >= dropped + 5, "3 over the bound, 2 after close");
-        assert!(queue.take().is_empty());
+        assert!(counts().1 >= dropped + 512, "the 65th batch");
+        let mut queued = 0;
+        while let Some(batch) = exporter.next() {
+            queued += batch.spans;
+        }
+        assert_eq!(queued, QUEUE_SPANS);
+        exporter.add_to(&local, trace(3));
+        exporter.close();
+        assert_eq!(exporter.next().map(|b| b.spans), Some(3), "close queues what was batched");
+        exporter.add_to(&local, trace(2));
+        assert!(counts().1 >= dropped + 512 + 2, "2 after close");
+        exporter.sweep();
+        assert!(exporter.next().is_none());
+    }
+
+    #[test]
+    fn every_threads_traces_are_exported_once_in_requests_framed_whole() {
+        let exporter = Arc::new(exporter());
+        let mut sent = Vec::new();
+        // (Joined, not scoped: a joined thread has run its thread-locals' destructors.)
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let exporter = exporter.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        exporter.add(trace(4));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        // Three threads of 400 spans: none complete, each its own batch.
+        assert_eq!(exporter.locked_locals().len(), 3);
+        assert!(exporter.next().is_none());
+        exporter.sweep();
+        while let Some(batch) = exporter.next() {
+            let body = exporter.head.frame(batch);
+            sent.extend(span_trace_ids(&body));
+        }
+        assert_eq!(sent.len(), 1200);
+        sent.sort();
+        sent.dedup();
+        assert_eq!(sent.len(), 300, "each trace's four spans, and no trace twice");
+        exporter.sweep();
+        assert!(exporter.locked_locals().is_empty(), "the ended threads' empty batches are forgotten");
+    }
+
+    #[test]
+    fn grpc_bodies_carry_the_frame_header_and_long_batches_multi_byte_lengths() {
+        let exporter = Exporter::new(Head::new(&"s".repeat(300), true));
+        let local = exporter.new_local();
+        for _ in 0..3 {
+            exporter.add_to(&local, trace(4));
+        }
+        exporter.sweep();
+        let body = exporter.head.frame(exporter.next().unwrap());
+        assert_eq!(body[0], 0, "uncompressed");
+        assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize, body.len() - 5);
+        assert_eq!(span_trace_ids(&body[5..]).len(), 12);
+    }
+
+    #[test]
+    fn unix_time_follows_the_monotonic_clock() {
+        let now = std::time::Instant::now();
+        let unix = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+        let mapped = unix_nanos(now);
+        assert!(mapped.abs_diff(unix) < 50_000_000, "{mapped} vs {unix}");
+        assert_eq!(unix_nanos(now + Duration::from_millis(3)) - mapped, 3_000_000);
+        assert_eq!(mapped - unix_nanos(now - Duration::from_millis(2)), 2_000_000);
     }
 }

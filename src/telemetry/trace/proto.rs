@@ -4,9 +4,11 @@
 //! `collector/trace/v1/trace_service.proto`, `trace/v1/trace.proto` and `common/v1/common.proto`.
 //!
 //! Nested messages are length-delimited. An attribute's length is computed before it is
-//! written; a span's or the batch's is only known once written: each gets a length placeholder
-//! as wide as its length usually needs (two bytes for a span, enough for the batch's estimated
-//! size), and the rare message whose length needs another width shifts its body to fit.
+//! written; a span's is only known once written: it gets a two-byte length placeholder (most
+//! spans need two), and the rare span whose length needs another width shifts its body to fit.
+//! The spans of a batch are encoded first (`encode_spans`, trace by trace, as requests end); the
+//! request's framing around them (`request_framing`) once the batch is complete and its length
+//! known.
 
 use super::{Name, Recorder, SpanRef};
 
@@ -17,34 +19,47 @@ const LEN: u8 = 2;
 /// OTLP `Status.code` of a failed span (`STATUS_CODE_ERROR`).
 const STATUS_ERROR: u64 = 2;
 
-/// Appends the export request for `traces` to `out`.
-pub fn encode_request(out: &mut Vec<u8>, service_name: &str, traces: &[Box<Recorder>]) {
-    // Roughly what the spans take: the width the batch's lengths most likely need.
-    let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
-    let width = varint_len(spans as u64 * 256 + 64);
-    // ExportTraceServiceRequest.resource_spans
-    message_sized(out, 1, width, |out| {
-        // ResourceSpans.resource → Resource.attributes
-        message(out, 1, |out| {
-            text_attribute(out, 1, b"service.name", service_name.len(), |out| {
-                out.extend_from_slice(service_name.as_bytes())
-            })
-        });
-        // ResourceSpans.scope_spans
-        message_sized(out, 2, width, |out| {
-            // ScopeSpans.scope → InstrumentationScope { name, version }
-            message(out, 1, |out| {
-                string(out, 1, "llm-gateway");
-                string(out, 2, env!("CARGO_PKG_VERSION"));
-            });
-            for trace in traces {
-                for index in 0..trace.spans.len() {
-                    // ScopeSpans.spans (most spans take 128 to 16,383 bytes)
-                    message_sized(out, 2, 2, |out| span(out, trace, index));
-                }
-            }
-        });
+/// The constant parts of an export request: `ResourceSpans.resource` (attribute `service.name`)
+/// and `ScopeSpans.scope` (`llm-gateway` and its version), each a whole field.
+pub fn request_head(service_name: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut resource = Vec::new();
+    // ResourceSpans.resource → Resource.attributes
+    message(&mut resource, 1, |out| {
+        text_attribute(out, 1, b"service.name", service_name.len(), |out| {
+            out.extend_from_slice(service_name.as_bytes())
+        })
     });
+    let mut scope = Vec::new();
+    // ScopeSpans.scope → InstrumentationScope { name, version }
+    message(&mut scope, 1, |out| {
+        string(out, 1, "llm-gateway");
+        string(out, 2, env!("CARGO_PKG_VERSION"));
+    });
+    (resource, scope)
+}
+
+/// Appends what comes before a batch's `spans_len` bytes of spans (`encode_spans`) in an
+/// `ExportTraceServiceRequest`: one `ResourceSpans` (`resource`, from `request_head`) holding one
+/// `ScopeSpans` (`scope`) whose spans they are.
+pub fn request_framing(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans_len: usize) {
+    let scope_spans = scope.len() + spans_len;
+    let resource_spans = resource.len() + 1 + varint_len(scope_spans as u64) + scope_spans;
+    // ExportTraceServiceRequest.resource_spans
+    tag(out, 1, LEN);
+    varint(out, resource_spans as u64);
+    out.extend_from_slice(resource);
+    // ResourceSpans.scope_spans
+    tag(out, 2, LEN);
+    varint(out, scope_spans as u64);
+    out.extend_from_slice(scope);
+}
+
+/// Appends `trace`'s spans, as `ScopeSpans.spans` fields.
+pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder) {
+    for index in 0..trace.spans.len() {
+        // (Most spans take 128 to 16,383 bytes.)
+        message_sized(out, 2, 2, |out| span(out, trace, index));
+    }
 }
 
 /// `Span.attributes`: a string attribute whose value is `parts` joined.
@@ -390,8 +405,13 @@ mod tests {
             error: false,
         });
         let b = one_span(Name::Static("embeddings"));
+        let mut spans = Vec::new();
+        encode_spans(&mut spans, &a);
+        encode_spans(&mut spans, &b);
+        let (resource, scope) = request_head("svc");
         let mut out = Vec::new();
-        encode_request(&mut out, "svc", &[Box::new(a), Box::new(b)]);
+        request_framing(&mut out, &resource, &scope, spans.len());
+        out.extend_from_slice(&spans);
 
         let request = fields(&out);
         assert_eq!(request.len(), 1);
