@@ -17,7 +17,9 @@ receives, so the report can show that events and spans really left the gateway.
 wrk drives 64 connections, non-streaming and streaming chat completions. The variants take
 turns in every round (order rotated), and the report gives each variant's median req/s and p50
 as ratios to `off`. Targets (issues #6 and #8): metering on/off latency ratio <= 1.05,
-telemetry on/off throughput ratio >= 0.95. The paced mode offers a fixed rate (--rate,
+telemetry on/off throughput ratio >= 0.95. With the control running, a traced variant's ratio
+is also given to the control and to the mean of the two untraced gateways: how far the verdict
+depends on which of two identical baselines it is read against. The paced mode offers a fixed rate (--rate,
 below saturation): its p50 ratio is the latency the feature adds to a request. It is a measurement, not a test: it exits 0 either way.
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
@@ -198,13 +200,19 @@ def measure(args, binary: Path, work: Path) -> int:
     def med(mode, variant, key):
         return statistics.median(r[key] for r in runs[(mode, variant)])
 
-    def ratios(mode, variant, key):
-        return [r[key] / base[key] for r, base in zip(runs[(mode, variant)], runs[(mode, "off")], strict=True)]
+    def ratios(mode, variant, key, base="off"):
+        # base "both": the mean of the two identical untraced gateways, 'off' and the control.
+        if base == "both":
+            pairs = zip(runs[(mode, "off")], runs[(mode, "off again")], strict=True)
+            bases = [(a[key] + b[key]) / 2 for a, b in pairs]
+        else:
+            bases = [r[key] for r in runs[(mode, base)]]
+        return [r[key] / b for r, b in zip(runs[(mode, variant)], bases, strict=True)]
 
-    def spread(mode, variant, key):
+    def spread(mode, variant, key, base="off"):
         # The interval the median of the rounds' ratios falls in for 90% of resamplings of the
         # rounds (a bootstrap with a fixed seed): how far this run's noise leaves the figure.
-        values = ratios(mode, variant, key)
+        values = ratios(mode, variant, key, base)
         pick = random.Random(1)
         medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(2000))
         return medians[100], medians[1899]
@@ -252,6 +260,15 @@ def measure(args, binary: Path, work: Path) -> int:
                     verdict += ", the target inside the interval"
                 verdicts.append(f"{mode}: {variant} req/s on/off {ratio:.3f} {interval} (target >= {TELEMETRY_TARGET}) "
                                 f"{verdict}")
+                if "off again" in variants:
+                    # The two untraced gateways differ by the run's noise: the ratio to each, and
+                    # to their mean (the better estimate of the untraced rate).
+                    others = []
+                    for base, label in (("off again", "the control"), ("both", "the mean of off and the control")):
+                        value = statistics.median(ratios(mode, variant, "rps", base))
+                        b_low, b_high = spread(mode, variant, "rps", base)
+                        others.append(f"to {label} {value:.3f} ({b_low:.3f}–{b_high:.3f})")
+                    verdicts.append(f"{mode}: {variant} req/s " + "; ".join(others))
     events = lines(sink_prefix / "events.log")
     traces = lines(sink_prefix / "traces.log")
     event_bytes = sum(int(l.split()[2]) for l in events if len(l.split()) == 3)
