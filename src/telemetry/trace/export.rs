@@ -186,23 +186,21 @@ impl Exporter {
     /// exporter has stopped.
     pub(super) fn add(&self, trace: Box<Recorder>) {
         let id = self as *const Self as usize;
-        let local = LOCAL.try_with(|cell| {
+        let spans = trace.spans.len();
+        let added = LOCAL.try_with(|cell| {
             let mut cell = cell.borrow_mut();
             match &*cell {
-                Some((owner, local)) if *owner == id => local.clone(),
+                Some((owner, local)) if *owner == id => self.add_to(local, trace),
                 _ => {
                     let local = self.new_local();
-                    *cell = Some((id, local.clone()));
-                    local
+                    self.add_to(&local, trace);
+                    *cell = Some((id, local));
                 }
             }
         });
-        match local {
-            Ok(local) => self.add_to(&local, trace),
+        if added.is_err() {
             // (A thread past its thread-locals, ending.)
-            Err(_) => {
-                DROPPED_QUEUE_FULL.fetch_add(trace.spans.len() as u64, Ordering::Relaxed);
-            }
+            DROPPED_QUEUE_FULL.fetch_add(spans as u64, Ordering::Relaxed);
         }
     }
 
