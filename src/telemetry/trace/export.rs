@@ -491,37 +491,9 @@ mod tests {
         exporter.wake.notified().now_or_never().is_some()
     }
 
-    /// Reads the fields of one protobuf message: (field, payload) of each length-delimited one.
-    fn fields(mut buf: &[u8]) -> Vec<(u64, Vec<u8>)> {
-        fn read_varint(buf: &mut &[u8]) -> u64 {
-            let (mut value, mut shift) = (0u64, 0);
-            loop {
-                let b = buf[0];
-                *buf = &buf[1..];
-                value |= u64::from(b & 0x7f) << shift;
-                shift += 7;
-                if b < 0x80 {
-                    return value;
-                }
-            }
-        }
-        let mut out = Vec::new();
-        while !buf.is_empty() {
-            let key = read_varint(&mut buf);
-            match key & 7 {
-                0 => {
-                    read_varint(&mut buf);
-                }
-                1 => buf = &buf[8..],
-                2 => {
-                    let len = read_varint(&mut buf) as usize;
-                    out.push((key >> 3, buf[..len].to_vec()));
-                    buf = &buf[len..];
-                }
-                other => panic!("wire type {other}"),
-            }
-        }
-        out
+    /// The length-delimited fields of one protobuf message: (field, payload).
+    fn fields(buf: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        proto::tests::fields(buf).into_iter().filter(|f| f.1 == 2).map(|f| (f.0, f.2)).collect()
     }
 
     /// The trace ids of the spans in an export request's body, checking its framing.

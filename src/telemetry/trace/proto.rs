@@ -234,7 +234,7 @@ fn varint_len(value: u64) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Instant;
 
     use super::super::{Kind, SpanRecord, Value};
@@ -311,10 +311,10 @@ mod tests {
     }
 
     /// A decoded field: (field, wire type, payload, varint value).
-    type Field = (u64, u8, Vec<u8>, u64);
+    pub(in crate::telemetry::trace) type Field = (u64, u8, Vec<u8>, u64);
 
     /// Reads the fields of one message.
-    fn fields(mut buf: &[u8]) -> Vec<Field> {
+    pub(in crate::telemetry::trace) fn fields(mut buf: &[u8]) -> Vec<Field> {
         fn read_varint(buf: &mut &[u8]) -> u64 {
             let (mut value, mut shift) = (0u64, 0);
             loop {
