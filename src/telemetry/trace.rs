@@ -4,8 +4,8 @@
 //! A sampled request gets one boxed `Recorder` (an exported trace's, emptied, when the thread
 //! has one spare): every span of the request (the server span and its children) with ids, timestamps
 //! and names, and their attributes, encoded in OTLP's wire form as they are set into one byte
-//! arena (a run of attributes set on one span in a row is one range of it, which the exporter
-//! copies as is). Attributes that depend only on the deployment are encoded once per deployment
+//! arena (a run of attributes set on one span in a row is one range of it, copied as is when the
+//! trace is encoded). Attributes that depend only on the deployment are encoded once per deployment
 //! (`AttributeBlock`) and copied in. An unsampled request's `Trace` is empty: recording into it is a
 //! branch, with no allocation and no clock read. When the request context drops, the trace is
 //! finished and encoded into the thread's batch for the exporter (`export`).
@@ -189,8 +189,6 @@ pub struct Recorder {
     /// The client's `tracestate`, passed on unchanged.
     trace_state: Option<Range>,
     epoch: Instant,
-    /// `epoch` in Unix time: set when the trace is encoded (`export::unix_nanos`).
-    epoch_unix_nanos: u64,
     spans: Vec<SpanRecord>,
     /// The spans' attributes, in the order they were set.
     runs: Vec<Run>,
@@ -224,7 +222,6 @@ impl Recorder {
             remote_parent: None,
             trace_state: None,
             epoch: started,
-            epoch_unix_nanos: 0,
             spans: Vec::with_capacity(8),
             runs: Vec::with_capacity(8),
             arena: Vec::with_capacity(1024),

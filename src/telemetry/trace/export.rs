@@ -211,8 +211,8 @@ impl Exporter {
         local
     }
 
-    fn add_to(&self, local: &Local, mut trace: Box<Recorder>) {
-        trace.epoch_unix_nanos = unix_nanos(trace.epoch);
+    fn add_to(&self, local: &Local, trace: Box<Recorder>) {
+        let epoch_unix_nanos = unix_nanos(trace.epoch);
         let spans = trace.spans.len();
         let (began, complete) = {
             let mut batch = local.lock();
@@ -224,7 +224,7 @@ impl Exporter {
                 return;
             }
             let began = batch.spans == 0;
-            proto::encode_spans(&mut batch.buf, &trace);
+            proto::encode_spans(&mut batch.buf, &trace, epoch_unix_nanos);
             batch.spans += spans;
             let complete = (batch.spans >= MAX_BATCH_SPANS).then(|| std::mem::replace(&mut *batch, self.new_batch()));
             (began, complete)

@@ -54,11 +54,12 @@ pub fn request_framing(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans_l
     out.extend_from_slice(scope);
 }
 
-/// Appends `trace`'s spans, as `ScopeSpans.spans` fields.
-pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder) {
+/// Appends `trace`'s spans, as `ScopeSpans.spans` fields; `epoch_unix_nanos` is the trace's
+/// epoch (the request's arrival) in Unix time.
+pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder, epoch_unix_nanos: u64) {
     for index in 0..trace.spans.len() {
         // (Most spans take 128 to 16,383 bytes.)
-        message_sized(out, 2, 2, |out| span(out, trace, index));
+        message_sized(out, 2, 2, |out| span(out, trace, index, epoch_unix_nanos));
     }
 }
 
@@ -86,7 +87,7 @@ pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
 }
 
 /// One `Span`.
-fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
+fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, epoch_unix_nanos: u64) {
     let s = &trace.spans[index];
     // Fixed-size fields are composed on the stack and appended in one copy each.
     let mut ids = [0u8; 28];
@@ -112,9 +113,9 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize) {
     // 6 kind, 7 start and 8 end (fixed64)
     let mut times = [0u8; 20];
     times[..3].copy_from_slice(&[6 << 3 | VARINT, s.kind as u8, 7 << 3 | FIXED64]);
-    times[3..11].copy_from_slice(&trace.epoch_unix_nanos.saturating_add(s.start).to_le_bytes());
+    times[3..11].copy_from_slice(&epoch_unix_nanos.saturating_add(s.start).to_le_bytes());
     times[11] = 8 << 3 | FIXED64;
-    times[12..].copy_from_slice(&trace.epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)).to_le_bytes());
+    times[12..].copy_from_slice(&epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)).to_le_bytes());
     out.extend_from_slice(&times);
     // Span.attributes, encoded as they were set.
     for run in trace.runs.iter().filter(|r| usize::from(r.span) == index) {
@@ -246,7 +247,6 @@ pub(super) mod tests {
             remote_parent: None,
             trace_state: None,
             epoch: Instant::now(),
-            epoch_unix_nanos: 1000,
             spans: vec![SpanRecord { id: [0xaa; 8], name, kind: Kind::Server, start: 0, end: Some(5), error: true }],
             runs: Vec::new(),
             arena: Vec::new(),
@@ -261,7 +261,7 @@ pub(super) mod tests {
         trace.set(SpanRef::SERVER, "s", Value::Static("v"));
         trace.set(SpanRef::SERVER, "n", Value::Int(-1));
         let mut out = Vec::new();
-        span(&mut out, &trace, 0);
+        span(&mut out, &trace, 0, 1000);
 
         let mut expected = vec![0x0a, 0x10]; // 1 trace_id, 16 bytes
         expected.extend(1..=16u8);
@@ -365,7 +365,7 @@ pub(super) mod tests {
         r.set_concat(SpanRef::SERVER, "f", &["[\"", "stop", "\"]"]);
         r.set_concat(SpanRef::SERVER, "g", &["<", &long, ">"]);
         let mut out = Vec::new();
-        span(&mut out, &r, 0);
+        span(&mut out, &r, 0, 1000);
 
         let attributes: Vec<(Vec<u8>, Vec<Field>)> = fields(&out)
             .into_iter()
@@ -386,7 +386,7 @@ pub(super) mod tests {
         assert_eq!(attributes[6].1[0].2, format!("<{long}>").as_bytes(), "a long one joined from parts");
 
         let mut child_out = Vec::new();
-        span(&mut child_out, &r, usize::from(child.0));
+        span(&mut child_out, &r, usize::from(child.0), 1000);
         let child_keys: Vec<Vec<u8>> =
             fields(&child_out).into_iter().filter(|f| f.0 == 9).map(|f| fields(&f.2)[0].2.clone()).collect();
         assert_eq!(child_keys, [b"x".to_vec(), b"y".to_vec()]);
@@ -406,8 +406,8 @@ pub(super) mod tests {
         });
         let b = one_span(Name::Static("embeddings"));
         let mut spans = Vec::new();
-        encode_spans(&mut spans, &a);
-        encode_spans(&mut spans, &b);
+        encode_spans(&mut spans, &a, 1000);
+        encode_spans(&mut spans, &b, 1000);
         let (resource, scope) = request_head("svc");
         let mut out = Vec::new();
         request_framing(&mut out, &resource, &scope, spans.len());
