@@ -66,6 +66,10 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.content_types: list[str] = []
+        # While set, every export is answered 503 (a collector that is down or shedding load);
+        # the spans of refused exports are kept apart.
+        self.refusing = False
+        self.refused: list[Span] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -83,6 +87,12 @@ class OtlpReceiver:
                 request.ParseFromString(body)
                 spans = decode(request)
                 with receiver._lock:
+                    if receiver.refusing:
+                        receiver.refused.extend(spans)
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     receiver.spans.extend(spans)
                     receiver.content_types.append(self.headers.get("Content-Type", ""))
                 out = ExportTraceServiceResponse().SerializeToString()

@@ -8,6 +8,7 @@ import time
 from typing import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_A_KEY, Gateway, gateway_config
 from e2e_support import GatewayProcess
@@ -157,6 +158,50 @@ def test_traces_still_batched_are_exported_at_shutdown(upstream: MockOpenAI, tmp
         proc.stop()
         assert proc.proc is not None and proc.proc.returncode == 0
         assert len(receiver.wait_for(trace_id, count=4, timeout=5)) == 4, "the whole trace: server, auth, limits, attempt"
+    finally:
+        proc.stop()
+        receiver.stop()
+
+
+def span_counts(gw: Gateway) -> tuple[float, float, float]:
+    """The exporter's span counters: (exported, dropped as export_failed, dropped as queue_full)."""
+    resp = gw.request_once("GET", "/metrics")
+    assert resp.status_code == 200
+    counts = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            counts[(s.name, s.labels.get("reason", ""))] = s.value
+    return (
+        counts[("llm_gateway_trace_spans_exported_total", "")],
+        counts[("llm_gateway_trace_spans_dropped_total", "export_failed")],
+        counts[("llm_gateway_trace_spans_dropped_total", "queue_full")],
+    )
+
+
+def wait_for_counts(gw: Gateway, expected: tuple[float, float, float], timeout: float = 10.0) -> tuple[float, float, float]:
+    deadline = time.monotonic() + timeout
+    while (counts := span_counts(gw)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return counts
+
+
+def test_spans_a_collector_refuses_are_counted_and_later_exports_go_through(upstream: MockOpenAI, tmp_path) -> None:
+    proc, receiver = start_traced(upstream, tmp_path)
+    gw = Gateway(proc=proc, upstream=upstream)
+    try:
+        assert span_counts(gw) == (0, 0, 0)
+        receiver.refusing = True
+        refused = [post_in_new_trace(gw, "echo-model", f"down {i}") for i in range(3)]
+        # Three traces of four spans (server, auth, limits, attempt), each export answered 503.
+        assert wait_for_counts(gw, (0, 12, 0)) == (0, 12, 0)
+        assert sorted({s.trace_id for s in receiver.refused}) == sorted(refused), "the exports were whole and valid"
+        assert len(receiver.refused) == 12
+
+        receiver.refusing = False
+        served = [post_in_new_trace(gw, "echo-model", f"up {i}") for i in range(2)]
+        assert wait_for_counts(gw, (8, 12, 0)) == (8, 12, 0), "a failed export does not hold up the next"
+        assert all(len(receiver.wait_for(t, count=4)) == 4 for t in served)
+        assert not any(s.trace_id in refused for s in receiver.spans), "a refused export is not retried"
     finally:
         proc.stop()
         receiver.stop()
