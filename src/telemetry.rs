@@ -21,7 +21,7 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Stops tracing new requests and exports the traces still queued or batched.
+    /// Stops tracing new requests and exports every serving thread's batch.
     pub async fn shutdown(&mut self) {
         if let Some(traces) = self.traces.take() {
             trace::stop_sampling();

@@ -528,7 +528,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP llm_gateway_trace_spans_dropped_total Spans not exported: the export queue was full, or the collector refused or did not answer.\n# TYPE llm_gateway_trace_spans_dropped_total counter\nllm_gateway_trace_spans_dropped_total{{reason=\"queue_full\"}} {queue_full}\nllm_gateway_trace_spans_dropped_total{{reason=\"export_failed\"}} {export_failed}"
+            "# HELP llm_gateway_trace_spans_dropped_total Spans not exported: too many batches were waiting to be sent (or the trace ended after shutdown), or the collector refused or did not answer.\n# TYPE llm_gateway_trace_spans_dropped_total counter\nllm_gateway_trace_spans_dropped_total{{reason=\"queue_full\"}} {queue_full}\nllm_gateway_trace_spans_dropped_total{{reason=\"export_failed\"}} {export_failed}"
         );
         out
     }
