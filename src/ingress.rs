@@ -31,9 +31,9 @@ use crate::limits::{Demand, Limiter};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
-use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE};
-use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, Value, genai};
-use crate::upstream::{self, UpstreamResponse, Upstreams};
+use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
+use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, genai};
+use crate::upstream::{self, Forward, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
 
 /// Everything the handlers need, built once by `app`.
@@ -145,10 +145,11 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut trace = Trace::start(&headers, started, endpoint.operation());
+    let mut trace = Trace::start(&headers, endpoint.operation());
     if let Some(r) = trace.get_mut() {
-        r.set(SpanRef::SERVER, genai::OPERATION_NAME, Value::Static(endpoint.operation()));
-        r.set_str(SpanRef::SERVER, "llm_gateway.request_id", &id.0);
+        r.attributes(SpanRef::SERVER)
+            .str(genai::OPERATION_NAME, endpoint.operation())
+            .str("llm_gateway.request_id", &id.0);
     }
     let mut ctx = RequestCtx {
         request_id: id.0,
@@ -205,10 +206,12 @@ pub(crate) async fn handle(
                     }
                 }
                 if let Some(mut r) = hook_ctx.trace.lock() {
-                    r.set(stream_span, "llm_gateway.chunks", Value::Int(i64::from(end.chunks)));
+                    let mut a = r.attributes(stream_span);
+                    a.int("llm_gateway.chunks", i64::from(end.chunks));
                     if let Some(label) = end.error.or(end.client_gone.then_some("client_gone")) {
-                        r.set(stream_span, "error.type", Value::Static(label));
+                        a.str("error.type", label);
                     }
+                    drop(a);
                     r.end(stream_span);
                 }
                 let outcome = Outcome {
@@ -318,10 +321,7 @@ async fn serve(
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
     };
-    let limits_span = ctx.trace.child("limits");
-    let admitted = gw.limits.admit(&principal, &demand).await;
-    ctx.trace.end(limits_span);
-    ctx.reservation = admitted?;
+    ctx.reservation = gw.limits.admit_traced(&principal, &demand, &mut ctx.trace).await?;
     for observer in &gw.observers {
         observer.admit(ctx)?;
     }
@@ -350,9 +350,10 @@ async fn serve(
     if let Some(r) = ctx.trace.get_mut() {
         let server = SpanRef::SERVER;
         r.rename(server, &[operation, " ", &request.model]);
-        r.set_str(server, genai::REQUEST_MODEL, &request.model);
-        r.set(server, genai::REQUEST_STREAM, Value::Bool(request.stream));
-        r.set_str(server, "llm_gateway.team", &principal.team);
+        r.attributes(server)
+            .str(genai::REQUEST_MODEL, &request.model)
+            .bool(genai::REQUEST_STREAM, request.stream)
+            .str("llm_gateway.team", &principal.team);
     }
     // (Planning is a few microseconds of work in memory, never a wait: no span of its own.)
     let plan = gw.router.plan(&principal, &request.model, shape)?;
@@ -376,9 +377,10 @@ async fn serve(
         let (attempt_span, traceparent) = match ctx.trace.get_mut() {
             Some(r) => {
                 let span = r.child_named(&[operation, " ", &deployment.model], Kind::Client);
-                r.set(span, genai::OPERATION_NAME, Value::Static(operation));
-                r.set_block(span, deployment.trace_attributes.get_or_init(|| attempt_attributes(deployment)));
-                r.set(span, "llm_gateway.attempt", Value::Int(i64::from(ctx.attempts)));
+                r.attributes(span)
+                    .str(genai::OPERATION_NAME, operation)
+                    .block(deployment.trace_attributes.get_or_init(|| attempt_attributes(deployment)))
+                    .int("llm_gateway.attempt", i64::from(ctx.attempts));
                 (span, r.traceparent(span).map(|parent| (parent, r.trace_state().map(str::to_owned))))
             }
             None => (SpanRef::NONE, None),
@@ -387,7 +389,7 @@ async fn serve(
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
         if let Some(r) = ctx.trace.get_mut() {
             if let Err(e) = &result {
-                r.set(attempt_span, "error.type", Value::Static(e.label()));
+                r.attributes(attempt_span).str("error.type", e.label());
             }
             r.end(attempt_span);
         }
@@ -481,7 +483,7 @@ async fn attempt(
     client_headers: &HeaderMap,
     deployment: &DeploymentSpec,
     guard: &AttemptGuard,
-    traceparent: Option<(HeaderValue, Option<String>)>,
+    traceparent: Option<(TraceParent, Option<String>)>,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
     let mut exchange =
@@ -502,25 +504,18 @@ async fn attempt(
             cli::respond(pool, exchange.upstream_endpoint, &request, &deployment.id, ctx.stream, first_byte_by).await?
         }
         Dialect::OpenAi | Dialect::Anthropic => {
-            let mut forward = HeaderMap::with_capacity(4);
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                forward.insert(crate::server::REQUEST_ID_HEADER, v);
-            }
-            match traceparent {
-                // Traced: the attempt's span is the upstream's parent, in the client's trace
-                // (and its `tracestate`) when the client sent one.
-                Some((parent, state)) => {
-                    forward.insert(TRACEPARENT, parent);
-                    if let Some(value) = state.and_then(|s| HeaderValue::from_str(&s).ok()) {
-                        forward.insert(TRACESTATE, value);
-                    }
-                }
+            // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
+            // `tracestate`) when the client sent one.
+            let mut forward = Forward {
+                request_id: Some(&ctx.request_id),
+                trace: traceparent.as_ref().map(|(parent, state)| (*parent, state.as_deref())),
+                client: HeaderMap::new(),
+            };
+            if forward.trace.is_none() {
                 // Not traced here: the client's own trace context travels on unchanged.
-                None => {
-                    for name in [TRACEPARENT, TRACESTATE] {
-                        if let Some(value) = client_headers.get(&name) {
-                            forward.insert(name, value.clone());
-                        }
+                for name in [TRACEPARENT, TRACESTATE] {
+                    if let Some(value) = client_headers.get(&name) {
+                        forward.client.insert(name, value.clone());
                     }
                 }
             }
@@ -528,7 +523,7 @@ async fn attempt(
                 && let Some(beta) = client_headers.get("anthropic-beta")
             {
                 // Beta features the client opted into (Claude Code uses several).
-                forward.insert("anthropic-beta", beta.clone());
+                forward.client.insert("anthropic-beta", beta.clone());
             }
             let body = Bytes::from(std::mem::take(&mut exchange.body));
             gw.upstreams.send(deployment, exchange.path, body, &forward, deadline).await?

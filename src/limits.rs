@@ -30,6 +30,7 @@ use crate::ctx::{Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::kv::Kv;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Trace;
 use local::Local;
 pub use plan::Demand;
 use plan::{Check, Dim, Kind};
@@ -319,15 +320,28 @@ impl Limiter {
 
     /// Checks every limit of `principal` for one request. `None`: nothing limits it.
     pub async fn admit(&self, principal: &Principal, demand: &Demand<'_>) -> Result<Option<Reservation>, LimitError> {
+        self.admit_traced(principal, demand, &mut Trace::none()).await
+    }
+
+    /// `admit`, the check recorded as a `limits` span in the request's `trace`; a request with
+    /// nothing to check gets none.
+    pub async fn admit_traced(
+        &self,
+        principal: &Principal,
+        demand: &Demand<'_>,
+        trace: &mut Trace,
+    ) -> Result<Option<Reservation>, LimitError> {
         let estimate = demand.estimate(&self.settings);
         let now_ms = self.clock.now_ms();
         let checks = plan::checks(principal, Some(demand.model), estimate, &self.settings, now_ms, 1);
         if checks.is_empty() {
             return Ok(None);
         }
+        let span = trace.child("limits");
         let started = Instant::now();
         let result = self.decide(principal, demand.model, estimate, checks, now_ms).await;
         self.check_latency.observe_duration(started.elapsed());
+        trace.end(span);
         if let Err(LimitError::Exceeded { dim, .. }) = &result {
             self.metrics.rate_limited.with(&[dim.name()]).inc();
         }

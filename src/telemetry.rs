@@ -89,27 +89,30 @@ impl Observer for RequestLog {
 /// Records the server span's closing attributes (GenAI conventions) once the request ended;
 /// returns the trace id of a traced request when `want_id`.
 fn record_span(ctx: &RequestCtx, outcome: &Outcome, want_id: bool) -> Option<trace::TraceIdHex> {
-    use trace::{SpanRef, Value, genai};
+    use trace::{SpanRef, genai};
     let mut r = ctx.trace.lock()?;
     let server = SpanRef::SERVER;
-    r.set(server, "http.response.status_code", Value::Int(i64::from(outcome.status)));
-    r.set(server, "llm_gateway.attempts", Value::Int(i64::from(ctx.attempts)));
+    let mut a = r.attributes(server);
+    a.int("http.response.status_code", i64::from(outcome.status)).int("llm_gateway.attempts", i64::from(ctx.attempts));
     if let Some(d) = &ctx.deployment {
-        r.set_str(server, "llm_gateway.deployment", d);
+        a.str("llm_gateway.deployment", d);
     }
     if outcome.status < 400 && !ctx.client_model.is_empty() {
-        r.set_str(server, genai::RESPONSE_MODEL, &ctx.client_model);
+        a.str(genai::RESPONSE_MODEL, &ctx.client_model);
     }
     if let Some(usage) = outcome.usage {
-        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
-        r.set(server, genai::USAGE_INPUT_TOKENS, int(usage.prompt_tokens));
-        r.set(server, genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        a.int(genai::USAGE_INPUT_TOKENS, int(usage.prompt_tokens))
+            .int(genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
     }
     if let Some(reason) = &outcome.finish_reason {
-        r.set_concat(server, genai::RESPONSE_FINISH_REASONS, &["[\"", reason, "\"]"]);
+        a.strs(genai::RESPONSE_FINISH_REASONS, &[reason]);
     }
     if let Some(label) = outcome.error {
-        r.set(server, "error.type", Value::Static(label));
+        a.str("error.type", label);
+    }
+    drop(a);
+    if outcome.error.is_some() {
         r.set_error(server);
     }
     want_id.then(|| r.trace_id_hex())

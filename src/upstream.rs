@@ -27,8 +27,50 @@ use tokio::time::Instant;
 
 use crate::config::{AuthStyle, Config, DeploymentSpec, ProviderSpec};
 use crate::error::GatewayError;
+use crate::server::REQUEST_ID_HEADER;
+use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+
+/// What one request carries to its upstream besides the provider's own headers. The request id
+/// and the trace context are kept as text and written straight into a plain-HTTP request: no
+/// header map, no allocation.
+#[derive(Default)]
+pub struct Forward<'a> {
+    /// `x-request-id` (visible ASCII, as the server admits it); none for the gateway's own calls.
+    pub request_id: Option<&'a str>,
+    /// Our `traceparent` (the attempt span as the upstream's parent) and the client's
+    /// `tracestate` (printable ASCII), for a traced request.
+    pub trace: Option<(TraceParent, Option<&'a str>)>,
+    /// Client headers passed on unchanged (the trace context of an untraced request, Anthropic
+    /// beta flags); empty, it has not allocated.
+    pub client: HeaderMap,
+}
+
+impl Forward<'_> {
+    /// Each forwarded header, as name and value.
+    fn each(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
+        if let Some(id) = self.request_id {
+            header(&REQUEST_ID_HEADER, id.as_bytes());
+        }
+        if let Some((parent, state)) = &self.trace {
+            header(&TRACEPARENT, parent.as_bytes());
+            if let Some(state) = state {
+                header(&TRACESTATE, state.as_bytes());
+            }
+        }
+        for (name, value) in &self.client {
+            header(name, value.as_bytes());
+        }
+    }
+
+    /// Whether a header of this name is forwarded (it replaces the provider's own).
+    fn has(&self, name: &HeaderName) -> bool {
+        let mut found = false;
+        self.each(|forwarded, _| found |= forwarded == name);
+        found
+    }
+}
 
 /// An upstream's answer once its status and headers are in; the body is still on the wire.
 pub struct UpstreamResponse {
@@ -67,20 +109,18 @@ struct Plain {
 impl Plain {
     /// The whole HTTP/1.1 request to `uri` (origin form): the fixed headers (but those
     /// `forward` has its own value of), the forwarded ones, the body's length and the body.
-    fn request(&self, uri: &Uri, forward: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    fn request(&self, uri: &Uri, forward: &Forward<'_>, body: &[u8]) -> Vec<u8> {
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut out = Vec::with_capacity(512 + body.len());
         for part in ["POST ", target, " HTTP/1.1\r\n"] {
             out.extend_from_slice(part.as_bytes());
         }
         for (name, line) in &self.fixed {
-            if !forward.keys().any(|forwarded| forwarded == name) {
+            if !forward.has(name) {
                 out.extend_from_slice(line);
             }
         }
-        for (name, value) in forward {
-            header_line(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        forward.each(|name, value| header_line(&mut out, name.as_str().as_bytes(), value));
         out.extend_from_slice(b"content-length: ");
         let mut digits = [0u8; 20];
         let mut at = digits.len();
@@ -139,7 +179,7 @@ impl Upstreams {
         deployment: &DeploymentSpec,
         path: &'static str,
         body: Bytes,
-        forward_headers: &HeaderMap,
+        forward: &Forward<'_>,
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
@@ -153,7 +193,7 @@ impl Upstreams {
             after_ms: started.elapsed().as_millis(),
         };
         if let Some(plain) = &client.plain {
-            let request = plain.request(&uri, forward_headers, &body);
+            let request = plain.request(&uri, forward, &body);
             let sent = plain.pool.send(&plain.addr, provider.timeouts.connect, &request);
             let answer = tokio::time::timeout_at(first_byte, sent)
                 .await
@@ -164,9 +204,11 @@ impl Upstreams {
             return Ok(UpstreamResponse { status: answer.status, headers: answer.headers, body });
         }
         let mut headers = client.headers.clone();
-        for (name, value) in forward_headers {
-            headers.insert(name, value.clone());
-        }
+        forward.each(|name, value| {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name, value);
+            }
+        });
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;

@@ -20,9 +20,8 @@ pub mod w3c;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
 /// GenAI semantic-convention attribute names (our own constants: the semconv crate marks every
 /// `gen_ai.*` name deprecated since they moved to their own repository).
@@ -123,14 +122,6 @@ pub enum Kind {
     Client = 3,
 }
 
-/// An attribute value (text that is not static: `Recorder::set_str`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    Static(&'static str),
-    Int(i64),
-    Bool(bool),
-}
-
 /// Attributes encoded once in OTLP's wire form (`Span.attributes` fields), for the values that
 /// are the same on every request of a deployment: recording them is a copy.
 #[derive(Debug, Clone)]
@@ -141,7 +132,7 @@ impl AttributeBlock {
     pub fn new(pairs: &[(&str, &str)]) -> Self {
         let mut out = Vec::new();
         for (key, value) in pairs {
-            proto::str_attribute(&mut out, key, &[value]);
+            proto::str_attribute(&mut out, key, value);
         }
         Self(out.into_boxed_slice())
     }
@@ -167,10 +158,12 @@ struct SpanRecord {
     id: [u8; 8],
     name: Name,
     kind: Kind,
-    /// Nanoseconds since the recorder's epoch.
+    /// On the monotonic clock (`mono_nanos`).
     start: u64,
     end: Option<u64>,
     error: bool,
+    /// Bytes of its encoded attributes (in `runs`).
+    attributes_len: u32,
 }
 
 /// Attributes of one span, encoded (`Span.attributes` fields): a range of the arena.
@@ -188,7 +181,6 @@ pub struct Recorder {
     remote_parent: Option<[u8; 8]>,
     /// The client's `tracestate`, passed on unchanged.
     trace_state: Option<Range>,
-    epoch: Instant,
     spans: Vec<SpanRecord>,
     /// The spans' attributes, in the order they were set.
     runs: Vec<Run>,
@@ -197,41 +189,34 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A trace whose server span `name` starts at `started` (the request's arrival), in a spare
-    /// recorder when there is one.
-    fn start(
-        parent: Option<w3c::Parent>,
-        trace_state: Option<&str>,
-        started: Instant,
-        name: &'static str,
-    ) -> Box<Self> {
+    /// A trace whose server span `name` starts now, in a spare recorder when there is one.
+    fn start(parent: Option<w3c::Parent>, trace_state: Option<&str>, name: &'static str) -> Box<Self> {
         let spare = SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten();
         match spare {
             Some(mut recorder) => {
-                recorder.begin(parent, trace_state, started, name);
+                recorder.begin(parent, trace_state, name);
                 recorder
             }
-            None => Box::new(Self::new(parent, trace_state, started, name)),
+            None => Box::new(Self::new(parent, trace_state, name)),
         }
     }
 
-    /// A trace whose server span `name` starts at `started` (the request's arrival).
-    fn new(parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) -> Self {
+    /// A trace whose server span `name` starts now.
+    fn new(parent: Option<w3c::Parent>, trace_state: Option<&str>, name: &'static str) -> Self {
         let mut recorder = Self {
             trace_id: [0; 16],
             remote_parent: None,
             trace_state: None,
-            epoch: started,
             spans: Vec::with_capacity(8),
             runs: Vec::with_capacity(8),
             arena: Vec::with_capacity(1024),
         };
-        recorder.begin(parent, trace_state, started, name);
+        recorder.begin(parent, trace_state, name);
         recorder
     }
 
     /// Starts recording a trace into this empty recorder.
-    fn begin(&mut self, parent: Option<w3c::Parent>, trace_state: Option<&str>, started: Instant, name: &'static str) {
+    fn begin(&mut self, parent: Option<w3c::Parent>, trace_state: Option<&str>, name: &'static str) {
         let trace_id = match parent {
             Some(p) => p.trace_id,
             None => loop {
@@ -243,15 +228,15 @@ impl Recorder {
         };
         self.trace_id = trace_id;
         self.remote_parent = parent.map(|p| p.span_id);
-        self.epoch = started;
         self.trace_state = trace_state.filter(|_| parent.is_some()).map(|state| self.concat(&[state]));
         self.spans.push(SpanRecord {
             id: new_span_id(),
             name: Name::Static(name),
             kind: Kind::Server,
-            start: 0,
+            start: mono_nanos(),
             end: None,
             error: false,
+            attributes_len: 0,
         });
     }
 
@@ -270,14 +255,22 @@ impl Recorder {
         if self.spans.len() >= MAX_SPANS {
             return SpanRef::NONE;
         }
-        let start = self.now();
-        self.spans.push(SpanRecord { id: new_span_id(), name, kind, start, end: None, error: false });
+        let start = mono_nanos();
+        self.spans.push(SpanRecord {
+            id: new_span_id(),
+            name,
+            kind,
+            start,
+            end: None,
+            error: false,
+            attributes_len: 0,
+        });
         SpanRef((self.spans.len() - 1) as u8)
     }
 
     /// Ends a span (again: keeps the first end).
     pub fn end(&mut self, span: SpanRef) {
-        let now = self.now();
+        let now = mono_nanos();
         if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
             s.end.get_or_insert(now);
         }
@@ -298,46 +291,21 @@ impl Recorder {
         }
     }
 
-    /// Sets an attribute (each key once per span: attributes are appended, not replaced).
-    pub fn set(&mut self, span: SpanRef, key: &'static str, value: Value) {
-        if usize::from(span.0) < self.spans.len() {
-            let start = self.arena.len();
-            match value {
-                Value::Static(text) => proto::str_attribute(&mut self.arena, key, &[text]),
-                Value::Int(n) => proto::int_attribute(&mut self.arena, key, n),
-                Value::Bool(b) => proto::bool_attribute(&mut self.arena, key, b),
-            }
-            self.add_run(span, start);
-        }
-    }
-
-    /// Sets a string attribute.
-    pub fn set_str(&mut self, span: SpanRef, key: &'static str, value: &str) {
-        self.set_concat(span, key, &[value]);
-    }
-
-    /// Sets a string attribute made of `parts`.
-    pub fn set_concat(&mut self, span: SpanRef, key: &'static str, parts: &[&str]) {
-        if usize::from(span.0) < self.spans.len() {
-            let start = self.arena.len();
-            proto::str_attribute(&mut self.arena, key, parts);
-            self.add_run(span, start);
-        }
-    }
-
-    /// Sets the attributes of `block`.
-    pub fn set_block(&mut self, span: SpanRef, block: &AttributeBlock) {
-        if usize::from(span.0) < self.spans.len() {
-            let start = self.arena.len();
-            self.arena.extend_from_slice(&block.0);
-            self.add_run(span, start);
-        }
+    /// Sets attributes of `span`, encoded as they are set; they are one run of the arena, recorded
+    /// when the `Attributes` drop. Each key once per span: attributes are appended, not replaced.
+    pub fn attributes(&mut self, span: SpanRef) -> Attributes<'_> {
+        let start = self.arena.len();
+        let recorder = (usize::from(span.0) < self.spans.len()).then_some(self);
+        Attributes { recorder, span, start }
     }
 
     /// Records `span`'s attributes encoded from `start` to the arena's end: the last run grows
     /// when it is the same span's and ends there.
     fn add_run(&mut self, span: SpanRef, start: usize) {
         let bytes = self.arena_range(start);
+        if let Some(s) = self.spans.get_mut(usize::from(span.0)) {
+            s.attributes_len += bytes.end - bytes.start;
+        }
         match self.runs.last_mut() {
             Some(last) if last.span == span.0 && last.bytes.end == bytes.start => last.bytes.end = bytes.end,
             _ => self.runs.push(Run { span: span.0, bytes }),
@@ -345,9 +313,9 @@ impl Recorder {
     }
 
     /// The `traceparent` naming `span` as the parent, for an upstream request.
-    pub fn traceparent(&self, span: SpanRef) -> Option<HeaderValue> {
+    pub fn traceparent(&self, span: SpanRef) -> Option<w3c::TraceParent> {
         let span = self.spans.get(usize::from(span.0))?;
-        Some(w3c::traceparent(&self.trace_id, &span.id))
+        Some(w3c::TraceParent::new(&self.trace_id, &span.id))
     }
 
     /// The client's `tracestate`, when this trace continues the client's.
@@ -364,14 +332,10 @@ impl Recorder {
 
     /// Ends the server span and any span left open (a request cancelled mid-stage).
     fn finish(&mut self) {
-        let now = self.now();
+        let now = mono_nanos();
         for span in &mut self.spans {
             span.end.get_or_insert(now);
         }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn concat(&mut self, parts: &[&str]) -> Range {
@@ -393,11 +357,92 @@ impl Recorder {
     }
 }
 
+/// Nanoseconds on the monotonic clock: `CLOCK_MONOTONIC`, read directly (a request's spans read
+/// it eight times; `Instant`'s arithmetic on each reading cost more than the reading).
+#[cfg(target_os = "linux")]
+pub(crate) fn mono_nanos() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writes the time into the timespec it is given, which lives on
+    // this stack frame for the call; CLOCK_MONOTONIC is always supported on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
+}
+
+/// Nanoseconds on the monotonic clock (since the first reading, where it is not read directly).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn mono_nanos() -> u64 {
+    static BASE: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+    u64::try_from(BASE.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn new_span_id() -> [u8; 8] {
     loop {
         let id = fastrand::u64(..);
         if id != 0 {
             return id.to_be_bytes();
+        }
+    }
+}
+
+/// Attributes being set on one span (`Recorder::attributes`); on a span that was not recorded,
+/// setting them does nothing. Keys are ours: static names, never a client's text.
+pub struct Attributes<'r> {
+    recorder: Option<&'r mut Recorder>,
+    span: SpanRef,
+    start: usize,
+}
+
+impl Attributes<'_> {
+    fn arena(&mut self) -> Option<&mut Vec<u8>> {
+        self.recorder.as_deref_mut().map(|r| &mut r.arena)
+    }
+
+    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        if let Some(arena) = self.arena() {
+            proto::str_attribute(arena, key, value);
+        }
+        self
+    }
+
+    pub fn int(&mut self, key: &'static str, value: i64) -> &mut Self {
+        if let Some(arena) = self.arena() {
+            proto::int_attribute(arena, key, value);
+        }
+        self
+    }
+
+    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        if let Some(arena) = self.arena() {
+            proto::bool_attribute(arena, key, value);
+        }
+        self
+    }
+
+    /// A string-array attribute.
+    pub fn strs(&mut self, key: &'static str, values: &[&str]) -> &mut Self {
+        if let Some(arena) = self.arena() {
+            proto::str_array_attribute(arena, key, values);
+        }
+        self
+    }
+
+    /// The attributes of `block`.
+    pub fn block(&mut self, block: &AttributeBlock) -> &mut Self {
+        if let Some(arena) = self.arena() {
+            arena.extend_from_slice(&block.0);
+        }
+        self
+    }
+}
+
+impl Drop for Attributes<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.recorder.take()
+            && r.arena.len() > self.start
+        {
+            r.add_run(self.span, self.start);
         }
     }
 }
@@ -423,15 +468,15 @@ impl Trace {
         Self(None)
     }
 
-    /// The trace of a request that arrived at `started` with `headers`, when it is sampled (its
-    /// server span, of kind server, is called `name` until renamed).
-    pub fn start(headers: &HeaderMap, started: Instant, name: &'static str) -> Self {
+    /// The trace of a request that arrived with `headers`, when it is sampled (its server span,
+    /// of kind server, starts now and is called `name` until renamed).
+    pub fn start(headers: &HeaderMap, name: &'static str) -> Self {
         let Some(parent) = sampled(headers) else { return Self(None) };
         let trace_state = match parent {
             Some(_) => headers.get(w3c::TRACESTATE).and_then(|v| w3c::valid_trace_state(v.as_bytes())),
             None => None,
         };
-        Self(Some(Mutex::new(Recorder::start(parent, trace_state, started, name))))
+        Self(Some(Mutex::new(Recorder::start(parent, trace_state, name))))
     }
 
     pub fn is_on(&self) -> bool {
@@ -479,15 +524,14 @@ mod tests {
     #[test]
     fn records_a_tree_under_the_server_span_continuing_the_client() {
         let parent = w3c::parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let mut r = Recorder::new(parent, Some("k=v"), Instant::now(), "chat");
+        let mut r = Recorder::new(parent, Some("k=v"), "chat");
         let auth = r.child("auth", Kind::Internal);
         r.end(auth);
         let attempt = r.child_named(&["chat ", "gpt-4o"], Kind::Client);
-        r.set_str(attempt, genai::REQUEST_MODEL, "gpt-4o");
-        r.set(attempt, "llm_gateway.attempt", Value::Int(1));
+        r.attributes(attempt).str(genai::REQUEST_MODEL, "gpt-4o").int("llm_gateway.attempt", 1);
         r.rename(SpanRef::SERVER, &["chat ", "my-model"]);
         r.set_error(SpanRef::SERVER);
-        r.set(SpanRef::NONE, "ignored", Value::Bool(true));
+        r.attributes(SpanRef::NONE).bool("ignored", true);
         r.finish();
 
         assert_eq!(r.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -498,7 +542,7 @@ mod tests {
         assert!(matches!(r.spans[0].name, Name::Text(t) if r.bytes(t) == b"chat my-model"));
         assert!(matches!(r.spans[2].name, Name::Text(t) if r.bytes(t) == b"chat gpt-4o"));
         assert!(r.spans[0].error && !r.spans[1].error);
-        assert_eq!(r.runs.len(), 1, "the attempt's two attributes, set in a row, are one run");
+        assert_eq!(r.runs.len(), 1, "the attempt's two attributes, set together, are one run");
         assert_eq!(r.runs[0].span, attempt.0);
         let up = r.traceparent(attempt).unwrap();
         let sent = w3c::parse_traceparent(up.as_bytes()).unwrap();
@@ -508,16 +552,16 @@ mod tests {
     #[test]
     fn a_reused_recorder_holds_only_the_new_trace() {
         let parent = w3c::parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let mut old = Recorder::start(parent, Some("k=v"), Instant::now(), "chat");
+        let mut old = Recorder::start(parent, Some("k=v"), "chat");
         let attempt = old.child_named(&["chat ", "gpt-4o"], Kind::Client);
-        old.set_str(attempt, genai::REQUEST_MODEL, "gpt-4o");
+        old.attributes(attempt).str(genai::REQUEST_MODEL, "gpt-4o");
         old.set_error(SpanRef::SERVER);
         old.finish();
         let (old_id, old_at) = (old.trace_id, &*old as *const Recorder);
         recycle(old);
 
         // (The spares are this thread's: no other test takes them.)
-        let r = Recorder::start(None, Some("k=v"), Instant::now(), "embeddings");
+        let r = Recorder::start(None, Some("k=v"), "embeddings");
         assert!(std::ptr::eq(&*r, old_at), "the spare is reused");
         assert_ne!(r.trace_id, old_id);
         assert_eq!((r.remote_parent, r.trace_state()), (None, None));
@@ -529,7 +573,7 @@ mod tests {
 
     #[test]
     fn a_new_trace_has_fresh_ids_and_no_trace_state() {
-        let r = Recorder::new(None, Some("k=v"), Instant::now(), "chat");
+        let r = Recorder::new(None, Some("k=v"), "chat");
         assert_ne!(r.trace_id, [0; 16]);
         assert_eq!(r.remote_parent, None);
         assert_eq!(r.trace_state(), None);
@@ -542,6 +586,6 @@ mod tests {
         t.end(SpanRef::NONE);
         assert!(t.lock().is_none() && !t.is_on());
         // Nothing is installed in unit tests: no request is sampled.
-        assert!(Trace::start(&HeaderMap::new(), Instant::now(), "chat").0.is_none());
+        assert!(Trace::start(&HeaderMap::new(), "chat").0.is_none());
     }
 }

@@ -132,6 +132,19 @@ def test_x_request_id_echoed(client: openai.OpenAI, http) -> None:
     assert r.headers.get("x-request-id") == rid + "-e"
 
 
+def test_x_request_id_travels_to_the_upstream(gateway: Gateway, http, marker: str) -> None:
+    rid = "e2e-up-" + uuid.uuid4().hex
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "echo-model", "messages": [{"role": "user", "content": marker}]},
+        headers={"Authorization": f"Bearer {TEAM_A_KEY}", "x-request-id": rid},
+    )
+    assert r.status_code == 200, r.text
+    sent = _upstream_request(gateway, marker)
+    assert sent.headers.get("x-request-id") == rid, "the upstream's logs can be joined with the gateway's"
+    assert "traceparent" not in sent.headers, "an untraced request without a client trace sends none"
+
+
 def test_x_request_id_generated(client: openai.OpenAI, http) -> None:
     ids = []
     for _ in range(2):

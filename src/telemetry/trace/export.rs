@@ -51,16 +51,16 @@ pub fn counts() -> (u64, u64, u64) {
     )
 }
 
-/// Unix time for the monotonic clock's instants: the wall clock read once at a base instant,
-/// re-read by the exporter as it runs (so a corrected wall clock is followed), rather than by
-/// every request.
+/// Unix time for the monotonic clock's readings (`mono_nanos`): the offset between the two
+/// clocks, read once and again by the exporter as it runs (so a corrected wall clock is
+/// followed), rather than by every request.
 struct WallClock {
-    base: std::time::Instant,
-    unix_nanos_at_base: AtomicU64,
+    /// Unix nanoseconds minus monotonic nanoseconds, as two's complement.
+    offset: AtomicU64,
 }
 
 static WALL_CLOCK: LazyLock<WallClock> = LazyLock::new(|| {
-    let clock = WallClock { base: std::time::Instant::now(), unix_nanos_at_base: AtomicU64::new(0) };
+    let clock = WallClock { offset: AtomicU64::new(0) };
     clock.refresh();
     clock
 });
@@ -68,21 +68,14 @@ static WALL_CLOCK: LazyLock<WallClock> = LazyLock::new(|| {
 impl WallClock {
     fn refresh(&self) {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let since_base = self.base.elapsed();
-        let nanos = u64::try_from(unix.saturating_sub(since_base).as_nanos()).unwrap_or(0);
-        self.unix_nanos_at_base.store(nanos, Ordering::Relaxed);
+        let unix = u64::try_from(unix.as_nanos()).unwrap_or(u64::MAX);
+        self.offset.store(unix.wrapping_sub(super::mono_nanos()), Ordering::Relaxed);
     }
 }
 
-/// Nanoseconds since the Unix epoch at `at`.
-pub(super) fn unix_nanos(at: std::time::Instant) -> u64 {
-    let clock = &*WALL_CLOCK;
-    let base = clock.unix_nanos_at_base.load(Ordering::Relaxed);
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    match at.checked_duration_since(clock.base) {
-        Some(after) => base.saturating_add(nanos(after)),
-        None => base.saturating_sub(nanos(clock.base.duration_since(at))),
-    }
+/// The Unix time, in nanoseconds, of the monotonic clock's reading `mono`.
+pub(super) fn unix_nanos(mono: u64) -> u64 {
+    mono.wrapping_add(WALL_CLOCK.offset.load(Ordering::Relaxed))
 }
 
 /// The framing around a batch's spans: `ExportTraceServiceRequest { ResourceSpans { Resource,
@@ -212,7 +205,7 @@ impl Exporter {
     }
 
     fn add_to(&self, local: &Local, trace: Box<Recorder>) {
-        let epoch_unix_nanos = unix_nanos(trace.epoch);
+        let unix_offset = unix_nanos(0);
         let spans = trace.spans.len();
         let (began, complete) = {
             let mut batch = local.lock();
@@ -224,7 +217,7 @@ impl Exporter {
                 return;
             }
             let began = batch.spans == 0;
-            proto::encode_spans(&mut batch.buf, &trace, epoch_unix_nanos);
+            proto::encode_spans(&mut batch.buf, &trace, unix_offset);
             batch.spans += spans;
             let complete = (batch.spans >= MAX_BATCH_SPANS).then(|| std::mem::replace(&mut *batch, self.new_batch()));
             (began, complete)
@@ -475,7 +468,7 @@ mod tests {
     use super::*;
 
     fn trace(spans: usize) -> Box<Recorder> {
-        let mut r = Recorder::new(None, None, std::time::Instant::now(), "chat");
+        let mut r = Recorder::new(None, None, "chat");
         for _ in 1..spans {
             r.child("auth", super::super::Kind::Internal);
         }
@@ -600,11 +593,20 @@ mod tests {
 
     #[test]
     fn unix_time_follows_the_monotonic_clock() {
-        let now = std::time::Instant::now();
+        let mono = super::super::mono_nanos();
         let unix = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
-        let mapped = unix_nanos(now);
+        let mapped = unix_nanos(mono);
         assert!(mapped.abs_diff(unix) < 50_000_000, "{mapped} vs {unix}");
-        assert_eq!(unix_nanos(now + Duration::from_millis(3)) - mapped, 3_000_000);
-        assert_eq!(mapped - unix_nanos(now - Duration::from_millis(2)), 2_000_000);
+        assert_eq!(unix_nanos(mono + 3_000_000) - mapped, 3_000_000);
+        assert_eq!(mapped - unix_nanos(mono - 2_000_000), 2_000_000);
+    }
+
+    #[test]
+    fn the_monotonic_readings_keep_pace_with_instant() {
+        let (instant, mono) = (std::time::Instant::now(), super::super::mono_nanos());
+        std::thread::sleep(Duration::from_millis(30));
+        let (mono_after, elapsed) = (super::super::mono_nanos(), instant.elapsed());
+        let diff = (mono_after - mono).abs_diff(u64::try_from(elapsed.as_nanos()).unwrap());
+        assert!(diff < 1_000_000, "the two clocks drifted {diff} ns apart in 30 ms");
     }
 }

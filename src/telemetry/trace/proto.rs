@@ -54,40 +54,113 @@ pub fn request_framing(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans_l
     out.extend_from_slice(scope);
 }
 
-/// Appends `trace`'s spans, as `ScopeSpans.spans` fields; `epoch_unix_nanos` is the trace's
-/// epoch (the request's arrival) in Unix time.
-pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder, epoch_unix_nanos: u64) {
+/// Appends `trace`'s spans, as `ScopeSpans.spans` fields; `unix_offset` turns the monotonic
+/// clock's readings into Unix time (added, wrapping).
+pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder, unix_offset: u64) {
     for index in 0..trace.spans.len() {
-        // (Most spans take 128 to 16,383 bytes.)
-        message_sized(out, 2, 2, |out| span(out, trace, index, epoch_unix_nanos));
+        // Every field's length is known before it is written: the span's length goes first.
+        let len = span_len(trace, index);
+        out.reserve(1 + varint_len(len as u64) + len);
+        tag(out, 2, LEN);
+        varint(out, len as u64);
+        let at = out.len();
+        span(out, trace, index, unix_offset);
+        debug_assert_eq!(out.len() - at, len, "span {index}'s length was computed wrong");
     }
 }
 
-/// `Span.attributes`: a string attribute whose value is `parts` joined.
-pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, parts: &[&str]) {
-    let len = parts.iter().map(|p| p.len()).sum();
-    text_attribute(out, 9, key.as_bytes(), len, |out| {
-        for part in parts {
-            out.extend_from_slice(part.as_bytes());
-        }
+/// The encoded length of span `index` of `trace` (what `span` writes).
+fn span_len(trace: &Recorder, index: usize) -> usize {
+    let s = &trace.spans[index];
+    let field = |len: usize| 1 + varint_len(len as u64) + len;
+    // trace_id, span_id; kind, start and end.
+    let mut len = 18 + 10 + 20;
+    if let Some(state) = trace.trace_state {
+        len += field(trace.bytes(state).len());
+    }
+    if index != usize::from(SpanRef::SERVER.0) || trace.remote_parent.is_some() {
+        len += 10;
+    }
+    len += field(match s.name {
+        Name::Static(name) => name.len(),
+        Name::Text(text) => trace.bytes(text).len(),
     });
+    len += s.attributes_len as usize;
+    if s.error {
+        len += 4;
+    }
+    len
+}
+
+/// `Span.attributes`: a string attribute.
+pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    let (k, v) = (key.len(), value.len());
+    if k + v <= SHORT {
+        // KeyValue { 1 key, 2 AnyValue { 1 string } }: every length is one byte.
+        out.reserve(8 + k + v);
+        out.extend_from_slice(&[9 << 3 | LEN, (6 + k + v) as u8, 1 << 3 | LEN, k as u8]);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&[2 << 3 | LEN, (2 + v) as u8, 1 << 3 | LEN, v as u8]);
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    text_attribute(out, 9, key.as_bytes(), v, |out| out.extend_from_slice(value.as_bytes()));
+}
+
+/// Key and value lengths (together) up to which an attribute's lengths are all one byte.
+const SHORT: usize = 0x7f - 8;
+
+/// `Span.attributes`: a string-array attribute (`AnyValue.array_value`, each element an
+/// `AnyValue.string_value`).
+pub(super) fn str_array_attribute(out: &mut Vec<u8>, key: &str, values: &[&str]) {
+    let element = |v: &str| 1 + varint_len(v.len() as u64) + v.len();
+    let array: usize = values.iter().map(|v| 1 + varint_len(element(v) as u64) + element(v)).sum();
+    key_value_header(out, 9, key.as_bytes(), 1 + varint_len(array as u64) + array);
+    // AnyValue.array_value → ArrayValue.values → AnyValue.string_value
+    tag(out, 5, LEN);
+    varint(out, array as u64);
+    for value in values {
+        tag(out, 1, LEN);
+        varint(out, element(value) as u64);
+        string(out, 1, value);
+    }
 }
 
 /// `Span.attributes`: an integer attribute (int64: two's complement, as a varint — ten bytes
 /// when negative).
 pub(super) fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
-    key_value_header(out, 9, key.as_bytes(), 1 + varint_len(value as u64));
-    varint_field(out, 3, value as u64);
+    match u8::try_from(value) {
+        Ok(small) if small < 0x80 => one_byte_attribute(out, key, 3, small),
+        _ => {
+            key_value_header(out, 9, key.as_bytes(), 1 + varint_len(value as u64));
+            varint_field(out, 3, value as u64);
+        }
+    }
 }
 
 /// `Span.attributes`: a boolean attribute.
 pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
-    key_value_header(out, 9, key.as_bytes(), 2);
-    out.extend_from_slice(&[2 << 3 | VARINT, u8::from(value)]);
+    one_byte_attribute(out, key, 2, u8::from(value));
+}
+
+/// An attribute whose value is the one-byte varint `byte` in `AnyValue`'s field `field`.
+#[inline(always)]
+fn one_byte_attribute(out: &mut Vec<u8>, key: &str, field: u8, byte: u8) {
+    let k = key.len();
+    if k > SHORT {
+        key_value_header(out, 9, key.as_bytes(), 2);
+        out.extend_from_slice(&[field << 3 | VARINT, byte]);
+        return;
+    }
+    // KeyValue { 1 key, 2 AnyValue { field: byte } }
+    out.reserve(8 + k);
+    out.extend_from_slice(&[9 << 3 | LEN, (6 + k) as u8, 1 << 3 | LEN, k as u8]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[2 << 3 | LEN, 2, field << 3 | VARINT, byte]);
 }
 
 /// One `Span`.
-fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, epoch_unix_nanos: u64) {
+fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, unix_offset: u64) {
     let s = &trace.spans[index];
     // Fixed-size fields are composed on the stack and appended in one copy each.
     let mut ids = [0u8; 28];
@@ -113,9 +186,9 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, epoch_unix_nanos: u64
     // 6 kind, 7 start and 8 end (fixed64)
     let mut times = [0u8; 20];
     times[..3].copy_from_slice(&[6 << 3 | VARINT, s.kind as u8, 7 << 3 | FIXED64]);
-    times[3..11].copy_from_slice(&epoch_unix_nanos.saturating_add(s.start).to_le_bytes());
+    times[3..11].copy_from_slice(&s.start.wrapping_add(unix_offset).to_le_bytes());
     times[11] = 8 << 3 | FIXED64;
-    times[12..].copy_from_slice(&epoch_unix_nanos.saturating_add(s.end.unwrap_or(s.start)).to_le_bytes());
+    times[12..].copy_from_slice(&s.end.unwrap_or(s.start).wrapping_add(unix_offset).to_le_bytes());
     out.extend_from_slice(&times);
     // Span.attributes, encoded as they were set.
     for run in trace.runs.iter().filter(|r| usize::from(r.span) == index) {
@@ -236,9 +309,7 @@ fn varint_len(value: u64) -> usize {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::time::Instant;
-
-    use super::super::{Kind, SpanRecord, Value};
+    use super::super::{Kind, SpanRecord};
     use super::*;
 
     fn one_span(name: Name) -> Recorder {
@@ -246,8 +317,15 @@ pub(super) mod tests {
             trace_id: std::array::from_fn(|i| i as u8 + 1),
             remote_parent: None,
             trace_state: None,
-            epoch: Instant::now(),
-            spans: vec![SpanRecord { id: [0xaa; 8], name, kind: Kind::Server, start: 0, end: Some(5), error: true }],
+            spans: vec![SpanRecord {
+                id: [0xaa; 8],
+                name,
+                kind: Kind::Server,
+                start: 0,
+                end: Some(5),
+                error: true,
+                attributes_len: 0,
+            }],
             runs: Vec::new(),
             arena: Vec::new(),
         }
@@ -256,10 +334,7 @@ pub(super) mod tests {
     #[test]
     fn encodes_a_span_as_computed_by_hand() {
         let mut trace = one_span(Name::Static("chat"));
-        trace.set(SpanRef::SERVER, "k", Value::Int(150));
-        trace.set(SpanRef::SERVER, "b", Value::Bool(true));
-        trace.set(SpanRef::SERVER, "s", Value::Static("v"));
-        trace.set(SpanRef::SERVER, "n", Value::Int(-1));
+        trace.attributes(SpanRef::SERVER).int("k", 150).bool("b", true).str("s", "v").int("n", -1).int("z", 7);
         let mut out = Vec::new();
         span(&mut out, &trace, 0, 1000);
 
@@ -277,6 +352,7 @@ pub(super) mod tests {
         expected.extend([0x4a, 0x08, 0x0a, 0x01, b's', 0x12, 0x03, 0x0a, 0x01, b'v']);
         expected.extend([0x4a, 0x10, 0x0a, 0x01, b'n', 0x12, 0x0b, 0x18]);
         expected.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        expected.extend([0x4a, 0x07, 0x0a, 0x01, b'z', 0x12, 0x02, 0x18, 0x07]);
         expected.extend([0x7a, 0x02, 0x18, 0x02]); // 15 status { 3 code = ERROR }
         assert_eq!(out, expected);
     }
@@ -355,15 +431,12 @@ pub(super) mod tests {
         let long = "m".repeat(300);
         let mut r = one_span(Name::Static("chat"));
         let child = r.child("attempt", Kind::Client);
-        r.set(SpanRef::SERVER, "a", Value::Int(7));
-        r.set(child, "x", Value::Static("other span"));
+        r.attributes(SpanRef::SERVER).int("a", 7);
+        r.attributes(child).str("x", "other span");
         let block = super::super::AttributeBlock::new(&[("b", "block one"), ("c", &long)]);
-        r.set_block(SpanRef::SERVER, &block);
-        r.set_str(SpanRef::SERVER, "d", &long);
-        r.set(child, "y", Value::Bool(false));
-        r.set(SpanRef::SERVER, "e", Value::Bool(true));
-        r.set_concat(SpanRef::SERVER, "f", &["[\"", "stop", "\"]"]);
-        r.set_concat(SpanRef::SERVER, "g", &["<", &long, ">"]);
+        r.attributes(SpanRef::SERVER).block(&block).str("d", &long);
+        r.attributes(child).bool("y", false);
+        r.attributes(SpanRef::SERVER).bool("e", true).strs("f", &["stop", &long]).int("g", 300);
         let mut out = Vec::new();
         span(&mut out, &r, 0, 1000);
 
@@ -382,8 +455,11 @@ pub(super) mod tests {
         assert_eq!(attributes[2].1[0].2, long.as_bytes(), "a long value from a block");
         assert_eq!(attributes[3].1[0].2, long.as_bytes(), "a long value recorded per request");
         assert_eq!(attributes[4].1, [(2, VARINT, vec![], 1)]);
-        assert_eq!(attributes[5].1[0].2, b"[\"stop\"]", "a value joined from parts");
-        assert_eq!(attributes[6].1[0].2, format!("<{long}>").as_bytes(), "a long one joined from parts");
+        let array = fields(&attributes[5].1[0].2);
+        assert_eq!(attributes[5].1[0].0, 5, "an array value");
+        let elements: Vec<Vec<u8>> = array.iter().map(|e| fields(&e.2)[0].2.clone()).collect();
+        assert_eq!(elements, [b"stop".to_vec(), long.clone().into_bytes()], "string elements, in order");
+        assert_eq!(attributes[6].1, [(3, VARINT, vec![], 300)], "a two-byte integer");
 
         let mut child_out = Vec::new();
         span(&mut child_out, &r, usize::from(child.0), 1000);
@@ -403,7 +479,10 @@ pub(super) mod tests {
             start: 1,
             end: Some(2),
             error: false,
+            attributes_len: 0,
         });
+        a.attributes(SpanRef(1)).str("k", &"v".repeat(200)).int("n", 3);
+        a.attributes(SpanRef::SERVER).bool("b", true);
         let b = one_span(Name::Static("embeddings"));
         let mut spans = Vec::new();
         encode_spans(&mut spans, &a, 1000);
@@ -427,6 +506,10 @@ pub(super) mod tests {
         let name = |s: &Vec<Field>| s.iter().find(|f| f.0 == 5).unwrap().2.clone();
         let parent = |s: &Vec<Field>| s.iter().find(|f| f.0 == 4).map(|f| f.2.clone());
         assert_eq!(name(&spans[1]), b"auth");
+        let keys =
+            |s: &Vec<Field>| s.iter().filter(|f| f.0 == 9).map(|f| fields(&f.2)[0].2.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&spans[0]), [b"b".to_vec()]);
+        assert_eq!(keys(&spans[1]), [b"k".to_vec(), b"n".to_vec()], "each span's length, written first, was right");
         assert_eq!(parent(&spans[1]), Some(server_id.to_vec()), "children name the server span");
         assert_eq!(parent(&spans[0]), None, "a root without a remote parent has none");
         assert_eq!(name(&spans[2]), b"embeddings");

@@ -1,6 +1,6 @@
 //! W3C trace context: the client's `traceparent` read, ours written for the upstream.
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
 /// The trace-context headers, read from clients and sent to upstreams.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -46,25 +46,46 @@ pub fn valid_trace_state(value: &[u8]) -> Option<&str> {
     if ok { std::str::from_utf8(value).ok() } else { None }
 }
 
-/// `00-<trace id>-<span id>-01`: we only propagate what we trace, so always sampled.
-pub fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> HeaderValue {
-    let mut text = [0u8; 55];
-    text[..3].copy_from_slice(b"00-");
-    encode_hex(trace_id, &mut text[3..35]);
-    text[35] = b'-';
-    encode_hex(span_id, &mut text[36..52]);
-    text[52..].copy_from_slice(b"-01");
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// A `traceparent` value we send: `00-<trace id>-<span id>-01` (lowercase hex; we only
+/// propagate what we trace, so always sampled). Kept as text on the stack until it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent([u8; 55]);
+
+impl TraceParent {
+    pub fn new(trace_id: &[u8; 16], span_id: &[u8; 8]) -> Self {
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        encode_hex(trace_id, &mut text[3..35]);
+        text[35] = b'-';
+        encode_hex(span_id, &mut text[36..52]);
+        text[52..].copy_from_slice(b"-01");
+        Self(text)
+    }
+
+    /// The header's value: ASCII digits, letters and dashes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long).
 pub fn encode_hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
+
+/// The two lowercase hex digits of every byte (one lookup a byte).
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    pairs
+};
 
 fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
     if text.len() != out.len() * 2 {
@@ -112,8 +133,8 @@ mod tests {
     #[test]
     fn writes_a_sampled_traceparent_that_reads_back() {
         let p = parse_traceparent(format!("00-{ID}-00f067aa0ba902b7-00").as_bytes()).unwrap();
-        let out = traceparent(&p.trace_id, &[1, 2, 3, 4, 5, 6, 7, 0xff]);
-        assert_eq!(out.to_str().unwrap(), format!("00-{ID}-01020304050607ff-01"));
+        let out = TraceParent::new(&p.trace_id, &[1, 2, 3, 4, 5, 6, 7, 0xff]);
+        assert_eq!(out.as_bytes(), format!("00-{ID}-01020304050607ff-01").as_bytes());
         let back = parse_traceparent(out.as_bytes()).unwrap();
         assert_eq!((back.trace_id, back.span_id, back.flags), (p.trace_id, [1, 2, 3, 4, 5, 6, 7, 0xff], 1));
     }
