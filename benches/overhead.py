@@ -129,6 +129,13 @@ def start_variant(variant: str, binary: Path, work: Path, up_port: int, sink_por
     sys.exit(f"[bench] could not start the {variant} gateway")
 
 
+def cpu_split(pid: int) -> tuple[int, int]:
+    """A process's user and system CPU ticks so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]), int(fields[12])
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -172,10 +179,13 @@ def measure(args, binary: Path, work: Path) -> int:
         if mode == "paced":
             text += f"\nfunction delay() return {CONNECTIONS * 1000 / args.rate:.3f} end\n"
         scripts[mode].write_text(text)
-    pids = [upstream.pid, sink.pid, *load.proc_children(sink.pid), *(p.pid for p, _ in gateways.values())]
+    sink_pids = [sink.pid, *load.proc_children(sink.pid)]
+    pids = [upstream.pid, *sink_pids, *(p.pid for p, _ in gateways.values())]
     caveats = []
     runs: dict[tuple[str, str], list[dict]] = {}
     requests_sent = {v: 0 for v in VARIANTS}
+    # Warm-ups included: every request whose spans reach the sink.
+    served = {v: 0 for v in VARIANTS}
     started = time.monotonic()
     for rnd in range(args.rounds):
         order = variants[rnd % len(variants):] + variants[: rnd % len(variants)]
@@ -184,12 +194,19 @@ def measure(args, binary: Path, work: Path) -> int:
                 proc, port = gateways[variant]
                 if not load.wait_for_quiet_machine(args.max_wait, pids):
                     caveats.append("the machine was busy with other work during the measurement")
-                load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)
-                t0 = load.cpu_ticks([proc.pid])
+                served[variant] += int(load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)["requests"])
+                (user0, sys0), sink0 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
                 r = load.run_wrk(port, scripts[mode], CONNECTIONS, args.duration)
-                r["cpu_us_per_req"] = (load.cpu_ticks([proc.pid]) - t0) / load.CLK_TCK * 1e6 / max(1.0, r["requests"])
+                (user1, sys1), sink1 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
+                per_request = 1e6 / load.CLK_TCK / max(1.0, r["requests"])
+                r["user_us_per_req"] = (user1 - user0) * per_request
+                r["sys_us_per_req"] = (sys1 - sys0) * per_request
+                r["cpu_us_per_req"] = r["user_us_per_req"] + r["sys_us_per_req"]
+                # The sinks' CPU: what receiving the events and spans costs the shared cores.
+                r["sink_us_per_req"] = (sink1 - sink0) * per_request
                 runs.setdefault((mode, variant), []).append(r)
                 requests_sent[variant] += int(r["requests"])
+                served[variant] += int(r["requests"])
                 load.log(
                     f"round {rnd + 1}/{args.rounds} {mode:<10} {variant:<9} {r['rps']:>8.0f} req/s  "
                     f"p50 {r['p50'] / 1000:.3f} ms  p99 {r['p99'] / 1000:.3f} ms  {r['cpu_us_per_req']:.1f} µs CPU/req"
@@ -230,8 +247,9 @@ def measure(args, binary: Path, work: Path) -> int:
         f"{elapsed / 60:.1f} min. Medians over the rounds; the ratios are the medians of each round's "
         "ratio to that round's `off`.",
         "",
-        "| mode | variant | req/s | p50 ms | p99 ms | gateway CPU µs/req | req/s ÷ off | p50 ÷ off |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | variant | req/s | p50 ms | p99 ms | gateway CPU µs/req (user + sys) | sink CPU µs/req "
+        "| req/s ÷ off | p50 ÷ off |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for mode in args.modes:
@@ -240,7 +258,9 @@ def measure(args, binary: Path, work: Path) -> int:
             rps_ratio, p50_ratio = paired(mode, variant, "rps"), paired(mode, variant, "p50")
             out.append(
                 f"| {mode} | {variant} | {rps:.0f} | {p50 / 1000:.3f} | {med(mode, variant, 'p99') / 1000:.3f} | "
-                f"{med(mode, variant, 'cpu_us_per_req'):.1f} | {rps_ratio:.3f} | {p50_ratio:.3f} |"
+                f"{med(mode, variant, 'cpu_us_per_req'):.1f} ({med(mode, variant, 'user_us_per_req'):.1f} + "
+                f"{med(mode, variant, 'sys_us_per_req'):.1f}) | {med(mode, variant, 'sink_us_per_req'):.2f} | "
+                f"{rps_ratio:.3f} | {p50_ratio:.3f} |"
             )
             if variant == "metering" and mode != "stream":
                 ratio = p50_ratio
@@ -279,6 +299,11 @@ def measure(args, binary: Path, work: Path) -> int:
         f"{requests_sent['metering']} metered requests (warm-ups not counted); "
         f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for {requests_sent['telemetry']} + "
         f"{requests_sent['traces-10%']} requests of the two traced variants.",
+        *(
+            [f"OTLP bytes per traced request: {trace_bytes / served['telemetry']:.0f} (warm-ups included, all modes together)."]
+            if served["telemetry"] and not served["traces-10%"]
+            else []
+        ),
         "",
         *[f"- {v}" for v in verdicts],
     ]
