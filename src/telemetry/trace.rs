@@ -162,7 +162,8 @@ struct SpanRecord {
     start: u64,
     end: Option<u64>,
     error: bool,
-    /// Bytes of its encoded attributes (in `runs`).
+    /// Bytes of its encoded attributes (in `runs`), counted as they are set: the encoder writes a
+    /// span's length before the span, without going through the runs twice.
     attributes_len: u32,
 }
 
@@ -358,9 +359,9 @@ impl Recorder {
 }
 
 /// Nanoseconds on the monotonic clock: `CLOCK_MONOTONIC`, read directly (a request's spans read
-/// it eight times; `Instant`'s arithmetic on each reading cost more than the reading).
+/// it six times or more; `Instant`'s arithmetic on each reading cost more than the reading).
 #[cfg(target_os = "linux")]
-pub(crate) fn mono_nanos() -> u64 {
+fn mono_nanos() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime(2) writes the time into the timespec it is given, which lives on
     // this stack frame for the call; CLOCK_MONOTONIC is always supported on Linux.
@@ -372,7 +373,7 @@ pub(crate) fn mono_nanos() -> u64 {
 
 /// Nanoseconds on the monotonic clock (since the first reading, where it is not read directly).
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn mono_nanos() -> u64 {
+fn mono_nanos() -> u64 {
     static BASE: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
     u64::try_from(BASE.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

@@ -4,9 +4,10 @@
 //! `collector/trace/v1/trace_service.proto`, `trace/v1/trace.proto` and `common/v1/common.proto`.
 //!
 //! Nested messages are length-delimited. An attribute's length is computed before it is
-//! written; a span's is only known once written: it gets a two-byte length placeholder (most
-//! spans need two), and the rare span whose length needs another width shifts its body to fit.
-//! The spans of a batch are encoded first (`encode_spans`, trace by trace, as requests end); the
+//! written, and so is a span's (its attributes' bytes are counted as they are set); the few small
+//! messages whose length is not (a failed span's status; the resource and scope, built once) get
+//! a one-byte length placeholder and shift their body when they need a wider one. The spans of a
+//! batch are encoded first (`encode_spans`, trace by trace, as requests end); the
 //! request's framing around them (`request_framing`) once the batch is complete and its length
 //! known.
 
@@ -269,28 +270,18 @@ fn string(out: &mut Vec<u8>, field: u32, value: &str) {
     bytes(out, field, value.as_bytes());
 }
 
-/// A length-delimited message field whose body `write` appends (its length in one byte, or
-/// moved to fit).
+/// A length-delimited message field whose body `write` appends: one byte is kept for its
+/// length, and a body of 128 bytes or more moves up to fit a longer one.
 fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    message_sized(out, field, 1, write);
-}
-
-/// A length-delimited message field whose body `write` appends, `width` bytes kept for its
-/// length: the body moves only when its length needs another width.
-fn message_sized(out: &mut Vec<u8>, field: u32, width: usize, write: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let at = out.len();
-    out.resize(at + width, 0);
+    out.push(0);
     write(out);
-    let len = out.len() - at - width;
+    let len = out.len() - at - 1;
     let needed = varint_len(len as u64);
-    if needed != width {
-        let body = at + width..at + width + len;
-        if needed > width {
-            out.resize(out.len() + needed - width, 0);
-        }
-        out.copy_within(body, at + needed);
-        out.truncate(at + needed + len);
+    if needed > 1 {
+        out.resize(out.len() + needed - 1, 0);
+        out.copy_within(at + 1..at + 1 + len, at + needed);
     }
     let mut prefix = &mut out[at..at + needed];
     let mut value = len as u64;
@@ -372,10 +363,10 @@ pub(super) mod tests {
         assert_eq!(nested[..12], [0x0a, 0xa8, 0x9c, 0x01, 0x12, 0xa4, 0x9c, 0x01, 0x1a, 0xa0, 0x9c, 0x01]);
         assert_eq!(nested.len(), 4 + 20_008);
         assert!(nested[12..].iter().all(|&b| b == b'y'), "the body moved up intact");
-        // Two bytes kept: a short body moves down, a long one up, one that fits stays.
+        // A body that fits stays, longer ones move up.
         for (body, prefix) in [(5, vec![0x05]), (200, vec![0xc8, 0x01]), (20_000, vec![0xa0, 0x9c, 0x01])] {
             let mut out = vec![0xee];
-            message_sized(&mut out, 1, 2, |out| out.extend(std::iter::repeat_n(b'z', body)));
+            message(&mut out, 1, |out| out.extend(std::iter::repeat_n(b'z', body)));
             assert_eq!(out[..2], [0xee, 0x0a]);
             assert_eq!(out[2..2 + prefix.len()], prefix[..], "{body}");
             assert_eq!(out.len(), 2 + prefix.len() + body, "{body}");
