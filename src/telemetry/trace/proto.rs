@@ -95,14 +95,10 @@ fn span_len(trace: &Recorder, index: usize) -> usize {
 
 /// `Span.attributes`: a string attribute.
 pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
-    let (k, v) = (key.len(), value.len());
-    if k + v <= SHORT {
-        // KeyValue { 1 key, 2 AnyValue { 1 string } }: every length is one byte.
-        out.reserve(8 + k + v);
-        out.extend_from_slice(&[9 << 3 | LEN, (6 + k + v) as u8, 1 << 3 | LEN, k as u8]);
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&[2 << 3 | LEN, (2 + v) as u8, 1 << 3 | LEN, v as u8]);
-        out.extend_from_slice(value.as_bytes());
+    let v = value.len();
+    if key.len() + v <= SHORT {
+        // AnyValue { 1 string }
+        short_attribute(out, key, [1 << 3 | LEN, v as u8], value.as_bytes());
         return;
     }
     text_attribute(out, 9, key.as_bytes(), v, |out| out.extend_from_slice(value.as_bytes()));
@@ -110,6 +106,21 @@ pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
 
 /// Key and value lengths (together) up to which an attribute's lengths are all one byte.
 const SHORT: usize = 0x7f - 8;
+
+/// A `Span.attributes` `KeyValue` whose `AnyValue` is `head` (a field's tag and a byte: a
+/// one-byte varint, or a string's one-byte length) followed by `tail`, with every length one
+/// byte (the key and `tail` together at most `SHORT`): two four-byte headers around the key,
+/// then the tail.
+#[inline(always)]
+fn short_attribute(out: &mut Vec<u8>, key: &str, head: [u8; 2], tail: &[u8]) {
+    let (k, t) = (key.len(), tail.len());
+    out.reserve(8 + k + t);
+    // KeyValue { 1 key, 2 AnyValue }
+    out.extend_from_slice(&[9 << 3 | LEN, (6 + k + t) as u8, 1 << 3 | LEN, k as u8]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[2 << 3 | LEN, (2 + t) as u8, head[0], head[1]]);
+    out.extend_from_slice(tail);
+}
 
 /// `Span.attributes`: a string-array attribute (`AnyValue.array_value`, each element an
 /// `AnyValue.string_value`).
@@ -147,17 +158,12 @@ pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
 /// An attribute whose value is the one-byte varint `byte` in `AnyValue`'s field `field`.
 #[inline(always)]
 fn one_byte_attribute(out: &mut Vec<u8>, key: &str, field: u8, byte: u8) {
-    let k = key.len();
-    if k > SHORT {
-        key_value_header(out, 9, key.as_bytes(), 2);
-        out.extend_from_slice(&[field << 3 | VARINT, byte]);
+    if key.len() <= SHORT {
+        short_attribute(out, key, [field << 3 | VARINT, byte], &[]);
         return;
     }
-    // KeyValue { 1 key, 2 AnyValue { field: byte } }
-    out.reserve(8 + k);
-    out.extend_from_slice(&[9 << 3 | LEN, (6 + k) as u8, 1 << 3 | LEN, k as u8]);
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&[2 << 3 | LEN, 2, field << 3 | VARINT, byte]);
+    key_value_header(out, 9, key.as_bytes(), 2);
+    out.extend_from_slice(&[field << 3 | VARINT, byte]);
 }
 
 /// One `Span`.
