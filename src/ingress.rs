@@ -599,21 +599,42 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
 /// An attempt span's attributes that depend only on the deployment.
 fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
     let provider = deployment.provider.vendor.as_deref().unwrap_or(&deployment.provider.name);
-    AttributeBlock::new(&[
+    let (host, port) = server_address(&deployment.provider.base_url);
+    let strings = [
         (genai::PROVIDER_NAME, provider),
-        (genai::REQUEST_MODEL, &deployment.model),
-        ("server.address", server_address(&deployment.provider.base_url)),
-        ("llm_gateway.deployment", &deployment.id),
-    ])
+        (genai::REQUEST_MODEL, deployment.model.as_str()),
+        ("server.address", host),
+        ("llm_gateway.deployment", deployment.id.as_str()),
+    ];
+    let port = port.map(|port| ("server.port", i64::from(port)));
+    AttributeBlock::new(&strings, port.as_slice())
 }
 
-/// `host[:port]` of a base URL, for the `server.address` span attribute.
-fn server_address(base_url: &str) -> &str {
+/// The host and port of a base URL, for the `server.address` and `server.port` span attributes:
+/// an IPv6 address without its brackets, and the scheme's port when the URL names none.
+fn server_address(base_url: &str) -> (&str, Option<u16>) {
     // (Plain byte loops: on a URL this short, `str` pattern searches cost more than the scan.)
     let bytes = base_url.as_bytes();
-    let start = bytes.windows(3).position(|w| w == b"://").map_or(0, |i| i + 3);
+    let scheme_end = bytes.windows(3).position(|w| w == b"://");
+    let start = scheme_end.map_or(0, |i| i + 3);
     let end = bytes[start..].iter().position(|&b| b == b'/').map_or(bytes.len(), |i| start + i);
-    &base_url[start..end]
+    let authority = &base_url[start..end];
+    let (host, port) = match authority.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
+        Some((host, rest)) => (host, rest.strip_prefix(':')),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse().ok(),
+        None => match scheme_end.map(|i| &bytes[..i]) {
+            Some(b"https") => Some(443),
+            Some(b"http") => Some(80),
+            _ => None,
+        },
+    };
+    (host, port)
 }
 
 pub fn unix_now() -> u64 {
@@ -625,10 +646,13 @@ mod tests {
     use super::server_address;
 
     #[test]
-    fn server_address_is_the_base_urls_authority() {
-        assert_eq!(server_address("https://api.openai.com/v1"), "api.openai.com");
-        assert_eq!(server_address("http://127.0.0.1:8000/v1"), "127.0.0.1:8000");
-        assert_eq!(server_address("http://[::1]:8000"), "[::1]:8000");
-        assert_eq!(server_address("vllm:8000/v1"), "vllm:8000");
+    fn server_address_is_the_base_urls_host_and_port() {
+        assert_eq!(server_address("https://api.openai.com/v1"), ("api.openai.com", Some(443)));
+        assert_eq!(server_address("http://ollama/v1"), ("ollama", Some(80)));
+        assert_eq!(server_address("http://127.0.0.1:8000/v1"), ("127.0.0.1", Some(8000)));
+        assert_eq!(server_address("http://[::1]:8000"), ("::1", Some(8000)));
+        assert_eq!(server_address("https://[2001:db8::1]/v1"), ("2001:db8::1", Some(443)));
+        assert_eq!(server_address("vllm:8000/v1"), ("vllm", Some(8000)));
+        assert_eq!(server_address("vllm/v1"), ("vllm", None));
     }
 }

@@ -128,11 +128,14 @@ pub enum Kind {
 pub struct AttributeBlock(Box<[u8]>);
 
 impl AttributeBlock {
-    /// The string attributes `pairs` (key, value), encoded.
-    pub fn new(pairs: &[(&str, &str)]) -> Self {
+    /// The string attributes `strings` then the integer attributes `ints` (key, value), encoded.
+    pub fn new(strings: &[(&str, &str)], ints: &[(&str, i64)]) -> Self {
         let mut out = Vec::new();
-        for (key, value) in pairs {
+        for (key, value) in strings {
             proto::str_attribute(&mut out, key, value);
+        }
+        for (key, value) in ints {
+            proto::int_attribute(&mut out, key, *value);
         }
         Self(out.into_boxed_slice())
     }

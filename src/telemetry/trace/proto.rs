@@ -430,7 +430,7 @@ pub(super) mod tests {
         let child = r.child("attempt", Kind::Client);
         r.attributes(SpanRef::SERVER).int("a", 7);
         r.attributes(child).str("x", "other span");
-        let block = super::super::AttributeBlock::new(&[("b", "block one"), ("c", &long)]);
+        let block = super::super::AttributeBlock::new(&[("b", "block one"), ("c", &long)], &[]);
         r.attributes(SpanRef::SERVER).block(&block).str("d", &long);
         r.attributes(child).bool("y", false);
         r.attributes(SpanRef::SERVER).bool("e", true).strs("f", &["stop", &long]).int("g", 300);
