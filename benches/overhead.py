@@ -22,6 +22,14 @@ is also given to the control and to the mean of the two untraced gateways: how f
 depends on which of two identical baselines it is read against. The paced mode offers a fixed rate (--rate,
 below saturation): its p50 ratio is the latency the feature adds to a request. It is a measurement, not a test: it exits 0 either way.
 
+The VM's speed changes from one 2-second run to the next by more than these features cost (two
+identical gateways' req/s differ by up to 10%). So the report also says where the machine's time
+went per request (every process and the kernel, from /proc), and gives each variant's machine
+time per request in units of the upstream's and wrk's time per request, which do the same work
+whatever the variant: that ratio to `off` is the throughput comparison with the VM's speed
+divided out. It would hide a slowdown a feature caused in those other processes (through shared
+caches, say); it is reported beside the req/s ratio, not instead of it.
+
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
        [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%]
 Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
@@ -34,6 +42,7 @@ import argparse
 import json
 import shutil
 import random
+import resource
 import statistics
 import sys
 import time
@@ -73,6 +82,17 @@ http {{
         location = /health {{ return 200 "ok"; }}
         location = /api/v1/events {{ access_log {prefix}/events.log sink; return 204; }}
         location = /v1/traces {{
+            # The body is read whole (`mirror_request_body`), in reads as large as what has
+            # arrived, as a collector reads it: a `return` would discard it in 4 KB reads, about
+            # 38 system calls per export. The answer is 200 with an empty body: the content
+            # handler (stub_status, which reads no file) refuses a POST, and that 405 becomes 200.
+            mirror /read-body;
+            mirror_request_body on;
+            stub_status;
+            error_page 405 =200 @ok;
+        }}
+        location = /read-body {{ internal; return 204; }}
+        location @ok {{
             access_log {prefix}/traces.log sink;
             default_type application/x-protobuf;
             return 200 "";
@@ -136,6 +156,20 @@ def cpu_split(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's busy and idle CPU ticks so far, all cores (/proc/stat; steal counts as busy:
+    time the VM wanted and did not get)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, idle
+
+
+def children_ticks() -> int:
+    """CPU ticks of this script's waited-for children (wrk), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * load.CLK_TCK)
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -196,20 +230,32 @@ def measure(args, binary: Path, work: Path) -> int:
                     caveats.append("the machine was busy with other work during the measurement")
                 served[variant] += int(load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)["requests"])
                 (user0, sys0), sink0 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
+                up0, wrk0, (busy0, idle0) = load.cpu_ticks([upstream.pid]), children_ticks(), machine_ticks()
                 r = load.run_wrk(port, scripts[mode], CONNECTIONS, args.duration)
                 (user1, sys1), sink1 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
+                up1, wrk1, (busy1, idle1) = load.cpu_ticks([upstream.pid]), children_ticks(), machine_ticks()
                 per_request = 1e6 / load.CLK_TCK / max(1.0, r["requests"])
                 r["user_us_per_req"] = (user1 - user0) * per_request
                 r["sys_us_per_req"] = (sys1 - sys0) * per_request
                 r["cpu_us_per_req"] = r["user_us_per_req"] + r["sys_us_per_req"]
                 # The sinks' CPU: what receiving the events and spans costs the shared cores.
                 r["sink_us_per_req"] = (sink1 - sink0) * per_request
+                # Where the whole machine's time went: the upstream, wrk, everything busy, idle.
+                r["upstream_us_per_req"] = (up1 - up0) * per_request
+                r["wrk_us_per_req"] = (wrk1 - wrk0) * per_request
+                r["machine_us_per_req"] = (busy1 - busy0) * per_request
+                r["idle_share"] = (idle1 - idle0) / max(1, busy1 - busy0 + idle1 - idle0)
+                # The machine's time per request in units of what the upstream and wrk spent,
+                # which do the same work for every variant: the VM's speed, which changes from
+                # one run to the next by more than the effect measured, divided out.
+                r["machine_per_yardstick"] = r["machine_us_per_req"] / max(1e-9, r["upstream_us_per_req"] + r["wrk_us_per_req"])
                 runs.setdefault((mode, variant), []).append(r)
                 requests_sent[variant] += int(r["requests"])
                 served[variant] += int(r["requests"])
                 load.log(
                     f"round {rnd + 1}/{args.rounds} {mode:<10} {variant:<9} {r['rps']:>8.0f} req/s  "
-                    f"p50 {r['p50'] / 1000:.3f} ms  p99 {r['p99'] / 1000:.3f} ms  {r['cpu_us_per_req']:.1f} µs CPU/req"
+                    f"p50 {r['p50'] / 1000:.3f} ms  p99 {r['p99'] / 1000:.3f} ms  {r['cpu_us_per_req']:.1f} µs CPU/req  "
+                    f"machine {r['machine_us_per_req']:.1f} µs/req, idle {100 * r['idle_share']:.0f}%"
                 )
     elapsed = time.monotonic() - started
     time.sleep(2.5)  # the last batches (1 s batch windows) reach the sink
@@ -226,13 +272,17 @@ def measure(args, binary: Path, work: Path) -> int:
             bases = [r[key] for r in runs[(mode, base)]]
         return [r[key] / b for r, b in zip(runs[(mode, variant)], bases, strict=True)]
 
-    def spread(mode, variant, key, base="off"):
+    def spread(mode, variant, key, base="off", values=None):
         # The interval the median of the rounds' ratios falls in for 90% of resamplings of the
         # rounds (a bootstrap with a fixed seed): how far this run's noise leaves the figure.
-        values = ratios(mode, variant, key, base)
+        values = ratios(mode, variant, key, base) if values is None else values
         pick = random.Random(1)
         medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(2000))
         return medians[100], medians[1899]
+
+    def inverse_ratios(mode, variant, key):
+        # A cost's ratio the other way round (off's ÷ the variant's): comparable to req/s ratios.
+        return [1 / x for x in ratios(mode, variant, key)]
 
     def paired(mode, variant, key):
         # Each round's ratio to the same round's 'off' (measured minutes apart at most): slow
@@ -273,6 +323,17 @@ def measure(args, binary: Path, work: Path) -> int:
             if variant == "off again":
                 verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps_ratio:.3f} {interval}, "
                                 f"p50 {p50_ratio:.3f}: the noise floor of this run")
+            if mode != "paced":
+                # The same comparison in machine time per request, with the VM's speed divided
+                # out (see machine_per_yardstick): the saturated throughput ratio on a VM running
+                # at one speed.
+                values = inverse_ratios(mode, variant, "machine_per_yardstick")
+                n_ratio, (n_low, n_high) = statistics.median(values), spread(mode, variant, None, values=values)
+                line = (f"{mode}: {variant} machine time per request in the upstream's and wrk's time, off ÷ {variant} "
+                        f"{n_ratio:.3f} (90% bootstrap interval {n_low:.3f}–{n_high:.3f})")
+                if variant in ("telemetry", "traces-10%"):
+                    line += f" (target >= {TELEMETRY_TARGET}) {'met' if n_ratio >= TELEMETRY_TARGET else 'MISSED'}"
+                verdicts.append(line)
             if variant in ("telemetry", "traces-10%") and mode != "paced":
                 ratio = rps_ratio
                 verdict = "met" if ratio >= TELEMETRY_TARGET else "MISSED"
@@ -289,6 +350,23 @@ def measure(args, binary: Path, work: Path) -> int:
                         b_low, b_high = spread(mode, variant, "rps", base)
                         others.append(f"to {label} {value:.3f} ({b_low:.3f}–{b_high:.3f})")
                     verdicts.append(f"{mode}: {variant} req/s " + "; ".join(others))
+    out += [
+        "",
+        "Where the machine's time went, in CPU µs per request (medians; all processes and the kernel, "
+        "both cores, from /proc; `rest` is what no listed process was charged with, as interrupts):",
+        "",
+        "| mode | variant | machine busy | gateway | upstream | wrk | sink | rest | idle |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in args.modes:
+        for variant in variants:
+            busy = med(mode, variant, "machine_us_per_req")
+            parts = [med(mode, variant, k) for k in ("cpu_us_per_req", "upstream_us_per_req", "wrk_us_per_req",
+                                                     "sink_us_per_req")]
+            out.append(
+                f"| {mode} | {variant} | {busy:.1f} | " + " | ".join(f"{x:.1f}" for x in parts)
+                + f" | {busy - sum(parts):.1f} | {100 * med(mode, variant, 'idle_share'):.0f}% |"
+            )
     events = lines(sink_prefix / "events.log")
     traces = lines(sink_prefix / "traces.log")
     event_bytes = sum(int(l.split()[2]) for l in events if len(l.split()) == 3)
