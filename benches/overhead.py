@@ -25,10 +25,10 @@ below saturation): its p50 ratio is the latency the feature adds to a request. I
 The VM's speed changes from one 2-second run to the next by more than these features cost (two
 identical gateways' req/s differ by up to 10%). So the report also says where the machine's time
 went per request (every process and the kernel, from /proc), and gives each variant's machine
-time per request in units of the upstream's and wrk's time per request, which do the same work
-whatever the variant: that ratio to `off` is the throughput comparison with the VM's speed
-divided out. It would hide a slowdown a feature caused in those other processes (through shared
-caches, say); it is reported beside the req/s ratio, not instead of it.
+time per request in units of wrk's time per request (wrk does the same work whatever the
+variant): that ratio to `off` is the throughput comparison with the VM's speed divided out. It
+would hide a slowdown a feature caused in wrk (through shared caches, say); it is reported beside
+the req/s ratio, not instead of it.
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
        [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%]
@@ -245,10 +245,11 @@ def measure(args, binary: Path, work: Path) -> int:
                 r["wrk_us_per_req"] = (wrk1 - wrk0) * per_request
                 r["machine_us_per_req"] = (busy1 - busy0) * per_request
                 r["idle_share"] = (idle1 - idle0) / max(1, busy1 - busy0 + idle1 - idle0)
-                # The machine's time per request in units of what the upstream and wrk spent,
-                # which do the same work for every variant: the VM's speed, which changes from
-                # one run to the next by more than the effect measured, divided out.
-                r["machine_per_yardstick"] = r["machine_us_per_req"] / max(1e-9, r["upstream_us_per_req"] + r["wrk_us_per_req"])
+                # The machine's time per request in units of wrk's, which does the same work for
+                # every variant (the same requests, the same answers): the VM's speed, which
+                # changes from one run to the next by more than the effect measured, divided out.
+                # (Not the upstream's: a traced request brings it a `traceparent` header.)
+                r["machine_per_yardstick"] = r["machine_us_per_req"] / max(1e-9, r["wrk_us_per_req"])
                 runs.setdefault((mode, variant), []).append(r)
                 requests_sent[variant] += int(r["requests"])
                 served[variant] += int(r["requests"])
@@ -329,7 +330,7 @@ def measure(args, binary: Path, work: Path) -> int:
                 # at one speed.
                 values = inverse_ratios(mode, variant, "machine_per_yardstick")
                 n_ratio, (n_low, n_high) = statistics.median(values), spread(mode, variant, None, values=values)
-                line = (f"{mode}: {variant} machine time per request in the upstream's and wrk's time, off ÷ {variant} "
+                line = (f"{mode}: {variant} machine time per request in wrk's time, off ÷ {variant} "
                         f"{n_ratio:.3f} (90% bootstrap interval {n_low:.3f}–{n_high:.3f})")
                 if variant in ("telemetry", "traces-10%"):
                     line += f" (target >= {TELEMETRY_TARGET}) {'met' if n_ratio >= TELEMETRY_TARGET else 'MISSED'}"
