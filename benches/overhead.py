@@ -273,10 +273,9 @@ def measure(args, binary: Path, work: Path) -> int:
             bases = [r[key] for r in runs[(mode, base)]]
         return [r[key] / b for r, b in zip(runs[(mode, variant)], bases, strict=True)]
 
-    def spread(mode, variant, key, base="off", values=None):
-        # The interval the median of the rounds' ratios falls in for 90% of resamplings of the
-        # rounds (a bootstrap with a fixed seed): how far this run's noise leaves the figure.
-        values = ratios(mode, variant, key, base) if values is None else values
+    def spread(values):
+        # The interval the median of the rounds' ratios `values` falls in for 90% of resamplings
+        # of the rounds (a bootstrap with a fixed seed): how far this run's noise leaves the figure.
         pick = random.Random(1)
         medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(2000))
         return medians[100], medians[1899]
@@ -319,7 +318,7 @@ def measure(args, binary: Path, work: Path) -> int:
                                 f"{'met' if ratio <= METERING_TARGET else 'MISSED'}; req/s on/off {rps_ratio:.3f}")
             if variant == "off":
                 continue
-            low, high = spread(mode, variant, "rps")
+            low, high = spread(ratios(mode, variant, "rps"))
             interval = f"(90% bootstrap interval of the rounds' median {low:.3f}–{high:.3f})"
             if variant == "off again":
                 verdicts.append(f"{mode}: control (a second, identical 'off' gateway) req/s {rps_ratio:.3f} {interval}, "
@@ -331,7 +330,7 @@ def measure(args, binary: Path, work: Path) -> int:
                 # No verdict on it: the yardstick moves too (wrk's own time per request, beside
                 # the variant, as a ratio to beside `off`, is given with it).
                 values = inverse_ratios(mode, variant, "machine_per_yardstick")
-                n_ratio, (n_low, n_high) = statistics.median(values), spread(mode, variant, None, values=values)
+                n_ratio, (n_low, n_high) = statistics.median(values), spread(values)
                 verdicts.append(
                     f"{mode}: {variant} machine time per request in wrk's time, off ÷ {variant} {n_ratio:.3f} "
                     f"(90% bootstrap interval {n_low:.3f}–{n_high:.3f}); wrk's own time per request "
@@ -350,7 +349,7 @@ def measure(args, binary: Path, work: Path) -> int:
                     others = []
                     for base, label in (("off again", "the control"), ("both", "the mean of off and the control")):
                         value = statistics.median(ratios(mode, variant, "rps", base))
-                        b_low, b_high = spread(mode, variant, "rps", base)
+                        b_low, b_high = spread(ratios(mode, variant, "rps", base))
                         others.append(f"to {label} {value:.3f} ({b_low:.3f}–{b_high:.3f})")
                     verdicts.append(f"{mode}: {variant} req/s " + "; ".join(others))
     out += [

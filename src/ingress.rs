@@ -611,9 +611,10 @@ fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
 }
 
 /// The host and port of a base URL, for the `server.address` and `server.port` span attributes:
-/// an IPv6 address without its brackets, and the scheme's port when the URL names none.
+/// an IPv6 address without its brackets, and the scheme's port when the URL names none. Read
+/// once per deployment (`attempt_attributes` is cached); a base URL without a scheme is taken
+/// as `host[:port][/path]`.
 fn server_address(base_url: &str) -> (&str, Option<u16>) {
-    // (Plain byte loops: on a URL this short, `str` pattern searches cost more than the scan.)
     let bytes = base_url.as_bytes();
     let scheme_end = bytes.windows(3).position(|w| w == b"://");
     let start = scheme_end.map_or(0, |i| i + 3);
