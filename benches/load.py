@@ -450,16 +450,18 @@ def proc_children(pid: int) -> list[int]:
     return kids
 
 
+def cpu_split(pid: int) -> tuple[int, int]:
+    """A process's user and system CPU ticks so far (0, 0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0, 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]), int(fields[12])  # utime, stime
+
+
 def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total
+    return sum(sum(cpu_split(pid)) for pid in pids)
 
 
 def status_kb(pid: int, field: str) -> int | None:

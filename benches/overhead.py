@@ -149,13 +149,6 @@ def start_variant(variant: str, binary: Path, work: Path, up_port: int, sink_por
     sys.exit(f"[bench] could not start the {variant} gateway")
 
 
-def cpu_split(pid: int) -> tuple[int, int]:
-    """A process's user and system CPU ticks so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[11]), int(fields[12])
-
-
 def machine_ticks() -> tuple[int, int]:
     """The machine's busy and idle CPU ticks so far, all cores (/proc/stat; steal counts as busy:
     time the VM wanted and did not get)."""
@@ -229,10 +222,10 @@ def measure(args, binary: Path, work: Path) -> int:
                 if not load.wait_for_quiet_machine(args.max_wait, pids):
                     caveats.append("the machine was busy with other work during the measurement")
                 served[variant] += int(load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)["requests"])
-                (user0, sys0), sink0 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
+                (user0, sys0), sink0 = load.cpu_split(proc.pid), load.cpu_ticks(sink_pids)
                 up0, wrk0, (busy0, idle0) = load.cpu_ticks([upstream.pid]), children_ticks(), machine_ticks()
                 r = load.run_wrk(port, scripts[mode], CONNECTIONS, args.duration)
-                (user1, sys1), sink1 = cpu_split(proc.pid), load.cpu_ticks(sink_pids)
+                (user1, sys1), sink1 = load.cpu_split(proc.pid), load.cpu_ticks(sink_pids)
                 up1, wrk1, (busy1, idle1) = load.cpu_ticks([upstream.pid]), children_ticks(), machine_ticks()
                 per_request = 1e6 / load.CLK_TCK / max(1.0, r["requests"])
                 r["user_us_per_req"] = (user1 - user0) * per_request
@@ -325,10 +318,8 @@ def measure(args, binary: Path, work: Path) -> int:
                                 f"p50 {p50_ratio:.3f}: the noise floor of this run")
             if mode != "paced":
                 # The same comparison in machine time per request, with the VM's speed divided
-                # out (see machine_per_yardstick): the saturated throughput ratio on a VM running
-                # at one speed.
-                # No verdict on it: the yardstick moves too (wrk's own time per request, beside
-                # the variant, as a ratio to beside `off`, is given with it).
+                # out (see machine_per_yardstick). No verdict on it: the yardstick can move with
+                # the gateway in front of it, so wrk's own time ratio is given with it.
                 values = inverse_ratios(mode, variant, "machine_per_yardstick")
                 n_ratio, (n_low, n_high) = statistics.median(values), spread(values)
                 verdicts.append(

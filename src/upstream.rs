@@ -48,8 +48,8 @@ pub struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// Each forwarded header, as name and value.
-    fn each(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
+    /// The headers kept as text (the request id and our trace context), as name and value.
+    fn each_text(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
         if let Some(id) = self.request_id {
             header(&REQUEST_ID_HEADER, id.as_bytes());
         }
@@ -59,8 +59,26 @@ impl Forward<'_> {
                 header(&TRACESTATE, state.as_bytes());
             }
         }
+    }
+
+    /// Each forwarded header, as name and value.
+    fn each(&self, mut header: impl FnMut(&HeaderName, &[u8])) {
+        self.each_text(&mut header);
         for (name, value) in &self.client {
             header(name, value.as_bytes());
+        }
+    }
+
+    /// Sets the forwarded headers in `headers` (a provider's own, which they replace): the text
+    /// ones become header values here; the client's already are, and are not checked again.
+    fn onto(&self, headers: &mut HeaderMap) {
+        self.each_text(|name, value| {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(name, value);
+            }
+        });
+        for (name, value) in &self.client {
+            headers.insert(name, value.clone());
         }
     }
 
@@ -204,11 +222,7 @@ impl Upstreams {
             return Ok(UpstreamResponse { status: answer.status, headers: answer.headers, body });
         }
         let mut headers = client.headers.clone();
-        forward.each(|name, value| {
-            if let Ok(value) = HeaderValue::from_bytes(value) {
-                headers.insert(name, value);
-            }
-        });
+        forward.onto(&mut headers);
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -461,5 +475,30 @@ pub async fn read_body(
                 out.extend_from_slice(&chunk);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_replace_the_providers_own_on_the_hyper_path() {
+        let parent = TraceParent::new(&[0xab; 16], &[0xcd; 8]);
+        let mut forward =
+            Forward { request_id: Some("req-1"), trace: Some((parent, Some("k=v"))), ..Default::default() };
+        forward.client.insert("anthropic-beta", HeaderValue::from_static("tools-2024"));
+        let mut headers = HeaderMap::new();
+        headers.insert("anthropic-beta", HeaderValue::from_static("provider-default"));
+        headers.insert("x-api-key", HeaderValue::from_static("secret"));
+        forward.onto(&mut headers);
+
+        assert_eq!(headers[REQUEST_ID_HEADER], "req-1");
+        assert_eq!(headers[TRACEPARENT].as_bytes(), parent.as_bytes());
+        assert_eq!(headers[TRACESTATE], "k=v");
+        assert_eq!(headers.get_all("anthropic-beta").iter().collect::<Vec<_>>(), ["tools-2024"]);
+        assert_eq!(headers["x-api-key"], "secret", "the provider's other headers stay");
+        assert!(forward.has(&TRACEPARENT) && forward.has(&HeaderName::from_static("anthropic-beta")));
+        assert!(!forward.has(&HeaderName::from_static("x-api-key")));
     }
 }

@@ -4,9 +4,9 @@
 //! `collector/trace/v1/trace_service.proto`, `trace/v1/trace.proto` and `common/v1/common.proto`.
 //!
 //! Nested messages are length-delimited. An attribute's length is computed before it is
-//! written, and so is a span's (its attributes' bytes are counted as they are set); the few small
-//! messages whose length is not (a failed span's status; the resource and scope, built once) get
-//! a one-byte length placeholder and shift their body when they need a wider one. The spans of a
+//! written, and so is a span's (its attributes' bytes are counted as they are set; a failed
+//! span's status is four constant bytes); the resource and scope, built once, get a one-byte
+//! length placeholder and shift their body when they need a wider one. The spans of a
 //! batch are encoded first (`encode_spans`, trace by trace, as requests end); the
 //! request's framing around them (`request_framing`) once the batch is complete and its length
 //! known.
@@ -18,7 +18,9 @@ const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 
 /// OTLP `Status.code` of a failed span (`STATUS_CODE_ERROR`).
-const STATUS_ERROR: u64 = 2;
+const STATUS_ERROR: u8 = 2;
+/// `Span.status` (15) → `Status.code` (3) = ERROR, whole.
+const ERROR_STATUS: [u8; 4] = [15 << 3 | LEN, 2, 3 << 3 | VARINT, STATUS_ERROR];
 
 /// The constant parts of an export request: `ResourceSpans.resource` (attribute `service.name`)
 /// and `ScopeSpans.scope` (`llm-gateway` and its version), each a whole field.
@@ -88,7 +90,7 @@ fn span_len(trace: &Recorder, index: usize) -> usize {
     });
     len += s.attributes_len as usize;
     if s.error {
-        len += 4;
+        len += ERROR_STATUS.len();
     }
     len
 }
@@ -203,7 +205,7 @@ fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, unix_offset: u64) {
     }
     if s.error {
         // Span.status → Status.code
-        message(out, 15, |out| varint_field(out, 3, STATUS_ERROR));
+        out.extend_from_slice(&ERROR_STATUS);
     }
 }
 
