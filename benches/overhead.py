@@ -30,7 +30,11 @@ variant): that ratio to `off` is the throughput comparison with the VM's speed d
 would hide a slowdown a feature caused in wrk (through shared caches, say); it is reported beside
 the req/s ratio, with wrk's own time ratio and without a verdict, not instead of it.
 
-Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH]
+Every round starts every gateway afresh (--no-fresh keeps the first round's): two identical
+gateway processes differ by a few percent for as long as they run (where their code, heap and
+threads landed), and a run that kept them would carry that difference as a bias.
+
+Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH] [--no-fresh]
        [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%]
 Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
 (built when missing or older than the sources). Report: target/bench/overhead.md (+ .json).
@@ -174,6 +178,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--bin", type=Path)
+    parser.add_argument(
+        "--no-fresh", dest="fresh", action="store_false", help="keep the gateways of the first round (default: restart every round)"
+    )
     parser.add_argument("--rate", type=float, default=8000.0, help="offered req/s of the paced mode")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument(
@@ -196,9 +203,14 @@ def measure(args, binary: Path, work: Path) -> int:
     upstream, up_port = load.start_gateway("upstream", binary, work, "  up: { dialect: mock }", {})
     sink, sink_port, sink_prefix = start_sink(work)
     variants = args.variants
-    gateways = {v: start_variant(v, binary, work, up_port, sink_port) for v in variants}
-    for variant, (_, port) in gateways.items():
-        load.sanity_check("gateway", port)
+
+    def start_all():
+        started = {v: start_variant(v, binary, work, up_port, sink_port) for v in variants}
+        for _, port in started.values():
+            load.sanity_check("gateway", port)
+        return started
+
+    gateways = start_all()
     scripts = {}
     for mode in args.modes:
         scripts[mode] = work / f"{mode}.lua"
@@ -207,7 +219,6 @@ def measure(args, binary: Path, work: Path) -> int:
             text += f"\nfunction delay() return {CONNECTIONS * 1000 / args.rate:.3f} end\n"
         scripts[mode].write_text(text)
     sink_pids = [sink.pid, *load.proc_children(sink.pid)]
-    pids = [upstream.pid, *sink_pids, *(p.pid for p, _ in gateways.values())]
     caveats = []
     runs: dict[tuple[str, str], list[dict]] = {}
     requests_sent = {v: 0 for v in VARIANTS}
@@ -215,12 +226,23 @@ def measure(args, binary: Path, work: Path) -> int:
     served = {v: 0 for v in VARIANTS}
     started = time.monotonic()
     for rnd in range(args.rounds):
+        if rnd > 0 and args.fresh:
+            # Fresh processes every round: where a process's code, heap and threads land (address
+            # randomisation, the scheduler) makes two identical gateways differ by a few percent
+            # for as long as they run. Started once, that luck would bias a whole run; restarted,
+            # it varies from round to round and the medians and intervals take it in.
+            for proc, _ in gateways.values():
+                load.PROCS.stop(proc)
+            gateways = start_all()
+        pids = [upstream.pid, *sink_pids, *(p.pid for p, _ in gateways.values())]
         order = variants[rnd % len(variants):] + variants[: rnd % len(variants)]
         for mode in args.modes:
+            # Once per round and mode, then the variants back to back: the seconds between
+            # the runs compared with each other are as few as they can be.
+            if not load.wait_for_quiet_machine(args.max_wait, pids):
+                caveats.append("the machine was busy with other work during the measurement")
             for variant in order:
                 proc, port = gateways[variant]
-                if not load.wait_for_quiet_machine(args.max_wait, pids):
-                    caveats.append("the machine was busy with other work during the measurement")
                 served[variant] += int(load.run_wrk(port, scripts[mode], CONNECTIONS, args.warmup)["requests"])
                 (user0, sys0), sink0 = load.cpu_split(proc.pid), load.cpu_ticks(sink_pids)
                 up0, wrk0, (busy0, idle0) = load.cpu_ticks([upstream.pid]), children_ticks(), machine_ticks()
