@@ -82,12 +82,11 @@ class Processes:
     """Every process this script starts, each in its own session; all are killed on exit."""
 
     def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.files = []
+        # (name, process, its log file), in the order started.
+        self.procs: list[tuple[str, subprocess.Popen, object]] = []
 
     def start(self, name: str, argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
         f = open(log_path, "wb")
-        self.files.append(f)
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -97,10 +96,19 @@ class Processes:
             cwd=str(ROOT),
             start_new_session=True,
         )
-        self.procs.append((name, proc))
+        self.procs.append((name, proc, f))
         return proc
 
     def stop(self, proc: subprocess.Popen) -> None:
+        """Stops `proc` (SIGTERM, then SIGKILL) and closes its log: a benchmark that restarts
+        its processes keeps no dead ones or open files."""
+        self._terminate(proc)
+        for entry in [e for e in self.procs if e[1] is proc]:
+            self.procs.remove(entry)
+            entry[2].close()
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
@@ -118,14 +126,7 @@ class Processes:
 
     def stop_all(self) -> None:
         while self.procs:
-            _, proc = self.procs.pop()
-            self.stop(proc)
-        for f in self.files:
-            try:
-                f.close()
-            except OSError:
-                pass
-        self.files = []
+            self.stop(self.procs[-1][1])
 
 
 PROCS = Processes()
