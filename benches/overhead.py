@@ -9,6 +9,8 @@ provider), all on 127.0.0.1:
   metering   every request metered: CloudEvents through the on-disk outbox to an OpenMeter sink
   telemetry  every request traced (server span + children) and exported over OTLP/HTTP
   traces-10% the same with `sample_ratio: 0.1` (head sampling; untraced requests create no span)
+  batches-512 every request traced, exported in batches of 512 spans (the OpenTelemetry SDK's
+             default) instead of the gateway's 2,048: what an export's fixed cost adds
 
 The sinks are nginx answering `204` to OpenMeter's ingest path and `200` to OTLP's `/v1/traces`
 (a native sink: a Python receiver would steal the CPU being measured). nginx logs each POST it
@@ -35,7 +37,7 @@ gateway processes differ by a few percent for as long as they run (where their c
 threads landed), and a run that kept them would carry that difference as a bias.
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH] [--no-fresh]
-       [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%]
+       [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%,batches-512]
 Needs nginx and wrk (installed with apt-get when missing, as root), and the release binary
 (built when missing or older than the sources). Report: target/bench/overhead.md (+ .json).
 """
@@ -57,7 +59,9 @@ import load  # noqa: E402  (the load benchmark's process, wrk and /proc helpers)
 
 # "off again": a second gateway configured exactly like "off" — the control. Its ratio to "off"
 # is the noise floor of the run (two identical processes differ by a few percent on this VM).
-VARIANTS = ("off", "off again", "metering", "telemetry", "traces-10%")
+VARIANTS = ("off", "off again", "metering", "telemetry", "traces-10%", "batches-512")
+# The traced variants (every request, or 10% of them).
+TRACED = ("telemetry", "traces-10%", "batches-512")
 # "paced": non-streaming at a fixed offered rate (--rate), below saturation, where latency is
 # what the request path costs rather than queueing for a saturated CPU.
 MODES = ("non-stream", "stream", "paced")
@@ -130,10 +134,11 @@ def variant_yaml(variant: str, port: int, up_port: int, sink_port: int, work: Pa
   source: llm-gateway/bench
   outbox_dir: "{work / 'outbox'}"
 """
-    if variant in ("telemetry", "traces-10%"):
-        ratio = 1.0 if variant == "telemetry" else 0.1
+    if variant in TRACED:
+        ratio = 0.1 if variant == "traces-10%" else 1.0
+        batch = ", max_export_batch_size: 512" if variant == "batches-512" else ""
         text += f"""telemetry:
-  otlp: {{ endpoint: "http://127.0.0.1:{sink_port}", protocol: http, batch_delay: 1s, sample_ratio: {ratio} }}
+  otlp: {{ endpoint: "http://127.0.0.1:{sink_port}", protocol: http, batch_delay: 1s, sample_ratio: {ratio}{batch} }}
 """
     return text
 
@@ -349,7 +354,7 @@ def measure(args, binary: Path, work: Path) -> int:
                     f"(90% bootstrap interval {n_low:.3f}–{n_high:.3f}); wrk's own time per request "
                     f"{paired(mode, variant, 'wrk_us_per_req'):.3f} of beside off"
                 )
-            if variant in ("telemetry", "traces-10%") and mode != "paced":
+            if variant in TRACED and mode != "paced":
                 ratio = rps_ratio
                 verdict = "met" if ratio >= TELEMETRY_TARGET else "MISSED"
                 if low < TELEMETRY_TARGET <= high:
@@ -390,11 +395,14 @@ def measure(args, binary: Path, work: Path) -> int:
         "",
         f"Delivered to the sink: {len(events)} OpenMeter batches ({event_bytes / 1e6:.1f} MB) for "
         f"{requests_sent['metering']} metered requests (warm-ups not counted); "
-        f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for {requests_sent['telemetry']} + "
-        f"{requests_sent['traces-10%']} requests of the two traced variants.",
+        f"{len(traces)} OTLP exports ({trace_bytes / 1e6:.1f} MB) for "
+        f"{' + '.join(str(requests_sent[v]) for v in TRACED)} requests of the traced variants ({', '.join(TRACED)}).",
         *(
-            [f"OTLP bytes per traced request: {trace_bytes / served['telemetry']:.0f} (warm-ups included, all modes together)."]
-            if served["telemetry"] and not served["traces-10%"]
+            [
+                f"OTLP bytes per traced request: {trace_bytes / (served['telemetry'] + served['batches-512']):.0f} "
+                "(warm-ups included, all modes together)."
+            ]
+            if served["telemetry"] + served["batches-512"] and not served["traces-10%"]
             else []
         ),
         "",

@@ -85,9 +85,22 @@ pub struct RawOtlp {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub service_name: Option<String>,
+    /// Attributes of the resource (the gateway's process) on every export, beside `service.name`:
+    /// `deployment.environment.name`, `k8s.namespace.name`, ... (over `OTEL_RESOURCE_ATTRIBUTES`).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
     /// How long spans wait in the batch before export (default 5s).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub batch_delay: Option<Duration>,
+    /// Spans per export request (default 2048): a serving thread's batch is sent as soon as it
+    /// holds this many.
+    pub max_export_batch_size: Option<usize>,
+    /// Spans at most in complete batches waiting to be sent (default 32768, or 16 batches when
+    /// more); beyond it a batch is dropped and counted.
+    pub max_queue_size: Option<usize>,
+    /// One export, from connecting to the collector's answer (default 10s).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub export_timeout: Option<Duration>,
     /// The share of requests traced (0 to 1, default 1), unless the client's `traceparent`
     /// decided: a sampled parent is always continued, an unsampled one never.
     pub sample_ratio: Option<f64>,

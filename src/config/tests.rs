@@ -286,3 +286,80 @@ fn trace_sampling_from_config_or_the_standard_variables() {
     let e = ratio(otlp, &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "half")]).unwrap_err().0;
     assert!(e.contains("OTEL_TRACES_SAMPLER_ARG"), "{e}");
 }
+
+#[test]
+fn trace_batching_from_config_or_the_standard_variables() {
+    type Batching = (Duration, usize, usize, Duration);
+    let batching = |yaml: &str, vars: &[(&'static str, &'static str)]| -> Result<Option<Batching>, String> {
+        Config::from_yaml(&format!("{BASE}{yaml}"), &env(vars))
+            .map(|c| c.telemetry.otlp.map(|o| (o.batch_delay, o.max_batch_spans, o.max_queue_spans, o.export_timeout)))
+            .map_err(|e| e.0)
+    };
+    let otlp = "telemetry: { otlp: { endpoint: 'http://collector:4318' } }\n";
+    let (s, ms) = (Duration::from_secs, Duration::from_millis);
+    // The OpenTelemetry SDK's delay and timeout; batches of 2,048 spans, 16 of them queued.
+    assert_eq!(batching(otlp, &[]).unwrap(), Some((s(5), 2048, 32_768, s(10))));
+    let vars = [
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2048"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "8192"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "3000"),
+    ];
+    assert_eq!(batching(otlp, &vars).unwrap(), Some((ms(250), 2048, 8192, s(3))));
+    // Only the batch size: the queue holds 32,768 spans, or 16 batches when they are larger.
+    let only_batch = [("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512")];
+    assert_eq!(batching(otlp, &only_batch).unwrap(), Some((s(5), 512, 32_768, s(10))));
+    let only_batch = [("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096")];
+    assert_eq!(batching(otlp, &only_batch).unwrap(), Some((s(5), 4096, 16 * 4096, s(10))));
+    // The config's keys win over the variables.
+    let yaml = "telemetry: { otlp: { endpoint: 'http://c:4318', batch_delay: 2s, max_export_batch_size: 100, \
+                max_queue_size: 1000, export_timeout: 1s } }\n";
+    assert_eq!(batching(yaml, &vars).unwrap(), Some((s(2), 100, 1000, s(1))));
+
+    let e = batching(otlp, &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "lots")]).unwrap_err();
+    assert_eq!(e, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE: \"lots\" is not a whole number");
+    let e = batching(otlp, &[("OTEL_BSP_SCHEDULE_DELAY", "5s")]).unwrap_err();
+    assert_eq!(e, "OTEL_BSP_SCHEDULE_DELAY: \"5s\" is not a whole number");
+    let e =
+        batching("telemetry: { otlp: { endpoint: 'http://c:4318', max_export_batch_size: 0 } }\n", &[]).unwrap_err();
+    assert_eq!(e, "telemetry.otlp.max_export_batch_size: 0 is not between 1 and 16384");
+    let e =
+        batching(otlp, &[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"), ("OTEL_BSP_MAX_QUEUE_SIZE", "100")]).unwrap_err();
+    assert_eq!(e, "telemetry.otlp.max_queue_size: 100 spans cannot hold one batch of max_export_batch_size 512");
+    let e = batching("telemetry: { otlp: { endpoint: 'http://c:4318', export_timeout: 0s } }\n", &[]).unwrap_err();
+    assert_eq!(e, "telemetry.otlp.export_timeout: must be more than 0");
+}
+
+#[test]
+fn trace_resource_attributes_from_the_standard_variable_and_the_config() {
+    let resource = |yaml: &str, vars: &[(&'static str, &'static str)]| {
+        Config::from_yaml(&format!("{BASE}{yaml}"), &env(vars))
+            .map(|c| c.telemetry.otlp.map(|o| (o.service_name, o.resource_attributes)))
+            .map_err(|e| e.0)
+    };
+    let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let otlp = "telemetry: { otlp: { endpoint: 'http://collector:4318' } }\n";
+    assert_eq!(resource(otlp, &[]).unwrap(), Some(("llm-gateway".into(), vec![])));
+    // What the Helm chart sets: the namespace, and the values' extra attributes (percent-encoded).
+    let vars = [("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=ai, deployment.environment.name = prod%2Ceu ,")];
+    let (name, attributes) = resource(otlp, &vars).unwrap().unwrap();
+    assert_eq!(name, "llm-gateway");
+    assert_eq!(attributes, pairs(&[("deployment.environment.name", "prod,eu"), ("k8s.namespace.name", "ai")]));
+    // service.name: OTEL_SERVICE_NAME over the attribute, the config's key over both; the
+    // config's attributes over the variable's.
+    let vars = [("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,team=a")];
+    assert_eq!(resource(otlp, &vars).unwrap().unwrap().0, "from-attrs");
+    let named = [vars[0], ("OTEL_SERVICE_NAME", "from-var")];
+    assert_eq!(resource(otlp, &named).unwrap().unwrap().0, "from-var");
+    let yaml = "telemetry: { otlp: { endpoint: 'http://c:4318', service_name: gw, resource_attributes: { team: b, tier: x } } }\n";
+    let (name, attributes) = resource(yaml, &named).unwrap().unwrap();
+    assert_eq!(name, "gw");
+    assert_eq!(attributes, pairs(&[("team", "b"), ("tier", "x")]), "service.name never twice");
+
+    let e = resource(otlp, &[("OTEL_RESOURCE_ATTRIBUTES", "a=1,oops")]).unwrap_err();
+    assert_eq!(e, "OTEL_RESOURCE_ATTRIBUTES: \"oops\" is not key=value");
+    let e = resource(otlp, &[("OTEL_RESOURCE_ATTRIBUTES", "=1")]).unwrap_err();
+    assert_eq!(e, "OTEL_RESOURCE_ATTRIBUTES: \"=1\" has no key");
+    let e = resource(otlp, &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")]).unwrap_err();
+    assert_eq!(e, "OTEL_RESOURCE_ATTRIBUTES: the value of \"a\" is not valid percent-encoded UTF-8");
+}

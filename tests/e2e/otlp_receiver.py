@@ -29,6 +29,8 @@ class Span:
     start_ns: int
     end_ns: int
     trace_state: str
+    # The resource's attributes, service.name included.
+    resource: dict[str, Any]
 
 
 def _value(v: Any) -> Any:
@@ -57,6 +59,7 @@ def decode(request: ExportTraceServiceRequest) -> list[Span]:
                         start_ns=s.start_time_unix_nano,
                         end_ns=s.end_time_unix_nano,
                         trace_state=s.trace_state,
+                        resource=resource,
                     )
                 )
     return spans
@@ -66,6 +69,8 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.content_types: list[str] = []
+        # The number of spans in each accepted export request, in arrival order.
+        self.export_sizes: list[int] = []
         # While set, every export is answered 503 (a collector that is down or shedding load);
         # the spans of refused exports are kept apart.
         self.refusing = False
@@ -94,6 +99,7 @@ class OtlpReceiver:
                         self.end_headers()
                         return
                     receiver.spans.extend(spans)
+                    receiver.export_sizes.append(len(spans))
                     receiver.content_types.append(self.headers.get("Content-Type", ""))
                 out = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

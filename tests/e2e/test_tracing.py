@@ -18,7 +18,9 @@ from otlp_receiver import OtlpGrpcReceiver, OtlpReceiver
 SERVER, CLIENT = 2, 3
 
 
-def start_traced(upstream: MockOpenAI, tmp_path, otlp_extra: dict | None = None) -> tuple[GatewayProcess, OtlpReceiver]:
+def start_traced(
+    upstream: MockOpenAI, tmp_path, otlp_extra: dict | None = None, env: dict | None = None, threads: int | None = None
+) -> tuple[GatewayProcess, OtlpReceiver]:
     receiver = OtlpReceiver().start()
     cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
     cfg["models"]["flaky-model"] = {
@@ -33,7 +35,9 @@ def start_traced(upstream: MockOpenAI, tmp_path, otlp_extra: dict | None = None)
     cfg["teams"]["team-a"]["limits"] = {"rpm": 100_000}
     otlp = {"endpoint": receiver.endpoint, "protocol": "http", "batch_delay": "100ms", "service_name": "gw-under-test"}
     cfg["telemetry"] = {"otlp": otlp | (otlp_extra or {})}
-    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY}).start()
+    if threads:
+        cfg["server"]["threads"] = threads
+    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY} | (env or {})).start()
     return proc, receiver
 
 
@@ -161,6 +165,39 @@ def test_traces_still_batched_are_exported_at_shutdown(upstream: MockOpenAI, tmp
         proc.stop()
         assert proc.proc is not None and proc.proc.returncode == 0
         assert len(receiver.wait_for(trace_id, count=4, timeout=5)) == 4, "the whole trace: server, auth, limits, attempt"
+    finally:
+        proc.stop()
+        receiver.stop()
+
+
+def test_a_batch_goes_once_it_holds_max_export_batch_size_spans_with_the_resource_attributes(
+    upstream: MockOpenAI, tmp_path
+) -> None:
+    # What the Helm chart sets (the namespace, percent-encoded values), and the config's own.
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=ai-gateway,deployment.environment.name=prod%2Ceu"}
+    extra = {"batch_delay": "10m", "max_export_batch_size": 6, "resource_attributes": {"team.owner": "platform"}}
+    proc, receiver = start_traced(upstream, tmp_path, extra, env, threads=2)
+    try:
+        gw = Gateway(proc=proc, upstream=upstream)
+        first = post_in_new_trace(gw, "echo-model", "hi")
+        assert receiver.wait_for(first, count=1, timeout=0.5) == [], "4 spans: the batch waits for more"
+        # Each serving thread (two, configured) has its own batch: of three traces of four spans, two
+        # land in one batch, which then holds 8 >= 6 spans and goes without waiting 10 minutes.
+        traces = [first] + [post_in_new_trace(gw, "echo-model", f"hi {n}") for n in range(2)]
+        deadline = time.monotonic() + 5
+        while not receiver.export_sizes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert receiver.export_sizes == [8], "one export: two whole traces, the third still batched"
+        spans = [s for s in receiver.spans if s.trace_id in traces]
+        assert len(spans) == 8
+        for span in spans:
+            assert span.resource == {
+                "service.name": "gw-under-test",
+                "deployment.environment.name": "prod,eu",
+                "k8s.namespace.name": "ai-gateway",
+                "team.owner": "platform",
+            }
     finally:
         proc.stop()
         receiver.stop()

@@ -3,7 +3,7 @@
 //! wire form): the recorder never crosses to another thread, and its bytes are read while they
 //! are still in that core's cache. One exporter task POSTs the batches to the collector over
 //! HTTP/protobuf (`/v1/traces`) or gRPC (the TraceService's `Export` call, over HTTP/2: prior
-//! knowledge for `http://`, ALPN for `https://`): a batch as soon as it holds `MAX_BATCH_SPANS`
+//! knowledge for `http://`, ALPN for `https://`): a batch as soon as it holds `max_batch_spans`
 //! spans, the others once `batch_delay` has passed since the first of them began. On shutdown it
 //! exports every batch. Lost spans are counted, never silently: too many batches waiting (or a
 //! trace ending after shutdown), a failed export.
@@ -24,15 +24,6 @@ use super::Recorder;
 use super::proto;
 use crate::config::{OtlpProtocol, OtlpSettings};
 use crate::upstream::{HttpClient, chain, http_client};
-
-/// Spans at most in batches waiting for the exporter (64 full batches): beyond it a batch is
-/// dropped and counted.
-pub const QUEUE_SPANS: usize = 64 * MAX_BATCH_SPANS;
-/// Spans per export request (the OpenTelemetry SDK's default batch size); a batch is sent once
-/// it holds this many (one trace more at most).
-pub const MAX_BATCH_SPANS: usize = 512;
-/// One export, from connecting to the collector's answer.
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -92,8 +83,8 @@ struct Head {
 }
 
 impl Head {
-    fn new(service_name: &str, grpc: bool) -> Self {
-        let (resource, scope) = proto::request_head(service_name);
+    fn new(service_name: &str, attributes: &[(String, String)], grpc: bool) -> Self {
+        let (resource, scope) = proto::request_head(service_name, attributes);
         // gRPC's frame, and two tags and two lengths of at most ten bytes each.
         let room = 5 + 2 * (1 + 10) + resource.len() + scope.len();
         Self { grpc, resource, scope, room }
@@ -154,25 +145,31 @@ pub struct Exporter {
     /// Batches complete and waiting to be sent, and the spans they hold.
     ready: Mutex<(VecDeque<Batch>, usize)>,
     closed: AtomicBool,
+    /// Spans per export request: a batch is sent once it holds this many (one trace more at most).
+    max_batch_spans: usize,
+    /// Spans at most in batches waiting for the exporter: beyond it a batch is dropped and counted.
+    max_queue_spans: usize,
     /// Woken when a thread's batch begins (to start the timer) and when one is complete — not
     /// for every trace, which would cost a request a cross-thread wake-up.
     wake: Notify,
 }
 
 impl Exporter {
-    fn new(head: Head) -> Self {
+    fn new(head: Head, max_batch_spans: usize, max_queue_spans: usize) -> Self {
         Self {
             head,
             locals: Mutex::new(Vec::new()),
             ready: Mutex::new((VecDeque::new(), 0)),
             closed: AtomicBool::new(false),
+            max_batch_spans,
+            max_queue_spans,
             wake: Notify::new(),
         }
     }
 
     fn new_batch(&self) -> Batch {
         // ~1.2 KB per trace of four spans: a full batch without regrowing.
-        Batch::new(self.head.room, MAX_BATCH_SPANS * 320)
+        Batch::new(self.head.room, self.max_batch_spans * 320)
     }
 
     /// A finished trace: encoded into this thread's batch, or dropped (and counted) once the
@@ -219,7 +216,8 @@ impl Exporter {
             let began = batch.spans == 0;
             proto::encode_spans(&mut batch.buf, &trace, unix_offset);
             batch.spans += spans;
-            let complete = (batch.spans >= MAX_BATCH_SPANS).then(|| std::mem::replace(&mut *batch, self.new_batch()));
+            let complete =
+                (batch.spans >= self.max_batch_spans).then(|| std::mem::replace(&mut *batch, self.new_batch()));
             (began, complete)
         };
         super::recycle(trace);
@@ -242,7 +240,7 @@ impl Exporter {
     /// Queues a complete batch for sending, or drops (and counts) it when too many wait.
     fn queue(&self, batch: Batch) {
         let mut ready = self.locked_ready();
-        if ready.1 + batch.spans > QUEUE_SPANS {
+        if ready.1 + batch.spans > self.max_queue_spans {
             drop(ready);
             DROPPED_QUEUE_FULL.fetch_add(batch.spans as u64, Ordering::Relaxed);
             return;
@@ -316,10 +314,11 @@ impl Drop for Running {
 /// Starts the exporter task for `settings` (call inside the runtime).
 pub fn start(settings: &OtlpSettings) -> Result<(Arc<Exporter>, Running), String> {
     let collector = Collector::new(settings)?;
-    let head = Head::new(&settings.service_name, settings.protocol == OtlpProtocol::Grpc);
-    let exporter = Arc::new(Exporter::new(head));
+    let head =
+        Head::new(&settings.service_name, &settings.resource_attributes, settings.protocol == OtlpProtocol::Grpc);
+    let exporter = Arc::new(Exporter::new(head, settings.max_batch_spans, settings.max_queue_spans));
     let (stop, stopped) = oneshot::channel();
-    let sender = Sender { collector, delay: settings.batch_delay };
+    let sender = Sender { collector, delay: settings.batch_delay, timeout: settings.export_timeout };
     let task = tokio::spawn(sender.run(exporter.clone(), stopped));
     Ok((exporter, Running { task, stop: Some(stop) }))
 }
@@ -327,6 +326,8 @@ pub fn start(settings: &OtlpSettings) -> Result<(Arc<Exporter>, Running), String
 struct Sender {
     collector: Collector,
     delay: Duration,
+    /// One export, from connecting to the collector's answer.
+    timeout: Duration,
 }
 
 impl Sender {
@@ -364,7 +365,7 @@ impl Sender {
     async fn export(&self, exporter: &Exporter, batch: Batch) {
         let count = batch.spans as u64;
         let body = exporter.head.frame(batch);
-        match tokio::time::timeout(EXPORT_TIMEOUT, self.collector.send(body)).await {
+        match tokio::time::timeout(self.timeout, self.collector.send(body)).await {
             Ok(Ok(())) => {
                 EXPORTED.fetch_add(count, Ordering::Relaxed);
             }
@@ -374,7 +375,7 @@ impl Sender {
             }
             Err(_) => {
                 DROPPED_EXPORT_FAILED.fetch_add(count, Ordering::Relaxed);
-                tracing::warn!(spans = count, "trace export timed out after {EXPORT_TIMEOUT:?}");
+                tracing::warn!(spans = count, "trace export timed out after {:?}", self.timeout);
             }
         }
     }
@@ -424,7 +425,7 @@ impl Collector {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let http = http_client(EXPORT_TIMEOUT, settings.protocol == OtlpProtocol::Grpc)?;
+        let http = http_client(settings.export_timeout, settings.protocol == OtlpProtocol::Grpc)?;
         Ok(Self { http, uri, protocol: settings.protocol, headers })
     }
 
@@ -476,7 +477,7 @@ mod tests {
     }
 
     fn exporter() -> Exporter {
-        Exporter::new(Head::new("svc", false))
+        Exporter::new(Head::new("svc", &[], false), 512, 64 * 512)
     }
 
     /// Whether the exporter has been woken (a stored permit), consuming the wake-up.
@@ -535,7 +536,7 @@ mod tests {
         while let Some(batch) = exporter.next() {
             queued += batch.spans;
         }
-        assert_eq!(queued, QUEUE_SPANS);
+        assert_eq!(queued, 64 * 512);
         exporter.add_to(&local, trace(3));
         exporter.close();
         assert_eq!(exporter.next().map(|b| b.spans), Some(3), "close queues what was batched");
@@ -543,6 +544,21 @@ mod tests {
         assert!(counts().1 >= dropped + 512 + 2, "2 after close");
         exporter.sweep();
         assert!(exporter.next().is_none());
+    }
+
+    #[test]
+    fn the_configured_batch_size_and_queue_bound_are_kept() {
+        // max_export_batch_size 10, max_queue_size 25: two complete batches wait, the third is
+        // dropped whole.
+        let exporter = Exporter::new(Head::new("svc", &[], false), 10, 25);
+        let local = exporter.new_local();
+        let dropped = counts().1;
+        for _ in 0..3 * 3 {
+            exporter.add_to(&local, trace(4));
+        }
+        assert!(counts().1 >= dropped + 12, "the third batch of 12 spans");
+        let sizes: Vec<usize> = std::iter::from_fn(|| exporter.next()).map(|b| b.spans).collect();
+        assert_eq!(sizes, [12, 12], "a batch goes once it holds 10 spans (one trace more at most)");
     }
 
     #[test]
@@ -579,7 +595,7 @@ mod tests {
 
     #[test]
     fn grpc_bodies_carry_the_frame_header_and_long_batches_multi_byte_lengths() {
-        let exporter = Exporter::new(Head::new(&"s".repeat(300), true));
+        let exporter = Exporter::new(Head::new(&"s".repeat(300), &[], true), 512, 64 * 512);
         let local = exporter.new_local();
         for _ in 0..3 {
             exporter.add_to(&local, trace(4));

@@ -22,15 +22,16 @@ const STATUS_ERROR: u8 = 2;
 /// `Span.status` (15) → `Status.code` (3) = ERROR, whole.
 const ERROR_STATUS: [u8; 4] = [15 << 3 | LEN, 2, 3 << 3 | VARINT, STATUS_ERROR];
 
-/// The constant parts of an export request: `ResourceSpans.resource` (attribute `service.name`)
-/// and `ScopeSpans.scope` (`llm-gateway` and its version), each a whole field.
-pub fn request_head(service_name: &str) -> (Vec<u8>, Vec<u8>) {
+/// The constant parts of an export request: `ResourceSpans.resource` (attribute `service.name`,
+/// then `attributes`) and `ScopeSpans.scope` (`llm-gateway` and its version), each a whole field.
+pub fn request_head(service_name: &str, attributes: &[(String, String)]) -> (Vec<u8>, Vec<u8>) {
     let mut resource = Vec::new();
     // ResourceSpans.resource → Resource.attributes
     message(&mut resource, 1, |out| {
-        text_attribute(out, 1, b"service.name", service_name.len(), |out| {
-            out.extend_from_slice(service_name.as_bytes())
-        })
+        let named = std::iter::once(("service.name", service_name));
+        for (key, value) in named.chain(attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            text_attribute(out, 1, key.as_bytes(), value.len(), |out| out.extend_from_slice(value.as_bytes()));
+        }
     });
     let mut scope = Vec::new();
     // ScopeSpans.scope → InstrumentationScope { name, version }
@@ -486,7 +487,8 @@ pub(super) mod tests {
         let mut spans = Vec::new();
         encode_spans(&mut spans, &a, 1000);
         encode_spans(&mut spans, &b, 1000);
-        let (resource, scope) = request_head("svc");
+        let attributes = [("k8s.namespace.name".to_owned(), "ai".to_owned()), ("long".to_owned(), "x".repeat(300))];
+        let (resource, scope) = request_head("svc", &attributes);
         let mut out = Vec::new();
         request_framing(&mut out, &resource, &scope, spans.len());
         out.extend_from_slice(&spans);
@@ -495,9 +497,15 @@ pub(super) mod tests {
         assert_eq!(request.len(), 1);
         let resource_spans = fields(&request[0].2);
         let (resource, scope_spans) = (fields(&resource_spans[0].2), fields(&resource_spans[1].2));
-        let service = fields(&resource[0].2);
-        assert_eq!(service[0].2, b"service.name");
-        assert_eq!(fields(&service[1].2)[0].2, b"svc");
+        let resource: Vec<(Vec<u8>, Vec<u8>)> = resource
+            .iter()
+            .map(|kv| fields(&kv.2))
+            .map(|kv| (kv[0].2.clone(), fields(&kv[1].2)[0].2.clone()))
+            .collect();
+        let expected =
+            [("service.name", "svc".to_owned()), ("k8s.namespace.name", "ai".to_owned()), ("long", "x".repeat(300))];
+        let expected: Vec<_> = expected.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        assert_eq!(resource, expected, "service.name, then the configured resource attributes");
         let scope = fields(&scope_spans[0].2);
         assert_eq!(scope[0].2, b"llm-gateway");
         let spans: Vec<_> = scope_spans[1..].iter().map(|s| fields(&s.2)).collect();
