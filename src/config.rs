@@ -138,7 +138,7 @@ pub struct OtlpSettings {
     pub protocol: OtlpProtocol,
     pub headers: Vec<(String, String)>,
     pub service_name: String,
-    /// The resource's other attributes (never `service.name`), in order.
+    /// The resource's other attributes (never `service.name`), by key.
     pub resource_attributes: Vec<(String, String)>,
     pub batch_delay: Duration,
     /// Spans per export request.

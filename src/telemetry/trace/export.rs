@@ -168,8 +168,9 @@ impl Exporter {
     }
 
     fn new_batch(&self) -> Batch {
-        // ~1.2 KB per trace of four spans: a full batch without regrowing.
-        Batch::new(self.head.room, self.max_batch_spans * 320)
+        // ~1.2 KB per trace of four spans: a full batch without regrowing (up to 1 MiB ahead;
+        // a larger configured batch grows as it fills).
+        Batch::new(self.head.room, (self.max_batch_spans * 320).min(1 << 20))
     }
 
     /// A finished trace: encoded into this thread's batch, or dropped (and counted) once the
