@@ -388,6 +388,8 @@ def test_integrations_become_env():
     prod = render(EXAMPLES_BY_NAME["production"])
     env = env_of(gateway_container(prod))
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].endswith(":4317")
+    # The resource attributes the gateway puts on every exported trace (OTEL_RESOURCE_ATTRIBUTES).
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == f"k8s.namespace.name={NAMESPACE},deployment.environment=prod"
     assert "VALKEY_URL" not in env
     default_env = env_of(gateway_container(render()))
     assert not {"VALKEY_URL", "OPENMETER_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "LLM_GATEWAY_OIDC_ISSUER_URL"} & set(
