@@ -960,14 +960,10 @@ fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Option<Otl
             )));
         }
     };
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(list) = env.var("OTEL_EXPORTER_OTLP_HEADERS") {
-        for pair in list.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                headers.push((k.trim().to_owned(), v.trim().to_owned()));
-            }
-        }
-    }
+    let mut headers = match env.var("OTEL_EXPORTER_OTLP_HEADERS") {
+        Some(list) => otel_pairs("OTEL_EXPORTER_OTLP_HEADERS", &list)?,
+        None => Vec::new(),
+    };
     if let Some(r) = raw {
         for (k, v) in &r.headers {
             let value = match v.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
@@ -981,7 +977,7 @@ fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Option<Otl
     }
     // The resource: `OTEL_RESOURCE_ATTRIBUTES`, then the config's (the same key: the config's wins).
     let mut resource: BTreeMap<String, String> = match env.var("OTEL_RESOURCE_ATTRIBUTES") {
-        Some(list) => resource_attributes(&list)?,
+        Some(list) => otel_pairs("OTEL_RESOURCE_ATTRIBUTES", &list)?.into_iter().collect(),
         None => BTreeMap::new(),
     };
     if let Some(r) = raw {
@@ -1065,12 +1061,13 @@ fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Option<Otl
     }))
 }
 
-/// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas, values percent-encoded
-/// (the W3C Baggage octet format the specification names). Spaces around keys and values are
-/// ignored; an empty list is no attributes.
-fn resource_attributes(list: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let invalid = |why: String| ConfigError(format!("OTEL_RESOURCE_ATTRIBUTES: {why}"));
-    let mut out = BTreeMap::new();
+/// The list format of `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES` (variable
+/// `name`): `key=value` pairs separated by commas, values percent-encoded (the W3C Baggage octet
+/// format the specification names: `Authorization=Basic%20...`). Spaces around keys and values
+/// are ignored; an empty list is no pairs. In order (a key given twice: the last one counts).
+fn otel_pairs(name: &str, list: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let invalid = |why: String| ConfigError(format!("{name}: {why}"));
+    let mut out = Vec::new();
     for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
         let (key, value) =
             pair.split_once('=').ok_or_else(|| invalid(format!("{:?} is not key=value", pair.trim())))?;
@@ -1080,7 +1077,7 @@ fn resource_attributes(list: &str) -> Result<BTreeMap<String, String>, ConfigErr
         }
         let value = percent_decoded(value.trim())
             .ok_or_else(|| invalid(format!("the value of {key:?} is not valid percent-encoded UTF-8")))?;
-        out.insert(key.to_owned(), value);
+        out.push((key.to_owned(), value));
     }
     Ok(out)
 }

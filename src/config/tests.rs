@@ -363,3 +363,22 @@ fn trace_resource_attributes_from_the_standard_variable_and_the_config() {
     let e = resource(otlp, &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")]).unwrap_err();
     assert_eq!(e, "OTEL_RESOURCE_ATTRIBUTES: the value of \"a\" is not valid percent-encoded UTF-8");
 }
+
+#[test]
+fn otlp_headers_from_the_standard_variable_are_percent_decoded_then_the_configs_follow() {
+    let headers = |yaml: &str, vars: &[(&'static str, &'static str)]| {
+        Config::from_yaml(&format!("{BASE}{yaml}"), &env(vars))
+            .map(|c| c.telemetry.otlp.map(|o| o.headers))
+            .map_err(|e| e.0)
+    };
+    let yaml = "telemetry: { otlp: { endpoint: 'http://c:4318', headers: { x-scope-orgid: tenant-1 } } }\n";
+    // As hosted collectors document it: the space in the value percent-encoded.
+    let vars = [("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Basic%20dXNlcjpwYXNz, x-team = a")];
+    let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        headers(yaml, &vars).unwrap(),
+        Some(pairs(&[("Authorization", "Basic dXNlcjpwYXNz"), ("x-team", "a"), ("x-scope-orgid", "tenant-1")]))
+    );
+    let e = headers(yaml, &[("OTEL_EXPORTER_OTLP_HEADERS", "Authorization")]).unwrap_err();
+    assert_eq!(e, "OTEL_EXPORTER_OTLP_HEADERS: \"Authorization\" is not key=value");
+}
