@@ -32,7 +32,7 @@ use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
 use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
-use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, genai};
+use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, genai, keys};
 use crate::upstream::{self, Forward, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
 
@@ -145,12 +145,9 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut trace = Trace::start(&headers, endpoint.operation());
-    if let Some(r) = trace.get_mut() {
-        r.attributes(SpanRef::SERVER)
-            .str(genai::OPERATION_NAME, endpoint.operation())
-            .str("llm_gateway.request_id", &id.0);
-    }
+    // (The server span's attributes and final name are set once the request has ended, from
+    // the context: `telemetry::record_span`.)
+    let trace = Trace::start(&headers, endpoint.operation());
     let mut ctx = RequestCtx {
         request_id: id.0,
         started,
@@ -207,9 +204,9 @@ pub(crate) async fn handle(
                 }
                 if let Some(mut r) = hook_ctx.trace.lock() {
                     let mut a = r.attributes(stream_span);
-                    a.int("llm_gateway.chunks", i64::from(end.chunks));
+                    a.int(&keys::CHUNKS, i64::from(end.chunks));
                     if let Some(label) = end.error.or(end.client_gone.then_some("client_gone")) {
-                        a.str("error.type", label);
+                        a.str(&keys::ERROR_TYPE, label);
                     }
                     drop(a);
                     r.end(stream_span);
@@ -347,14 +344,6 @@ async fn serve(
     }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     let operation = ctx.endpoint.operation();
-    if let Some(r) = ctx.trace.get_mut() {
-        let server = SpanRef::SERVER;
-        r.rename(server, &[operation, " ", &request.model]);
-        r.attributes(server)
-            .str(genai::REQUEST_MODEL, &request.model)
-            .bool(genai::REQUEST_STREAM, request.stream)
-            .str("llm_gateway.team", &principal.team);
-    }
     // (Planning is a few microseconds of work in memory, never a wait: no span of its own.)
     let plan = gw.router.plan(&principal, &request.model, shape)?;
 
@@ -378,9 +367,9 @@ async fn serve(
             Some(r) => {
                 let span = r.child_named(&[operation, " ", &deployment.model], Kind::Client);
                 r.attributes(span)
-                    .str(genai::OPERATION_NAME, operation)
+                    .str(&genai::OPERATION_NAME, operation)
                     .block(deployment.trace_attributes.get_or_init(|| attempt_attributes(deployment)))
-                    .int("llm_gateway.attempt", i64::from(ctx.attempts));
+                    .int(&keys::ATTEMPT, i64::from(ctx.attempts));
                 (span, r.traceparent(span).map(|parent| (parent, r.trace_state().map(str::to_owned))))
             }
             None => (SpanRef::NONE, None),
@@ -389,7 +378,7 @@ async fn serve(
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
         if let Some(r) = ctx.trace.get_mut() {
             if let Err(e) = &result {
-                r.attributes(attempt_span).str("error.type", e.label());
+                r.attributes(attempt_span).str(&keys::ERROR_TYPE, e.label());
             }
             r.end(attempt_span);
         }
@@ -603,10 +592,10 @@ fn attempt_attributes(deployment: &DeploymentSpec) -> AttributeBlock {
     let strings = [
         (genai::PROVIDER_NAME, provider),
         (genai::REQUEST_MODEL, deployment.model.as_str()),
-        ("server.address", host),
-        ("llm_gateway.deployment", deployment.id.as_str()),
+        (keys::SERVER_ADDRESS, host),
+        (keys::DEPLOYMENT, deployment.id.as_str()),
     ];
-    let port = port.map(|port| ("server.port", i64::from(port)));
+    let port = port.map(|port| (keys::SERVER_PORT, i64::from(port)));
     AttributeBlock::new(&strings, port.as_slice())
 }
 

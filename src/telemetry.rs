@@ -86,30 +86,44 @@ impl Observer for RequestLog {
     }
 }
 
-/// Records the server span's closing attributes (GenAI conventions) once the request ended;
-/// returns the trace id of a traced request when `want_id`.
+/// Names the server span and records its attributes (GenAI conventions) once the request has
+/// ended, all from the request's context and outcome: one run of attributes, written in one
+/// place. Returns the trace id of a traced request when `want_id`.
 fn record_span(ctx: &RequestCtx, outcome: &Outcome, want_id: bool) -> Option<trace::TraceIdHex> {
-    use trace::{SpanRef, genai};
+    use trace::{SpanRef, genai, keys};
     let mut r = ctx.trace.lock()?;
     let server = SpanRef::SERVER;
-    let mut a = r.attributes(server);
-    a.int("http.response.status_code", i64::from(outcome.status)).int("llm_gateway.attempts", i64::from(ctx.attempts));
-    if let Some(d) = &ctx.deployment {
-        a.str("llm_gateway.deployment", d);
+    let operation = ctx.endpoint.operation();
+    // The model is known once the request's body was read (an empty name is refused then).
+    let parsed = !ctx.client_model.is_empty();
+    if parsed {
+        r.rename(server, &[operation, " ", &ctx.client_model]);
     }
-    if outcome.status < 400 && !ctx.client_model.is_empty() {
-        a.str(genai::RESPONSE_MODEL, &ctx.client_model);
+    let mut a = r.attributes(server);
+    a.str(&genai::OPERATION_NAME, operation).str(&keys::REQUEST_ID, &ctx.request_id);
+    if parsed {
+        a.str(&genai::REQUEST_MODEL, &ctx.client_model).bool(&genai::REQUEST_STREAM, ctx.stream);
+    }
+    if let Some(principal) = &ctx.principal {
+        a.str(&keys::TEAM, &principal.team);
+    }
+    a.int(&keys::HTTP_STATUS, i64::from(outcome.status)).int(&keys::ATTEMPTS, i64::from(ctx.attempts));
+    if let Some(d) = &ctx.deployment {
+        a.str(&keys::DEPLOYMENT, d);
+    }
+    if outcome.status < 400 && parsed {
+        a.str(&genai::RESPONSE_MODEL, &ctx.client_model);
     }
     if let Some(usage) = outcome.usage {
         let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        a.int(genai::USAGE_INPUT_TOKENS, int(usage.prompt_tokens))
-            .int(genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
+        a.int(&genai::USAGE_INPUT_TOKENS, int(usage.prompt_tokens))
+            .int(&genai::USAGE_OUTPUT_TOKENS, int(usage.completion_tokens));
     }
     if let Some(reason) = &outcome.finish_reason {
-        a.strs(genai::RESPONSE_FINISH_REASONS, &[reason]);
+        a.strs(&genai::RESPONSE_FINISH_REASONS, &[reason]);
     }
     if let Some(label) = outcome.error {
-        a.str("error.type", label);
+        a.str(&keys::ERROR_TYPE, label);
     }
     drop(a);
     if outcome.error.is_some() {

@@ -26,14 +26,51 @@ use http::HeaderMap;
 /// GenAI semantic-convention attribute names (our own constants: the semconv crate marks every
 /// `gen_ai.*` name deprecated since they moved to their own repository).
 pub mod genai {
-    pub const OPERATION_NAME: &str = "gen_ai.operation.name";
-    pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
-    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
-    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
-    pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
-    pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
-    pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
-    pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    use super::Key;
+    pub const OPERATION_NAME: Key = Key::new("gen_ai.operation.name");
+    pub const PROVIDER_NAME: Key = Key::new("gen_ai.provider.name");
+    pub const REQUEST_MODEL: Key = Key::new("gen_ai.request.model");
+    pub const RESPONSE_MODEL: Key = Key::new("gen_ai.response.model");
+    pub const REQUEST_STREAM: Key = Key::new("gen_ai.request.stream");
+    pub const USAGE_INPUT_TOKENS: Key = Key::new("gen_ai.usage.input_tokens");
+    pub const USAGE_OUTPUT_TOKENS: Key = Key::new("gen_ai.usage.output_tokens");
+    pub const RESPONSE_FINISH_REASONS: Key = Key::new("gen_ai.response.finish_reasons");
+}
+
+/// The other attribute names: general semantic conventions, then the gateway's own.
+pub mod keys {
+    use super::Key;
+    pub const ERROR_TYPE: Key = Key::new("error.type");
+    pub const HTTP_STATUS: Key = Key::new("http.response.status_code");
+    pub const SERVER_ADDRESS: Key = Key::new("server.address");
+    pub const SERVER_PORT: Key = Key::new("server.port");
+    pub const REQUEST_ID: Key = Key::new("llm_gateway.request_id");
+    pub const TEAM: Key = Key::new("llm_gateway.team");
+    pub const DEPLOYMENT: Key = Key::new("llm_gateway.deployment");
+    /// The attempts a request made (on the server span).
+    pub const ATTEMPTS: Key = Key::new("llm_gateway.attempts");
+    /// Which attempt this is, from 1 (on an attempt's span).
+    pub const ATTEMPT: Key = Key::new("llm_gateway.attempt");
+    pub const CHUNKS: Key = Key::new("llm_gateway.chunks");
+}
+
+/// An attribute's name, with its `KeyValue` framing encoded ahead (`proto::key_head`): setting
+/// an attribute copies the framing in one piece, fills in its lengths, then copies the value.
+/// Made once, as a constant.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    name: &'static str,
+    head: proto::KeyHead,
+}
+
+impl Key {
+    pub const fn new(name: &'static str) -> Self {
+        Self { name, head: proto::key_head(name) }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// Spans beyond this many in one trace (a request failing over through dozens of deployments)
@@ -129,7 +166,7 @@ pub struct AttributeBlock(Box<[u8]>);
 
 impl AttributeBlock {
     /// The string attributes `strings` then the integer attributes `ints` (key, value), encoded.
-    pub fn new(strings: &[(&str, &str)], ints: &[(&str, i64)]) -> Self {
+    pub fn new(strings: &[(Key, &str)], ints: &[(Key, i64)]) -> Self {
         let mut out = Vec::new();
         for (key, value) in strings {
             proto::str_attribute(&mut out, key, value);
@@ -391,7 +428,7 @@ fn new_span_id() -> [u8; 8] {
 }
 
 /// Attributes being set on one span (`Recorder::attributes`); on a span that was not recorded,
-/// setting them does nothing. Keys are ours: static names, never a client's text.
+/// setting them does nothing. Keys are ours (`Key` constants), never a client's text.
 pub struct Attributes<'r> {
     recorder: Option<&'r mut Recorder>,
     span: SpanRef,
@@ -403,21 +440,21 @@ impl Attributes<'_> {
         self.recorder.as_deref_mut().map(|r| &mut r.arena)
     }
 
-    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+    pub fn str(&mut self, key: &Key, value: &str) -> &mut Self {
         if let Some(arena) = self.arena() {
             proto::str_attribute(arena, key, value);
         }
         self
     }
 
-    pub fn int(&mut self, key: &'static str, value: i64) -> &mut Self {
+    pub fn int(&mut self, key: &Key, value: i64) -> &mut Self {
         if let Some(arena) = self.arena() {
             proto::int_attribute(arena, key, value);
         }
         self
     }
 
-    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+    pub fn bool(&mut self, key: &Key, value: bool) -> &mut Self {
         if let Some(arena) = self.arena() {
             proto::bool_attribute(arena, key, value);
         }
@@ -425,7 +462,7 @@ impl Attributes<'_> {
     }
 
     /// A string-array attribute.
-    pub fn strs(&mut self, key: &'static str, values: &[&str]) -> &mut Self {
+    pub fn strs(&mut self, key: &Key, values: &[&str]) -> &mut Self {
         if let Some(arena) = self.arena() {
             proto::str_array_attribute(arena, key, values);
         }
@@ -532,10 +569,10 @@ mod tests {
         let auth = r.child("auth", Kind::Internal);
         r.end(auth);
         let attempt = r.child_named(&["chat ", "gpt-4o"], Kind::Client);
-        r.attributes(attempt).str(genai::REQUEST_MODEL, "gpt-4o").int("llm_gateway.attempt", 1);
+        r.attributes(attempt).str(&genai::REQUEST_MODEL, "gpt-4o").int(&Key::new("llm_gateway.attempt"), 1);
         r.rename(SpanRef::SERVER, &["chat ", "my-model"]);
         r.set_error(SpanRef::SERVER);
-        r.attributes(SpanRef::NONE).bool("ignored", true);
+        r.attributes(SpanRef::NONE).bool(&Key::new("ignored"), true);
         r.finish();
 
         assert_eq!(r.trace_id_hex().as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -558,7 +595,7 @@ mod tests {
         let parent = w3c::parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let mut old = Recorder::start(parent, Some("k=v"), "chat");
         let attempt = old.child_named(&["chat ", "gpt-4o"], Kind::Client);
-        old.attributes(attempt).str(genai::REQUEST_MODEL, "gpt-4o");
+        old.attributes(attempt).str(&genai::REQUEST_MODEL, "gpt-4o");
         old.set_error(SpanRef::SERVER);
         old.finish();
         let (old_id, old_at) = (old.trace_id, &*old as *const Recorder);

@@ -19,7 +19,12 @@ SERVER, CLIENT = 2, 3
 
 
 def start_traced(
-    upstream: MockOpenAI, tmp_path, otlp_extra: dict | None = None, env: dict | None = None, threads: int | None = None
+    upstream: MockOpenAI,
+    tmp_path,
+    otlp_extra: dict | None = None,
+    env: dict | None = None,
+    threads: int | None = None,
+    rpm: int = 100_000,
 ) -> tuple[GatewayProcess, OtlpReceiver]:
     receiver = OtlpReceiver().start()
     cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1")
@@ -32,7 +37,7 @@ def start_traced(
     }
     cfg["retry"] = {"backoff": "1ms"}
     # Limits to check, so requests have a `limits` span (a team with none has nothing to check).
-    cfg["teams"]["team-a"]["limits"] = {"rpm": 100_000}
+    cfg["teams"]["team-a"]["limits"] = {"rpm": rpm}
     otlp = {"endpoint": receiver.endpoint, "protocol": "http", "batch_delay": "100ms", "service_name": "gw-under-test"}
     cfg["telemetry"] = {"otlp": otlp | (otlp_extra or {})}
     if threads:
@@ -155,6 +160,44 @@ def test_a_refused_request_is_a_failed_server_span(traced) -> None:
     assert server.attributes["http.response.status_code"] == 404
     assert "gen_ai.response.model" not in server.attributes
     assert sorted(s.name for s in spans) == ["auth", "chat no-such-model", "limits"]
+
+
+def test_a_rate_limited_request_span_still_names_its_request(upstream: MockOpenAI, tmp_path) -> None:
+    # Refused by the limits before any upstream was chosen: the server span still says which
+    # model and team, with which request id, and why it failed.
+    proc, receiver = start_traced(upstream, tmp_path, rpm=1)
+    try:
+        gw = Gateway(proc=proc, upstream=upstream)
+        post_in_new_trace(gw, "echo-model", "the minute's one request")
+        trace_id = secrets.token_hex(16)
+        with gw.http() as http:
+            resp = http.post(
+                "/v1/chat/completions",
+                headers={
+                    "Authorization": f"Bearer {TEAM_A_KEY}",
+                    "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                    "x-request-id": "rid-over-the-limit",
+                },
+                json={"model": "echo-model", "stream": True, "messages": [{"role": "user", "content": "one more"}]},
+            )
+            assert resp.status_code == 429, resp.text
+        spans = receiver.wait_for(trace_id, count=3)
+        assert sorted(s.name for s in spans) == ["auth", "chat echo-model", "limits"]
+        server = next(s for s in spans if s.kind == SERVER)
+        assert server.status_code == 2, "STATUS_CODE_ERROR"
+        a = server.attributes
+        assert a["http.response.status_code"] == 429
+        assert a["error.type"] == "rate_limited"
+        assert a["gen_ai.operation.name"] == "chat"
+        assert a["gen_ai.request.model"] == "echo-model"
+        assert a["gen_ai.request.stream"] is True
+        assert a["llm_gateway.team"] == "team-a"
+        assert a["llm_gateway.request_id"] == "rid-over-the-limit"
+        assert a["llm_gateway.attempts"] == 0
+        assert "gen_ai.response.model" not in a and "llm_gateway.deployment" not in a
+    finally:
+        proc.stop()
+        receiver.stop()
 
 
 def test_traces_still_batched_are_exported_at_shutdown(upstream: MockOpenAI, tmp_path) -> None:

@@ -11,7 +11,7 @@
 //! request's framing around them (`request_framing`) once the batch is complete and its length
 //! known.
 
-use super::{Name, Recorder, SpanRef};
+use super::{Key, Name, Recorder, SpanRef};
 
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
@@ -61,76 +61,170 @@ pub fn request_framing(out: &mut Vec<u8>, resource: &[u8], scope: &[u8], spans_l
 /// Appends `trace`'s spans, as `ScopeSpans.spans` fields; `unix_offset` turns the monotonic
 /// clock's readings into Unix time (added, wrapping).
 pub fn encode_spans(out: &mut Vec<u8>, trace: &Recorder, unix_offset: u64) {
-    for index in 0..trace.spans.len() {
+    let state = trace.trace_state.map(|t| trace.bytes(t));
+    for (index, s) in trace.spans.iter().enumerate() {
+        let parent =
+            if index == usize::from(SpanRef::SERVER.0) { trace.remote_parent } else { Some(trace.spans[0].id) };
+        let name = match s.name {
+            Name::Static(name) => name.as_bytes(),
+            Name::Text(text) => trace.bytes(text),
+        };
         // Every field's length is known before it is written: the span's length goes first.
-        let len = span_len(trace, index);
+        // trace_id and span_id (28), kind, start and end (20), the name; then what varies.
+        let mut len = 48 + field_len(name.len()) + s.attributes_len as usize;
+        if let Some(state) = state {
+            len += field_len(state.len());
+        }
+        if parent.is_some() {
+            len += 10;
+        }
+        if s.error {
+            len += ERROR_STATUS.len();
+        }
         out.reserve(1 + varint_len(len as u64) + len);
-        tag(out, 2, LEN);
-        varint(out, len as u64);
         let at = out.len();
-        span(out, trace, index, unix_offset);
-        debug_assert_eq!(out.len() - at, len, "span {index}'s length was computed wrong");
+        // The fixed-size fields are composed on the stack and appended in few copies: the span's
+        // tag and length, then trace_id and span_id (ScopeSpans.spans → Span 1, 2).
+        let mut head = [0u8; 1 + 10 + 28];
+        head[0] = 2 << 3 | LEN;
+        let n = 1 + put_varint(&mut head[1..], len as u64);
+        head[n..n + 2].copy_from_slice(&[1 << 3 | LEN, 16]);
+        head[n + 2..n + 18].copy_from_slice(&trace.trace_id);
+        head[n + 18..n + 20].copy_from_slice(&[2 << 3 | LEN, 8]);
+        head[n + 20..n + 28].copy_from_slice(&s.id);
+        // (Whole arrays, then cut: copies of a fixed size are a few moves, no call.)
+        out.extend_from_slice(&head);
+        out.truncate(at + n + 28);
+        if let Some(state) = state {
+            bytes(out, 3, state);
+        }
+        // 4 parent_span_id, then 5 name's tag and length.
+        let mut mid = [0u8; 10 + 1 + 10];
+        let mut m = 0;
+        if let Some(parent) = parent {
+            mid[..2].copy_from_slice(&[4 << 3 | LEN, 8]);
+            mid[2..10].copy_from_slice(&parent);
+            m = 10;
+        }
+        mid[m] = 5 << 3 | LEN;
+        m += 1 + put_varint(&mut mid[m + 1..], name.len() as u64);
+        let mid_at = out.len();
+        out.extend_from_slice(&mid);
+        out.truncate(mid_at + m);
+        out.extend_from_slice(name);
+        // 6 kind, 7 start and 8 end (fixed64)
+        let mut times = [0u8; 20];
+        times[..3].copy_from_slice(&[6 << 3 | VARINT, s.kind as u8, 7 << 3 | FIXED64]);
+        times[3..11].copy_from_slice(&s.start.wrapping_add(unix_offset).to_le_bytes());
+        times[11] = 8 << 3 | FIXED64;
+        times[12..].copy_from_slice(&s.end.unwrap_or(s.start).wrapping_add(unix_offset).to_le_bytes());
+        out.extend_from_slice(&times);
+        // Span.attributes, encoded as they were set.
+        for run in trace.runs.iter().filter(|r| usize::from(r.span) == index) {
+            out.extend_from_slice(trace.bytes(run.bytes));
+        }
+        if s.error {
+            // Span.status → Status.code
+            out.extend_from_slice(&ERROR_STATUS);
+        }
+        debug_assert_eq!(out.len() - at, 1 + varint_len(len as u64) + len, "span {index}'s length was computed wrong");
     }
 }
 
-/// The encoded length of span `index` of `trace` (what `span` writes).
-fn span_len(trace: &Recorder, index: usize) -> usize {
-    let s = &trace.spans[index];
-    let field = |len: usize| 1 + varint_len(len as u64) + len;
-    // trace_id, span_id; kind, start and end.
-    let mut len = 18 + 10 + 20;
-    if let Some(state) = trace.trace_state {
-        len += field(trace.bytes(state).len());
+/// A length-delimited field's bytes for a payload of `len`: tag, length, payload.
+#[inline(always)]
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Writes `value` as a varint at the start of `out` (which has room for it); its length.
+#[inline(always)]
+fn put_varint(out: &mut [u8], mut value: u64) -> usize {
+    let mut n = 0;
+    while value >= 0x80 {
+        out[n] = value as u8 | 0x80;
+        value >>= 7;
+        n += 1;
     }
-    if index != usize::from(SpanRef::SERVER.0) || trace.remote_parent.is_some() {
-        len += 10;
+    out[n] = value as u8;
+    n + 1
+}
+
+/// The longest framing of a key encoded ahead (`key_head`): keys up to 48 bytes.
+const KEY_HEAD_MAX: usize = 56;
+
+/// A `KeyValue`'s framing for one key, up to its value's first byte: `[9 << 3 | LEN, length,
+/// 1 << 3 | LEN, key length, key..., 2 << 3 | LEN, AnyValue length, AnyValue's field tag, its
+/// first byte]`, the key's `len` bytes of `bytes`. The lengths (one byte each: attributes under
+/// 128 bytes) and the value's two bytes are filled in as an attribute is set. `len` is 0 for a
+/// key too long to have one.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHead {
+    bytes: [u8; KEY_HEAD_MAX],
+    len: u8,
+}
+
+/// The framing of key `name` (evaluated once, for a `Key` constant).
+pub(super) const fn key_head(name: &str) -> KeyHead {
+    let mut bytes = [0u8; KEY_HEAD_MAX];
+    let k = name.len();
+    if k + 8 > KEY_HEAD_MAX {
+        return KeyHead { bytes, len: 0 };
     }
-    len += field(match s.name {
-        Name::Static(name) => name.len(),
-        Name::Text(text) => trace.bytes(text).len(),
-    });
-    len += s.attributes_len as usize;
-    if s.error {
-        len += ERROR_STATUS.len();
+    bytes[0] = 9 << 3 | LEN;
+    bytes[2] = 1 << 3 | LEN;
+    bytes[3] = k as u8;
+    let name = name.as_bytes();
+    let mut i = 0;
+    while i < k {
+        bytes[4 + i] = name[i];
+        i += 1;
     }
-    len
+    bytes[4 + k] = 2 << 3 | LEN;
+    KeyHead { bytes, len: (k + 8) as u8 }
 }
 
 /// `Span.attributes`: a string attribute.
-pub(super) fn str_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+pub(super) fn str_attribute(out: &mut Vec<u8>, key: &Key, value: &str) {
     let v = value.len();
-    if key.len() + v <= SHORT {
+    if key.head.len != 0 && key.name.len() + v <= SHORT {
         // AnyValue { 1 string }
-        short_attribute(out, key, [1 << 3 | LEN, v as u8], value.as_bytes());
+        short_attribute(out, &key.head, [1 << 3 | LEN, v as u8], value.as_bytes());
         return;
     }
-    text_attribute(out, 9, key.as_bytes(), v, |out| out.extend_from_slice(value.as_bytes()));
+    text_attribute(out, 9, key.name.as_bytes(), v, |out| out.extend_from_slice(value.as_bytes()));
 }
 
 /// Key and value lengths (together) up to which an attribute's lengths are all one byte.
 const SHORT: usize = 0x7f - 8;
 
-/// A `Span.attributes` `KeyValue` whose `AnyValue` is `head` (a field's tag and a byte: a
+/// A `Span.attributes` `KeyValue` whose `AnyValue` is `value` (a field's tag and a byte: a
 /// one-byte varint, or a string's one-byte length) followed by `tail`, with every length one
-/// byte (the key and `tail` together at most `SHORT`): two four-byte headers around the key,
-/// then the tail.
+/// byte (the key and `tail` together at most `SHORT`): the key's framing copied in one piece,
+/// its lengths and value bytes filled in, then the tail.
 #[inline(always)]
-fn short_attribute(out: &mut Vec<u8>, key: &str, head: [u8; 2], tail: &[u8]) {
-    let (k, t) = (key.len(), tail.len());
-    out.reserve(8 + k + t);
-    // KeyValue { 1 key, 2 AnyValue }
-    out.extend_from_slice(&[9 << 3 | LEN, (6 + k + t) as u8, 1 << 3 | LEN, k as u8]);
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(&[2 << 3 | LEN, (2 + t) as u8, head[0], head[1]]);
+fn short_attribute(out: &mut Vec<u8>, key: &KeyHead, value: [u8; 2], tail: &[u8]) {
+    let (h, t) = (usize::from(key.len), tail.len());
+    out.reserve(KEY_HEAD_MAX + t);
+    let at = out.len();
+    // The whole array in one copy of a fixed size (a few moves, no call), cut to this key's.
+    out.extend_from_slice(&key.bytes);
+    out.truncate(at + h);
+    let head = &mut out[at..at + h];
+    // KeyValue's length: the key's field (2 + key), the value's (2 + 2 + tail).
+    head[1] = (h - 2 + t) as u8;
+    head[h - 3] = (2 + t) as u8;
+    head[h - 2] = value[0];
+    head[h - 1] = value[1];
     out.extend_from_slice(tail);
 }
 
 /// `Span.attributes`: a string-array attribute (`AnyValue.array_value`, each element an
 /// `AnyValue.string_value`).
-pub(super) fn str_array_attribute(out: &mut Vec<u8>, key: &str, values: &[&str]) {
+pub(super) fn str_array_attribute(out: &mut Vec<u8>, key: &Key, values: &[&str]) {
     let element = |v: &str| 1 + varint_len(v.len() as u64) + v.len();
     let array: usize = values.iter().map(|v| 1 + varint_len(element(v) as u64) + element(v)).sum();
-    key_value_header(out, 9, key.as_bytes(), 1 + varint_len(array as u64) + array);
+    key_value_header(out, 9, key.name.as_bytes(), 1 + varint_len(array as u64) + array);
     // AnyValue.array_value → ArrayValue.values → AnyValue.string_value
     tag(out, 5, LEN);
     varint(out, array as u64);
@@ -143,71 +237,30 @@ pub(super) fn str_array_attribute(out: &mut Vec<u8>, key: &str, values: &[&str])
 
 /// `Span.attributes`: an integer attribute (int64: two's complement, as a varint — ten bytes
 /// when negative).
-pub(super) fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
+pub(super) fn int_attribute(out: &mut Vec<u8>, key: &Key, value: i64) {
     match u8::try_from(value) {
         Ok(small) if small < 0x80 => one_byte_attribute(out, key, 3, small),
         _ => {
-            key_value_header(out, 9, key.as_bytes(), 1 + varint_len(value as u64));
+            key_value_header(out, 9, key.name.as_bytes(), 1 + varint_len(value as u64));
             varint_field(out, 3, value as u64);
         }
     }
 }
 
 /// `Span.attributes`: a boolean attribute.
-pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &str, value: bool) {
+pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &Key, value: bool) {
     one_byte_attribute(out, key, 2, u8::from(value));
 }
 
 /// An attribute whose value is the one-byte varint `byte` in `AnyValue`'s field `field`.
 #[inline(always)]
-fn one_byte_attribute(out: &mut Vec<u8>, key: &str, field: u8, byte: u8) {
-    if key.len() <= SHORT {
-        short_attribute(out, key, [field << 3 | VARINT, byte], &[]);
+fn one_byte_attribute(out: &mut Vec<u8>, key: &Key, field: u8, byte: u8) {
+    if key.head.len != 0 {
+        short_attribute(out, &key.head, [field << 3 | VARINT, byte], &[]);
         return;
     }
-    key_value_header(out, 9, key.as_bytes(), 2);
+    key_value_header(out, 9, key.name.as_bytes(), 2);
     out.extend_from_slice(&[field << 3 | VARINT, byte]);
-}
-
-/// One `Span`.
-fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, unix_offset: u64) {
-    let s = &trace.spans[index];
-    // Fixed-size fields are composed on the stack and appended in one copy each.
-    let mut ids = [0u8; 28];
-    ids[..2].copy_from_slice(&[1 << 3 | LEN, 16]);
-    ids[2..18].copy_from_slice(&trace.trace_id);
-    ids[18..20].copy_from_slice(&[2 << 3 | LEN, 8]);
-    ids[20..].copy_from_slice(&s.id);
-    out.extend_from_slice(&ids);
-    if let Some(state) = trace.trace_state {
-        bytes(out, 3, trace.bytes(state));
-    }
-    let parent = if index == usize::from(SpanRef::SERVER.0) { trace.remote_parent } else { Some(trace.spans[0].id) };
-    if let Some(parent) = parent {
-        let mut field = [4 << 3 | LEN, 8, 0, 0, 0, 0, 0, 0, 0, 0];
-        field[2..].copy_from_slice(&parent);
-        out.extend_from_slice(&field);
-    }
-    let name = match s.name {
-        Name::Static(name) => name.as_bytes(),
-        Name::Text(text) => trace.bytes(text),
-    };
-    bytes(out, 5, name);
-    // 6 kind, 7 start and 8 end (fixed64)
-    let mut times = [0u8; 20];
-    times[..3].copy_from_slice(&[6 << 3 | VARINT, s.kind as u8, 7 << 3 | FIXED64]);
-    times[3..11].copy_from_slice(&s.start.wrapping_add(unix_offset).to_le_bytes());
-    times[11] = 8 << 3 | FIXED64;
-    times[12..].copy_from_slice(&s.end.unwrap_or(s.start).wrapping_add(unix_offset).to_le_bytes());
-    out.extend_from_slice(&times);
-    // Span.attributes, encoded as they were set.
-    for run in trace.runs.iter().filter(|r| usize::from(r.span) == index) {
-        out.extend_from_slice(trace.bytes(run.bytes));
-    }
-    if s.error {
-        // Span.status → Status.code
-        out.extend_from_slice(&ERROR_STATUS);
-    }
 }
 
 /// A text `KeyValue` (field `field`) whose value, `len` bytes, `write` appends.
@@ -303,8 +356,14 @@ fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Bytes of `value` as a varint.
+#[inline(always)]
 fn varint_len(value: u64) -> usize {
-    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
+    // (Nearly every length is under 128, and the rest under 16,384.)
+    match value {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        _ => (64 - value.leading_zeros() as usize).div_ceil(7),
+    }
 }
 
 #[cfg(test)]
@@ -334,7 +393,13 @@ pub(super) mod tests {
     #[test]
     fn encodes_a_span_as_computed_by_hand() {
         let mut trace = one_span(Name::Static("chat"));
-        trace.attributes(SpanRef::SERVER).int("k", 150).bool("b", true).str("s", "v").int("n", -1).int("z", 7);
+        trace
+            .attributes(SpanRef::SERVER)
+            .int(&Key::new("k"), 150)
+            .bool(&Key::new("b"), true)
+            .str(&Key::new("s"), "v")
+            .int(&Key::new("n"), -1)
+            .int(&Key::new("z"), 7);
         let mut out = Vec::new();
         span(&mut out, &trace, 0, 1000);
 
@@ -386,6 +451,16 @@ pub(super) mod tests {
         }
     }
 
+    /// Span `index` of `trace` as `encode_spans` writes it, without the field's tag and length.
+    fn span(out: &mut Vec<u8>, trace: &Recorder, index: usize, unix_offset: u64) {
+        let mut all = Vec::new();
+        encode_spans(&mut all, trace, unix_offset);
+        let spans = fields(&all);
+        assert_eq!(spans.len(), trace.spans.len());
+        assert!(spans.iter().all(|f| (f.0, f.1) == (2, LEN)), "ScopeSpans.spans fields only");
+        out.extend_from_slice(&spans[index].2);
+    }
+
     /// A decoded field: (field, wire type, payload, varint value).
     pub(in crate::telemetry::trace) type Field = (u64, u8, Vec<u8>, u64);
 
@@ -431,12 +506,19 @@ pub(super) mod tests {
         let long = "m".repeat(300);
         let mut r = one_span(Name::Static("chat"));
         let child = r.child("attempt", Kind::Client);
-        r.attributes(SpanRef::SERVER).int("a", 7);
-        r.attributes(child).str("x", "other span");
-        let block = super::super::AttributeBlock::new(&[("b", "block one"), ("c", &long)], &[]);
-        r.attributes(SpanRef::SERVER).block(&block).str("d", &long);
-        r.attributes(child).bool("y", false);
-        r.attributes(SpanRef::SERVER).bool("e", true).strs("f", &["stop", &long]).int("g", 300);
+        r.attributes(SpanRef::SERVER).int(&Key::new("a"), 7);
+        r.attributes(child).str(&Key::new("x"), "other span");
+        let block = super::super::AttributeBlock::new(&[(Key::new("b"), "block one"), (Key::new("c"), &long)], &[]);
+        r.attributes(SpanRef::SERVER).block(&block).str(&Key::new("d"), &long);
+        r.attributes(child).bool(&Key::new("y"), false);
+        r.attributes(SpanRef::SERVER)
+            .bool(&Key::new("e"), true)
+            .strs(&Key::new("f"), &["stop", &long])
+            .int(&Key::new("g"), 300);
+        // A key too long for its framing to be kept ahead: encoded as it is set, alike.
+        const LONG_KEY: &str = "llm_gateway.a_key_longer_than_any_framing_encoded_ahead";
+        assert_eq!(key_head(LONG_KEY).len, 0);
+        r.attributes(SpanRef::SERVER).str(&Key::new(LONG_KEY), "v").bool(&Key::new(LONG_KEY), true);
         let mut out = Vec::new();
         span(&mut out, &r, 0, 1000);
 
@@ -449,7 +531,12 @@ pub(super) mod tests {
             })
             .collect();
         let keys: Vec<&[u8]> = attributes.iter().map(|(k, _)| k.as_slice()).collect();
-        assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d", b"e", b"f", b"g"], "the server span's own, in order");
+        let long_key = LONG_KEY.as_bytes();
+        assert_eq!(
+            keys,
+            [&b"a"[..], b"b", b"c", b"d", b"e", b"f", b"g", long_key, long_key],
+            "the server span's own, in order"
+        );
         assert_eq!(attributes[0].1, [(3, VARINT, vec![], 7)]);
         assert_eq!(attributes[1].1[0].2, b"block one");
         assert_eq!(attributes[2].1[0].2, long.as_bytes(), "a long value from a block");
@@ -460,6 +547,8 @@ pub(super) mod tests {
         let elements: Vec<Vec<u8>> = array.iter().map(|e| fields(&e.2)[0].2.clone()).collect();
         assert_eq!(elements, [b"stop".to_vec(), long.clone().into_bytes()], "string elements, in order");
         assert_eq!(attributes[6].1, [(3, VARINT, vec![], 300)], "a two-byte integer");
+        assert_eq!(attributes[7].1, [(1, LEN, b"v".to_vec(), 0)]);
+        assert_eq!(attributes[8].1, [(2, VARINT, vec![], 1)]);
 
         let mut child_out = Vec::new();
         span(&mut child_out, &r, usize::from(child.0), 1000);
@@ -481,8 +570,8 @@ pub(super) mod tests {
             error: false,
             attributes_len: 0,
         });
-        a.attributes(SpanRef(1)).str("k", &"v".repeat(200)).int("n", 3);
-        a.attributes(SpanRef::SERVER).bool("b", true);
+        a.attributes(SpanRef(1)).str(&Key::new("k"), &"v".repeat(200)).int(&Key::new("n"), 3);
+        a.attributes(SpanRef::SERVER).bool(&Key::new("b"), true);
         let b = one_span(Name::Static("embeddings"));
         let mut spans = Vec::new();
         encode_spans(&mut spans, &a, 1000);
