@@ -192,7 +192,15 @@ pub(super) fn str_attribute(out: &mut Vec<u8>, key: &Key, value: &str) {
         short_attribute(out, &key.head, [1 << 3 | LEN, v as u8], value.as_bytes());
         return;
     }
-    text_attribute(out, 9, key.name.as_bytes(), v, |out| out.extend_from_slice(value.as_bytes()));
+    long_str_attribute(out, key, value);
+}
+
+/// A string attribute with multi-byte lengths, or a key without its framing ahead (rare: kept
+/// out of line, so the common path stays short).
+#[cold]
+#[inline(never)]
+fn long_str_attribute(out: &mut Vec<u8>, key: &Key, value: &str) {
+    text_attribute(out, 9, key.name.as_bytes(), value.len(), |out| out.extend_from_slice(value.as_bytes()));
 }
 
 /// Key and value lengths (together) up to which an attribute's lengths are all one byte.
@@ -238,13 +246,24 @@ pub(super) fn str_array_attribute(out: &mut Vec<u8>, key: &Key, values: &[&str])
 /// `Span.attributes`: an integer attribute (int64: two's complement, as a varint — ten bytes
 /// when negative).
 pub(super) fn int_attribute(out: &mut Vec<u8>, key: &Key, value: i64) {
-    match u8::try_from(value) {
-        Ok(small) if small < 0x80 => one_byte_attribute(out, key, 3, small),
-        _ => {
-            key_value_header(out, 9, key.name.as_bytes(), 1 + varint_len(value as u64));
-            varint_field(out, 3, value as u64);
+    // One or two varint bytes (0 to 16,383: status codes, most token counts), framing ahead.
+    if key.head.len != 0 && (0..0x4000).contains(&value) {
+        let v = value as u16;
+        if v < 0x80 {
+            short_attribute(out, &key.head, [3 << 3 | VARINT, v as u8], &[]);
+        } else {
+            short_attribute(out, &key.head, [3 << 3 | VARINT, v as u8 | 0x80], &[(v >> 7) as u8]);
         }
+        return;
     }
+    long_int_attribute(out, key, value);
+}
+
+/// An integer attribute of three varint bytes or more, or a key without its framing ahead.
+#[inline(never)]
+fn long_int_attribute(out: &mut Vec<u8>, key: &Key, value: i64) {
+    key_value_header(out, 9, key.name.as_bytes(), 1 + varint_len(value as u64));
+    varint_field(out, 3, value as u64);
 }
 
 /// `Span.attributes`: a boolean attribute.
