@@ -35,8 +35,8 @@ the req/s ratio, with wrk's own time ratio and without a verdict, not instead of
 Every round starts every gateway afresh (--no-fresh keeps the first round's): two identical
 gateway processes differ by a few percent for as long as they run (where their code, heap and
 threads landed), and a run that kept them would carry that difference as a bias. They are
-started in turn too (the order rotated every len(variants) rounds): the one started first runs
-faster, and with `off` always started first its identical control read 0.970 over 80 rounds.
+started in turn too (the order rotated every len(variants) rounds): starting first can favour
+a gateway (with `off` always started first, its identical control once read 0.970 over 80 rounds).
 
 Usage: python3 benches/overhead.py [--duration 5] [--warmup 1] [--rounds 5] [--bin PATH] [--no-fresh]
        [--modes non-stream,stream,paced] [--variants off,off again,metering,telemetry,traces-10%,batches-512]
@@ -247,9 +247,9 @@ def measure(args, binary: Path, work: Path) -> int:
             for proc, _ in gateways.values():
                 load.PROCS.stop(proc)
             # Started in turn as well, independently of the running order (every pairing of the
-            # two within len(variants)² rounds): the gateway started first runs faster. Started
-            # always first, 'off' read 3% above its identical control over 80 rounds (0.970);
-            # started in turn, the control read 1.012 (0.995–1.028) over 54.
+            # two within len(variants)² rounds): starting first can favour a gateway. With 'off'
+            # always first, its identical control once read 0.970 of it over 80 rounds (and
+            # 1.003, 1.004 in other runs); started in turn, 1.012, 1.006 and 0.990.
             gateways = start_all(rotated(variants, rnd // len(variants)))
         pids = [upstream.pid, *sink_pids, *(p.pid for p, _ in gateways.values())]
         order = rotated(variants, rnd)
