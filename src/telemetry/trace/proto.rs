@@ -268,18 +268,14 @@ fn long_int_attribute(out: &mut Vec<u8>, key: &Key, value: i64) {
 
 /// `Span.attributes`: a boolean attribute.
 pub(super) fn bool_attribute(out: &mut Vec<u8>, key: &Key, value: bool) {
-    one_byte_attribute(out, key, 2, u8::from(value));
-}
-
-/// An attribute whose value is the one-byte varint `byte` in `AnyValue`'s field `field`.
-#[inline(always)]
-fn one_byte_attribute(out: &mut Vec<u8>, key: &Key, field: u8, byte: u8) {
+    // AnyValue { 2 bool }
+    let value = [2 << 3 | VARINT, u8::from(value)];
     if key.head.len != 0 {
-        short_attribute(out, &key.head, [field << 3 | VARINT, byte], &[]);
+        short_attribute(out, &key.head, value, &[]);
         return;
     }
     key_value_header(out, 9, key.name.as_bytes(), 2);
-    out.extend_from_slice(&[field << 3 | VARINT, byte]);
+    out.extend_from_slice(&value);
 }
 
 /// A text `KeyValue` (field `field`) whose value, `len` bytes, `write` appends.
