@@ -76,7 +76,8 @@ impl Exchange {
             (Endpoint::Messages, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
                 let ask_usage = matches!(provider.dialect, Dialect::Mock | Dialect::Cli)
                     || provider.stream_usage == StreamUsage::StreamOptions;
-                let body = anthropic::inbound::to_chat_request(request, model, stream, ask_usage)?;
+                let max_output = provider.known_models.get(model).and_then(|m| m.max_output_tokens);
+                let body = anthropic::inbound::to_chat_request(request, model, stream, ask_usage, max_output)?;
                 let path = Endpoint::ChatCompletions.upstream_path();
                 (Endpoint::ChatCompletions, path, body, Translation::MessagesOnOpenAi)
             }
@@ -134,6 +135,12 @@ impl Exchange {
             Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
             Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
         }
+    }
+
+    /// Whether the upstream speaks the client's own dialect, so that what the gateway does not
+    /// translate (the query string, version headers) goes along unchanged.
+    pub fn passes_through(&self) -> bool {
+        matches!(self.translation, Translation::OpenAi { .. } | Translation::MessagesOnClaude)
     }
 
     /// Whether the upstream speaks Anthropic's Messages API (its errors, its 529).

@@ -63,6 +63,13 @@ pub struct Message {
 pub enum Role {
     User,
     Assistant,
+    /// A system turn in the middle of the conversation (Claude Code sends them beside the
+    /// top-level `system`).
+    System,
+    /// A role this gateway does not know yet: passed through to Claude, named in a 400 when
+    /// it has to be translated.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -158,6 +165,9 @@ pub struct Tool {
     pub input_schema: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<Box<RawValue>>,
+    /// Loaded into the model's context only when a tool search finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defer_loading: Option<bool>,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,8 +24,6 @@ pub struct ParsedRequest {
     pub max_tokens: Option<u64>,
 }
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
-
 pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let body = RawObject::from_slice(bytes).map_err(|e| {
         let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
@@ -66,39 +64,13 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             prompt_tokens_estimate = tokens::estimate_content(&input);
         }
         Endpoint::Messages => {
+            // Roles, content blocks and every other field are Claude's to judge on a Claude
+            // deployment (Claude Code sends system turns and new block types), and the
+            // translator's on any other: only what the gateway itself reads is checked here.
             let messages = messages_of(&body)?;
             for (i, message) in messages.iter().enumerate() {
-                let Some(object) = message.as_object() else {
+                if !message.is_object() {
                     return Err(type_error(&format!("messages[{i}]"), "an object", message));
-                };
-                match object.get("role") {
-                    Some(Value::String(role)) if role == "user" || role == "assistant" => {}
-                    Some(other) => {
-                        return Err(GatewayError::bad_request(
-                            format!(
-                                "Invalid value for 'messages[{i}].role': {other} is not one of \"user\", \"assistant\"."
-                            ),
-                            Some(&format!("messages[{i}].role")),
-                        ));
-                    }
-                    None => {
-                        return Err(GatewayError::bad_request(
-                            format!("Missing required parameter: 'messages[{i}].role'."),
-                            Some(&format!("messages[{i}].role")),
-                        ));
-                    }
-                }
-                match object.get("content") {
-                    Some(c) if c.is_string() || c.is_array() => {}
-                    Some(other) => {
-                        return Err(type_error(&format!("messages[{i}].content"), "a string or an array", other));
-                    }
-                    None => {
-                        return Err(GatewayError::bad_request(
-                            format!("Missing required parameter: 'messages[{i}].content'."),
-                            Some(&format!("messages[{i}].content")),
-                        ));
-                    }
                 }
             }
             max_tokens = Some(required::<u64>(&body, "max_tokens", "a non-negative integer")?);
@@ -108,10 +80,6 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             {
                 return Err(type_error("system", "a string or an array", system));
             }
-            optional::<Vec<Value>>(&body, "tools", "an array")?;
-            optional::<Vec<String>>(&body, "stop_sequences", "an array of strings")?;
-            range(&body, "temperature", 0.0, 1.0)?;
-            range(&body, "top_p", 0.0, 1.0)?;
             prompt_tokens_estimate = estimate_messages_request(&body, &messages, system.as_ref());
         }
     }
@@ -123,8 +91,6 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         {
             return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
         }
-        range(&body, "temperature", 0.0, 2.0)?;
-        range(&body, "top_p", 0.0, 1.0)?;
         if let Some(options) = optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")? {
             match options.get("include_usage") {
                 None | Some(Value::Null) => {}
@@ -144,16 +110,15 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
 }
 
-/// A chat message, as far as the gateway reads it.
+/// A chat message, as far as the gateway reads it: its role is the upstream's (or the
+/// translator's) to judge, so that a role added by OpenAI tomorrow passes through.
 #[derive(Deserialize)]
 struct MessageView<'a> {
-    #[serde(borrow, default)]
-    role: Option<&'a RawValue>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
 }
 
-/// Checks a chat `messages` array (objects, known roles, string/array/null content) and
+/// Checks a chat `messages` array (objects with string/array/null content) and
 /// estimates its prompt tokens. It runs on every chat request: the messages are read in one
 /// pass as borrowed views of the body, and a tree is built only for array content or to
 /// describe a wrong type.
@@ -167,25 +132,6 @@ fn check_chat_messages(body: &RawObject) -> Result<u64, GatewayError> {
     }
     let mut estimate = 0;
     for (i, view) in views.iter().enumerate() {
-        match view.role.map(|r| serde_json::from_str::<Cow<str>>(r.get())) {
-            Some(Ok(role)) if ROLES.contains(&&*role) => {}
-            Some(Ok(role)) => {
-                return Err(GatewayError::bad_request(
-                    format!("Invalid value for 'messages[{i}].role': {role:?} is not one of {ROLES:?}."),
-                    Some(&format!("messages[{i}].role")),
-                ));
-            }
-            Some(Err(_)) => {
-                let role = view.role.map(|raw| value_of(raw.get())).unwrap_or(Value::Null);
-                return Err(type_error(&format!("messages[{i}].role"), "a string", &role));
-            }
-            None => {
-                return Err(GatewayError::bad_request(
-                    format!("Missing required parameter: 'messages[{i}].role'."),
-                    Some(&format!("messages[{i}].role")),
-                ));
-            }
-        }
         estimate += tokens::PER_MESSAGE_OVERHEAD;
         let Some(content) = view.content else { continue };
         estimate += content_estimate(content).ok_or_else(|| {
@@ -299,18 +245,6 @@ fn optional<T: DeserializeOwned>(body: &RawObject, field: &str, expected: &str) 
     })
 }
 
-fn range(body: &RawObject, field: &str, min: f64, max: f64) -> Result<(), GatewayError> {
-    if let Some(v) = optional::<f64>(body, field, "a number")?
-        && !(min..=max).contains(&v)
-    {
-        return Err(GatewayError::bad_request(
-            format!("Invalid value for '{field}': {v} is outside [{min}, {max}]."),
-            Some(field),
-        ));
-    }
-    Ok(())
-}
-
 fn check_stop(body: &RawObject) -> Result<(), GatewayError> {
     match optional::<Value>(body, "stop", "a string or an array of strings")? {
         None | Some(Value::String(_)) => Ok(()),
@@ -353,18 +287,9 @@ mod tests {
         assert_eq!(param_of(ChatCompletions, r#"{"model":1,"messages":[]}"#).as_deref(), Some("model"));
         assert_eq!(param_of(ChatCompletions, r#"{"model":"m","messages":"hi"}"#).as_deref(), Some("messages"));
         assert_eq!(
-            param_of(ChatCompletions, r#"{"model":"m","messages":[{"content":"x"}]}"#).as_deref(),
-            Some("messages[0].role")
-        );
-        assert_eq!(
             param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#)
                 .as_deref(),
             Some("stream")
-        );
-        assert_eq!(
-            param_of(ChatCompletions, r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#)
-                .as_deref(),
-            Some("temperature")
         );
         assert_eq!(
             param_of(
@@ -380,14 +305,8 @@ mod tests {
         let user = r#"[{"role":"user","content":"hi"}]"#;
         assert_eq!(param_of(Messages, &format!(r#"{{"model":"m","messages":{user}}}"#)).as_deref(), Some("max_tokens"));
         assert_eq!(
-            param_of(Messages, r#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#)
-                .as_deref(),
-            Some("messages[0].role")
-        );
-        assert_eq!(
-            param_of(Messages, &format!(r#"{{"model":"m","max_tokens":5,"messages":{user},"temperature":1.5}}"#))
-                .as_deref(),
-            Some("temperature")
+            param_of(Messages, r#"{"model":"m","max_tokens":5,"messages":[7]}"#).as_deref(),
+            Some("messages[0]")
         );
         assert_eq!(
             param_of(Messages, &format!(r#"{{"model":"m","max_tokens":5,"messages":{user},"system":7}}"#)).as_deref(),
@@ -426,10 +345,7 @@ mod tests {
         for (bad, param) in [
             (r#"[5]"#, "messages[0]"),
             (r#"[]"#, "messages"),
-            (r#"[{"content":"x"}]"#, "messages[0].role"),
-            (r#"[{"role":"user","content":"x"},{"role":"robot","content":"x"}]"#, "messages[1].role"),
-            (r#"[{"role":"user","content":"x","role":"user"}]"#, "messages[0]"),
-            (r#"[{"role":7,"content":"x"}]"#, "messages[0].role"),
+            (r#"[{"role":"user","content":"x","content":"y"}]"#, "messages[0]"),
             (r#"[{"role":"user","content":"x"},{"role":"user","content":5}]"#, "messages[1].content"),
             (r#"null"#, "messages"),
             (r#"{"role":"user"}"#, "messages"),
@@ -437,6 +353,27 @@ mod tests {
             let body = format!(r#"{{"model":"m","messages":{bad}}}"#);
             assert_eq!(param_of(Endpoint::ChatCompletions, &body).as_deref(), Some(param), "{bad}");
         }
+    }
+
+    /// What only the upstream can judge passes: new roles and block types, Claude Code's system
+    /// turns and top-level fields, sampling values outside today's documented ranges.
+    #[test]
+    fn leaves_to_the_upstream_what_the_gateway_does_not_act_on() {
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"robot","content":"x"}],"temperature":3}"#,
+            r#"{"model":"m","messages":[{"content":"x"},{"role":"critic","content":"y","weight":2}],"top_p":7}"#,
+        ] {
+            parse(Endpoint::ChatCompletions, body.as_bytes()).unwrap();
+        }
+        let claude_code = r##"{"model":"claude-opus-5-5","max_tokens":128000,"stream":true,
+            "messages":[{"role":"user","content":[{"type":"text","text":"hello"}]},
+                        {"role":"system","content":[{"type":"text","text":"# Environment"}]},
+                        {"role":"assistant","content":[{"type":"future_block","x":1}]}],
+            "thinking":{"type":"adaptive","display":"omitted"},"context_management":{"edits":[]},
+            "output_config":{"effort":"medium"},"temperature":1.5}"##;
+        let req = parse(Endpoint::Messages, claude_code.as_bytes()).unwrap();
+        assert!(req.stream && req.max_tokens == Some(128_000));
+        assert!(req.body.contains("context_management"));
     }
 
     #[test]

@@ -48,12 +48,15 @@ struct StreamOptions {
 }
 
 /// Translates a Messages request for an OpenAI-compatible deployment. `ask_usage` adds
-/// `stream_options.include_usage` to streams (the provider needs to be asked).
+/// `stream_options.include_usage` to streams (the provider needs to be asked); `max_output` is
+/// the model's known output limit, which `max_tokens` is capped at (Claude Code asks for 128k,
+/// which most OpenAI models refuse).
 pub fn to_chat_request(
     request: &RawObject,
     upstream_model: &str,
     stream: bool,
     ask_usage: bool,
+    max_output: Option<u64>,
 ) -> Result<Vec<u8>, Untranslatable> {
     let parsed: MessagesRequest = serde_json::from_slice(&request.to_vec())
         .map_err(|e| Untranslatable::new(format!("The request does not match the Messages API: {e}"), "messages"))?;
@@ -75,11 +78,22 @@ pub fn to_chat_request(
         match message.role {
             Role::User => user_messages(message, i, &mut messages)?,
             Role::Assistant => messages.push(assistant_message(message)),
+            Role::System => system_message(message, &mut messages),
+            Role::Unknown => {
+                return Err(Untranslatable::new(
+                    "This role cannot be sent to an OpenAI-compatible model (expected user, assistant or system).",
+                    format!("messages[{i}].role"),
+                ));
+            }
         }
     }
 
     let mut tools = Vec::new();
     for (i, tool) in parsed.tools.into_iter().flatten().enumerate() {
+        // A deferred tool is not in Claude's context either until a tool search loads it.
+        if tool.defer_loading == Some(true) {
+            continue;
+        }
         if let Some(kind) = tool.kind.as_deref()
             && kind != "custom"
         {
@@ -112,7 +126,7 @@ pub fn to_chat_request(
     let body = ChatRequest {
         model: upstream_model.to_owned(),
         messages,
-        max_tokens: parsed.max_tokens,
+        max_tokens: max_output.map_or(parsed.max_tokens, |limit| parsed.max_tokens.min(limit)),
         stop: parsed.stop_sequences.filter(|s| !s.is_empty()),
         temperature: parsed.temperature,
         top_p: parsed.top_p,
@@ -121,9 +135,25 @@ pub fn to_chat_request(
         tools: has_tools.then_some(tools),
         tool_choice,
         parallel_tool_calls: disable_parallel.filter(|d| *d).map(|_| false),
-        user: parsed.metadata.and_then(|m| m.user_id),
+        // OpenAI takes an end-user id of at most 64 characters; longer ones (Claude Code sends a
+        // JSON document) identify a device rather than a user and are not sent.
+        user: parsed.metadata.and_then(|m| m.user_id).filter(|u| !u.is_empty() && u.chars().count() <= MAX_USER_CHARS),
     };
     serde_json::to_vec(&body).map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))
+}
+
+/// The longest `user` an OpenAI-compatible API accepts.
+const MAX_USER_CHARS: usize = 64;
+
+/// A system turn in the middle of the conversation: a system message at the same position.
+fn system_message(message: Message, out: &mut Vec<ChatMessage>) {
+    let text = match message.content {
+        Content::Text(text) => text,
+        Content::Blocks(blocks) => join_text(&blocks, "\n\n"),
+    };
+    if !text.is_empty() {
+        out.push(ChatMessage { role: "system".into(), content: Some(ChatContent::Text(text)), ..Default::default() });
+    }
 }
 
 fn mode(name: &str) -> chat::ToolChoice {
@@ -316,7 +346,7 @@ mod tests {
 
     fn translate(body: &str) -> serde_json::Value {
         let request = RawObject::from_slice(body.as_bytes()).unwrap();
-        serde_json::from_slice(&to_chat_request(&request, "gpt-x", true, true).unwrap()).unwrap()
+        serde_json::from_slice(&to_chat_request(&request, "gpt-x", true, true, None).unwrap()).unwrap()
     }
 
     #[test]
@@ -351,12 +381,61 @@ mod tests {
     }
 
     #[test]
+    fn system_turns_stay_in_place_and_claude_only_settings_are_dropped() {
+        let out = translate(
+            r#"{"model":"c","max_tokens":128000,"system":"top",
+                "messages":[{"role":"user","content":"a"},{"role":"system","content":[{"type":"text","text":"env"}]},
+                            {"role":"assistant","content":"b"},{"role":"system","content":"late"}],
+                "tools":[{"name":"t","input_schema":{"type":"object"}},{"name":"d","input_schema":{"type":"object"},"defer_loading":true}],
+                "context_management":{"edits":[{"type":"clear_thinking_20251015","keep":"all"}]},
+                "output_config":{"effort":"medium"},"thinking":{"type":"adaptive"},
+                "metadata":{"user_id":"{\"device_id\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}"}}"#,
+        );
+        let roles: Vec<(&str, &str)> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            roles,
+            [("system", "top"), ("user", "a"), ("system", "env"), ("assistant", "b"), ("system", "late")]
+        );
+        assert_eq!(out["tools"].as_array().unwrap().len(), 1, "the deferred tool is not loaded");
+        for field in ["context_management", "output_config", "thinking", "metadata", "user"] {
+            assert!(out.get(field).is_none(), "{field}");
+        }
+        let capped = to_chat_request(
+            &RawObject::from_slice(br#"{"model":"c","max_tokens":128000,"messages":[{"role":"user","content":"a"}]}"#)
+                .unwrap(),
+            "g",
+            false,
+            false,
+            Some(16_384),
+        )
+        .unwrap();
+        assert!(String::from_utf8(capped).unwrap().contains(r#""max_tokens":16384"#));
+    }
+
+    #[test]
+    fn a_role_no_translation_knows_is_named() {
+        let request = RawObject::from_slice(
+            br#"{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"narrator","content":"y"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            to_chat_request(&request, "g", false, false, None).unwrap_err().param.as_deref(),
+            Some("messages[1].role")
+        );
+    }
+
+    #[test]
     fn server_tools_cannot_go_to_an_openai_model() {
         let request = RawObject::from_slice(
             br#"{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
         )
         .unwrap();
-        assert_eq!(to_chat_request(&request, "g", false, false).unwrap_err().param.as_deref(), Some("tools[0]"));
+        assert_eq!(to_chat_request(&request, "g", false, false, None).unwrap_err().param.as_deref(), Some("tools[0]"));
     }
 
     #[test]

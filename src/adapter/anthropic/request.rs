@@ -390,6 +390,7 @@ fn tools(request: &RawObject) -> Result<Tools, Untranslatable> {
             description: function.description,
             input_schema: Some(input_schema),
             cache_control: None,
+            defer_loading: None,
         });
     }
     if tools.is_empty() {

@@ -98,7 +98,7 @@ fn requests_survive_the_round_trip() {
         let request = json!({"model": "m", "messages": messages, "max_tokens": 100});
         let request = RawObject::from_slice(request.to_string().as_bytes()).unwrap();
         let claude = from_chat(&request, "claude", false, None).unwrap();
-        let back = to_chat_request(&RawObject::from_slice(&claude).unwrap(), "gpt", false, false).unwrap();
+        let back = to_chat_request(&RawObject::from_slice(&claude).unwrap(), "gpt", false, false, None).unwrap();
         let back: Value = serde_json::from_slice(&back).unwrap();
         assert_eq!(essence(back["messages"].as_array().unwrap()), essence(&messages), "seed {seed}");
         assert_eq!(back["max_tokens"], 100, "seed {seed}");
