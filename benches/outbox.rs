@@ -154,6 +154,7 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
         body: Bytes::new(),
         cache: Default::default(),
         reservation: None,
+        query: None,
     };
     let outcome = Outcome {
         usage: Some(Usage { prompt_tokens: 1234, completion_tokens: 321, total_tokens: 1555, ..Default::default() }),

@@ -205,6 +205,8 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         .route("/quota", get(ingress::quota::quota))
         .route("/admin/keys", post(ingress::admin::create_key).get(ingress::admin::list_keys))
         .route("/admin/keys/{id}", get(ingress::admin::get_key).delete(ingress::admin::revoke_key))
+        // Claude Code's connectivity check before its first request (`HEAD /api/hello`).
+        .route("/api/hello", get(|| async { http::StatusCode::OK }))
         .route("/health", get(health))
         .route("/sessions", get(sessions))
         .with_state(gateway.clone());

@@ -69,6 +69,9 @@ pub struct RequestCtx {
     pub cache: CacheStatus,
     /// What the limits stage reserved for this request (settled when it ends).
     pub reservation: Option<crate::limits::Reservation>,
+    /// The client's query string (Claude Code's `?beta=true`), passed on verbatim to an upstream
+    /// of the client's own dialect.
+    pub query: Option<Box<str>>,
 }
 
 /// The cache's part in a request, as the client sees it in `x-llm-gateway-cache`.

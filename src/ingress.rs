@@ -68,7 +68,7 @@ pub async fn proxy(endpoint: Endpoint, gw: State<Arc<Gateway>>, request: axum::e
     // Taken apart rather than extracted: the headers are moved, not copied.
     let (mut parts, body) = request.into_parts();
     let id = parts.extensions.remove::<RequestId>().unwrap_or_else(|| RequestId(crate::server::new_request_id()));
-    handle(gw.0, id, endpoint, parts.headers, body).await
+    handle(gw.0, id, endpoint, parts.uri.query().map(Box::from), parts.headers, body).await
 }
 
 /// Anthropic's `POST /v1/messages/count_tokens`, answered locally with an estimate (about
@@ -141,6 +141,7 @@ pub(crate) async fn handle(
     gw: Arc<Gateway>,
     id: RequestId,
     endpoint: Endpoint,
+    query: Option<Box<str>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -162,6 +163,7 @@ pub(crate) async fn handle(
         body: Bytes::new(),
         cache: CacheStatus::Off,
         reservation: None,
+        query,
     };
     for observer in &gw.observers {
         observer.started(&ctx);
@@ -508,14 +510,22 @@ async fn attempt(
                     }
                 }
             }
-            if exchange.upstream_is_anthropic()
-                && let Some(beta) = client_headers.get("anthropic-beta")
-            {
-                // Beta features the client opted into (Claude Code uses several).
-                forward.client.insert("anthropic-beta", beta.clone());
+            if exchange.upstream_is_anthropic() {
+                // Beta features the client opted into (Claude Code uses several), and the API
+                // version its body is written in when it is Claude's own.
+                let own = exchange.passes_through();
+                for name in ["anthropic-beta", "anthropic-version"] {
+                    if (own || name == "anthropic-beta")
+                        && let Some(value) = client_headers.get(name)
+                    {
+                        forward.client.insert(name, value.clone());
+                    }
+                }
             }
+            // The client's query string goes to an upstream of its own dialect (`?beta=true`).
+            let query = if exchange.passes_through() { ctx.query.as_deref() } else { None };
             let body = Bytes::from(std::mem::take(&mut exchange.body));
-            gw.upstreams.send(deployment, exchange.path, body, &forward, deadline).await?
+            gw.upstreams.send(deployment, exchange.path, query, body, &forward, deadline).await?
         }
     };
     if !response.status.is_success() {

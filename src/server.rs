@@ -258,6 +258,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for HyperApp 
                 self.0.gateway.clone(),
                 RequestId(id.clone()),
                 endpoint,
+                parts.uri.query().map(Box::from),
                 parts.headers,
                 axum::body::Body::new(body),
             );

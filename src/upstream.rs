@@ -196,13 +196,17 @@ impl Upstreams {
         &self,
         deployment: &DeploymentSpec,
         path: &'static str,
+        query: Option<&str>,
         body: Bytes,
         forward: &Forward<'_>,
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
         let client = self.client(provider)?;
-        let uri = client.uri(provider, path)?;
+        let mut uri = client.uri(provider, path)?;
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            uri = with_client_query(&uri, query, provider)?;
+        }
         let first_byte = (Instant::now() + provider.timeouts.first_byte).min(deadline);
         let started = Instant::now();
         let timed_out = || GatewayError::UpstreamTimeout {
@@ -331,6 +335,23 @@ fn provider_headers(provider: &ProviderSpec) -> Result<HeaderMap, GatewayError> 
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+/// `uri` with the client's query string appended; a parameter the provider sets itself (Azure's
+/// `api-version`) keeps the provider's value.
+fn with_client_query(uri: &Uri, query: &str, provider: &ProviderSpec) -> Result<Uri, GatewayError> {
+    let own = |pair: &&str| {
+        let key = pair.split('=').next().unwrap_or_default();
+        !key.is_empty() && !provider.query.iter().any(|(k, _)| k == key)
+    };
+    let client: Vec<&str> = query.split('&').filter(own).collect();
+    if client.is_empty() {
+        return Ok(uri.clone());
+    }
+    let separator = if uri.query().is_some() { '&' } else { '?' };
+    format!("{uri}{separator}{}", client.join("&"))
+        .parse()
+        .map_err(|_| GatewayError::bad_request("The request's query string is not valid.", None))
 }
 
 /// `{base_url}{path}`, with the provider's query parameters (Azure's `api-version`).

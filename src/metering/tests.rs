@@ -280,6 +280,7 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
         body: Bytes::new(),
         cache: Default::default(),
         reservation: None,
+        query: None,
     };
     assert!(metering.admit(&ctx).is_ok());
     p.full.store(true, Ordering::Relaxed);

@@ -133,7 +133,14 @@ impl RemoteEmbedder {
                         }
                         Dialect::OpenAi => {
                             match upstreams
-                                .send(d, Endpoint::Embeddings.upstream_path(), body, &Default::default(), deadline)
+                                .send(
+                                    d,
+                                    Endpoint::Embeddings.upstream_path(),
+                                    None,
+                                    body,
+                                    &Default::default(),
+                                    deadline,
+                                )
                                 .await
                             {
                                 Ok(r) => r,
