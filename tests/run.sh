@@ -32,6 +32,21 @@ LLM_GATEWAY_TEST_MODEL_DIR="$("$venv/bin/python" -c 'import pathlib, importlib.u
 export LLM_GATEWAY_TEST_MODEL_DIR
 test -f "$LLM_GATEWAY_TEST_MODEL_DIR/model.safetensors"
 
+step "npm clients: Claude Code"
+# The real Claude Code CLI; its Linux binary ships inside the npm package (nothing is downloaded
+# when it runs). CLAUDE_CODE_VERSION=latest runs the same tests against the newest release.
+export CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.328}"
+if ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+npm_dir="$root/target/npm-clients"
+mkdir -p "$npm_dir"
+npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error \
+  "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+CLAUDE_BIN="$npm_dir/node_modules/.bin/claude"
+export CLAUDE_BIN
+"$CLAUDE_BIN" --version
+
 step "rust unit and integration tests"
 cargo build --locked --bins
 cargo test --locked

@@ -57,6 +57,8 @@ MODELS: dict[str, tuple[str, str]] = {
     "claude-overloaded-msg": ("anthropic", "claude-overloaded:msg"),
     "claude-overloaded-sse": ("anthropic", "claude-overloaded-sse"),
     "claude-overloaded-sse-msg": ("anthropic", "claude-overloaded-sse:msg"),
+    # Claude Code's default model name (tests/e2e/test_claude_code.py).
+    "claude-opus-5-5": ("anthropic", "claude-echo:opus"),
 }
 TEAM_B_MODELS = ["mock-model"]
 

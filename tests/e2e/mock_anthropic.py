@@ -34,8 +34,12 @@ API_VERSION = "2023-06-01"
 KNOWN_FIELDS = {
     "model", "messages", "max_tokens", "system", "stop_sequences", "temperature", "top_p", "top_k", "stream",
     "tools", "tool_choice", "thinking", "metadata", "service_tier", "output_config", "cache_control", "container",
-    "inference_geo", "mcp_servers",
+    "inference_geo", "mcp_servers", "context_management",
 }
+# Top-level fields the API accepts only with their beta named in `anthropic-beta`.
+BETA_FIELDS = {"context_management": "context-management-2025-06-27"}
+# The versions the official clients send: Claude Code 2023-06-01, the anthropic SDK 2026-10-21.
+API_VERSIONS = {API_VERSION, "2026-10-21"}
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 # (id, name, argument fragments) of the claude-tools behaviour.
 TOOL_CALLS = (
@@ -81,13 +85,17 @@ def validate(headers: dict, body: Any, api_key: str) -> str | None:
     """Anthropic's 4xx message for this request, or None when it is acceptable."""
     if headers.get("x-api-key") != api_key:
         return "401:invalid x-api-key"
-    if headers.get("anthropic-version") != API_VERSION:
+    if headers.get("anthropic-version") not in API_VERSIONS:
         return "400:anthropic-version: header is required"
     if not isinstance(body, dict):
         return "400:body must be a JSON object"
     extra = set(body) - KNOWN_FIELDS
     if extra:
         return f"400:{sorted(extra)[0]}: Extra inputs are not permitted"
+    betas = {b.strip() for b in headers.get("anthropic-beta", "").split(",")}
+    for name, beta in BETA_FIELDS.items():
+        if name in body and beta not in betas:
+            return f"400:{name}: Extra inputs are not permitted (it needs the {beta} beta)"
     if not isinstance(body.get("model"), str):
         return "400:model: Field required"
     if not isinstance(body.get("max_tokens"), int):
@@ -100,8 +108,9 @@ def validate(headers: dict, body: Any, api_key: str) -> str | None:
         return "400:messages: at least one message is required"
     previous_tool_ids: set[str] = set()
     for i, m in enumerate(messages):
-        if m.get("role") not in ("user", "assistant"):
-            return f"400:messages.{i}.role: Input should be 'user' or 'assistant'"
+        # System turns mid-conversation are what Claude Code sends today.
+        if m.get("role") not in ("user", "assistant", "system"):
+            return f"400:messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
         content = m.get("content")
         blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
         tool_ids = set()

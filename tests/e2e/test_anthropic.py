@@ -51,7 +51,8 @@ def test_messages_non_stream_passthrough(gateway: Gateway, anthropic_upstream: M
     rec = anthropic_upstream.find(marker)
     assert rec.path == "/v1/messages"
     assert rec.headers["x-api-key"] == PROVIDER_KEY, "the upstream gets the provider's key, never the team's"
-    assert rec.headers["anthropic-version"] == ma.API_VERSION
+    # The API version the client writes its body in goes along (the provider's is the default).
+    assert rec.headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
     assert "authorization" not in rec.headers
     assert rec.body["model"] == "claude-echo"
     assert rec.body["system"] == "Be terse."

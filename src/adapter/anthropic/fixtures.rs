@@ -218,7 +218,7 @@ fn requests_both_ways() {
     for name in ["messages_text", "messages_multi_turn", "messages_tools", "messages_image"] {
         let request = RawObject::from_slice(&read(&format!("anthropic/requests/{name}.json"))).unwrap();
         let stream = request.parse::<bool>("stream").unwrap().unwrap_or(false);
-        let out = to_chat_request(&request, "gpt-4o", stream, true).unwrap();
+        let out = to_chat_request(&request, "gpt-4o", stream, true, None).unwrap();
         golden_json(&format!("anthropic/requests/{name}.openai.json"), &out);
     }
 }
@@ -245,4 +245,50 @@ fn overloaded_is_retryable_503_for_openai_clients_and_529_for_anthropic_ones() {
         br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 215000 tokens > 200000 maximum"}}"#,
     );
     assert!(invalid.error.message.starts_with("prompt is too long"));
+}
+
+/// Claude Code's own requests, as the real CLI sent them (captured by
+/// `tests/e2e/test_claude_code.py`): each passes to Claude untouched but for `model`, and
+/// translates for an OpenAI-compatible model with its system turns in place, the server-side
+/// settings dropped, and the tool call answered by a tool message.
+#[test]
+fn claude_code_requests_pass_to_claude_and_translate_for_openai_models() {
+    for name in ["messages_request", "tool_turn_1", "tool_turn_2"] {
+        let capture: serde_json::Value = serde_json::from_slice(&read(&format!("claude_code/{name}.json"))).unwrap();
+        let body = serde_json::to_vec(&capture["body"]).unwrap();
+        let request = RawObject::from_slice(&body).unwrap();
+        crate::ingress::request::parse(crate::ctx::Endpoint::Messages, &body).unwrap();
+
+        let passed: serde_json::Value =
+            serde_json::from_slice(&super::passthrough::request(&request, "claude-upstream").unwrap()).unwrap();
+        let mut expected = capture["body"].clone();
+        expected["model"] = "claude-upstream".into();
+        assert_eq!(passed, expected, "{name}: passed through verbatim but for the model");
+
+        let out = to_chat_request(&request, "gpt-4o", true, true, Some(16_384)).unwrap();
+        golden_json(&format!("claude_code/{name}.openai.json"), &out);
+        let chat: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let roles: Vec<&str> =
+            chat["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        let sent_roles: Vec<&str> =
+            capture["body"]["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        // The top-level system prompt first, then each system turn where Claude Code put it.
+        assert_eq!(roles[0], "system", "{name}");
+        let system_turns = sent_roles.iter().filter(|r| **r == "system").count();
+        assert_eq!(roles.iter().filter(|r| **r == "system").count(), 1 + system_turns, "{name}");
+        for field in ["context_management", "output_config", "thinking", "metadata"] {
+            assert!(chat.get(field).is_none(), "{name}: {field} is Claude's own");
+        }
+        let tools = chat["tools"].as_array().unwrap();
+        let deferred =
+            capture["body"]["tools"].as_array().unwrap().iter().filter(|t| t["defer_loading"] == true).count();
+        assert_eq!(tools.len() + deferred, capture["body"]["tools"].as_array().unwrap().len(), "{name}");
+        assert_eq!(chat["max_tokens"], 16_384, "{name}: capped at the model's output limit");
+        if name == "tool_turn_2" {
+            let tool = chat["messages"].as_array().unwrap().iter().position(|m| m["role"] == "tool").unwrap();
+            let call = &chat["messages"][tool - 1]["tool_calls"][0];
+            assert_eq!(call["function"]["name"], "Bash");
+            assert_eq!(chat["messages"][tool]["tool_call_id"], call["id"]);
+        }
+    }
 }
