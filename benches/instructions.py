@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Instructions the gateway executes per request, counted by valgrind's callgrind: exact and
-repeatable whatever else the machine is doing (the instruction figures in the README).
+repeatable whatever else the machine is doing (the instruction figures in benches/README.md).
 
 A mock upstream (the release binary with a `mock` provider) and the gateway under
 `valgrind --tool=callgrind --instr-atstart=no`. After a warm-up (connections, pools, the

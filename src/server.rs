@@ -1,5 +1,25 @@
 //! The server stage: the listener, request ids, the unauthenticated probes, and a graceful
 //! drain on SIGTERM (stop accepting, let in-flight streams finish up to a deadline).
+//!
+//! How requests are served. `server.threads` serving threads (default: the CPUs the process may
+//! use, a cgroup quota included; started by `main`), each a single-threaded tokio event loop
+//! accepting from the same listening socket: a connection, and everything its requests do, stay on
+//! one thread — as in nginx's and Envoy's workers — so no request pays for a work-stealing
+//! scheduler's cross-thread wake-ups. Idle plain-HTTP upstream connections are kept per thread
+//! (`upstream::h1`), so a request reuses one its own event loop drives. One HTTP/2 client
+//! connection is served by one thread; many connections spread over all of them. Work a thread's
+//! requests leave running at shutdown (cache stores, limit top-ups) finishes before the gateway
+//! stops its background work.
+//!
+//! Each thread's `serve` is an accept loop of our own over hyper-util's HTTP/1 + HTTP/2
+//! connections, set to write HTTP/1 answers from one flat buffer (hyper's default queue of
+//! pieces re-sums itself for every SSE frame added). It also keeps a timer due within the
+//! second: tokio's timer writes its event loop's eventfd whenever a timer is set earlier than
+//! the loop's next planned wake-up, which with nothing else pending would be every request's
+//! first timeout. A proxied request then costs six system calls: two reads, two writes and two
+//! epoll waits. The four proxied endpoints (`POST /v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings`, `/v1/messages`) go from hyper's service straight to the gateway's handler
+//! (`App::proxied`); axum's router, with the same routes, serves every other path.
 
 use std::convert::Infallible;
 use std::future::Future;

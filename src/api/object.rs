@@ -1,5 +1,15 @@
 //! A JSON object whose members stay verbatim: we parse the top level only, read the few fields
 //! we act on, replace one or two, and write the rest back byte for byte in their original order.
+//!
+//! Request bodies, answers and stream chunks are all read this way. A scanner of our own finds
+//! the top-level members and checks the structure of the values it steps over — brackets,
+//! strings and escapes, literals, numbers — without building anything, searching strings eight
+//! bytes at a time; what it refuses goes through serde_json for the exact error. For what
+//! clients send it is as strict as serde_json (a raw control character in a string is a 400);
+//! upstream answers with one are let through as they came. A request body is kept as the text
+//! it arrived as, its members ranges of it. With only `model` to replace, the text before and
+//! after its value is copied as it came, in both directions. (The chat request's messages are
+//! checked separately, with serde_json's borrowed views: `ingress::request`.)
 
 use std::fmt;
 use std::ops::Range;

@@ -1,7 +1,17 @@
 //! The shared side of limits: Valkey holds every counter, changed only by the Lua scripts next to
-//! this file (integer units, Valkey's clock, one round trip per admission and one per
+//! this file (integer units, Valkey's clock, at most one round trip per admission and one per
 //! settlement). Also: whether Valkey is reachable right now, the live concurrency leases this
 //! replica renews, and paying back budget spent locally while Valkey was down.
+//!
+//! How admission reaches Valkey. One script (`admit.lua`) decides a request against all its
+//! limits at once, on Valkey's clock, and grants allowances (`allowance.rs`) in the same call.
+//! Admissions are coalesced per hash tag (`Batcher`): requests of one tag that arrive while a
+//! call for it is in flight wait for the next call and go together; the script reads each
+//! counter once, decides the requests one by one in arrival order exactly as separate calls
+//! would (all or nothing per request), and writes each changed counter once. Under load one
+//! round trip and one pass over the counters serve many requests; alone, a request goes at once.
+//! Settlements (token corrections, lease releases) that an allowance does not absorb are batched
+//! per hash tag off the request path.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -9,6 +9,16 @@
 //! (`AttributeBlock`) and copied in. An unsampled request's `Trace` is empty: recording into it is a
 //! branch, with no allocation and no clock read. When the request context drops, the trace is
 //! finished and encoded into the thread's batch for the exporter (`export`).
+//!
+//! Spans go through neither the `tracing` crate nor the OpenTelemetry SDK. Start and end times are
+//! readings of `CLOCK_MONOTONIC`, taken directly rather than through `Instant`'s arithmetic, and
+//! turned into Unix time with the wall clock's offset, which the exporter reads as it runs (not
+//! every request). Attribute names are constants (`Key`) whose `KeyValue` framing is encoded ahead:
+//! setting an attribute copies that framing in one piece, fills in its lengths and copies the
+//! value. Once its trace is encoded, a recorder is emptied and kept for the thread's next traced
+//! request (up to `SPARE_MAX`, 256, per thread): a traced request allocates nothing for its trace,
+//! and neither the recorder nor its bytes cross to another thread. The server span's name and
+//! attributes are written when the request has ended, from what the request got to.
 
 // Spare recorders are kept boxed: a request's trace takes one and gives it back as a pointer.
 #![allow(clippy::vec_box)]

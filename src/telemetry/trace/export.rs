@@ -7,6 +7,13 @@
 //! spans, the others once `batch_delay` has passed since the first of them began. On shutdown it
 //! exports every batch. Lost spans are counted, never silently: too many batches waiting (or a
 //! trace ending after shutdown), a failed export.
+//!
+//! A request does not wake the exporter (that would be a cross-thread wake-up per request): only
+//! the first trace of a thread's batch does, to start the timer, and the one that completes it.
+//! At most `max_queue_spans` spans wait in complete batches; beyond that a batch is dropped.
+//! Every batch keeps room in front of its spans, where the request's framing is written once the
+//! batch is complete (`Head`), so the export's body is the batch's own buffer, not a copy. An
+//! export that fails or times out is logged and not retried.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
