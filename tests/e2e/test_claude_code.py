@@ -210,3 +210,24 @@ def test_the_cli_backend_drives_the_real_claude_code(tmp_path: Path) -> None:
     finally:
         outer.stop()
         inner.stop()
+
+
+def test_count_tokens_and_the_start_up_check_answer_claude_code(gateway: Gateway) -> None:
+    """What Claude Code calls besides /v1/messages: `HEAD /api/hello` before its first request
+    (unless non-essential traffic is off) and `/v1/messages/count_tokens?beta=true` with the
+    same body it sends to /v1/messages."""
+    import json
+
+    from claude_code import FIXTURES
+
+    with gateway.http() as h:
+        assert h.head("/api/hello").status_code == 200
+        body = json.loads((FIXTURES / "messages_request.json").read_text())["body"]
+        body.pop("stream"), body.pop("max_tokens")
+        r = h.post("/v1/messages/count_tokens?beta=true", json=body,
+                   headers={"x-api-key": TEAM_A_KEY, "anthropic-beta": "token-counting-2024-11-01"})
+        assert r.status_code == 200, r.text
+        tokens = r.json()["input_tokens"]
+        # About four characters a token, over the system prompt, the turns and the tools.
+        size = len(json.dumps([body["system"], body["messages"], body["tools"]]))
+        assert size // 8 < tokens < size // 2, (tokens, size)
