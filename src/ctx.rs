@@ -232,6 +232,34 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Whether what the request used must be counted by the gateway: it reached an upstream,
+    /// which reported no usage (a stream cut short, a client gone before the answer, an upstream
+    /// that never reports it) or only part of it. The limits' settlement and metering then both
+    /// charge the same local count (`LocalCount`).
+    pub fn counted_locally(&self, ctx: &RequestCtx) -> bool {
+        if self.cached || ctx.deployment.is_none() {
+            return false;
+        }
+        self.usage_partial || (self.usage.is_none() && (self.status == 200 || self.client_gone))
+    }
+}
+
+/// Counts what a request used when its upstream did not say: the prompt from the request body,
+/// the output from what was relayed — never below what the upstream did report (`reported`, a
+/// partial usage). One implementation serves the limits and metering, so both charge a request
+/// the same tokens.
+pub trait LocalCount: Send + Sync {
+    fn usage(
+        &self,
+        deployment: &str,
+        endpoint: Endpoint,
+        body: &Bytes,
+        generated: Option<&Generated>,
+        reported: Option<&Usage>,
+    ) -> Usage;
+}
+
 /// Something that wants to know how each request ended (logs, metrics, limits settlement; cache
 /// and metering later). Wired in `app`; the stages that produce outcomes do not know who listens.
 pub trait Observer: Send + Sync {

@@ -149,7 +149,7 @@ pub(crate) async fn handle(
     // (The server span's attributes and final name are set once the request has ended, from
     // the context: `telemetry::record_span`.)
     let trace = Trace::start(&headers, endpoint.operation());
-    let mut ctx = RequestCtx {
+    let ctx = RequestCtx {
         request_id: id.0,
         started,
         endpoint,
@@ -168,7 +168,13 @@ pub(crate) async fn handle(
     for observer in &gw.observers {
         observer.started(&ctx);
     }
-    match serve(&gw, &mut ctx, &headers, body).await {
+    // Whatever ends the request from here on reports it once. Hyper drops this future when the
+    // client goes away at any await below (an SDK timeout on a slow upstream): the guard then
+    // reports it as 499 — the lease released, the tokens settled, metered and logged.
+    let mut pending = Pending { gw: gw.clone(), ctx: Some(ctx) };
+    let served = serve(&gw, pending.ctx(), &headers, body).await;
+    let Some(mut ctx) = pending.ctx.take() else { unreachable!("the pending request keeps its context") };
+    match served {
         Ok((Served::Whole(mut response, whole), _)) => {
             let outcome = Outcome {
                 status: response.status().as_u16(),
@@ -249,6 +255,32 @@ pub(crate) async fn handle(
     }
 }
 
+/// A request whose handler has not returned yet. Dropped with its context still inside, it was
+/// abandoned (the client went away before the answer or before a stream's first chunk): it is
+/// reported as 499 `client_gone`. The upstream call is cancelled with the dropped future.
+struct Pending {
+    gw: Arc<Gateway>,
+    ctx: Option<RequestCtx>,
+}
+
+impl Pending {
+    fn ctx(&mut self) -> &mut RequestCtx {
+        self.ctx.as_mut().unwrap_or_else(|| unreachable!("taken only once the handler is done"))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            let outcome = Outcome { client_gone: true, ..Outcome::failed(CLIENT_GONE, "client_gone") };
+            finish(&self.gw, &ctx, &outcome);
+        }
+    }
+}
+
+/// The status a request abandoned by its client is logged and counted with (nginx's).
+pub const CLIENT_GONE: u16 = 499;
+
 fn finish(gw: &Gateway, ctx: &RequestCtx, outcome: &Outcome) {
     for observer in &gw.observers {
         observer.finished(ctx, outcome);
@@ -314,11 +346,15 @@ async fn serve(
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
+    // The model group the name resolves to (aliases, team overrides): per-model limits and the
+    // cache apply to the group, whatever the client called it.
+    let group = gw.router.model_group(&principal, &request.model);
     let demand = Demand {
-        model: &request.model,
+        model: group.as_deref().unwrap_or(&request.model),
         prompt_tokens: request.prompt_tokens_estimate,
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
+        choices: request.choices,
     };
     ctx.reservation = gw.limits.admit_traced(&principal, &demand, &mut ctx.trace).await?;
     for observer in &gw.observers {
@@ -327,7 +363,6 @@ async fn serve(
     // (Limits admit the request before this point: a cache hit still counts as a request.)
     let mut fill = None;
     if let Some(cache) = &gw.cache {
-        let group = gw.router.model_group(&principal, &request.model);
         let lookup_span = ctx.trace.child("cache lookup");
         let lookup = cache.lookup(ctx, group.as_deref(), &request.body, headers).await;
         ctx.trace.end(lookup_span);
