@@ -26,7 +26,7 @@ use crate::api::ratelimit::{Bucket, RateHeaders};
 use crate::auth::Principal;
 use crate::clock::{self, Clock};
 use crate::config::limits::{LimitSettings, ValkeyDownPolicy};
-use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::ctx::{LocalCount, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::kv::Kv;
 use crate::telemetry::metrics::Metrics;
@@ -84,6 +84,16 @@ pub struct Reservation {
     store: Store,
     held: Vec<Held>,
     leases: Leases,
+}
+
+impl Reservation {
+    /// The reservation as two: its concurrency leases alone, and its token counters alone
+    /// (settled separately when counting what was used takes a while).
+    fn split(&self) -> (Reservation, Reservation) {
+        let leases = Reservation { held: Vec::new(), ..self.clone() };
+        let tokens = Reservation { leases: Leases::default(), ..self.clone() };
+        (leases, tokens)
+    }
 }
 
 /// The concurrency leases of one request: (lease set, lease id) in every set that limits it (its
@@ -649,9 +659,9 @@ impl Limiter {
 }
 
 /// Units to add to the token counters at the end: usage − estimate (negative refunds). A
-/// request that failed without usage used nothing; one that streamed without reporting usage
-/// keeps its reservation, since what it used is unknown; so does one whose usage is partial (an
-/// Anthropic stream cut before `message_delta` reported the output), unless it reported more.
+/// request that failed without usage used nothing. (One that reached an upstream without a
+/// final usage arrives counted by `Settler`; without that count, it would keep its reservation,
+/// or what a partial usage reported when that is more.)
 fn settle_delta(estimate: u64, outcome: &Outcome) -> i64 {
     let used = match outcome.usage {
         Some(u) if outcome.usage_partial => u.total_tokens.max(u.prompt_tokens + u.completion_tokens).max(estimate),
@@ -695,13 +705,44 @@ fn refusal_message(check: &Check, retry_after_ms: Option<u64>) -> String {
     }
 }
 
-/// Settles each request's reservation when it ends (wired in `app`).
-pub struct Settler(pub Arc<Limiter>);
+/// Settles each request's reservation when it ends (wired in `app`), with what it used: the
+/// upstream's usage, else the gateway's own count of what it relayed (the same count metering
+/// charges), never the bare estimate — a stream cut before its usage, with no `max_tokens`, would
+/// otherwise be charged its default while the upstream produced far more.
+pub struct Settler {
+    limiter: Arc<Limiter>,
+    count: Arc<dyn LocalCount>,
+}
+
+impl Settler {
+    pub fn new(limiter: Arc<Limiter>, count: Arc<dyn LocalCount>) -> Self {
+        Self { limiter, count }
+    }
+}
 
 impl Observer for Settler {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
-        if let Some(reservation) = &ctx.reservation {
-            self.0.settle(reservation, outcome);
+        let Some(reservation) = &ctx.reservation else { return };
+        if !outcome.counted_locally(ctx) {
+            self.limiter.settle(reservation, outcome);
+            return;
+        }
+        // The concurrency lease goes back now; the tokens once they are counted.
+        let (leases, tokens) = reservation.split();
+        self.limiter.settle(&leases, outcome);
+        let (limiter, count, reservation) = (self.limiter.clone(), self.count.clone(), tokens);
+        let (deployment, endpoint, body) = (ctx.deployment.clone().unwrap_or_default(), ctx.endpoint, ctx.body.clone());
+        let mut outcome = outcome.clone();
+        let mut settle = move || {
+            let usage = count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
+            outcome.usage = Some(usage);
+            outcome.usage_partial = false;
+            limiter.settle(&reservation, &outcome);
+        };
+        // Counting a long answer takes a tokenizer pass: off the serving threads.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(settle)),
+            Err(_) => settle(),
         }
     }
 }

@@ -18,6 +18,7 @@
 pub mod count;
 pub mod deliver;
 pub mod event;
+pub mod local;
 pub mod outbox;
 
 use std::collections::{HashMap, VecDeque};
@@ -92,6 +93,15 @@ pub struct Deployments {
 
 impl Deployments {
     pub fn new(config: &Config, settings: &MeteringSettings) -> Self {
+        Self::with_tokenizers(config, settings.tokenizers.clone(), settings.default_tokenizer.clone())
+    }
+
+    /// The deployments of `config`, with tokenizers named per model (`tokenizers`) or by default.
+    pub fn with_tokenizers(
+        config: &Config,
+        tokenizers: std::collections::BTreeMap<String, String>,
+        default_tokenizer: String,
+    ) -> Self {
         let mut this = Self {
             known: HashMap::new(),
             providers: config
@@ -100,8 +110,8 @@ impl Deployments {
                 .chain(config.default_backend.iter())
                 .map(|p| (p.name.clone(), p.clone()))
                 .collect(),
-            tokenizers: settings.tokenizers.clone(),
-            default_tokenizer: settings.default_tokenizer.clone(),
+            tokenizers,
+            default_tokenizer,
         };
         for model in config.models.values() {
             for d in &model.deployments {
@@ -252,8 +262,8 @@ impl Observer for Metering {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
         let Some(principal) = &ctx.principal else { return };
         let Some(deployment) = &ctx.deployment else { return };
-        // Without usage, only an answer that started (a 200) generated anything to count.
-        if outcome.usage.is_none() && outcome.status != 200 {
+        // Without usage, only a request that reached an upstream used anything to count.
+        if outcome.usage.is_none() && !outcome.counted_locally(ctx) {
             return;
         }
         let estimate = (outcome.usage.is_none() || outcome.usage_partial).then(|| EstimateInput {
