@@ -496,12 +496,24 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         };
         let mut model_overrides = tier.map(|t| t.model_overrides.clone()).unwrap_or_default();
         model_overrides.extend(team.model_overrides);
+        // Per-model limits apply to a model group, whatever name a client uses for it: an
+        // alias here stands for its group.
+        let mut model_limits = BTreeMap::new();
+        for (model, l) in team.model_limits {
+            let group = raw.aliases.get(&model).cloned().unwrap_or_else(|| model.clone());
+            if model_limits.insert(group.clone(), l).is_some() {
+                return Err(err(
+                    format!("{path}.model_limits.{model}"),
+                    format!("the model group {group:?} has limits under another of its names"),
+                ));
+            }
+        }
         let policy = TeamPolicy {
             models: team.models.or_else(|| tier.and_then(|t| t.models.clone())).unwrap_or_default(),
             model_overrides,
             tier: team.tier.clone(),
             limits: team.limits.or(tier.map(|t| t.limits).unwrap_or_default()),
-            model_limits: team.model_limits,
+            model_limits,
         };
         teams.insert(name, policy);
     }

@@ -755,7 +755,7 @@ async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
             ..Grant::default()
         }),
     };
-    let demand = Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true };
+    let demand = Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true, choices: 1 };
 
     let crashed = replica();
     let held_by_crashed = crashed.admit(&principal("a"), &demand).await.unwrap();
@@ -775,4 +775,27 @@ async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
     .await;
     assert!(started.elapsed() >= Duration::from_millis(2500), "expired early: {:?}", started.elapsed());
     assert!(other.admit(&principal("c"), &demand).await.is_err(), "the live replica renewed its lease");
+}
+
+/// Per-model limits belong to the model group, whatever a client calls it: a request through an
+/// alias, or through a team's override, spends the group's limit (the alias is not a way around
+/// it), and a limit written under an alias's name is the group's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_model_limits_apply_to_the_group_under_every_name() {
+    for limits_under in ["m", "fast"] {
+        let yaml = format!(
+            "keys: [{{ key: {KEY}, team: t }}]\n\
+             teams: {{ t: {{ models: ['*'], model_limits: {{ {limits_under}: {{ daily_requests: 2 }} }}, model_overrides: {{ other: m }} }} }}\n\
+             aliases: {{ fast: m }}\n\
+             providers: {{ p: {{ dialect: mock }} }}\nmodels: {{ m: {{ deployments: [{{ provider: p }}] }}, other: {{ deployments: [{{ provider: p }}] }} }}\n"
+        );
+        let gw = Gateway::start(&yaml).await;
+        let named =
+            |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5});
+        assert_eq!(gw.chat_as(KEY, named("fast")).await.status(), 200, "{limits_under}");
+        assert_eq!(gw.chat_as(KEY, named("other")).await.status(), 200, "{limits_under}");
+        for name in ["m", "fast", "other"] {
+            assert_eq!(gw.chat_as(KEY, named(name)).await.status(), 429, "{limits_under}: {name} is the same group");
+        }
+    }
 }

@@ -22,6 +22,9 @@ pub struct ParsedRequest {
     pub prompt_tokens_estimate: u64,
     /// The completion budget the client asked for (`max_completion_tokens` or `max_tokens`).
     pub max_tokens: Option<u64>,
+    /// Completions generated per request (`n`, or `best_of` when larger): each spends the
+    /// completion budget.
+    pub choices: u64,
 }
 
 pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayError> {
@@ -37,6 +40,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     let mut client_wants_usage = false;
     let prompt_tokens_estimate;
     let mut max_tokens = None;
+    let mut choices = 1;
     match endpoint {
         Endpoint::ChatCompletions => {
             prompt_tokens_estimate = check_chat_messages(&body)?;
@@ -86,10 +90,14 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         let legacy_max = optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
         max_tokens = max_tokens.or(legacy_max);
-        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")?
-            && n == 0
-        {
-            return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
+        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")? {
+            if n == 0 {
+                return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
+            }
+            choices = n;
+        }
+        if let Some(best_of) = optional::<u64>(&body, "best_of", "a positive integer")? {
+            choices = choices.max(best_of);
         }
         if let Some(options) = optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")? {
             match options.get("include_usage") {
@@ -107,7 +115,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             }
         }
     }
-    Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens })
+    Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens, choices })
 }
 
 /// A chat message, as far as the gateway reads it: its role is the upstream's (or the
@@ -374,6 +382,19 @@ mod tests {
         let req = parse(Endpoint::Messages, claude_code.as_bytes()).unwrap();
         assert!(req.stream && req.max_tokens == Some(128_000));
         assert!(req.body.contains("context_management"));
+    }
+
+    #[test]
+    fn reads_how_many_completions_a_request_makes() {
+        let choices = |extra: &str| {
+            parse(
+                Endpoint::ChatCompletions,
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#).as_bytes(),
+            )
+            .unwrap()
+            .choices
+        };
+        assert_eq!((choices(""), choices(r#","n":3"#), choices(r#","n":2,"best_of":5"#)), (1, 3, 5));
     }
 
     #[test]

@@ -140,13 +140,16 @@ pub struct Demand<'a> {
     pub max_tokens: Option<u64>,
     /// Whether the request produces completion tokens at all (not embeddings).
     pub completion: bool,
+    /// Completions generated (`n`, `best_of`): each may spend the whole completion budget.
+    pub choices: u64,
 }
 
 impl Demand<'_> {
-    /// Tokens reserved at admission: the prompt plus the completion budget (asked or default).
+    /// Tokens reserved at admission: the prompt plus the completion budget (asked or default)
+    /// for each choice.
     pub fn estimate(&self, settings: &LimitSettings) -> u64 {
         let completion = if self.completion { self.max_tokens.unwrap_or(settings.default_max_tokens) } else { 0 };
-        self.prompt_tokens.saturating_add(completion)
+        self.prompt_tokens.saturating_add(completion.saturating_mul(self.choices.max(1)))
     }
 }
 
@@ -282,6 +285,20 @@ mod tests {
             }),
             grant: Arc::new(Grant { subject: "k:k1".into(), limits: key, ..Grant::default() }),
         }
+    }
+
+    /// `n` (or `best_of`) completions each spend the completion budget: the reservation covers
+    /// them all, asked or default.
+    #[test]
+    fn each_choice_reserves_the_completion_budget() {
+        let s = LimitSettings::default();
+        let demand =
+            |max_tokens, choices| Demand { model: "m", prompt_tokens: 10, max_tokens, completion: true, choices };
+        assert_eq!(demand(Some(100), 1).estimate(&s), 110);
+        assert_eq!(demand(Some(100), 4).estimate(&s), 410);
+        assert_eq!(demand(None, 3).estimate(&s), 10 + 3 * s.default_max_tokens);
+        let embeddings = Demand { completion: false, ..demand(None, 3) };
+        assert_eq!(embeddings.estimate(&s), 10);
     }
 
     #[test]
