@@ -113,7 +113,8 @@ pub fn build(config: &Config) -> Result<(App, Background), GatewayError> {
 /// `build` with the wall clock that decides budget windows and key expiry (tests move it).
 pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Background), GatewayError> {
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
-    let mut metrics = Metrics::new(known_models, config.telemetry.team_label);
+    let deployments = config.models.values().flat_map(|m| m.deployments.iter().map(|d| d.id.clone())).collect();
+    let mut metrics = Metrics::new(known_models, config.telemetry.team_label).with_deployments(deployments);
     let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
     let mut metering_running = None;
     if let Some(settings) = &config.metering {

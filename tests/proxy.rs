@@ -261,3 +261,27 @@ async fn a_stream_outlasting_the_header_read_timeout_is_not_cut() {
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
     assert!(!body.contains("\"error\""), "{body}");
 }
+
+/// A gateway whose default backend serves any model name cannot be made to hold what clients
+/// choose: an overlong name is a 400 naming `model`, and made-up names share one
+/// `<provider>/other` series in `/metrics` instead of adding one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_chosen_model_names_are_bounded() {
+    let gw = Gateway::start(
+        "keys: [{ key: sk-test, team: t }]\nteams: { t: { models: ['*'] } }\nproviders: { any: { dialect: mock } }\ndefault_backend: any\n",
+    )
+    .await;
+    let body = |model: &str| serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.chat_as("sk-test", body(&"x".repeat(100 * 1024))).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(support::json(r).await["error"]["param"], "model");
+    for i in 0..20 {
+        assert_eq!(gw.chat_as("sk-test", body(&format!("made-up-{i}"))).await.status(), 200);
+    }
+    let metrics = gw.metrics().await;
+    assert!(!metrics.contains("made-up-"), "a client-chosen name became a series");
+    assert!(
+        metrics.contains(r#"llm_gateway_upstream_attempts_total{deployment="any/other",outcome="ok"} 20"#),
+        "{metrics}"
+    );
+}

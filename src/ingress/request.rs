@@ -27,6 +27,10 @@ pub struct ParsedRequest {
     pub choices: u64,
 }
 
+/// The longest model name accepted: room for Bedrock ARNs and Hugging Face repository paths,
+/// and a bound on what a client can put into logs, metering events and traces.
+pub const MAX_MODEL_BYTES: usize = 256;
+
 pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayError> {
     let body = RawObject::from_slice(bytes).map_err(|e| {
         let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
@@ -35,6 +39,12 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
     let model: String = required(&body, "model", "a string")?;
     if model.is_empty() {
         return Err(GatewayError::bad_request("'model' must not be empty.", Some("model")));
+    }
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(GatewayError::bad_request(
+            format!("'model' is {} bytes long; model names are at most {MAX_MODEL_BYTES}.", model.len()),
+            Some("model"),
+        ));
     }
     let stream: bool = optional(&body, "stream", "a boolean")?.unwrap_or(false);
     let mut client_wants_usage = false;
@@ -309,6 +319,11 @@ mod tests {
         );
         assert_eq!(param_of(Embeddings, r#"{"model":"m","input":5}"#).as_deref(), Some("input"));
         assert_eq!(param_of(Completions, r#"{"model":"m"}"#).as_deref(), Some("prompt"));
+        let long = "m".repeat(MAX_MODEL_BYTES + 1);
+        assert_eq!(
+            param_of(ChatCompletions, &format!(r#"{{"model":"{long}","messages":[]}}"#)).as_deref(),
+            Some("model")
+        );
         assert_eq!(param_of(ChatCompletions, r#"{"model":"m""#), None);
         let user = r#"[{"role":"user","content":"hi"}]"#;
         assert_eq!(param_of(Messages, &format!(r#"{{"model":"m","messages":{user}}}"#)).as_deref(), Some("max_tokens"));

@@ -318,6 +318,9 @@ impl MeteringMetrics {
 pub struct Metrics {
     /// Configured client-facing model names; other names are reported as `other`.
     known_models: BTreeSet<String>,
+    /// The configured deployments: any other (a default backend serving names clients make
+    /// up) is counted as `<provider>/other`, so that clients cannot add series at will.
+    known_deployments: BTreeSet<String>,
     team_label: bool,
     pub requests: Family<Counter>,
     pub request_duration: Family<Histogram>,
@@ -346,6 +349,7 @@ impl Metrics {
     pub fn new(known_models: BTreeSet<String>, team_label: bool) -> Self {
         Self {
             known_models,
+            known_deployments: BTreeSet::new(),
             team_label,
             requests: Family::new(
                 "llm_requests_total",
@@ -464,6 +468,21 @@ impl Metrics {
         if self.known_models.contains(model) { model } else { "other" }
     }
 
+    /// The deployments labelled by their id; see `deployment_label`.
+    pub fn with_deployments(mut self, ids: BTreeSet<String>) -> Self {
+        self.known_deployments = ids;
+        self
+    }
+
+    /// A deployment's label: its id when configured, else its provider's name and `other`.
+    pub fn deployment_label<'a>(&self, deployment: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.known_deployments.contains(deployment) {
+            return deployment.into();
+        }
+        let provider = deployment.split_once('/').map_or(deployment, |(p, _)| p);
+        format!("{provider}/other").into()
+    }
+
     fn team_label<'a>(&self, team: &'a str) -> &'a str {
         if self.team_label { team } else { "" }
     }
@@ -543,6 +562,8 @@ impl Observer for RequestMetrics {
     }
 
     fn attempted(&self, _ctx: &RequestCtx, deployment: &str, outcome: &str, first_byte: Option<Duration>) {
+        let deployment = self.0.deployment_label(deployment);
+        let deployment = deployment.as_ref();
         self.0.upstream_attempts.with(&[deployment, outcome]).inc();
         if let Some(d) = first_byte {
             self.0.upstream_latency.with(&[deployment]).observe_duration(d);
@@ -613,6 +634,9 @@ mod tests {
         assert!(text.contains("llm_request_duration_seconds_bucket{model=\"gpt-4o\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("llm_request_duration_seconds_count{model=\"gpt-4o\"} 3\n"));
         assert_eq!(m.model_label("made-up-by-a-client"), "other");
+        let m = Metrics::new(BTreeSet::new(), false).with_deployments(["p/known".to_owned()].into());
+        assert_eq!(m.deployment_label("p/known"), "p/known");
+        assert_eq!(m.deployment_label("p/made-up-by-a-client"), "p/other");
     }
 
     #[test]
