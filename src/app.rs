@@ -160,6 +160,10 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         cache: cache.clone(),
         limits: limits.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: config.server.body_read_timeout,
+        in_flight: Default::default(),
+        max_in_flight: config.server.max_in_flight,
+        body_gate: Default::default(),
         started_unix: ingress::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();

@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// nginx's keep-alive timeout: longer than the 60 s idle timeout of the common cloud load
 /// balancers, so a balancer never sends a request on a connection the gateway is closing.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A secret value: never printed, never serialised.
 #[derive(Clone, PartialEq, Eq)]
@@ -86,6 +88,14 @@ pub struct ServerSettings {
     pub log_level: String,
     /// Serving threads, each with an event loop of its own.
     pub threads: usize,
+    /// A request body must arrive within this of its head, else 408: slow uploads cannot pin
+    /// memory.
+    pub body_read_timeout: Duration,
+    /// A client connection (HTTP/1 or HTTP/2) that starts no request for this long is closed
+    /// (gracefully: what it has in flight finishes).
+    pub idle_timeout: Duration,
+    /// Requests in flight at once; past it, a 503 with `Retry-After` (`None`: no cap).
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -469,6 +479,16 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         Some(d) => d,
         None => DEFAULT_HEADER_READ_TIMEOUT,
     };
+    let positive = |value: Option<Duration>, name: &str, default: Duration| match value {
+        Some(d) if d.is_zero() => Err(err(format!("server.{name}"), "must be greater than 0".into())),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    };
+    let body_read_timeout = positive(raw.server.body_read_timeout, "body_read_timeout", DEFAULT_BODY_READ_TIMEOUT)?;
+    let idle_timeout = positive(raw.server.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?;
+    if raw.server.max_in_flight == Some(0) {
+        return Err(err("server.max_in_flight".into(), "must be at least 1".into()));
+    }
     let server = ServerSettings {
         listen,
         threads,
@@ -476,6 +496,9 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(Duration::from_secs(30)),
         header_read_timeout,
         log_level: raw.server.log_level.clone().unwrap_or_else(|| "info".into()),
+        body_read_timeout,
+        idle_timeout,
+        max_in_flight: raw.server.max_in_flight,
     };
 
     // tiers and teams

@@ -52,6 +52,12 @@ pub enum GatewayError {
     StoreUnavailable(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request body did not arrive within the server's body read timeout.
+    #[error("the request body did not arrive within {after_ms} ms")]
+    RequestTimeout { after_ms: u128 },
+    /// The gateway is at its cap of requests in flight: answered at once, to be retried.
+    #[error("{0}")]
+    Overloaded(String),
     /// The upstream answered with an error status; its body is normalised to OpenAI's shape.
     #[error("{}", body.error.message)]
     UpstreamStatus { status: StatusCode, body: ErrorBody, retry_after: Option<String> },
@@ -81,6 +87,8 @@ impl GatewayError {
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ContextLength(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::CoolingDown { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -102,6 +110,7 @@ impl GatewayError {
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
             | Self::PayloadTooLarge { .. }
+            | Self::RequestTimeout { .. }
             | Self::RateLimited { .. }
             | Self::ContextLength(_) => Cause::Client,
             Self::UpstreamStatus { status, .. } if status.is_client_error() && status.as_u16() != 429 => Cause::Client,
@@ -113,6 +122,7 @@ impl GatewayError {
             | Self::Unavailable { .. }
             | Self::CoolingDown { .. }
             | Self::MeteringFull(_)
+            | Self::Overloaded(_)
             | Self::StoreUnavailable(_) => Cause::Gateway,
         }
     }
@@ -135,6 +145,8 @@ impl GatewayError {
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::ModelNotFound(_) => "model_not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout { .. } => "request_timeout",
+            Self::Overloaded(_) => "overloaded",
             Self::ContextLength(_) => "context_length_exceeded",
             Self::Unavailable { .. } => "unavailable",
             Self::CoolingDown { .. } => "cooling_down",
@@ -163,6 +175,12 @@ impl GatewayError {
             }
             Self::PayloadTooLarge { .. } => {
                 ErrorBody::new(message, "invalid_request_error", None, Some("request_too_large"))
+            }
+            Self::RequestTimeout { .. } => {
+                ErrorBody::new(message, "invalid_request_error", None, Some("request_timeout"))
+            }
+            Self::Overloaded(_) => {
+                ErrorBody::new(message, "service_unavailable_error", None, Some("gateway_overloaded"))
             }
             Self::ContextLength(_) => ErrorBody::new(
                 message,
@@ -223,6 +241,7 @@ impl GatewayError {
             Self::Unavailable { retry_after_secs: Some(secs), .. }
             | Self::CoolingDown { retry_after_secs: secs, .. } => Some(http::HeaderValue::from(*secs)),
             Self::MeteringFull(_) => Some(http::HeaderValue::from_static("5")),
+            Self::Overloaded(_) => Some(http::HeaderValue::from_static("1")),
             _ => None,
         };
         if let Some(value) = retry_after {
@@ -238,7 +257,7 @@ impl GatewayError {
             response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
         }
         // Answered before the request body was read: the connection cannot be reused safely.
-        if matches!(self, Self::Unauthorized(_) | Self::PayloadTooLarge { .. }) {
+        if matches!(self, Self::Unauthorized(_) | Self::PayloadTooLarge { .. } | Self::RequestTimeout { .. }) {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         response

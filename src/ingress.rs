@@ -48,7 +48,67 @@ pub struct Gateway {
     pub limits: Arc<Limiter>,
     pub observers: Vec<Arc<dyn Observer>>,
     pub max_body_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
+    /// Requests being handled now, against `max_in_flight`.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub max_in_flight: Option<usize>,
+    /// Bodies being read now, per credential: see `BodyGate`.
+    pub body_gate: BodyGate,
     pub started_unix: u64,
+}
+
+/// Bodies being read, per credential (its limits subject). A credential with a concurrency
+/// limit reads at most that many bodies at once on this replica: its concurrency lease is
+/// taken once the body is in (the lease's admission needs the body's token estimate), and
+/// without this bound one key could hold any number of slow uploads, and their memory, before
+/// the limit applies.
+#[derive(Default)]
+pub struct BodyGate {
+    reading: std::sync::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+}
+
+impl BodyGate {
+    /// A place to read a body for `principal`, or the 429 of its concurrency limit.
+    fn enter(&self, principal: &Principal) -> Result<BodyTicket<'_>, GatewayError> {
+        let limit =
+            [principal.grant.limits.max_concurrent, principal.policy.limits.max_concurrent].into_iter().flatten().min();
+        let Some(limit) = limit else { return Ok(BodyTicket { gate: self, subject: None }) };
+        let subject = principal.grant.subject.clone();
+        let mut reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let count = reading.entry(subject.clone()).or_default();
+        if *count >= limit {
+            return Err(GatewayError::RateLimited {
+                message: format!(
+                    "Too many concurrent requests on {subject}: limit {limit} (request bodies still arriving). Please try again shortly."
+                ),
+                reason: "max_concurrent",
+                quota: false,
+                retry_after_ms: Some(1000),
+                headers: Box::default(),
+            });
+        }
+        *count += 1;
+        Ok(BodyTicket { gate: self, subject: Some(subject) })
+    }
+}
+
+/// One body being read; the place is given back when it is dropped.
+struct BodyTicket<'a> {
+    gate: &'a BodyGate,
+    subject: Option<Arc<str>>,
+}
+
+impl Drop for BodyTicket<'_> {
+    fn drop(&mut self) {
+        let Some(subject) = &self.subject else { return };
+        let mut reading = self.gate.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = reading.get_mut(subject) {
+            *count -= 1;
+            if *count == 0 {
+                reading.remove(subject);
+            }
+        }
+    }
 }
 
 /// The request id the server stage assigned (echoed in `x-request-id`).
@@ -76,7 +136,11 @@ pub async fn proxy(endpoint: Endpoint, gw: State<Arc<Gateway>>, request: axum::e
 pub async fn count_tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let counted = async {
         let principal = gw.auth.authenticate(&headers).await?;
-        let bytes = read_limited(body, &headers, gw.max_body_bytes).await?;
+        let ticket = gw.body_gate.enter(&principal)?;
+        let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, &headers, gw.max_body_bytes))
+            .await
+            .map_err(|_| GatewayError::RequestTimeout { after_ms: gw.body_read_timeout.as_millis() })??;
+        drop(ticket);
         let (model, input_tokens) = request::count_tokens(&bytes)?;
         if !gw.router.knows(&model) {
             return Err(GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")));
@@ -165,8 +229,18 @@ pub(crate) async fn handle(
         reservation: None,
         query,
     };
+    let load = gw.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for observer in &gw.observers {
         observer.started(&ctx);
+    }
+    if gw.max_in_flight.is_some_and(|cap| load >= cap) {
+        // At the cap: refused at once, before the body is read, rather than taking memory
+        // the pod does not have.
+        let e = GatewayError::Overloaded(format!("The gateway is handling {load} requests, its limit; retry shortly."));
+        let label = e.label();
+        let response = if ctx.endpoint.is_anthropic() { e.into_anthropic_response() } else { e.into_response() };
+        finish(&gw, &ctx, &Outcome::failed(response.status().as_u16(), label));
+        return response;
     }
     // Whatever ends the request from here on reports it once. Hyper drops this future when the
     // client goes away at any await below (an SDK timeout on a slow upstream): the guard then
@@ -282,6 +356,7 @@ impl Drop for Pending {
 pub const CLIENT_GONE: u16 = 499;
 
 fn finish(gw: &Gateway, ctx: &RequestCtx, outcome: &Outcome) {
+    gw.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     for observer in &gw.observers {
         observer.finished(ctx, outcome);
     }
@@ -340,7 +415,11 @@ async fn serve(
     ctx.trace.end(auth_span);
     let principal: Principal = principal?;
     ctx.principal = Some(principal.clone());
-    let bytes = read_limited(body, headers, gw.max_body_bytes).await?;
+    let ticket = gw.body_gate.enter(&principal)?;
+    let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, headers, gw.max_body_bytes))
+        .await
+        .map_err(|_| GatewayError::RequestTimeout { after_ms: gw.body_read_timeout.as_millis() })??;
+    drop(ticket);
     let request = request::parse(ctx.endpoint, &bytes)?;
     ctx.body = bytes;
     ctx.client_model = request.model.clone();

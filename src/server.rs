@@ -161,7 +161,9 @@ pub async fn serve(
         // Without TCP_NODELAY, a small SSE frame written after the previous one waits for the
         // client's delayed ACK (~40 ms per event on Linux): stream latency would be Nagle's.
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, HyperApp(app.clone()), options, stopping.clone(), open.clone()));
+        let activity = Arc::new(Activity::new());
+        let app = HyperApp(app.clone(), activity.clone());
+        tokio::spawn(connection(tcp, app, activity, options, stopping.clone(), open.clone()));
     }
     drop(listener);
     let grace = options.grace;
@@ -179,6 +181,7 @@ pub async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     app: HyperApp,
+    activity: Arc<Activity>,
     options: ServeOptions,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::mpsc::Sender<()>,
@@ -202,12 +205,44 @@ async fn connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
     let mut conn = std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), app));
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stopping.wait_for(|stop| *stop) => {}
+    // Closed once it starts no request for `idle_timeout` (an HTTP/2 connection has no header
+    // timer between requests): gracefully, so what it has in flight still finishes.
+    loop {
+        let idle_until = activity.last() + options.idle_timeout;
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stopping.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep_until(idle_until.into()) => {
+                if activity.last() + options.idle_timeout <= std::time::Instant::now() {
+                    break;
+                }
+            }
+        }
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// When a connection last started a request.
+struct Activity {
+    opened: std::time::Instant,
+    /// Milliseconds after `opened`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { opened: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> std::time::Instant {
+        self.opened + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// How client connections are served.
@@ -217,11 +252,17 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// See `serve`.
     pub header_read_timeout: Duration,
+    /// A connection that starts no request for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl From<&crate::config::ServerSettings> for ServeOptions {
     fn from(server: &crate::config::ServerSettings) -> Self {
-        Self { grace: server.shutdown_grace, header_read_timeout: server.header_read_timeout }
+        Self {
+            grace: server.shutdown_grace,
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        }
     }
 }
 
@@ -239,7 +280,7 @@ async fn accept_failed(e: std::io::Error) {
 /// The application as hyper's service: a proxied endpoint's request goes straight to the
 /// gateway (`App::proxied`), any other to the router, as axum's body.
 #[derive(Clone)]
-struct HyperApp(App);
+struct HyperApp(App, Arc<Activity>);
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -269,6 +310,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for HyperApp 
     type Future = Answer;
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Answer {
+        self.1.touch();
         if request.method() == http::Method::POST
             && let Some(endpoint) = App::proxied(request.uri().path())
         {

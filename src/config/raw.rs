@@ -128,6 +128,14 @@ pub struct RawServer {
     pub log_level: Option<String>,
     /// Serving threads (one event loop each); default: the CPUs the process may use.
     pub threads: Option<usize>,
+    /// A request body must arrive in full within this of its head (default 30s).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub body_read_timeout: Option<Duration>,
+    /// A connection with no new request for this long is closed (default 120s).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub idle_timeout: Option<Duration>,
+    /// Requests in flight at once, over all clients; past it, 503 with Retry-After (default: no cap).
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
