@@ -85,6 +85,8 @@ impl Background {
 #[derive(Clone)]
 pub struct App {
     pub router: axum::Router,
+    /// The management listener's routes (`server.management_listen`), when it has one.
+    pub management: Option<axum::Router>,
     pub(crate) gateway: Arc<Gateway>,
 }
 
@@ -214,19 +216,28 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         // Claude Code's connectivity check before its first request (`HEAD /api/hello`).
         .route("/api/hello", get(|| async { http::StatusCode::OK }))
         .route("/health", get(health))
-        .route("/sessions", get(sessions))
         .with_state(gateway.clone());
+    let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
     let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics, kv));
     let probes = axum::Router::new().route("/ready", get(ready)).with_state(gateway.clone());
+    // What operators read (metrics, the CLI pool) is on the management listener when there is
+    // one, and then not on the API port; the probes are on both.
+    let operations = scrape.merge(sessions_route);
+    let (api, management) = match &config.server.management_listen {
+        Some(_) => {
+            let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
+            (api, Some(operations.merge(probes.clone()).merge(health_route)))
+        }
+        None => (api.merge(operations), None),
+    };
     let app = api
         .merge(probes)
-        .merge(scrape)
         // (Bodies are bounded by the handlers themselves, 413 in OpenAI's shape: none takes
         // an extractor that axum's default body limit would apply to. Each layer here wraps
         // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
-    let app = App { router: app, gateway: gateway.clone() };
+    let app = App { router: app, gateway: gateway.clone(), management };
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }
 

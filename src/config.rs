@@ -96,6 +96,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Requests in flight at once; past it, a 503 with `Retry-After` (`None`: no cap).
     pub max_in_flight: Option<usize>,
+    /// Where `/metrics` and `/sessions` are served instead of the API port (`None`: on it).
+    pub management_listen: Option<String>,
 }
 
 #[derive(Clone)]
@@ -486,6 +488,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     };
     let body_read_timeout = positive(raw.server.body_read_timeout, "body_read_timeout", DEFAULT_BODY_READ_TIMEOUT)?;
     let idle_timeout = positive(raw.server.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?;
+    if let Some(management) = &raw.server.management_listen
+        && management.parse::<SocketAddr>().is_err()
+    {
+        return Err(err("server.management_listen".into(), format!("{management:?} is not IP:PORT")));
+    }
     if raw.server.max_in_flight == Some(0) {
         return Err(err("server.max_in_flight".into(), "must be at least 1".into()));
     }
@@ -499,6 +506,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         body_read_timeout,
         idle_timeout,
         max_in_flight: raw.server.max_in_flight,
+        management_listen: raw.server.management_listen.clone(),
     };
 
     // tiers and teams

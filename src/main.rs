@@ -118,6 +118,17 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     }
     drop(drained_tx);
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    if let (Some(listen), Some(routes)) = (&config.server.management_listen, app.management.clone()) {
+        let management = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(addr = %management.local_addr()?, "management listening");
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(management, routes).with_graceful_shutdown(server::stopped(stopped)).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the management listener failed");
+            }
+        });
+    }
     tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
     tokio::spawn({
         let stop = stop.clone();

@@ -136,6 +136,9 @@ pub struct RawServer {
     pub idle_timeout: Option<Duration>,
     /// Requests in flight at once, over all clients; past it, 503 with Retry-After (default: no cap).
     pub max_in_flight: Option<usize>,
+    /// A second listener for /metrics and /sessions (then not on `listen`); /health and /ready
+    /// are on both.
+    pub management_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,3 +55,33 @@ def test_logs_are_json_lines_and_never_contain_keys(gateway: Gateway) -> None:
     assert len(lines) >= len(calls)
     for field in ("request_id", "trace_id", "team", "key_id", "model", "deployment", "attempts", "status", "latency_ms"):
         assert all(field in ln for ln in lines), field
+
+
+def test_a_management_listener_takes_metrics_and_sessions_off_the_api_port(tmp_path) -> None:
+    """With `server.management_listen`, what operators read (/metrics, /sessions) is served
+    there and not on the API port clients reach; the probes answer on both."""
+    from e2e_support import GatewayProcess, _field
+
+    gw = GatewayProcess(
+        {
+            "server": {"listen": "127.0.0.1:0", "management_listen": "127.0.0.1:0"},
+            "keys": [{"key": TEAM_A_KEY, "team": "team-a"}],
+            "teams": {"team-a": {"models": ["*"]}},
+            "providers": {"mock": {"dialect": "mock"}},
+            "models": {"m": {"deployments": [{"provider": "mock", "model": "mock-chat"}]}},
+        },
+        tmp_path,
+    )
+    gw.start()
+    try:
+        lines = [json.loads(ln) for ln in gw.stdout_lines if ln.strip().startswith("{")]
+        management = next(_field(ln, "addr") for ln in lines if _field(ln, "message") == "management listening")
+        with httpx.Client(base_url=gw.url, timeout=10) as api, httpx.Client(base_url=f"http://{management}", timeout=10) as ops:
+            assert api.get("/metrics").status_code == 404
+            assert api.get("/sessions").status_code == 404
+            assert ops.get("/metrics").status_code == 200 and "llm_requests_total" in ops.get("/metrics").text
+            assert ops.get("/sessions").status_code == 200
+            for probe in ("/health", "/ready"):
+                assert api.get(probe).status_code == 200 and ops.get(probe).status_code == 200, probe
+    finally:
+        gw.stop()
