@@ -714,6 +714,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
+    for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
+        if !teams.contains_key(team) {
+            return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));
+        }
+    }
     if keys.is_empty() && admin.is_none() && auth.oidc.is_none() {
         warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
     }

@@ -147,6 +147,7 @@ providers and model deployments described by .Values.backends.
 {{- if ne .Values.auth.mode "keys" }}
 {{- $kc := .Values.auth.keycloak }}
 {{- $o := dict "issuer_url" $kc.issuerUrl "audience" $kc.audience "jwks_url" (include "llm-gateway.jwksUrl" .) "team_claim" $kc.teamClaim }}
+{{- with $kc.teams }}{{- $_ := set $o "teams" . }}{{- end }}
 {{- with $kc.algorithms }}{{- $_ := set $o "algorithms" . }}{{- end }}
 {{- with $kc.leeway }}{{- $_ := set $o "leeway" . }}{{- end }}
 {{- with $kc.refresh }}{{- $_ := set $o "refresh" . }}{{- end }}
