@@ -63,6 +63,8 @@ pub struct RawValkey {
     /// Per-command timeout (default 250ms).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub timeout: Option<Duration>,
+    /// Before every key name (`<prefix>:lg:...`); absent or empty: none.
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

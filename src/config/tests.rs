@@ -382,3 +382,19 @@ fn otlp_headers_from_the_standard_variable_are_percent_decoded_then_the_configs_
     let e = headers(yaml, &[("OTEL_EXPORTER_OTLP_HEADERS", "Authorization")]).unwrap_err();
     assert_eq!(e, "OTEL_EXPORTER_OTLP_HEADERS: \"Authorization\" is not key=value");
 }
+
+#[test]
+fn valkey_key_prefix_is_a_plain_name_and_empty_by_default() {
+    let load = |valkey: &str| Config::from_yaml(&format!("{BASE}valkey: {valkey}\n"), &env(&[]));
+    let prefix = |valkey: &str| load(valkey).unwrap().valkey.unwrap().key_prefix;
+    assert_eq!(prefix("{ url: 'redis://127.0.0.1:6379' }"), "", "existing deployments keep their keys");
+    assert_eq!(prefix("{ url: 'redis://127.0.0.1:6379', key_prefix: platform/llm-gateway }"), "platform/llm-gateway");
+    for bad in ["'a{b}'", "'a b'", "'lg:*'", "'a?'", "'a[1]'", &format!("'{}'", "x".repeat(129))] {
+        let e = load(&format!("{{ url: 'redis://127.0.0.1:6379', key_prefix: {bad} }}")).unwrap_err().0;
+        assert!(e.starts_with("valkey.key_prefix: "), "{bad}: {e}");
+    }
+    // The prefix comes with the config's valkey section even when VALKEY_URL names the server.
+    let c =
+        Config::from_yaml(&format!("{BASE}valkey: {{ key_prefix: r1 }}\n"), &env(&[("VALKEY_URL", "redis://v:6379")]));
+    assert_eq!(c.unwrap().valkey.unwrap().key_prefix, "r1");
+}

@@ -117,6 +117,12 @@ providers and model deployments described by .Values.backends.
 {{- end }}
 {{- if $providers }}{{- $_ := set $cfg "providers" $providers }}{{- end }}
 {{- if $models }}{{- $_ := set $cfg "models" $models }}{{- end }}
+{{- /* Releases sharing one Valkey share nothing: every key under valkey.key_prefix, <namespace>/<release> unless set (a release name alone repeats across namespaces). */}}
+{{- if or .Values.valkey.enabled (hasKey $cfg "valkey") }}
+{{- $v := get $cfg "valkey" | default dict }}
+{{- if not (hasKey $v "key_prefix") }}{{- $_ := set $v "key_prefix" (.Values.valkey.keyPrefix | default (printf "%s/%s" .Release.Namespace .Release.Name)) }}{{- end }}
+{{- $_ := set $cfg "valkey" $v }}
+{{- end }}
 {{- /* The password the chart exports as VALKEY_PASSWORD reaches the gateway only through valkey.password_env. */}}
 {{- if and .Values.valkey.enabled .Values.valkey.passwordSecret.name }}
 {{- $v := get $cfg "valkey" | default dict }}
