@@ -759,7 +759,13 @@ fn backend_from_env(
     let raw = match backend {
         "mock" => RawProvider { dialect: Some("mock".into()), ..Default::default() },
         "api" => RawProvider { vendor: Some("anthropic".into()), ..Default::default() },
-        "cli" => RawProvider { dialect: Some("cli".into()), ..Default::default() },
+        // The Claude CLI logs in with ANTHROPIC_API_KEY when it is set: in this mode the gateway
+        // holds it for the CLI (no other provider uses it), so it is passed on, alone.
+        "cli" => RawProvider {
+            dialect: Some("cli".into()),
+            pass_env: vec!["ANTHROPIC_API_KEY".into()],
+            ..Default::default()
+        },
         other => {
             return Err(ConfigError(format!("LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)")));
         }
