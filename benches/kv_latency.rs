@@ -38,6 +38,7 @@ fn main() {
             urls: vec![format!("redis://127.0.0.1:{port}")],
             cluster: false,
             timeout: Duration::from_secs(1),
+            key_prefix: String::new(),
         };
         let kv = Kv::new(&settings).unwrap();
         let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");

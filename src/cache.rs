@@ -167,7 +167,11 @@ impl Cache {
     /// start-up error). Does not contact Valkey.
     pub fn new(settings: &CacheSettings, config: &Config) -> Result<Self, CacheError> {
         let shared = match &config.valkey {
-            Some(v) => Some(Shared { kv: Kv::new(v)?, prefix: settings.key_prefix.clone() }),
+            Some(v) => {
+                let kv = Kv::new(v)?;
+                // The cache's own prefix goes under the installation's (`valkey.key_prefix`).
+                Some(Shared { prefix: kv.key(&settings.key_prefix), kv })
+            }
             None => None,
         };
         let l1_cap = shared.as_ref().map(|_| settings.exact.l1_ttl);

@@ -106,6 +106,9 @@ pub struct ValkeySettings {
     pub urls: Vec<String>,
     pub cluster: bool,
     pub timeout: Duration,
+    /// Put before the name of every key the gateway reads or writes (with a `:` after it), so
+    /// installations sharing a Valkey share nothing; empty: no prefix (the names of old).
+    pub key_prefix: String,
 }
 
 impl fmt::Debug for ValkeySettings {
@@ -114,6 +117,7 @@ impl fmt::Debug for ValkeySettings {
         f.debug_struct("ValkeySettings")
             .field("urls", &redacted)
             .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -757,6 +761,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
+    for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
+        if !teams.contains_key(team) {
+            return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));
+        }
+    }
     if keys.is_empty() && admin.is_none() && auth.oidc.is_none() {
         warnings.push("keys: no usable key is configured; every /v1 request will be refused with 401".into());
     }
@@ -793,7 +802,13 @@ fn backend_from_env(
     let raw = match backend {
         "mock" => RawProvider { dialect: Some("mock".into()), ..Default::default() },
         "api" => RawProvider { vendor: Some("anthropic".into()), ..Default::default() },
-        "cli" => RawProvider { dialect: Some("cli".into()), ..Default::default() },
+        // The Claude CLI logs in with ANTHROPIC_API_KEY when it is set: in this mode the gateway
+        // holds it for the CLI (no other provider uses it), so it is passed on, alone.
+        "cli" => RawProvider {
+            dialect: Some("cli".into()),
+            pass_env: vec!["ANTHROPIC_API_KEY".into()],
+            ..Default::default()
+        },
         other => {
             return Err(ConfigError(format!("LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)")));
         }
@@ -1146,14 +1161,22 @@ fn percent_decoded(text: &str) -> Option<String> {
 /// Valkey from the config, or from the original service's `VALKEY_URL` / `REDIS_URL`.
 fn valkey_settings(raw: Option<&raw::RawValkey>, env: &dyn Env) -> Result<Option<ValkeySettings>, ConfigError> {
     let from_env = env.var("VALKEY_URL").or_else(|| env.var("REDIS_URL"));
-    let (mut urls, cluster, timeout, password_env) = match raw {
+    let (mut urls, cluster, timeout, password_env, key_prefix) = match raw {
         Some(v) => {
             let mut urls: Vec<String> = v.url.iter().cloned().collect();
             urls.extend(v.urls.iter().cloned());
-            (urls, v.cluster, v.timeout, v.password_env.clone())
+            (urls, v.cluster, v.timeout, v.password_env.clone(), v.key_prefix.clone().unwrap_or_default())
         }
-        None => (Vec::new(), false, None, None),
+        None => (Vec::new(), false, None, None, String::new()),
     };
+    // Braces would move keys off their hash tag's slot, glob characters would turn the cache's
+    // SCAN patterns into other patterns: a prefix is a plain name.
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/');
+    if key_prefix.len() > 128 || !key_prefix.bytes().all(plain) {
+        return Err(ConfigError(format!(
+            "valkey.key_prefix: {key_prefix:?} must be at most 128 letters, digits and - _ . : /"
+        )));
+    }
     if let Some(url) = from_env {
         urls.insert(0, url);
         urls.dedup();
@@ -1182,7 +1205,7 @@ fn valkey_settings(raw: Option<&raw::RawValkey>, env: &dyn Env) -> Result<Option
         }
     }
     let timeout = timeout.unwrap_or(Duration::from_millis(250));
-    Ok(Some(ValkeySettings { urls, cluster, timeout }))
+    Ok(Some(ValkeySettings { urls, cluster, timeout, key_prefix }))
 }
 
 fn breaker_policy(

@@ -606,7 +606,17 @@ async fn attempt(
                 .ok_or_else(|| GatewayError::Internal(format!("no session pool for cli provider {}", provider.name)))?;
             let request = RawObject::from_slice(&exchange.body).unwrap_or_default();
             let first_byte_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
-            cli::respond(pool, exchange.upstream_endpoint, &request, &deployment.id, ctx.stream, first_byte_by).await?
+            let principal = ctx.principal.as_ref();
+            cli::respond(
+                pool,
+                principal,
+                exchange.upstream_endpoint,
+                &request,
+                &deployment.id,
+                ctx.stream,
+                first_byte_by,
+            )
+            .await?
         }
         Dialect::OpenAi | Dialect::Anthropic => {
             // Traced: the attempt's span is the upstream's parent, in the client's trace (and its

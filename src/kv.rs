@@ -2,6 +2,12 @@
 //! multiplexed connection that reconnects by itself; every call is bounded by a timeout so a
 //! dead Valkey costs a request milliseconds, never a hang. Callers decide what an error means
 //! (a miss, fail-open, fail-closed); this module never decides for them.
+//!
+//! Key names are the callers', under the configured `valkey.key_prefix`: `eval` puts it before
+//! each of its KEYS itself, and a command built by hand names its keys through `Kv::key`. Two
+//! installations with different prefixes on one Valkey thus share no key (admin-made keys,
+//! counters, cache entries). The prefix has no braces, so a key's `{hash tag}` is still its
+//! own and multi-key scripts stay in one cluster slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +45,8 @@ pub struct Kv {
     conn: Conn,
     timeout: Duration,
     errors: Arc<AtomicU64>,
+    /// `<valkey.key_prefix>:`, or empty for no prefix.
+    prefix: Arc<str>,
 }
 
 impl Kv {
@@ -66,7 +74,13 @@ impl Kv {
                 .set_max_delay(Duration::from_millis(500));
             Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
         };
-        Ok(Self { conn, timeout: settings.timeout, errors: Arc::new(AtomicU64::new(0)) })
+        let prefix = if settings.key_prefix.is_empty() { String::new() } else { format!("{}:", settings.key_prefix) };
+        Ok(Self { conn, timeout: settings.timeout, errors: Arc::new(AtomicU64::new(0)), prefix: prefix.into() })
+    }
+
+    /// The name in Valkey of the key the gateway calls `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
     }
 
     /// Errors seen so far (for the `llm_gateway_valkey_errors_total` metric).
@@ -79,11 +93,20 @@ impl Kv {
         self.settle(result)
     }
 
-    /// Runs a Lua script: EVALSHA, built as one flat command (hot paths call this per request);
-    /// on NOSCRIPT (a restarted or new node) it loads the script and runs it again.
+    /// Runs a Lua script on `keys` (each under the prefix): EVALSHA, built as one flat command
+    /// (hot paths call this per request); on NOSCRIPT (a restarted or new node) it loads the
+    /// script and runs it again.
     pub async fn eval<T: FromRedisValue>(&self, script: &Script, keys: &[&str], args: &[i64]) -> Result<T, KvError> {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
+        cmd.arg(script.get_hash()).arg(keys.len());
+        if self.prefix.is_empty() {
+            cmd.arg(keys);
+        } else {
+            for key in keys {
+                cmd.arg(self.key(key));
+            }
+        }
+        cmd.arg(args);
         let result = tokio::time::timeout(self.timeout * 2, async {
             match self.send(&cmd).await {
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -114,7 +137,7 @@ impl Kv {
     ) -> redis::RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
-            invocation.key(*key);
+            invocation.key(self.key(key));
         }
         for arg in args {
             invocation.arg(*arg);

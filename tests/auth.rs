@@ -236,8 +236,13 @@ async fn jwks_server(keys: Arc<Mutex<Vec<Jwk>>>) -> String {
 }
 
 fn jwt_config(mode: &str, jwks_url: &str) -> String {
+    jwt_config_with(mode, jwks_url, "teams: { '/platform/team-a': team-a }, ")
+}
+
+/// `jwt_config` with `oidc` (text inside `auth.oidc`'s flow mapping, ending with `, `).
+fn jwt_config_with(mode: &str, jwks_url: &str, oidc: &str) -> String {
     format!(
-        "auth:\n  mode: {mode}\n  oidc: {{ issuer_url: '{ISSUER}', audience: llm-gateway, jwks_url: '{jwks_url}', team_claim: groups, limits: {{ rpm: 60 }} }}\n\
+        "auth:\n  mode: {mode}\n  oidc: {{ issuer_url: '{ISSUER}', audience: llm-gateway, jwks_url: '{jwks_url}', team_claim: groups, {oidc}limits: {{ rpm: 60 }} }}\n\
          keys: [{{ key: sk-test, team: team-b }}]\n\
          teams: {{ team-a: {{ models: ['*'] }}, team-b: {{ models: ['*'] }} }}\n\
          providers: {{ p: {{ dialect: mock }} }}\nmodels: {{ m: {{ deployments: [{{ provider: p }}] }} }}\n"
@@ -316,6 +321,45 @@ async fn jwts_are_verified_against_the_issuers_keys() {
     assert_eq!(only.chat_as("sk-test", hello("m")).await.status(), 401);
 }
 
+/// A team claim's value names a team only when it is exactly a configured value (issue #26):
+/// anyone who may create a group somewhere in the realm can make `/evil/team-a`, whose last
+/// segment is a team's name; it must not be taken for that team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_team_claims_match_the_configured_value_exactly() {
+    let rsa = Signer::rsa("rsa-1");
+    let jwks_url = jwks_server(Arc::new(Mutex::new(vec![rsa.jwk()]))).await;
+    let team_of = async |gw: &Gateway, groups: Value| {
+        let token = rsa.token(&claims(groups));
+        let (status, body) = list_as(gw, &token).await;
+        if status != 200 {
+            assert_eq!(status, 401, "{body}");
+            assert!(body.contains("names no configured team"), "{body}");
+            return None;
+        }
+        Some(gw.quota(&token).await["team"].as_str().unwrap().to_owned())
+    };
+
+    // No mapping: a claim value names the team of exactly that name, and nothing else does.
+    let plain = Gateway::start(&jwt_config_with("keycloak", &jwks_url, "")).await;
+    assert_eq!(team_of(&plain, json!(["/evil/team-a"])).await, None, "a group path ending in a team's name");
+    assert_eq!(team_of(&plain, json!("/team-a")).await, None);
+    assert_eq!(team_of(&plain, json!("team-a/")).await, None);
+    assert_eq!(team_of(&plain, json!(["offline_access", "team-b"])).await.as_deref(), Some("team-b"));
+
+    // Keycloak with "Full group path" on: the mapped paths, exactly, and only they.
+    let mapped = jwt_config_with(
+        "keycloak",
+        &jwks_url,
+        "teams: { '/platform/team-a': team-a, '/platform/ops/team-b': team-b }, ",
+    );
+    let mapped = Gateway::start(&mapped).await;
+    assert_eq!(team_of(&mapped, json!(["/platform/team-a"])).await.as_deref(), Some("team-a"));
+    assert_eq!(team_of(&mapped, json!(["x", "/platform/ops/team-b"])).await.as_deref(), Some("team-b"));
+    for groups in ["/evil/team-a", "/platform/team-a/sub", "/Platform/team-a", "team-a", "/platform/team-b"] {
+        assert_eq!(team_of(&mapped, json!([groups])).await, None, "{groups}");
+    }
+}
+
 /// `llm_gateway_jwt_verifications_total{result=...}` from `/metrics`.
 async fn verifications(gw: &Gateway, result: &str) -> u64 {
     let text = gw.metrics().await;
@@ -340,7 +384,7 @@ async fn verified_jwts_are_cached_until_exp_and_while_their_key_is_published() {
     let start = now();
     let clock = Arc::new(ManualClock::new(start * 1000));
     // Leeway 30 s (the default); the JWKS is refreshed every second.
-    let yaml = jwt_config("keycloak", &jwks_url).replace("team_claim: groups,", "team_claim: groups, refresh: 1s,");
+    let yaml = jwt_config_with("keycloak", &jwks_url, "refresh: 1s, ");
     let gw = Gateway::start_with_clock(&yaml, &[], clock.clone()).await;
     let mut claims = claims(json!(["team-a"]));
     claims["exp"] = json!(start + 120);

@@ -506,3 +506,82 @@ async fn the_plain_text_protocol_runs_one_process_per_request() {
     assert_eq!(after["totals"]["cold_starts"], 0);
     assert!(ids(&sessions_in(&after, "warm")).is_disjoint(&ids(&sessions_in(&before, "warm"))));
 }
+
+// --- partitions (issue #26) -------------------------------------------------------------------
+
+/// `config` with two keys of team a and one of team b, the fake CLI answering "RECALL" with the
+/// prompts its session has seen.
+fn two_teams(extra: &str) -> String {
+    config(&["--recall", "RECALL"], extra).replace(
+        "keys: [{ key: sk-test, team: t }]\nteams: { t: { models: ['*'] } }",
+        "keys: [{ key: sk-a1, team: a, id: a1 }, { key: sk-a2, team: a, id: a2 }, { key: sk-b, team: b, id: b }]\n\
+         teams: { a: { models: ['*'] }, b: { models: ['*'] } }",
+    )
+}
+
+/// The prompts the session serving `key`'s "RECALL" has seen before it.
+async fn recall(gw: &Gateway, key: &str) -> Vec<String> {
+    let r = gw.chat_as(key, ask("RECALL", false)).await;
+    assert_eq!(r.status(), 200);
+    let text = json(r).await["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let seen: Value = serde_json::from_str(text.strip_prefix("Recall: ").unwrap()).unwrap();
+    seen["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+}
+
+async fn say(gw: &Gateway, key: &str, prompt: &str) {
+    let r = gw.chat_as(key, ask(prompt, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["choices"][0]["message"]["content"], format!("You said: {prompt}"));
+}
+
+/// By team (the default) a team's keys share its sessions and the other team gets its own; by
+/// key, every key has its own. `/sessions` shows each session's team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_serve_one_team_or_one_key() {
+    let by_team = Gateway::start(&two_teams("pool_size: 2")).await;
+    warm(&by_team, 2).await;
+    say(&by_team, "sk-a1", "a1 speaking").await;
+    assert_eq!(recall(&by_team, "sk-b").await, Vec::<String>::new(), "team b gets a session of its own");
+    assert_eq!(recall(&by_team, "sk-a2").await, ["a1 speaking"], "team a's keys share its session");
+    let listing = pool(&by_team).await;
+    assert_eq!(listing["partition_by"], "team");
+    let mut teams: Vec<&str> =
+        listing["sessions"].as_array().unwrap().iter().filter_map(|s| s["team"].as_str()).collect();
+    teams.sort_unstable();
+    assert_eq!(teams, ["a", "b"], "{listing:#}");
+    assert_eq!(listing["totals"]["cold_starts"], 0, "both teams got a pre-warmed session: {listing:#}");
+
+    let by_key = Gateway::start(&two_teams("pool_size: 3, partition_by: key")).await;
+    warm(&by_key, 3).await;
+    say(&by_key, "sk-a1", "a1 speaking").await;
+    assert_eq!(recall(&by_key, "sk-a2").await, Vec::<String>::new(), "another key of team a: its own session");
+    assert_eq!(recall(&by_key, "sk-a1").await, ["a1 speaking"]);
+    let text = by_key.client.get(by_key.url("/sessions")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("sk-a") && !text.contains("\"a1\"") && !text.contains("\"a2\""), "{text}");
+}
+
+/// At the session limit another team's idle session makes room (closed, never handed over), and
+/// a team's session left idle for `partition_idle_timeout` is closed and replaced by a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_of_other_teams_make_room_and_quiet_teams_lose_theirs() {
+    let gw = Gateway::start(&two_teams("pool_size: 1, max_overflow: 0, partition_idle_timeout: 1s")).await;
+    let first = warm(&gw, 1).await;
+    let a_session = *ids(&sessions_in(&first, "warm")).iter().next().unwrap();
+    say(&gw, "sk-a1", "team a's secret").await;
+    // The only session is team a's; team b's request closes it and starts one of its own.
+    assert_eq!(recall(&gw, "sk-b").await, Vec::<String>::new());
+    let after = pool(&gw).await;
+    let dead = sessions_in(&after, "dead");
+    assert_eq!(ids(&dead), BTreeSet::from([a_session]), "{after:#}");
+    assert_eq!(dead[0]["ended"], "closed: its slot went to another partition");
+    assert_eq!(after["totals"]["cold_starts"], 1);
+
+    // Team b's session goes quiet: closed after a second, a fresh one (no team) takes its place.
+    let quiet = wait_for(&gw, "team b's session closed and replaced", |p| {
+        sessions_in(p, "dead").len() == 2 && sessions_in(p, "warm").len() == 1
+    })
+    .await;
+    assert!(sessions_in(&quiet, "dead").iter().any(|s| s["ended"] == "closed: its partition sent nothing for 1s"));
+    assert!(sessions_in(&quiet, "warm")[0]["team"].is_null(), "{quiet:#}");
+    assert_eq!(recall(&gw, "sk-a1").await, Vec::<String>::new(), "team a starts afresh");
+}

@@ -20,6 +20,12 @@ default, every prompt except the keep-alive/warm-up prompt --ping-text):
   --chunk-delay SECS       pause between chunks
   --include-partial-messages  token deltas as stream_event lines (as the real flag does)
   --protocol plain-text    read the whole prompt until end of input, print the answer, exit
+  --recall TEXT            remember every prompt (in memory, and as a file prompt-*.txt in the working
+                           directory); a prompt containing TEXT is answered with
+                           "Recall: {"prompts": [...], "files": {...}, "env": [...], "cwd": ...}": every
+                           prompt this process saw before, the prompt files in its working directory
+                           and the names of its environment variables (what one caller could learn
+                           about another through a shared session)
 The real CLI's other flags (-p, --input-format X, --output-format X, --verbose) are accepted.
 """
 
@@ -53,11 +59,36 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--chunk-delay", type=float, default=0.0)
     p.add_argument("--trigger", default=None)
     p.add_argument("--ping-text", default="ping")
+    p.add_argument("--recall", default=None)
     return p.parse_args()
 
 
 ARGS = parse_args()
 SESSION_ID = str(uuid.uuid4())
+HISTORY: list[str] = []
+
+
+def prompt_files() -> dict[str, str]:
+    """The prompt files in the working directory (the tree the real CLI's tools may read), by name."""
+    found = {}
+    for name in sorted(os.listdir(".")):
+        if name.startswith("prompt-") and os.path.isfile(name):
+            with open(name, encoding="utf-8") as f:
+                found[name] = f.read()
+    return found
+
+
+def recall(prompt: str) -> str | None:
+    """With --recall: the answer to a recall prompt, else None (and the prompt is remembered)."""
+    if ARGS.recall is None or prompt == ARGS.ping_text:
+        return None
+    if ARGS.recall in prompt:
+        seen = {"prompts": HISTORY, "files": prompt_files(), "env": sorted(os.environ), "cwd": os.getcwd()}
+        return "Recall: " + json.dumps(seen, sort_keys=True)
+    HISTORY.append(prompt)
+    with open(f"prompt-{os.getpid()}-{len(HISTORY)}.txt", "w", encoding="utf-8") as f:
+        f.write(prompt)
+    return None
 
 
 def log(message: str) -> None:
@@ -109,7 +140,7 @@ def answer_stream_json(prompt: str, first: bool) -> None:
     fire = triggered(prompt)
     if fire and ARGS.hang:
         hang()
-    text = "OK" if prompt == ARGS.ping_text else f"You said: {prompt}"
+    text = "OK" if prompt == ARGS.ping_text else recall(prompt) or f"You said: {prompt}"
     if fire and ARGS.error_result:
         emit({"type": "result", "subtype": "success", "is_error": True, "result": "Invalid API key · Please run /login",
               "session_id": SESSION_ID, "num_turns": 1, "duration_ms": 1})

@@ -740,6 +740,7 @@ async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
             urls: vec![valkey.url()],
             cluster: false,
             timeout: Duration::from_millis(200),
+            key_prefix: String::new(),
         })
         .unwrap();
         let metrics = Arc::new(llm_gateway::telemetry::metrics::Metrics::new(Default::default(), false));

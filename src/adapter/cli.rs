@@ -4,7 +4,9 @@
 //! SSE bytes, so routing, streaming, usage and the observers treat it like any HTTP upstream.
 //!
 //! `protocol` is the pure part (prompt rendering, line decoding), `session` one child process,
-//! `pool` the sessions of one provider and their supervisor.
+//! `pool` the sessions of one provider and their supervisor. A session keeps the conversation of
+//! the requests it answered, so a request only ever gets a session of its caller's partition
+//! (team, or team and key): one team never sees another's prompts.
 
 pub mod pool;
 pub mod protocol;
@@ -21,11 +23,12 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, RawObject, Usage, tokens};
+use crate::auth::Principal;
 use crate::config::{CliProtocol, Config, Dialect};
 use crate::ctx::Endpoint;
 use crate::error::GatewayError;
 use crate::upstream::UpstreamResponse;
-use pool::{AcquireError, Lease, Pool};
+use pool::{AcquireError, Lease, Partition, Pool};
 use session::SessionError;
 
 /// The session pools of every `cli` provider, by provider name.
@@ -59,13 +62,15 @@ impl Pools {
     }
 }
 
-/// Answers one request through a session of `pool`. `first_byte_by` bounds the wait for a session
+/// Answers one request of `principal` through a session of `pool` that serves the principal's
+/// partition and no other. `first_byte_by` bounds the wait for a session
 /// and, for a non-stream request, the whole answer (an HTTP upstream's status line comes only
 /// with its complete answer too). A stream's body reads the session as the client reads the
 /// body. The session goes back to the pool once the CLI finished its answer, and is killed if the
 /// answer is abandoned (timeout, client gone) or the CLI fails.
 pub async fn respond(
     pool: &Arc<Pool>,
+    principal: Option<&Principal>,
     endpoint: Endpoint,
     request: &RawObject,
     deployment: &str,
@@ -77,7 +82,8 @@ pub async fn respond(
         Ok(p) => p,
         Err(message) => return Ok(error_response(StatusCode::BAD_REQUEST, &message)),
     };
-    let mut lease = pool.acquire(first_byte_by).await.map_err(|e| match e {
+    let partition = Partition::of(principal, pool.spec.partition_by);
+    let mut lease = pool.acquire(&partition, first_byte_by).await.map_err(|e| match e {
         AcquireError::Busy { waited_ms, .. } => GatewayError::UpstreamTimeout {
             deployment: deployment.to_owned(),
             phase: "waiting for a free CLI session",

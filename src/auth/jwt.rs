@@ -1,8 +1,9 @@
 //! OIDC bearer tokens (the blueprint's `keycloak` and `hybrid` modes): a JWT is accepted when
 //! its signature verifies against the issuer's JWKS with an allowed asymmetric algorithm (never
 //! `none`, never HMAC), its issuer and audience match, it is within its validity (with leeway),
-//! and a configured claim names a team. The JWKS is fetched at start, refreshed periodically,
-//! and re-fetched (at most once a second) when a token names a key id it does not know.
+//! and a configured claim names a team (its value matched exactly, never by a part of it). The
+//! JWKS is fetched at start, refreshed periodically, and re-fetched (at most once a second) when
+//! a token names a key id it does not know.
 //!
 //! Verified tokens are cached, keyed by a SHA-256 of the token (never the token itself), so a
 //! client that sends the same token on every request pays for one signature check a minute rather
@@ -11,7 +12,6 @@
 //! leeway is over), for at most `CACHE_TTL`, and only while the key that verified it is still
 //! published: a JWKS refresh that drops a key flushes the cache.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -329,8 +329,10 @@ impl JwtVerifier {
         Ok(Principal { team: team.into(), key_id: format!("jwt:{id}").into(), policy, grant: Arc::new(grant) })
     }
 
-    /// The first value of the team claim that names a configured team. Keycloak group paths
-    /// (`/platform/team-a`) match by their last segment.
+    /// The first value of the team claim that names a configured team, matched exactly: through
+    /// `teams` (claim value → team) when it is configured, else by the team's own name. Never by
+    /// a part of the value: a group `/evil/team-a` that anyone able to create groups can make is
+    /// not the group `/platform/team-a`.
     fn team_of(&self, claims: &serde_json::Map<String, Value>) -> Option<String> {
         let mut value = None;
         for (i, part) in self.settings.team_claim.split('.').enumerate() {
@@ -341,10 +343,10 @@ impl JwtVerifier {
             Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
             _ => return None,
         };
-        let known: HashSet<&str> = self.teams.keys().map(String::as_str).collect();
+        let mapped = &self.settings.teams;
         values.into_iter().find_map(|v| {
-            let name = if known.contains(v) { v } else { v.rsplit('/').next().unwrap_or(v) };
-            known.contains(name).then(|| name.to_owned())
+            let team = if mapped.is_empty() { Some(v) } else { mapped.get(v).map(String::as_str) };
+            team.filter(|t| self.teams.contains_key(*t)).map(str::to_owned)
         })
     }
 }

@@ -3,8 +3,8 @@
 //! process. Replicas cache what they read for `auth.key_cache_ttl` (500 ms by default), so a
 //! revocation takes effect everywhere within that time.
 //!
-//! Valkey layout: `lg:key:<sha256 hex>` → the key's record (JSON); `lg:keys` → hash of key id →
-//! sha256 hex (the index the admin API lists and revokes by).
+//! Valkey layout (each name under `valkey.key_prefix`): `lg:key:<sha256 hex>` → the key's record
+//! (JSON); `lg:keys` → hash of key id → sha256 hex (the index the admin API lists and revokes by).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,6 @@ use crate::config::limits::Limits;
 use crate::config::{self};
 use crate::kv::{Kv, KvError};
 
-const INDEX: &str = "lg:keys";
 /// Cached lookups kept per replica (hits and misses alike).
 const MAX_CACHED: usize = 10_000;
 /// Under the fail-open policy a cached key stays usable this long while Valkey is unreachable.
@@ -152,7 +151,7 @@ impl KeyStore {
         match &self.backend {
             Backend::Memory(keys) => Ok(keys.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()),
             Backend::Valkey(kv) => {
-                let raw: Option<String> = kv.query(redis::cmd("GET").arg(record_key(hash))).await?;
+                let raw: Option<String> = kv.query(redis::cmd("GET").arg(record_key(kv, &hex(hash)))).await?;
                 raw.map(|r| serde_json::from_str(&r).map_err(|e| KeyStoreError::Corrupt(e.to_string()))).transpose()
             }
         }
@@ -209,8 +208,8 @@ impl KeyStore {
             Backend::Valkey(kv) => {
                 let json = serde_json::to_string(&record).map_err(|e| KeyStoreError::Corrupt(e.to_string()))?;
                 // Index first: a key that exists can always be listed and revoked.
-                let _: () = kv.query(redis::cmd("HSET").arg(INDEX).arg(&record.id).arg(hex(&hash))).await?;
-                let _: () = kv.query(redis::cmd("SET").arg(record_key(&hash)).arg(json)).await?;
+                let _: () = kv.query(redis::cmd("HSET").arg(index_key(kv)).arg(&record.id).arg(hex(&hash))).await?;
+                let _: () = kv.query(redis::cmd("SET").arg(record_key(kv, &hex(&hash))).arg(json)).await?;
             }
         }
         Ok((plaintext, record))
@@ -221,10 +220,10 @@ impl KeyStore {
         let mut out = match &self.backend {
             Backend::Memory(keys) => keys.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
             Backend::Valkey(kv) => {
-                let index: HashMap<String, String> = kv.query(redis::cmd("HGETALL").arg(INDEX)).await?;
+                let index: HashMap<String, String> = kv.query(redis::cmd("HGETALL").arg(index_key(kv))).await?;
                 let mut out = Vec::new();
                 for hash_hex in index.values().take(MAX_LISTED) {
-                    let raw: Option<String> = kv.query(redis::cmd("GET").arg(format!("lg:key:{hash_hex}"))).await?;
+                    let raw: Option<String> = kv.query(redis::cmd("GET").arg(record_key(kv, hash_hex))).await?;
                     if let Some(r) = raw {
                         out.push(serde_json::from_str(&r).map_err(|e| KeyStoreError::Corrupt(e.to_string()))?);
                     }
@@ -243,10 +242,11 @@ impl KeyStore {
                 Ok(keys.lock().unwrap_or_else(|p| p.into_inner()).values().find(|k| k.id == id).cloned())
             }
             Backend::Valkey(kv) => {
-                let Some(hash_hex) = kv.query::<Option<String>>(redis::cmd("HGET").arg(INDEX).arg(id)).await? else {
+                let Some(hash_hex) = kv.query::<Option<String>>(redis::cmd("HGET").arg(index_key(kv)).arg(id)).await?
+                else {
                     return Ok(None);
                 };
-                let raw: Option<String> = kv.query(redis::cmd("GET").arg(format!("lg:key:{hash_hex}"))).await?;
+                let raw: Option<String> = kv.query(redis::cmd("GET").arg(record_key(kv, &hash_hex))).await?;
                 raw.map(|r| serde_json::from_str(&r).map_err(|e| KeyStoreError::Corrupt(e.to_string()))).transpose()
             }
         }
@@ -262,11 +262,12 @@ impl KeyStore {
                 Some(hash)
             }
             Backend::Valkey(kv) => {
-                let Some(hash_hex) = kv.query::<Option<String>>(redis::cmd("HGET").arg(INDEX).arg(id)).await? else {
+                let Some(hash_hex) = kv.query::<Option<String>>(redis::cmd("HGET").arg(index_key(kv)).arg(id)).await?
+                else {
                     return Ok(false);
                 };
-                let _: i64 = kv.query(redis::cmd("DEL").arg(format!("lg:key:{hash_hex}"))).await?;
-                let _: i64 = kv.query(redis::cmd("HDEL").arg(INDEX).arg(id)).await?;
+                let _: i64 = kv.query(redis::cmd("DEL").arg(record_key(kv, &hash_hex))).await?;
+                let _: i64 = kv.query(redis::cmd("HDEL").arg(index_key(kv)).arg(id)).await?;
                 config::parse_sha256_hex(&hash_hex)
             }
         };
@@ -278,8 +279,14 @@ impl KeyStore {
     }
 }
 
-fn record_key(hash: &[u8; 32]) -> String {
-    format!("lg:key:{}", hex(hash))
+/// The record of the key whose SHA-256 is `hash_hex`.
+fn record_key(kv: &Kv, hash_hex: &str) -> String {
+    kv.key(&format!("lg:key:{hash_hex}"))
+}
+
+/// Key id → SHA-256 hex of every admin-made key.
+fn index_key(kv: &Kv) -> String {
+    kv.key("lg:keys")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,4 +1,5 @@
-//! The cache in Valkey, shared by every replica. Keys (prefix `llmgw:cache` by default):
+//! The cache in Valkey, shared by every replica. Keys (prefix: `valkey.key_prefix`, if any, then
+//! `cache.key_prefix`, `llmgw:cache` by default):
 //!
 //! - `<prefix>:x:<sha256>` — exact tier: the encoded answer, expiring at its absolute deadline.
 //! - `<prefix>:{<partition>}:e:<id>` — a semantic entry, a hash: `v` the vector (f32 LE), `r` the
@@ -282,6 +283,7 @@ mod tests {
             urls: vec!["redis://127.0.0.1:1".into()],
             cluster: false,
             timeout: std::time::Duration::from_millis(50),
+            key_prefix: String::new(),
         };
         Shared { kv: Kv::new(&settings).unwrap(), prefix: "llmgw:cache".into() }
     }

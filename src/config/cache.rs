@@ -22,7 +22,7 @@ pub struct RawCache {
     pub max_entry_bytes: Option<u64>,
     /// Store answers that stopped at the token limit (`finish_reason: length`); default false.
     pub store_length_stops: Option<bool>,
-    /// Prefix of every Valkey key the cache writes (default `llmgw:cache`).
+    /// Prefix of every Valkey key the cache writes (default `llmgw:cache`), under `valkey.key_prefix`.
     pub key_prefix: Option<String>,
     /// Per-team switches: `{ team-b: { enabled: false } }`, `{ team-c: { semantic: false } }`.
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! The `cli` dialect's settings: the command, its environment and I/O protocol, and the session
-//! pool's knobs, validated (with the original service's `LLM_POOL_SIZE` and
-//! `LLM_KEEP_ALIVE_INTERVAL` overrides) into a `CliSpec`.
+//! pool's knobs (how sessions are partitioned between callers among them), validated (with the
+//! original service's `LLM_POOL_SIZE` and `LLM_KEEP_ALIVE_INTERVAL` overrides) into a `CliSpec`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +24,11 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
 pub const DEFAULT_KEEP_ALIVE_PROMPT: &str = "Reply with the single word OK.";
 pub const DEFAULT_MAX_REQUESTS_PER_SESSION: u32 = 20;
+pub const DEFAULT_PARTITION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// What a session gets of the gateway's environment unless `inherit_env`: where programs are and
+/// the user's home (the Claude CLI keeps its login there) and language; never a secret. `TMPDIR`
+/// is the session's own (inside its working directory), not passed.
+pub const PASSED_ENV: &[&str] = &["PATH", "HOME", "LANG"];
 /// Upper bound on `pool_size + max_overflow`: each session is a process.
 pub const MAX_SESSIONS: usize = 256;
 
@@ -53,13 +58,39 @@ impl CliProtocol {
     }
 }
 
+/// Whose requests one session may serve. A session keeps the conversation of every request it
+/// answered, so it never serves two partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionBy {
+    /// The caller's team: a team's keys and users share its sessions.
+    Team,
+    /// The caller's team and key (or token subject): nobody shares a session.
+    Key,
+}
+
+impl PartitionBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Team => "team",
+            Self::Key => "key",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CliSpec {
     /// Program, then its arguments: executed directly, never through a shell.
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Names of the gateway's environment variables passed on as they are.
+    pub pass_env: Vec<String>,
+    /// The gateway's environment, less every variable that may hold a secret (`is_secret_env`).
     pub inherit_env: bool,
+    /// Where each session's own working directory is made (`None`: the system temp dir).
     pub cwd: Option<PathBuf>,
+    pub partition_by: PartitionBy,
+    /// A partition's idle session is closed after this long without a request of it.
+    pub partition_idle_timeout: Duration,
     pub protocol: CliProtocol,
     pub pool_size: usize,
     pub max_overflow: usize,
@@ -108,11 +139,25 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
             return Err(err(&format!("env.{name}"), "not a valid environment variable".into()));
         }
     }
+    for (i, name) in raw.pass_env.iter().enumerate() {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(err(&format!("pass_env[{i}]"), "not a valid environment variable name".into()));
+        }
+    }
     let cwd = match raw.cwd.as_deref() {
         Some("") => return Err(err("cwd", "must not be empty".into())),
         Some(dir) => Some(PathBuf::from(dir)),
         None => None,
     };
+    let partition_by = match raw.partition_by.as_deref().unwrap_or("team") {
+        "team" => PartitionBy::Team,
+        "key" => PartitionBy::Key,
+        other => return Err(err("partition_by", format!("{other:?}: expected team or key"))),
+    };
+    let partition_idle_timeout = raw.partition_idle_timeout.unwrap_or(DEFAULT_PARTITION_IDLE_TIMEOUT);
+    if partition_idle_timeout.is_zero() {
+        return Err(err("partition_idle_timeout", "must be greater than 0".into()));
+    }
 
     let pool_size = match env.var("LLM_POOL_SIZE") {
         Some(v) => v
@@ -179,8 +224,11 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
     Ok(CliSpec {
         command,
         env: raw.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        inherit_env: raw.inherit_env.unwrap_or(true),
+        pass_env: raw.pass_env.clone(),
+        inherit_env: raw.inherit_env.unwrap_or(false),
         cwd,
+        partition_by,
+        partition_idle_timeout,
         protocol,
         pool_size,
         max_overflow,
@@ -195,4 +243,16 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
         max_line_bytes,
         max_output_bytes: max_output_bytes.max(max_line_bytes),
     })
+}
+
+/// Whether an environment variable of the gateway may hold a secret, by its name: never passed to
+/// a session, even with `inherit_env` (name it in `pass_env` to pass it). Covers the variables the
+/// gateway reads its own secrets from by convention (provider and team keys, the admin key,
+/// Valkey's URL and password, the OpenMeter token, OTLP headers) and anything named like a
+/// credential.
+pub fn is_secret_env(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    const PARTS: &[&str] = &["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION"];
+    const PREFIXES: &[&str] = &["LLM_GATEWAY_", "VALKEY_", "REDIS_", "OPENMETER_", "OTEL_EXPORTER_OTLP_"];
+    PARTS.iter().any(|p| upper.contains(p)) || PREFIXES.iter().any(|p| upper.starts_with(p))
 }

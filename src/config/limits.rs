@@ -291,6 +291,9 @@ pub struct OidcSettings {
     pub jwks_url: String,
     /// Dotted path of the claim naming the team (`groups`, `team`, `realm_access.roles`).
     pub team_claim: String,
+    /// Claim value → team, matched exactly (a Keycloak group's full path `/platform/team-a`).
+    /// Empty: a claim value names the team of exactly that name.
+    pub teams: BTreeMap<String, String>,
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     pub leeway: Duration,
     pub refresh: Duration,
@@ -316,6 +319,9 @@ pub struct RawOidc {
     pub audience: OneOrMany,
     pub jwks_url: Option<String>,
     pub team_claim: Option<String>,
+    /// Claim value → team name, each value matched exactly as the token carries it.
+    #[serde(default)]
+    pub teams: BTreeMap<String, String>,
     #[serde(default)]
     pub algorithms: Vec<String>,
     #[serde(default, deserialize_with = "duration::deserialize")]
@@ -390,6 +396,14 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
         .var("LLM_GATEWAY_OIDC_TEAM_CLAIM")
         .or_else(|| raw_oidc.team_claim.clone())
         .unwrap_or_else(|| "groups".into());
+    for (value, team) in &raw_oidc.teams {
+        if value.is_empty() || team.is_empty() {
+            return Err(err(
+                "teams",
+                format!("{value:?}: {team:?}: neither the claim value nor the team may be empty"),
+            ));
+        }
+    }
     let names: Vec<String> =
         if raw_oidc.algorithms.is_empty() { vec!["RS256".into(), "ES256".into()] } else { raw_oidc.algorithms.clone() };
     let mut algorithms = Vec::new();
@@ -423,6 +437,7 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
         audience,
         jwks_url,
         team_claim,
+        teams: raw_oidc.teams.clone(),
         algorithms,
         leeway: raw_oidc.leeway.unwrap_or(Duration::from_secs(30)),
         refresh,
@@ -513,5 +528,21 @@ keys:
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("auth.oidc.algorithms[0]: \"HS256\" is not allowed"), "{e}");
+    }
+
+    #[test]
+    fn oidc_team_mapping_names_configured_teams() {
+        let oidc = |teams: &str| {
+            load(&format!(
+                "teams: {{ team-a: {{ models: ['*'] }} }}\n\
+                 auth: {{ mode: keycloak, oidc: {{ issuer_url: 'https://kc/realms/p', audience: gw, teams: {teams} }} }}\n"
+            ))
+        };
+        let c = oidc("{ '/platform/team-a': team-a }").unwrap();
+        assert_eq!(c.auth.oidc.unwrap().teams["/platform/team-a"], "team-a");
+        let e = oidc("{ '/platform/team-b': team-b }").unwrap_err().to_string();
+        assert_eq!(e, "auth.oidc.teams./platform/team-b: unknown team \"team-b\"");
+        let e = oidc("{ '': team-a }").unwrap_err().to_string();
+        assert!(e.starts_with("auth.oidc.teams: "), "{e}");
     }
 }

@@ -63,6 +63,8 @@ pub struct RawValkey {
     /// Per-command timeout (default 250ms).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub timeout: Option<Duration>,
+    /// Before every key name (`<prefix>:lg:...`); absent or empty: none.
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,9 +202,20 @@ pub struct RawProvider {
     /// Extra environment variables for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Whether the command inherits the gateway's environment (default true).
+    /// Variables of the gateway's environment the command gets as they are (e.g. a CLI's own
+    /// API key).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Whether the command inherits the gateway's environment, less its secrets (default false).
     pub inherit_env: Option<bool>,
+    /// Where each session's own working directory is made (default: the system temp dir).
     pub cwd: Option<String>,
+    /// Whose requests a session serves: `team` (default) or `key` (team and key).
+    pub partition_by: Option<String>,
+    /// A session bound to a team (or key) is closed after this long without a request of it
+    /// (default 5m).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub partition_idle_timeout: Option<Duration>,
     /// `claude-stream-json` (default) | `plain-text`.
     pub protocol: Option<String>,
     /// Sessions kept warm (default 2; `LLM_POOL_SIZE` overrides).
@@ -240,8 +253,11 @@ impl RawProvider {
         let set = [
             ("command", self.command.is_some()),
             ("env", !self.env.is_empty()),
+            ("pass_env", !self.pass_env.is_empty()),
             ("inherit_env", self.inherit_env.is_some()),
             ("cwd", self.cwd.is_some()),
+            ("partition_by", self.partition_by.is_some()),
+            ("partition_idle_timeout", self.partition_idle_timeout.is_some()),
             ("protocol", self.protocol.is_some()),
             ("pool_size", self.pool_size.is_some()),
             ("max_overflow", self.max_overflow.is_some()),

@@ -206,7 +206,9 @@ models:
     assert_eq!((cli.pool_size, cli.max_overflow), (2, 2));
     assert_eq!(cli.keep_alive_interval, Some(Duration::from_secs(300)));
     assert_eq!(cli.max_requests_per_session, 20);
-    assert!(cli.warm_up && cli.inherit_env);
+    assert!(cli.warm_up && !cli.inherit_env, "the gateway's environment is not the CLI's");
+    assert_eq!(cli.partition_by, crate::config::cli::PartitionBy::Team);
+    assert_eq!(cli.partition_idle_timeout, Duration::from_secs(300));
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     let plain = Config::from_yaml(
@@ -228,6 +230,7 @@ fn llm_backend_cli_runs_the_claude_cli_with_the_original_pool_variables() {
     let cli = backend.cli.as_ref().unwrap();
     assert_eq!(cli.command, cli::DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(cli.pool_size, 2);
+    assert_eq!(cli.pass_env, ["ANTHROPIC_API_KEY"], "the CLI's own key, and nothing else of the gateway's");
 
     let overlay = [("LLM_BACKEND", "cli"), ("LLM_POOL_SIZE", "5"), ("LLM_KEEP_ALIVE_INTERVAL", "7")];
     let config = Config::from_yaml(keys_only, &env(&overlay)).unwrap();
@@ -381,4 +384,59 @@ fn otlp_headers_from_the_standard_variable_are_percent_decoded_then_the_configs_
     );
     let e = headers(yaml, &[("OTEL_EXPORTER_OTLP_HEADERS", "Authorization")]).unwrap_err();
     assert_eq!(e, "OTEL_EXPORTER_OTLP_HEADERS: \"Authorization\" is not key=value");
+}
+
+#[test]
+fn valkey_key_prefix_is_a_plain_name_and_empty_by_default() {
+    let load = |valkey: &str| Config::from_yaml(&format!("{BASE}valkey: {valkey}\n"), &env(&[]));
+    let prefix = |valkey: &str| load(valkey).unwrap().valkey.unwrap().key_prefix;
+    assert_eq!(prefix("{ url: 'redis://127.0.0.1:6379' }"), "", "existing deployments keep their keys");
+    assert_eq!(prefix("{ url: 'redis://127.0.0.1:6379', key_prefix: platform/llm-gateway }"), "platform/llm-gateway");
+    for bad in ["'a{b}'", "'a b'", "'lg:*'", "'a?'", "'a[1]'", &format!("'{}'", "x".repeat(129))] {
+        let e = load(&format!("{{ url: 'redis://127.0.0.1:6379', key_prefix: {bad} }}")).unwrap_err().0;
+        assert!(e.starts_with("valkey.key_prefix: "), "{bad}: {e}");
+    }
+    // The prefix comes with the config's valkey section even when VALKEY_URL names the server.
+    let c =
+        Config::from_yaml(&format!("{BASE}valkey: {{ key_prefix: r1 }}\n"), &env(&[("VALKEY_URL", "redis://v:6379")]));
+    assert_eq!(c.unwrap().valkey.unwrap().key_prefix, "r1");
+}
+
+#[test]
+fn cli_sessions_are_partitioned_and_get_only_what_the_config_passes() {
+    let cli = |fields: &str| {
+        Config::from_yaml(&format!("providers: {{ p: {{ dialect: cli, {fields} }} }}\n"), &env(&[]))
+            .map(|c| c.providers["p"].cli.clone().unwrap())
+    };
+    let c = cli("partition_by: key, partition_idle_timeout: 30s, pass_env: [ANTHROPIC_API_KEY], inherit_env: true")
+        .unwrap();
+    assert_eq!(c.partition_by, crate::config::cli::PartitionBy::Key);
+    assert_eq!(c.partition_idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.pass_env, ["ANTHROPIC_API_KEY"]);
+    assert!(c.inherit_env);
+    let e = cli("partition_by: nobody").unwrap_err().0;
+    assert_eq!(e, "providers.p.partition_by: \"nobody\": expected team or key");
+    assert!(cli("partition_idle_timeout: 0s").unwrap_err().0.starts_with("providers.p.partition_idle_timeout"));
+    assert!(cli("pass_env: ['A=B']").unwrap_err().0.starts_with("providers.p.pass_env[0]"));
+    let e = Config::from_yaml("providers: { p: { dialect: mock, partition_by: team } }\n", &env(&[])).unwrap_err().0;
+    assert!(e.starts_with("providers.p.partition_by: only for dialect cli"), "{e}");
+
+    // Even inherited, nothing named like a secret of the gateway's reaches a session.
+    use crate::config::cli::is_secret_env;
+    for name in [
+        "ANTHROPIC_API_KEY",
+        "LLM_GATEWAY_ADMIN_KEY",
+        "VALKEY_URL",
+        "REDIS_URL",
+        "OPENMETER_TOKEN",
+        "TEAM_A_CI_KEY",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "db_password",
+        "GITHUB_TOKEN",
+    ] {
+        assert!(is_secret_env(name), "{name}");
+    }
+    for name in ["PATH", "HOME", "LANG", "TZ", "NODE_EXTRA_CA_CERTS"] {
+        assert!(!is_secret_env(name), "{name}");
+    }
 }

@@ -1,12 +1,15 @@
 """The cli backend through the real binary and the official openai SDK: a pool of fake
 stream-json CLI sessions (tests/fake_cli.py), streaming with usage, an in-band error when a
-session crashes mid-answer, LLM_BACKEND=cli without a `claude` on PATH, and no session process
-left behind after shutdown."""
+session crashes mid-answer, LLM_BACKEND=cli without a `claude` on PATH, no session process
+left behind after shutdown, and teams that never see each other's prompts, files or the
+gateway's secrets through a session."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -15,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from e2e_env import TEAM_A_KEY
+from e2e_env import TEAM_A_KEY, TEAM_B_KEY
 from e2e_support import GatewayProcess
 
 FAKE_CLI = str(Path(__file__).resolve().parents[1] / "fake_cli.py")
@@ -189,5 +192,105 @@ def test_llm_backend_cli_without_claude_on_path_answers_502(tmp_path: Path) -> N
         assert "cannot start `claude`" in raised.value.message
         assert httpx.get(f"{gw.url}/health", timeout=10).json()["status"] == "ok"
         assert gw.proc is not None and gw.proc.poll() is None, "the gateway is still running"
+    finally:
+        gw.stop()
+
+
+# --- tenancy (issue #26) ----------------------------------------------------------------------
+
+ADMIN_KEY = "sk-admin-" + uuid.uuid4().hex
+UPSTREAM_KEY = "sk-upstream-" + uuid.uuid4().hex
+# What the gateway holds that no CLI session may see: the admin key and a provider key.
+GATEWAY_SECRETS = {"LLM_GATEWAY_ADMIN_KEY": ADMIN_KEY, "E2E_TENANCY_UPSTREAM_KEY": UPSTREAM_KEY}
+
+
+def two_teams(**provider: Any) -> dict:
+    """Teams a and b on one cli provider whose fake CLI answers "RECALL" with what it has seen."""
+    config = cli_config("--recall", "RECALL", **provider)
+    config["keys"].append({"key": TEAM_B_KEY, "team": "team-b"})
+    config["teams"]["team-b"] = {"models": ["*"]}
+    config["admin"] = {"key_env": "LLM_GATEWAY_ADMIN_KEY"}
+    config["providers"]["upstream"] = {
+        "dialect": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "E2E_TENANCY_UPSTREAM_KEY"
+    }
+    return config
+
+
+def recall(gw: GatewayProcess, key: str) -> dict:
+    client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0, timeout=30)
+    answer = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "RECALL"}])
+    text = answer.choices[0].message.content
+    assert text.startswith("Recall: "), text
+    return json.loads(text.removeprefix("Recall: "))
+
+
+def say(gw: GatewayProcess, key: str, prompt: str) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0, timeout=30)
+    answer = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": prompt}])
+    assert answer.choices[0].message.content == f"You said: {prompt}"
+
+
+def test_a_team_never_gets_a_session_that_served_another_team(tmp_path: Path) -> None:
+    """One warm session: team a's request leaves its prompt in the session's conversation; team
+    b's next request must not be served by that session (it would see the prompt)."""
+    gw = GatewayProcess(two_teams(pool_size=1), tmp_path, env=GATEWAY_SECRETS)
+    gw.start()
+    try:
+        wait_for(gw, "1 warm session", lambda p: len(in_state(p, "warm")) == 1)
+        secret = f"team a's secret {uuid.uuid4().hex}"
+        say(gw, TEAM_A_KEY, secret)
+        seen_by_b = recall(gw, TEAM_B_KEY)
+        assert not [p for p in seen_by_b["prompts"] if secret in p], f"team b saw team a's prompt: {seen_by_b}"
+        assert secret not in json.dumps(seen_by_b)
+        # Team a keeps its own session (and conversation): partitions reuse their sessions.
+        assert recall(gw, TEAM_A_KEY)["prompts"] == [secret]
+        # /sessions names each session's team, never a key.
+        listing = httpx.get(f"{gw.url}/sessions", timeout=10).text
+        teams = {s["team"] for s in pool_of(gw)["sessions"] if s["requests_served"]}
+        assert teams == {"team-a", "team-b"}, listing
+        assert TEAM_A_KEY not in listing and TEAM_B_KEY not in listing
+    finally:
+        gw.stop()
+
+
+def test_sessions_have_their_own_directory_and_none_of_the_gateways_secrets(tmp_path: Path) -> None:
+    """With one request per session (so no conversation is shared) and a configured `cwd`: a file
+    team a's session left in its working directory is not in team b's, the directory goes with
+    its session, and no session sees the gateway's secrets in its environment."""
+    work = tmp_path / "cli-work"
+    work.mkdir()
+    gw = GatewayProcess(two_teams(pool_size=2, max_requests_per_session=1, cwd=str(work)), tmp_path, env=GATEWAY_SECRETS)
+    gw.start()
+    try:
+        wait_for(gw, "2 warm sessions", lambda p: len(in_state(p, "warm")) == 2)
+        secret = f"team a's file {uuid.uuid4().hex}"
+        say(gw, TEAM_A_KEY, secret)
+        seen_by_b = recall(gw, TEAM_B_KEY)
+        assert secret not in json.dumps(seen_by_b["files"]), f"team b read team a's file: {seen_by_b}"
+        leaked = set(GATEWAY_SECRETS) & set(seen_by_b["env"])
+        assert not leaked, f"the gateway's secrets reached a CLI session: {sorted(leaked)}"
+        assert not {"VALKEY_URL", "OPENMETER_TOKEN"} & set(seen_by_b["env"])
+        assert seen_by_b["cwd"] != str(work) and Path(seen_by_b["cwd"]).parent == work, seen_by_b["cwd"]
+        # Team a's session served its one request and was recycled: its directory is gone.
+        deadline = time.monotonic() + WAIT_S
+        while [p for p in work.rglob("prompt-*") if secret in p.read_text()]:
+            assert time.monotonic() < deadline, f"team a's file outlived its session: {list(work.rglob('*'))}"
+            time.sleep(0.05)
+    finally:
+        gw.stop()
+    assert not list(work.iterdir()), f"session directories outlived the gateway: {list(work.iterdir())}"
+
+
+def test_an_inherited_environment_still_leaves_the_secrets_out(tmp_path: Path) -> None:
+    """`inherit_env: true` passes the gateway's environment less what is named like a secret;
+    `pass_env` passes one such variable on purpose."""
+    env = {**GATEWAY_SECRETS, "E2E_PLAIN_SETTING": "1", "E2E_CLI_OWN_TOKEN": "for the CLI"}
+    gw = GatewayProcess(two_teams(pool_size=1, inherit_env=True, pass_env=["E2E_CLI_OWN_TOKEN"]), tmp_path, env=env)
+    gw.start()
+    try:
+        wait_for(gw, "1 warm session", lambda p: len(in_state(p, "warm")) == 1)
+        names = set(recall(gw, TEAM_A_KEY)["env"])
+        assert {"E2E_PLAIN_SETTING", "E2E_CLI_OWN_TOKEN", "PATH"} <= names
+        assert not set(GATEWAY_SECRETS) & names, sorted(names)
     finally:
         gw.stop()

@@ -373,8 +373,12 @@ def test_integrations_become_env():
     env = env_of(gateway_container(docs))
     assert env["VALKEY_URL"]["value"].startswith("redis://valkey.")
     assert env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "valkey-auth", "key": "password"}
-    # The gateway reads the password through the config's password_env (VALKEY_URL carries none).
-    assert gateway_config(docs)["valkey"] == {"password_env": "VALKEY_PASSWORD"}
+    # The gateway reads the password through the config's password_env (VALKEY_URL carries none),
+    # and names its keys under the release's own prefix.
+    assert gateway_config(docs)["valkey"] == {
+        "password_env": "VALKEY_PASSWORD",
+        "key_prefix": f"{NAMESPACE}/{RELEASE}",
+    }
     assert env["OPENMETER_URL"]["value"].startswith("http://openmeter.")
     # Auth is in the gateway config itself, not in environment overrides.
     auth = gateway_config(docs)["auth"]
@@ -395,6 +399,31 @@ def test_integrations_become_env():
     assert not {"VALKEY_URL", "OPENMETER_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "LLM_GATEWAY_OIDC_ISSUER_URL"} & set(
         default_env
     )
+
+
+def _key_prefix(tmp_path: Path, release: str, values: dict) -> str | None:
+    path = tmp_path / f"{release}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    args = ["template", release, str(CHART), "-n", NAMESPACE, "--kube-version", KUBE_VERSION, "-f", str(path)]
+    proc = run_helm(*args)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return gateway_config(docs).get("valkey", {}).get("key_prefix")
+
+
+def test_releases_sharing_a_valkey_get_their_own_key_prefix(tmp_path):
+    valkey = {"valkey": {"enabled": True, "url": "redis://valkey:6379/0"}}
+    # Two releases on one Valkey: each under its own prefix, by default <namespace>/<release>.
+    assert _key_prefix(tmp_path, "gw-a", valkey) == f"{NAMESPACE}/gw-a"
+    assert _key_prefix(tmp_path, "gw-b", valkey) == f"{NAMESPACE}/gw-b"
+    # Set by value, or by hand in the config (which wins: "" keeps an old install's keys).
+    assert _key_prefix(tmp_path, "gw-a", {"valkey": {**valkey["valkey"], "keyPrefix": "prod-eu"}}) == "prod-eu"
+    by_hand = {**valkey, "config": {"valkey": {"key_prefix": ""}}}
+    assert _key_prefix(tmp_path, "gw-a", by_hand) == ""
+    # A valkey section written by hand gets the prefix too; no Valkey, no valkey section.
+    hand_valkey = {"config": {"valkey": {"url": "redis://valkey:6379/0"}}}
+    assert _key_prefix(tmp_path, "gw-a", hand_valkey) == f"{NAMESPACE}/gw-a"
+    assert _key_prefix(tmp_path, "gw-a", {}) is None
 
 
 def test_external_secret_shape():
@@ -518,6 +547,7 @@ AUTH_VALUES = {
             "issuerUrl": "https://keycloak.example.com/realms/platform/",
             "audience": ["llm-gateway", "llm-gateway-cli"],
             "teamClaim": "realm_access.roles",
+            "teams": {"llm-team-a": "a"},
             "algorithms": ["RS256", "PS256", "ES256"],
             "leeway": "10s",
             "refresh": "2m",
@@ -543,6 +573,7 @@ def test_auth_admin_and_replicas_render_into_the_gateway_config(tmp_path):
             "audience": ["llm-gateway", "llm-gateway-cli"],
             "jwks_url": "https://keycloak.example.com/realms/platform/protocol/openid-connect/certs",
             "team_claim": "realm_access.roles",
+            "teams": {"llm-team-a": "a"},
             "algorithms": ["RS256", "PS256", "ES256"],
             "leeway": "10s",
             "refresh": "2m",

@@ -117,6 +117,12 @@ providers and model deployments described by .Values.backends.
 {{- end }}
 {{- if $providers }}{{- $_ := set $cfg "providers" $providers }}{{- end }}
 {{- if $models }}{{- $_ := set $cfg "models" $models }}{{- end }}
+{{- /* Releases sharing one Valkey share nothing: every key under valkey.key_prefix, <namespace>/<release> unless set (a release name alone repeats across namespaces). */}}
+{{- if or .Values.valkey.enabled (hasKey $cfg "valkey") }}
+{{- $v := get $cfg "valkey" | default dict }}
+{{- if not (hasKey $v "key_prefix") }}{{- $_ := set $v "key_prefix" (.Values.valkey.keyPrefix | default (printf "%s/%s" .Release.Namespace .Release.Name)) }}{{- end }}
+{{- $_ := set $cfg "valkey" $v }}
+{{- end }}
 {{- /* The password the chart exports as VALKEY_PASSWORD reaches the gateway only through valkey.password_env. */}}
 {{- if and .Values.valkey.enabled .Values.valkey.passwordSecret.name }}
 {{- $v := get $cfg "valkey" | default dict }}
@@ -147,6 +153,7 @@ providers and model deployments described by .Values.backends.
 {{- if ne .Values.auth.mode "keys" }}
 {{- $kc := .Values.auth.keycloak }}
 {{- $o := dict "issuer_url" $kc.issuerUrl "audience" $kc.audience "jwks_url" (include "llm-gateway.jwksUrl" .) "team_claim" $kc.teamClaim }}
+{{- with $kc.teams }}{{- $_ := set $o "teams" . }}{{- end }}
 {{- with $kc.algorithms }}{{- $_ := set $o "algorithms" . }}{{- end }}
 {{- with $kc.leeway }}{{- $_ := set $o "leeway" . }}{{- end }}
 {{- with $kc.refresh }}{{- $_ := set $o "refresh" . }}{{- end }}

@@ -3,6 +3,13 @@
 //! have served `max_requests_per_session`; cold-started overflow sessions (at most
 //! `max_overflow`) when every warm one is busy, retired again once the pool is back above size.
 //!
+//! Sessions are partitioned between callers (`partition_by`: team, or team and key): a session
+//! keeps the conversation of every request it answered, so it is bound to the partition of its
+//! first request and never serves another. A request takes an idle session of its own partition,
+//! else a fresh one (warmed ahead, bound to no one yet), else starts one; at the session limit,
+//! another partition's least recently used idle session is closed to make room. A partition's
+//! session idle for `partition_idle_timeout` is closed, and the pool tops up with fresh ones.
+//!
 //! Requests take sessions through `acquire` (a `Lease`); everything else — starting and warming
 //! pool sessions, keep-alive pings, liveness checks, draining stderr, reaping killed processes —
 //! runs inside `supervise`, one future per pool that the application tracks and stops.
@@ -21,7 +28,9 @@ use tokio::time::Instant;
 
 use super::protocol::{self, Event};
 use super::session::{self, Session, SessionError};
+use crate::auth::Principal;
 use crate::config::CliSpec;
+use crate::config::cli::PartitionBy;
 use registry::{Entry, State};
 pub use registry::{SessionState, Totals};
 
@@ -38,6 +47,25 @@ enum JobDone {
     /// An idle session's keep-alive ping finished.
     Pinged(Session, Result<(), SessionError>),
     Nothing,
+}
+
+/// Whose requests a session serves: the caller's team, and its key (or token subject) when
+/// sessions are partitioned by key. `/sessions` shows the team, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub team: Arc<str>,
+    /// The key's id, when partitioned by key.
+    key: Option<Arc<str>>,
+}
+
+impl Partition {
+    pub fn of(principal: Option<&Principal>, by: PartitionBy) -> Self {
+        match principal {
+            Some(p) => Self { team: p.team.clone(), key: (by == PartitionBy::Key).then(|| p.key_id.clone()) },
+            // No known caller (never on an authenticated route): a partition nothing else matches.
+            None => Self { team: "".into(), key: Some(format!("anonymous-{:016x}", fastrand::u64(..)).into()) },
+        }
+    }
 }
 
 pub struct Pool {
@@ -115,10 +143,12 @@ impl Pool {
         Ok(session)
     }
 
-    /// A session for one request: a warm one if any; else the one a pre-warming session will
-    /// become; else a cold start while under `pool_size + max_overflow`; else waits for a
-    /// release, until `wait_until`.
-    pub async fn acquire(self: &Arc<Self>, wait_until: Instant) -> Result<Lease, AcquireError> {
+    /// A session for one request of `partition`: an idle one of the partition, else a fresh warm
+    /// one (bound to the partition from then on); else the one a pre-warming session will become;
+    /// else a cold start while under `pool_size + max_overflow` (at the limit, after closing
+    /// another partition's least recently used idle session); else waits for a release, until
+    /// `wait_until`.
+    pub async fn acquire(self: &Arc<Self>, partition: &Partition, wait_until: Instant) -> Result<Lease, AcquireError> {
         let asked = Instant::now();
         Totals::bump(&self.totals.requests);
         let mut ticket: Option<WaitTicket> = None;
@@ -128,12 +158,13 @@ impl Pool {
             notified.as_mut().enable();
             // Each round decides afresh whether to keep waiting for a pre-warming session.
             drop(ticket.take());
+            let mut evicted = None;
             let cold_start_id = {
                 let mut st = self.lock();
                 if st.closed {
                     return Err(AcquireError::Closed);
                 }
-                while let Some(mut session) = st.idle.pop_front() {
+                while let Some(mut session) = pick(&st.idle, partition).and_then(|i| st.idle.remove(i)) {
                     if let Some(why) = idle_failure(&mut session, &self.spec) {
                         st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
                         Totals::bump(&self.totals.crashed);
@@ -143,9 +174,11 @@ impl Pool {
                         st = self.lock();
                         continue;
                     }
+                    session.partition.get_or_insert_with(|| partition.clone());
                     if let Some(entry) = st.entries.get_mut(&session.id) {
                         entry.state = SessionState::Busy;
                         entry.doing = "request";
+                        entry.partition = session.partition.clone();
                     }
                     return Ok(Lease::new(self.clone(), session));
                 }
@@ -154,18 +187,33 @@ impl Pool {
                     st.waiters += 1;
                     ticket = Some(WaitTicket(self.clone()));
                     None
-                } else if st.live() < limit {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    st.entries.insert(id, Entry::new(false, Instant::now()));
-                    Some(id)
                 } else {
-                    None
+                    if st.live() >= limit
+                        && let Some(session) = st.idle.pop_front()
+                    {
+                        // Every idle session left is another partition's: the least recently
+                        // used one makes room (its partition gets a new one when it is back).
+                        st.end(session.id, "closed: its slot went to another partition".into(), None);
+                        Totals::bump(&self.totals.recycled);
+                        evicted = Some(session);
+                    }
+                    (st.live() < limit).then(|| {
+                        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                        let mut entry = Entry::new(false, Instant::now());
+                        entry.partition = Some(partition.clone());
+                        st.entries.insert(id, entry);
+                        id
+                    })
                 }
             };
+            if let Some(session) = evicted {
+                self.dispose(session, true);
+            }
             if let Some(id) = cold_start_id {
                 Totals::bump(&self.totals.cold_starts);
                 return match self.spawn(id) {
-                    Ok(session) => {
+                    Ok(mut session) => {
+                        session.partition = Some(partition.clone());
                         let mut st = self.lock();
                         if let Some(entry) = st.entries.get_mut(&id) {
                             entry.state = SessionState::Busy;
@@ -201,6 +249,7 @@ impl Pool {
         if let Some(entry) = st.entries.get_mut(&id) {
             entry.served = session.served;
             entry.last_active = Instant::now();
+            entry.last_request = entry.last_active;
         }
         let retire = if st.closed {
             Some("gateway shutting down".to_owned())
@@ -285,6 +334,25 @@ impl Pool {
             st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
             Totals::bump(&self.totals.crashed);
             jobs.push(Box::pin(session.terminate().map(|()| JobDone::Nothing)));
+        }
+
+        // Sessions of partitions that went quiet: closed, and fresh ones take their place.
+        let quiet = self.spec.partition_idle_timeout;
+        let mut i = 0;
+        while i < st.idle.len() {
+            let id = st.idle[i].id;
+            let due = st.entries.get(&id).map_or(now, |e| e.last_request + quiet);
+            if st.idle[i].partition.is_none() || due > now {
+                if st.idle[i].partition.is_some() {
+                    wake_at = wake_at.min(due);
+                }
+                i += 1;
+                continue;
+            }
+            let Some(session) = st.idle.remove(i) else { break };
+            st.end(id, format!("closed: its partition sent nothing for {}s", quiet.as_secs()), None);
+            Totals::bump(&self.totals.recycled);
+            jobs.push(Box::pin(session.close(CLOSE_GRACE).map(|()| JobDone::Nothing)));
         }
 
         // Keep-alive pings for sessions idle for an interval.
@@ -427,6 +495,7 @@ impl Pool {
             "protocol": self.spec.protocol.name(),
             "pool_size": self.spec.pool_size,
             "max_overflow": self.spec.max_overflow,
+            "partition_by": self.spec.partition_by.name(),
             "warm": st.count(SessionState::Warm),
             "busy": st.count(SessionState::Busy),
             "starting": st.count(SessionState::Starting),
@@ -505,6 +574,14 @@ impl Drop for Lease {
 /// doubling each time, at most `max_restart_backoff`.
 fn restart_delay(spec: &CliSpec, failures: u32) -> Duration {
     spec.restart_backoff.saturating_mul(1u32 << failures.min(20)).min(spec.max_restart_backoff)
+}
+
+/// Where in `idle` (least recently used first) the session for a request of `partition` is: its
+/// partition's first, else the first fresh one. Never another partition's.
+fn pick(idle: &std::collections::VecDeque<Session>, partition: &Partition) -> Option<usize> {
+    idle.iter()
+        .position(|s| s.partition.as_ref() == Some(partition))
+        .or_else(|| idle.iter().position(|s| s.partition.is_none()))
 }
 
 /// Why an idle session is unusable: it exited, or misbehaved on its output unasked.

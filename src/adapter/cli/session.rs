@@ -1,8 +1,13 @@
 //! One CLI session: a child process started directly (no shell, so nothing in a prompt or an
 //! argument is ever interpreted), in its own process group, with piped stdin/stdout/stderr.
 //! Output is read in bounded lines or chunks; stderr keeps a bounded tail for error messages.
+//!
+//! Each session runs in a working directory of its own, made empty for it and removed with it
+//! (its `TMPDIR` inside), so no session finds what another left behind; and it gets only the
+//! environment the config passes, never the gateway's secrets.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::Notify;
 
 use crate::config::CliSpec;
+use crate::config::cli::{PASSED_ENV, is_secret_env};
 
 /// Bytes of stderr kept per session.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -97,10 +103,52 @@ pub struct Session {
     pub pid: Option<u32>,
     pub started: Instant,
     pub served: u32,
+    /// Whose requests it serves: set by its first request, never changed (it keeps their
+    /// conversation). `None`: it has served no one yet.
+    pub partition: Option<super::pool::Partition>,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub stderr: Arc<StderrTail>,
+    /// Dropped (removed) with the session, after its process is gone.
+    _workdir: WorkDir,
+}
+
+/// A session's own working directory: made empty (owner-only) at its start, removed with
+/// everything in it when the session is dropped.
+#[derive(Debug)]
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    /// A new directory under `base` (the system temp dir when `None`), named after the gateway's
+    /// process and the session.
+    fn create(base: Option<&Path>, id: u64) -> std::io::Result<Self> {
+        let base = base.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = base.join(format!("llm-gateway-cli-{}-{id}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        let workdir = Self(dir);
+        builder.create(workdir.tmp())?;
+        Ok(workdir)
+    }
+
+    /// The session's `TMPDIR`.
+    fn tmp(&self) -> PathBuf {
+        self.0.join("tmp")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Best effort: a session is dropped once its process is reaped (or killed).
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cli session directory not removed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -109,29 +157,42 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Starts the command. Also returns the future that drains its stderr (it ends when the process
-/// closes stderr); the caller runs it on the pool's supervisor.
+/// Starts the command in a new working directory of its own. Also returns the future that
+/// drains its stderr (it ends when the process closes stderr); the caller runs it on the pool's
+/// supervisor.
 pub fn spawn(spec: &CliSpec, id: u64) -> Result<(Session, StderrDrain), SessionError> {
     let program = &spec.command[0];
+    let workdir = WorkDir::create(spec.cwd.as_deref(), id).map_err(|e| SessionError::Spawn {
+        program: program.clone(),
+        source: std::io::Error::new(e.kind(), format!("its working directory: {e}")),
+    })?;
     let mut command = Command::new(program);
     command
         .args(&spec.command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if !spec.inherit_env {
-        command.env_clear();
-        for name in ["PATH", "HOME", "LANG", "TMPDIR"] {
+        .kill_on_drop(true)
+        .current_dir(&workdir.0);
+    // Only what the config passes: the gateway's keys (providers', teams', the admin's, Valkey's)
+    // must never reach a program that runs callers' prompts.
+    command.env_clear();
+    if spec.inherit_env {
+        command.envs(std::env::vars_os().filter(|(name, _)| !name.to_str().is_none_or(is_secret_env)));
+    } else {
+        for name in PASSED_ENV {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);
             }
         }
     }
-    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if let Some(dir) = &spec.cwd {
-        command.current_dir(dir);
+    for name in &spec.pass_env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
     }
+    command.env("TMPDIR", workdir.tmp());
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     // Its own process group, so that killing the session also kills whatever it started.
     #[cfg(unix)]
     command.process_group(0);
@@ -146,10 +207,12 @@ pub fn spawn(spec: &CliSpec, id: u64) -> Result<(Session, StderrDrain), SessionE
         pid: child.id(),
         started: Instant::now(),
         served: 0,
+        partition: None,
         child,
         stdin: Some(stdin),
         stdout: BufReader::with_capacity(64 * 1024, stdout),
         stderr: tail.clone(),
+        _workdir: workdir,
     };
     Ok((session, StderrDrain { stderr, tail }))
 }

@@ -78,6 +78,11 @@ pub(super) struct Entry {
     pub(super) started_unix_ms: u64,
     /// Last request or ping answered (or start): keep-alive is due `keep_alive_interval` later.
     pub(super) last_active: Instant,
+    /// Last request answered (or start): a partition's session is closed
+    /// `partition_idle_timeout` later.
+    pub(super) last_request: Instant,
+    /// Whose requests it serves, once it served one.
+    pub(super) partition: Option<super::Partition>,
     pub(super) served: u32,
     pub(super) last_error: Option<String>,
     /// Why and when a dead session ended.
@@ -95,6 +100,8 @@ impl Entry {
             started: now,
             started_unix_ms: unix_ms(),
             last_active: now,
+            last_request: now,
+            partition: None,
             served: 0,
             last_error: None,
             ended: None,
@@ -172,6 +179,8 @@ impl Entry {
             "state": self.state,
             "doing": (!self.doing.is_empty()).then_some(self.doing),
             "prewarmed": self.prewarmed,
+            // The team whose requests it serves (null: no one yet); never a key.
+            "team": self.partition.as_ref().map(|p| &*p.team),
             "started_unix_ms": self.started_unix_ms,
             "age_ms": until.duration_since(self.started).as_millis() as u64,
             "idle_ms": (self.state == SessionState::Warm).then(|| now.duration_since(self.last_active).as_millis() as u64),
