@@ -109,7 +109,7 @@ impl Conn {
         loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
-                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                if head.status.is_informational() {
                     continue;
                 }
                 return Ok(head);
@@ -150,6 +150,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         };
     let status =
         response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Error::Invalid("bad status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Only the answer to a request that asks for an upgrade, which the gateway never does;
+        // the connection speaks another protocol after it, so it is neither read on nor reused.
+        return Err(Error::Invalid("101 Switching Protocols to a request without Upgrade"));
+    }
     let mut keep_alive = response.version == Some(1);
     let mut chunked = false;
     let mut transfer_coded = false;
@@ -678,6 +683,28 @@ mod tests {
         let (addr, _) = server(vec![b""]).await;
         let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
         assert!(matches!(result, Err(SendError::Http(Error::Closed))));
+    }
+
+    /// `101 Switching Protocols` answers a request that asked for no upgrade: the connection
+    /// speaks something else from then on, so the answer is refused and the connection never
+    /// goes back to the pool.
+    #[tokio::test]
+    async fn a_101_answer_is_refused_and_its_connection_not_pooled() {
+        let (addr, accepted) = server(vec![
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+        ])
+        .await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..2 {
+            match pool.send(&addr, Duration::from_secs(5), REQUEST).await {
+                Err(SendError::Http(Error::Invalid(_))) => {}
+                Ok(answer) => panic!("a {} answer was taken", answer.status),
+                Err(_) => panic!("not refused as invalid"),
+            }
+        }
+        // Each request on a connection of its own: the first was not pooled.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
