@@ -155,10 +155,19 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         // the connection speaks another protocol after it, so it is neither read on nor reused.
         return Err(Error::Invalid("101 Switching Protocols to a request without Upgrade"));
     }
-    let mut keep_alive = response.version == Some(1);
+    // RFC 9112 ends every line with CRLF. httparse also takes a bare LF (which §2.2 allows a
+    // recipient): refused here, since a bare LF that one parser takes for a line end and
+    // another for data is how answers are split.
+    if memchr::memchr_iter(b'\n', &buf[..length]).any(|at| at == 0 || buf[at - 1] != b'\r') {
+        return Err(Error::Invalid("bare LF in the response head"));
+    }
+    let http11 = response.version == Some(1);
+    let mut keep_alive = http11;
     let mut chunked = false;
     let mut transfer_coded = false;
-    let mut content_length: Option<u64> = None;
+    // `Err` once a value is not a length, or not the same length as another: an error only
+    // when the length frames the body (a transfer coding overrides it).
+    let mut content_length: Result<Option<u64>, ()> = Ok(None);
     // The headers of a success are not kept: the gateway frames its own answer and reads
     // nothing from them (from an error it reads `Retry-After`).
     let keep = !status.is_success();
@@ -167,17 +176,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_coded = true;
-            // Chunked only when it is the last coding applied.
-            chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
+            // Chunked only when it is the last coding applied (of the last such header).
+            chunked = visible(header.value) && last_token(header.value).eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(Error::Invalid("bad content-length"))?;
-            if content_length.is_some_and(|seen| seen != length) {
-                return Err(Error::Invalid("conflicting content-length headers"));
-            }
-            content_length = Some(length);
+            content_length = content_length.and_then(|seen| same_length(seen, header.value));
         } else if name.eq_ignore_ascii_case(b"connection") && has_token(header.value, b"close") {
             keep_alive = false;
         }
@@ -190,21 +192,55 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
+    } else if transfer_coded && !http11 {
+        // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 §6.1).
+        return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
     } else if chunked {
         Framing::Chunked(Chunk::Size)
     } else if transfer_coded {
         // Another transfer coding last: the body ends with the connection.
         Framing::ToEnd
-    } else if let Some(length) = content_length {
-        Framing::Length(length)
     } else {
-        Framing::ToEnd
+        match content_length {
+            Ok(Some(length)) => Framing::Length(length),
+            Ok(None) => Framing::ToEnd,
+            Err(()) => return Err(Error::Invalid("bad content-length")),
+        }
     };
+    if transfer_coded && !matches!(content_length, Ok(None)) {
+        // Both framings: the coding wins, but the message may be an attempt to split answers
+        // (RFC 9112 §6.3): the connection is not trusted with another request.
+        keep_alive = false;
+    }
     if matches!(framing, Framing::ToEnd) {
         keep_alive = false;
     }
     buf.advance(length);
     Ok(Some(Head { status, headers, framing, keep_alive }))
+}
+
+/// `Content-Length` values seen so far (`seen`) and one more header's: RFC 9110 wants
+/// `1*DIGIT` (no sign, no space inside); a list of identical values, or the same value
+/// repeated, is one length (§8.6); different ones are an error.
+fn same_length(seen: Option<u64>, value: &[u8]) -> Result<Option<u64>, ()> {
+    let mut length = seen;
+    for item in value.split(|&b| b == b',') {
+        let digits = item.trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0'))).ok_or(())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
+/// Whether a header value is visible ASCII, spaces and tabs (what a coding name can be).
+fn visible(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The last comma-separated token of a header value, trimmed.
@@ -317,6 +353,8 @@ impl Framing {
                     let Some(line) = take_line(buf)? else { return Ok(false) };
                     if line.is_empty() {
                         *self = Framing::Length(0);
+                    } else if !trailer_ok(&line) {
+                        return Err(Error::Invalid("bad trailer field"));
                     }
                 }
             }
@@ -332,29 +370,43 @@ impl Framing {
     }
 }
 
-/// Takes one line (without its `\r\n` or `\n`) from the front of `buf`; `None` while incomplete.
+/// Takes one line (without its CRLF) from the front of `buf`; `None` while incomplete. A line
+/// ends with CRLF only (RFC 9112 §7.1): a bare LF is an error.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
     let Some(end) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_LINE { Err(Error::Invalid("chunk line too long")) } else { Ok(None) };
     };
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end);
-    if line.last() == Some(&b'\r') {
-        line.truncate(end - 1);
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(Error::Invalid("bare LF in chunked framing"));
     }
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end - 1);
     Ok(Some(line))
 }
 
-/// The size in a chunk-size line (hex digits, then optional `;extensions`).
+/// The size in a chunk-size line: hex digits, optional spaces or tabs, then optional
+/// `;extensions` (ignored, but without a CR: a line has none but its end).
 fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     let bad = Error::Invalid("bad chunk size");
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+    let spaces = line[digits..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let rest = &line[digits + spaces..];
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') || memchr::memchr(b'\r', rest).is_some() {
         return Err(bad);
     }
-    // (Hex digits are ASCII: the text is UTF-8.)
-    std::str::from_utf8(&line[..digits]).ok().and_then(|text| u64::from_str_radix(text, 16).ok()).ok_or(bad)
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |size, &d| size.checked_mul(16)?.checked_add(u64::from((d as char).to_digit(16)?)))
+        .ok_or(bad)
+}
+
+/// A trailer line (RFC 9112 §7.1.2): a field line, `name:value`, the name a token.
+fn trailer_ok(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else { return false };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 /// Idle lists per pool: a connection goes back to the list of the thread that used it.
@@ -705,6 +757,52 @@ mod tests {
         }
         // Each request on a connection of its own: the first was not pooled.
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A signed or malformed `Content-Length` is refused: RFC 9110 wants `1*DIGIT`, and a
+    /// recipient that is lenient where another is strict frames the bytes differently (the
+    /// ground of response splitting).
+    #[test]
+    fn a_signed_content_length_is_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(&mut BytesMut::from(bad)), Err(Error::Invalid(_))), "{bad:?} was taken");
+        }
+        // Identical values, listed or repeated, are one length (RFC 9110 §8.6).
+        let h = parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n"));
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Length(5));
+    }
+
+    /// Bare LF line ends are refused, in the head and in chunked framing: RFC 9112 wants CRLF,
+    /// and a bare LF that one recipient takes for a line end and another for data is how
+    /// responses are split.
+    #[test]
+    fn bare_lf_line_ends_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\n",
+        ] {
+            assert!(matches!(parse_head(&mut BytesMut::from(bad)), Err(Error::Invalid(_))), "{bad:?} was taken");
+        }
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx-t: 1\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(Framing::Chunked(Chunk::Size), bad, 0), Err(Error::Invalid(_))),
+                "{:?} was taken",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[tokio::test]
