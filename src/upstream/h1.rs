@@ -48,20 +48,11 @@ pub enum Error {
     Invalid(&'static str),
 }
 
-impl Error {
-    /// The connection was closed or reset under the request: on a reused connection with
-    /// nothing of an answer read, the server had closed it meanwhile, and a new connection may
-    /// succeed.
-    fn connection_lost(&self) -> bool {
-        match self {
-            Error::Closed => true,
-            Error::Io(e) => matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-            ),
-            Error::Invalid(_) => false,
-        }
-    }
+/// Why an exchange failed, and whether the upstream can have seen the request.
+struct Failed {
+    error: Error,
+    /// No byte of the request was written: the upstream cannot have acted on it.
+    unsent: bool,
 }
 
 /// Why a request got no answer.
@@ -83,10 +74,6 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    async fn read(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read(cx)).await
-    }
-
     /// Whether an idle connection can take a request: the server has neither closed it nor
     /// sent anything unasked (costs a system call only when the socket became readable).
     fn usable(&mut self) -> bool {
@@ -104,18 +91,28 @@ impl Conn {
     }
 
     /// Writes the request and reads the answer's status line and headers.
-    async fn exchange(&mut self, request: &[u8]) -> Result<Head, Error> {
-        self.io.write_all(request).await.map_err(Error::Io)?;
+    async fn exchange(&mut self, request: &[u8]) -> Result<Head, Failed> {
+        let mut written = 0;
+        while written < request.len() {
+            match self.io.write(&request[written..]).await {
+                Ok(n) if n > 0 => written += n,
+                Ok(_) => {
+                    return Err(Failed { error: Error::Io(io::ErrorKind::WriteZero.into()), unsent: written == 0 });
+                }
+                Err(e) => return Err(Failed { error: Error::Io(e), unsent: written == 0 }),
+            }
+        }
+        let failed = |error| Failed { error, unsent: false };
         loop {
-            if let Some(head) = parse_head(&mut self.buf)? {
+            if let Some(head) = parse_head(&mut self.buf).map_err(failed)? {
                 // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
                 if head.status.is_informational() {
                     continue;
                 }
                 return Ok(head);
             }
-            if self.read().await.map_err(Error::Io)? == 0 {
-                return Err(Error::Closed);
+            if std::future::poll_fn(|cx| self.poll_read(cx)).await.map_err(|e| failed(Error::Io(e)))? == 0 {
+                return Err(failed(Error::Closed));
             }
         }
     }
@@ -461,7 +458,9 @@ impl Pool {
 
     /// Sends `request` (a whole HTTP/1.1 request: head and body) on an idle connection or a new
     /// one to `addr`, and waits for the answer's status line and headers. A reused connection
-    /// that the server closed meanwhile is retried once on a new one.
+    /// that took no byte of the request (the server had closed it meanwhile) is replaced by a
+    /// new one; once any byte went out, the server may have acted on the request, and a `POST`
+    /// is not sent again (RFC 9112 §9.3.1).
     pub async fn send(
         self: &Arc<Self>,
         addr: &str,
@@ -489,9 +488,8 @@ impl Pool {
                     };
                     return Ok(Answer { status: head.status, headers: head.headers, body });
                 }
-                // (Not after part of an answer: that is the upstream's failure.)
-                Err(e) if reused && e.connection_lost() && conn.buf.is_empty() => reused = false,
-                Err(e) => return Err(SendError::Http(e)),
+                Err(failed) if reused && failed.unsent => reused = false,
+                Err(failed) => return Err(SendError::Http(failed.error)),
             }
         }
     }
@@ -584,7 +582,7 @@ impl Stream for H1Body {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn decode_all(framing: Framing, wire: &[u8], split: usize) -> Result<(Vec<u8>, bool), Error> {
         let mut framing = framing;
@@ -720,21 +718,46 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
-    /// A reused connection the server closes on reading the request (its keep-alive ran out
-    /// meanwhile): the request goes out again on a new connection instead of failing.
+    /// A reused connection the server closes after reading the request: the server may have
+    /// acted on it (a POST is not idempotent: a generation is paid for), so it is not sent
+    /// again (RFC 9112 §9.3.1) — the failure is the upstream's.
     #[tokio::test]
-    async fn a_request_the_server_closed_on_unanswered_is_sent_again() {
+    async fn a_request_the_upstream_closed_on_after_reading_it_is_not_sent_again() {
         let (addr, accepted) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", b""]).await;
         let pool = Arc::new(Pool::default());
-        for _ in 0..2 {
-            let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
-            assert_eq!(body_of(answer).await.unwrap(), b"hi");
-        }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
-        // On a new connection, the same close is the upstream's failure.
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"hi");
+        let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
+        assert!(matches!(result, Err(SendError::Http(Error::Closed))), "the request was sent again");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // On a new connection, the same close is the upstream's failure too.
         let (addr, _) = server(vec![b""]).await;
         let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
         assert!(matches!(result, Err(SendError::Http(Error::Closed))));
+    }
+
+    /// A reused connection that takes no byte of the request (the write fails at once): nothing
+    /// reached the upstream, and the request goes out on a new connection.
+    #[tokio::test]
+    async fn a_reused_connection_that_takes_no_byte_is_replaced() {
+        // A connection whose own sending side is shut: the first write fails, nothing sent. Its
+        // server holds it open (so the pool keeps it).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let held = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut dead = connect(&held.to_string(), Duration::from_secs(5)).await.unwrap();
+        dead.io.shutdown().await.unwrap();
+        let pool = Arc::new(Pool::default());
+        pool.checkin(dead);
+        let (addr, accepted) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"]).await;
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"hi");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// `101 Switching Protocols` answers a request that asked for no upgrade: the connection
