@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per provider and thread at most.
@@ -53,6 +53,16 @@ struct Failed {
     error: Error,
     /// No byte of the request was written: the upstream cannot have acted on it.
     unsent: bool,
+}
+
+/// Where an exchange is: how much of the request went out, and what came back meanwhile.
+#[derive(Default)]
+struct Sending {
+    written: usize,
+    /// Writing failed: an answer already on its way may still be read.
+    failed: Option<io::Error>,
+    /// A success that came before the whole request was written: it is returned once it is.
+    early: Option<Head>,
 }
 
 /// Why a request got no answer.
@@ -90,29 +100,81 @@ impl Conn {
         }
     }
 
-    /// Writes the request and reads the answer's status line and headers.
+    /// Writes the request and reads the answer's status line and headers. The connection is
+    /// read while the request is written: an upstream may answer before it has taken the whole
+    /// request (a `413`, an authentication failure) and read no more of it (RFC 9112 §9.5).
     async fn exchange(&mut self, request: &[u8]) -> Result<Head, Failed> {
-        let mut written = 0;
-        while written < request.len() {
-            match self.io.write(&request[written..]).await {
-                Ok(n) if n > 0 => written += n,
-                Ok(_) => {
-                    return Err(Failed { error: Error::Io(io::ErrorKind::WriteZero.into()), unsent: written == 0 });
-                }
-                Err(e) => return Err(Failed { error: Error::Io(e), unsent: written == 0 }),
-            }
-        }
-        let failed = |error| Failed { error, unsent: false };
+        let mut sending = Sending::default();
+        std::future::poll_fn(|cx| self.poll_exchange(cx, request, &mut sending)).await
+    }
+
+    fn poll_exchange(&mut self, cx: &mut Context<'_>, request: &[u8], s: &mut Sending) -> Poll<Result<Head, Failed>> {
         loop {
-            if let Some(head) = parse_head(&mut self.buf).map_err(failed)? {
-                // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
-                if head.status.is_informational() {
-                    continue;
+            if s.written < request.len() && s.failed.is_none() {
+                match Pin::new(&mut self.io).poll_write(cx, &request[s.written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        s.written += n;
+                        continue;
+                    }
+                    Poll::Ready(Ok(_)) => s.failed = Some(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Err(e)) => s.failed = Some(e),
+                    Poll::Pending => {}
                 }
-                return Ok(head);
+                if s.written == 0
+                    && let Some(e) = s.failed.take()
+                {
+                    return Poll::Ready(Err(Failed { error: Error::Io(e), unsent: true }));
+                }
             }
-            if std::future::poll_fn(|cx| self.poll_read(cx)).await.map_err(|e| failed(Error::Io(e)))? == 0 {
-                return Err(failed(Error::Closed));
+            let sent = s.written == request.len();
+            if let Some(mut head) = s.early.take() {
+                if sent {
+                    return Poll::Ready(Ok(head));
+                }
+                if s.failed.is_some() {
+                    head.keep_alive = false;
+                    return Poll::Ready(Ok(head));
+                }
+                s.early = Some(head);
+            }
+            // While an early success waits for the request's end, its body is read ahead only
+            // so far.
+            if s.early.is_some() && self.buf.len() >= MAX_HEAD {
+                return Poll::Pending;
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if let Some(mut head) = s.early.take() {
+                        // (Its framing tells whether the body came whole.)
+                        head.keep_alive = false;
+                        return Poll::Ready(Ok(head));
+                    }
+                    let error = s.failed.take().map_or(Error::Closed, Error::Io);
+                    return Poll::Ready(Err(Failed { error, unsent: s.written == 0 }));
+                }
+                Poll::Ready(Ok(_)) if s.early.is_some() => {}
+                Poll::Ready(Ok(_)) => {
+                    let failed = |error| Failed { error, unsent: false };
+                    while let Some(mut head) = parse_head(&mut self.buf).map_err(failed)? {
+                        // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
+                        if head.status.is_informational() {
+                            continue;
+                        }
+                        if sent {
+                            return Poll::Ready(Ok(head));
+                        }
+                        if !head.status.is_success() || s.failed.is_some() {
+                            // Refused before the whole request was taken: the rest is not sent,
+                            // and the connection, which carried part of a request, is not reused.
+                            head.keep_alive = false;
+                            return Poll::Ready(Ok(head));
+                        }
+                        s.early = Some(head);
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed { error: Error::Io(e), unsent: s.written == 0 })),
             }
         }
     }
@@ -826,6 +888,51 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// An upstream that answers before it has read the whole request (a `413` for a body too
+    /// large, an auth failure) is heard: its answer is returned instead of a write error, the
+    /// rest of the request is not sent, and the connection is not reused.
+    #[tokio::test]
+    async fn an_answer_before_the_request_was_written_is_returned() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let first = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    // Reads a little of the request, answers, and reads nothing more: holding
+                    // the connection for a while (the first), or closing it at once, which
+                    // resets it under the request being written (the second).
+                    let mut head = vec![0u8; 1024];
+                    let _ = socket.read(&mut head).await;
+                    let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+                    socket.write_all(answer).await.unwrap();
+                    if first {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                });
+            }
+        });
+        // Far more than the sockets' buffers hold: the write cannot finish before the server reads.
+        let mut request = b"POST /v1/x HTTP/1.1\r\nhost: t\r\ncontent-length: 33554432\r\n\r\n".to_vec();
+        request.resize(request.len() + 32 * 1024 * 1024, b'x');
+        let pool = Arc::new(Pool::default());
+        for _ in 0..2 {
+            let started = Instant::now();
+            let answer = match pool.send(&addr, Duration::from_secs(5), &request).await {
+                Ok(answer) => answer,
+                Err(SendError::Http(e)) => panic!("the early answer was lost: {e}"),
+                Err(SendError::Connect(e)) => panic!("{e}"),
+            };
+            assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(body_of(answer).await.unwrap(), b"too big!");
+            assert!(started.elapsed() < Duration::from_millis(400), "waited for the server to close");
+        }
+        // The server did not take the whole request: its connection is not reused.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
