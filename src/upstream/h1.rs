@@ -641,6 +641,9 @@ impl Stream for H1Body {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::StreamExt;
