@@ -123,7 +123,10 @@ impl SseDecoder {
             if line.last() == Some(&b'\r') {
                 line.truncate(line.len() - 1);
             }
-            self.take_line(line)?;
+            // (A blank last line dispatches the event itself.)
+            if let Some(event) = self.take_line(line)? {
+                return Ok(Some(event));
+            }
         }
         Ok(self.dispatch())
     }
@@ -181,6 +184,9 @@ impl SseDecoder {
         Some(SseEvent { event, data })
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -257,6 +263,18 @@ mod tests {
         let events = check_every_split(input);
         let data: Vec<&[u8]> = events.iter().map(|e| &e.data[..]).collect();
         assert_eq!(data, [&b"a"[..], &b"b\n c"[..]]);
+    }
+
+    /// A stream whose last blank line ends with a lone CR at the very end (a server ending
+    /// lines with CR alone) keeps its last event: the decoder waits to see whether an LF
+    /// follows, and at the end the blank line dispatched the event that `finish` then dropped.
+    /// Found by the property test against the WHATWG rules.
+    #[test]
+    fn a_final_blank_line_ended_by_a_lone_cr_keeps_its_event() {
+        for input in [&b"data: x\r\r"[..], b"data:\n\r", b"event: e\rdata: y\r\r"] {
+            let events = decode_in_pieces(input, &[]);
+            assert_eq!(events.len(), 1, "{:?}", String::from_utf8_lossy(input));
+        }
     }
 
     /// A long line that arrives in small reads is searched for its end once, not again from
