@@ -5,7 +5,9 @@
 //! The gateway sends one kind of request — a `POST` with a `Content-Length` body, its head
 //! mostly fixed per provider and path — and reads answers framed by `Content-Length`, chunked
 //! transfer coding or the connection's close. That is all this client does: the request is
-//! written in one piece, the answer's head is parsed with `httparse`, and its body is decoded
+//! written while the connection is read (an upstream may answer before taking all of it), the
+//! answer's head is parsed with `httparse` and held to RFC 9112's CRLF and length rules (a
+//! property test compares the framing with hyper's client on the same bytes), its body is decoded
 //! from the connection's read buffer by whoever polls the body — the client's connection task —
 //! so the upstream's bytes are read, decoded and forwarded in one place, and the pieces of body
 //! that arrived together leave together. TLS upstreams (and HTTP/2) keep hyper-util's pooled
@@ -120,6 +122,7 @@ impl Conn {
                     Poll::Ready(Err(e)) => s.failed = Some(e),
                     Poll::Pending => {}
                 }
+                // Nothing of the request went out: it may go on another connection.
                 if s.written == 0
                     && let Some(e) = s.failed.take()
                 {
