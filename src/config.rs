@@ -295,6 +295,8 @@ pub struct ProviderSpec {
     pub query: Vec<(String, String)>,
     pub stream_usage: StreamUsage,
     pub timeouts: Timeouts,
+    /// What one event of a streamed answer may hold; past it the stream fails in-band.
+    pub max_event_bytes: usize,
     pub known_models: BTreeMap<String, ModelInfo>,
     pub health_check: Option<HealthCheck>,
     /// The command and session pool settings: set for (and only for) the `cli` dialect.
@@ -946,6 +948,12 @@ fn build_provider(
             return Err(err(field, "must be greater than 0".into()));
         }
     }
+    // (Below 1 KiB even ordinary chunks would be refused.)
+    let max_event_bytes = match raw.max_event_bytes {
+        None => crate::stream::sse::DEFAULT_MAX_EVENT_BYTES,
+        Some(n) if n < 1024 => return Err(err("max_event_bytes", "must be at least 1024".into())),
+        Some(n) => usize::try_from(n).map_err(|_| err("max_event_bytes", "too large".into()))?,
+    };
     let health_check = match &raw.health_check {
         None => None,
         Some(h) => {
@@ -972,6 +980,7 @@ fn build_provider(
         query: query.into_iter().collect(),
         stream_usage,
         timeouts,
+        max_event_bytes,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
         cli,
     })

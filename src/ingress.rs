@@ -661,7 +661,8 @@ async fn attempt(
     if ctx.stream {
         let rewriter = exchange.rewriter(&ctx.client_model);
         let mut relay =
-            Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started);
+            Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started)
+                .max_event_bytes(provider.max_event_bytes);
         let first_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
         let first = tokio::time::timeout_at(first_by, relay.next_frame()).await.map_err(|_| {
             GatewayError::UpstreamTimeout {

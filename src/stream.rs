@@ -139,6 +139,13 @@ impl Relay {
         }
     }
 
+    /// Bounds what one upstream event may hold (`SseDecoder::with_max_event_bytes`); set before
+    /// the first frame is read.
+    pub fn max_event_bytes(mut self, max: usize) -> Self {
+        self.decoder = SseDecoder::with_max_event_bytes(max);
+        self
+    }
+
     /// Installs a tap for the frames handed out from now on.
     pub fn set_tap(&mut self, tap: FrameTap) {
         self.tap = Some(tap);
@@ -485,6 +492,43 @@ mod tests {
         let end = relay(vec![content], true, None, Box::new(OpenAiChunks::new("m", true))).await;
         assert!(end.usage.is_none() && !end.usage_partial);
         assert_eq!(text(&end), "Hi");
+    }
+
+    /// An upstream event past the provider's bound ends the stream with an in-band error that
+    /// names the bound, after the frames that went out before it.
+    #[tokio::test]
+    async fn an_event_past_the_bound_ends_the_stream_with_an_error_naming_it() {
+        let chunk = |text: &str| {
+            format!(
+                "data: {{\"id\":\"c\",\"model\":\"up\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+            )
+        };
+        let upstream = [chunk("Hi"), chunk(&"x".repeat(2048))].map(|c| Ok(Bytes::from(c)));
+        let body: BodyStream = Box::pin(futures_util::stream::iter(upstream));
+        let far = Instant::now() + Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        let mut relay = Relay::new(
+            body,
+            Box::new(OpenAiChunks::new("m", false)),
+            "d".into(),
+            Duration::from_secs(60),
+            far,
+            started,
+        )
+        .max_event_bytes(1024);
+        let first = relay.next_frame().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("Hi"));
+        let ended = Arc::new(Mutex::new(None));
+        let slot = ended.clone();
+        let frames: Vec<Bytes> = relay
+            .into_body(first, Box::new(move |end| *slot.lock().unwrap() = Some(end)))
+            .map(|frame| frame.unwrap())
+            .collect()
+            .await;
+        let last = String::from_utf8_lossy(frames.last().unwrap()).into_owned();
+        assert!(last.contains("exceeded 1024 bytes") && last.contains("max_event_bytes"), "{last}");
+        assert!(last.ends_with("data: [DONE]\n\n"), "{last}");
+        assert_eq!(ended.lock().unwrap().take().expect("one report").error, Some("upstream_protocol"));
     }
 
     /// The idle gap is timed from the last chunk, not from the start: chunks that come 100 ms

@@ -610,6 +610,9 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

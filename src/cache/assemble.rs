@@ -115,7 +115,16 @@ impl Assembler {
             return;
         }
         self.decoder.push(frame);
-        while let Ok(Some(event)) = self.decoder.next_event() {
+        loop {
+            let event = match self.decoder.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                // An event past the decoder's bound is skipped: the answer would lack it.
+                Err(_) => {
+                    self.spoiled = true;
+                    break;
+                }
+            };
             if event.data.trim_ascii() == b"[DONE]" {
                 continue;
             }
@@ -251,6 +260,22 @@ mod tests {
             assert!(call["function"]["name"].as_str().is_some_and(|n| !n.is_empty()));
             serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).expect("whole arguments");
         }
+    }
+
+    /// A frame holding an event larger than the decoder reads whole (a provider may allow
+    /// more than its default) spoils the answer rather than leaving a hole in it.
+    #[test]
+    fn an_event_too_large_to_read_is_not_left_out_of_a_stored_answer() {
+        let chunk = |content: &str, finish: &str| {
+            format!(
+                "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":{finish}}}]}}\n\n"
+            )
+        };
+        let mut a = Assembler::new(64 << 20);
+        a.frame(chunk("a", "null").as_bytes());
+        a.frame(chunk(&"x".repeat(crate::stream::sse::DEFAULT_MAX_EVENT_BYTES), "null").as_bytes());
+        a.frame(chunk("b", "\"stop\"").as_bytes());
+        assert!(a.finish(None).is_none());
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub struct RawProvider {
     pub stream_usage: Option<String>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// What one event of a streamed answer may hold (its data, its name, the line being read).
+    pub max_event_bytes: Option<u64>,
     pub health_check: Option<RawHealthCheck>,
 
     // dialect `cli` only: a pool of command-line model client sessions.

@@ -440,3 +440,14 @@ fn cli_sessions_are_partitioned_and_get_only_what_the_config_passes() {
         assert!(!is_secret_env(name), "{name}");
     }
 }
+
+#[test]
+fn the_stream_event_bound_is_per_provider() {
+    let config = Config::from_yaml(BASE, &env(&[("VLLM_KEY", "k")])).unwrap();
+    assert_eq!(config.providers["local-vllm"].max_event_bytes, crate::stream::sse::DEFAULT_MAX_EVENT_BYTES);
+    let set = BASE.replace("api_key_env: VLLM_KEY }", "api_key_env: VLLM_KEY, max_event_bytes: 65536 }");
+    let config = Config::from_yaml(&set, &env(&[("VLLM_KEY", "k")])).unwrap();
+    assert_eq!(config.providers["local-vllm"].max_event_bytes, 65536);
+    let e = error_of(&BASE.replace("api_key_env: VLLM_KEY }", "api_key_env: VLLM_KEY, max_event_bytes: 10 }"));
+    assert_eq!(e, "providers.local-vllm.max_event_bytes: must be at least 1024");
+}

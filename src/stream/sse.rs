@@ -13,27 +13,55 @@ pub struct SseEvent {
     pub data: Bytes,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
     buf: BytesMut,
+    /// `buf[..scanned]` holds no line end: the search for one goes on from there, so a long
+    /// line arriving in many reads is searched once.
+    scanned: usize,
     /// The event's first `data:` line, not copied (most events have one).
     first: Option<Bytes>,
     /// The event's data once a second `data:` line came: the lines joined.
     data: Vec<u8>,
     event: Option<String>,
     started: bool,
+    /// What one event may hold: its data, its name and the line being read.
+    max_event_bytes: usize,
 }
 
-/// Bounds one event so a misbehaving upstream cannot make us buffer without end.
-pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// What one event may hold unless configured (the provider's `max_event_bytes`): far more than
+/// any answer's event needs (a chunk is a few hundred bytes; a whole answer in one event a few
+/// hundred KiB), and little enough that a misbehaving upstream cannot make us buffer much.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("an SSE event exceeded {MAX_EVENT_BYTES} bytes")]
-pub struct EventTooLarge;
+#[error("a stream event exceeded {limit} bytes (the provider's max_event_bytes)")]
+pub struct EventTooLarge {
+    pub limit: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_max_event_bytes(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
 
 impl SseDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder whose events may hold `max_event_bytes` at most.
+    pub fn with_max_event_bytes(max_event_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            first: None,
+            data: Vec::new(),
+            event: None,
+            started: false,
+            max_event_bytes,
+        }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -54,24 +82,31 @@ impl SseDecoder {
                 }
                 self.started = true;
             }
-            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.buf) else {
-                if self.buf.len() + self.data_len() > MAX_EVENT_BYTES {
-                    return Err(EventTooLarge);
+            let Some(at) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) else {
+                self.scanned = self.buf.len();
+                // All of `buf` is the line being read.
+                if self.buf.len() + self.held() > self.max_event_bytes {
+                    return Err(self.too_large());
                 }
                 return Ok(None);
             };
+            let end = self.scanned + at;
             let terminator = if self.buf[end] == b'\r' {
                 match self.buf.get(end + 1) {
                     Some(b'\n') => 2,
                     Some(_) => 1,
                     // A lone `\r` at the end of what we have: a `\n` may follow in the next read.
-                    None => return Ok(None),
+                    None => {
+                        self.scanned = end;
+                        return Ok(None);
+                    }
                 }
             } else {
                 1
             };
             let line = self.buf.split_to(end).freeze();
             self.buf.advance(terminator);
+            self.scanned = 0;
             if let Some(event) = self.take_line(line)? {
                 return Ok(Some(event));
             }
@@ -88,7 +123,10 @@ impl SseDecoder {
             if line.last() == Some(&b'\r') {
                 line.truncate(line.len() - 1);
             }
-            self.take_line(line)?;
+            // (A blank last line dispatches the event itself.)
+            if let Some(event) = self.take_line(line)? {
+                return Ok(Some(event));
+            }
         }
         Ok(self.dispatch())
     }
@@ -107,31 +145,33 @@ impl SseDecoder {
             }
             None => (&line[..], Bytes::new()),
         };
+        if matches!(field, b"data" | b"event") && self.held() + value.len() > self.max_event_bytes {
+            return Err(self.too_large());
+        }
         match field {
-            b"data" => {
-                if self.data_len() + value.len() > MAX_EVENT_BYTES {
-                    return Err(EventTooLarge);
-                }
-                match self.first.take() {
-                    None if self.data.is_empty() => self.first = Some(value),
-                    first => {
-                        if let Some(first) = first {
-                            self.data.extend_from_slice(&first);
-                        }
-                        self.data.push(b'\n');
-                        self.data.extend_from_slice(&value);
+            b"data" => match self.first.take() {
+                None if self.data.is_empty() => self.first = Some(value),
+                first => {
+                    if let Some(first) = first {
+                        self.data.extend_from_slice(&first);
                     }
+                    self.data.push(b'\n');
+                    self.data.extend_from_slice(&value);
                 }
-            }
+            },
             b"event" => self.event = Some(String::from_utf8_lossy(&value).into_owned()),
             _ => {}
         }
         Ok(None)
     }
 
-    /// Bytes of data held for the event being read.
-    fn data_len(&self) -> usize {
-        self.first.as_ref().map_or(self.data.len(), Bytes::len)
+    /// Bytes held for the event being read: its data and its name.
+    fn held(&self) -> usize {
+        self.first.as_ref().map_or(self.data.len(), Bytes::len) + self.event.as_ref().map_or(0, String::len)
+    }
+
+    fn too_large(&self) -> EventTooLarge {
+        EventTooLarge { limit: self.max_event_bytes }
     }
 
     fn dispatch(&mut self) -> Option<SseEvent> {
@@ -144,6 +184,9 @@ impl SseDecoder {
         Some(SseEvent { event, data })
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -222,12 +265,69 @@ mod tests {
         assert_eq!(data, [&b"a"[..], &b"b\n c"[..]]);
     }
 
+    /// A stream whose last blank line ends with a lone CR at the very end (a server ending
+    /// lines with CR alone) keeps its last event: the decoder waits to see whether an LF
+    /// follows, and at the end the blank line dispatched the event that `finish` then dropped.
+    /// Found by the property test against the WHATWG rules.
+    #[test]
+    fn a_final_blank_line_ended_by_a_lone_cr_keeps_its_event() {
+        for input in [&b"data: x\r\r"[..], b"data:\n\r", b"event: e\rdata: y\r\r"] {
+            let events = decode_in_pieces(input, &[]);
+            assert_eq!(events.len(), 1, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    /// A long line that arrives in small reads is searched for its end once, not again from
+    /// its start at every read (which made a 3 MiB line in 16-byte reads cost ~300 GB of
+    /// scanning).
+    #[test]
+    fn a_long_line_in_small_reads_is_scanned_once() {
+        let mut decoder = SseDecoder::new();
+        decoder.push(b"data: ");
+        let piece = [b'x'; 16];
+        let started = std::time::Instant::now();
+        for read in 0..(3 << 20) / piece.len() {
+            decoder.push(&piece);
+            assert_eq!(decoder.next_event(), Ok(None));
+            // (Checked as it goes: the quadratic decoder fails in two seconds, not minutes.)
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "still scanning at read {read}");
+        }
+        decoder.push(b"\n\n");
+        assert_eq!(decoder.next_event().unwrap().map(|e| e.data.len()), Some(3 << 20));
+    }
+
+    /// What one event holds — its data, its name, the line being read — is bounded by a few
+    /// MiB by default, whichever of them holds it.
+    #[test]
+    fn an_event_past_the_bound_is_an_error_whatever_holds_it() {
+        let five = vec![b'x'; 5 << 20];
+        let three = vec![b'x'; 3 << 20];
+        let line = |field: &str, value: &[u8]| [field.as_bytes(), b": ", value, b"\n"].concat();
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("one data line, incomplete", [b"data: ", &five[..]].concat()),
+            ("many data lines", (0..5).flat_map(|_| line("data", &five[..1 << 20])).collect()),
+            ("the event's name", [line("event", &five), line("data", b"x")].concat()),
+            ("data and the line being read", [line("data", &three), b"data: ".to_vec(), three.clone()].concat()),
+        ];
+        for (what, input) in cases {
+            let mut decoder = SseDecoder::new();
+            decoder.push(&input);
+            assert!(decoder.next_event().is_err(), "{what}: taken");
+        }
+    }
+
     #[test]
     fn oversized_event_is_an_error_not_unbounded_buffering() {
         let mut decoder = SseDecoder::new();
         decoder.push(b"data: ");
-        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        let big = vec![b'x'; DEFAULT_MAX_EVENT_BYTES + 1];
         decoder.push(&big);
-        assert_eq!(decoder.next_event(), Err(EventTooLarge));
+        assert_eq!(decoder.next_event(), Err(EventTooLarge { limit: DEFAULT_MAX_EVENT_BYTES }));
+        // Configured: the bound is the one given, and the error names it.
+        let mut decoder = SseDecoder::with_max_event_bytes(4);
+        decoder.push(b"event: e\ndata: 123\n\nevent: e\ndata: 1234\n");
+        assert_eq!(decoder.next_event().unwrap().map(|e| e.data), Some(Bytes::from_static(b"123")));
+        let error = decoder.next_event().unwrap_err();
+        assert!(error.to_string().contains("4 bytes"), "{error}");
     }
 }

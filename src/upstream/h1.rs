@@ -5,7 +5,9 @@
 //! The gateway sends one kind of request — a `POST` with a `Content-Length` body, its head
 //! mostly fixed per provider and path — and reads answers framed by `Content-Length`, chunked
 //! transfer coding or the connection's close. That is all this client does: the request is
-//! written in one piece, the answer's head is parsed with `httparse`, and its body is decoded
+//! written while the connection is read (an upstream may answer before taking all of it), the
+//! answer's head is parsed with `httparse` and held to RFC 9112's CRLF and length rules (a
+//! property test compares the framing with hyper's client on the same bytes), its body is decoded
 //! from the connection's read buffer by whoever polls the body — the client's connection task —
 //! so the upstream's bytes are read, decoded and forwarded in one place, and the pieces of body
 //! that arrived together leave together. TLS upstreams (and HTTP/2) keep hyper-util's pooled
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per provider and thread at most.
@@ -48,20 +50,21 @@ pub enum Error {
     Invalid(&'static str),
 }
 
-impl Error {
-    /// The connection was closed or reset under the request: on a reused connection with
-    /// nothing of an answer read, the server had closed it meanwhile, and a new connection may
-    /// succeed.
-    fn connection_lost(&self) -> bool {
-        match self {
-            Error::Closed => true,
-            Error::Io(e) => matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-            ),
-            Error::Invalid(_) => false,
-        }
-    }
+/// Why an exchange failed, and whether the upstream can have seen the request.
+struct Failed {
+    error: Error,
+    /// No byte of the request was written: the upstream cannot have acted on it.
+    unsent: bool,
+}
+
+/// Where an exchange is: how much of the request went out, and what came back meanwhile.
+#[derive(Default)]
+struct Sending {
+    written: usize,
+    /// Writing failed: an answer already on its way may still be read.
+    failed: Option<io::Error>,
+    /// A success that came before the whole request was written: it is returned once it is.
+    early: Option<Head>,
 }
 
 /// Why a request got no answer.
@@ -83,10 +86,6 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    async fn read(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read(cx)).await
-    }
-
     /// Whether an idle connection can take a request: the server has neither closed it nor
     /// sent anything unasked (costs a system call only when the socket became readable).
     fn usable(&mut self) -> bool {
@@ -103,19 +102,82 @@ impl Conn {
         }
     }
 
-    /// Writes the request and reads the answer's status line and headers.
-    async fn exchange(&mut self, request: &[u8]) -> Result<Head, Error> {
-        self.io.write_all(request).await.map_err(Error::Io)?;
+    /// Writes the request and reads the answer's status line and headers. The connection is
+    /// read while the request is written: an upstream may answer before it has taken the whole
+    /// request (a `413`, an authentication failure) and read no more of it (RFC 9112 §9.5).
+    async fn exchange(&mut self, request: &[u8]) -> Result<Head, Failed> {
+        let mut sending = Sending::default();
+        std::future::poll_fn(|cx| self.poll_exchange(cx, request, &mut sending)).await
+    }
+
+    fn poll_exchange(&mut self, cx: &mut Context<'_>, request: &[u8], s: &mut Sending) -> Poll<Result<Head, Failed>> {
         loop {
-            if let Some(head) = parse_head(&mut self.buf)? {
-                // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
-                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
-                    continue;
+            if s.written < request.len() && s.failed.is_none() {
+                match Pin::new(&mut self.io).poll_write(cx, &request[s.written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        s.written += n;
+                        continue;
+                    }
+                    Poll::Ready(Ok(_)) => s.failed = Some(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Err(e)) => s.failed = Some(e),
+                    Poll::Pending => {}
                 }
-                return Ok(head);
+                // Nothing of the request went out: it may go on another connection.
+                if s.written == 0
+                    && let Some(e) = s.failed.take()
+                {
+                    return Poll::Ready(Err(Failed { error: Error::Io(e), unsent: true }));
+                }
             }
-            if self.read().await.map_err(Error::Io)? == 0 {
-                return Err(Error::Closed);
+            let sent = s.written == request.len();
+            if let Some(mut head) = s.early.take() {
+                if sent {
+                    return Poll::Ready(Ok(head));
+                }
+                if s.failed.is_some() {
+                    head.keep_alive = false;
+                    return Poll::Ready(Ok(head));
+                }
+                s.early = Some(head);
+            }
+            // While an early success waits for the request's end, its body is read ahead only
+            // so far.
+            if s.early.is_some() && self.buf.len() >= MAX_HEAD {
+                return Poll::Pending;
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if let Some(mut head) = s.early.take() {
+                        // (Its framing tells whether the body came whole.)
+                        head.keep_alive = false;
+                        return Poll::Ready(Ok(head));
+                    }
+                    let error = s.failed.take().map_or(Error::Closed, Error::Io);
+                    return Poll::Ready(Err(Failed { error, unsent: s.written == 0 }));
+                }
+                Poll::Ready(Ok(_)) if s.early.is_some() => {}
+                Poll::Ready(Ok(_)) => {
+                    let failed = |error| Failed { error, unsent: false };
+                    while let Some(mut head) = parse_head(&mut self.buf).map_err(failed)? {
+                        // Interim answers (`100 Continue`, `103 Early Hints`) precede the real one.
+                        if head.status.is_informational() {
+                            continue;
+                        }
+                        if sent {
+                            return Poll::Ready(Ok(head));
+                        }
+                        if !head.status.is_success() || s.failed.is_some() {
+                            // Refused before the whole request was taken: the rest is not sent,
+                            // and the connection, which carried part of a request, is not reused.
+                            head.keep_alive = false;
+                            return Poll::Ready(Ok(head));
+                        }
+                        s.early = Some(head);
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed { error: Error::Io(e), unsent: s.written == 0 })),
             }
         }
     }
@@ -150,10 +212,24 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         };
     let status =
         response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or(Error::Invalid("bad status code"))?;
-    let mut keep_alive = response.version == Some(1);
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Only the answer to a request that asks for an upgrade, which the gateway never does;
+        // the connection speaks another protocol after it, so it is neither read on nor reused.
+        return Err(Error::Invalid("101 Switching Protocols to a request without Upgrade"));
+    }
+    // RFC 9112 ends every line with CRLF. httparse also takes a bare LF (which §2.2 allows a
+    // recipient): refused here, since a bare LF that one parser takes for a line end and
+    // another for data is how answers are split.
+    if memchr::memchr_iter(b'\n', &buf[..length]).any(|at| at == 0 || buf[at - 1] != b'\r') {
+        return Err(Error::Invalid("bare LF in the response head"));
+    }
+    let http11 = response.version == Some(1);
+    let mut keep_alive = http11;
     let mut chunked = false;
     let mut transfer_coded = false;
-    let mut content_length: Option<u64> = None;
+    // `Err` once a value is not a length, or not the same length as another: an error only
+    // when the length frames the body (a transfer coding overrides it).
+    let mut content_length: Result<Option<u64>, ()> = Ok(None);
     // The headers of a success are not kept: the gateway frames its own answer and reads
     // nothing from them (from an error it reads `Retry-After`).
     let keep = !status.is_success();
@@ -162,17 +238,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_coded = true;
-            // Chunked only when it is the last coding applied.
-            chunked = last_token(header.value).eq_ignore_ascii_case(b"chunked");
+            // Chunked only when it is the last coding applied (of the last such header).
+            chunked = visible(header.value) && last_token(header.value).eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(Error::Invalid("bad content-length"))?;
-            if content_length.is_some_and(|seen| seen != length) {
-                return Err(Error::Invalid("conflicting content-length headers"));
-            }
-            content_length = Some(length);
+            content_length = content_length.and_then(|seen| same_length(seen, header.value));
         } else if name.eq_ignore_ascii_case(b"connection") && has_token(header.value, b"close") {
             keep_alive = false;
         }
@@ -185,21 +254,55 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
+    } else if transfer_coded && !http11 {
+        // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 §6.1).
+        return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
     } else if chunked {
         Framing::Chunked(Chunk::Size)
     } else if transfer_coded {
         // Another transfer coding last: the body ends with the connection.
         Framing::ToEnd
-    } else if let Some(length) = content_length {
-        Framing::Length(length)
     } else {
-        Framing::ToEnd
+        match content_length {
+            Ok(Some(length)) => Framing::Length(length),
+            Ok(None) => Framing::ToEnd,
+            Err(()) => return Err(Error::Invalid("bad content-length")),
+        }
     };
+    if transfer_coded && !matches!(content_length, Ok(None)) {
+        // Both framings: the coding wins, but the message may be an attempt to split answers
+        // (RFC 9112 §6.3): the connection is not trusted with another request.
+        keep_alive = false;
+    }
     if matches!(framing, Framing::ToEnd) {
         keep_alive = false;
     }
     buf.advance(length);
     Ok(Some(Head { status, headers, framing, keep_alive }))
+}
+
+/// `Content-Length` values seen so far (`seen`) and one more header's: RFC 9110 wants
+/// `1*DIGIT` (no sign, no space inside); a list of identical values, or the same value
+/// repeated, is one length (§8.6); different ones are an error.
+fn same_length(seen: Option<u64>, value: &[u8]) -> Result<Option<u64>, ()> {
+    let mut length = seen;
+    for item in value.split(|&b| b == b',') {
+        let digits = item.trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0'))).ok_or(())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
+/// Whether a header value is visible ASCII, spaces and tabs (what a coding name can be).
+fn visible(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The last comma-separated token of a header value, trimmed.
@@ -312,6 +415,8 @@ impl Framing {
                     let Some(line) = take_line(buf)? else { return Ok(false) };
                     if line.is_empty() {
                         *self = Framing::Length(0);
+                    } else if !trailer_ok(&line) {
+                        return Err(Error::Invalid("bad trailer field"));
                     }
                 }
             }
@@ -327,29 +432,43 @@ impl Framing {
     }
 }
 
-/// Takes one line (without its `\r\n` or `\n`) from the front of `buf`; `None` while incomplete.
+/// Takes one line (without its CRLF) from the front of `buf`; `None` while incomplete. A line
+/// ends with CRLF only (RFC 9112 §7.1): a bare LF is an error.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
     let Some(end) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_LINE { Err(Error::Invalid("chunk line too long")) } else { Ok(None) };
     };
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end);
-    if line.last() == Some(&b'\r') {
-        line.truncate(end - 1);
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(Error::Invalid("bare LF in chunked framing"));
     }
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end - 1);
     Ok(Some(line))
 }
 
-/// The size in a chunk-size line (hex digits, then optional `;extensions`).
+/// The size in a chunk-size line: hex digits, optional spaces or tabs, then optional
+/// `;extensions` (ignored, but without a CR: a line has none but its end).
 fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     let bad = Error::Invalid("bad chunk size");
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+    let spaces = line[digits..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let rest = &line[digits + spaces..];
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') || memchr::memchr(b'\r', rest).is_some() {
         return Err(bad);
     }
-    // (Hex digits are ASCII: the text is UTF-8.)
-    std::str::from_utf8(&line[..digits]).ok().and_then(|text| u64::from_str_radix(text, 16).ok()).ok_or(bad)
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |size, &d| size.checked_mul(16)?.checked_add(u64::from((d as char).to_digit(16)?)))
+        .ok_or(bad)
+}
+
+/// A trailer line (RFC 9112 §7.1.2): a field line, `name:value`, the name a token.
+fn trailer_ok(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else { return false };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 /// Idle lists per pool: a connection goes back to the list of the thread that used it.
@@ -404,7 +523,9 @@ impl Pool {
 
     /// Sends `request` (a whole HTTP/1.1 request: head and body) on an idle connection or a new
     /// one to `addr`, and waits for the answer's status line and headers. A reused connection
-    /// that the server closed meanwhile is retried once on a new one.
+    /// that took no byte of the request (the server had closed it meanwhile) is replaced by a
+    /// new one; once any byte went out, the server may have acted on the request, and a `POST`
+    /// is not sent again (RFC 9112 §9.3.1).
     pub async fn send(
         self: &Arc<Self>,
         addr: &str,
@@ -432,9 +553,8 @@ impl Pool {
                     };
                     return Ok(Answer { status: head.status, headers: head.headers, body });
                 }
-                // (Not after part of an answer: that is the upstream's failure.)
-                Err(e) if reused && e.connection_lost() && conn.buf.is_empty() => reused = false,
-                Err(e) => return Err(SendError::Http(e)),
+                Err(failed) if reused && failed.unsent => reused = false,
+                Err(failed) => return Err(SendError::Http(failed.error)),
             }
         }
     }
@@ -524,10 +644,13 @@ impl Stream for H1Body {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn decode_all(framing: Framing, wire: &[u8], split: usize) -> Result<(Vec<u8>, bool), Error> {
         let mut framing = framing;
@@ -663,21 +786,159 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
-    /// A reused connection the server closes on reading the request (its keep-alive ran out
-    /// meanwhile): the request goes out again on a new connection instead of failing.
+    /// A reused connection the server closes after reading the request: the server may have
+    /// acted on it (a POST is not idempotent: a generation is paid for), so it is not sent
+    /// again (RFC 9112 §9.3.1) — the failure is the upstream's.
     #[tokio::test]
-    async fn a_request_the_server_closed_on_unanswered_is_sent_again() {
+    async fn a_request_the_upstream_closed_on_after_reading_it_is_not_sent_again() {
         let (addr, accepted) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi", b""]).await;
         let pool = Arc::new(Pool::default());
-        for _ in 0..2 {
-            let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
-            assert_eq!(body_of(answer).await.unwrap(), b"hi");
-        }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
-        // On a new connection, the same close is the upstream's failure.
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"hi");
+        let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
+        assert!(matches!(result, Err(SendError::Http(Error::Closed))), "the request was sent again");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // On a new connection, the same close is the upstream's failure too.
         let (addr, _) = server(vec![b""]).await;
         let result = pool.send(&addr, Duration::from_secs(5), REQUEST).await;
         assert!(matches!(result, Err(SendError::Http(Error::Closed))));
+    }
+
+    /// A reused connection that takes no byte of the request (the write fails at once): nothing
+    /// reached the upstream, and the request goes out on a new connection.
+    #[tokio::test]
+    async fn a_reused_connection_that_takes_no_byte_is_replaced() {
+        // A connection whose own sending side is shut: the first write fails, nothing sent. Its
+        // server holds it open (so the pool keeps it).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let held = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut dead = connect(&held.to_string(), Duration::from_secs(5)).await.unwrap();
+        dead.io.shutdown().await.unwrap();
+        let pool = Arc::new(Pool::default());
+        pool.checkin(dead);
+        let (addr, accepted) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"]).await;
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        assert_eq!(body_of(answer).await.unwrap(), b"hi");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// `101 Switching Protocols` answers a request that asked for no upgrade: the connection
+    /// speaks something else from then on, so the answer is refused and the connection never
+    /// goes back to the pool.
+    #[tokio::test]
+    async fn a_101_answer_is_refused_and_its_connection_not_pooled() {
+        let (addr, accepted) = server(vec![
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi",
+        ])
+        .await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..2 {
+            match pool.send(&addr, Duration::from_secs(5), REQUEST).await {
+                Err(SendError::Http(Error::Invalid(_))) => {}
+                Ok(answer) => panic!("a {} answer was taken", answer.status),
+                Err(_) => panic!("not refused as invalid"),
+            }
+        }
+        // Each request on a connection of its own: the first was not pooled.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A signed or malformed `Content-Length` is refused: RFC 9110 wants `1*DIGIT`, and a
+    /// recipient that is lenient where another is strict frames the bytes differently (the
+    /// ground of response splitting).
+    #[test]
+    fn a_signed_content_length_is_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(&mut BytesMut::from(bad)), Err(Error::Invalid(_))), "{bad:?} was taken");
+        }
+        // Identical values, listed or repeated, are one length (RFC 9110 §8.6).
+        let h = parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n"));
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Length(5));
+    }
+
+    /// Bare LF line ends are refused, in the head and in chunked framing: RFC 9112 wants CRLF,
+    /// and a bare LF that one recipient takes for a line end and another for data is how
+    /// responses are split.
+    #[test]
+    fn bare_lf_line_ends_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\n",
+        ] {
+            assert!(matches!(parse_head(&mut BytesMut::from(bad)), Err(Error::Invalid(_))), "{bad:?} was taken");
+        }
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx-t: 1\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(Framing::Chunked(Chunk::Size), bad, 0), Err(Error::Invalid(_))),
+                "{:?} was taken",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// An upstream that answers before it has read the whole request (a `413` for a body too
+    /// large, an auth failure) is heard: its answer is returned instead of a write error, the
+    /// rest of the request is not sent, and the connection is not reused.
+    #[tokio::test]
+    async fn an_answer_before_the_request_was_written_is_returned() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let first = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    // Reads a little of the request, answers, and reads nothing more: holding
+                    // the connection for a while (the first), or closing it at once, which
+                    // resets it under the request being written (the second).
+                    let mut head = vec![0u8; 1024];
+                    let _ = socket.read(&mut head).await;
+                    let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+                    socket.write_all(answer).await.unwrap();
+                    if first {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                });
+            }
+        });
+        // Far more than the sockets' buffers hold: the write cannot finish before the server reads.
+        let mut request = b"POST /v1/x HTTP/1.1\r\nhost: t\r\ncontent-length: 33554432\r\n\r\n".to_vec();
+        request.resize(request.len() + 32 * 1024 * 1024, b'x');
+        let pool = Arc::new(Pool::default());
+        for _ in 0..2 {
+            let started = Instant::now();
+            let answer = match pool.send(&addr, Duration::from_secs(5), &request).await {
+                Ok(answer) => answer,
+                Err(SendError::Http(e)) => panic!("the early answer was lost: {e}"),
+                Err(SendError::Connect(e)) => panic!("{e}"),
+            };
+            assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(body_of(answer).await.unwrap(), b"too big!");
+            assert!(started.elapsed() < Duration::from_millis(400), "waited for the server to close");
+        }
+        // The server did not take the whole request: its connection is not reused.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
