@@ -501,6 +501,11 @@ impl Pipeline {
                     }
                     return;
                 }
+                // A closed queue no longer makes `take` wait: without this the thread would
+                // spin until `give_up` while the outbox stays full.
+                if blocked {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }

@@ -350,7 +350,24 @@ impl Reader {
                 Some((seg, file)) if *seg == segment => file,
                 _ => match File::open(segment_path(&self.dir, segment)) {
                     Ok(file) => &mut self.file.insert((segment, file)).1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && segment >= written.segment => {
+                        // The active segment is gone, which this process never does (another
+                        // process deleted it): what it held is lost. Skip to the end of what is
+                        // written; looking for it again would spin on the sender's event loop.
+                        self.read = written;
+                        self.file = None;
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "the active outbox segment {} vanished (deleted by another process?); \
+                                 the events it held up to offset {} are lost",
+                                segment_path(&self.dir, segment).display(),
+                                written.offset
+                            ),
+                        ));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // A finished segment: `next_segment` moves past it (always forward).
                         self.next_segment(written);
                         continue;
                     }
@@ -521,6 +538,29 @@ mod tests {
         reader.read_more(&mut batch, 10, 1 << 20).unwrap();
         assert_eq!(ids(&batch), ["e1", "e2"]);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The active segment deleted under the reader (as a second process on the directory did)
+    /// must not send it round the same `NotFound` for ever on the sender's event loop.
+    #[test]
+    fn the_reader_does_not_spin_when_the_active_segment_vanishes() {
+        let dir = temp_dir("vanish");
+        let (mut writer, mut reader, _) = open(&dir, 1 << 20, Fsync::Never, Arc::new(Shared::default())).unwrap();
+        writer.append(&[line(1), line(2)].concat()).unwrap();
+        let active = *segments(&dir).unwrap().last().unwrap();
+        fs::remove_file(segment_path(&dir, active)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut batch = Batch::default();
+            let result = reader.read_more(&mut batch, 10, 1 << 20).map(|n| (n, reader.read));
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        });
+        let result = rx.recv_timeout(Duration::from_secs(5));
+        assert!(result.is_ok(), "read_more did not return within 5s: it spins on the vanished segment");
+        let error = result.unwrap().expect_err("the loss is reported");
+        assert!(error.contains("vanished"), "{error}");
+        drop(writer);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
