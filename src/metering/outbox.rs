@@ -84,6 +84,22 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(found)
 }
 
+/// Makes the entries of `dir` durable — a file created, renamed or removed in it. Syncing a file
+/// covers its data, not the name that reaches it: without this a power cut can take a synced
+/// segment with it.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows has no directory handle to sync; NTFS journals its metadata.
+        let _ = dir;
+        Ok(())
+    }
+}
+
 fn read_cursor(dir: &Path) -> Option<Position> {
     let text = fs::read_to_string(dir.join(CURSOR)).ok()?;
     let mut parts = text.split_whitespace();
@@ -99,20 +115,28 @@ pub fn open(
     shared: Arc<Shared>,
 ) -> io::Result<(Writer, Reader, Recovered)> {
     fs::create_dir_all(dir)?;
+    let durable = fsync != Fsync::Never;
+    if durable && let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
     let mut recovered = Recovered::default();
     let mut present = segments(dir)?;
     let mut cursor = read_cursor(dir).unwrap_or_default();
     // Delivered segments, and empty ones, hold nothing to replay.
+    let mut removed = false;
     present.retain(|&seg| {
         let path = segment_path(dir, seg);
         let empty = fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true);
         if seg < cursor.segment || empty {
-            let _ = fs::remove_file(&path);
+            removed |= fs::remove_file(&path).is_ok();
             false
         } else {
             true
         }
     });
+    if removed && durable {
+        sync_dir(dir)?;
+    }
     if !present.contains(&cursor.segment) {
         cursor = Position { segment: present.first().copied().unwrap_or(0), offset: 0 };
     }
@@ -131,6 +155,9 @@ pub fn open(
     }
     let active = present.last().map(|s| s + 1).unwrap_or(1).max(cursor.segment + 1);
     let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, active))?;
+    if durable {
+        sync_dir(dir)?;
+    }
     shared.bytes.store(bytes, Ordering::Relaxed);
     let position = Position { segment: active, offset: 0 };
     shared.publish(position);
@@ -264,6 +291,11 @@ impl Writer {
         self.sync()?;
         let next = self.position.segment + 1;
         self.file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, next))?;
+        if self.fsync != Fsync::Never {
+            // Before anything is written to it: a synced write must not be reachable only
+            // through a name a power cut can take back.
+            sync_dir(&self.dir)?;
+        }
         self.position = Position { segment: next, offset: 0 };
         Ok(())
     }
@@ -449,14 +481,21 @@ impl Reader {
             }
         }
         fs::rename(&tmp, self.dir.join(CURSOR))?;
+        // The rename is made durable with the cursor's data (`always`); removals whenever
+        // anything is synced, so a delivered segment does not come back after a power cut.
+        let mut sync = self.fsync == Fsync::Always;
         if self.cursor.segment > old {
             for seg in segments(&self.dir)?.into_iter().filter(|&s| s < self.cursor.segment) {
                 let path = segment_path(&self.dir, seg);
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 if fs::remove_file(&path).is_ok() {
                     self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
+                    sync |= self.fsync != Fsync::Never;
                 }
             }
+        }
+        if sync {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
