@@ -18,6 +18,7 @@
 pub mod count;
 pub mod deliver;
 pub mod event;
+pub mod lock;
 pub mod outbox;
 
 use std::collections::{HashMap, VecDeque};
@@ -347,7 +348,8 @@ pub fn start(
     let deployments = Deployments::new(config, &settings);
     let tokenizers = Tokenizers::load(deployments.tokenizer_specs()).map_err(MeteringError::Tokenizer)?;
     let shared = Arc::new(outbox::Shared::default());
-    let dir = settings.outbox_dir.clone();
+    // This replica's own directory inside `outbox_dir`, locked for the life of the process.
+    let dir = settings.replica_dir();
     let (writer, reader, recovered) = outbox::open(&dir, settings.segment_bytes, settings.fsync, shared.clone())
         .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
     metrics.undelivered.set(recovered.undelivered as i64);

@@ -81,7 +81,7 @@ impl Sender {
             // Read what the writer has published so far; then decide whether to send now.
             let before = batch.len();
             if let Err(e) = self.reader.read_more(&mut batch, settings.batch_max_events, settings.batch_max_bytes) {
-                tracing::error!(error = %e, dir = %settings.outbox_dir.display(), "metering: cannot read the outbox");
+                tracing::error!(error = %e, dir = %settings.replica_dir().display(), "metering: cannot read the outbox");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
