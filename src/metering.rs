@@ -15,6 +15,7 @@
 //! OpenMeter on (source, id). When the outbox reaches its disk cap the configured policy applies:
 //! refuse new requests with 503, or drop events with a metric and an error log.
 
+pub mod adopt;
 pub mod count;
 pub mod deliver;
 pub mod event;
@@ -389,16 +390,19 @@ pub fn start(
         full: full.clone(),
         shared,
     };
+    // Backlogs of replicas that are gone, moved into this outbox by the writer thread.
+    let adopter = adopt::Adopter::new(&settings.outbox_dir, &dir, settings.adopt_interval);
     let writer = std::thread::Builder::new()
         .name("metering-outbox".into())
-        .spawn(move || pipeline.run(writer))
+        .spawn(move || pipeline.run(writer, Some(adopter)))
         .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
     let sender = tokio::spawn(sender.run());
     let observer = Arc::new(Metering { settings, queue: queue.clone(), metrics, full });
     Ok((observer, Running { queue, stopping: stopping_tx, writer: Some(writer), sender: Some(sender) }))
 }
 
-/// The writer thread: records → event lines → outbox.
+/// The writer thread: records → event lines → outbox; between them, the backlogs of replicas
+/// that are gone (`adopt`).
 pub struct Pipeline {
     pub settings: Arc<MeteringSettings>,
     pub deployments: Deployments,
@@ -410,7 +414,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn run(self, mut writer: outbox::Writer) {
+    pub fn run(self, mut writer: outbox::Writer, mut adopter: Option<adopt::Adopter>) {
         let mut held: VecDeque<Record> = VecDeque::new();
         let mut lines: Vec<u8> = Vec::with_capacity(256 * 1024);
         let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
@@ -473,6 +477,18 @@ impl Pipeline {
             }
             if let Err(e) = writer.maybe_sync() {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
+            }
+            // Only with room to spare and not while stopping: this replica's own events first.
+            if !closed
+                && !blocked
+                && let Some(adopter) = adopter.as_mut()
+            {
+                let room = self.settings.max_outbox_bytes.saturating_sub(self.shared.bytes.load(Ordering::Relaxed));
+                let moved = adopter.step(&mut writer, room);
+                if moved > 0 {
+                    self.metrics.adopted.add(moved);
+                    self.metrics.undelivered.add(moved as i64);
+                }
             }
             self.metrics.outbox_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
             if blocked && let Err(e) = writer.seal() {

@@ -233,6 +233,8 @@ pub struct MeteringMetrics {
     pub rejected_requests: Counter,
     /// Events whose tokens were counted locally (no usage from the upstream).
     pub estimated: Counter,
+    /// Events moved into this replica's outbox from that of a replica that is gone.
+    pub adopted: Counter,
     /// Records waiting in memory for the outbox writer.
     pub queue_depth: Gauge,
     pub outbox_bytes: Gauge,
@@ -246,7 +248,7 @@ pub struct MeteringMetrics {
 
 impl MeteringMetrics {
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 8] = [
             ("records_queued_total", "Finished requests handed to metering.", &self.queued),
             ("events_persisted_total", "Usage events written to the on-disk outbox.", &self.persisted),
             ("events_sent_total", "Usage events accepted by OpenMeter.", &self.sent),
@@ -257,6 +259,11 @@ impl MeteringMetrics {
                 &self.dead_lettered,
             ),
             ("events_estimated_total", "Usage events whose tokens were counted locally.", &self.estimated),
+            (
+                "events_adopted_total",
+                "Usage events taken over from the outbox directory of a replica that is gone.",
+                &self.adopted,
+            ),
             (
                 "rejected_requests_total",
                 "Requests refused with 503 because the metering outbox was full.",

@@ -103,6 +103,93 @@ def test_replicas_sharing_one_volume_each_own_a_directory_and_lose_nothing(upstr
         om.stop()
 
 
+def test_the_backlog_of_a_sigkilled_replica_is_delivered_once_by_another(upstream: MockOpenAI, tmp_path: Path) -> None:
+    """OpenMeter is down; replica A is SIGKILLed with 600 events on disk. A new pod (another
+    name, as a Deployment's replacement pod has) adopts A's directory when it starts; B's own
+    backlog stays B's. When OpenMeter is back every event arrives exactly once."""
+    om = down_openmeter()
+    root = tmp_path / "outbox"
+    a = replica(upstream, om, tmp_path, "gw-a", root).start()
+    b = replica(upstream, om, tmp_path, "gw-b", root).start()
+    c = replica(upstream, om, tmp_path, "gw-c", root)
+    try:
+        rids_a = load(a, 300)
+        rids_b = load(b, 100)
+        wait_until(lambda: metric(a, "llm_gateway_metering_undelivered_events") == 600, 10, "600 events in A's outbox")
+        kill9(a)
+        assert segments(root / "gw-a"), "A's backlog is on disk"
+        c.start()
+        adopted = lambda: metric(b, "llm_gateway_metering_events_adopted_total") + metric(c, "llm_gateway_metering_events_adopted_total")  # noqa: E731
+        wait_until(lambda: adopted() == 600, 20, "A's 600 events adopted")
+        wait_until(lambda: not (root / "gw-a").exists(), 5, "the adopted directory to be removed once its backlog moved")
+        rids_c = load(c, 50)
+        om.start()
+        om.wait_for(2 * (300 + 100 + 50), 60)
+        assert_exactly_once(om, rids_a + rids_b + rids_c)
+        assert om.duplicates == 0, f"{om.duplicates} events were sent twice"
+        assert "adopting the metering outbox" in b.all_output() + c.all_output()
+    finally:
+        c.stop()
+        b.stop()
+        a.stop()
+        om.stop()
+
+
+def test_a_running_replica_adopts_a_vanished_replicas_backlog_within_adopt_interval(upstream: MockOpenAI, tmp_path: Path) -> None:
+    om = down_openmeter()
+    root = tmp_path / "outbox"
+    a = replica(upstream, om, tmp_path, "gw-a", root, adopt_interval="500ms").start()
+    b = replica(upstream, om, tmp_path, "gw-b", root, adopt_interval="500ms").start()
+    try:
+        rids = load(a, 200)
+        wait_until(lambda: metric(a, "llm_gateway_metering_undelivered_events") == 400, 10, "400 events in A's outbox")
+        kill9(a)
+        wait_until(lambda: metric(b, "llm_gateway_metering_events_adopted_total") == 400, 10, "B to adopt A's backlog")
+        assert metric(b, "llm_gateway_metering_undelivered_events") == 400
+        om.start()
+        om.wait_for(400, 30)
+        assert_exactly_once(om, rids)
+        assert om.duplicates == 0
+        wait_until(lambda: metric(b, "llm_gateway_metering_undelivered_events") == 0, 10, "B's outbox to drain")
+        wait_until(lambda: not (root / "gw-a").exists(), 5, "A's directory to be removed")
+    finally:
+        b.stop()
+        a.stop()
+        om.stop()
+
+
+def test_an_outbox_left_in_the_root_by_an_earlier_release_is_delivered(upstream: MockOpenAI, tmp_path: Path) -> None:
+    """Upgrade path: releases before per-replica directories wrote segments into outbox_dir
+    itself. They are delivered by the first replica that finds them quiet."""
+    om = down_openmeter()
+    root = tmp_path / "outbox"
+    old = replica(upstream, om, tmp_path, "gw-old", root).start()
+    rids = load(old, 30)
+    wait_until(lambda: metric(old, "llm_gateway_metering_undelivered_events") == 60, 10, "60 events on disk")
+    kill9(old)
+    # Lay its files out as the earlier release did, last written two minutes ago.
+    for f in (root / "gw-old").iterdir():
+        if f.name.startswith("segment-") or f.name == "cursor":
+            target = root / f.name
+            shutil.move(str(f), target)
+            os.utime(target, (time.time() - 120, time.time() - 120))
+    shutil.rmtree(root / "gw-old")
+    om.start()
+    new = replica(upstream, om, tmp_path, "gw-new", root).start()
+    try:
+        om.wait_for(60, 20)
+        wait_until(lambda: metric(new, "llm_gateway_metering_undelivered_events") == 0, 10, "an empty outbox")
+        assert_exactly_once(om, rids)
+        new.stop()
+        # A restart finds nothing more to send from the root.
+        new = replica(upstream, om, tmp_path, "gw-new", root).start()
+        time.sleep(1.5)
+        assert om.duplicates == 0 and om.count() == 60
+    finally:
+        new.stop()
+        om.stop()
+
+
 # --------------------------------------------------------------------------
 # Directory fsync, observed with strace on the real binary
 # --------------------------------------------------------------------------
