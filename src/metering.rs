@@ -379,7 +379,7 @@ pub fn start(
         shared: shared.clone(),
         metrics: metrics.clone(),
         stopping: stopping_rx,
-        dead_letter: dir.join(deliver::DEAD_LETTER_FILE),
+        dead_letters: deliver::DeadLetters::new(dir.join(deliver::DEAD_LETTER_FILE), settings.dead_letter_max_bytes),
     };
     let pipeline = Pipeline {
         settings: settings.clone(),

@@ -235,6 +235,8 @@ pub struct MeteringMetrics {
     pub estimated: Counter,
     /// Events moved into this replica's outbox from that of a replica that is gone.
     pub adopted: Counter,
+    /// Dead-letter entries deleted to keep the dead-letter files within their cap.
+    pub dead_letters_dropped: Counter,
     /// Records waiting in memory for the outbox writer.
     pub queue_depth: Gauge,
     pub outbox_bytes: Gauge,
@@ -248,7 +250,7 @@ pub struct MeteringMetrics {
 
 impl MeteringMetrics {
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 8] = [
+        let counters: [(&str, &str, &Counter); 9] = [
             ("records_queued_total", "Finished requests handed to metering.", &self.queued),
             ("events_persisted_total", "Usage events written to the on-disk outbox.", &self.persisted),
             ("events_sent_total", "Usage events accepted by OpenMeter.", &self.sent),
@@ -263,6 +265,11 @@ impl MeteringMetrics {
                 "events_adopted_total",
                 "Usage events taken over from the outbox directory of a replica that is gone.",
                 &self.adopted,
+            ),
+            (
+                "dead_letters_dropped_total",
+                "Dead-letter entries deleted to keep the dead-letter files within dead_letter_max_bytes.",
+                &self.dead_letters_dropped,
             ),
             (
                 "rejected_requests_total",

@@ -190,6 +190,30 @@ def test_an_outbox_left_in_the_root_by_an_earlier_release_is_delivered(upstream:
         om.stop()
 
 
+def test_the_dead_letter_file_is_bounded_and_what_it_drops_is_counted(upstream: MockOpenAI, tmp_path: Path) -> None:
+    om = OpenMeterServer().start()
+    om.fail(400, seconds=3600)
+    root = tmp_path / "outbox"
+    cap = 8192
+    gw = replica(upstream, om, tmp_path, "gw-dl", root, dead_letter_max_bytes=cap).start()
+    try:
+        load(gw, 60)
+        wait_until(lambda: metric(gw, "llm_gateway_metering_events_dead_lettered_total") == 120, 30, "120 dead letters")
+        files = [root / "gw-dl" / "dead-letter.ndjson", root / "gw-dl" / "dead-letter.ndjson.1"]
+        sizes = [f.stat().st_size if f.exists() else 0 for f in files]
+        assert sum(sizes) <= cap, f"dead-letter files hold {sizes} bytes, over the {cap} cap"
+        kept = sum(len(f.read_text().splitlines()) for f in files if f.exists())
+        dropped = metric(gw, "llm_gateway_metering_dead_letters_dropped_total")
+        assert dropped > 0 and kept + dropped == 120, (kept, dropped)
+        assert "dead-letter files reached dead_letter_max_bytes" in gw.all_output()
+        # What is kept is the newest.
+        newest = json.loads(files[0].read_text().splitlines()[-1])
+        assert newest["status"] == 400
+    finally:
+        gw.stop()
+        om.stop()
+
+
 # --------------------------------------------------------------------------
 # Directory fsync, observed with strace on the real binary
 # --------------------------------------------------------------------------
