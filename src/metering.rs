@@ -478,12 +478,13 @@ impl Pipeline {
             if let Err(e) = writer.maybe_sync() {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
             }
-            // Only with room to spare and not while stopping: this replica's own events first.
-            if !closed
-                && !blocked
-                && let Some(adopter) = adopter.as_mut()
-            {
-                let room = self.settings.max_outbox_bytes.saturating_sub(self.shared.bytes.load(Ordering::Relaxed));
+            // Not while stopping, and only with room this replica's own events do not need (the
+            // step still runs when full, to hand a directory back to an owner that returns).
+            if !closed && let Some(adopter) = adopter.as_mut() {
+                let room = match blocked {
+                    true => 0,
+                    false => self.settings.max_outbox_bytes.saturating_sub(self.shared.bytes.load(Ordering::Relaxed)),
+                };
                 let moved = adopter.step(&mut writer, room);
                 if moved > 0 {
                     self.metrics.adopted.add(moved);

@@ -25,6 +25,9 @@ use super::outbox::{self, Batch, Reader, Writer};
 /// Most events moved per step (the writer thread takes its queue between two steps).
 const CHUNK_EVENTS: usize = 4096;
 const CHUNK_BYTES: u64 = 1 << 20;
+/// Below this much room in this replica's outbox adoption waits (rather than read and put back
+/// a line that does not fit on every turn of the writer thread).
+const MIN_ROOM: u64 = 4096;
 /// A legacy root is adopted only when none of its files changed for this long.
 pub const LEGACY_QUIET: Duration = Duration::from_secs(60);
 
@@ -59,7 +62,7 @@ impl Adopter {
         }
     }
 
-    /// Whether a directory is being adopted (the writer thread then comes back sooner).
+    /// Whether a directory is being adopted.
     pub fn busy(&self) -> bool {
         self.current.is_some()
     }
@@ -68,7 +71,8 @@ impl Adopter {
     /// current one into `writer`, using no more than `room` bytes of it. Returns the events moved.
     pub fn step(&mut self, writer: &mut Writer, room: u64) -> u64 {
         if self.current.is_none() {
-            if Instant::now() < self.next_scan {
+            // Not a lock it could not use: the owner's own events have the room first.
+            if Instant::now() < self.next_scan || room < MIN_ROOM {
                 return 0;
             }
             self.next_scan = Instant::now() + self.interval;
@@ -82,6 +86,9 @@ impl Adopter {
                 "metering: handing an adopted outbox back to its owner, which has come back"
             );
             self.current = None;
+            return 0;
+        }
+        if room < MIN_ROOM {
             return 0;
         }
         // Lines are about 0.5–1 KiB: `max_events` keeps a read within the room, and a read that
@@ -174,11 +181,15 @@ impl Adopter {
                 return None;
             }
         };
+        // Never this replica's own directory, by name: a second lock on it from this process
+        // would contend with its own (flock), or, where flock is emulated with POSIX locks
+        // (NFS), succeed and release it when closed.
+        let own = self.own.file_name();
         let mut candidates: Vec<(PathBuf, bool)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| Some(e.file_name().as_os_str()) != own && e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.path())
-            .filter(|p| *p != self.own && outbox::has_segments(p))
+            .filter(|p| outbox::has_segments(p))
             .map(|p| (p, false))
             .collect();
         if outbox::has_segments(&self.root) && quiet(&self.root) {
@@ -353,7 +364,8 @@ mod tests {
         let mut moved = first;
         while adopter.busy() {
             assert!(started.elapsed() < Duration::from_secs(5), "the adopter lets go");
-            moved += adopter.step(&mut writer, 8192);
+            // This replica's outbox is full now: the directory is handed back all the same.
+            moved += adopter.step(&mut writer, 0);
             std::thread::sleep(Duration::from_millis(5));
         }
         let (_w, _r, recovered) = returning.join().unwrap().expect("the owner starts");

@@ -146,10 +146,6 @@ impl DirLock {
         &self.dir
     }
 
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The owner wants its directory back (adopters check this between chunks).
     pub fn reclaim_requested(&self) -> bool {
         self.role == Role::Adopter && self.dir.join(RECLAIM_FILE).exists()

@@ -349,11 +349,6 @@ impl Writer {
         Ok(())
     }
 
-    /// This writer's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// How long until `maybe_sync` has work (for the writer's wait).
     pub fn sync_due_in(&self) -> Duration {
         match self.fsync {
@@ -467,14 +462,12 @@ impl Reader {
         self.file = None;
     }
 
-    /// Removes every segment and the cursor (an adopted outbox whose backlog has moved): the
-    /// directory is left with what is not the outbox's (its lock, dead letters).
+    /// Removes every segment and the cursor (an adopted outbox whose backlog has moved; no
+    /// writer counts its bytes): the directory keeps what is not the outbox's (its lock, dead
+    /// letters).
     pub fn remove_all(&mut self) -> io::Result<()> {
         for seg in segments(&self.dir)? {
-            let path = segment_path(&self.dir, seg);
-            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path)?;
-            self.shared.bytes.fetch_sub(len.min(self.shared.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            fs::remove_file(segment_path(&self.dir, seg))?;
         }
         for name in [CURSOR, "cursor.tmp"] {
             match fs::remove_file(self.dir.join(name)) {
