@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import GatewayProcess, gateway_bin
-from metering_env import TEAM_A, assert_exactly_once, chat, config, load, metric, wait_until
+from metering_env import assert_exactly_once, config, load, metric, wait_until
 from mock_openai import MockOpenAI
 from openmeter_server import OpenMeterServer
 
