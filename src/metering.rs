@@ -15,10 +15,12 @@
 //! OpenMeter on (source, id). When the outbox reaches its disk cap the configured policy applies:
 //! refuse new requests with 503, or drop events with a metric and an error log.
 
+pub mod adopt;
 pub mod count;
 pub mod deliver;
 pub mod event;
 pub mod local;
+pub mod lock;
 pub mod outbox;
 
 use std::collections::{HashMap, VecDeque};
@@ -357,7 +359,8 @@ pub fn start(
     let deployments = Deployments::new(config, &settings);
     let tokenizers = Tokenizers::load(deployments.tokenizer_specs()).map_err(MeteringError::Tokenizer)?;
     let shared = Arc::new(outbox::Shared::default());
-    let dir = settings.outbox_dir.clone();
+    // This replica's own directory inside `outbox_dir`, locked for the life of the process.
+    let dir = settings.replica_dir();
     let (writer, reader, recovered) = outbox::open(&dir, settings.segment_bytes, settings.fsync, shared.clone())
         .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
     metrics.undelivered.set(recovered.undelivered as i64);
@@ -386,7 +389,7 @@ pub fn start(
         shared: shared.clone(),
         metrics: metrics.clone(),
         stopping: stopping_rx,
-        dead_letter: dir.join(deliver::DEAD_LETTER_FILE),
+        dead_letters: deliver::DeadLetters::new(dir.join(deliver::DEAD_LETTER_FILE), settings.dead_letter_max_bytes),
     };
     let pipeline = Pipeline {
         settings: settings.clone(),
@@ -397,16 +400,19 @@ pub fn start(
         full: full.clone(),
         shared,
     };
+    // Backlogs of replicas that are gone, moved into this outbox by the writer thread.
+    let adopter = adopt::Adopter::new(&settings.outbox_dir, &dir, settings.adopt_interval);
     let writer = std::thread::Builder::new()
         .name("metering-outbox".into())
-        .spawn(move || pipeline.run(writer))
+        .spawn(move || pipeline.run(writer, Some(adopter)))
         .map_err(|source| MeteringError::Outbox { dir: dir.display().to_string(), source })?;
     let sender = tokio::spawn(sender.run());
     let observer = Arc::new(Metering { settings, queue: queue.clone(), metrics, full });
     Ok((observer, Running { queue, stopping: stopping_tx, writer: Some(writer), sender: Some(sender) }))
 }
 
-/// The writer thread: records → event lines → outbox.
+/// The writer thread: records → event lines → outbox; between them, the backlogs of replicas
+/// that are gone (`adopt`).
 pub struct Pipeline {
     pub settings: Arc<MeteringSettings>,
     pub deployments: Deployments,
@@ -418,7 +424,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn run(self, mut writer: outbox::Writer) {
+    pub fn run(self, mut writer: outbox::Writer, mut adopter: Option<adopt::Adopter>) {
         let mut held: VecDeque<Record> = VecDeque::new();
         let mut lines: Vec<u8> = Vec::with_capacity(256 * 1024);
         let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
@@ -482,6 +488,19 @@ impl Pipeline {
             if let Err(e) = writer.maybe_sync() {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
             }
+            // Not while stopping, and only with room this replica's own events do not need (the
+            // step still runs when full, to hand a directory back to an owner that returns).
+            if !closed && let Some(adopter) = adopter.as_mut() {
+                let room = match blocked {
+                    true => 0,
+                    false => self.settings.max_outbox_bytes.saturating_sub(self.shared.bytes.load(Ordering::Relaxed)),
+                };
+                let moved = adopter.step(&mut writer, room);
+                if moved > 0 {
+                    self.metrics.adopted.add(moved);
+                    self.metrics.undelivered.add(moved as i64);
+                }
+            }
             self.metrics.outbox_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
             if blocked && let Err(e) = writer.seal() {
                 tracing::error!(error = %e, "metering: cannot start a new outbox segment");
@@ -510,6 +529,11 @@ impl Pipeline {
                         tracing::error!(error = %e, "metering: cannot sync the outbox at shutdown");
                     }
                     return;
+                }
+                // A closed queue no longer makes `take` wait: without this the thread would
+                // spin until `give_up` while the outbox stays full.
+                if blocked {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }

@@ -13,6 +13,10 @@ pub const DEFAULT_EVENT_TYPE: &str = "llm.tokens";
 pub const DEFAULT_PATH: &str = "/api/v1/events";
 pub const DEFAULT_OUTBOX_DIR: &str = "/var/lib/llm-gateway/outbox";
 pub const DEFAULT_TOKENIZER: &str = "o200k_base";
+/// How often a replica looks for the outbox directories of replicas that are gone.
+pub const DEFAULT_ADOPT_INTERVAL: Duration = Duration::from_secs(30);
+/// The dead-letter file and its one rotated predecessor, together.
+pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +30,14 @@ pub struct RawMetering {
     pub subject: Option<String>,
     /// CloudEvent `source`; default `llm-gateway/<hostname>`. Keep it stable across restarts.
     pub source: Option<String>,
+    /// The directory that holds one outbox directory per replica (`<outbox_dir>/<replica>`).
     pub outbox_dir: Option<String>,
+    /// How often to look in `outbox_dir` for the directories of replicas that are gone, and
+    /// adopt their backlog (also done at start). Default 30s.
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub adopt_interval: Option<Duration>,
+    /// Bytes of refused events kept (the dead-letter file and its rotated `.1`); default 64MiB.
+    pub dead_letter_max_bytes: Option<ByteSize>,
     /// `always` (every write batch), `interval` (default, every `fsync_interval`) or `never`.
     pub fsync: Option<String>,
     #[serde(default, deserialize_with = "duration::deserialize")]
@@ -158,7 +169,12 @@ pub struct MeteringSettings {
     pub event_type: String,
     pub subject: SubjectFrom,
     pub source: String,
+    /// Holds one directory per replica; this process writes `outbox_dir/replica`.
     pub outbox_dir: PathBuf,
+    /// This replica's name: `POD_NAME` (the chart sets it), else the hostname; one path component.
+    pub replica: String,
+    pub adopt_interval: Duration,
+    pub dead_letter_max_bytes: u64,
     pub fsync: Fsync,
     pub segment_bytes: u64,
     pub max_outbox_bytes: u64,
@@ -174,9 +190,17 @@ pub struct MeteringSettings {
     pub default_tokenizer: String,
 }
 
+impl MeteringSettings {
+    /// The outbox directory this process owns (and locks): `outbox_dir/replica`.
+    pub fn replica_dir(&self) -> PathBuf {
+        self.outbox_dir.join(&self.replica)
+    }
+}
+
 /// `None` when metering is off: no section (and no `OPENMETER_URL`), or `enabled: false`.
 /// The environment the Helm chart sets overrides the file: `OPENMETER_URL` (and turns metering
-/// on), `OPENMETER_TOKEN` (the default `token_env`), `LLM_GATEWAY_OUTBOX_DIR`.
+/// on), `OPENMETER_TOKEN` (the default `token_env`), `LLM_GATEWAY_OUTBOX_DIR`; `POD_NAME` names
+/// the replica's directory inside it.
 pub fn validate(
     raw: Option<RawMetering>,
     env: &dyn Env,
@@ -244,6 +268,15 @@ pub fn validate(
     let outbox_dir = PathBuf::from(
         env.var("LLM_GATEWAY_OUTBOX_DIR").or(raw.outbox_dir).unwrap_or_else(|| DEFAULT_OUTBOX_DIR.into()),
     );
+    let replica = replica_name(&env.var("POD_NAME").unwrap_or_else(|| hostname(env)));
+    let adopt_interval = raw.adopt_interval.unwrap_or(DEFAULT_ADOPT_INTERVAL);
+    if adopt_interval < Duration::from_millis(100) {
+        return Err(err("adopt_interval", "must be at least 100ms".into()));
+    }
+    let dead_letter_max_bytes = raw.dead_letter_max_bytes.map(|b| b.0).unwrap_or(DEFAULT_DEAD_LETTER_MAX_BYTES);
+    if dead_letter_max_bytes < 8192 {
+        return Err(err("dead_letter_max_bytes", "must be at least 8KiB".into()));
+    }
     let fsync = match raw.fsync.as_deref().unwrap_or("interval") {
         "always" => Fsync::Always,
         "interval" => {
@@ -298,6 +331,9 @@ pub fn validate(
         subject,
         source,
         outbox_dir,
+        replica,
+        adopt_interval,
+        dead_letter_max_bytes,
         fsync,
         segment_bytes,
         max_outbox_bytes,
@@ -312,6 +348,14 @@ pub fn validate(
         tokenizers: raw.tokenizers,
         default_tokenizer,
     }))
+}
+
+/// A replica name as one safe path component: a pod name or hostname passes unchanged; anything
+/// else becomes `_` (no separators, no `.`/`..`).
+fn replica_name(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    if cleaned.chars().all(|c| c == '.') { format!("replica{}", cleaned.replace('.', "_")) } else { cleaned }
 }
 
 /// The host's name, for a stable default `source` (a pod name in Kubernetes).
@@ -381,6 +425,32 @@ mod tests {
         let off = RawMetering { enabled: Some(false), ..Default::default() };
         assert!(validate(Some(off), &env, &mut Vec::new()).unwrap().is_none());
         assert!(validate(None, &HashMap::<&str, &str>::new(), &mut Vec::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn each_replica_gets_its_own_directory_in_outbox_dir() {
+        let s = settings("openmeter: { url: 'http://x' }\noutbox_dir: /data/outbox\n").unwrap().unwrap();
+        assert_eq!((s.replica.as_str(), s.replica_dir()), ("gw-0", PathBuf::from("/data/outbox/gw-0")), "the hostname");
+        assert_eq!(s.adopt_interval, DEFAULT_ADOPT_INTERVAL);
+        assert_eq!(s.dead_letter_max_bytes, DEFAULT_DEAD_LETTER_MAX_BYTES);
+        let env: HashMap<&str, &str> =
+            [("OPENMETER_URL", "http://x"), ("POD_NAME", "llm-gateway-7d9f-abcde"), ("HOSTNAME", "h")].into();
+        let s = validate(None, &env, &mut Vec::new()).unwrap().unwrap();
+        assert_eq!(s.replica_dir(), PathBuf::from(DEFAULT_OUTBOX_DIR).join("llm-gateway-7d9f-abcde"), "POD_NAME wins");
+        assert_eq!(replica_name("a/../b c"), "a_.._b_c");
+        assert_eq!(replica_name(".."), "replica__");
+        let s = settings("openmeter: { url: 'http://x' }\nadopt_interval: 2s\ndead_letter_max_bytes: 1MiB\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.adopt_interval, s.dead_letter_max_bytes), (Duration::from_secs(2), 1 << 20));
+        assert!(
+            settings("openmeter: { url: 'http://x' }\nadopt_interval: 1ms\n").unwrap_err().contains("adopt_interval")
+        );
+        assert!(
+            settings("openmeter: { url: 'http://x' }\ndead_letter_max_bytes: 100\n")
+                .unwrap_err()
+                .contains("dead_letter_max_bytes")
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! `application/cloudevents-batch+json`. 2xx moves the cursor; 429, 5xx, other statuses that a
 //! fix of configuration can cure, and network errors are retried with exponential backoff and
 //! jitter (never sooner than `Retry-After`); a 400 is narrowed down by halving the batch until the
-//! refused events are alone, and those go to the dead-letter file with the reason.
+//! refused events are alone, and those go to the dead-letter file with the reason. That file is
+//! bounded (`dead_letter_max_bytes`): rotated to `.1` at half of it, the previous `.1` and its
+//! entries dropped — counted, and logged.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::event::{parse_rfc3339_millis, rfc3339_millis};
-use super::outbox::{Batch, Reader, Shared};
+use super::outbox::{Batch, Reader, Shared, sync_dir};
 use crate::config::metering::MeteringSettings;
 use crate::telemetry::metrics::MeteringMetrics;
 
@@ -68,7 +70,58 @@ pub struct Sender {
     pub metrics: Arc<MeteringMetrics>,
     /// `true` once the gateway is stopping: send what there is at once, then end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-    pub dead_letter: PathBuf,
+    pub dead_letters: DeadLetters,
+}
+
+/// The dead-letter file: refused events with the reason, one JSON line each, for someone to
+/// look at. Rotated to `<file>.1` when it reaches half of `max_bytes`, so that the two together
+/// stay within it; the entries of the `.1` it replaces are dropped (the caller counts them).
+#[derive(Debug)]
+pub struct DeadLetters {
+    path: PathBuf,
+    rotate_at: u64,
+    size: u64,
+}
+
+impl DeadLetters {
+    pub fn new(path: PathBuf, max_bytes: u64) -> Self {
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        DeadLetters { path, rotate_at: max_bytes / 2, size }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one entry (a whole line), synced. Returns how many old entries were dropped to
+    /// make room for it.
+    pub fn append(&mut self, line: &[u8]) -> io::Result<u64> {
+        let mut dropped = 0;
+        if self.size > 0 && self.size + line.len() as u64 > self.rotate_at {
+            let mut older = self.path.clone().into_os_string();
+            older.push(".1");
+            let older = PathBuf::from(older);
+            dropped = match fs::read(&older) {
+                Ok(bytes) => bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e),
+            };
+            fs::rename(&self.path, &older)?;
+            if let Some(dir) = self.path.parent() {
+                sync_dir(dir)?;
+            }
+            self.size = 0;
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let created = self.size == 0;
+        file.write_all(line)?;
+        file.sync_data()?;
+        if created && let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.size += line.len() as u64;
+        Ok(dropped)
+    }
 }
 
 impl Sender {
@@ -81,7 +134,7 @@ impl Sender {
             // Read what the writer has published so far; then decide whether to send now.
             let before = batch.len();
             if let Err(e) = self.reader.read_more(&mut batch, settings.batch_max_events, settings.batch_max_bytes) {
-                tracing::error!(error = %e, dir = %settings.outbox_dir.display(), "metering: cannot read the outbox");
+                tracing::error!(error = %e, dir = %settings.replica_dir().display(), "metering: cannot read the outbox");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -218,7 +271,7 @@ impl Sender {
         }
     }
 
-    fn dead_letter(&self, event: &[u8], status: u16, reason: &str) {
+    fn dead_letter(&mut self, event: &[u8], status: u16, reason: &str) {
         #[derive(Serialize)]
         struct Entry<'a> {
             at: String,
@@ -238,18 +291,27 @@ impl Sender {
         let entry = Entry { at: rfc3339_millis(now), status, reason, event: raw };
         let written = serde_json::to_vec(&entry).map_err(std::io::Error::other).and_then(|mut line| {
             line.push(b'\n');
-            let mut file = OpenOptions::new().create(true).append(true).open(&self.dead_letter)?;
-            file.write_all(&line)?;
-            file.sync_data()
+            self.dead_letters.append(&line)
         });
         self.metrics.dead_lettered.inc();
         match written {
-            Ok(()) => tracing::error!(
-                status,
-                reason = %reason.chars().take(300).collect::<String>(),
-                file = %self.dead_letter.display(),
-                "metering: OpenMeter refused an event; it is in the dead-letter file"
-            ),
+            Ok(dropped) => {
+                tracing::error!(
+                    status,
+                    reason = %reason.chars().take(300).collect::<String>(),
+                    file = %self.dead_letters.path().display(),
+                    "metering: OpenMeter refused an event; it is in the dead-letter file"
+                );
+                if dropped > 0 {
+                    self.metrics.dead_letters_dropped.add(dropped);
+                    tracing::error!(
+                        dropped,
+                        max_bytes = self.settings.dead_letter_max_bytes,
+                        file = %self.dead_letters.path().display(),
+                        "metering: the dead-letter files reached dead_letter_max_bytes; their oldest entries were deleted"
+                    );
+                }
+            }
             Err(e) => tracing::error!(
                 status,
                 error = %e,
@@ -290,5 +352,40 @@ mod tests {
         }
         assert!(backoff(initial, max, 0, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
         assert_eq!(backoff(initial, max, 0, Some(Duration::from_secs(86_400))), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn the_dead_letter_files_stay_within_their_cap_dropping_the_oldest_and_counting_them() {
+        let dir = std::env::temp_dir().join(format!("dead-letters-{}-{:x}", std::process::id(), fastrand::u64(..)));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(DEAD_LETTER_FILE);
+        let mut letters = DeadLetters::new(path.clone(), 8192);
+        let entry = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(300)).into_bytes();
+        let mut dropped = 0;
+        for i in 0..200 {
+            dropped += letters.append(&entry(i)).unwrap();
+        }
+        let older = dir.join(format!("{DEAD_LETTER_FILE}.1"));
+        let (now, before) = (fs::read_to_string(&path).unwrap(), fs::read_to_string(&older).unwrap());
+        assert!(now.len() + before.len() <= 8192, "{} + {} bytes", now.len(), before.len());
+        let kept: Vec<u64> = before
+            .lines()
+            .chain(now.lines())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(kept.len() as u64 + dropped, 200, "every entry is kept or counted");
+        assert!(
+            kept.windows(2).all(|w| w[1] == w[0] + 1) && kept.last() == Some(&199),
+            "the newest are kept, in order"
+        );
+        // A restart carries on from the file's size.
+        let mut again = DeadLetters::new(path.clone(), 8192);
+        let mut more = 0;
+        for i in 200..220 {
+            more += again.append(&entry(i)).unwrap();
+        }
+        assert!(more > 0);
+        assert!(fs::metadata(&path).unwrap().len() + fs::metadata(&older).unwrap().len() <= 8192);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

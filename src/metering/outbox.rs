@@ -4,6 +4,10 @@
 //! advances it after delivery. On start the cursor is where replay begins, so a crash or a
 //! `kill -9` re-sends at most the batch that was in flight — with the same ids, which OpenMeter
 //! de-duplicates on (source, id).
+//!
+//! One process per directory: `open` takes the directory's lock (`lock`) for as long as its
+//! writer or reader lives, and refuses a directory another live process holds. `open_orphan`
+//! reads the directory of a process that is gone, for `adopt` to move its backlog.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -13,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::lock::DirLock;
 use crate::config::metering::Fsync;
 
 const SEGMENT_PREFIX: &str = "segment-";
@@ -68,6 +73,11 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{SEGMENT_PREFIX}{segment:020}{SEGMENT_SUFFIX}"))
 }
 
+/// Whether `dir` holds any segment file (a backlog, or at least an outbox, to look at).
+pub fn has_segments(dir: &Path) -> bool {
+    segments(dir).is_ok_and(|s| !s.is_empty())
+}
+
 /// Segment numbers present in `dir`, ascending.
 fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     let mut found = Vec::new();
@@ -84,13 +94,30 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(found)
 }
 
+/// Makes the entries of `dir` durable — a file created, renamed or removed in it. Syncing a file
+/// covers its data, not the name that reaches it: without this a power cut can take a synced
+/// segment with it.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows has no directory handle to sync; NTFS journals its metadata.
+        let _ = dir;
+        Ok(())
+    }
+}
+
 fn read_cursor(dir: &Path) -> Option<Position> {
     let text = fs::read_to_string(dir.join(CURSOR)).ok()?;
     let mut parts = text.split_whitespace();
     Some(Position { segment: parts.next()?.parse().ok()?, offset: parts.next()?.parse().ok()? })
 }
 
-/// Opens (creating) the outbox in `dir`: drops what was delivered, cuts a torn tail, counts
+/// Opens (creating) the outbox in `dir` and locks it for this process (an error naming the
+/// holder if another live process has it): drops what was delivered, cuts a torn tail, counts
 /// what is left, and starts a fresh segment for new writes.
 pub fn open(
     dir: &Path,
@@ -98,21 +125,31 @@ pub fn open(
     fsync: Fsync,
     shared: Arc<Shared>,
 ) -> io::Result<(Writer, Reader, Recovered)> {
-    fs::create_dir_all(dir)?;
+    // Before anything in it is touched: deleting or cutting another live process's segments
+    // is how a shared directory lost events.
+    let lock = Arc::new(DirLock::own(dir)?);
+    let durable = fsync != Fsync::Never;
+    if durable && let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
     let mut recovered = Recovered::default();
     let mut present = segments(dir)?;
     let mut cursor = read_cursor(dir).unwrap_or_default();
     // Delivered segments, and empty ones, hold nothing to replay.
+    let mut removed = false;
     present.retain(|&seg| {
         let path = segment_path(dir, seg);
         let empty = fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true);
         if seg < cursor.segment || empty {
-            let _ = fs::remove_file(&path);
+            removed |= fs::remove_file(&path).is_ok();
             false
         } else {
             true
         }
     });
+    if removed && durable {
+        sync_dir(dir)?;
+    }
     if !present.contains(&cursor.segment) {
         cursor = Position { segment: present.first().copied().unwrap_or(0), offset: 0 };
     }
@@ -131,6 +168,9 @@ pub fn open(
     }
     let active = present.last().map(|s| s + 1).unwrap_or(1).max(cursor.segment + 1);
     let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, active))?;
+    if durable {
+        sync_dir(dir)?;
+    }
     shared.bytes.store(bytes, Ordering::Relaxed);
     let position = Position { segment: active, offset: 0 };
     shared.publish(position);
@@ -143,14 +183,70 @@ pub fn open(
         last_sync: Instant::now(),
         dirty: false,
         shared: shared.clone(),
+        _lock: lock.clone(),
     };
-    let reader = Reader { dir: dir.to_owned(), cursor, read: cursor, file: None, shared, fsync };
+    let reader =
+        Reader { dir: dir.to_owned(), cursor, read: cursor, file: None, shared, fsync, legacy: false, _lock: lock };
     Ok((writer, reader, recovered))
+}
+
+/// Opens the outbox of a process that is gone, for reading only (`lock`: held by this process
+/// as adopter): from its cursor to the last complete line on disk. Nothing is cut, created or
+/// written but the cursor. `legacy`: `dir` is an outbox root where a release before per-replica
+/// directories wrote, and where one of its processes may still append; then empty segments
+/// (another process's fresh active segment) are never deleted, nor is the last one.
+pub fn open_orphan(dir: &Path, lock: Arc<DirLock>, legacy: bool) -> io::Result<(Reader, Recovered)> {
+    let present = segments(dir)?;
+    let mut cursor = read_cursor(dir).unwrap_or_default();
+    // As in `open`; a cursor past every segment means there is nothing left to read.
+    if !present.contains(&cursor.segment)
+        && let Some(&next) = present.iter().find(|&&s| s > cursor.segment)
+    {
+        cursor = Position { segment: next, offset: 0 };
+    }
+    let mut recovered = Recovered::default();
+    // The end of the last complete line: a torn tail (a crash mid-write) is never read.
+    let end = match present.last() {
+        Some(&seg) => {
+            let path = segment_path(dir, seg);
+            let len = fs::metadata(&path)?.len();
+            recovered.truncated_bytes = torn_tail(&path, false)?;
+            Position { segment: seg, offset: len - recovered.truncated_bytes }
+        }
+        None => Position::default(),
+    };
+    for &seg in present.iter().filter(|&&s| s >= cursor.segment) {
+        let from = if seg == cursor.segment { cursor.offset } else { 0 };
+        let until = if seg == end.segment { end.offset } else { u64::MAX };
+        let mut file = File::open(segment_path(dir, seg))?;
+        file.seek(SeekFrom::Start(from))?;
+        recovered.undelivered += count_lines(&mut file.take(until.saturating_sub(from)))?;
+    }
+    let shared = Arc::new(Shared::default());
+    shared.publish(end.max(cursor));
+    let reader = Reader {
+        dir: dir.to_owned(),
+        cursor,
+        read: cursor,
+        file: None,
+        shared,
+        // What is moved out of it must not come back after a power cut (it would only be
+        // sent twice, but it is cheap to avoid: this runs once per adopted chunk).
+        fsync: Fsync::Always,
+        legacy,
+        _lock: lock,
+    };
+    Ok((reader, recovered))
 }
 
 /// Cuts a last line that lacks its `\n` (a write interrupted by a crash). Returns bytes cut.
 fn cut_torn_tail(path: &Path) -> io::Result<u64> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    torn_tail(path, true)
+}
+
+/// The bytes after the last `\n` of `path`; cut off when `cut`.
+fn torn_tail(path: &Path, cut: bool) -> io::Result<u64> {
+    let mut file = OpenOptions::new().read(true).write(cut).open(path)?;
     let len = file.metadata()?.len();
     let mut keep = len;
     let mut buf = vec![0u8; 64 * 1024];
@@ -167,14 +263,14 @@ fn cut_torn_tail(path: &Path) -> io::Result<u64> {
             None => keep = start,
         }
     }
-    if keep < len {
+    if cut && keep < len {
         file.set_len(keep)?;
         file.sync_all()?;
     }
     Ok(len - keep)
 }
 
-fn count_lines(file: &mut File) -> io::Result<u64> {
+fn count_lines(file: &mut impl Read) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut lines = 0;
     loop {
@@ -196,6 +292,7 @@ pub struct Writer {
     last_sync: Instant,
     dirty: bool,
     shared: Arc<Shared>,
+    _lock: Arc<DirLock>,
 }
 
 impl Writer {
@@ -242,6 +339,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Syncs whatever the policy: before the source of adopted events lets go of them.
+    pub fn sync_now(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
     /// How long until `maybe_sync` has work (for the writer's wait).
     pub fn sync_due_in(&self) -> Duration {
         match self.fsync {
@@ -264,6 +371,11 @@ impl Writer {
         self.sync()?;
         let next = self.position.segment + 1;
         self.file = OpenOptions::new().create(true).append(true).open(segment_path(&self.dir, next))?;
+        if self.fsync != Fsync::Never {
+            // Before anything is written to it: a synced write must not be reachable only
+            // through a name a power cut can take back.
+            sync_dir(&self.dir)?;
+        }
         self.position = Position { segment: next, offset: 0 };
         Ok(())
     }
@@ -329,11 +441,41 @@ pub struct Reader {
     file: Option<(u64, File)>,
     shared: Arc<Shared>,
     fsync: Fsync,
+    /// An outbox root from a release before per-replica directories (see `open_orphan`).
+    legacy: bool,
+    _lock: Arc<DirLock>,
 }
 
 impl Reader {
     pub fn cursor(&self) -> Position {
         self.cursor
+    }
+
+    /// Everything published has been read.
+    pub fn at_end(&self) -> bool {
+        self.read >= self.shared.written()
+    }
+
+    /// Forgets what was read since the last `ack`: it will be read again.
+    pub fn rewind(&mut self) {
+        self.read = self.cursor;
+        self.file = None;
+    }
+
+    /// Removes every segment and the cursor (an adopted outbox whose backlog has moved; no
+    /// writer counts its bytes): the directory keeps what is not the outbox's (its lock, dead
+    /// letters).
+    pub fn remove_all(&mut self) -> io::Result<()> {
+        for seg in segments(&self.dir)? {
+            fs::remove_file(segment_path(&self.dir, seg))?;
+        }
+        for name in [CURSOR, "cursor.tmp"] {
+            match fs::remove_file(self.dir.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        sync_dir(&self.dir)
     }
 
     /// Adds whole lines to `batch` until it holds `max_events` or about `max_bytes`, or the
@@ -350,7 +492,24 @@ impl Reader {
                 Some((seg, file)) if *seg == segment => file,
                 _ => match File::open(segment_path(&self.dir, segment)) {
                     Ok(file) => &mut self.file.insert((segment, file)).1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && segment >= written.segment => {
+                        // The active segment is gone, which this process never does (another
+                        // process deleted it): what it held is lost. Skip to the end of what is
+                        // written; looking for it again would spin on the sender's event loop.
+                        self.read = written;
+                        self.file = None;
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "the active outbox segment {} vanished (deleted by another process?); \
+                                 the events it held up to offset {} are lost",
+                                segment_path(&self.dir, segment).display(),
+                                written.offset
+                            ),
+                        ));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // A finished segment: `next_segment` moves past it (always forward).
                         self.next_segment(written);
                         continue;
                     }
@@ -432,14 +591,25 @@ impl Reader {
             }
         }
         fs::rename(&tmp, self.dir.join(CURSOR))?;
+        // The rename is made durable with the cursor's data (`always`); removals whenever
+        // anything is synced, so a delivered segment does not come back after a power cut.
+        let mut sync = self.fsync == Fsync::Always;
         if self.cursor.segment > old {
             for seg in segments(&self.dir)?.into_iter().filter(|&s| s < self.cursor.segment) {
                 let path = segment_path(&self.dir, seg);
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                // In a legacy root an empty segment may be a live old process's fresh one.
+                if self.legacy && len == 0 {
+                    continue;
+                }
                 if fs::remove_file(&path).is_ok() {
                     self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
+                    sync |= self.fsync != Fsync::Never;
                 }
             }
+        }
+        if sync {
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -506,10 +676,10 @@ mod tests {
     fn a_torn_last_line_is_cut_on_open() {
         let dir = temp_dir("torn");
         let shared = Arc::new(Shared::default());
-        let (mut writer, _reader, _) = open(&dir, 1 << 20, Fsync::Never, shared).unwrap();
+        let (mut writer, reader, _) = open(&dir, 1 << 20, Fsync::Never, shared).unwrap();
         writer.append(&line(1)).unwrap();
         writer.append(&line(2)).unwrap();
-        drop(writer);
+        drop((writer, reader));
         let last = *segments(&dir).unwrap().last().unwrap();
         let mut f = OpenOptions::new().append(true).open(segment_path(&dir, last)).unwrap();
         f.write_all(b"{\"id\":\"torn").unwrap();
@@ -521,6 +691,52 @@ mod tests {
         reader.read_more(&mut batch, 10, 1 << 20).unwrap();
         assert_eq!(ids(&batch), ["e1", "e2"]);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two processes on one directory: the second used to delete the first one's (empty)
+    /// active segment and interleave cursors. It must be refused, naming the holder.
+    #[test]
+    fn a_second_open_of_a_directory_in_use_is_refused_and_the_first_loses_nothing() {
+        let dir = temp_dir("lock");
+        let (mut writer, mut reader, _) = open(&dir, 1 << 20, Fsync::Never, Arc::new(Shared::default())).unwrap();
+        let second = open(&dir, 1 << 20, Fsync::Never, Arc::new(Shared::default()));
+        let error = match second {
+            Ok(_) => panic!("a second open of {} was allowed while the first holds it", dir.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains(&format!("pid {}", std::process::id())), "the error names the holder: {error}");
+        writer.append(&[line(1), line(2)].concat()).unwrap();
+        let mut batch = Batch::default();
+        reader.read_more(&mut batch, 10, 1 << 20).unwrap();
+        assert_eq!(ids(&batch), ["e1", "e2"]);
+        drop((writer, reader));
+        // Once the holder is gone the directory can be opened again, and nothing was lost.
+        let (_w, _r, recovered) = open(&dir, 1 << 20, Fsync::Never, Arc::new(Shared::default())).unwrap();
+        assert_eq!(recovered.undelivered, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The active segment deleted under the reader (as a second process on the directory did)
+    /// must not send it round the same `NotFound` for ever on the sender's event loop.
+    #[test]
+    fn the_reader_does_not_spin_when_the_active_segment_vanishes() {
+        let dir = temp_dir("vanish");
+        let (mut writer, mut reader, _) = open(&dir, 1 << 20, Fsync::Never, Arc::new(Shared::default())).unwrap();
+        writer.append(&[line(1), line(2)].concat()).unwrap();
+        let active = *segments(&dir).unwrap().last().unwrap();
+        fs::remove_file(segment_path(&dir, active)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut batch = Batch::default();
+            let result = reader.read_more(&mut batch, 10, 1 << 20).map(|n| (n, reader.read));
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        });
+        let result = rx.recv_timeout(Duration::from_secs(5));
+        assert!(result.is_ok(), "read_more did not return within 5s: it spins on the vanished segment");
+        let error = result.unwrap().expect_err("the loss is reported");
+        assert!(error.contains("vanished"), "{error}");
+        drop(writer);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -233,6 +233,10 @@ pub struct MeteringMetrics {
     pub rejected_requests: Counter,
     /// Events whose tokens were counted locally (no usage from the upstream).
     pub estimated: Counter,
+    /// Events moved into this replica's outbox from that of a replica that is gone.
+    pub adopted: Counter,
+    /// Dead-letter entries deleted to keep the dead-letter files within their cap.
+    pub dead_letters_dropped: Counter,
     /// Records waiting in memory for the outbox writer.
     pub queue_depth: Gauge,
     pub outbox_bytes: Gauge,
@@ -246,7 +250,7 @@ pub struct MeteringMetrics {
 
 impl MeteringMetrics {
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 9] = [
             ("records_queued_total", "Finished requests handed to metering.", &self.queued),
             ("events_persisted_total", "Usage events written to the on-disk outbox.", &self.persisted),
             ("events_sent_total", "Usage events accepted by OpenMeter.", &self.sent),
@@ -257,6 +261,16 @@ impl MeteringMetrics {
                 &self.dead_lettered,
             ),
             ("events_estimated_total", "Usage events whose tokens were counted locally.", &self.estimated),
+            (
+                "events_adopted_total",
+                "Usage events taken over from the outbox directory of a replica that is gone.",
+                &self.adopted,
+            ),
+            (
+                "dead_letters_dropped_total",
+                "Dead-letter entries deleted to keep the dead-letter files within dead_letter_max_bytes.",
+                &self.dead_letters_dropped,
+            ),
             (
                 "rejected_requests_total",
                 "Requests refused with 503 because the metering outbox was full.",

@@ -309,7 +309,9 @@ def test_refused_events_go_to_the_dead_letter_file_with_the_reason(upstream: Moc
     proc = _gateway(upstream, om.url, tmp_path)
     try:
         rids = load(proc, 2)
-        dead = tmp_path / "outbox" / "dead-letter.ndjson"
+        # In this replica's own directory (named by POD_NAME, else the hostname).
+        (replica_dir,) = [d for d in (tmp_path / "outbox").iterdir() if d.is_dir()]
+        dead = replica_dir / "dead-letter.ndjson"
         wait_until(lambda: dead.exists() and len(dead.read_text().splitlines()) == 4, 15, "4 dead letters")
         entries = [json.loads(line) for line in dead.read_text().splitlines()]
         assert {e["event"]["data"]["request_id"] for e in entries} == set(rids)

@@ -319,6 +319,70 @@ def test_outbox_pvc():
     assert volumes["outbox"]["persistentVolumeClaim"]["claimName"] == "shared-outbox"
 
 
+def pod_process(binary: Path, docs: list[dict], config: Path, pod: str, volume: Path) -> tuple[subprocess.Popen, list[str]]:
+    """The gateway as one pod of the Deployment in `docs`: its environment, with POD_NAME as the
+    downward API sets it and the outbox volume (outbox.mountPath) at `volume`. Returns once it
+    listens, or has exited (with what it printed so far)."""
+    container = gateway_container(docs)
+    assert env_of(container)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    mount = {m["name"]: m for m in container["volumeMounts"]}["outbox"]["mountPath"]
+    config.write_text(one(docs, "ConfigMap")["data"]["gateway.yaml"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "PORT", "OTEL_", "VALKEY_", "OPENMETER_", "POD_"))}
+    env.update(pod_env(docs))
+    env["POD_NAME"] = pod
+    env["LLM_GATEWAY_OUTBOX_DIR"] = env["LLM_GATEWAY_OUTBOX_DIR"].replace(mount, str(volume), 1)
+    env["LLM_GATEWAY_LISTEN"] = "127.0.0.1:0"
+    proc = subprocess.Popen(
+        [str(binary), "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if '"listening"' in line:
+            break
+    return proc, lines
+
+
+def test_pods_on_one_outbox_claim_each_own_a_directory_and_a_taken_one_is_refused(tmp_path):
+    """Two pods of the chart on one shared claim (outbox.type: pvc): each writes and locks its
+    own directory in LLM_GATEWAY_OUTBOX_DIR, named by POD_NAME. A third process with a pod name
+    that is in use refuses to start, naming the directory and the holder."""
+    binary = gateway_binary()
+    docs = render(
+        sets=(
+            "outbox.type=pvc",
+            "outbox.persistence.accessModes[0]=ReadWriteMany",
+            "replicaCount=2",
+            "openmeter.enabled=true",
+            "openmeter.url=http://127.0.0.1:9",
+        )
+    )
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["outbox"]["persistentVolumeClaim"]["claimName"] == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
+    volume = tmp_path / "volume"
+    root = Path(pod_env(docs)["LLM_GATEWAY_OUTBOX_DIR"].replace("/var/lib/llm-gateway", str(volume), 1))
+    pods = {}
+    try:
+        for name in ("llm-gateway-5d8f7-a1b2c", "llm-gateway-5d8f7-d3e4f"):
+            proc, out = pod_process(binary, docs, tmp_path / f"{name}.yaml", name, volume)
+            pods[name] = proc
+            assert proc.poll() is None, "".join(out)
+        for name, proc in pods.items():
+            lock = root / name / "lock"
+            assert lock.exists(), f"{name} has no directory of its own in {root}: {sorted(p.name for p in root.iterdir())}"
+            assert f"pid {proc.pid} " in lock.read_text()
+        clash, out = pod_process(binary, docs, tmp_path / "clash.yaml", "llm-gateway-5d8f7-a1b2c", volume)
+        assert clash.wait(timeout=30) != 0, "a third process took a directory a live pod holds"
+        text = "".join(out) + (clash.stdout.read() if clash.stdout else "")
+        held = pods["llm-gateway-5d8f7-a1b2c"].pid
+        assert str(root / "llm-gateway-5d8f7-a1b2c") in text and f"pid {held} " in text, text
+    finally:
+        for proc in pods.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def test_config_change_rolls_pods():
     def checksum(docs):
         return one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
@@ -778,6 +842,11 @@ def test_schema_rejects_bad_values(values, expect, tmp_path):
             {"openmeter": {"enabled": True}}, "openmeter.enabled needs openmeter.url", id="openmeter-without-url"
         ),
         pytest.param({"externalSecret": {"enabled": True}}, "secretStoreRef.name", id="external-secret-without-store"),
+        pytest.param(
+            {"replicaCount": 2, "outbox": {"type": "pvc", "persistence": {"accessModes": ["ReadWriteOncePod"]}}},
+            "ReadWriteOncePod lets one pod mount the outbox claim",
+            id="one-pod-claim-for-several-pods",
+        ),
         pytest.param({"admin": {"enabled": True}}, "admin.enabled needs admin.keySecret.name", id="admin-without-secret"),
         pytest.param(
             {

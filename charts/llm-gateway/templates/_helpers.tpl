@@ -195,6 +195,11 @@ stricter than needed until Valkey is back).
 {{- if and .Values.openmeter.enabled (not .Values.openmeter.url) }}
 {{- fail "openmeter.enabled needs openmeter.url" }}
 {{- end }}
+{{- with .Values.outbox }}
+{{- if and (eq .type "pvc") (not .persistence.existingClaim) (has "ReadWriteOncePod" .persistence.accessModes) (or $.Values.autoscaling.enabled (gt (int $.Values.replicaCount) 1)) }}
+{{- fail "outbox.persistence.accessModes: ReadWriteOncePod lets one pod mount the outbox claim, and there are several: use ReadWriteMany (each pod writes and locks its own directory in it)" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.otel.enabled (not .Values.otel.endpoint) }}
 {{- fail "otel.enabled needs otel.endpoint" }}
 {{- end }}
