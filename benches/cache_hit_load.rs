@@ -4,7 +4,12 @@
 //! (`Cache-Control: no-store`), and (3) through the gateway answered from the exact cache.
 //! Everything runs on this machine's loopback. Run: `cargo bench --bench cache_hit_load`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a benchmark: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark: a failure stops it at once, and it reports on stdout"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,7 +4,12 @@
 //! scan) — and the memory each cached vector costs. Synthetic clustered unit vectors of 384
 //! dimensions (MiniLM's width). Run: `cargo bench --bench cache_lookup`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a benchmark: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark: a failure stops it at once, and it reports on stdout"
+)]
 
 use std::time::Instant;
 

@@ -3,7 +3,12 @@
 //! tasks. Starts its own `valkey-server` ($VALKEY_SERVER or on PATH) on a free port.
 //! Run: `cargo bench --bench kv_latency`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a benchmark: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark: a failure stops it at once, and it reports on stdout"
+)]
 
 use std::time::{Duration, Instant};
 

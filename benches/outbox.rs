@@ -4,7 +4,12 @@
 //!
 //! `cargo bench --bench outbox` (release build; `-- --events N` to change the count).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a benchmark: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark: a failure stops it at once, and it reports on stdout"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,12 @@
 //! deployment, Anthropic clients on `/v1/messages` passed through to Claude or translated for an
 //! OpenAI-compatible upstream, Anthropic error shapes, overload failover, count_tokens.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

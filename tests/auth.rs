@@ -3,7 +3,12 @@
 //! the test (RS256 and ES256 keys made here; expired, wrong audience or issuer, wrong signature,
 //! `alg: none` and HMAC all refused).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

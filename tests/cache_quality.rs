@@ -5,7 +5,12 @@
 //! benches/README.md; the assertions pin the default threshold's behaviour, with the lexical
 //! guard that every semantic candidate must also pass (`cache::guard`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 use llm_gateway::cache::embed::local::Model;
 use llm_gateway::cache::guard::mismatch;

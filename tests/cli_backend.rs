@@ -3,7 +3,12 @@
 //! for slow starts, crashes, hangs, garbage and idle exits. State changes are observed by polling
 //! `/sessions` with a bounded wait, never by sleeping.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

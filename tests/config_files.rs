@@ -1,7 +1,12 @@
 //! Every example in `config/` and every vendor descriptor in `providers/` goes through the real
 //! validator, so a shipped file can never be one the gateway rejects.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -2,7 +2,12 @@
 //! `valkey.key_prefix`es on one real `valkey-server` share no admin-made key, no rate counter
 //! and no cache entry, and every key either writes starts with its own prefix.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

@@ -1,7 +1,12 @@
 //! The Valkey client against a real server: round trips, scripts, a dead server answering
 //! errors quickly rather than hanging, reconnection after a restart, and a real 3-node cluster.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

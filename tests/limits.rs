@@ -3,7 +3,12 @@
 //! real usage, concurrency caps, daily budgets over an injected clock, the Valkey-down policies,
 //! and a 3-node cluster behaving like a standalone server.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

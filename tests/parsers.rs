@@ -5,7 +5,12 @@
 //! writes the JSON itself, JSON), and must keep the usage the events before the cut reported —
 //! a cut stream is still billed for what it used.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 use bytes::Bytes;
 use llm_gateway::adapter::anthropic::inbound_stream::MessagesFromChunks;

@@ -1,7 +1,12 @@
 //! Proxy behaviour a user notices on the wire: streaming without buffering, a client that goes
 //! away cancelling its upstream request, and upstream connections kept and renewed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 

@@ -1,7 +1,12 @@
 //! Routing under chaos, against real sockets: load balancing, retries, fallbacks, circuit
 //! breaking. Mock upstreams are controlled while the gateway runs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "a test crate: a failure stops it at once, and it reports on stdout")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
 
 mod support;
 
