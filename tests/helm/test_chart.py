@@ -32,6 +32,7 @@ KUBE_VERSION = "1.33.0"  # --kube-version for helm, and the schema version valid
 NAMESPACE = "platform-services"
 RELEASE = "llm-gateway"
 PORT = 5005
+MANAGEMENT_PORT = 9090
 
 # Kinds backed by CRDs: not in the Kubernetes schemas, shape-checked by hand below.
 CRD_KINDS = {"ServiceMonitor", "ExternalSecret"}
@@ -217,10 +218,10 @@ def test_service_monitor_shape():
     assert selector.items() <= service["metadata"]["labels"].items()
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = sm["spec"]["endpoints"]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == "management", "metrics are scraped off the API port"
     assert endpoint["path"] == "/metrics"
     assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
-    assert any(p["name"] == "http" for p in service["spec"]["ports"])
+    assert any(p["name"] == "management" for p in service["spec"]["ports"])
 
 
 def test_network_policy_allows_listed_callers_only():
@@ -265,19 +266,39 @@ def test_port_and_probes(values):
     docs = render(*values)
     service = one(docs, "Service")
     assert service["metadata"]["namespace"] == NAMESPACE
-    (port,) = service["spec"]["ports"]
+    port, management = service["spec"]["ports"]
     assert (port["port"], port["targetPort"], port["name"]) == (PORT, "http", "http")
+    assert (management["port"], management["targetPort"]) == (MANAGEMENT_PORT, "management")
     assert (
         service["spec"]["selector"].items() <= one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
     )
 
     container = gateway_container(docs)
-    assert container["ports"] == [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+        {"name": "management", "containerPort": MANAGEMENT_PORT, "protocol": "TCP"},
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert env_of(container)["LLM_GATEWAY_LISTEN"]["value"] == f"0.0.0.0:{PORT}"
     assert gateway_config(docs)["server"]["listen"] == f"0.0.0.0:{PORT}"
+    assert gateway_config(docs)["server"]["management_listen"] == f"0.0.0.0:{MANAGEMENT_PORT}"
     assert container["args"] == ["--config", "/etc/llm-gateway/gateway.yaml"]
+
+
+def test_management_listener_and_in_flight_cap():
+    """By default /metrics and /sessions are on the management port, and the pod's in-flight
+    cap is what its memory limit holds; both can be set, or turned off."""
+    server = gateway_config(render())["server"]
+    assert server["management_listen"] == f"0.0.0.0:{MANAGEMENT_PORT}"
+    assert server["max_in_flight"] == (512 - 96) * 1024 // 48
+    server = gateway_config(render(sets=("resources.limits.memory=1Gi", "memoryPerRequestKiB=32")))["server"]
+    assert server["max_in_flight"] == (1024 - 96) * 1024 // 32
+    assert gateway_config(render(sets=("maxInFlight=500",)))["server"]["max_in_flight"] == 500
+    docs = render(sets=("management.enabled=false", "resources.limits.memory=null"))
+    server = gateway_config(docs)["server"]
+    assert "management_listen" not in server and "max_in_flight" not in server
+    assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["http"]
 
 
 @pytest.mark.parametrize("values", RENDERS)
@@ -326,7 +347,11 @@ def pod_process(binary: Path, docs: list[dict], config: Path, pod: str, volume: 
     container = gateway_container(docs)
     assert env_of(container)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     mount = {m["name"]: m for m in container["volumeMounts"]}["outbox"]["mountPath"]
-    config.write_text(one(docs, "ConfigMap")["data"]["gateway.yaml"])
+    rendered = yaml.safe_load(one(docs, "ConfigMap")["data"]["gateway.yaml"])
+    if "management_listen" in rendered.get("server", {}):
+        # Pods have a network of their own each; processes on one machine share one.
+        rendered["server"]["management_listen"] = "127.0.0.1:0"
+    config.write_text(yaml.safe_dump(rendered))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "PORT", "OTEL_", "VALKEY_", "OPENMETER_", "POD_"))}
     env.update(pod_env(docs))
     env["POD_NAME"] = pod

@@ -73,6 +73,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "llm-gateway.configDir" -}}/etc/llm-gateway{{- end }}
 
 {{/*
+Requests in flight per pod: .Values.maxInFlight, else what the memory limit holds at
+.Values.memoryPerRequestKiB each above a 96 MiB base (0: no cap).
+*/}}
+{{- define "llm-gateway.maxInFlight" -}}
+{{- if .Values.maxInFlight -}}
+{{- .Values.maxInFlight -}}
+{{- else -}}
+{{- $mem := toString (dig "limits" "memory" "" .Values.resources) -}}
+{{- $mib := 0 -}}
+{{- if hasSuffix "Gi" $mem -}}{{- $mib = mul (int (trimSuffix "Gi" $mem)) 1024 -}}
+{{- else if hasSuffix "Mi" $mem -}}{{- $mib = int (trimSuffix "Mi" $mem) -}}
+{{- end -}}
+{{- if gt $mib 96 -}}{{- div (mul (sub $mib 96) 1024) (int .Values.memoryPerRequestKiB) -}}{{- else -}}0{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 The gateway config (gateway.yaml): .Values.config, plus server.listen, plus the
 providers and model deployments described by .Values.backends.
 */}}
@@ -80,6 +97,13 @@ providers and model deployments described by .Values.backends.
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $server := get $cfg "server" | default dict }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) }}
+{{- if and .Values.management.enabled (not (hasKey $server "management_listen")) }}
+{{- $_ := set $server "management_listen" (printf "0.0.0.0:%d" (int .Values.management.port)) }}
+{{- end }}
+{{- $maxInFlight := include "llm-gateway.maxInFlight" . | int }}
+{{- if and (gt $maxInFlight 0) (not (hasKey $server "max_in_flight")) }}
+{{- $_ := set $server "max_in_flight" $maxInFlight }}
+{{- end }}
 {{- $_ := set $cfg "server" $server }}
 {{- $providers := get $cfg "providers" | default dict }}
 {{- $models := get $cfg "models" | default dict }}
