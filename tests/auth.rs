@@ -152,6 +152,61 @@ async fn admin_keys_without_valkey_live_in_process_and_expire() {
     assert_eq!(r.status(), 404, "no admin credential configured: no admin API");
 }
 
+/// `cmdstat_<command>:calls=N` from Valkey's `INFO commandstats`: how often `command` ran.
+async fn valkey_calls(valkey: &ValkeyServer, command: &str) -> u64 {
+    let info: String = valkey.cmd(redis::cmd("INFO").arg("commandstats")).await;
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue #26, item 13a: a client cycling random keys fills the key cache with misses. That must
+/// not cost anyone else their cached lookup: a real key keeps authenticating without a Valkey
+/// read, and an unknown key that a client keeps retrying keeps being refused from the cache.
+/// (The cache used to be flushed wholesale once full: every key, good or bad, was read again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_keys_evict_no_cached_key_lookup() {
+    use llm_gateway::auth::keys::{KeyStore, NewKey};
+    use llm_gateway::config::{TeamPolicy, ValkeySettings, sha256};
+
+    let valkey = ValkeyServer::start().await;
+    let settings = ValkeySettings {
+        urls: vec![valkey.url()],
+        cluster: false,
+        timeout: Duration::from_secs(2),
+        key_prefix: String::new(),
+    };
+    let kv = llm_gateway::kv::Kv::new(&settings).unwrap();
+    let teams = Arc::new([("t".to_owned(), Arc::new(TeamPolicy::default()))].into());
+    // A cache TTL far longer than the test: only an eviction can send a lookup to Valkey again.
+    let store =
+        KeyStore::new(Some(kv), Duration::from_secs(3600), teams, Arc::new(ManualClock::new(1_800_000_000_000)), false);
+    let (good, _) = store.create(NewKey { team: "t".into(), ..NewKey::default() }).await.unwrap();
+    let (good, retried) = (sha256(good.as_bytes()), sha256(b"sk-lg-a-revoked-key-still-in-a-ci-secret"));
+    assert!(store.lookup(&good).await.unwrap().is_some());
+    assert!(store.lookup(&retried).await.unwrap().is_none());
+    let before = valkey_calls(&valkey, "get").await;
+
+    let flood = 30_000u32;
+    for i in 0..flood {
+        assert!(store.lookup(&sha256(format!("sk-random-{i}").as_bytes())).await.unwrap().is_none());
+        if i % 100 == 0 {
+            assert!(store.lookup(&good).await.unwrap().is_some());
+            assert!(store.lookup(&retried).await.unwrap().is_none());
+        }
+    }
+    let reads = valkey_calls(&valkey, "get").await - before;
+    assert!(reads >= u64::from(flood), "every random key was looked up in Valkey ({reads} reads)");
+    assert_eq!(
+        reads,
+        u64::from(flood),
+        "{} lookups of the cached keys went to Valkey during a flood of {flood} random keys",
+        reads - u64::from(flood)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // OIDC / JWT
 
