@@ -7,7 +7,8 @@
 //! the unused part is refunded, an overrun charged. Concurrency is a lease released exactly once
 //! at the end. With Valkey the counters are shared by every replica and changed atomically by
 //! Lua scripts; without it (or while it is down, under the fail-open policy) each replica keeps
-//! its own, each limit divided by the configured replica count.
+//! its own, each limit divided by the configured replica count (and, when Valkey went down, each
+//! budget starting from this replica's share of the last level Valkey reported: `local.rs`).
 
 pub mod allowance;
 pub mod gcra;
@@ -397,6 +398,8 @@ impl Limiter {
                 Ok(a) => {
                     let by = if a.local { "allowance" } else { "valkey" };
                     self.metrics.limits_admissions.with(&[by]).inc();
+                    let levels = checks.iter().zip(&a.verdict.levels);
+                    self.remember_budgets(levels.filter_map(|(c, l)| Some((c, c.limit.saturating_sub(l.as_ref()?.0)))));
                     return self.conclude(checks, a.verdict, estimate, Store::Shared, Some(a.leases));
                 }
                 Err(e) => self.store_failed(&e),
@@ -410,6 +413,18 @@ impl Limiter {
                 let verdict = self.local.admit(&checks, now_ms, true);
                 self.conclude(checks, verdict, estimate, Store::Local { owe: true }, None)
             }
+        }
+    }
+
+    /// Keeps the shared levels of budgets (check, units used) for the fail-open fallback to start
+    /// from (see `local.rs`): only under that policy, the only one that uses them.
+    fn remember_budgets<'a>(&self, levels: impl Iterator<Item = (&'a Check, u64)>) {
+        if self.settings.on_valkey_down != ValkeyDownPolicy::FailOpen {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        for (check, used) in levels.filter(|(c, _)| c.kind() == Kind::Window) {
+            self.local.remember(check, used, now_ms);
         }
     }
 
@@ -554,6 +569,7 @@ impl Limiter {
             tracing::warn!(error = %e, "valkey answered a ping but not the budget catch-up; staying degraded");
             return;
         }
+        self.local.forget_budgets();
         if shared.set_healthy(true) {
             self.metrics.limits_degraded.set(0);
             tracing::warn!(budgets_caught_up = owed, "valkey reachable again: shared limits resume");
@@ -567,7 +583,10 @@ impl Limiter {
             Some(shared) if shared.is_healthy() => {
                 let checks = plan::checks(principal, None, 0, &self.settings, now_ms, 1);
                 match shared.peek(&checks, now_ms).await {
-                    Ok(r) => (checks, r),
+                    Ok(r) => {
+                        self.remember_budgets(checks.iter().zip(&r).map(|(c, (used, _, _))| (c, *used)));
+                        (checks, r)
+                    }
                     Err(e) => {
                         self.store_failed(&e);
                         self.local_quota(principal, now_ms)

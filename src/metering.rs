@@ -568,7 +568,8 @@ impl Pipeline {
             },
             (None, None) => return 0,
         };
-        if parts.is_empty() {
+        let tools = record.usage.as_ref().map(event::tool_uses).unwrap_or_default();
+        if parts.is_empty() && tools.is_empty() {
             return 0;
         }
         let uid = format!("{:032x}", fastrand::u128(..));
@@ -596,10 +597,13 @@ impl Pipeline {
             estimated += u64::from(*counted_here);
             event::write_line(out, &envelope, *token_type, *tokens, cost);
         }
+        for (tool, requests) in &tools {
+            event::write_tool_line(out, &envelope, *tool, *requests);
+        }
         if estimated > 0 {
             self.metrics.estimated.add(estimated);
         }
-        parts.len() as u64
+        (parts.len() + tools.len()) as u64
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,61 @@ async fn admin_keys_without_valkey_live_in_process_and_expire() {
     assert_eq!(r.status(), 404, "no admin credential configured: no admin API");
 }
 
+/// `cmdstat_<command>:calls=N` from Valkey's `INFO commandstats`: how often `command` ran.
+async fn valkey_calls(valkey: &ValkeyServer, command: &str) -> u64 {
+    let info: String = valkey.cmd(redis::cmd("INFO").arg("commandstats")).await;
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue #26, item 13a: a client cycling random keys fills the key cache with misses. That must
+/// not cost anyone else their cached lookup: a real key keeps authenticating without a Valkey
+/// read, and an unknown key that a client keeps retrying keeps being refused from the cache.
+/// (The cache used to be flushed wholesale once full: every key, good or bad, was read again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_keys_evict_no_cached_key_lookup() {
+    use llm_gateway::auth::keys::{KeyStore, NewKey};
+    use llm_gateway::config::{TeamPolicy, ValkeySettings, sha256};
+
+    let valkey = ValkeyServer::start().await;
+    let settings = ValkeySettings {
+        urls: vec![valkey.url()],
+        cluster: false,
+        timeout: Duration::from_secs(2),
+        key_prefix: String::new(),
+    };
+    let kv = llm_gateway::kv::Kv::new(&settings).unwrap();
+    let teams = Arc::new([("t".to_owned(), Arc::new(TeamPolicy::default()))].into());
+    // A cache TTL far longer than the test: only an eviction can send a lookup to Valkey again.
+    let store =
+        KeyStore::new(Some(kv), Duration::from_secs(3600), teams, Arc::new(ManualClock::new(1_800_000_000_000)), false);
+    let (good, _) = store.create(NewKey { team: "t".into(), ..NewKey::default() }).await.unwrap();
+    let (good, retried) = (sha256(good.as_bytes()), sha256(b"sk-lg-a-revoked-key-still-in-a-ci-secret"));
+    assert!(store.lookup(&good).await.unwrap().is_some());
+    assert!(store.lookup(&retried).await.unwrap().is_none());
+    let before = valkey_calls(&valkey, "get").await;
+
+    let flood = 30_000u32;
+    for i in 0..flood {
+        assert!(store.lookup(&sha256(format!("sk-random-{i}").as_bytes())).await.unwrap().is_none());
+        if i % 100 == 0 {
+            assert!(store.lookup(&good).await.unwrap().is_some());
+            assert!(store.lookup(&retried).await.unwrap().is_none());
+        }
+    }
+    let reads = valkey_calls(&valkey, "get").await - before;
+    assert!(reads >= u64::from(flood), "every random key was looked up in Valkey ({reads} reads)");
+    assert_eq!(
+        reads,
+        u64::from(flood),
+        "{} lookups of the cached keys went to Valkey during a flood of {flood} random keys",
+        reads - u64::from(flood)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // OIDC / JWT
 
@@ -234,6 +290,26 @@ async fn jwks_server(keys: Arc<Mutex<Vec<Jwk>>>) -> String {
         axum::routing::get(move || {
             let keys = keys.clone();
             async move { axum::Json(JwkSet { keys: keys.lock().unwrap().clone() }) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/certs")
+}
+
+/// `jwks_server` whose answers take `delay_ms` (changed by the test as it goes), counting the
+/// fetches it gets in `fetches`.
+async fn slow_jwks_server(keys: Vec<Jwk>, delay_ms: Arc<AtomicU64>, fetches: Arc<AtomicU64>) -> String {
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let (keys, delay_ms, fetches) = (keys.clone(), delay_ms.clone(), fetches.clone());
+            async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst))).await;
+                axum::Json(JwkSet { keys })
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -442,4 +518,52 @@ async fn verified_jwts_are_cached_until_exp_and_while_their_key_is_published() {
     assert_eq!(list_as(&gw, &by_ec).await.0, 200, "tokens of the remaining key still pass");
     assert_eq!(list_as(&gw, &by_rsa).await.0, 401);
     assert!(verifications(&gw, "cached").await <= cached + 1);
+}
+
+/// Issue #26, item 13b: a token naming a key id the gateway does not know makes it refetch the
+/// JWKS; when the issuer is slow to answer, that fetch must hold up nobody else. Tokens of known
+/// keys verify at once meanwhile, and the requests with unknown key ids that arrive during the
+/// fetch all wait for that one fetch (not for a queue of fetches, one after another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_jwks_refetch_is_shared_and_holds_up_no_known_key() {
+    const SLOW: Duration = Duration::from_secs(3);
+    let (rsa, unpublished) = (Signer::rsa("rsa-1"), Signer::rsa("rsa-9"));
+    let (delay_ms, fetches) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let jwks_url = slow_jwks_server(vec![rsa.jwk()], delay_ms.clone(), fetches.clone()).await;
+    let gw = Gateway::start(&jwt_config("keycloak", &jwks_url)).await;
+    let team_a = claims(json!(["/platform/team-a"]));
+    assert_eq!(list_as(&gw, &rsa.token(&team_a)).await.0, 200);
+    // Refetches for unknown key ids are at least a second apart: let the first fetch's second pass.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    delay_ms.store(SLOW.as_millis() as u64, Ordering::SeqCst);
+    let fetched = fetches.load(Ordering::SeqCst);
+    let unknown = unpublished.token(&team_a);
+    let unknown_kids = futures_util::future::join_all((0..4).map(|_| async {
+        let started = Instant::now();
+        let (status, body) = list_as(&gw, &unknown).await;
+        (status, body, started.elapsed())
+    }));
+    let known_kid = async {
+        // Once the refetch is under way: a token of the published key, never verified before.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut fresh = team_a.clone();
+        fresh["sub"] = json!("user-2");
+        let started = Instant::now();
+        let status = list_as(&gw, &rsa.token(&fresh)).await.0;
+        (status, started.elapsed())
+    };
+    let (unknown_kids, (known_status, known_took)) = tokio::join!(unknown_kids, known_kid);
+    assert_eq!(known_status, 200);
+    assert!(known_took < Duration::from_secs(1), "a token of a known key waited {known_took:?} for the JWKS fetch");
+    let took: Vec<Duration> = unknown_kids.iter().map(|(_, _, took)| *took).collect();
+    for (status, body, _) in &unknown_kids {
+        assert_eq!(*status, 401);
+        assert!(body.contains("a key the issuer does not publish"), "{body}");
+    }
+    assert!(
+        took.iter().all(|t| *t < SLOW + Duration::from_millis(1500)),
+        "requests with an unknown key id waited {took:?} for a {SLOW:?} JWKS fetch"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst) - fetched, 1, "one JWKS fetch served them all");
 }

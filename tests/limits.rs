@@ -616,6 +616,46 @@ async fn valkey_down_fails_open_to_per_replica_limits_then_resumes() {
     assert_eq!(ok, 10, "shared again: one burst across both replicas");
 }
 
+/// Issue #26, item 13c: a team that spent 90% of its daily budget does not get a fresh budget
+/// when Valkey goes down under `fail-open`. The replica starts its per-replica budget (half of
+/// 40 requests, with two replicas) from its share of the last shared level it saw (36 → 18), so
+/// it refuses once its share of the remaining 10% is spent, not after 20 more requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_budgets_start_from_the_last_shared_level_not_from_zero() {
+    let mut valkey = ValkeyServer::start().await;
+    let yaml = config(
+        &standalone(&valkey),
+        "limits: { replicas: 2, on_valkey_down: fail-open }\n\
+         keys: [{ key: k, team: t }]\n\
+         teams: { t: { models: ['*'], limits: { daily_requests: 40 } } }\n",
+        None,
+    );
+    let gw = Gateway::start(&yaml).await;
+    for i in 0..36 {
+        assert_eq!(sent(&gw, "k").await.status(), 200, "shared: request {i} of 40");
+    }
+    assert_eq!(gw.quota("k").await["limits"]["team t"]["daily_requests"]["used"], 36);
+
+    valkey.kill();
+    let mut admitted = 0;
+    let mut refusal = None;
+    for _ in 0..25 {
+        let r = sent(&gw, "k").await;
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => refusal = Some(json(r).await),
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(gw.health().await["limits"]["mode"], "fail-open");
+    assert_eq!(admitted, 2, "alone, the replica admits its share of what was left of the budget (4 / 2)");
+    let refusal = refusal.expect("the budget refuses");
+    assert_eq!(refusal["error"]["code"], "insufficient_quota", "{refusal}");
+    let quota = gw.quota("k").await;
+    let budget = &quota["limits"]["team t"]["daily_requests"];
+    assert_eq!((budget["limit"].as_u64(), budget["used"].as_u64()), (Some(20), Some(20)), "{quota}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_down_fails_closed_with_503_then_resumes() {
     let mut valkey = ValkeyServer::start().await;

@@ -230,6 +230,20 @@ pub struct UsageReport {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<u64>,
+    /// Uses of the tools Anthropic runs itself (web search, web fetch), billed per use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tool_use: Option<ServerToolUse>,
+}
+
+/// `usage.server_tool_use`: how many times each tool Anthropic runs on its side was used, which
+/// it bills per use on top of the tokens. Cumulative, like the token counts. (Code execution is
+/// billed by container time and reported nowhere in the usage.)
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerToolUse {
+    #[serde(default, deserialize_with = "super::openai::zero_if_null")]
+    pub web_search_requests: u64,
+    #[serde(default, deserialize_with = "super::openai::zero_if_null")]
+    pub web_fetch_requests: u64,
 }
 
 impl UsageReport {
@@ -239,18 +253,23 @@ impl UsageReport {
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
         self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        self.server_tool_use = later.server_tool_use.or(self.server_tool_use);
     }
 
     /// The OpenAI view, counting every token once: `prompt_tokens` = input + cache read + cache
     /// write (OpenAI's prompt count includes cached tokens), `cached_tokens` = cache read,
-    /// `cache_write_tokens` = cache write, `completion_tokens` = output.
+    /// `cache_write_tokens` = cache write, `completion_tokens` = output; the tool uses carried
+    /// along for metering.
     pub fn to_openai(&self) -> Usage {
-        Usage::from_anthropic(
-            self.input_tokens.unwrap_or(0),
-            self.output_tokens.unwrap_or(0),
-            self.cache_read_input_tokens.unwrap_or(0),
-            self.cache_creation_input_tokens.unwrap_or(0),
-        )
+        Usage {
+            server_tools: self.server_tool_use.unwrap_or_default(),
+            ..Usage::from_anthropic(
+                self.input_tokens.unwrap_or(0),
+                self.output_tokens.unwrap_or(0),
+                self.cache_read_input_tokens.unwrap_or(0),
+                self.cache_creation_input_tokens.unwrap_or(0),
+            )
+        }
     }
 
     /// The Anthropic view of OpenAI usage (the inverse of `to_openai`), every field present.
@@ -263,6 +282,7 @@ impl UsageReport {
             output_tokens: Some(usage.completion_tokens),
             cache_creation_input_tokens: Some(details.cache_write_tokens),
             cache_read_input_tokens: Some(details.cached_tokens),
+            server_tool_use: (usage.server_tools != ServerToolUse::default()).then_some(usage.server_tools),
         }
     }
 
@@ -273,6 +293,7 @@ impl UsageReport {
             output_tokens: Some(self.output_tokens.unwrap_or(0)),
             cache_creation_input_tokens: Some(self.cache_creation_input_tokens.unwrap_or(0)),
             cache_read_input_tokens: Some(self.cache_read_input_tokens.unwrap_or(0)),
+            server_tool_use: self.server_tool_use,
         }
     }
 }
@@ -419,12 +440,16 @@ mod tests {
             output_tokens: Some(7),
             cache_creation_input_tokens: Some(100),
             cache_read_input_tokens: Some(1000),
+            server_tool_use: Some(ServerToolUse { web_search_requests: 2, web_fetch_requests: 0 }),
         };
         let openai = report.to_openai();
         assert_eq!((openai.prompt_tokens, openai.completion_tokens, openai.total_tokens), (1110, 7, 1117));
         let details = openai.prompt_tokens_details.unwrap();
         assert_eq!((details.cached_tokens, details.cache_write_tokens), (1000, 100));
         assert_eq!(UsageReport::from_openai(&openai), report);
+        // The tool uses ride along for metering, but are not OpenAI's to show a client.
+        assert_eq!(openai.server_tools.web_search_requests, 2);
+        assert!(!serde_json::to_string(&openai).unwrap().contains("server_tool"));
     }
 
     #[test]
@@ -436,6 +461,9 @@ mod tests {
         usage.merge(&serde_json::from_str(r#"{"output_tokens":15}"#).unwrap());
         assert_eq!(usage.to_openai().prompt_tokens, 28);
         assert_eq!(usage.to_openai().completion_tokens, 15);
+        let later = r#"{"output_tokens":20,"server_tool_use":{"web_search_requests":3,"web_fetch_requests":null}}"#;
+        usage.merge(&serde_json::from_str(later).unwrap());
+        assert_eq!(usage.to_openai().server_tools, ServerToolUse { web_search_requests: 3, web_fetch_requests: 0 });
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::anthropic::ServerToolUse;
+
 /// `CompletionUsage`, as upstreams report it. Token counts are integers, always.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -15,6 +17,10 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// Tools the vendor ran itself and bills per use (Anthropic's `usage.server_tool_use`): for
+    /// metering only. Not an OpenAI field, so never sent to a client nor read from an upstream.
+    #[serde(skip)]
+    pub server_tools: ServerToolUse,
 }
 
 impl Usage {
@@ -31,6 +37,7 @@ impl Usage {
                 cache_write_tokens: cache_write,
             }),
             completion_tokens_details: None,
+            server_tools: ServerToolUse::default(),
         }
     }
 }
@@ -48,7 +55,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn zero_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn zero_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(Option::<u64>::deserialize(d)?.unwrap_or(0))
 }
 

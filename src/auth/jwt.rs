@@ -2,8 +2,10 @@
 //! its signature verifies against the issuer's JWKS with an allowed asymmetric algorithm (never
 //! `none`, never HMAC), its issuer and audience match, it is within its validity (with leeway),
 //! and a configured claim names a team (its value matched exactly, never by a part of it). The
-//! JWKS is fetched at start, refreshed periodically, and re-fetched (at most once a second) when
-//! a token names a key id it does not know.
+//! JWKS is fetched at start, refreshed periodically, and re-fetched when a token names a key id
+//! it does not know: one fetch at a time, in a task of its own, joined by every request that
+//! needs it meanwhile and never waited for by a token whose key is known; a new one starts at
+//! the earliest a second after the last one ended.
 //!
 //! Verified tokens are cached, keyed by a SHA-256 of the token (never the token itself), so a
 //! client that sends the same token on every request pays for one signature check a minute rather
@@ -13,11 +15,13 @@
 //! published: a JWKS refresh that drops a key flushes the cache.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -26,7 +30,7 @@ use super::{Grant, Principal, Teams};
 use crate::clock::Clock;
 use crate::config::limits::OidcSettings;
 
-/// Refetches triggered by unknown key ids are at least this far apart.
+/// A refetch triggered by an unknown key id starts at least this long after the last one ended.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -74,6 +78,9 @@ struct Verified {
     key: [u8; 32],
 }
 
+/// A JWKS fetch under way or done: when it ended, and how many keys it installed (or why not).
+type Fetch = Shared<BoxFuture<'static, (Instant, Result<usize, String>)>>;
+
 /// How bearer tokens fared: checked in full, answered from the cache, or refused.
 #[derive(Default)]
 struct Stats {
@@ -85,9 +92,11 @@ struct Stats {
 pub struct JwtVerifier {
     settings: OidcSettings,
     teams: Teams,
-    keys: ArcSwap<Vec<PublicKey>>,
-    /// When the JWKS was last fetched (held while fetching, so fetches never pile up).
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// Shared with the fetch task, which installs what it fetched.
+    keys: Arc<ArcSwap<Vec<PublicKey>>>,
+    /// The last fetch, under way or done: a request that needs the JWKS joins the one under way
+    /// rather than start another (held only to look, never across a fetch).
+    last_fetch: Mutex<Option<Fetch>>,
     http: reqwest::Client,
     /// Decides `exp` and `nbf` (and the cache's age), like key expiry elsewhere.
     clock: Arc<dyn Clock>,
@@ -104,6 +113,41 @@ fn candidates(keys: &[PublicKey], kid: Option<&str>, alg: Algorithm) -> Vec<usiz
         .filter(|(_, k)| kid.is_none() || k.kid.as_deref() == kid)
         .map(|(i, _)| i)
         .collect()
+}
+
+/// The issuer's signing keys (RSA and EC, not those marked for encryption) from its JWKS.
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<PublicKey>, String> {
+    let mut response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
+    Ok(set
+        .keys
+        .iter()
+        .filter(|k| !matches!(k.common.public_key_use, Some(PublicKeyUse::Encryption)))
+        .filter_map(|jwk| {
+            let family = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => jsonwebtoken::AlgorithmFamily::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => jsonwebtoken::AlgorithmFamily::Ec,
+                _ => return None,
+            };
+            Some(PublicKey {
+                fingerprint: crate::config::sha256(&serde_json::to_vec(jwk).ok()?),
+                kid: jwk.common.key_id.clone(),
+                alg: jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()),
+                family,
+                key: DecodingKey::from_jwk(jwk).ok()?,
+            })
+        })
+        .collect())
 }
 
 /// Whether a bearer credential is a JWT (three base64url parts, a JSON header) rather than a key.
@@ -123,8 +167,8 @@ impl JwtVerifier {
         Self {
             settings,
             teams,
-            keys: ArcSwap::from_pointee(Vec::new()),
-            fetched: tokio::sync::Mutex::new(None),
+            keys: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            last_fetch: Mutex::new(None),
             http,
             clock,
             verified,
@@ -142,58 +186,43 @@ impl JwtVerifier {
         }
     }
 
-    /// Fetches the JWKS unless it was fetched within `min_age`; returns how many keys it holds.
+    /// Fetches the JWKS, or joins the fetch under way; a fetch that ended within `min_age` is
+    /// not repeated. Returns how many keys the JWKS holds.
     pub async fn refetch(&self, min_age: Duration) -> Result<usize, JwtError> {
-        let mut fetched = self.fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < min_age) {
-            return Ok(self.keys.load().len());
-        }
-        *fetched = Some(Instant::now());
-        let keys = self.fetch().await?;
-        let n = keys.len();
-        let old = self.keys.swap(Arc::new(keys));
-        let current = self.keys.load();
-        if old.iter().any(|o| !current.iter().any(|k| k.fingerprint == o.fingerprint)) {
-            // A key is gone (or was replaced under its kid): nothing it verified is trusted any
-            // more. (An entry cached concurrently from the old set is caught by `usable`.)
-            self.verified.invalidate_all();
-        }
-        Ok(n)
+        let fetch = {
+            let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            match last.as_ref().map(|f| (f, f.peek().map(|(ended, _)| *ended))) {
+                Some((under_way, None)) => under_way.clone(),
+                Some((_, Some(ended))) if ended.elapsed() < min_age => return Ok(self.keys.load().len()),
+                _ => last.insert(self.start_fetch()).clone(),
+            }
+        };
+        fetch.await.1.map_err(JwtError::Jwks)
     }
 
-    async fn fetch(&self) -> Result<Vec<PublicKey>, JwtError> {
-        let fail = |e: String| JwtError::Jwks(e);
-        let mut response = self.http.get(&self.settings.jwks_url).send().await.map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("status {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(fail(format!("larger than {MAX_JWKS_BYTES} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| fail(format!("not a JWKS: {e}")))?;
-        Ok(set
-            .keys
-            .iter()
-            .filter(|k| !matches!(k.common.public_key_use, Some(PublicKeyUse::Encryption)))
-            .filter_map(|jwk| {
-                let family = match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => jsonwebtoken::AlgorithmFamily::Rsa,
-                    AlgorithmParameters::EllipticCurve(_) => jsonwebtoken::AlgorithmFamily::Ec,
-                    _ => return None,
-                };
-                Some(PublicKey {
-                    fingerprint: crate::config::sha256(&serde_json::to_vec(jwk).ok()?),
-                    kid: jwk.common.key_id.clone(),
-                    alg: jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()),
-                    family,
-                    key: DecodingKey::from_jwk(jwk).ok()?,
-                })
-            })
-            .collect())
+    /// A fetch in a task of its own: it runs to its end (bounded by `JWKS_TIMEOUT`) and installs
+    /// what it got even when every request waiting for it has gone.
+    fn start_fetch(&self) -> Fetch {
+        let (http, url) = (self.http.clone(), self.settings.jwks_url.clone());
+        let (keys, verified) = (self.keys.clone(), self.verified.clone());
+        let task = tokio::spawn(async move {
+            let fetched = fetch(&http, &url).await.map(|new| {
+                let n = new.len();
+                let old = keys.swap(Arc::new(new));
+                let current = keys.load();
+                if old.iter().any(|o| !current.iter().any(|k| k.fingerprint == o.fingerprint)) {
+                    // A key is gone (or was replaced under its kid): nothing it verified is
+                    // trusted any more. (An entry cached concurrently from the old set is caught
+                    // by `usable`.)
+                    verified.invalidate_all();
+                }
+                n
+            });
+            (Instant::now(), fetched)
+        });
+        async move { task.await.unwrap_or_else(|e| (Instant::now(), Err(format!("the fetch task failed: {e}")))) }
+            .boxed()
+            .shared()
     }
 
     /// The principal of a valid bearer token: from the cache when this token was verified

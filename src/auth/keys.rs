@@ -3,12 +3,18 @@
 //! process. Replicas cache what they read for `auth.key_cache_ttl` (500 ms by default), so a
 //! revocation takes effect everywhere within that time.
 //!
+//! Keys found and keys not found are cached apart, each bounded with its own eviction (moka's
+//! TinyLFU): a client cycling random keys fills only the cache of misses, where its one-off keys
+//! do not displace the ones seen again and again, and never costs a real key its cached lookup.
+//!
 //! Valkey layout (each name under `valkey.key_prefix`): `lg:key:<sha256 hex>` → the key's record
 //! (JSON); `lg:keys` → hash of key id → sha256 hex (the index the admin API lists and revokes by).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use moka::future::Cache;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +24,8 @@ use crate::config::limits::Limits;
 use crate::config::{self};
 use crate::kv::{Kv, KvError};
 
-/// Cached lookups kept per replica (hits and misses alike).
-const MAX_CACHED: usize = 10_000;
+/// Cached lookups kept per replica: of keys found, and of keys not found.
+const MAX_CACHED: u64 = 10_000;
 /// Under the fail-open policy a cached key stays usable this long while Valkey is unreachable.
 const STALE_GRACE: Duration = Duration::from_secs(60);
 /// Keys the admin API lists at most.
@@ -76,14 +82,18 @@ enum Backend {
     Memory(Mutex<HashMap<[u8; 32], StoredKey>>),
 }
 
+#[derive(Clone)]
 struct Cached {
     read_at: Instant,
-    principal: Option<Principal>,
+    principal: Principal,
 }
 
 pub struct KeyStore {
     backend: Backend,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Key hash → the key's principal, when it was read.
+    known: Cache<[u8; 32], Cached>,
+    /// Key hash → when it was found to be no key.
+    unknown: Cache<[u8; 32], Instant>,
     ttl: Duration,
     teams: Teams,
     clock: Arc<dyn Clock>,
@@ -97,18 +107,25 @@ impl KeyStore {
             Some(kv) => Backend::Valkey(kv),
             None => Backend::Memory(Mutex::new(HashMap::new())),
         };
-        Self { backend, cache: Mutex::new(HashMap::new()), ttl, teams, clock, fail_open }
+        // Entries live (in real time) as long as any lookup may use them, fresh or stale.
+        let lifetime = ttl.max(STALE_GRACE);
+        let known = Cache::builder().max_capacity(MAX_CACHED).time_to_live(lifetime).build();
+        let unknown = Cache::builder().max_capacity(MAX_CACHED).time_to_live(lifetime).build();
+        Self { backend, known, unknown, ttl, teams, clock, fail_open }
     }
 
     /// The principal of an admin-made key, `None` when no such key exists (or it was revoked).
     pub async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<Principal>, KeyStoreError> {
-        let stale = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(hash) {
-                Some(c) if c.read_at.elapsed() < self.ttl => return Ok(c.principal.clone()),
-                Some(c) if c.read_at.elapsed() < STALE_GRACE => Some(c.principal.clone()),
-                _ => None,
-            }
+        let cached = match self.known.get(hash).await {
+            Some(c) => Some((c.read_at, Some(c.principal))),
+            None => self.unknown.get(hash).await.map(|at| (at, None)),
+        };
+        // Which cache held it: Some(true) the found, Some(false) the not found.
+        let held = cached.as_ref().map(|(_, principal)| principal.is_some());
+        let stale = match cached {
+            Some((at, principal)) if at.elapsed() < self.ttl => return Ok(principal),
+            Some((at, principal)) if at.elapsed() < STALE_GRACE => Some(principal),
+            _ => None,
         };
         let record = match self.read(hash).await {
             Ok(r) => r,
@@ -118,15 +135,22 @@ impl KeyStore {
             Err(e) => return Err(e),
         };
         let principal = record.and_then(|r| self.principal(&r));
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED {
-            let ttl = self.ttl;
-            cache.retain(|_, c| c.read_at.elapsed() < ttl);
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
+        let now = Instant::now();
+        match &principal {
+            Some(p) => {
+                if held == Some(false) {
+                    self.unknown.invalidate(hash).await;
+                }
+                self.known.insert(*hash, Cached { read_at: now, principal: p.clone() }).await;
+            }
+            None => {
+                // Revoked (or its team is gone) since it was read.
+                if held == Some(true) {
+                    self.known.invalidate(hash).await;
+                }
+                self.unknown.insert(*hash, now).await;
             }
         }
-        cache.insert(*hash, Cached { read_at: Instant::now(), principal: principal.clone() });
         Ok(principal)
     }
 
@@ -273,7 +297,7 @@ impl KeyStore {
         };
         // This replica forgets it at once; the others within their cache TTL.
         if let Some(hash) = hash {
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&hash);
+            self.known.invalidate(&hash).await;
         }
         Ok(true)
     }

@@ -8,6 +8,13 @@
 //!   is no Valkey (one replica) or, with each limit divided by the replica count, while Valkey is
 //!   down under the fail-open policy. Token budgets spent meanwhile are kept as a debt and added
 //!   to the shared counters once Valkey is back.
+//!
+//! A budget (a calendar window) does not start from zero when Valkey goes away: while Valkey
+//! answers, the limiter remembers here the last shared level it saw of each budget (`remember`),
+//! and the per-replica count of a budget starts from this replica's share of it, divided as the
+//! limit is. A team that had spent 90% of its day keeps 10% of it (of its share, per replica), not
+//! a fresh day. A budget this replica never saw in Valkey still starts from zero: nothing better
+//! is known without Valkey.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -26,7 +33,19 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct Local {
     shield: RwLock<HashMap<String, Shield>>,
     state: Mutex<State>,
+    /// Budgets: counter name → the last level Valkey reported (apart from `state`, which only
+    /// the fallback uses, so that remembering takes no lock the fallback holds).
+    seen: Mutex<HashMap<String, Seen>>,
     epoch: Instant,
+}
+
+/// A shared budget's level as Valkey last reported it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    used: u64,
+    /// The shared limit it was used against.
+    limit: u64,
+    window_end_ms: u64,
 }
 
 struct Shield {
@@ -49,7 +68,12 @@ struct State {
 
 impl Default for Local {
     fn default() -> Self {
-        Self { shield: RwLock::new(HashMap::new()), state: Mutex::new(State::default()), epoch: Instant::now() }
+        Self {
+            shield: RwLock::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+            seen: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
     }
 }
 
@@ -96,11 +120,56 @@ impl Local {
         Some(limiter)
     }
 
+    /// Records the shared level of a budget (`check` at its shared limit): `used` units of it.
+    pub fn remember(&self, check: &Check, used: u64, now_ms: u64) {
+        let level = Seen { used, limit: check.limit, window_end_ms: check.window_end_ms };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = seen.get_mut(&check.key) {
+            *s = level;
+            return;
+        }
+        if seen.len() >= MAX_ENTRIES {
+            seen.retain(|_, s| s.window_end_ms > now_ms);
+            if seen.len() >= MAX_ENTRIES {
+                // Full of live windows: this budget falls back from zero, as before any was seen.
+                return;
+            }
+        }
+        seen.insert(check.key.clone(), level);
+    }
+
+    /// Starts the per-replica count of each budget of `checks` not counted here yet from this
+    /// replica's share of its last shared level: `used × local limit / shared limit`, rounded up
+    /// (the local limit being the shared one divided by the replica count).
+    fn seed(&self, state: &mut State, checks: &[Check]) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.is_empty() {
+            return;
+        }
+        for check in checks.iter().filter(|c| c.kind() == Kind::Window) {
+            if state.windows.contains_key(&check.key) {
+                continue;
+            }
+            if let Some(s) = seen.get(&check.key).filter(|s| s.window_end_ms == check.window_end_ms) {
+                let share = (u128::from(s.used) * u128::from(check.limit)).div_ceil(u128::from(s.limit.max(1)));
+                let used = u64::try_from(share).unwrap_or(u64::MAX);
+                state.windows.insert(check.key.clone(), (used, check.window_end_ms));
+            }
+        }
+    }
+
+    /// Valkey is back and the debt paid: the next fallback starts each budget afresh from the
+    /// shared levels seen until then, not from what this replica counted during the last one.
+    pub fn forget_budgets(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).windows.clear();
+    }
+
     /// Admits all of `checks` or none. `owe` records budget spending as a debt to Valkey.
     pub fn admit(&self, checks: &[Check], now_ms: u64, owe: bool) -> Verdict {
         let now_us = self.now_us();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.sweep(now_us, now_ms);
+        self.seed(&mut state, checks);
         let mut verdict = Verdict::admitted(checks.len());
         let mut new_tats = Vec::new();
         for (i, check) in checks.iter().enumerate() {
@@ -197,7 +266,8 @@ impl Local {
     /// Per check: (used, remaining, reset ms), without changing anything.
     pub fn peek(&self, checks: &[Check], now_ms: u64) -> Vec<(u64, u64, u64)> {
         let now_us = self.now_us();
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.seed(&mut state, checks);
         checks
             .iter()
             .map(|check| match check.kind() {
@@ -264,6 +334,27 @@ mod tests {
         assert_eq!(local.peek(&checks, 0), [(0, 1, 0), (10, 90, 5000)]);
         assert_eq!(local.take_debt(), [("d".to_owned(), 10, 5_000)]);
         assert!(local.take_debt().is_empty());
+    }
+
+    #[test]
+    fn a_fallback_budget_starts_from_its_share_of_the_last_shared_level() {
+        let local = Local::default();
+        // Valkey said: 900 of the shared 1,000 tokens of this day are used.
+        local.remember(&check(Dim::DailyTokens, "d", 1000, 1000, 0), 900, 0);
+        // Alone, one of two replicas: half the limit, and half what was used (no debt for it).
+        let half = [check(Dim::DailyTokens, "d", 500, 500, 40)];
+        assert_eq!(local.peek(&half, 0), [(450, 50, 5000)]);
+        assert!(local.admit(&half, 0, true).admitted);
+        assert!(!local.admit(&half, 0, true).admitted, "490 of 500: 40 more do not fit");
+        assert_eq!(local.take_debt(), [("d".to_owned(), 40, 5_000)], "only what was spent alone is owed");
+        // A level of another window says nothing about this one.
+        local.remember(&check(Dim::DailyTokens, "e", 1000, 1000, 0), 900, 0);
+        let next = Check { key: "e".into(), window_end_ms: 9_000, ..half[0].clone() };
+        assert_eq!(local.peek(&[next], 0), [(0, 500, 9000)]);
+        // Valkey back: the next fallback starts again from the shared level, not from this one's.
+        local.remember(&check(Dim::DailyTokens, "d", 1000, 1000, 0), 960, 0);
+        local.forget_budgets();
+        assert_eq!(local.peek(&half, 0), [(480, 20, 5000)]);
     }
 
     #[test]

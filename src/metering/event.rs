@@ -1,10 +1,16 @@
 //! Billable facts and their CloudEvents: usage → disjoint token counts per type → cost in
-//! nano-dollars → one JSON CloudEvent per non-zero type, written as one outbox line.
+//! nano-dollars → one JSON CloudEvent per non-zero type, written as one outbox line. Tools a
+//! vendor runs itself and bills per use (web search, web fetch) are billable facts too: one event
+//! per tool used, with the number of uses, under a CloudEvent type of their own
+//! (`TOOL_EVENT_TYPE`), since a use is not a token and must not add to any sum of tokens.
 
 use serde::Serialize;
 
 use crate::api::Usage;
 use crate::providers::ModelInfo;
+
+/// The CloudEvent type of tool uses (the tokens' is `metering.event_type`).
+pub const TOOL_EVENT_TYPE: &str = "llm.server_tools";
 
 /// OpenMeter's LLM token types. The five are disjoint: their sum is the request's total, so a
 /// SUM meter over all types never counts a token twice.
@@ -45,6 +51,33 @@ impl TokenType {
             TokenType::CacheWrite => info.cache_write_nanos_per_token.unwrap_or(input),
         }
     }
+}
+
+/// Tools a vendor runs on its side during a request and bills per use (Anthropic's
+/// `usage.server_tool_use`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ToolUse {
+    WebSearch,
+    WebFetch,
+}
+
+impl ToolUse {
+    /// The event's `data.type`, and its id's suffix: the vendor's name for the count.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolUse::WebSearch => "web_search_requests",
+            ToolUse::WebFetch => "web_fetch_requests",
+        }
+    }
+}
+
+/// The uses of each tool `usage` reports, zeros left out.
+pub fn tool_uses(usage: &Usage) -> Vec<(ToolUse, u64)> {
+    let tools = usage.server_tools;
+    [(ToolUse::WebSearch, tools.web_search_requests), (ToolUse::WebFetch, tools.web_fetch_requests)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Splits OpenAI-semantics usage (`prompt_tokens` includes cached and cache-write tokens,
@@ -91,7 +124,7 @@ pub struct Envelope<'a> {
 }
 
 #[derive(Serialize)]
-struct CloudEvent<'a> {
+struct CloudEvent<'a, D> {
     specversion: &'static str,
     id: &'a str,
     source: &'a str,
@@ -99,7 +132,7 @@ struct CloudEvent<'a> {
     kind: &'a str,
     subject: &'a str,
     time: &'a str,
-    data: Data<'a>,
+    data: D,
 }
 
 #[derive(Serialize)]
@@ -115,6 +148,23 @@ struct Data<'a> {
     cached: bool,
     estimated: bool,
     cost_nanos: u64,
+    request_id: &'a str,
+}
+
+/// The data of a tool-use event: the token event's, with the number of uses for the tokens and
+/// no cost (the catalogue prices tokens only).
+#[derive(Serialize)]
+struct ToolData<'a> {
+    requests: u64,
+    #[serde(rename = "type")]
+    tool: &'static str,
+    model: &'a str,
+    deployment: &'a str,
+    provider: &'a str,
+    key_id: &'a str,
+    team: &'a str,
+    cached: bool,
+    estimated: bool,
     request_id: &'a str,
 }
 
@@ -148,6 +198,36 @@ pub fn write_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, token_type: TokenT
         },
     };
     // Serialising plain strings and integers cannot fail; a JSON string never holds a raw newline.
+    if serde_json::to_writer(&mut *out, &event).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// Appends the CloudEvent of `requests` uses of `tool` as a single JSON line to `out`: the
+/// envelope's, but for the type (`TOOL_EVENT_TYPE`) and the id (`<uid>:<tool>`).
+pub fn write_tool_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, tool: ToolUse, requests: u64) {
+    let id = format!("{}:{}", envelope.uid, tool.as_str());
+    let event = CloudEvent {
+        specversion: "1.0",
+        id: &id,
+        source: envelope.source,
+        kind: TOOL_EVENT_TYPE,
+        subject: envelope.subject,
+        time: envelope.time,
+        data: ToolData {
+            requests,
+            tool: tool.as_str(),
+            model: envelope.model,
+            deployment: envelope.deployment,
+            provider: envelope.provider,
+            key_id: envelope.key_id,
+            team: envelope.team,
+            cached: envelope.cached,
+            // The vendor's count: never the gateway's.
+            estimated: false,
+            request_id: envelope.request_id,
+        },
+    };
     if serde_json::to_writer(&mut *out, &event).is_ok() {
         out.push(b'\n');
     }
@@ -209,6 +289,7 @@ mod tests {
             total_tokens: prompt + completion,
             prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: cached, cache_write_tokens: cache_write }),
             completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: reasoning }),
+            ..Usage::default()
         }
     }
 

@@ -90,6 +90,7 @@ fn usage_becomes_one_priced_event_per_type_with_stable_shared_fields() {
         total_tokens: 1300,
         prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 600, cache_write_tokens: 0 }),
         completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: 100 }),
+        ..Usage::default()
     };
     let events = events(&p, &record("openai/gpt-4o", Some(usage), None));
     // gpt-4o in providers/openai.yaml: input 2500, output 10000, cached input 1250 nano-dollars.
@@ -244,6 +245,69 @@ fn anthropic_stream_usage_is_metered_per_type_without_double_counting() {
     assert_eq!(types["cache_read"].0, 2000);
     assert_eq!(types["output"].0, 87, "the last cumulative message_delta wins");
     assert_eq!(types.values().map(|(t, _)| t).sum::<u64>(), 12 + 100 + 2000 + 87);
+}
+
+fn anthropic_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The usage a stream rewriter reports after a recorded stream went through it.
+fn relayed_usage(mut rewriter: impl crate::stream::ChunkRewriter, fixture: &str) -> Option<Usage> {
+    let mut decoder = SseDecoder::new();
+    decoder.push(&anthropic_fixture(fixture));
+    let mut out = Vec::new();
+    while let Some(event) = decoder.next_event().unwrap() {
+        rewriter.on_event(&event, &mut out);
+    }
+    rewriter.usage()
+}
+
+/// Issue #26, item 13d: Anthropic runs web searches and fetches itself and bills them per use
+/// (`usage.server_tool_use`). Each kind is metered as an event of its own with the count, through
+/// every path an Anthropic answer takes: a stream passed through or translated for an OpenAI
+/// client, a whole message passed through or translated. The token events stay as they were.
+#[test]
+fn vendor_server_tool_uses_are_metered_as_events_of_their_own() {
+    use crate::adapter::anthropic::{passthrough, response, stream};
+    let p = pipeline();
+    let message = anthropic_fixture("message_web_search.json");
+    let paths = [
+        ("stream passed through", relayed_usage(passthrough::MessagesRelay::new("c"), "stream_web_search.sse"), 2, 0),
+        ("stream translated", relayed_usage(stream::ClaudeChunks::new("c", 0, false), "stream_web_search.sse"), 2, 0),
+        ("message passed through", passthrough::response(&message, "c").unwrap().1, 1, 1),
+        ("message translated", Some(response::to_chat(&message, "c", 0).unwrap().1), 1, 1),
+    ];
+    for (path, usage, searches, fetches) in paths {
+        let usage = usage.unwrap_or_else(|| panic!("{path}: no usage"));
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10_682, 510), "{path}");
+        let events = events(&p, &record("local/qwen3", Some(usage), None));
+        let uses: HashMap<&str, &Value> = events
+            .iter()
+            .filter(|e| e["type"] != "llm.tokens")
+            .map(|e| (e["data"]["type"].as_str().unwrap(), e))
+            .collect();
+        let expected: HashMap<&str, u64> = [("web_search_requests", searches), ("web_fetch_requests", fetches)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            uses.iter().map(|(t, e)| (*t, e["data"]["requests"].as_u64().unwrap_or(0))).collect::<HashMap<_, _>>(),
+            expected,
+            "{path}: {events:#?}"
+        );
+        for (kind, e) in &uses {
+            assert_eq!(e["type"], "llm.server_tools", "{path}: {e}");
+            assert_eq!(e["id"].as_str().unwrap().split_once(':').unwrap().1, *kind, "{path}: {e}");
+            assert_eq!(
+                (e["data"]["team"].as_str(), e["data"]["model"].as_str()),
+                (Some("team-a"), Some("client-model"))
+            );
+            assert!(e["data"].get("tokens").is_none(), "{path}: a use is not a token: {e}");
+        }
+        let tokens: u64 =
+            events.iter().filter(|e| e["type"] == "llm.tokens").map(|e| e["data"]["tokens"].as_u64().unwrap()).sum();
+        assert_eq!(tokens, 10_682 + 510, "{path}: the token events are unchanged");
+    }
 }
 
 #[test]
