@@ -565,7 +565,9 @@ impl Limiter {
         }
         let debt = self.local.take_debt();
         let owed = debt.len();
-        if let Err(e) = shared.pay_debt(debt, self.clock.now_ms()).await {
+        if let Err((e, unpaid)) = shared.pay_debt(debt, self.clock.now_ms()).await {
+            // Still owed: paid at the next recovery, not lost with this attempt.
+            self.local.owe_again(unpaid);
             tracing::warn!(error = %e, "valkey answered a ping but not the budget catch-up; staying degraded");
             return;
         }

@@ -294,6 +294,15 @@ impl Local {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.debt.drain().filter(|(_, (units, _))| *units > 0).map(|(k, (units, end))| (k, units, end)).collect()
     }
+
+    /// Puts back debt taken by `take_debt` that could not be paid (added to what was spent
+    /// since).
+    pub fn owe_again(&self, unpaid: Vec<(String, i64, u64)>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, units, end) in unpaid {
+            state.debt.entry(key).or_insert((0, end)).0 += units;
+        }
+    }
 }
 
 impl State {
@@ -334,6 +343,19 @@ mod tests {
         assert_eq!(local.peek(&checks, 0), [(0, 1, 0), (10, 90, 5000)]);
         assert_eq!(local.take_debt(), [("d".to_owned(), 10, 5_000)]);
         assert!(local.take_debt().is_empty());
+    }
+
+    /// A debt whose payment to Valkey failed is owed still, with what was spent since.
+    #[test]
+    fn unpaid_debt_is_owed_again() {
+        let local = Local::default();
+        let checks = [check(Dim::DailyTokens, "d", 100, 100, 30)];
+        assert!(local.admit(&checks, 0, true).admitted);
+        let unpaid = local.take_debt();
+        assert_eq!(unpaid, [("d".to_owned(), 30, 5_000)]);
+        assert!(local.admit(&checks, 0, true).admitted);
+        local.owe_again(unpaid);
+        assert_eq!(local.take_debt(), [("d".to_owned(), 60, 5_000)]);
     }
 
     #[test]

@@ -325,12 +325,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Adds budget spent while Valkey was down to the shared counters.
-    pub async fn pay_debt(&self, debt: Vec<(String, i64, u64)>, now_ms: u64) -> Result<(), KvError> {
-        for (key, units, window_end_ms) in debt {
+    /// Adds budget spent while Valkey was down to the shared counters. On a failure, returns
+    /// the error and what is still unpaid (the entries already added are not).
+    pub async fn pay_debt(
+        &self,
+        debt: Vec<(String, i64, u64)>,
+        now_ms: u64,
+    ) -> Result<(), (KvError, Vec<(String, i64, u64)>)> {
+        let mut debt = debt.into_iter();
+        while let Some((key, units, window_end_ms)) = debt.next() {
             let mut args = vec![1];
             args.extend(plan::settle_args(Kind::Window, 0, window_end_ms, now_ms, units));
-            self.kv.eval::<i64>(&self.settle, &[key.as_str()], &args).await?;
+            if let Err(e) = self.kv.eval::<i64>(&self.settle, &[key.as_str()], &args).await {
+                let unpaid = std::iter::once((key, units, window_end_ms)).chain(debt).collect();
+                return Err((e, unpaid));
+            }
         }
         Ok(())
     }
