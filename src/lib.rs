@@ -24,6 +24,19 @@
 //! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics, traces),
 //! `kv` (Valkey). `app` composes the stack and nothing imports it.
 
+// The stages, in the order a request meets them.
+pub mod server;
+pub mod ingress;
+pub mod auth;
+pub mod limits;
+pub mod cache;
+pub mod router;
+pub mod adapter;
+pub mod upstream;
+pub mod stream;
+pub mod metering;
+
+// Shared vocabulary.
 pub mod api;
 pub mod clock;
 pub mod config;
@@ -31,19 +44,9 @@ pub mod ctx;
 pub mod error;
 pub mod providers;
 
-pub mod adapter;
-pub mod auth;
-pub mod cache;
-pub mod ingress;
-pub mod limits;
-pub mod router;
-pub mod server;
-pub mod stream;
+// Infrastructure.
+pub mod kv;
 pub mod telemetry;
 
-pub mod kv;
-pub mod upstream;
-
-pub mod metering;
-
+// Composes the stack; nothing imports it.
 pub mod app;
