@@ -1,12 +1,15 @@
 //! Per-request state, filled in stage by stage and read by the end-of-request observers.
 
+pub mod principal;
+
+pub use principal::{Grant, Principal};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::api::Usage;
-use crate::auth::Principal;
 use crate::error::GatewayError;
 
 /// Which operation a request is: OpenAI's three, or Anthropic's Messages.

@@ -24,9 +24,9 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
 use crate::api::ratelimit::{Bucket, RateHeaders};
-use crate::auth::Principal;
 use crate::clock::{self, Clock};
 use crate::config::limits::{LimitSettings, ValkeyDownPolicy};
+use crate::ctx::Principal;
 use crate::ctx::{LocalCount, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::kv::Kv;

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::auth::Principal;
 use crate::config::{Config, DeploymentSpec, ModelSpec, ProviderSpec, RetryPolicy};
+use crate::ctx::Principal;
 use crate::error::GatewayError;
 use balance::Member;
 use health::DeploymentHealth;

@@ -40,18 +40,11 @@ const LAYERS: &[(&str, u32)] = &[
 
 /// (importing file, imported module): upward imports still to be removed.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("src/adapter/cli.rs", "auth"),
-    ("src/adapter/cli/pool.rs", "auth"),
-    ("src/cache/embed/remote.rs", "auth"),
     ("src/config.rs", "stream"),
     ("src/config.rs", "telemetry"),
-    ("src/ctx.rs", "auth"),
     ("src/ctx.rs", "limits"),
     ("src/ctx.rs", "telemetry"),
     ("src/ingress.rs", "server"),
-    ("src/limits.rs", "auth"),
-    ("src/limits/plan.rs", "auth"),
-    ("src/router.rs", "auth"),
     ("src/server.rs", "app"),
     ("src/stream.rs", "upstream"),
     ("src/telemetry/trace/export.rs", "upstream"),

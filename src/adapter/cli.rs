@@ -23,9 +23,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, RawObject, Usage, tokens};
-use crate::auth::Principal;
 use crate::config::{CliProtocol, Config, Dialect};
 use crate::ctx::Endpoint;
+use crate::ctx::Principal;
 use crate::error::GatewayError;
 use crate::upstream::UpstreamResponse;
 use pool::{AcquireError, Lease, Partition, Pool};

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Principal;
 use crate::clock;
 use crate::config::limits::{LimitSettings, Limits};
+use crate::ctx::Principal;
 
 /// Counters of rates refill over a minute.
 pub const MINUTE_MS: u64 = 60_000;
@@ -271,8 +271,8 @@ fn hash_tag(team: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Grant;
     use crate::config::TeamPolicy;
+    use crate::ctx::Grant;
 
     fn principal(team: &str, key: Limits, team_limits: Limits) -> Principal {
         Principal {

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::api::openai::{CompletionTokensDetails, PromptTokensDetails};
-use crate::auth::Principal;
 use crate::config::Config;
+use crate::ctx::Principal;
 use crate::stream::sse::SseDecoder;
 
 const CONFIG: &str = "

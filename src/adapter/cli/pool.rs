@@ -28,9 +28,9 @@ use tokio::time::Instant;
 
 use super::protocol::{self, Event};
 use super::session::{self, Session, SessionError};
-use crate::auth::Principal;
 use crate::config::CliSpec;
 use crate::config::cli::PartitionBy;
+use crate::ctx::Principal;
 use registry::{Entry, State};
 pub use registry::{SessionState, Totals};
 

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::{EmbedError, Embedder, normalize};
 use crate::adapter::mock;
 use crate::api::RawObject;
-use crate::auth::Principal;
 use crate::config::{Config, Dialect, Secret, TeamPolicy};
 use crate::ctx::Endpoint;
+use crate::ctx::Principal;
 use crate::router::{RequestShape, Router};
 use crate::upstream::{self, Upstreams};
 
