@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// nginx's keep-alive timeout: longer than the 60 s idle timeout of the common cloud load
 /// balancers, so a balancer never sends a request on a connection the gateway is closing.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+/// What one stream event may hold by default (`providers.<name>.max_event_bytes`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -950,7 +952,7 @@ fn build_provider(
     }
     // (Below 1 KiB even ordinary chunks would be refused.)
     let max_event_bytes = match raw.max_event_bytes {
-        None => crate::stream::sse::DEFAULT_MAX_EVENT_BYTES,
+        None => DEFAULT_MAX_EVENT_BYTES,
         Some(n) if n < 1024 => return Err(err("max_event_bytes", "must be at least 1024".into())),
         Some(n) => usize::try_from(n).map_err(|_| err("max_event_bytes", "too large".into()))?,
     };

@@ -12,6 +12,21 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::api::Usage;
 use crate::error::GatewayError;
 
+/// The header a request's id travels in, to the client and to the upstream.
+pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// `req_` and 32 random hex digits.
+pub fn new_request_id() -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = *b"req_00000000000000000000000000000000";
+    let mut bits = fastrand::u128(..);
+    for digit in id[4..].iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    Arc::from(std::str::from_utf8(&id).unwrap_or_default())
+}
+
 /// Which operation a request is: OpenAI's three, or Anthropic's Messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

@@ -128,7 +128,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub async fn proxy(endpoint: Endpoint, gw: State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
     // Taken apart rather than extracted: the headers are moved, not copied.
     let (mut parts, body) = request.into_parts();
-    let id = parts.extensions.remove::<RequestId>().unwrap_or_else(|| RequestId(crate::server::new_request_id()));
+    let id = parts.extensions.remove::<RequestId>().unwrap_or_else(|| RequestId(crate::ctx::new_request_id()));
     handle(gw.0, id, endpoint, parts.uri.query().map(Box::from), parts.headers, body).await
 }
 

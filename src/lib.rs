@@ -45,6 +45,7 @@ pub mod error;
 pub mod providers;
 
 // Infrastructure.
+pub mod http;
 pub mod kv;
 pub mod telemetry;
 

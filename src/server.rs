@@ -29,14 +29,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::Response;
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::ingress::RequestId;
 
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::ctx::{REQUEST_ID_HEADER, new_request_id};
 
 /// Takes the client's `x-request-id` when it is sane, else makes one; puts it on the request
 /// (for the handlers) and on the response. A tower layer of its own rather than
@@ -101,18 +101,6 @@ impl<F: Future<Output = Result<Response, E>>, E> Future for RequestIdFuture<F> {
         }
         Poll::Ready(Ok(response))
     }
-}
-
-/// `req_` and 32 random hex digits.
-pub(crate) fn new_request_id() -> Arc<str> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = *b"req_00000000000000000000000000000000";
-    let mut bits = fastrand::u128(..);
-    for digit in id[4..].iter_mut().rev() {
-        *digit = HEX[(bits & 0xf) as usize];
-        bits >>= 4;
-    }
-    Arc::from(std::str::from_utf8(&id).unwrap_or_default())
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains for at most `grace`.

@@ -18,8 +18,10 @@ use tokio::time::Instant;
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{ChunkGaps, Generated};
 use crate::error::GatewayError;
-use crate::upstream::BodyStream;
 use sse::{SseDecoder, SseEvent};
+
+/// An upstream's answer body as it arrives.
+pub type BodyStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 
 /// What the relay does after one upstream event.
 #[derive(Debug, PartialEq)]

@@ -11,26 +11,21 @@
 mod h1;
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyDataStream, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::{AuthStyle, Config, DeploymentSpec, ProviderSpec};
+use crate::ctx::REQUEST_ID_HEADER;
 use crate::error::GatewayError;
-use crate::server::REQUEST_ID_HEADER;
 use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
 
-pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+pub use crate::stream::BodyStream;
 
 /// What one request carries to its upstream besides the provider's own headers. The request id
 /// and the trace context are kept as text and written straight into a plain-HTTP request: no
@@ -102,7 +97,7 @@ pub struct UpstreamResponse {
 /// Non-stream bodies larger than this are refused rather than buffered.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) use crate::http::{HttpClient, chain, http_client};
 
 /// One provider's pooled client and what every request to it carries.
 struct ProviderClient {
@@ -282,32 +277,6 @@ impl ProviderClient {
     }
 }
 
-/// A pooled HTTP client over rustls (the platform's trust roots): HTTP/1.1 or HTTP/2 by ALPN, or
-/// HTTP/2 only (gRPC). Also the OTLP trace exporter's.
-pub(crate) fn http_client(connect_timeout: Duration, http2_only: bool) -> Result<HttpClient, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .try_with_platform_verifier()
-        .map_err(|e| format!("TLS trust roots: {e}"))?
-        .https_or_http();
-    let tls = if http2_only {
-        tls.enable_http2().wrap_connector(http)
-    } else {
-        tls.enable_all_versions().wrap_connector(http)
-    };
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(http2_only)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(tls))
-}
-
 /// The headers every request to `provider` carries.
 fn provider_headers(provider: &ProviderSpec) -> Result<HeaderMap, GatewayError> {
     let invalid =
@@ -449,20 +418,6 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
         source = s.source();
     }
     false
-}
-
-/// The error's causes, without any that name an address.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut source = Some(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.contains("://") && parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// Reads a whole (non-stream) body, bounded in size and by the deadline and the idle timeout.

@@ -32,7 +32,7 @@ pub struct SseDecoder {
 /// What one event may hold unless configured (the provider's `max_event_bytes`): far more than
 /// any answer's event needs (a chunk is a few hundred bytes; a whole answer in one event a few
 /// hundred KiB), and little enough that a misbehaving upstream cannot make us buffer much.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::config::DEFAULT_MAX_EVENT_BYTES;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a stream event exceeded {limit} bytes (the provider's max_event_bytes)")]

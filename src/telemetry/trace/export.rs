@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::Recorder;
 use super::proto;
 use crate::config::{OtlpProtocol, OtlpSettings};
-use crate::upstream::{HttpClient, chain, http_client};
+use crate::http::{HttpClient, chain, http_client};
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
