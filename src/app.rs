@@ -17,8 +17,13 @@
 //! | cache fill | the answer (whole, or frames + end)     | exact key, semantic entry, log      |
 //! | observers  | `RequestCtx` + `Outcome`                | log line, metrics, limits settlement|
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::adapter::cli;
@@ -103,6 +108,56 @@ impl App {
             "/v1/messages" => Some(Endpoint::Messages),
             _ => None,
         }
+    }
+}
+
+pub type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A request's answer, from the gateway or the router.
+    #[project = AnswerProj]
+    pub enum Answer {
+        Proxied { #[pin] inner: server::RequestIdFuture<Handled> },
+        Routed { #[pin] inner: axum::routing::future::RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Proxied { inner } => inner.poll(cx),
+            AnswerProj::Routed { inner } => inner.poll(cx),
+        }
+    }
+}
+
+/// The application as hyper's service (what `server::serve` serves): a proxied endpoint's request
+/// goes straight to the gateway (`App::proxied`), any other to the router, as axum's body.
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Answer {
+        if request.method() == http::Method::POST
+            && let Some(endpoint) = App::proxied(request.uri().path())
+        {
+            let (parts, body) = request.into_parts();
+            let id = server::request_id_of(&parts.headers);
+            let handled = crate::ingress::handle(
+                self.gateway.clone(),
+                crate::ingress::RequestId(id.clone()),
+                endpoint,
+                parts.uri.query().map(Box::from),
+                parts.headers,
+                axum::body::Body::new(body),
+            );
+            let inner: Handled = Box::pin(async move { Ok(handled.await) });
+            return Answer::Proxied { inner: server::RequestIdFuture { inner, id: Some(id) } };
+        }
+        Answer::Routed { inner: tower::Service::call(&mut self.router.clone(), request) }
     }
 }
 

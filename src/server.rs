@@ -33,7 +33,6 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use tokio::net::TcpListener;
 
-use crate::app::App;
 use crate::ingress::RequestId;
 
 pub use crate::ctx::{REQUEST_ID_HEADER, new_request_id};
@@ -72,7 +71,7 @@ impl<S: tower::Service<Request, Response = Response>> tower::Service<Request> fo
 }
 
 /// The client's `x-request-id` when it is sane (1 to 128 visible ASCII characters), else a new one.
-fn request_id_of(headers: &http::HeaderMap) -> Arc<str> {
+pub(crate) fn request_id_of(headers: &http::HeaderMap) -> Arc<str> {
     headers
         .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -85,8 +84,8 @@ pin_project_lite::pin_project! {
     /// The inner service's answer, with the request id put on it.
     pub struct RequestIdFuture<F> {
         #[pin]
-        inner: F,
-        id: Option<Arc<str>>,
+        pub inner: F,
+        pub id: Option<Arc<str>>,
     }
 }
 
@@ -114,12 +113,19 @@ impl<F: Future<Output = Result<Response, E>>, E> Future for RequestIdFuture<F> {
 /// A connection must send its next request head within `options.header_read_timeout` of being
 /// ready for it (accepted, or its last answer sent), else it is closed: a client sending its
 /// headers a byte at a time (slowloris) or an idle keep-alive connection holds a socket no longer.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: App,
+    app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     // tokio's timer wakes its event loop (an eventfd write, then an extra epoll_wait) whenever a
     // timer is set earlier than the loop's next planned wake-up — with no timer pending, every
     // request's first timeout does. A tick each second keeps a wake-up planned within the
@@ -150,7 +156,7 @@ pub async fn serve(
         // client's delayed ACK (~40 ms per event on Linux): stream latency would be Nagle's.
         let _ = tcp.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let app = HyperApp(app.clone(), activity.clone());
+        let app = Touching(app.clone(), activity.clone());
         tokio::spawn(connection(tcp, app, activity, options, stopping.clone(), open.clone()));
     }
     drop(listener);
@@ -166,14 +172,19 @@ pub async fn serve(
 
 /// Serves one client connection (HTTP/1.1, or HTTP/2 by its preface) until it closes; once
 /// `stopping`, finishes the requests in flight and closes.
-async fn connection(
+async fn connection<S>(
     tcp: tokio::net::TcpStream,
-    app: HyperApp,
+    app: Touching<S>,
     activity: Arc<Activity>,
     options: ServeOptions,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::mpsc::Sender<()>,
-) {
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     // hyper's header timer runs once it knows the protocol, which takes the first bytes: until
     // they come, the same timeout is ours.
     // (`peek`, not `readable`: a new socket's readiness starts set, before any byte came.)
@@ -265,57 +276,21 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// The application as hyper's service: a proxied endpoint's request goes straight to the
-/// gateway (`App::proxied`), any other to the router, as axum's body.
+/// A connection's service: the application's, noting when each request starts (the idle
+/// timeout counts from the last).
 #[derive(Clone)]
-struct HyperApp(App, Arc<Activity>);
+struct Touching<S>(S, Arc<Activity>);
 
-type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+impl<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>
+    hyper::service::Service<http::Request<hyper::body::Incoming>> for Touching<S>
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
-pin_project_lite::pin_project! {
-    /// A request's answer, from the gateway or the router.
-    #[project = AnswerProj]
-    enum Answer {
-        Proxied { #[pin] inner: RequestIdFuture<Handled> },
-        Routed { #[pin] inner: axum::routing::future::RouteFuture<Infallible> },
-    }
-}
-
-impl Future for Answer {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AnswerProj::Proxied { inner } => inner.poll(cx),
-            AnswerProj::Routed { inner } => inner.poll(cx),
-        }
-    }
-}
-
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for HyperApp {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Answer {
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> S::Future {
         self.1.touch();
-        if request.method() == http::Method::POST
-            && let Some(endpoint) = App::proxied(request.uri().path())
-        {
-            let (parts, body) = request.into_parts();
-            let id = request_id_of(&parts.headers);
-            let handled = crate::ingress::handle(
-                self.0.gateway.clone(),
-                RequestId(id.clone()),
-                endpoint,
-                parts.uri.query().map(Box::from),
-                parts.headers,
-                axum::body::Body::new(body),
-            );
-            let inner: Handled = Box::pin(async move { Ok(handled.await) });
-            return Answer::Proxied { inner: RequestIdFuture { inner, id: Some(id) } };
-        }
-        Answer::Routed { inner: tower::Service::call(&mut self.0.router.clone(), request) }
+        self.0.call(request)
     }
 }
 
