@@ -409,7 +409,8 @@ http {{
 """
 
 
-def start_nginx(work: Path, upstream_port: int) -> tuple[subprocess.Popen, int]:
+def start_nginx(work: Path, upstream_port: int, template: str = NGINX_CONF) -> tuple[subprocess.Popen, int]:
+    """nginx proxying to `upstream_port`, configured by `template` (NGINX_CONF's placeholders)."""
     prefix = work / "nginx"
     prefix.mkdir(exist_ok=True)
     os.chmod(work, 0o755)
@@ -418,7 +419,7 @@ def start_nginx(work: Path, upstream_port: int) -> tuple[subprocess.Popen, int]:
     for attempt in range(3):
         port = free_port()
         conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=prefix, upstream_port=upstream_port, port=port))
+        conf.write_text(template.format(prefix=prefix, upstream_port=upstream_port, port=port))
         argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
         t = subprocess.run(argv + ["-t"], capture_output=True, text=True)
         if t.returncode != 0:

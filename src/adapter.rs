@@ -4,6 +4,7 @@
 //! for one (client endpoint, upstream dialect) pair.
 
 pub mod anthropic;
+mod capture;
 pub mod cli;
 pub mod mock;
 pub mod openai;

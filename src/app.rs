@@ -152,7 +152,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
                 endpoint,
                 parts.uri.query().map(Box::from),
                 parts.headers,
-                axum::body::Body::new(body),
+                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, server::own_frame)),
             );
             let inner: Handled = Box::pin(async move { Ok(handled.await) });
             return Answer::Proxied { inner: server::RequestIdFuture { inner, id: Some(id) } };

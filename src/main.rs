@@ -9,6 +9,27 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc's own collection entry point (in the library `mimalloc` links; the crate declares it
+// only with its `extended` feature, which needs a crate that is not in the tree).
+unsafe extern "C" {
+    /// Frees this thread's empty pages and purges the memory freed more than `purge_delay` ago.
+    safe fn mi_collect(force: bool);
+}
+
+/// Gives the memory a thread freed back to the system once a burst is over. mimalloc returns
+/// freed pages after a delay (its `purge_delay`, 1 s), but only when the thread that freed them
+/// calls into it again: a serving thread that went quiet after a burst of streams kept what the
+/// streams had freed. A collection every second is that call (it visits the thread's pages; a
+/// few microseconds, once a second). One per serving thread, each on its own event loop.
+async fn allocator_upkeep() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        mi_collect(false);
+    }
+}
+
 use llm_gateway::config::{Config, ProcessEnv};
 use llm_gateway::{app, server, telemetry};
 
@@ -79,6 +100,7 @@ fn main() -> ExitCode {
 /// the same listening socket: a connection and everything its requests do stay on one thread,
 /// so no request pays for a work-stealing scheduler's cross-thread wake-ups.
 async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::error::Error>> {
+    tokio::spawn(allocator_upkeep());
     let mut telemetry = telemetry::init(&config.server.log_level, &config.telemetry)?;
     for warning in &config.warnings {
         tracing::warn!(config = %config_path, "{warning}");
@@ -108,6 +130,7 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
                 }
             };
             runtime.block_on(async move {
+                tokio::spawn(allocator_upkeep());
                 let served = match tokio::net::TcpListener::from_std(copy) {
                     Ok(listener) => server::serve(listener, app, server::stopped(stopped), options).await,
                     Err(e) => Err(e),

@@ -201,6 +201,13 @@ async fn connection<S>(
     builder
         .http1()
         .writev(false)
+        // What a connection buffers either way, at hyper's minimum: a request head takes at most
+        // 8 KiB (a larger one is answered 431), a body is read 8 KiB at a time, and a slow
+        // client's unsent SSE frames pile up to 8 KiB, not ~400 KiB, in a write buffer that
+        // never shrinks after. Above this minimum every connection's read buffer grew to 16 KiB
+        // at its first request: the HTTP/1-or-2 check reads the first bytes and hands them back
+        // in a read of their own, and the next read asked for more room than was left.
+        .max_buf_size(8 * 1024)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
     let mut conn = std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), app));
@@ -292,6 +299,14 @@ impl<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>
         self.1.touch();
         self.0.call(request)
     }
+}
+
+/// A request body's piece, copied out of the connection's read buffer. hyper hands out slices of
+/// that buffer (8 KiB or more), and the request's context keeps its body for as long as the
+/// request runs — a stream's whole life: a slice would keep the whole buffer alive with it,
+/// beside the buffer the connection reads into next.
+pub(crate) fn own_frame(frame: hyper::body::Frame<bytes::Bytes>) -> hyper::body::Frame<bytes::Bytes> {
+    frame.map_data(|data| bytes::Bytes::copy_from_slice(&data))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -533,6 +533,45 @@ mod tests {
         assert_eq!(ended.lock().unwrap().take().expect("one report").error, Some("upstream_protocol"));
     }
 
+    /// A stream waiting for its upstream holds no more than it has not relayed: not the buffer
+    /// a large event grew, nor that of a burst of events.
+    #[tokio::test]
+    async fn a_waiting_relay_holds_no_buffer_a_burst_grew() {
+        let chunk = |text: &str| {
+            format!(
+                "data: {{\"id\":\"c\",\"model\":\"up\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+            )
+        };
+        let large = chunk(&"x".repeat(60_000));
+        let burst: String = (0..100).map(|i| chunk(&i.to_string())).collect();
+        // The upstream's reads, sent one at a time.
+        let (read, reads) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let body: BodyStream = Box::pin(futures_util::stream::unfold(reads, |mut reads| async move {
+            reads.recv().await.map(|bytes| (Ok(bytes), reads))
+        }));
+        let far = Instant::now() + Duration::from_secs(60);
+        let rewriter = Box::new(OpenAiChunks::new("m", false));
+        let mut relay = Relay::new(body, rewriter, "d".into(), Duration::from_secs(60), far, std::time::Instant::now());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The large event in two reads, then a wait with the next one's start buffered.
+        for piece in [&large[..30_000], &large[30_000..], &burst[..10]] {
+            read.send(Bytes::copy_from_slice(piece.as_bytes())).unwrap();
+        }
+        let Poll::Ready(Ok(Some(frame))) = relay.poll_next_frame(&mut cx) else { panic!("no frame") };
+        assert!(frame.len() > 60_000);
+        assert!(relay.poll_next_frame(&mut cx).is_pending());
+        let held = relay.decoder.buffer_capacity();
+        assert!(held <= 1024, "the decoder holds {held} bytes for 10");
+        // A hundred events in one read, relayed, then a wait.
+        read.send(Bytes::copy_from_slice(burst[10..].as_bytes())).unwrap();
+        let mut frames = 0;
+        while let Poll::Ready(Ok(Some(_))) = relay.poll_next_frame(&mut cx) {
+            frames += 1;
+        }
+        assert_eq!(frames, 100);
+        assert_eq!(relay.decoder.buffer_capacity(), 0);
+    }
+
     /// The idle gap is timed from the last chunk, not from the start: chunks that come 100 ms
     /// apart pass a 300 ms idle timeout however long the stream runs, and a stall after them
     /// ends the stream with the in-band error once 300 ms pass.

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::capture::{OPENAI_CHOICES, TextCapture};
 use crate::api::{ErrorBody, RawMembers, RawObject, Usage};
 use crate::config::StreamUsage;
-use crate::ctx::{Capture, Generated, MAX_GENERATED_BYTES};
+use crate::ctx::{Generated, MAX_GENERATED_BYTES};
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step, data_frame, data_frame_with};
 
@@ -143,15 +144,21 @@ pub struct OpenAiChunks {
     hide_usage_chunks: bool,
     usage: Option<Usage>,
     finish_reason: Option<String>,
-    /// Each chunk's raw `choices`, one per line (bounded), for a local count if no usage comes.
-    generated: Capture,
+    /// The text of each chunk's `choices` (bounded), for a local count if no usage comes.
+    generated: TextCapture,
 }
 
 impl OpenAiChunks {
     pub fn new(client_model: &str, hide_usage_chunks: bool) -> Self {
         let client_model = serde_json::value::to_raw_value(client_model)
             .unwrap_or_else(|_| RawValue::from_string("\"\"".into()).unwrap_or_default());
-        Self { client_model, hide_usage_chunks, usage: None, finish_reason: None, generated: Capture::default() }
+        Self {
+            client_model,
+            hide_usage_chunks,
+            usage: None,
+            finish_reason: None,
+            generated: TextCapture::new(&OPENAI_CHOICES),
+        }
     }
 
     fn capture(&mut self, choices: &str) {
@@ -159,7 +166,7 @@ impl OpenAiChunks {
         if raw == b"[]" || raw == b"null" {
             return;
         }
-        self.generated.push_line(raw);
+        self.generated.push(raw);
     }
 }
 

@@ -34,6 +34,10 @@ pub struct SseDecoder {
 /// hundred KiB), and little enough that a misbehaving upstream cannot make us buffer much.
 pub use crate::config::DEFAULT_MAX_EVENT_BYTES;
 
+/// Unread bytes up to this size are moved to a buffer of their own size when the decoder
+/// waits for more (see `SseDecoder::trim`).
+const WAITING_SPARE: usize = 1024;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a stream event exceeded {limit} bytes (the provider's max_event_bytes)")]
 pub struct EventTooLarge {
@@ -68,8 +72,32 @@ impl SseDecoder {
         self.buf.extend_from_slice(chunk);
     }
 
-    /// The next complete event, if the bytes pushed so far hold one.
+    /// The next complete event, if the bytes pushed so far hold one. When they hold none, the
+    /// buffer is first sized to what it still holds (`trim`): the stream now waits for its
+    /// upstream, and a wait should not hold the memory of the last read.
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, EventTooLarge> {
+        let next = self.take_event();
+        if let Ok(None) = next {
+            self.trim();
+        }
+        next
+    }
+
+    /// The buffer sized to what it holds. Emptied, it is let go (the events taken from it keep
+    /// their own bytes alive, freed once relayed), so a stream between two events holds no read
+    /// buffer; a small remainder (the start of the next event) moves to a buffer of its own
+    /// size, since a view into a buffer does not tell how large the allocation behind it is (a
+    /// burst's). A larger remainder, an event arriving in pieces, stays: it is in flight, and
+    /// copying it at every read would cost more than it saves.
+    fn trim(&mut self) {
+        match self.buf.len() {
+            0 => self.buf = BytesMut::new(),
+            held if held <= WAITING_SPARE => self.buf = BytesMut::from(&self.buf[..]),
+            _ => {}
+        }
+    }
+
+    fn take_event(&mut self) -> Result<Option<SseEvent>, EventTooLarge> {
         loop {
             if !self.started {
                 // A UTF-8 byte-order mark may open the stream; wait until we can tell.
@@ -115,7 +143,7 @@ impl SseDecoder {
 
     /// At end of input: a final event that lacked its blank line is still delivered.
     pub fn finish(&mut self) -> Result<Option<SseEvent>, EventTooLarge> {
-        if let Some(event) = self.next_event()? {
+        if let Some(event) = self.take_event()? {
             return Ok(Some(event));
         }
         if !self.buf.is_empty() {
@@ -313,6 +341,35 @@ mod tests {
             let mut decoder = SseDecoder::new();
             decoder.push(&input);
             assert!(decoder.next_event().is_err(), "{what}: taken");
+        }
+    }
+
+    /// Waiting for more, the decoder holds only what it has not decoded, in a buffer of that
+    /// size: not the buffer a large event grew (the buffer's spare room after the event was 60
+    /// KB, kept for as long as the stream ran), nor any hold on the bytes of the events taken.
+    #[test]
+    fn a_waiting_decoder_holds_only_what_it_has_not_decoded() {
+        let mut decoder = SseDecoder::new();
+        let big = format!("data: {}\n\n", "x".repeat(60_000));
+        decoder.push(&big.as_bytes()[..30_000]);
+        assert_eq!(decoder.next_event(), Ok(None));
+        decoder.push(&big.as_bytes()[30_000..]);
+        decoder.push(b"data: nex");
+        let event = decoder.next_event().unwrap().unwrap();
+        assert_eq!(event.data.len(), 60_000);
+        assert_eq!(decoder.next_event(), Ok(None));
+        assert!(decoder.buf.capacity() <= WAITING_SPARE, "{} bytes held for 9", decoder.buf.capacity());
+        assert!(event.data.is_unique(), "the decoder still holds the event's buffer");
+        decoder.push(b"t\n\n");
+        assert_eq!(decoder.next_event().unwrap().map(|e| e.data), Some(Bytes::from_static(b"next")));
+        assert_eq!(decoder.next_event(), Ok(None));
+        assert_eq!(decoder.buf.capacity(), 0);
+    }
+
+    /// The buffer a relay's decoder holds while its stream waits (tests of the relay).
+    impl SseDecoder {
+        pub(crate) fn buffer_capacity(&self) -> usize {
+            self.buf.capacity()
         }
     }
 

@@ -37,6 +37,9 @@ const MAX_HEADERS: usize = 100;
 const MAX_LINE: usize = 4096;
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
+/// A waiting connection's unread bytes up to this size are moved to a buffer of their own size
+/// (see `trimmed`).
+const WAITING_SPARE: usize = 1024;
 
 /// Why an answer could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +83,32 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Reads what the socket has into the buffer: `Ready(Ok(0))` at its end.
+    /// Reads what the socket has into the buffer: `Ready(Ok(0))` at its end. Room is made only
+    /// once the socket is readable, and the buffer is trimmed before a wait (`trimmed`).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match self.io.poll_read_ready(cx) {
+            Poll::Pending => {
+                self.trim();
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
         self.buf.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if read.is_pending() {
+            // (The readiness was stale.)
+            self.trim();
+        }
+        read
+    }
+
+    /// Sizes the read buffer to what it holds before a wait: an empty one is let go (the pieces
+    /// of body handed out keep their own bytes alive, and free them once relayed), a small
+    /// remainder (a partial chunk-size line) is moved to a buffer of its size. A larger one (a
+    /// head arriving in pieces) stays where it is, so that it is not copied again at every read.
+    fn trim(&mut self) {
+        self.buf = trimmed(std::mem::take(&mut self.buf));
     }
 
     /// Whether an idle connection can take a request: the server has neither closed it nor
@@ -180,6 +205,18 @@ impl Conn {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Failed { error: Error::Io(e), unsent: s.written == 0 })),
             }
         }
+    }
+}
+
+/// `buf` sized to what it holds, for a wait: a stream between two events, or an idle pooled
+/// connection, then keeps no `READ_SIZE` buffer (thousands of slow streams held thousands of
+/// them). A view into a buffer does not tell how large the allocation behind it is, so anything
+/// small is moved: empty, to no allocation at all; up to `WAITING_SPARE` bytes, to their own.
+fn trimmed(buf: BytesMut) -> BytesMut {
+    match buf.len() {
+        0 => BytesMut::new(),
+        held if held <= WAITING_SPARE => BytesMut::from(&buf[..]),
+        _ => buf,
     }
 }
 
@@ -510,6 +547,8 @@ impl Pool {
 
     fn checkin(&self, mut conn: Conn) {
         if conn.usable() {
+            // (Empty, as `usable` requires: an idle connection keeps no read buffer.)
+            conn.trim();
             let mut idle = self.idle[shard()].lock().unwrap_or_else(|p| p.into_inner());
             // The oldest are first: those idle too long are closed now rather than at a checkout.
             let now = Instant::now();
@@ -939,6 +978,53 @@ mod tests {
         }
         // The server did not take the whole request: its connection is not reused.
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A stream between two events holds no read buffer, nor does an idle pooled connection:
+    /// what a read brought is handed on, and the buffer it came in is let go before the wait
+    /// (each of thousands of slow streams held a 16 KiB one, reserved before every read).
+    #[tokio::test]
+    async fn a_waiting_body_and_an_idle_connection_hold_no_read_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (next, mut told) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let event = format!("data: {}\n\n", "x".repeat(12_000));
+            let head = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n", event.len());
+            socket.write_all(format!("{head}{event}\r\n").as_bytes()).await.unwrap();
+            // The next event (a partial chunk-size line first), then the end, when told.
+            told.recv().await;
+            socket.write_all(b"2").await.unwrap();
+            told.recv().await;
+            socket.write_all(b"\r\nhi\r\n0\r\n\r\n").await.unwrap();
+            // Held open: the connection goes back to the pool.
+            let _ = socket.read(&mut request).await;
+        });
+        let pool = Arc::new(Pool::default());
+        let Ok(answer) = pool.send(&addr, Duration::from_secs(5), REQUEST).await else { panic!("no answer") };
+        let mut body = answer.body;
+        let mut got = 0;
+        while got < 12_008 {
+            got += body.next().await.unwrap().unwrap().len();
+        }
+        let held = |body: &H1Body| body.conn.as_ref().map(|conn| conn.buf.capacity());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
+        assert_eq!(held(&body), Some(0), "the read buffer is held through the wait");
+        // Part of a line waits in a buffer of its own size.
+        next.send(()).await.unwrap();
+        while held(&body) != Some(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(Pin::new(&mut body).poll_next(&mut cx).is_pending());
+        }
+        next.send(()).await.unwrap();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"hi");
+        assert!(body.next().await.is_none());
+        let idle = pool.idle[shard()].lock().unwrap();
+        assert_eq!(idle.iter().map(|(conn, _)| conn.buf.capacity()).collect::<Vec<_>>(), [0], "pooled with its buffer");
     }
 
     #[tokio::test]

@@ -2,16 +2,17 @@
 //! answer comes back untouched but for `model`, with the usage read on the way for metering.
 //! Streams are relayed event by event with their names; `message_start` gets the client's model
 //! name, `message_start` and `message_delta` give the usage, `message_stop` ends the stream.
-//! Content block events are kept as they pass (bounded), to count the output locally when the
-//! stream ends before `message_delta` reports it.
+//! Content block events' text is kept as they pass (bounded, compactly: `capture`), to count the
+//! output locally when the stream ends before `message_delta` reports it.
 
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{event_frame, events_text};
+use crate::adapter::capture::{ANTHROPIC_EVENTS, TextCapture};
 use crate::api::anthropic::{ErrorDetail, UsageReport};
 use crate::api::{ErrorBody, RawObject, Usage};
-use crate::ctx::{Capture, Generated};
+use crate::ctx::Generated;
 use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step};
 
@@ -54,13 +55,18 @@ pub struct MessagesRelay {
     usage: Option<UsageReport>,
     /// `message_delta` gave the final output count (until then `usage` is `message_start`'s).
     usage_final: bool,
-    /// The `content_block_start` / `content_block_delta` payloads, one per line (bounded).
-    generated: Capture,
+    /// The text of the `content_block_start` / `content_block_delta` payloads (bounded).
+    generated: TextCapture,
 }
 
 impl MessagesRelay {
     pub fn new(client_model: &str) -> Self {
-        Self { client_model: client_model.to_owned(), usage: None, usage_final: false, generated: Capture::default() }
+        Self {
+            client_model: client_model.to_owned(),
+            usage: None,
+            usage_final: false,
+            generated: TextCapture::new(&ANTHROPIC_EVENTS),
+        }
     }
 
     fn message_start(&mut self, data: &[u8]) -> serde_json::Result<Vec<u8>> {
@@ -97,7 +103,7 @@ impl ChunkRewriter for MessagesRelay {
                 }
             },
             "content_block_delta" | "content_block_start" => {
-                self.generated.push_line(&event.data);
+                self.generated.push(&event.data);
                 out.push(event_frame(&kind, &event.data));
             }
             "message_delta" => {
