@@ -563,7 +563,7 @@ mod tests {
         let held = relay.decoder.buffer_capacity();
         assert!(held <= 1024, "the decoder holds {held} bytes for 10");
         // A hundred events in one read, relayed, then a wait.
-        read.send(Bytes::copy_from_slice(burst[10..].as_bytes())).unwrap();
+        read.send(Bytes::copy_from_slice(&burst.as_bytes()[10..])).unwrap();
         let mut frames = 0;
         while let Poll::Ready(Ok(Some(_))) = relay.poll_next_frame(&mut cx) {
             frames += 1;
