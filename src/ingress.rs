@@ -137,11 +137,7 @@ pub async fn proxy(endpoint: Endpoint, gw: State<Arc<Gateway>>, request: axum::e
 pub async fn count_tokens(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let counted = async {
         let principal = gw.auth.authenticate(&headers).await?;
-        let ticket = gw.body_gate.enter(&principal)?;
-        let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, &headers, gw.max_body_bytes))
-            .await
-            .map_err(|_| GatewayError::RequestTimeout { after_ms: gw.body_read_timeout.as_millis() })??;
-        drop(ticket);
+        let bytes = read_body(&gw, &principal, body, &headers).await?;
         let (model, input_tokens) = request::count_tokens(&bytes)?;
         if !gw.router.knows(&model) {
             return Err(GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")));
@@ -416,11 +412,7 @@ async fn serve(
     ctx.trace.end(auth_span);
     let principal: Principal = principal?;
     ctx.principal = Some(principal.clone());
-    let ticket = gw.body_gate.enter(&principal)?;
-    let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, headers, gw.max_body_bytes))
-        .await
-        .map_err(|_| GatewayError::RequestTimeout { after_ms: gw.body_read_timeout.as_millis() })??;
-    drop(ticket);
+    let bytes = read_body(gw, &principal, body, headers).await?;
     let request = request::parse(ctx.endpoint, &bytes)?;
     ctx.body = bytes;
     ctx.client_model = request.model.clone();
@@ -704,6 +696,20 @@ async fn upstream_error(
     };
     let status = if status.is_client_error() || status.is_server_error() { status } else { StatusCode::BAD_GATEWAY };
     GatewayError::UpstreamStatus { status, body: ErrorBody::from_upstream(status.as_u16(), &body), retry_after }
+}
+
+/// The request body of an authenticated caller: read within the body read timeout, in one of
+/// the caller's places at the body gate, and bounded in size.
+async fn read_body(
+    gw: &Gateway,
+    principal: &Principal,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Bytes, GatewayError> {
+    let _reading = gw.body_gate.enter(principal)?;
+    tokio::time::timeout(gw.body_read_timeout, read_limited(body, headers, gw.max_body_bytes))
+        .await
+        .map_err(|_| GatewayError::RequestTimeout { after_ms: gw.body_read_timeout.as_millis() })?
 }
 
 async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
