@@ -1,11 +1,12 @@
 //! Wire vocabulary shared by every stage: order-preserving raw JSON objects, OpenAI and
-//! Anthropic types.
+//! Anthropic types, Server-Sent Events framing.
 
 pub mod anthropic;
 pub mod chat;
 pub mod object;
 pub mod openai;
 pub mod ratelimit;
+pub mod sse;
 pub mod tokens;
 
 pub use object::{RawMembers, RawObject};

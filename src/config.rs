@@ -26,7 +26,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// balancers, so a balancer never sends a request on a connection the gateway is closing.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 /// What one stream event may hold by default (`providers.<name>.max_event_bytes`).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::api::sse::DEFAULT_MAX_EVENT_BYTES;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -4,7 +4,9 @@
 //! becomes an in-band SSE error event followed by a clean `[DONE]`. Exactly one end-of-stream
 //! report is made per stream: on completion, on error, or when the client goes away.
 
-pub mod sse;
+// The SSE framing the relay reads, from the wire vocabulary (and still reachable here).
+pub use crate::api::sse;
+pub use crate::api::sse::{data_frame, data_frame_with};
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,10 +17,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::Instant;
 
+use crate::api::sse::{SseDecoder, SseEvent};
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{ChunkGaps, Generated};
 use crate::error::GatewayError;
-use sse::{SseDecoder, SseEvent};
 
 /// An upstream's answer body as it arrives.
 pub type BodyStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, GatewayError>> + Send>>;
@@ -342,37 +344,6 @@ impl Drop for Relay {
     }
 }
 
-/// `data: <payload>\n\n` with the payload written by `write` straight into the frame (no copy),
-/// framed like `data_frame` when it holds line breaks.
-pub fn data_frame_with(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    const PREFIX: &[u8] = b"data: ";
-    let mut frame = Vec::with_capacity(PREFIX.len() + capacity + 2);
-    frame.extend_from_slice(PREFIX);
-    write(&mut frame);
-    if memchr::memchr2(b'\n', b'\r', &frame[PREFIX.len()..]).is_some() {
-        return data_frame(&frame[PREFIX.len()..]);
-    }
-    frame.extend_from_slice(b"\n\n");
-    Bytes::from(frame)
-}
-
-/// `data: <json>\n\n` (one `data:` line per line of `json`).
-pub fn data_frame(json: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(json.len() + 8);
-    // A line break inside the payload (whitespace of pretty-printed JSON) starts another `data:`
-    // line: the client joins them back with `\n`.
-    let mut lines = json.split(|&b| b == b'\n' || b == b'\r').peekable();
-    while let Some(line) = lines.next() {
-        frame.put_slice(b"data: ");
-        frame.put_slice(line);
-        frame.put_slice(b"\n");
-        if lines.peek().is_none() {
-            frame.put_slice(b"\n");
-        }
-    }
-    frame.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -385,20 +356,6 @@ mod tests {
     use crate::adapter::openai::OpenAiChunks;
 
     const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"up\",\"content\":[],\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\n\n";
-
-    #[test]
-    fn a_payload_with_line_breaks_is_framed_as_several_data_lines() {
-        assert_eq!(&data_frame(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
-        let frame = data_frame(b"{\"a\":\n 1}");
-        assert_eq!(&frame[..], b"data: {\"a\":\ndata:  1}\n\n");
-        let mut decoder = sse::SseDecoder::new();
-        decoder.push(&frame);
-        let event = decoder.next_event().unwrap().unwrap();
-        assert_eq!(&event.data[..], b"{\"a\":\n 1}");
-        // Written straight into the frame: the same framing either way.
-        assert_eq!(data_frame_with(0, |out| out.extend_from_slice(b"{\"a\":1}")), data_frame(b"{\"a\":1}"));
-        assert_eq!(data_frame_with(0, |out| out.extend_from_slice(b"{\"a\":\n 1}")), frame);
-    }
 
     fn text_delta(text: &str) -> String {
         format!(

@@ -342,7 +342,7 @@ impl Reply {
         let object = if self.shape.chat { "chat.completion.chunk" } else { "text_completion" };
         out.put(frame(&json!({"id": self.shape.id, "object": object, "created": self.shape.created,
                               "model": self.shape.model, "choices": [], "usage": usage})));
-        out.put_slice(crate::adapter::openai::DONE_FRAME);
+        out.put_slice(crate::api::sse::DONE_FRAME);
         out.freeze()
     }
 }
@@ -352,7 +352,7 @@ fn text_step(text: String) -> protocol::Step {
 }
 
 fn frame(value: &serde_json::Value) -> Bytes {
-    crate::stream::data_frame(&serde_json::to_vec(value).unwrap_or_default())
+    crate::api::sse::data_frame(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// A session failure as the client sees it: 502 (the CLI could not start, broke off or broke

@@ -242,7 +242,7 @@ fn sse_response(events: Vec<serde_json::Value>) -> UpstreamResponse {
             frame.extend_from_slice(b"\n\n");
             Ok(Bytes::from(frame))
         })
-        .chain(std::iter::once(Ok(Bytes::from_static(crate::adapter::openai::DONE_FRAME))))
+        .chain(std::iter::once(Ok(Bytes::from_static(crate::api::sse::DONE_FRAME))))
         .collect();
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -7,13 +7,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::capture::{OPENAI_CHOICES, TextCapture};
+use crate::api::sse::SseEvent;
+use crate::api::sse::{data_frame, data_frame_with};
 use crate::api::{ErrorBody, RawMembers, RawObject, Usage};
 use crate::config::StreamUsage;
 use crate::ctx::{Generated, MAX_GENERATED_BYTES};
-use crate::stream::sse::SseEvent;
-use crate::stream::{ChunkRewriter, Step, data_frame, data_frame_with};
+use crate::stream::{ChunkRewriter, Step};
 
-pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
+pub use crate::api::sse::DONE_FRAME;
 
 /// How an OpenAI-shaped stream ends: `data: [DONE]`.
 pub fn end_frames(out: &mut Vec<Bytes>) {

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::{event_frame, events_text};
 use crate::adapter::capture::{ANTHROPIC_EVENTS, TextCapture};
 use crate::api::anthropic::{ErrorDetail, UsageReport};
+use crate::api::sse::SseEvent;
 use crate::api::{ErrorBody, RawObject, Usage};
 use crate::ctx::Generated;
-use crate::stream::sse::SseEvent;
 use crate::stream::{ChunkRewriter, Step};
 
 /// The request body for the deployment: the client's, with the upstream's model name.

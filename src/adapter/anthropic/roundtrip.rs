@@ -11,8 +11,8 @@ use super::request::from_chat;
 use super::response::to_chat;
 use super::stream::ClaudeChunks;
 use crate::api::RawObject;
+use crate::api::sse::SseDecoder;
 use crate::stream::ChunkRewriter;
-use crate::stream::sse::SseDecoder;
 
 const CASES: u64 = 300;
 

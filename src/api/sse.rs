@@ -2,9 +2,14 @@
 //! (inside a line, between `\r` and `\n`, inside a UTF-8 sequence), and take whole events out.
 //! Follows the WHATWG rules the SDKs implement: `\n`, `\r\n` or `\r` end a line, a blank line
 //! ends an event, `data:` lines join with `\n`, `:` lines are comments, one space after the
-//! colon is dropped.
+//! colon is dropped. Writing them (`frame`) is here too: this is the wire framing the adapters
+//! and the relay share.
+
+mod frame;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+pub use frame::{DONE_FRAME, data_frame, data_frame_with};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -32,7 +37,7 @@ pub struct SseDecoder {
 /// What one event may hold unless configured (the provider's `max_event_bytes`): far more than
 /// any answer's event needs (a chunk is a few hundred bytes; a whole answer in one event a few
 /// hundred KiB), and little enough that a misbehaving upstream cannot make us buffer much.
-pub use crate::config::DEFAULT_MAX_EVENT_BYTES;
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Unread bytes up to this size are moved to a buffer of their own size when the decoder
 /// waits for more (see `SseDecoder::trim`).
