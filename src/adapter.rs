@@ -1,7 +1,7 @@
 //! Adapters: one pure translator per wire dialect. Each turns the client's request into the
-//! upstream's, and the upstream's answer — whole, or event by event through
-//! `stream::ChunkRewriter` — back into the client's dialect. `Exchange` picks the translation
-//! for one (client endpoint, upstream dialect) pair.
+//! upstream's, and the upstream's answer — whole, or event by event through a `ChunkRewriter`
+//! — back into the client's dialect. `Exchange` picks the translation for one (client endpoint,
+//! upstream dialect) pair.
 
 pub mod anthropic;
 mod capture;
@@ -12,7 +12,10 @@ pub mod openai;
 use crate::api::RawObject;
 use crate::config::{DeploymentSpec, Dialect, StreamUsage};
 use crate::ctx::Endpoint;
-use crate::stream::ChunkRewriter;
+
+/// The stream translation every dialect implements, event by event. The relay (`stream`) that
+/// drives it declares it, since it may not know the dialects; it is named here, beside them.
+pub use crate::stream::{ChunkRewriter, Step};
 
 /// A request the chosen upstream dialect cannot express: the client's to fix (a 400 naming
 /// the field).

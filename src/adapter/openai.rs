@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::capture::{OPENAI_CHOICES, TextCapture};
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::sse::SseEvent;
 use crate::api::sse::{data_frame, data_frame_with};
 use crate::api::{ErrorBody, RawMembers, RawObject, Usage};
 use crate::config::StreamUsage;
 use crate::ctx::{Generated, MAX_GENERATED_BYTES};
-use crate::stream::{ChunkRewriter, Step};
 
 pub use crate::api::sse::DONE_FRAME;
 

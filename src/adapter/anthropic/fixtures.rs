@@ -11,10 +11,10 @@ use super::passthrough::MessagesRelay;
 use super::request::from_chat;
 use super::response::to_chat;
 use super::stream::ClaudeChunks;
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::sse::SseDecoder;
 use crate::api::{ErrorBody, RawObject};
 use crate::error::GatewayError;
-use crate::stream::{ChunkRewriter, Step};
 
 const CREATED: u64 = 1_764_140_000;
 

@@ -12,12 +12,12 @@ use serde_json::json;
 
 use super::inbound::message_id;
 use super::{event_frame, sanitize_tool_id, stop_reason};
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::anthropic::UsageReport;
 use crate::api::chat::ChatChunk;
 use crate::api::sse::SseEvent;
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{Capture, Generated, utf8_text};
-use crate::stream::{ChunkRewriter, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Open {

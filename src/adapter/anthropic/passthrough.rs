@@ -10,11 +10,11 @@ use serde::Deserialize;
 
 use super::{event_frame, events_text};
 use crate::adapter::capture::{ANTHROPIC_EVENTS, TextCapture};
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::anthropic::{ErrorDetail, UsageReport};
 use crate::api::sse::SseEvent;
 use crate::api::{ErrorBody, RawObject, Usage};
 use crate::ctx::Generated;
-use crate::stream::{ChunkRewriter, Step};
 
 /// The request body for the deployment: the client's, with the upstream's model name.
 pub fn request(request: &RawObject, upstream_model: &str) -> serde_json::Result<Vec<u8>> {

@@ -10,9 +10,9 @@ use super::inbound_stream::MessagesFromChunks;
 use super::request::from_chat;
 use super::response::to_chat;
 use super::stream::ClaudeChunks;
+use crate::adapter::ChunkRewriter;
 use crate::api::RawObject;
 use crate::api::sse::SseDecoder;
-use crate::stream::ChunkRewriter;
 
 const CASES: u64 = 300;
 
@@ -186,7 +186,7 @@ fn relay(rng: &mut fastrand::Rng, input: &[u8], rewriter: &mut dyn ChunkRewriter
     for piece in [&input[..cut], &input[cut..]] {
         decoder.push(piece);
         while !done && let Some(event) = decoder.next_event().unwrap() {
-            done = rewriter.on_event(&event, &mut frames) != crate::stream::Step::Continue;
+            done = rewriter.on_event(&event, &mut frames) != crate::adapter::Step::Continue;
         }
     }
     rewriter.on_end(&mut frames);

@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use super::finish_reason;
 use crate::adapter::openai;
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::anthropic::{Block, Delta, StreamEvent, UsageReport};
 use crate::api::sse::SseEvent;
 use crate::api::sse::data_frame_with;
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{Capture, Generated, utf8_text};
-use crate::stream::{ChunkRewriter, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BlockKind {
