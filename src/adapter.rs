@@ -5,8 +5,6 @@
 
 pub mod anthropic;
 mod capture;
-pub mod cli;
-pub mod mock;
 pub mod openai;
 
 use crate::api::RawObject;

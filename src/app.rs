@@ -26,7 +26,6 @@ use std::task::{Context, Poll};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::adapter::cli;
 use crate::auth::Authenticator;
 use crate::auth::keys::KeyStore;
 use crate::cache::Cache;
@@ -61,7 +60,7 @@ impl Background {
     /// Stops the background work: CLI sessions get end of input, then SIGKILL after a grace;
     /// metering flushes what it holds (to disk at least, to OpenMeter within its flush timeout).
     pub async fn shutdown(mut self) {
-        for pool in self.gateway.cli_pools.iter() {
+        for pool in self.gateway.upstreams.cli_pools().iter() {
             pool.shutdown().await;
         }
         // Supervisors exit by themselves once their reaping is done; bounded all the same.
@@ -212,7 +211,6 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         auth: Authenticator::new(config, clock, key_store),
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
-        cli_pools: cli::Pools::new(config),
         observers,
         cache: cache.clone(),
         limits: limits.clone(),
@@ -253,7 +251,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         }
     }
     let mut supervisors = tokio::task::JoinSet::new();
-    for pool in gateway.cli_pools.iter() {
+    for pool in gateway.upstreams.cli_pools().iter() {
         supervisors.spawn(pool.clone().supervise());
     }
     let api = axum::Router::new()
@@ -307,8 +305,8 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
         "deployments": deployments,
         "limits": {"mode": gateway.limits.mode()},
     });
-    if !gateway.cli_pools.is_empty() {
-        body["cli_pools"] = gateway.cli_pools.iter().map(|p| p.summary()).collect();
+    if !gateway.upstreams.cli_pools().is_empty() {
+        body["cli_pools"] = gateway.upstreams.cli_pools().iter().map(|p| p.summary()).collect();
     }
     axum::Json(body)
 }
@@ -317,7 +315,7 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
 /// requests served, last error; the last few ended sessions too. Unauthenticated like
 /// `/health`: it shows process ids and counts, never prompts or keys.
 async fn sessions(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
-    let pools: Vec<serde_json::Value> = gateway.cli_pools.iter().map(|p| p.report()).collect();
+    let pools: Vec<serde_json::Value> = gateway.upstreams.cli_pools().iter().map(|p| p.report()).collect();
     axum::Json(serde_json::json!({ "pools": pools }))
 }
 
@@ -330,7 +328,7 @@ async fn prometheus(
     for deployment in gateway.router.deployments() {
         metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
     }
-    for pool in gateway.cli_pools.iter() {
+    for pool in gateway.upstreams.cli_pools().iter() {
         let t = &pool.totals;
         for (status, n) in [
             ("started", &t.started),

@@ -18,13 +18,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::adapter::{Exchange, cli, mock};
+use crate::adapter::Exchange;
 use crate::api::ErrorBody;
-use crate::api::RawObject;
 use crate::api::openai::{ModelEntry, ModelList};
 use crate::auth::Authenticator;
 use crate::cache::{self, Cache, Fill, Lookup, StreamFill};
-use crate::config::{DeploymentSpec, Dialect};
+use crate::config::DeploymentSpec;
 use crate::ctx::Principal;
 use crate::ctx::{CacheStatus, Endpoint, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
@@ -34,7 +33,7 @@ use crate::router::{Candidate, RequestShape, Router};
 use crate::stream::{Relay, StreamEnd};
 use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
 use crate::telemetry::trace::{AttributeBlock, Kind, SpanRef, Trace, genai, keys};
-use crate::upstream::{self, Forward, UpstreamResponse, Upstreams};
+use crate::upstream::{self, Forward, Outgoing, UpstreamResponse, Upstreams};
 use request::ParsedRequest;
 
 /// Everything the handlers need, built once by `app`.
@@ -42,8 +41,6 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub router: Router,
     pub upstreams: Upstreams,
-    /// Session pools of the `cli` providers.
-    pub cli_pools: cli::Pools,
     /// Exact and semantic answers; `None` = no cache configured.
     pub cache: Option<Arc<Cache>>,
     pub limits: Arc<Limiter>,
@@ -588,63 +585,44 @@ async fn attempt(
         Exchange::prepare(ctx.endpoint, &request.body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
-    let response: UpstreamResponse = match provider.dialect {
-        Dialect::Mock => {
-            mock::respond(exchange.upstream_endpoint, &RawObject::from_slice(&exchange.body).unwrap_or_default())
-        }
-        Dialect::Cli => {
-            let pool = gw
-                .cli_pools
-                .get(&provider.name)
-                .ok_or_else(|| GatewayError::Internal(format!("no session pool for cli provider {}", provider.name)))?;
-            let request = RawObject::from_slice(&exchange.body).unwrap_or_default();
-            let first_byte_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
-            let principal = ctx.principal.as_ref();
-            cli::respond(
-                pool,
-                principal,
-                exchange.upstream_endpoint,
-                &request,
-                &deployment.id,
-                ctx.stream,
-                first_byte_by,
-            )
-            .await?
-        }
-        Dialect::OpenAi | Dialect::Anthropic => {
-            // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
-            // `tracestate`) when the client sent one.
-            let mut forward = Forward {
-                request_id: Some(&ctx.request_id),
-                trace: traceparent.as_ref().map(|(parent, state)| (*parent, state.as_deref())),
-                client: HeaderMap::new(),
-            };
-            if forward.trace.is_none() {
-                // Not traced here: the client's own trace context travels on unchanged.
-                for name in [TRACEPARENT, TRACESTATE] {
-                    if let Some(value) = client_headers.get(&name) {
-                        forward.client.insert(name, value.clone());
-                    }
-                }
-            }
-            if exchange.upstream_is_anthropic() {
-                // Beta features the client opted into (Claude Code uses several), and the API
-                // version its body is written in when it is Claude's own.
-                let own = exchange.passes_through();
-                for name in ["anthropic-beta", "anthropic-version"] {
-                    if (own || name == "anthropic-beta")
-                        && let Some(value) = client_headers.get(name)
-                    {
-                        forward.client.insert(name, value.clone());
-                    }
-                }
-            }
-            // The client's query string goes to an upstream of its own dialect (`?beta=true`).
-            let query = if exchange.passes_through() { ctx.query.as_deref() } else { None };
-            let body = Bytes::from(std::mem::take(&mut exchange.body));
-            gw.upstreams.send(deployment, exchange.path, query, body, &forward, deadline).await?
-        }
+    // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
+    // `tracestate`) when the client sent one.
+    let mut forward = Forward {
+        request_id: Some(&ctx.request_id),
+        trace: traceparent.as_ref().map(|(parent, state)| (*parent, state.as_deref())),
+        client: HeaderMap::new(),
     };
+    if forward.trace.is_none() {
+        // Not traced here: the client's own trace context travels on unchanged.
+        for name in [TRACEPARENT, TRACESTATE] {
+            if let Some(value) = client_headers.get(&name) {
+                forward.client.insert(name, value.clone());
+            }
+        }
+    }
+    if exchange.upstream_is_anthropic() {
+        // Beta features the client opted into (Claude Code uses several), and the API
+        // version its body is written in when it is Claude's own.
+        let own = exchange.passes_through();
+        for name in ["anthropic-beta", "anthropic-version"] {
+            if (own || name == "anthropic-beta")
+                && let Some(value) = client_headers.get(name)
+            {
+                forward.client.insert(name, value.clone());
+            }
+        }
+    }
+    let outgoing = Outgoing {
+        endpoint: exchange.upstream_endpoint,
+        path: exchange.path,
+        // The client's query string goes to an upstream of its own dialect (`?beta=true`).
+        query: if exchange.passes_through() { ctx.query.as_deref() } else { None },
+        body: Bytes::from(std::mem::take(&mut exchange.body)),
+        forward,
+        principal: ctx.principal.as_ref(),
+        stream: ctx.stream,
+    };
+    let response = gw.upstreams.send(deployment, outgoing, deadline).await?;
     if !response.status.is_success() {
         return Err(upstream_error(response, &deployment.id, provider.timeouts.idle, deadline).await);
     }

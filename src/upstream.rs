@@ -1,14 +1,18 @@
-//! Upstream HTTP: one pooled client per provider (its connect timeout, its credentials), the
-//! request with the first-byte timeout, and the body as a stream of `Bytes`.
+//! Upstreams: how an attempt's bytes reach a deployment and its answer comes back. Each provider
+//! has one transport, chosen when the configuration is built: pooled HTTP, the in-process mock
+//! (`mock`), or a pool of CLI sessions (`cli`). The request path calls `Upstreams::send` and
+//! never asks which.
 //!
-//! The client is hyper-util's pooled client over rustls (the platform's trust roots, HTTP/2 by
-//! ALPN). Everything fixed per provider — the parsed URL of each path, the static headers and
+//! The HTTP client is hyper-util's pooled client over rustls (the platform's trust roots, HTTP/2
+//! by ALPN). Everything fixed per provider — the parsed URL of each path, the static headers and
 //! the credential header — is built once, so a request costs a header-map clone and a pool
 //! checkout. Upstream calls do not go through `HTTP(S)_PROXY`: the gateway is the proxy, and its
 //! upstreams are addressed directly. Plain-HTTP upstreams get connections of their own, driven
 //! by the task that reads the answer (`h1.rs`).
 
+pub mod cli;
 mod h1;
+pub mod mock;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,8 +24,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyDataStream, Full};
 use tokio::time::Instant;
 
-use crate::config::{AuthStyle, Config, DeploymentSpec, ProviderSpec};
-use crate::ctx::REQUEST_ID_HEADER;
+use crate::api::RawObject;
+use crate::config::{AuthStyle, Config, DeploymentSpec, Dialect, ProviderSpec};
+use crate::ctx::{Endpoint, Principal, REQUEST_ID_HEADER};
 use crate::error::GatewayError;
 use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
 
@@ -82,6 +87,37 @@ impl Forward<'_> {
         let mut found = false;
         self.each(|forwarded, _| found |= forwarded == name);
         found
+    }
+}
+
+/// One attempt's request as its adapter wrote it, for whichever transport serves the deployment.
+pub struct Outgoing<'a> {
+    /// The operation asked of the upstream (what the mock answers, what a CLI is prompted for).
+    pub endpoint: Endpoint,
+    /// The path below the provider's base URL.
+    pub path: &'static str,
+    /// The client's query string, for an upstream of the client's own dialect.
+    pub query: Option<&'a str>,
+    pub body: Bytes,
+    pub forward: Forward<'a>,
+    /// The caller: a CLI session serves one caller's partition and no other.
+    pub principal: Option<&'a Principal>,
+    pub stream: bool,
+}
+
+impl Outgoing<'_> {
+    /// A non-stream request for `endpoint` at its usual path, forwarding nothing, for no caller
+    /// (the gateway's own calls).
+    pub fn new(endpoint: Endpoint, body: Bytes) -> Self {
+        Self {
+            endpoint,
+            path: endpoint.upstream_path(),
+            query: None,
+            body,
+            forward: Forward::default(),
+            principal: None,
+            stream: false,
+        }
     }
 }
 
@@ -159,35 +195,118 @@ fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     }
 }
 
+/// How one provider's requests travel.
+enum Transport {
+    /// Pooled HTTP: hyper, or our own plain-HTTP/1.1 connections.
+    Http(Box<ProviderClient>),
+    /// The built-in mock, answered in process.
+    Mock,
+    /// The provider's pool of CLI sessions.
+    Cli(Arc<cli::pool::Pool>),
+}
+
 pub struct Upstreams {
-    clients: HashMap<String, ProviderClient>,
+    /// By provider name.
+    transports: HashMap<String, Transport>,
+    cli_pools: cli::Pools,
 }
 
 impl Upstreams {
+    /// Every provider's transport. The CLI pools are built but not started (`Pool::supervise`).
     pub fn new(config: &Config) -> Result<Self, GatewayError> {
-        let mut clients = HashMap::new();
+        let cli_pools = cli::Pools::new(config);
+        let mut transports = HashMap::new();
         let providers = config.providers.values().chain(config.default_backend.iter());
         for provider in providers {
-            if clients.contains_key(&provider.name) {
+            if transports.contains_key(&provider.name) {
                 continue;
             }
+            // Validated for every provider, whatever its transport.
             let headers = provider_headers(provider)?;
-            let client = ProviderClient {
-                http: http_client(provider.timeouts.connect, false).map_err(|e| {
-                    GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name))
-                })?,
-                plain: plain(provider, &headers)?,
-                headers,
-                uris: RwLock::default(),
+            let transport = match provider.dialect {
+                Dialect::OpenAi | Dialect::Anthropic => Transport::Http(Box::new(ProviderClient {
+                    http: http_client(provider.timeouts.connect, false).map_err(|e| {
+                        GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name))
+                    })?,
+                    plain: plain(provider, &headers)?,
+                    headers,
+                    uris: RwLock::default(),
+                })),
+                Dialect::Mock => Transport::Mock,
+                // A cli provider always has its spec, hence its pool.
+                Dialect::Cli => match cli_pools.get(&provider.name) {
+                    Some(pool) => Transport::Cli(pool.clone()),
+                    None => continue,
+                },
             };
-            clients.insert(provider.name.clone(), client);
+            transports.insert(provider.name.clone(), transport);
         }
-        Ok(Self { clients })
+        Ok(Self { transports, cli_pools })
     }
 
-    /// Sends `body` to the deployment and waits for the status line and headers, at most the
-    /// provider's first-byte timeout (and never past `deadline`).
+    /// The session pools of the `cli` providers, for their supervisors and `/sessions`.
+    pub fn cli_pools(&self) -> &cli::Pools {
+        &self.cli_pools
+    }
+
+    /// Sends one attempt's request by the deployment's transport and waits for the status and
+    /// headers: at most the provider's first-byte timeout, and never past `deadline`.
     pub async fn send(
+        &self,
+        deployment: &DeploymentSpec,
+        request: Outgoing<'_>,
+        deadline: Instant,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        match self.transport(&deployment.provider)? {
+            Transport::Http(client) => {
+                let Outgoing { path, query, body, forward, .. } = request;
+                client.send(deployment, path, query, body, &forward, deadline).await
+            }
+            Transport::Mock => {
+                Ok(mock::respond(request.endpoint, &RawObject::from_slice(&request.body).unwrap_or_default()))
+            }
+            Transport::Cli(pool) => {
+                let body = RawObject::from_slice(&request.body).unwrap_or_default();
+                let first_byte_by = (Instant::now() + deployment.provider.timeouts.first_byte).min(deadline);
+                let id = &deployment.id;
+                cli::respond(pool, request.principal, request.endpoint, &body, id, request.stream, first_byte_by).await
+            }
+        }
+    }
+
+    /// An active health probe: `GET {base_url}{path}` with the provider's credentials. A
+    /// transport in process is up while the gateway is.
+    pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
+        let client = match self.transport(provider).map_err(|e| e.to_string())? {
+            Transport::Http(client) => client,
+            Transport::Mock | Transport::Cli(_) => return Ok(()),
+        };
+        let uri: Uri = format!("{}{}", provider.base_url, path).parse().map_err(|e| format!("{e}"))?;
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        *request.headers_mut() = client.headers.clone();
+        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        let response = tokio::time::timeout(timeout, client.http.request(request))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| format!("{}: {}", kind(&e), chain(&e)))?;
+        if response.status().is_server_error() {
+            return Err(format!("HTTP {}", response.status().as_u16()));
+        }
+        Ok(())
+    }
+
+    fn transport(&self, provider: &ProviderSpec) -> Result<&Transport, GatewayError> {
+        self.transports
+            .get(&provider.name)
+            .ok_or_else(|| GatewayError::Internal(format!("no transport for provider {}", provider.name)))
+    }
+}
+
+impl ProviderClient {
+    /// Sends `body` to the deployment over HTTP and waits for the status line and headers, at most
+    /// the provider's first-byte timeout (and never past `deadline`).
+    async fn send(
         &self,
         deployment: &DeploymentSpec,
         path: &'static str,
@@ -197,7 +316,7 @@ impl Upstreams {
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let provider: &Arc<ProviderSpec> = &deployment.provider;
-        let client = self.client(provider)?;
+        let client = self;
         let mut uri = client.uri(provider, path)?;
         if let Some(query) = query.filter(|q| !q.is_empty()) {
             uri = with_client_query(&uri, query, provider)?;
@@ -234,30 +353,6 @@ impl Upstreams {
         let id = deployment.id.clone();
         let body = BodyDataStream::new(incoming).map(move |r| r.map_err(|e| read_failed(&id, &e))).boxed();
         Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
-    }
-
-    /// An active health probe: `GET {base_url}{path}` with the provider's credentials.
-    pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
-        let client = self.client(provider).map_err(|e| e.to_string())?;
-        let uri: Uri = format!("{}{}", provider.base_url, path).parse().map_err(|e| format!("{e}"))?;
-        let mut request = http::Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = uri;
-        *request.headers_mut() = client.headers.clone();
-        request.headers_mut().remove(http::header::CONTENT_TYPE);
-        let response = tokio::time::timeout(timeout, client.http.request(request))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| format!("{}: {}", kind(&e), chain(&e)))?;
-        if response.status().is_server_error() {
-            return Err(format!("HTTP {}", response.status().as_u16()));
-        }
-        Ok(())
-    }
-
-    fn client(&self, provider: &ProviderSpec) -> Result<&ProviderClient, GatewayError> {
-        self.clients
-            .get(&provider.name)
-            .ok_or_else(|| GatewayError::Internal(format!("no HTTP client for provider {}", provider.name)))
     }
 }
 

@@ -9,13 +9,11 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{EmbedError, Embedder, normalize};
-use crate::adapter::mock;
-use crate::api::RawObject;
 use crate::config::{Config, Dialect, Secret, TeamPolicy};
 use crate::ctx::Endpoint;
 use crate::ctx::Principal;
 use crate::router::{RequestShape, Router};
-use crate::upstream::{self, Upstreams};
+use crate::upstream::{self, Outgoing, Upstreams};
 
 /// Responses larger than this are refused (a 4096-d vector in JSON is ~90 KB).
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -128,21 +126,8 @@ impl RemoteEmbedder {
                     let body = serde_json::json!({"model": d.model, "input": text});
                     let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| failed(&e))?);
                     let response = match d.provider.dialect {
-                        Dialect::Mock => {
-                            mock::respond(Endpoint::Embeddings, &RawObject::from_slice(&body).unwrap_or_default())
-                        }
-                        Dialect::OpenAi => {
-                            match upstreams
-                                .send(
-                                    d,
-                                    Endpoint::Embeddings.upstream_path(),
-                                    None,
-                                    body,
-                                    &Default::default(),
-                                    deadline,
-                                )
-                                .await
-                            {
+                        Dialect::Mock | Dialect::OpenAi => {
+                            match upstreams.send(d, Outgoing::new(Endpoint::Embeddings, body), deadline).await {
                                 Ok(r) => r,
                                 Err(e) => {
                                     last = failed(&e);

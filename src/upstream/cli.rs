@@ -1,7 +1,8 @@
-//! The `cli` dialect (the original service's `LLM_BACKEND=cli`): a command-line model client —
-//! by default the Claude Code CLI in stream-json mode — driven through a pool of pre-warmed
-//! sessions. Like `mock`, it is an in-process upstream: the answer is produced as OpenAI JSON or
-//! SSE bytes, so routing, streaming, usage and the observers treat it like any HTTP upstream.
+//! The CLI transport (the `cli` dialect, the original service's `LLM_BACKEND=cli`): a
+//! command-line model client — by default the Claude Code CLI in stream-json mode — driven
+//! through a pool of pre-warmed sessions. Like `mock`, it is an in-process upstream: the answer
+//! is produced as OpenAI JSON or SSE bytes, so routing, streaming, usage and the observers treat
+//! it like any HTTP upstream.
 //!
 //! `protocol` is the pure part (prompt rendering, line decoding), `session` one child process,
 //! `pool` the sessions of one provider and their supervisor. A session keeps the conversation of

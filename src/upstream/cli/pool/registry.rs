@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::adapter::cli::session::{Session, StderrTail};
+use crate::upstream::cli::session::{Session, StderrTail};
 
 /// Ended sessions kept in the listing.
 const ENDED_KEPT: usize = 16;

@@ -1,5 +1,5 @@
-//! The built-in `mock` dialect (the original service's `LLM_BACKEND=mock`): an in-process
-//! upstream that answers like OpenAI — deterministic content, realistic usage, real SSE — so the
+//! The built-in mock transport (the `mock` dialect, the original service's `LLM_BACKEND=mock`):
+//! an in-process upstream that answers like OpenAI — deterministic content, realistic usage, real SSE — so the
 //! gateway runs and is testable with no external service. Its bytes go through exactly the same
 //! stream and response path as a remote upstream's.
 
