@@ -15,14 +15,18 @@
 //! - `limits`   admit or 429: rates, concurrency, budgets, exact across replicas (Valkey)
 //! - `cache`    exact and semantic answers (moka in each replica, Valkey shared); stores clean misses
 //! - `router`   client model name → ordered deployments; failover before the first byte
-//! - `adapter`  one translator per wire dialect (openai-compatible, anthropic, mock; cli drives CLI sessions)
-//! - `upstream` pooled HTTP clients, credentials, connect / first-byte / idle / total timeouts
-//! - `stream`   SSE framing, chunk rewriting, one end-of-stream report per request
+//! - `adapter`  one translator per wire dialect (openai-compatible, anthropic); each implements
+//!   the relay's `ChunkRewriter`
+//! - `upstream` one transport per provider, chosen when the config is built (pooled HTTP, the
+//!   in-process mock, the CLI session pool); credentials, connect / first-byte / idle / total
+//!   timeouts
+//! - `stream`   the relay: chunk rewriting, idle and total timeouts, one end-of-stream report
+//!   per request
 //! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //!
-//! Shared vocabulary: `api` (wire types), `ctx` (per-request state), `error`, `config`, `clock`,
-//! `providers` (the embedded vendor catalogue). Infrastructure: `telemetry` (logs, metrics, traces),
-//! `kv` (Valkey). `app` composes the stack and nothing imports it.
+//! Shared vocabulary: `api` (wire types, SSE framing), `ctx` (per-request state), `error`,
+//! `config`, `clock`, `providers` (the embedded vendor catalogue). Infrastructure: `telemetry`
+//! (logs, metrics, traces), `kv` (Valkey). `app` composes the stack and nothing imports it.
 
 // The stages, in the order a request meets them.
 pub mod server;
