@@ -17,9 +17,9 @@ use llm_gateway::adapter::anthropic::inbound_stream::MessagesFromChunks;
 use llm_gateway::adapter::anthropic::passthrough::MessagesRelay;
 use llm_gateway::adapter::anthropic::stream::ClaudeChunks;
 use llm_gateway::adapter::openai::OpenAiChunks;
+use llm_gateway::adapter::{ChunkRewriter, Step};
 use llm_gateway::api::ErrorBody;
-use llm_gateway::stream::sse::{SseDecoder, SseEvent};
-use llm_gateway::stream::{ChunkRewriter, Step};
+use llm_gateway::api::sse::{SseDecoder, SseEvent};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
