@@ -4,23 +4,23 @@
 //! is produced as OpenAI JSON or SSE bytes, so routing, streaming, usage and the observers treat
 //! it like any HTTP upstream.
 //!
-//! `protocol` is the pure part (prompt rendering, line decoding), `session` one child process,
-//! `pool` the sessions of one provider and their supervisor. A session keeps the conversation of
-//! the requests it answered, so a request only ever gets a session of its caller's partition
-//! (team, or team and key): one team never sees another's prompts.
+//! The pure parts: `protocol` (prompt rendering, line decoding) and `shape` (the answer written
+//! as OpenAI's). Then `session`, one child process, and `pool`, the sessions of one provider and
+//! their supervisor. A session keeps the conversation of the requests it answered, so a request
+//! only ever gets a session of its caller's partition (team, or team and key): one team never
+//! sees another's prompts.
 
 pub mod pool;
 pub mod protocol;
 pub mod session;
+mod shape;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::api::{ErrorBody, RawObject, Usage, tokens};
@@ -31,6 +31,7 @@ use crate::error::GatewayError;
 use crate::upstream::UpstreamResponse;
 use pool::{AcquireError, Lease, Partition, Pool};
 use session::SessionError;
+use shape::Shape;
 
 /// The session pools of every `cli` provider, by provider name.
 #[derive(Default)]
@@ -115,17 +116,11 @@ pub async fn respond(
     }
     tracing::debug!(provider = %pool.provider, session = lease.id(), "cli request sent");
 
-    let model: String = request.parse("model").ok().flatten().unwrap_or_default();
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let id = match endpoint {
-        Endpoint::Completions => format!("cmpl-cli{:016x}", fastrand::u64(..)),
-        _ => format!("chatcmpl-cli{:016x}", fastrand::u64(..)),
-    };
     let mut reply = Reply {
         lease: Some(lease),
         deployment: deployment.to_owned(),
         protocol,
-        shape: Shape { chat: endpoint == Endpoint::ChatCompletions, stream, id, created, model },
+        shape: Shape::new(endpoint, request, stream),
         answer: protocol::Answer::default(),
         utf8: protocol::Utf8Chunks::default(),
         output_ended: false,
@@ -133,7 +128,6 @@ pub async fn respond(
         completion_chars: 0,
         prompt_tokens: tokens::estimate(&prompt).max(1),
         read: 0,
-        role_sent: false,
     };
     let mut headers = HeaderMap::new();
     if !stream {
@@ -164,15 +158,6 @@ pub async fn respond(
     Ok(UpstreamResponse { status: StatusCode::OK, headers, body })
 }
 
-/// How the answer is shaped for the client.
-struct Shape {
-    chat: bool,
-    stream: bool,
-    id: String,
-    created: u64,
-    model: String,
-}
-
 /// One answer being read from a session.
 struct Reply {
     lease: Option<Lease>,
@@ -188,7 +173,6 @@ struct Reply {
     completion_chars: u64,
     prompt_tokens: u64,
     read: usize,
-    role_sent: bool,
 }
 
 impl Reply {
@@ -200,7 +184,7 @@ impl Reply {
             Ok(protocol::Step::Text(text)) => {
                 self.completion_chars += text.chars().count() as u64;
                 if self.shape.stream {
-                    Some(Ok(self.delta_frame(&text)))
+                    Some(Ok(self.shape.delta_frame(&text)))
                 } else {
                     self.text.push_str(&text);
                     Some(Ok(Bytes::new()))
@@ -294,66 +278,19 @@ impl Reply {
         }
     }
 
-    fn chunk(&self, choice: serde_json::Value) -> serde_json::Value {
-        let object = if self.shape.chat { "chat.completion.chunk" } else { "text_completion" };
-        json!({"id": self.shape.id, "object": object, "created": self.shape.created, "model": self.shape.model,
-               "choices": [choice]})
-    }
-
-    fn delta_frame(&mut self, text: &str) -> Bytes {
-        let choice = if self.shape.chat {
-            let delta = if std::mem::replace(&mut self.role_sent, true) {
-                json!({"content": text})
-            } else {
-                json!({"role": "assistant", "content": text})
-            };
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
-        } else {
-            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null})
-        };
-        frame(&self.chunk(choice))
-    }
-
-    /// The end of the answer: for streams the last text (if any), the finish chunk, the usage
-    /// chunk and `[DONE]`; otherwise the whole JSON response.
+    /// The end of the answer: for streams the last text (if any) and the closing frames;
+    /// otherwise the whole JSON response.
     fn final_bytes(&mut self, last_text: &str, usage: Usage) -> Bytes {
-        if !self.shape.stream {
-            self.text.push_str(last_text);
-            let (object, choice) = if self.shape.chat {
-                let message = json!({"role": "assistant", "content": self.text, "refusal": null});
-                ("chat.completion", json!({"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"}))
-            } else {
-                ("text_completion", json!({"index": 0, "text": self.text, "logprobs": null, "finish_reason": "stop"}))
-            };
-            let body = json!({"id": self.shape.id, "object": object, "created": self.shape.created,
-                              "model": self.shape.model, "choices": [choice], "usage": usage});
-            return Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        if self.shape.stream {
+            return self.shape.stream_end(last_text, usage);
         }
-        let mut out = BytesMut::new();
-        if !last_text.is_empty() {
-            out.put(self.delta_frame(last_text));
-        }
-        let finish = if self.shape.chat {
-            let delta = if self.role_sent { json!({}) } else { json!({"role": "assistant", "content": ""}) };
-            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": "stop"})
-        } else {
-            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
-        };
-        out.put(frame(&self.chunk(finish)));
-        let object = if self.shape.chat { "chat.completion.chunk" } else { "text_completion" };
-        out.put(frame(&json!({"id": self.shape.id, "object": object, "created": self.shape.created,
-                              "model": self.shape.model, "choices": [], "usage": usage})));
-        out.put_slice(crate::api::sse::DONE_FRAME);
-        out.freeze()
+        self.text.push_str(last_text);
+        self.shape.whole(&self.text, usage)
     }
 }
 
 fn text_step(text: String) -> protocol::Step {
     if text.is_empty() { protocol::Step::Nothing } else { protocol::Step::Text(text) }
-}
-
-fn frame(value: &serde_json::Value) -> Bytes {
-    crate::api::sse::data_frame(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// A session failure as the client sees it: 502 (the CLI could not start, broke off or broke
