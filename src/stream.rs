@@ -4,7 +4,8 @@
 //! becomes an in-band SSE error event followed by a clean `[DONE]`. Exactly one end-of-stream
 //! report is made per stream: on completion, on error, or when the client goes away.
 
-// The SSE framing the relay reads, from the wire vocabulary (and still reachable here).
+// SSE framing is wire vocabulary (`api::sse`); these names stay for the callers that still use
+// them from here (the cache, the metering tests).
 pub use crate::api::sse;
 pub use crate::api::sse::{data_frame, data_frame_with};
 
