@@ -36,10 +36,11 @@ use crate::config::limits::ValkeyDownPolicy;
 use crate::ctx::Endpoint;
 use crate::ctx::Observer;
 use crate::error::GatewayError;
-use crate::ingress::{self, Gateway};
+use crate::ingress::{self, Ingress};
 use crate::kv::Kv;
 use crate::limits::{Limiter, Settler};
 use crate::metering;
+use crate::pipeline::{self, Gateway};
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
@@ -92,7 +93,7 @@ pub struct App {
     pub router: axum::Router,
     /// The management listener's routes (`server.management_listen`), when it has one.
     pub management: Option<axum::Router>,
-    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) ingress: Arc<Ingress>,
 }
 
 impl App {
@@ -147,8 +148,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
             let (parts, body) = request.into_parts();
             let id = server::request_id_of(&parts.headers);
             let handled = crate::ingress::handle(
-                self.gateway.clone(),
-                crate::ingress::RequestId(id.clone()),
+                self.ingress.clone(),
+                id.clone(),
                 endpoint,
                 parts.uri.query().map(Box::from),
                 parts.headers,
@@ -216,12 +217,15 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers,
         cache: cache.clone(),
         limits: limits.clone(),
-        max_body_bytes: config.server.max_body_bytes,
-        body_read_timeout: config.server.body_read_timeout,
         in_flight: Default::default(),
         max_in_flight: config.server.max_in_flight,
+    });
+    let ingress = Arc::new(Ingress {
+        gateway: gateway.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: config.server.body_read_timeout,
         body_gate: Default::default(),
-        started_unix: ingress::unix_now(),
+        started_unix: pipeline::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(cache) = &cache {
@@ -270,6 +274,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         .route("/admin/keys/{id}", get(ingress::admin::get_key).delete(ingress::admin::revoke_key))
         // Claude Code's connectivity check before its first request (`HEAD /api/hello`).
         .route("/api/hello", get(|| async { http::StatusCode::OK }))
+        .with_state(ingress.clone())
         .route("/health", get(health))
         .with_state(gateway.clone());
     let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
@@ -292,7 +297,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
-    let app = App { router: app, gateway: gateway.clone(), management };
+    let app = App { router: app, ingress, management };
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }
 

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     // The stages, from the client inwards.
     ("server", 90),
     ("ingress", 80),
+    ("pipeline", 75),
     ("auth", 70),
     ("limits", 60),
     ("cache", 50),
