@@ -5,6 +5,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod failover;
 pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
