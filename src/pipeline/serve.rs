@@ -42,10 +42,12 @@ pub(super) async fn serve(
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;
     ctx.client_wants_usage = request.client_wants_usage;
     // The model group the name resolves to (aliases, team overrides): per-model limits and the
-    // cache apply to the group, whatever the client called it.
-    let group = gw.router.model_group(&principal, &request.model);
+    // cache apply to the group, whatever the client called it. (A name the caller may not use
+    // is refused when the plan is made, below.)
+    let resolved = gw.router.resolve(&principal, &request.model);
+    let group = resolved.as_ref().ok().map(|r| r.group);
     let demand = Demand {
-        model: group.as_deref().unwrap_or(&request.model),
+        model: group.unwrap_or(&request.model),
         prompt_tokens: request.prompt_tokens_estimate,
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
@@ -59,7 +61,7 @@ pub(super) async fn serve(
     let mut fill = None;
     if let Some(cache) = &gw.cache {
         let lookup_span = ctx.trace.child("cache lookup");
-        let lookup = cache.lookup(ctx, group.as_deref(), &request.body, headers).await;
+        let lookup = cache.lookup(ctx, group, &request.body, headers).await;
         ctx.trace.end(lookup_span);
         match lookup {
             Lookup::Hit(response, usage) => {
@@ -76,7 +78,7 @@ pub(super) async fn serve(
     }
     let shape = RequestShape { tokens_needed: request.prompt_tokens_estimate + request.max_tokens.unwrap_or(0) };
     // (Planning is a few microseconds of work in memory, never a wait: no span of its own.)
-    let plan = gw.router.plan(&principal, &request.model, shape)?;
+    let plan = gw.router.plan_for(&resolved?, shape)?;
     try_plan(gw, ctx, &request, headers, plan, fill).await
 }
 
