@@ -12,7 +12,6 @@ use super::attempt::{Served, attempt, attempt_attributes, fill_from};
 use super::request::{self, ParsedRequest};
 use super::{Gateway, UnreadBody};
 use crate::cache::{Fill, Lookup};
-use crate::config::DeploymentSpec;
 use crate::ctx::{Endpoint, Principal, RequestCtx};
 use crate::error::GatewayError;
 use crate::limits::Demand;
@@ -107,7 +106,7 @@ async fn try_plan(
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
         let deployment = &candidate.deployment;
-        let (attempt_span, traceparent) = start_attempt_span(ctx, deployment);
+        let (attempt_span, traceparent) = start_attempt_span(ctx, &candidate);
         let result = attempt(gw, ctx, request, headers, deployment, &guard, traceparent).await;
         let label = result.as_ref().err().map(GatewayError::label).unwrap_or("ok");
         if let Some(r) = ctx.trace.get_mut() {
@@ -155,17 +154,15 @@ async fn try_plan(
 
 /// The attempt's span (when the request is traced), and the `traceparent` (with the client's
 /// `tracestate`) that makes it the upstream's parent.
-fn start_attempt_span(
-    ctx: &mut RequestCtx,
-    deployment: &DeploymentSpec,
-) -> (SpanRef, Option<(TraceParent, Option<String>)>) {
+fn start_attempt_span(ctx: &mut RequestCtx, candidate: &Candidate) -> (SpanRef, Option<(TraceParent, Option<String>)>) {
+    let deployment = &candidate.deployment;
     let operation = ctx.endpoint.operation();
     let attempts = ctx.attempts;
     let Some(r) = ctx.trace.get_mut() else { return (SpanRef::NONE, None) };
     let span = r.child_named(&[operation, " ", &deployment.model], Kind::Client);
     r.attributes(span)
         .str(&genai::OPERATION_NAME, operation)
-        .block(deployment.trace_attributes.get_or_init(|| attempt_attributes(deployment)))
+        .block(candidate.health.span_attributes.get_or_init(|| attempt_attributes(deployment)))
         .int(&keys::ATTEMPT, i64::from(attempts));
     (span, r.traceparent(span).map(|parent| (parent, r.trace_state().map(str::to_owned))))
 }
