@@ -93,15 +93,6 @@ impl Drop for BodyTicket<'_> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-/// The handler for one proxied endpoint (chat, completions, embeddings, Anthropic messages):
-/// they differ only in the `Endpoint` they hand to `handle`.
-pub async fn proxy(endpoint: Endpoint, ingress: State<Arc<Ingress>>, request: axum::extract::Request) -> Response {
-    // Taken apart rather than extracted: the headers are moved, not copied.
-    let (mut parts, body) = request.into_parts();
-    let id = parts.extensions.remove::<RequestId>().unwrap_or_else(|| RequestId(crate::ctx::new_request_id()));
-    handle(ingress.0, id.0, endpoint, parts.uri.query().map(Box::from), parts.headers, body).await
-}
-
 /// A proxied request, through the pipeline; its body is read when the pipeline asks for it.
 pub(crate) async fn handle(
     ingress: Arc<Ingress>,
