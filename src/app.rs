@@ -3,11 +3,12 @@
 //! | stage      | reads                                   | writes                              |
 //! |------------|-----------------------------------------|-------------------------------------|
 //! | server     | socket, `x-request-id`                  | `RequestId`, response `x-request-id`|
-//! | ingress    | body (bounded), endpoint                | `RequestCtx`, `ParsedRequest`       |
+//! | ingress    | route (`API_ROUTES`); body (bounded)    | the body, when the pipeline asks    |
+//! | pipeline   | endpoint, headers, body                 | `RequestCtx`, `ParsedRequest`       |
 //! | auth       | `Authorization` / `x-api-key`; JWKS     | `Principal`                         |
 //! | limits     | principal, model, token estimate        | `Reservation` (+ `x-ratelimit-*`)   |
 //! | cache      | principal, resolved model, body, headers| `CacheStatus`; a hit answers here   |
-//! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
+//! | router     | client model, principal's team policy   | `Resolved` group, `Plan`; failover  |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
 //! | (cli)      | a session from the provider's pool      | OpenAI-shaped `UpstreamResponse`    |
 //! | upstream   | provider (URL, key, timeouts)           | `UpstreamResponse`                  |

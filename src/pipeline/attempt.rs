@@ -49,7 +49,8 @@ pub(super) async fn fill_from(served: Served, fill: Fill) -> Served {
     }
 }
 
-/// One try on one deployment, up to the first byte of the answer.
+/// One try on one deployment, up to the first byte of the answer. (Long: the match on the
+/// provider's dialect below is its transport, which is to become `upstream`'s.)
 pub(super) async fn attempt(
     gw: &Gateway,
     ctx: &RequestCtx,

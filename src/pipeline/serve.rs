@@ -3,10 +3,9 @@
 //! byte reached the client.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use axum::http::HeaderMap;
-
-use std::time::Instant;
 
 use super::attempt::{Served, attempt, attempt_attributes, fill_from};
 use super::request::{self, ParsedRequest};
