@@ -3,11 +3,12 @@
 //! | stage      | reads                                   | writes                              |
 //! |------------|-----------------------------------------|-------------------------------------|
 //! | server     | socket, `x-request-id`                  | `RequestId`, response `x-request-id`|
-//! | ingress    | body (bounded), endpoint                | `RequestCtx`, `ParsedRequest`       |
+//! | ingress    | route (`API_ROUTES`); body (bounded)    | the body, when the pipeline asks    |
+//! | pipeline   | endpoint, headers, body                 | `RequestCtx`, `ParsedRequest`       |
 //! | auth       | `Authorization` / `x-api-key`; JWKS     | `Principal`                         |
 //! | limits     | principal, model, token estimate        | `Reservation` (+ `x-ratelimit-*`)   |
 //! | cache      | principal, resolved model, body, headers| `CacheStatus`; a hit answers here   |
-//! | router     | client model, principal's team policy   | `Route` (ordered deployments)       |
+//! | router     | client model, principal's team policy   | `Resolved` group, `Plan`; failover  |
 //! | adapter    | parsed request, deployment              | upstream body; rewritten chunks     |
 //! | (cli)      | a session from the provider's pool      | OpenAI-shaped `UpstreamResponse`    |
 //! | upstream   | provider (URL, key, timeouts)           | `UpstreamResponse`                  |
@@ -23,8 +24,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 
 use crate::auth::Authenticator;
 use crate::auth::keys::KeyStore;
@@ -35,10 +37,11 @@ use crate::config::limits::ValkeyDownPolicy;
 use crate::ctx::Endpoint;
 use crate::ctx::Observer;
 use crate::error::GatewayError;
-use crate::ingress::{self, Gateway};
+use crate::ingress::{self, Ingress, RequestId};
 use crate::kv::Kv;
 use crate::limits::{Limiter, Settler};
 use crate::metering;
+use crate::pipeline::{self, Gateway};
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
@@ -91,23 +94,72 @@ pub struct App {
     pub router: axum::Router,
     /// The management listener's routes (`server.management_listen`), when it has one.
     pub management: Option<axum::Router>,
-    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) ingress: Arc<Ingress>,
 }
 
 impl App {
     /// The endpoint `POST path` proxies, for the paths served without the router: the
     /// requests a gateway mostly gets skip axum's routing, its handler extractors and the boxed
     /// service each route is, and go straight to `ingress::handle`. The router has the same
-    /// routes (with the same handler), so what it answers for them is the same.
+    /// routes (from the same table, `API_ROUTES`), so what it answers for them is the same.
     pub(crate) fn proxied(path: &str) -> Option<Endpoint> {
-        match path {
-            "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
-            "/v1/completions" => Some(Endpoint::Completions),
-            "/v1/embeddings" => Some(Endpoint::Embeddings),
-            "/v1/messages" => Some(Endpoint::Messages),
+        API_ROUTES.iter().find_map(|(route, serve)| match serve {
+            Serve::Proxy(endpoint) if *route == path => Some(*endpoint),
             _ => None,
-        }
+        })
     }
+}
+
+/// What answers one route of the API listener.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// A proxied endpoint, `POST` only: the fast path's (`App::call`), and the router's alike.
+    Proxy(Endpoint),
+    /// An axum handler, with its method (or methods).
+    Handler(fn() -> MethodRouter<Arc<Ingress>>),
+}
+
+/// The API listener's routes, one line each: `App::call`'s fast path and axum's router are both
+/// made from it. (The operations routes — `/health`, `/ready`, `/metrics`, `/sessions` — are
+/// added in `build_with`: which listener has them depends on the configuration.)
+const API_ROUTES: &[(&str, Serve)] = &[
+    ("/v1/chat/completions", Serve::Proxy(Endpoint::ChatCompletions)),
+    ("/v1/completions", Serve::Proxy(Endpoint::Completions)),
+    ("/v1/embeddings", Serve::Proxy(Endpoint::Embeddings)),
+    ("/v1/messages", Serve::Proxy(Endpoint::Messages)),
+    ("/v1/messages/count_tokens", Serve::Handler(|| post(ingress::count_tokens))),
+    ("/v1/models", Serve::Handler(|| get(ingress::list_models))),
+    ("/v1/models/{*model}", Serve::Handler(|| get(ingress::get_model))),
+    ("/v1/{*rest}", Serve::Handler(|| any(ingress::unknown_route))),
+    ("/quota", Serve::Handler(|| get(ingress::quota::quota))),
+    ("/admin/keys", Serve::Handler(|| post(ingress::admin::create_key).get(ingress::admin::list_keys))),
+    ("/admin/keys/{id}", Serve::Handler(|| get(ingress::admin::get_key).delete(ingress::admin::revoke_key))),
+    // Claude Code's connectivity check before its first request (`HEAD /api/hello`).
+    ("/api/hello", Serve::Handler(|| get(|| async { http::StatusCode::OK }))),
+];
+
+/// Axum's router for `API_ROUTES`.
+fn api_router(ingress: Arc<Ingress>) -> axum::Router {
+    let routes = API_ROUTES.iter().fold(axum::Router::new(), |router, (path, serve)| {
+        let handler = match *serve {
+            Serve::Proxy(endpoint) => post(move |ingress, request| proxy(endpoint, ingress, request)),
+            Serve::Handler(handler) => handler(),
+        };
+        router.route(path, handler)
+    });
+    routes.with_state(ingress)
+}
+
+/// A proxied endpoint's request that came through the router rather than the fast path: the
+/// same handler, with the request id the server stage put on it.
+async fn proxy(endpoint: Endpoint, State(ingress): State<Arc<Ingress>>, request: axum::extract::Request) -> Response {
+    // Taken apart rather than extracted: the headers are moved, not copied.
+    let (mut parts, body) = request.into_parts();
+    let id = match parts.extensions.remove::<RequestId>() {
+        Some(RequestId(id)) => id,
+        None => server::request_id_of(&parts.headers),
+    };
+    ingress::handle(ingress, id, endpoint, parts.uri.query().map(Box::from), parts.headers, body).await
 }
 
 pub type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -146,8 +198,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
             let (parts, body) = request.into_parts();
             let id = server::request_id_of(&parts.headers);
             let handled = crate::ingress::handle(
-                self.gateway.clone(),
-                crate::ingress::RequestId(id.clone()),
+                self.ingress.clone(),
+                id.clone(),
                 endpoint,
                 parts.uri.query().map(Box::from),
                 parts.headers,
@@ -214,12 +266,15 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers,
         cache: cache.clone(),
         limits: limits.clone(),
-        max_body_bytes: config.server.max_body_bytes,
-        body_read_timeout: config.server.body_read_timeout,
         in_flight: Default::default(),
         max_in_flight: config.server.max_in_flight,
+    });
+    let ingress = Arc::new(Ingress {
+        gateway: gateway.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: config.server.body_read_timeout,
         body_gate: Default::default(),
-        started_unix: ingress::unix_now(),
+        started_unix: pipeline::unix_now(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(cache) = &cache {
@@ -254,22 +309,8 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     for pool in gateway.upstreams.cli_pools().iter() {
         supervisors.spawn(pool.clone().supervise());
     }
-    let api = axum::Router::new()
-        .route("/v1/chat/completions", post(|g, r| ingress::proxy(Endpoint::ChatCompletions, g, r)))
-        .route("/v1/completions", post(|g, r| ingress::proxy(Endpoint::Completions, g, r)))
-        .route("/v1/embeddings", post(|g, r| ingress::proxy(Endpoint::Embeddings, g, r)))
-        .route("/v1/messages", post(|g, r| ingress::proxy(Endpoint::Messages, g, r)))
-        .route("/v1/messages/count_tokens", post(ingress::count_tokens))
-        .route("/v1/models", get(ingress::list_models))
-        .route("/v1/models/{*model}", get(ingress::get_model))
-        .route("/v1/{*rest}", axum::routing::any(ingress::unknown_route))
-        .route("/quota", get(ingress::quota::quota))
-        .route("/admin/keys", post(ingress::admin::create_key).get(ingress::admin::list_keys))
-        .route("/admin/keys/{id}", get(ingress::admin::get_key).delete(ingress::admin::revoke_key))
-        // Claude Code's connectivity check before its first request (`HEAD /api/hello`).
-        .route("/api/hello", get(|| async { http::StatusCode::OK }))
-        .route("/health", get(health))
-        .with_state(gateway.clone());
+    let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
+    let api = api_router(ingress.clone()).merge(health_route.clone());
     let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
     let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics, kv));
     let probes = axum::Router::new().route("/ready", get(ready)).with_state(gateway.clone());
@@ -277,10 +318,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     // one, and then not on the API port; the probes are on both.
     let operations = scrape.merge(sessions_route);
     let (api, management) = match &config.server.management_listen {
-        Some(_) => {
-            let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
-            (api, Some(operations.merge(probes.clone()).merge(health_route)))
-        }
+        Some(_) => (api, Some(operations.merge(probes.clone()).merge(health_route))),
         None => (api.merge(operations), None),
     };
     let app = api
@@ -290,7 +328,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
-    let app = App { router: app, gateway: gateway.clone(), management };
+    let app = App { router: app, ingress, management };
     Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
 }
 

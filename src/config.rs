@@ -380,9 +380,6 @@ pub struct DeploymentSpec {
     /// Prompt plus completion tokens the deployment accepts, when known.
     pub context_window: Option<u64>,
     pub breaker: BreakerPolicy,
-    /// The attempt span's attributes that are the same on every request here, encoded when
-    /// first traced.
-    pub trace_attributes: std::sync::OnceLock<crate::telemetry::trace::AttributeBlock>,
 }
 
 impl DeploymentSpec {
@@ -396,7 +393,6 @@ impl DeploymentSpec {
             weight: 1.0,
             priority: 0,
             breaker: BreakerPolicy::default(),
-            trace_attributes: Default::default(),
         }
     }
 }
@@ -660,7 +656,6 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                 priority: d.priority.unwrap_or(0),
                 context_window,
                 breaker,
-                trace_attributes: Default::default(),
             });
         }
         if deployments.iter().all(|d| d.weight == 0.0) {

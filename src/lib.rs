@@ -3,14 +3,17 @@
 //! A request flows through the stages below, in the order the modules are declared:
 //!
 //! ```text
-//! client ─► server ─► ingress ─► auth ─► limits ─► cache ─► router ─► adapter ─► upstream
-//!                        ▲                                                 │
-//!                        └──── stream (end-of-stream observers) ◄──────────┘
+//! client ─► server ─► ingress ─► pipeline: auth ─► limits ─► cache ─► router ─► adapter ─► upstream
+//!                        ▲                                                          │
+//!                        └──── stream (end-of-stream observers) ◄───────────────────┘
 //! ```
 //!
 //! - `server`   listener, graceful drain, request ids, `/health` `/ready`
-//! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's): parse what we act on, keep
-//!   the rest verbatim
+//! - `ingress`  one handler per endpoint (OpenAI's, Anthropic's); reads request bodies (bounded,
+//!   per credential)
+//! - `pipeline` the order of the stages below for one request: auth, the body (read by ingress)
+//!   parsed into what we act on (the rest kept verbatim), limits, cache, the route's attempts;
+//!   one report to the observers however the request ends
 //! - `auth`     key or JWT → `Principal` (team, key id, allowed models, limits); admin-made keys
 //! - `limits`   admit or 429: rates, concurrency, budgets, exact across replicas (Valkey)
 //! - `cache`    exact and semantic answers (moka in each replica, Valkey shared); stores clean misses
@@ -31,6 +34,7 @@
 // The stages, in the order a request meets them.
 pub mod server;
 pub mod ingress;
+pub mod pipeline;
 pub mod auth;
 pub mod limits;
 pub mod cache;

@@ -5,6 +5,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod failover;
 pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,16 +28,29 @@ pub struct Router {
     catch_all_health: Mutex<HashMap<String, Arc<DeploymentHealth>>>,
 }
 
+#[derive(Debug)]
 struct Group {
     spec: ModelSpec,
     members: Vec<Member>,
 }
 
+/// A client's model name, resolved for one caller (`Router::resolve`).
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The name the client sent (named in errors).
+    requested: &'a str,
+    /// The group it goes to, after team overrides and aliases (a default-backend model: its
+    /// name): what per-model limits and the cache apply to, whatever the client called it.
+    pub group: &'a str,
+    /// The name after team overrides: what the default backend is asked for.
+    target: &'a str,
+    /// The configured group; `None`: the default backend serves `target`.
+    members: Option<&'a Group>,
+}
+
 /// Where one request may go, in the order to try.
 #[derive(Debug)]
 pub struct Plan {
-    /// The group the request resolved to (after overrides and aliases).
-    pub group: String,
     pub candidates: Vec<Candidate>,
     /// Tried instead when an upstream refuses the content.
     pub content_policy: Vec<Candidate>,
@@ -88,8 +102,10 @@ impl Router {
         }
     }
 
-    /// Plans the attempts for `requested` on behalf of `principal`.
-    pub fn plan(&self, principal: &Principal, requested: &str, shape: RequestShape) -> Result<Plan, GatewayError> {
+    /// The group `requested` goes to for `principal` (team overrides, then aliases; a
+    /// default-backend model is its own group), or why it may not be used: resolved once per
+    /// request, for its per-model limits, its cache key and its plan.
+    pub fn resolve<'a>(&'a self, principal: &'a Principal, requested: &'a str) -> Result<Resolved<'a>, GatewayError> {
         let known = self.groups.contains_key(requested) || self.aliases.contains_key(requested);
         if !known && self.default_backend.is_none() {
             return Err(GatewayError::ModelNotFound(format!("The model `{requested}` does not exist.")));
@@ -101,9 +117,24 @@ impl Router {
             )));
         }
         let target = principal.policy.model_overrides.get(requested).map(String::as_str).unwrap_or(requested);
-        let group_name = self.resolve(target);
-        let Some(group) = group_name.and_then(|g| self.groups.get(g)) else {
-            return self.catch_all(target);
+        let name = self.group_name(target);
+        Ok(Resolved {
+            requested,
+            group: name.unwrap_or(target),
+            target,
+            members: name.and_then(|g| self.groups.get(g)),
+        })
+    }
+
+    /// Plans the attempts for `requested` on behalf of `principal`.
+    pub fn plan(&self, principal: &Principal, requested: &str, shape: RequestShape) -> Result<Plan, GatewayError> {
+        self.plan_for(&self.resolve(principal, requested)?, shape)
+    }
+
+    /// Plans the attempts for a resolved model.
+    pub fn plan_for(&self, resolved: &Resolved<'_>, shape: RequestShape) -> Result<Plan, GatewayError> {
+        let Some(group) = resolved.members else {
+            return self.catch_all(resolved.target);
         };
         let now = Instant::now();
         let mut rng = fastrand::Rng::new();
@@ -129,10 +160,9 @@ impl Router {
                     shape.tokens_needed
                 )));
             }
-            return Err(unavailable(requested, group.members.iter().map(|(_, h)| h), now));
+            return Err(unavailable(resolved.requested, group.members.iter().map(|(_, h)| h), now));
         }
         Ok(Plan {
-            group: group.spec.name.clone(),
             candidates,
             content_policy: self.expand(&group.spec.content_policy_fallbacks, shape, now, &mut rng),
             context_window,
@@ -140,19 +170,7 @@ impl Router {
         })
     }
 
-    /// The model group `requested` resolves to for `principal` (team overrides, then aliases; a
-    /// default-backend model is its own group), or `None` when the team may not use it or it is
-    /// unknown. Deployment-independent: what the cache keys on.
-    pub fn model_group(&self, principal: &Principal, requested: &str) -> Option<String> {
-        let known = self.groups.contains_key(requested) || self.aliases.contains_key(requested);
-        if !(known || self.default_backend.is_some()) || !principal.allows(requested) {
-            return None;
-        }
-        let target = principal.policy.model_overrides.get(requested).map(String::as_str).unwrap_or(requested);
-        Some(self.resolve(target).unwrap_or(target).to_owned())
-    }
-
-    fn resolve<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+    fn group_name<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         if self.groups.contains_key(name) { Some(name) } else { self.aliases.get(name).map(String::as_str) }
     }
 
@@ -200,7 +218,6 @@ impl Router {
             return Err(unavailable(model, std::iter::once(&health), now));
         }
         Ok(Plan {
-            group: model.to_owned(),
             candidates: vec![Candidate { deployment, health }],
             content_policy: Vec::new(),
             context_window: Vec::new(),

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use super::Gateway;
+use super::Ingress;
 use crate::api::ErrorBody;
 use crate::auth::keys::{KeyStore, KeyStoreError, NewKey, StoredKey};
 
@@ -52,11 +52,12 @@ impl IntoResponse for AdminError {
     }
 }
 
-fn store<'a>(gw: &'a Gateway, headers: &HeaderMap) -> Result<&'a Arc<KeyStore>, AdminError> {
-    match gw.auth.is_admin(headers) {
+fn store<'a>(ingress: &'a Ingress, headers: &HeaderMap) -> Result<&'a Arc<KeyStore>, AdminError> {
+    let auth = &ingress.gateway.auth;
+    match auth.is_admin(headers) {
         None => Err(AdminError::Disabled),
         Some(false) => Err(AdminError::Unauthorized),
-        Some(true) => gw.auth.keys().ok_or(AdminError::Disabled),
+        Some(true) => auth.keys().ok_or(AdminError::Disabled),
     }
 }
 
@@ -70,9 +71,9 @@ fn view(key: &StoredKey) -> serde_json::Value {
     v
 }
 
-pub async fn create_key(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn create_key(State(ingress): State<Arc<Ingress>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let store = store(&gw, &headers)?;
+        let store = store(&ingress, &headers)?;
         let bytes = http_body_util::Limited::new(body, MAX_BODY)
             .collect()
             .await
@@ -89,26 +90,26 @@ pub async fn create_key(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body
     result.await.into_response()
 }
 
-pub async fn list_keys(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn list_keys(State(ingress): State<Arc<Ingress>>, headers: HeaderMap) -> Response {
     let result = async {
-        let keys = store(&gw, &headers)?.list().await?;
+        let keys = store(&ingress, &headers)?.list().await?;
         let data: Vec<serde_json::Value> = keys.iter().map(view).collect();
         Ok::<_, AdminError>(axum::Json(serde_json::json!({"object": "list", "data": data})))
     };
     result.await.into_response()
 }
 
-pub async fn get_key(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn get_key(State(ingress): State<Arc<Ingress>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
-        let key = store(&gw, &headers)?.get(&id).await?.ok_or_else(|| AdminError::NotFound(id.clone()))?;
+        let key = store(&ingress, &headers)?.get(&id).await?.ok_or_else(|| AdminError::NotFound(id.clone()))?;
         Ok::<_, AdminError>(axum::Json(view(&key)))
     };
     result.await.into_response()
 }
 
-pub async fn revoke_key(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn revoke_key(State(ingress): State<Arc<Ingress>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let result = async {
-        if !store(&gw, &headers)?.revoke(&id).await? {
+        if !store(&ingress, &headers)?.revoke(&id).await? {
             return Err(AdminError::NotFound(id.clone()));
         }
         tracing::info!(target: "llm_gateway::admin", action = "revoke_key", key_id = %id, "admin");

@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::Gateway;
+use super::Ingress;
 
-pub async fn quota(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn quota(State(ingress): State<Arc<Ingress>>, headers: HeaderMap) -> Response {
+    let gw = &ingress.gateway;
     match gw.auth.authenticate(&headers).await {
         Ok(principal) => axum::Json(gw.limits.quota(&principal).await).into_response(),
         Err(e) => e.into_response(),

@@ -1,12 +1,14 @@
 //! Live state of each deployment, shared by all requests: its breaker, requests in flight,
-//! peak-EWMA time to first byte, and a cool-down after an upstream 429.
+//! peak-EWMA time to first byte, and a cool-down after an upstream 429. (Also where what is
+//! worked out once per deployment is kept: its attempt spans' constant attributes.)
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::breaker::{Breaker, Permit, State};
 use crate::config::BreakerPolicy;
+use crate::telemetry::trace::AttributeBlock;
 
 /// Time constant of the latency average: old samples weigh e^-1 after this long.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -16,6 +18,9 @@ pub struct DeploymentHealth {
     pub id: String,
     in_flight: AtomicU32,
     inner: Mutex<Inner>,
+    /// The attempt span's attributes that are the same on every request here, encoded when
+    /// first traced (by the pipeline, which records the span).
+    pub span_attributes: OnceLock<AttributeBlock>,
 }
 
 #[derive(Debug)]
@@ -38,6 +43,7 @@ impl DeploymentHealth {
                 latency_at: None,
                 cooldown_until: None,
             }),
+            span_attributes: OnceLock::new(),
         }
     }
 
