@@ -2,6 +2,7 @@
 //! once, and the text exposition (version 0.0.4) for `GET /metrics`. A request finds its series
 //! through handles kept per configured model and deployment (`series`), not by label lookup.
 
+mod build;
 pub mod encode;
 pub mod labels;
 pub mod metering;
@@ -22,9 +23,7 @@ pub use metering::MeteringMetrics;
 pub use observer::RequestMetrics;
 
 use encode::{GapHistogram, Listed};
-use labels::{
-    Attempt, DecidedBy, Deployment, GenAiTokens, Model, Outcome, Policy, Reason, Session, StatusModel, Tokens,
-};
+use labels::{Attempt, Deployment, GenAiTokens, Model, Policy, Reason, Session, StatusModel, Tokens};
 use series::Series;
 
 /// The `Content-Type` of the exposition.
@@ -43,7 +42,7 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
-fn token_histogram() -> Histogram {
+pub(crate) fn token_histogram() -> Histogram {
     Histogram::new(TOKEN_BUCKETS.iter().copied())
 }
 
@@ -97,181 +96,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    // Long, but one registration per metric and nothing else.
-    pub fn new(known_models: BTreeSet<String>, team_label: bool) -> Self {
-        let mut registry = Registry::default();
-        let r = &mut registry;
-        let requests = Family::default();
-        register(
-            r,
-            "llm_requests_total",
-            "Requests answered, by HTTP status and client-facing model.",
-            requests.clone(),
-        );
-        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        register(
-            r,
-            "llm_request_duration_seconds",
-            "Time from request arrival to the last byte of the answer.",
-            request_duration.clone(),
-        );
-        let time_to_first_token = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        register(
-            r,
-            "llm_gateway_time_to_first_token_seconds",
-            "Time from request arrival to the first streamed chunk sent to the client.",
-            time_to_first_token.clone(),
-        );
-        let tokens = Family::default();
-        register(
-            r,
-            "llm_gateway_tokens_total",
-            "Tokens reported by upstreams, by type (input, output, cached_input, reasoning).",
-            tokens.clone(),
-        );
-        let token_usage = Family::new_with_constructor(token_histogram as fn() -> Histogram);
-        register(
-            r,
-            "gen_ai_client_token_usage",
-            "Tokens per request (GenAI gen_ai.client.token.usage), by token type.",
-            token_usage.clone(),
-        );
-        let in_flight = Gauge::default();
-        register(r, "llm_gateway_in_flight_requests", "Requests being answered right now.", in_flight.clone());
-        let upstream_attempts = Family::default();
-        register(
-            r,
-            "llm_gateway_upstream_attempts_total",
-            "Attempts sent to each deployment, by outcome.",
-            upstream_attempts.clone(),
-        );
-        let upstream_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        register(
-            r,
-            "llm_gateway_upstream_first_byte_seconds",
-            "Time from sending to a deployment to its first byte.",
-            upstream_latency.clone(),
-        );
-        let breaker_state = Family::default();
-        register(
-            r,
-            "llm_gateway_breaker_state",
-            "Circuit breaker state per deployment: 0 closed, 1 open, 2 half-open.",
-            breaker_state.clone(),
-        );
-        let outcomes = Family::<Outcome, Counter>::default();
-        register(
-            r,
-            "llm_gateway_stream_outcomes_total",
-            "How streams ended: completed, upstream_error, client_gone.",
-            outcomes.clone(),
-        );
-        let inter_chunk_gap = Family::default();
-        register(
-            r,
-            "llm_gateway_inter_chunk_gap_seconds",
-            "Time between consecutive chunks of a stream sent to the client.",
-            inter_chunk_gap.clone(),
-        );
-        let sessions = Family::default();
-        register(
-            r,
-            "llm_sessions_total",
-            "CLI backend session events by provider and status (started, warm, failed, crashed, killed, recycled, cold_start).",
-            sessions.clone(),
-        );
-        let rate_limited = Family::default();
-        register(
-            r,
-            "llm_gateway_rate_limited_total",
-            "Requests refused by the gateway's own limits, by the limit that refused them.",
-            rate_limited.clone(),
-        );
-        let limits_fallback = Family::default();
-        register(
-            r,
-            "llm_gateway_limits_fallback_total",
-            "Limit checks decided by the Valkey-down policy (fail-open: per-replica limits; fail-closed: 503).",
-            limits_fallback.clone(),
-        );
-        let admissions = Family::<DecidedBy, Counter>::default();
-        register(
-            r,
-            "llm_gateway_limit_decisions_total",
-            "Shared-limit decisions (admitted or refused) by where they were made: `allowance` (capacity this replica took ahead, no round trip) or `valkey`.",
-            admissions.clone(),
-        );
-        let limits_degraded = Gauge::default();
-        register(
-            r,
-            "llm_gateway_limits_degraded",
-            "1 while Valkey is unreachable and limits follow the configured fail-open or fail-closed policy.",
-            limits_degraded.clone(),
-        );
-        let limits_settle_failures = Counter::default();
-        register(
-            r,
-            "llm_gateway_limits_settle_failures_total",
-            "End-of-request settlements (refunds, lease releases) that did not reach Valkey.",
-            limits_settle_failures.clone(),
-        );
-        let valkey_errors = Counter::default();
-        register(
-            r,
-            "llm_gateway_valkey_errors_total",
-            "Valkey commands that failed or timed out.",
-            valkey_errors.clone(),
-        );
-        let limit_check = Histogram::new(CHECK_BUCKETS.iter().copied());
-        register(
-            r,
-            "llm_gateway_limit_check_seconds",
-            "Time to admit or refuse a request against its limits (a Valkey round trip when shared).",
-            limit_check.clone(),
-        );
-        let exported = Counter::default();
-        register(r, "llm_gateway_trace_spans_exported_total", "Spans the OTLP collector accepted.", exported.clone());
-        let dropped = Family::<Reason, Counter>::default();
-        register(
-            r,
-            "llm_gateway_trace_spans_dropped_total",
-            "Spans not exported: too many batches were waiting to be sent (or the trace ended after shutdown), or the collector refused or did not answer.",
-            dropped.clone(),
-        );
-        let trace_spans = [
-            exported,
-            dropped.get_or_create_owned(&Reason::from("queue_full")),
-            dropped.get_or_create_owned(&Reason::from("export_failed")),
-        ];
-        Self {
-            team_label,
-            series: Series::new(&known_models, &BTreeSet::new()),
-            requests,
-            request_duration,
-            time_to_first_token,
-            tokens,
-            token_usage,
-            in_flight,
-            upstream_attempts,
-            upstream_latency,
-            breaker_state,
-            stream_outcomes: ["completed", "upstream_error", "client_gone"]
-                .map(|outcome| outcomes.get_or_create_owned(&Outcome::from(outcome))),
-            inter_chunk_gap,
-            sessions,
-            metering: None,
-            rate_limited,
-            limits_fallback,
-            limits_admissions: ["allowance", "valkey"].map(|by| admissions.get_or_create_owned(&DecidedBy::from(by))),
-            limits_degraded,
-            limits_settle_failures,
-            limit_check,
-            valkey_errors,
-            trace_spans,
-            registry,
-        }
-    }
-
     /// The deployments labelled by their id (any other is `<provider>/other`).
     pub fn with_deployments(mut self, ids: BTreeSet<String>) -> Self {
         let models = self.series.model_names();
