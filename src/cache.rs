@@ -48,7 +48,7 @@ use embed::{EmbedError, Embeddings};
 use entry::Stored;
 use index::Index;
 use key::{PartitionId, SemanticKey, SemanticRules, Skip};
-use metrics::CacheMetrics;
+use metrics::{CacheMetrics, Tier};
 use shared::Shared;
 
 pub use fill::{Fill, StreamFill, entry_id};
@@ -317,11 +317,11 @@ impl Cache {
         if self.settings.exact.enabled {
             let started = Instant::now();
             let found = self.exact_get(&key.exact).await;
-            self.metrics.lookup.get_or_create(&"exact".into()).observe(started.elapsed().as_secs_f64());
+            self.metrics.looked_up(Tier::Exact).observe(started.elapsed().as_secs_f64());
             if let Some(stored) = found
                 && let Some(hit) = self.respond(ctx, &stored, CacheStatus::Hit)
             {
-                self.metrics.hits.get_or_create(&"exact".into()).inc();
+                self.metrics.hit(Tier::Exact).inc();
                 return hit;
             }
         }
@@ -333,7 +333,7 @@ impl Cache {
             if let Some((stored, similarity)) = found
                 && let Some(hit) = self.respond(ctx, &stored, CacheStatus::SemanticHit { similarity })
             {
-                self.metrics.hits.get_or_create(&"semantic".into()).inc();
+                self.metrics.hit(Tier::Semantic).inc();
                 return hit;
             }
         } else if let Err(skip) = &key.semantic
@@ -454,7 +454,7 @@ impl Cache {
                 None => semantic.index.remove(&partition, id),
             }
         }
-        self.metrics.lookup.get_or_create(&"semantic".into()).observe(started.elapsed().as_secs_f64());
+        self.metrics.looked_up(Tier::Semantic).observe(started.elapsed().as_secs_f64());
         if let Some((_, similarity)) = &hit {
             self.metrics.similarity.get_or_create(&"hit".into()).observe(f64::from(*similarity));
         }

@@ -1,13 +1,16 @@
 //! The cache's Prometheus metrics, encoded after the gateway's own. `llm_cache_hits_total` and
 //! `llm_cache_misses_total` keep the original service's names.
 
+use std::sync::OnceLock;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::metrics::labels::{Kind, Op, Outcome, Reason, Tier};
+use crate::telemetry::metrics::labels::{self, Kind, Op, Outcome, Reason};
+use crate::telemetry::metrics::series::once;
 use crate::telemetry::metrics::{encode_into, latency_histogram, register};
 
 /// Lookup latency buckets (seconds): the cache works in microseconds to milliseconds.
@@ -25,12 +28,28 @@ fn similarity_histogram() -> Histogram {
     Histogram::new(SIMILARITY_BUCKETS.iter().copied())
 }
 
+/// The cache's two tiers, as labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Exact,
+    Semantic,
+}
+
+impl Tier {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Semantic => "semantic",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct CacheMetrics {
     pub hits: Family<Kind, Counter>,
     pub misses: Counter,
     pub bypass: Family<Reason, Counter>,
-    pub lookup: Family<Tier, Histogram>,
+    pub lookup: Family<labels::Tier, Histogram>,
     pub embed: Histogram,
     pub similarity: Family<Outcome, Histogram>,
     pub errors: Family<Op, Counter>,
@@ -38,6 +57,9 @@ pub struct CacheMetrics {
     pub stores: Family<Outcome, Counter>,
     pub index_rejects: Counter,
     pub guarded: Family<Reason, Counter>,
+    /// The series every looked-up request meets, by `Tier`: taken from their family once.
+    hits_by_tier: [OnceLock<Counter>; 2],
+    lookup_by_tier: [OnceLock<Histogram>; 2],
     registry: Registry,
     /// The semantic index's size: vectors, partitions, bytes (set and encoded at scrape time,
     /// when there is an index).
@@ -152,10 +174,22 @@ impl CacheMetrics {
             stores,
             index_rejects,
             guarded,
+            hits_by_tier: Default::default(),
+            lookup_by_tier: Default::default(),
             registry,
             index,
             index_registry,
         }
+    }
+
+    /// `llm_cache_hits_total{kind}` of a tier.
+    pub fn hit(&self, tier: Tier) -> &Counter {
+        once(&self.hits_by_tier[tier as usize], &self.hits, || tier.label().into())
+    }
+
+    /// `llm_gateway_cache_lookup_seconds{tier}`.
+    pub fn looked_up(&self, tier: Tier) -> &Histogram {
+        once(&self.lookup_by_tier[tier as usize], &self.lookup, || tier.label().into())
     }
 
     /// Appends the cache's metrics to a text exposition; `index` is the semantic index's
