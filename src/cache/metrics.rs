@@ -204,3 +204,27 @@ impl CacheMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_original_names_and_the_index_only_when_there_is_one() {
+        let m = CacheMetrics::new();
+        m.hit(Tier::Exact).inc();
+        m.misses.inc();
+        m.looked_up(Tier::Semantic).observe(0.0002);
+        let mut out = String::new();
+        m.render(&mut out, None);
+        assert!(out.contains("# TYPE llm_cache_hits_total counter\nllm_cache_hits_total{kind=\"exact\"} 1\n"), "{out}");
+        assert!(out.contains("llm_cache_misses_total 1\n"), "{out}");
+        assert!(out.contains("llm_gateway_cache_lookup_seconds_bucket{tier=\"semantic\",le=\"0.00025\"} 1\n"), "{out}");
+        assert!(out.contains("# TYPE llm_gateway_cache_guard_rejects_total counter\n"), "{out}");
+        assert!(!out.contains("llm_gateway_cache_index_vectors"), "{out}");
+        out.clear();
+        m.render(&mut out, Some((3, 2, 100)));
+        assert!(out.contains("llm_gateway_cache_index_vectors 3\n"), "{out}");
+        assert!(out.contains("llm_gateway_cache_index_bytes 100\n"), "{out}");
+    }
+}
