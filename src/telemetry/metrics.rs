@@ -1,6 +1,10 @@
 //! Prometheus metrics on prometheus-client: the families and their typed label sets, registered
 //! once, and the text exposition (version 0.0.4) for `GET /metrics`. A request finds its series
 //! through handles kept per configured model and deployment (`series`), not by label lookup.
+//!
+//! Names, types, labels and buckets are those of the hand-written exposition this replaced. One
+//! difference: the encoder writes `le` as Go's clients do, so the bounds 0.00005 and 1048576 read
+//! `5e-05` and `1.048576e+06` (Prometheus 3 stores every `le` in that form whatever it scraped).
 
 mod build;
 pub mod encode;
