@@ -362,9 +362,9 @@ async fn prometheus(
     axum::extract::State((gateway, metrics, kv)): axum::extract::State<(Arc<Gateway>, Arc<Metrics>, Option<Kv>)>,
 ) -> impl axum::response::IntoResponse {
     let now = std::time::Instant::now();
-    metrics.valkey_errors.set(kv.as_ref().map(Kv::errors).unwrap_or(0));
+    crate::telemetry::metrics::mirror(&metrics.valkey_errors, kv.as_ref().map(Kv::errors).unwrap_or(0));
     for deployment in gateway.router.deployments() {
-        metrics.breaker_state.with(&[&deployment.id]).set(i64::from(deployment.breaker_state(now).code()));
+        metrics.set_breaker_state(&deployment.id, i64::from(deployment.breaker_state(now).code()));
     }
     for pool in gateway.upstreams.cli_pools().iter() {
         let t = &pool.totals;
@@ -377,7 +377,7 @@ async fn prometheus(
             ("recycled", &t.recycled),
             ("cold_start", &t.cold_starts),
         ] {
-            metrics.sessions.with(&[&pool.provider, status]).set(n.load(std::sync::atomic::Ordering::Relaxed));
+            metrics.set_sessions(&pool.provider, status, n.load(std::sync::atomic::Ordering::Relaxed));
         }
     }
     let mut text = metrics.render();
@@ -387,7 +387,7 @@ async fn prometheus(
     if let Some(verifier) = gateway.auth.jwt() {
         verifier.render_metrics(&mut text);
     }
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+    ([(http::header::CONTENT_TYPE, crate::telemetry::metrics::CONTENT_TYPE)], text)
 }
 
 /// Readiness. Ready once the configuration is loaded and the upstream clients are built (true for

@@ -48,7 +48,7 @@ use embed::{EmbedError, Embeddings};
 use entry::Stored;
 use index::Index;
 use key::{PartitionId, SemanticKey, SemanticRules, Skip};
-use metrics::CacheMetrics;
+use metrics::{CacheMetrics, Tier};
 use shared::Shared;
 
 pub use fill::{Fill, StreamFill, entry_id};
@@ -277,9 +277,9 @@ impl Cache {
         body: &RawObject,
         headers: &HeaderMap,
     ) -> Lookup {
-        let bypass = |ctx: &mut RequestCtx, reason: &str| {
+        let bypass = |ctx: &mut RequestCtx, reason: &'static str| {
             ctx.cache = CacheStatus::Bypass;
-            self.metrics.bypass.with(&[reason]).inc();
+            self.metrics.bypass.get_or_create(&reason.into()).inc();
             Lookup::Miss(None)
         };
         if ctx.endpoint != Endpoint::ChatCompletions {
@@ -310,18 +310,18 @@ impl Cache {
         };
         if directive == Directive::NoCache {
             ctx.cache = CacheStatus::Bypass;
-            self.metrics.bypass.with(&["no_cache"]).inc();
+            self.metrics.bypass.get_or_create(&"no_cache".into()).inc();
             return Lookup::Miss(Some(Fill { cache: self.clone(), key, vector: None }));
         }
 
         if self.settings.exact.enabled {
             let started = Instant::now();
             let found = self.exact_get(&key.exact).await;
-            self.metrics.lookup.with(&["exact"]).observe_duration(started.elapsed());
+            self.metrics.looked_up(Tier::Exact).observe(started.elapsed().as_secs_f64());
             if let Some(stored) = found
                 && let Some(hit) = self.respond(ctx, &stored, CacheStatus::Hit)
             {
-                self.metrics.hits.with(&["exact"]).inc();
+                self.metrics.hit(Tier::Exact).inc();
                 return hit;
             }
         }
@@ -333,17 +333,17 @@ impl Cache {
             if let Some((stored, similarity)) = found
                 && let Some(hit) = self.respond(ctx, &stored, CacheStatus::SemanticHit { similarity })
             {
-                self.metrics.hits.with(&["semantic"]).inc();
+                self.metrics.hit(Tier::Semantic).inc();
                 return hit;
             }
         } else if let Err(skip) = &key.semantic
             && self.semantic.is_some()
             && *skip != Skip::Unreadable
         {
-            self.metrics.embed_errors.with(&[skip.label()]).inc();
+            self.metrics.embed_errors.get_or_create(&skip.label().into()).inc();
         }
         ctx.cache = CacheStatus::Miss;
-        self.metrics.misses.with(&[]).inc();
+        self.metrics.misses.inc();
         Lookup::Miss(Some(Fill { cache: self.clone(), key, vector }))
     }
 
@@ -364,7 +364,7 @@ impl Cache {
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "cache: exact lookup failed (a miss)");
-                self.metrics.errors.with(&["get"]).inc();
+                self.metrics.errors.get_or_create(&"get".into()).inc();
                 None
             }
         }
@@ -384,7 +384,7 @@ impl Cache {
             let partition = key::partition(&sem.scope, semantic.embeddings.id(), dims);
             if !semantic.index.has_partition(&partition) {
                 // Nothing to compare with: skip the embedding (the store embeds off the path).
-                self.metrics.embed_errors.with(&["empty_partition"]).inc();
+                self.metrics.embed_errors.get_or_create(&"empty_partition".into()).inc();
                 return (None, None);
             }
         }
@@ -392,14 +392,14 @@ impl Cache {
         let vector = match semantic.embeddings.embed(&sem.text).await {
             Ok(v) => v,
             Err(e) => {
-                self.metrics.embed_errors.with(&[e.label()]).inc();
+                self.metrics.embed_errors.get_or_create(&e.label().into()).inc();
                 if let EmbedError::Failed(detail) = &e {
                     tracing::debug!(error = %detail, "cache: embedding failed (a miss)");
                 }
                 return (None, None);
             }
         };
-        self.metrics.embed.with(&[]).observe_duration(started.elapsed());
+        self.metrics.embed.observe(started.elapsed().as_secs_f64());
         semantic.dims.store(vector.len(), Ordering::Relaxed);
         let partition = key::partition(&sem.scope, semantic.embeddings.id(), vector.len());
         let threshold = semantic.settings.threshold_for(group);
@@ -410,7 +410,7 @@ impl Cache {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::debug!(error = %e, "cache: FT.SEARCH failed (a miss)");
-                    self.metrics.errors.with(&["search"]).inc();
+                    self.metrics.errors.get_or_create(&"search".into()).inc();
                     Vec::new()
                 }
             }
@@ -419,7 +419,7 @@ impl Cache {
             if found.is_empty()
                 && let Some(best) = best
             {
-                self.metrics.similarity.with(&["miss"]).observe(f64::from(best));
+                self.metrics.similarity.get_or_create(&"miss".into()).observe(f64::from(best));
             }
             found.into_iter().map(|c| (c.id, c.similarity)).collect()
         };
@@ -432,7 +432,7 @@ impl Cache {
                         Ok(found) => found.map(Arc::new),
                         Err(e) => {
                             tracing::debug!(error = %e, "cache: confirming a candidate failed (a miss)");
-                            self.metrics.errors.with(&["confirm"]).inc();
+                            self.metrics.errors.get_or_create(&"confirm".into()).inc();
                             break;
                         }
                     }
@@ -444,7 +444,7 @@ impl Cache {
                     // Close in embedding space is not enough: negations, numbers and word order
                     // must agree too (see `guard`).
                     if let Some(reason) = guard::mismatch(&sem.text, &stored.question) {
-                        self.metrics.guarded.with(&[reason]).inc();
+                        self.metrics.guarded.get_or_create(&reason.into()).inc();
                         continue;
                     }
                     hit = Some((stored, similarity));
@@ -454,9 +454,9 @@ impl Cache {
                 None => semantic.index.remove(&partition, id),
             }
         }
-        self.metrics.lookup.with(&["semantic"]).observe_duration(started.elapsed());
+        self.metrics.looked_up(Tier::Semantic).observe(started.elapsed().as_secs_f64());
         if let Some((_, similarity)) = &hit {
-            self.metrics.similarity.with(&["hit"]).observe(f64::from(*similarity));
+            self.metrics.similarity.get_or_create(&"hit".into()).observe(f64::from(*similarity));
         }
         (hit, Some((partition, vector)))
     }

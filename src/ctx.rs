@@ -290,7 +290,7 @@ pub trait Observer: Send + Sync {
     }
     /// One upstream attempt ended: `outcome` is `ok`, or a short error label; `first_byte` is
     /// how long the deployment took to answer, when it did.
-    fn attempted(&self, _ctx: &RequestCtx, _deployment: &str, _outcome: &str, _first_byte: Option<Duration>) {}
+    fn attempted(&self, _ctx: &RequestCtx, _deployment: &str, _outcome: &'static str, _first_byte: Option<Duration>) {}
     /// The request ended (called exactly once, after the last byte or on error).
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome);
 }

@@ -166,7 +166,7 @@ pub struct Limiter {
     shared: Option<Shared>,
     local: Local,
     metrics: Arc<Metrics>,
-    check_latency: Arc<crate::telemetry::metrics::Histogram>,
+    check_latency: prometheus_client::metrics::histogram::Histogram,
     settle_tx: mpsc::Sender<Settlement>,
     settle_rx: Mutex<Option<mpsc::Receiver<Settlement>>>,
     releases: Releases,
@@ -226,7 +226,7 @@ impl Limiter {
             settings,
             clock,
             local: Local::default(),
-            check_latency: metrics.limit_check.with(&[]),
+            check_latency: metrics.limit_check.clone(),
             metrics,
             settle_tx,
             settle_rx: Mutex::new(Some(settle_rx)),
@@ -351,10 +351,10 @@ impl Limiter {
         let span = trace.child("limits");
         let started = Instant::now();
         let result = self.decide(principal, demand.model, estimate, checks, now_ms).await;
-        self.check_latency.observe_duration(started.elapsed());
+        self.check_latency.observe(started.elapsed().as_secs_f64());
         trace.end(span);
         if let Err(LimitError::Exceeded { dim, .. }) = &result {
-            self.metrics.rate_limited.with(&[dim.name()]).inc();
+            self.metrics.rate_limited(dim.name());
         }
         result.map(Some)
     }
@@ -396,8 +396,7 @@ impl Limiter {
             }
             match admission {
                 Ok(a) => {
-                    let by = if a.local { "allowance" } else { "valkey" };
-                    self.metrics.limits_admissions.with(&[by]).inc();
+                    self.metrics.limits_admissions[usize::from(!a.local)].inc();
                     let levels = checks.iter().zip(&a.verdict.levels);
                     self.remember_budgets(levels.filter_map(|(c, l)| Some((c, c.limit.saturating_sub(l.as_ref()?.0)))));
                     return self.conclude(checks, a.verdict, estimate, Store::Shared, Some(a.leases));
@@ -405,7 +404,7 @@ impl Limiter {
                 Err(e) => self.store_failed(&e),
             }
         }
-        self.metrics.limits_fallback.with(&[self.settings.on_valkey_down.as_str()]).inc();
+        self.metrics.limits_fallback(self.settings.on_valkey_down.as_str());
         match self.settings.on_valkey_down {
             ValkeyDownPolicy::FailClosed => Err(LimitError::Unavailable),
             ValkeyDownPolicy::FailOpen => {
@@ -538,7 +537,7 @@ impl Limiter {
     async fn settle_shared(&self, batch: Vec<Settlement>) {
         let Some(shared) = &self.shared else { return };
         if let Err(e) = shared.settle(&batch, self.clock.now_ms()).await {
-            self.metrics.limits_settle_failures.add(batch.len() as u64);
+            self.metrics.limits_settle_failures.inc_by(batch.len() as u64);
             self.store_failed(&e);
         }
     }

@@ -291,7 +291,7 @@ impl Observer for Metering {
         let usage = record.usage;
         if !self.queue.push(record) {
             let events = usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64;
-            self.metrics.dropped_queue_full.add(events);
+            self.metrics.dropped_queue_full.inc_by(events);
             tracing::error!(
                 request_id = %ctx.request_id,
                 events,
@@ -444,7 +444,7 @@ impl Pipeline {
                 let on_disk = self.shared.bytes.load(Ordering::Relaxed);
                 if on_disk + (lines.len() + record_lines.len()) as u64 > self.settings.max_outbox_bytes {
                     if self.settings.when_full == WhenFull::Drop {
-                        self.metrics.dropped_outbox_full.add(n);
+                        self.metrics.dropped_outbox_full.inc_by(n);
                         if last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                             last_full_log = Some(std::time::Instant::now());
                             tracing::error!(
@@ -472,7 +472,7 @@ impl Pipeline {
                         tracing::error!(error = %e, events, "metering: cannot write the outbox; retrying");
                     }
                     if closed && failures >= 10 {
-                        self.metrics.dropped_outbox_full.add(events);
+                        self.metrics.dropped_outbox_full.inc_by(events);
                         tracing::error!(
                             events,
                             "metering: stopping without being able to write the outbox; usage events lost"
@@ -482,8 +482,8 @@ impl Pipeline {
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                self.metrics.persisted.add(events);
-                self.metrics.undelivered.add(events as i64);
+                self.metrics.persisted.inc_by(events);
+                self.metrics.undelivered.inc_by(events as i64);
             }
             if let Err(e) = writer.maybe_sync() {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
@@ -497,8 +497,8 @@ impl Pipeline {
                 };
                 let moved = adopter.step(&mut writer, room);
                 if moved > 0 {
-                    self.metrics.adopted.add(moved);
-                    self.metrics.undelivered.add(moved as i64);
+                    self.metrics.adopted.inc_by(moved);
+                    self.metrics.undelivered.inc_by(moved as i64);
                 }
             }
             self.metrics.outbox_bytes.set(self.shared.bytes.load(Ordering::Relaxed) as i64);
@@ -522,7 +522,7 @@ impl Pipeline {
                     if give_up {
                         let lost: u64 =
                             held.iter().map(|r| r.usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64).sum();
-                        self.metrics.dropped_outbox_full.add(lost);
+                        self.metrics.dropped_outbox_full.inc_by(lost);
                         tracing::error!(events = lost, "metering: stopping with a full outbox; usage events lost");
                     }
                     if let Err(e) = writer.close() {
@@ -601,7 +601,7 @@ impl Pipeline {
             event::write_tool_line(out, &envelope, *tool, *requests);
         }
         if estimated > 0 {
-            self.metrics.estimated.add(estimated);
+            self.metrics.estimated.inc_by(estimated);
         }
         (parts.len() + tools.len()) as u64
     }

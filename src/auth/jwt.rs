@@ -14,7 +14,6 @@
 //! leeway is over), for at most `CACHE_TTL`, and only while the key that verified it is still
 //! published: a JWKS refresh that drops a key flushes the cache.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -265,17 +264,22 @@ impl JwtVerifier {
 
     /// `llm_gateway_jwt_verifications_total`: bearer tokens by how they were decided.
     pub fn render_metrics(&self, out: &mut String) {
-        let name = "llm_gateway_jwt_verifications_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Bearer JWTs by outcome: verified (a full signature check), cached (a recent verification reused), rejected."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
+        use crate::telemetry::metrics::{encode_into, labels::Verdict, mirror, register};
+        use prometheus_client::metrics::{counter::Counter, family::Family};
+        let verdicts = Family::<Verdict, Counter>::default();
         for (result, n) in
             [("verified", &self.stats.verified), ("cached", &self.stats.cached), ("rejected", &self.stats.rejected)]
         {
-            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+            mirror(&verdicts.get_or_create(&result.into()), n.load(Ordering::Relaxed));
         }
+        let mut registry = prometheus_client::registry::Registry::default();
+        register(
+            &mut registry,
+            "llm_gateway_jwt_verifications_total",
+            "Bearer JWTs by outcome: verified (a full signature check), cached (a recent verification reused), rejected.",
+            verdicts,
+        );
+        encode_into(out, &registry);
     }
 
     async fn verify_fully(&self, token: &str, now_ms: u64) -> Result<Verified, JwtError> {

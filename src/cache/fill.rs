@@ -21,11 +21,11 @@ impl Cache {
         if let Err(reason) =
             entry::check_storable(&body, self.settings.store_length_stops, self.settings.max_entry_bytes)
         {
-            self.metrics.stores.with(&[reason.label()]).inc();
+            self.metrics.stores.get_or_create(&reason.label().into()).inc();
             return;
         }
         let Ok(permit) = self.store_slots.clone().try_acquire_owned() else {
-            self.metrics.stores.with(&["busy"]).inc();
+            self.metrics.stores.get_or_create(&"busy".into()).inc();
             return;
         };
         let cache = self.clone();
@@ -49,7 +49,7 @@ impl Cache {
                 && let Err(e) = shared.put_exact(&key.exact, &stored).await
             {
                 tracing::debug!(error = %e, "cache: exact store failed");
-                self.metrics.errors.with(&["put"]).inc();
+                self.metrics.errors.get_or_create(&"put".into()).inc();
             }
             self.l1.insert(key.exact, Arc::new(stored)).await;
             stored_any = true;
@@ -64,7 +64,7 @@ impl Cache {
                         Some((key::partition(&sem.scope, semantic.embeddings.id(), v.len()), v))
                     }
                     Err(e) => {
-                        self.metrics.embed_errors.with(&[e.label()]).inc();
+                        self.metrics.embed_errors.get_or_create(&e.label().into()).inc();
                         None
                     }
                 },
@@ -92,7 +92,7 @@ impl Cache {
                                         Ok(()) => semantic.module_index_dims.store(vector.len(), Ordering::Relaxed),
                                         Err(e) => {
                                             tracing::debug!(error = %e, "cache: FT.CREATE failed");
-                                            self.metrics.errors.with(&["index"]).inc();
+                                            self.metrics.errors.get_or_create(&"index".into()).inc();
                                         }
                                     }
                                 }
@@ -100,7 +100,7 @@ impl Cache {
                             }
                             Err(e) => {
                                 tracing::debug!(error = %e, "cache: semantic store failed");
-                                self.metrics.errors.with(&["put"]).inc();
+                                self.metrics.errors.get_or_create(&"put".into()).inc();
                                 false
                             }
                         }
@@ -110,13 +110,13 @@ impl Cache {
                 if written && !semantic.module.load(Ordering::Relaxed) {
                     // Our own lookups see it at once; other replicas through the change log.
                     if semantic.index.insert(partition, id, &vector, stored.expires_ms).is_err() {
-                        self.metrics.index_rejects.with(&[]).inc();
+                        self.metrics.index_rejects.inc();
                     }
                 }
                 stored_any |= written;
             }
         }
-        self.metrics.stores.with(&[if stored_any { "stored" } else { "failed" }]).inc();
+        self.metrics.stores.get_or_create(&(if stored_any { "stored" } else { "failed" }).into()).inc();
     }
 }
 
@@ -174,12 +174,14 @@ impl StreamFill {
         let assembler = self.assembler.lock().ok().and_then(|mut a| a.take());
         let cache = self.fill.cache.clone();
         if !clean {
-            cache.metrics.stores.with(&["aborted"]).inc();
+            cache.metrics.stores.get_or_create(&"aborted".into()).inc();
             return;
         }
         match assembler.and_then(|a| a.finish(usage)) {
             Some(body) => cache.store(self.fill, Bytes::from(body)),
-            None => cache.metrics.stores.with(&["incomplete"]).inc(),
+            None => {
+                cache.metrics.stores.get_or_create(&"incomplete".into()).inc();
+            }
         }
     }
 }

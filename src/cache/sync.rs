@@ -44,12 +44,12 @@ impl Sync {
                 Ok(position) => {
                     if let Err(e) = self.tail(position).await {
                         tracing::warn!(error = %e, "cache index sync lost Valkey; will rescan");
-                        self.metrics.errors.with(&["sync"]).inc();
+                        self.metrics.errors.get_or_create(&"sync".into()).inc();
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cache index load failed; retrying");
-                    self.metrics.errors.with(&["sync"]).inc();
+                    self.metrics.errors.get_or_create(&"sync".into()).inc();
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -116,7 +116,7 @@ impl Sync {
                         Some(Change::Put { partition, id, expires_ms, vector }) => {
                             if let Err(e) = self.index.insert(partition, id, &vector, expires_ms) {
                                 tracing::debug!(error = %e, "cache index insert skipped");
-                                self.metrics.index_rejects.with(&[]).inc();
+                                self.metrics.index_rejects.inc();
                             }
                         }
                         Some(Change::Del { partition, id }) => self.index.remove(&partition, id),

@@ -165,7 +165,7 @@ impl Sender {
             if let Err(e) = self.reader.ack() {
                 tracing::error!(error = %e, "metering: cannot record delivery in the outbox cursor (events will be re-sent)");
             }
-            self.metrics.undelivered.add(-delivered);
+            self.metrics.undelivered.inc_by(-delivered);
             batch.clear();
             first_seen = None;
         }
@@ -205,7 +205,7 @@ impl Sender {
             loop {
                 match self.post(batch.body(range.clone())).await {
                     Verdict::Accepted => {
-                        self.metrics.sent.add(range.len() as u64);
+                        self.metrics.sent.inc_by(range.len() as u64);
                         attempt = 0;
                         break;
                     }
@@ -226,7 +226,7 @@ impl Sender {
                         break;
                     }
                     Verdict::Retry { reason, retry_after } => {
-                        self.metrics.retried.add(range.len() as u64);
+                        self.metrics.retried.inc_by(range.len() as u64);
                         let delay = backoff(self.settings.retry_initial, self.settings.retry_max, attempt, retry_after);
                         attempt += 1;
                         if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -303,7 +303,7 @@ impl Sender {
                     "metering: OpenMeter refused an event; it is in the dead-letter file"
                 );
                 if dropped > 0 {
-                    self.metrics.dead_letters_dropped.add(dropped);
+                    self.metrics.dead_letters_dropped.inc_by(dropped);
                     tracing::error!(
                         dropped,
                         max_bytes = self.settings.dead_letter_max_bytes,
