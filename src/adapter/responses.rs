@@ -9,10 +9,12 @@ mod messages;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod tools;
 
-pub use request::{ChatRequest, CustomTools, to_chat};
+pub use request::{ChatRequest, to_chat};
 pub use response::{Envelope, to_response};
 pub use stream::ResponsesFromChunks;
+pub use tools::ToolNames;
 
 #[cfg(test)]
 mod tests;

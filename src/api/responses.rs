@@ -30,6 +30,9 @@ pub struct InputItem {
     pub call_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// A call to a tool of a `namespace` tool.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// `function_call`: the arguments, a JSON document as a string.
     #[serde(default)]
     pub arguments: Option<String>,
@@ -88,6 +91,9 @@ pub struct Tool {
     /// `custom` tools: `{"type":"text"}` or `{"type":"grammar","syntax","definition"}`.
     #[serde(default)]
     pub format: Option<CustomFormat>,
+    /// `namespace` tools: the function and custom tools it groups.
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,10 +152,36 @@ pub struct ReasoningConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
-    Reasoning { id: String, summary: Vec<SummaryText>, status: &'static str },
-    Message { id: String, status: &'static str, role: &'static str, content: Vec<OutputContent> },
-    FunctionCall { id: String, call_id: String, name: String, arguments: String, status: &'static str },
-    CustomToolCall { id: String, call_id: String, name: String, input: String, status: &'static str },
+    Reasoning {
+        id: String,
+        summary: Vec<SummaryText>,
+        status: &'static str,
+    },
+    Message {
+        id: String,
+        status: &'static str,
+        role: &'static str,
+        content: Vec<OutputContent>,
+    },
+    FunctionCall {
+        id: String,
+        call_id: String,
+        /// The namespace tool it belongs to, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        name: String,
+        arguments: String,
+        status: &'static str,
+    },
+    CustomToolCall {
+        id: String,
+        call_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        name: String,
+        input: String,
+        status: &'static str,
+    },
 }
 
 impl OutputItem {

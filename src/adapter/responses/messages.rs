@@ -3,6 +3,7 @@
 //! messages, and images a tool returned follow them in a user message of their own, once the
 //! run of tool messages is over (chat wants every tool message right after its call).
 
+use super::tools::chat_name;
 use crate::adapter::Untranslatable;
 use crate::api::chat::{ChatContent, ChatMessage, ContentPart, FilePart, FunctionCall, ImageUrl, ToolCall};
 use crate::api::responses::{InputItem, MessageContent, Part};
@@ -53,12 +54,14 @@ impl Messages {
             "message" => self.message(item, i),
             "function_call" => {
                 let arguments = item.arguments.unwrap_or_default();
-                self.tool_call(item.call_id, item.name, arguments, i)
+                let name = item.name.map(|name| chat_name(item.namespace.as_deref(), &name));
+                self.tool_call(item.call_id, name, arguments, i)
             }
             "custom_tool_call" => {
                 // The model saw custom tools as functions taking `input`: it reads its call so.
                 let arguments = serde_json::json!({"input": item.input.unwrap_or_default()}).to_string();
-                self.tool_call(item.call_id, item.name, arguments, i)
+                let name = item.name.map(|name| chat_name(item.namespace.as_deref(), &name));
+                self.tool_call(item.call_id, name, arguments, i)
             }
             "function_call_output" | "custom_tool_call_output" => self.tool_output(item, i),
             // Reasoning from an earlier turn: encrypted or summarised, nothing a chat model reads.

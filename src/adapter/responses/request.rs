@@ -2,15 +2,15 @@
 //! `instructions` lead as a system message; message items become messages (developer as
 //! system, the widest-understood role); `function_call` items join the assistant message before
 //! them as `tool_calls` and `function_call_output` items become tool messages, linked by
-//! `call_id`; reasoning items are dropped (no chat upstream reads them back). Function tools are
-//! un-flattened; custom (free-form) tools become function tools taking one string, `input`, and
-//! their names are kept so the answer's calls to them can be turned back into
-//! `custom_tool_call`s. What chat cannot express is named in an `Untranslatable`.
+//! `call_id`; reasoning items are dropped (no chat upstream reads them back). Tools go through
+//! `tools`, which remembers what the answer's calls were to the client. What chat cannot
+//! express is named in an `Untranslatable`.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::messages::Messages;
+use super::tools::{FunctionTool, ToolNames, function_tools};
 use crate::adapter::Untranslatable;
 use crate::api::RawObject;
 use crate::api::chat::{self, NamedFunction};
@@ -20,21 +20,7 @@ use crate::api::responses::{Input, ReasoningConfig, TextConfig, Tool, ToolChoice
 #[derive(Debug)]
 pub struct ChatRequest {
     pub body: Vec<u8>,
-    pub custom_tools: CustomTools,
-}
-
-/// The names of the client's custom tools: calls to them answer as `custom_tool_call`s.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CustomTools(Vec<String>);
-
-impl CustomTools {
-    pub fn new(names: Vec<String>) -> Self {
-        Self(names)
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|n| n == name)
-    }
+    pub tools: ToolNames,
 }
 
 #[derive(Serialize)]
@@ -70,25 +56,6 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// Chat's `{"type":"function","function":{name, description, parameters, strict}}`.
-#[derive(Serialize)]
-struct FunctionTool {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionDef,
-}
-
-#[derive(Serialize)]
-struct FunctionDef {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    strict: Option<bool>,
-}
-
 /// Translates a Responses request for a chat-completions deployment of `upstream_model`.
 /// `ask_usage` adds `stream_options.include_usage` to a stream (the bridge needs the usage for
 /// `response.completed`; only an upstream that rejects the option should go without).
@@ -102,7 +69,7 @@ pub fn to_chat(request: &RawObject, upstream_model: &str, ask_usage: bool) -> Re
     }
     let stream = request.parse::<bool>("stream").map_err(|e| invalid("stream", e))?;
     let tools = request.parse::<Vec<Tool>>("tools").map_err(|e| invalid("tools", e))?.unwrap_or_default();
-    let (tools, custom_tools) = function_tools(tools)?;
+    let (tools, tool_names) = function_tools(tools)?;
 
     let mut messages = Messages::default();
     if let Some(instructions) = request.parse::<String>("instructions").map_err(|e| invalid("instructions", e))?
@@ -158,57 +125,11 @@ pub fn to_chat(request: &RawObject, upstream_model: &str, ask_usage: bool) -> Re
         user: raw("user")?,
     };
     let body = serde_json::to_vec(&body).map_err(|e| invalid("input", e))?;
-    Ok(ChatRequest { body, custom_tools })
+    Ok(ChatRequest { body, tools: tool_names })
 }
 
 fn invalid(field: &str, e: serde_json::Error) -> Untranslatable {
     Untranslatable::new(format!("Invalid '{field}': {e}"), field)
-}
-
-/// The parameters a custom tool takes once it is a function: its free-form text as `input`.
-fn custom_parameters(tool: &Tool) -> Box<RawValue> {
-    let mut description = String::from("The tool's input, as free-form text.");
-    if let Some(format) = &tool.format
-        && format.kind == "grammar"
-        && let Some(definition) = &format.definition
-    {
-        let syntax = format.syntax.as_deref().unwrap_or("lark");
-        description = format!("The tool's input, as text that follows this {syntax} grammar:\n{definition}");
-    }
-    let schema = serde_json::json!({
-        "type": "object",
-        "properties": {"input": {"type": "string", "description": description}},
-        "required": ["input"],
-        "additionalProperties": false,
-    });
-    serde_json::value::to_raw_value(&schema).unwrap_or_else(|_| Box::<RawValue>::default())
-}
-
-/// Function and custom tools as chat function tools; any other (hosted) tool is named.
-fn function_tools(tools: Vec<Tool>) -> Result<(Vec<FunctionTool>, CustomTools), Untranslatable> {
-    let mut out = Vec::with_capacity(tools.len());
-    let mut custom = Vec::new();
-    for (i, tool) in tools.into_iter().enumerate() {
-        let Some(name) = tool.name.clone().filter(|_| matches!(tool.kind.as_str(), "function" | "custom")) else {
-            let message = match tool.kind.as_str() {
-                "function" | "custom" => format!("A {} tool needs a name.", tool.kind),
-                kind => format!(
-                    "The '{kind}' tool is not available for this model (its upstream has no Responses API); only function and custom tools are."
-                ),
-            };
-            let field = if matches!(tool.kind.as_str(), "function" | "custom") { "name" } else { "type" };
-            return Err(Untranslatable::new(message, format!("tools[{i}].{field}")));
-        };
-        let function = if tool.kind == "custom" {
-            custom.push(name.clone());
-            let parameters = Some(custom_parameters(&tool));
-            FunctionDef { name, description: tool.description, parameters, strict: None }
-        } else {
-            FunctionDef { name, description: tool.description, parameters: tool.parameters, strict: tool.strict }
-        };
-        out.push(FunctionTool { kind: "function", function });
-    }
-    Ok((out, CustomTools::new(custom)))
 }
 
 fn tool_choice(choice: ToolChoice) -> Result<chat::ToolChoice, Untranslatable> {

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::request::CustomTools;
+use super::tools::ToolNames;
 use crate::api::chat::{ChatCompletion, ToolCall};
 use crate::api::responses::{IncompleteDetails, OutputContent, OutputItem, ResponseError, ResponseUsage, SummaryText};
 use crate::api::{RawObject, Usage};
@@ -134,26 +134,23 @@ pub fn incomplete(finish_reason: Option<&str>) -> Option<IncompleteDetails> {
     }
 }
 
-/// A tool call as its output item: a `custom_tool_call` when the tool was a custom one (its
-/// `input` unwrapped from the arguments the model wrote), else a `function_call`.
+/// A tool call as its output item, as the client declared the tool: a `custom_tool_call` (its
+/// `input` unwrapped from the arguments the model wrote) or a `function_call`, with its
+/// namespace when it had one.
 pub fn call_item(
     call: ToolCall,
     id_of: impl Fn(&str) -> String,
-    custom: &CustomTools,
+    tools: &ToolNames,
     status: &'static str,
 ) -> OutputItem {
-    let call_id = call.id;
-    let name = call.function.name;
-    if custom.contains(&name) {
-        return OutputItem::CustomToolCall {
-            id: id_of("ctc"),
-            call_id,
-            input: custom_input(&call.function.arguments),
-            name,
-            status,
-        };
+    let origin = tools.origin(&call.function.name);
+    let (namespace, name) = (origin.namespace.map(str::to_owned), origin.name.to_owned());
+    if origin.custom {
+        let input = custom_input(&call.function.arguments);
+        return OutputItem::CustomToolCall { id: id_of("ctc"), call_id: call.id, namespace, name, input, status };
     }
-    OutputItem::FunctionCall { id: id_of("fc"), call_id, name, arguments: call.function.arguments, status }
+    let arguments = call.function.arguments;
+    OutputItem::FunctionCall { id: id_of("fc"), call_id: call.id, namespace, name, arguments, status }
 }
 
 /// A custom tool's input from the function arguments it was asked for as (`{"input": "…"}`);
@@ -170,7 +167,7 @@ fn custom_input(arguments: &str) -> String {
 pub fn to_response(
     body: &[u8],
     envelope: &Envelope,
-    custom: &CustomTools,
+    tools: &ToolNames,
 ) -> serde_json::Result<(Vec<u8>, Option<Usage>)> {
     let completion: ChatCompletion = serde_json::from_slice(body)?;
     let choice = completion.choices.into_iter().next().unwrap_or_default();
@@ -203,7 +200,7 @@ pub fn to_response(
             call.id = format!("call_{}", envelope.item_id("gw", i));
         }
         let index = output.len();
-        output.push(call_item(call, |prefix| envelope.item_id(prefix, index), custom, "completed"));
+        output.push(call_item(call, |prefix| envelope.item_id(prefix, index), tools, "completed"));
     }
     let object = envelope.object(outcome.status(), &output, &outcome);
     Ok((serde_json::to_vec(&object)?, completion.usage))

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-use super::request::CustomTools;
 use super::response::{Envelope, Outcome, call_item, incomplete};
+use super::tools::ToolNames;
 use crate::api::chat::{ChatChunk, FunctionCall, ToolCall};
 use crate::api::responses::{OutputContent, OutputItem, ResponseError, ResponseUsage, SummaryText};
 use crate::api::{ErrorBody, Usage};
@@ -39,7 +39,7 @@ struct ErrorProbe {
 
 pub struct ResponsesFromChunks {
     envelope: Envelope,
-    custom: CustomTools,
+    tools: ToolNames,
     sequence: u64,
     started: bool,
     /// The items closed so far; the open one's `output_index` is their count.
@@ -65,10 +65,10 @@ fn frame(kind: &str, json: &[u8]) -> Bytes {
 }
 
 impl ResponsesFromChunks {
-    pub fn new(envelope: Envelope, custom: CustomTools) -> Self {
+    pub fn new(envelope: Envelope, tools: ToolNames) -> Self {
         Self {
             envelope,
-            custom,
+            tools,
             sequence: 0,
             started: false,
             output: Vec::new(),
@@ -118,14 +118,13 @@ impl ResponsesFromChunks {
                 OutputItem::message(self.item_id("msg"), "in_progress", vec![]),
                 Some(("response.content_part.added", "content_index", OutputContent::text(String::new()))),
             ),
-            Open::Call { call_id, name, custom, .. } => {
+            Open::Call { call_id, name, .. } => {
                 let call = ToolCall {
                     id: call_id.clone(),
                     kind: "function".into(),
                     function: FunctionCall { name: name.clone(), arguments: String::new() },
                 };
-                let custom = if *custom { self.custom.clone() } else { CustomTools::default() };
-                (call_item(call, |p| self.envelope.item_id(p, index), &custom, "in_progress"), None)
+                (call_item(call, |p| self.envelope.item_id(p, index), &self.tools, "in_progress"), None)
             }
         };
         let item_id = item_identity(&added);
@@ -166,11 +165,10 @@ impl ResponsesFromChunks {
                 self.emit("response.content_part.done", with(&at, json!({"part": part})), out);
                 OutputItem::message(id, status, vec![part])
             }
-            Open::Call { call_id, name, arguments, custom, .. } => {
+            Open::Call { call_id, name, arguments, .. } => {
                 let call =
                     ToolCall { id: call_id, kind: "function".into(), function: FunctionCall { name, arguments } };
-                let tools = if custom { self.custom.clone() } else { CustomTools::default() };
-                let item = call_item(call, |p| self.envelope.item_id(p, index), &tools, "completed");
+                let item = call_item(call, |p| self.envelope.item_id(p, index), &self.tools, "completed");
                 let at = json!({"item_id": item_identity(&item), "output_index": index});
                 match &item {
                     OutputItem::CustomToolCall { input, .. } => {
@@ -284,7 +282,7 @@ impl ResponsesFromChunks {
         if is_new {
             let name = function.name.clone().unwrap_or_default();
             let call_id = id.unwrap_or_else(|| format!("call_{}", self.item_id("gw")));
-            let custom = self.custom.contains(&name);
+            let custom = self.tools.is_custom(&name);
             self.generated.push(name.as_bytes());
             self.open(Open::Call { openai_index: call.index, call_id, name, arguments: String::new(), custom }, out);
         }

@@ -50,9 +50,9 @@ fn request(name: &str) -> RawObject {
     RawObject::from_slice(&read(name)).unwrap()
 }
 
-fn translate(name: &str) -> (Value, CustomTools) {
+fn translate(name: &str) -> (Value, ToolNames) {
     let out = to_chat(&request(name), "upstream-model", true).unwrap();
-    (serde_json::from_slice(&out.body).unwrap(), out.custom_tools)
+    (serde_json::from_slice(&out.body).unwrap(), out.tools)
 }
 
 fn envelope(request_name: &str) -> Envelope {
@@ -109,7 +109,7 @@ fn events(stream: &[u8]) -> Vec<(String, Value)> {
 
 #[test]
 fn requests_become_their_golden_chat_requests() {
-    for name in ["openai_python_create", "openai_python_stream", "tool_round_trip", "custom_tool"] {
+    for name in ["openai_python_create", "openai_python_stream", "tool_round_trip", "custom_tool", "codex_exec_turn2"] {
         let out = to_chat(&request(&format!("{name}.json")), "upstream-model", true).unwrap();
         golden_json(&format!("{name}.chat.json"), &out.body);
     }
@@ -150,7 +150,7 @@ fn a_tool_round_trip_keeps_calls_and_outputs_paired_in_chat_order() {
 #[test]
 fn custom_tools_become_functions_taking_their_input_as_a_string() {
     let (chat, custom) = translate("custom_tool.json");
-    assert!(custom.contains("apply_patch") && !custom.contains("exec_command"));
+    assert!(custom.is_custom("apply_patch") && !custom.is_custom("exec_command"));
     let patch = &chat["tools"][1]["function"];
     assert_eq!(patch["name"], "apply_patch");
     assert_eq!(patch["parameters"]["required"], json!(["input"]));
@@ -160,6 +160,62 @@ fn custom_tools_become_functions_taking_their_input_as_a_string() {
     assert_eq!(arguments["input"], "*** Begin Patch\n*** Add File: hello.txt\n+Hi\n*** End Patch");
     assert_eq!(chat["messages"][3]["tool_call_id"], "call_p1");
     assert!(chat.get("reasoning_effort").is_none(), "effort none is the chat default");
+}
+
+#[test]
+fn codex_turns_go_to_chat_with_their_history_and_namespaced_tools() {
+    let (chat, tools) = translate("codex_exec_turn2.json");
+    let messages = chat["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "system", "user", "user", "assistant", "tool"]);
+    assert_eq!(
+        messages[4]["tool_calls"][0]["function"],
+        json!({"name": "exec_command", "arguments": "{\"cmd\": \"echo Hello\"}"})
+    );
+    assert_eq!(messages[5]["tool_call_id"], "call_1");
+    assert!(messages[5]["content"].as_str().unwrap().ends_with("Hello\n"));
+    let names: Vec<&str> =
+        chat["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"exec_command") && names.contains(&"multi_agent_v1__spawn_agent"), "{names:?}");
+    assert_eq!(tools.origin("multi_agent_v1__spawn_agent").namespace, Some("multi_agent_v1"));
+    assert_eq!(chat["stream_options"], json!({"include_usage": true}));
+
+    // Codex's default tools include a hosted web search, which a chat model cannot run.
+    let error = to_chat(&request("codex_default_turn1.json"), "m", true).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("tools[8].type"));
+    assert!(error.message.contains("web_search"), "{error}");
+}
+
+#[test]
+fn a_call_to_a_namespaced_tool_answers_with_its_namespace() {
+    let request = RawObject::from_slice(
+        br#"{"input":[{"role":"user","content":"go"},
+              {"type":"function_call","call_id":"c0","namespace":"agents","name":"spawn","arguments":"{}"},
+              {"type":"function_call_output","call_id":"c0","output":"ok"}],
+            "tools":[{"type":"namespace","name":"agents","description":"Sub-agents.","tools":[
+              {"type":"function","name":"spawn","parameters":{"type":"object"}},
+              {"type":"custom","name":"script"}]}]}"#,
+    )
+    .unwrap();
+    let out = to_chat(&request, "m", false).unwrap();
+    let chat: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(chat["messages"][1]["tool_calls"][0]["function"]["name"], "agents__spawn");
+    assert_eq!(chat["tools"][1]["function"]["name"], "agents__script");
+    let answer = br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[
+        {"id":"c1","type":"function","function":{"name":"agents__spawn","arguments":"{\"task\":\"x\"}"}},
+        {"id":"c2","type":"function","function":{"name":"agents__script","arguments":"{\"input\":\"print(1)\"}"}}]},
+        "finish_reason":"tool_calls"}]}"#;
+    let envelope = Envelope::new(&request, "resp_1".into(), CREATED, "m");
+    let (body, _) = to_response(answer, &envelope, &out.tools).unwrap();
+    let response: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        response["output"],
+        json!([
+            {"type": "function_call", "id": "fc_1_0", "call_id": "c1", "namespace": "agents", "name": "spawn", "arguments": "{\"task\":\"x\"}", "status": "completed"},
+            {"type": "custom_tool_call", "id": "ctc_1_1", "call_id": "c2", "namespace": "agents", "name": "script", "input": "print(1)", "status": "completed"}
+        ])
+    );
+    assert!(response["usage"].is_null(), "the upstream reported none");
 }
 
 #[test]
@@ -210,13 +266,13 @@ fn answers_carry_what_the_client_reads() {
     assert_eq!(response["store"], false);
 
     let text_envelope = self::envelope("openai_python_create.json");
-    let (body, _) = to_response(&read("completion_length.json"), &text_envelope, &CustomTools::default()).unwrap();
+    let (body, _) = to_response(&read("completion_length.json"), &text_envelope, &ToolNames::default()).unwrap();
     let response: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         (response["status"].as_str(), response["incomplete_details"]["reason"].as_str()),
         (Some("incomplete"), Some("max_output_tokens"))
     );
-    let (body, _) = to_response(&read("completion_text.json"), &text_envelope, &CustomTools::default()).unwrap();
+    let (body, _) = to_response(&read("completion_text.json"), &text_envelope, &ToolNames::default()).unwrap();
     let response: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(response["output"][0]["summary"][0]["text"], "The user asks about the tower.");
     assert_eq!(
@@ -271,7 +327,7 @@ fn a_stream_ends_with_the_same_response_as_the_whole_answer() {
 
 #[test]
 fn a_failure_mid_stream_is_an_error_event_then_response_failed() {
-    let mut rewriter = ResponsesFromChunks::new(envelope("openai_python_create.json"), CustomTools::default());
+    let mut rewriter = ResponsesFromChunks::new(envelope("openai_python_create.json"), ToolNames::default());
     let events = events(&run(&read("chat_stream_error.sse"), &[], &mut rewriter));
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(&names[names.len() - 2..], ["error", "response.failed"]);
