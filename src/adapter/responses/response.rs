@@ -100,7 +100,9 @@ impl Envelope {
             incomplete_details: &'a Option<IncompleteDetails>,
             model: &'a str,
             output: &'a [OutputItem],
-            usage: &'a Option<ResponseUsage>,
+            /// Left out until known: the schema does not allow null.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            usage: Option<&'a ResponseUsage>,
         }
         let object = Object {
             id: &self.id,
@@ -113,7 +115,7 @@ impl Envelope {
             incomplete_details: &outcome.incomplete,
             model: &self.model,
             output,
-            usage: &outcome.usage,
+            usage: outcome.usage.as_ref(),
         };
         let mut value = serde_json::to_value(object).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
