@@ -60,12 +60,27 @@ struct StreamOptions {
 /// `ask_usage` adds `stream_options.include_usage` to a stream (the bridge needs the usage for
 /// `response.completed`; only an upstream that rejects the option should go without).
 /// `metadata` is not forwarded: chat accepts it only with `store`, which the bridge never sets.
+///
+/// State kept elsewhere (`previous_response_id`, `conversation`, a stored `prompt`) is named in
+/// the error rather than dropped with the history it stands for: whoever holds the stored
+/// items resolves them into `input` and removes the member before calling this (and echoes
+/// the client's original request through `Envelope`).
 pub fn to_chat(request: &RawObject, upstream_model: &str, ask_usage: bool) -> Result<ChatRequest, Untranslatable> {
     if request.parse::<bool>("background").map_err(|e| invalid("background", e))? == Some(true) {
         return Err(Untranslatable::new(
             "Background responses are not supported for this model (its upstream has no Responses API).",
             "background",
         ));
+    }
+    for stored in ["previous_response_id", "conversation", "prompt"] {
+        if request.parse::<serde::de::IgnoredAny>(stored).map_err(|e| invalid(stored, e))?.is_some() {
+            return Err(Untranslatable::new(
+                format!(
+                    "'{stored}' refers to state stored by the Responses API, which is not available for this model; send the whole conversation as input."
+                ),
+                stored,
+            ));
+        }
     }
     let stream = request.parse::<bool>("stream").map_err(|e| invalid("stream", e))?;
     let tools = request.parse::<Vec<Tool>>("tools").map_err(|e| invalid("tools", e))?.unwrap_or_default();

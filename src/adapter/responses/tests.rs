@@ -231,6 +231,9 @@ fn what_chat_cannot_express_is_named() {
         (r#"{"input":[{"role":"user","content":"a"},{"type":"computer_call_output","call_id":"c"}]}"#, "input[1].type"),
         (r#"{"input":"x","tool_choice":{"type":"web_search_preview"}}"#, "tool_choice.type"),
         (r#"{"input":[{"role":"narrator","content":"a"}]}"#, "input[0].role"),
+        (r#"{"input":"x","previous_response_id":"resp_1"}"#, "previous_response_id"),
+        (r#"{"input":"x","conversation":{"id":"conv_1"}}"#, "conversation"),
+        (r#"{"input":[{"type":"item_reference","id":"msg_1"}]}"#, "input[0].type"),
     ];
     for (body, param) in cases {
         let error = to_chat(&RawObject::from_slice(body.as_bytes()).unwrap(), "m", false).unwrap_err();
