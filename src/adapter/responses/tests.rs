@@ -85,7 +85,7 @@ fn run(input: &[u8], cuts: &[usize], rewriter: &mut dyn ChunkRewriter) -> Vec<u8
 }
 
 /// `input` split at every offset, and one byte at a time: every run gives the same bytes.
-fn every_split(input: &[u8], make: &dyn Fn() -> ResponsesFromChunks) -> Vec<u8> {
+fn every_split<R: ChunkRewriter>(input: &[u8], make: &dyn Fn() -> R) -> Vec<u8> {
     let whole = run(input, &[], &mut make());
     for cut in 0..=input.len() {
         assert_eq!(run(input, &[cut], &mut make()), whole, "split at {cut}");
@@ -339,4 +339,39 @@ fn a_failure_mid_stream_is_an_error_event_then_response_failed() {
     assert_eq!((failed["status"].as_str(), failed["error"]["code"].as_str()), (Some("failed"), Some("server_error")));
     let generated = rewriter.take_generated().unwrap();
     assert_eq!((generated.text)(&generated.fragments), "Hel", "what was sent is counted");
+}
+
+#[test]
+fn claude_answers_reach_a_responses_client_through_the_chat_translation() {
+    let tools = ToolNames::default();
+    let make = || {
+        let claude = crate::adapter::anthropic::stream::ClaudeChunks::new("gpt-4o-mini", CREATED, true);
+        ThroughChat::new(
+            Box::new(claude),
+            ResponsesFromChunks::new(envelope("openai_python_stream.json"), tools.clone()),
+        )
+    };
+    for name in ["stream_tools", "stream_thinking", "stream_max_tokens", "stream_overloaded"] {
+        let out = every_split(&read(&format!("../anthropic/{name}.sse")), &make);
+        golden_bytes(&format!("claude_{name}.responses.sse"), &out);
+    }
+    let mut rewriter = make();
+    let events = events(&run(&read("../anthropic/stream_tools.sse"), &[], &mut rewriter));
+    let completed = &events.last().unwrap().1["response"];
+    let calls: Vec<(&str, &str)> = completed["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "function_call")
+        .map(|i| (i["call_id"].as_str().unwrap(), i["arguments"].as_str().unwrap()))
+        .collect();
+    assert_eq!(calls, [("toolu_01A", "{\"city\": \"Paris\"}"), ("toolu_01B", "{}")]);
+    assert_eq!(completed["usage"]["input_tokens_details"]["cached_tokens"], 1800, "Claude's cache reads");
+    assert!(rewriter.usage_final());
+
+    // A whole Claude message: Claude → chat → response.
+    let (chat, _) =
+        crate::adapter::anthropic::response::to_chat(&read("../anthropic/message_tools.json"), "m", CREATED).unwrap();
+    let (body, _) = to_response(&chat, &envelope("openai_python_stream.json"), &tools).unwrap();
+    golden_json("claude_message_tools.response.json", &body);
 }
