@@ -375,3 +375,33 @@ fn claude_answers_reach_a_responses_client_through_the_chat_translation() {
     let (body, _) = to_response(&chat, &envelope("openai_python_stream.json"), &tools).unwrap();
     golden_json("claude_message_tools.response.json", &body);
 }
+
+#[test]
+fn codex_sends_back_what_the_bridge_streamed_and_it_goes_to_chat_paired() {
+    // Codex (model gpt-5.5) was served chat_stream_tools.responses.sse: it ran exec_command,
+    // had apply_patch refused by its sandbox, and sent this turn.
+    let recorded = request("codex_replay_turn2.json");
+    let error = to_chat(&recorded, "m", true).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("tools[8].type"), "tool_search is not bridged: {error}");
+
+    let mut body: Value = serde_json::from_slice(&read("codex_replay_turn2.json")).unwrap();
+    body["tools"].as_array_mut().unwrap().retain(|t| t["type"] != "tool_search");
+    let out = to_chat(&RawObject::from_slice(&serde_json::to_vec(&body).unwrap()).unwrap(), "m", true).unwrap();
+    let chat: Value = serde_json::from_slice(&out.body).unwrap();
+    let messages = chat["messages"].as_array().unwrap();
+    let turn = &messages[messages.len() - 3];
+    assert_eq!(turn["content"], "Let me look.");
+    let calls: Vec<(&str, &str)> = turn["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["function"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(calls, [("call_aaa111", "exec_command"), ("call_bbb222", "apply_patch")]);
+    let patch: Value = serde_json::from_str(turn["tool_calls"][1]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(patch["input"], "*** Begin Patch\n*** Add File: hello.txt\n+Hello\n*** End Patch");
+    let outputs: Vec<&str> =
+        messages[messages.len() - 2..].iter().map(|m| m["tool_call_id"].as_str().unwrap()).collect();
+    assert_eq!(outputs, ["call_aaa111", "call_bbb222"]);
+    assert!(out.tools.is_custom("apply_patch"));
+}
