@@ -45,6 +45,8 @@ pub struct ResponsesFromChunks {
     /// The items closed so far; the open one's `output_index` is their count.
     output: Vec<OutputItem>,
     open: Option<Open>,
+    /// The open item's id.
+    open_id: String,
     finish_reason: Option<String>,
     usage: Option<Usage>,
     finished: bool,
@@ -73,6 +75,7 @@ impl ResponsesFromChunks {
             started: false,
             output: Vec::new(),
             open: None,
+            open_id: String::new(),
             finish_reason: None,
             usage: None,
             finished: false,
@@ -110,35 +113,30 @@ impl ResponsesFromChunks {
     fn open(&mut self, item: Open, out: &mut Vec<Bytes>) {
         self.close(out);
         let index = self.output.len();
-        let (added, part) = match &item {
+        let added = match &item {
             Open::Reasoning(_) => {
-                (OutputItem::Reasoning { id: self.item_id("rs"), summary: vec![], status: "in_progress" }, None)
+                OutputItem::Reasoning { id: self.item_id("rs"), summary: vec![], status: "in_progress" }
             }
-            Open::Message(_) => (
-                OutputItem::message(self.item_id("msg"), "in_progress", vec![]),
-                Some(("response.content_part.added", "content_index", OutputContent::text(String::new()))),
-            ),
+            Open::Message(_) => OutputItem::message(self.item_id("msg"), "in_progress", vec![]),
             Open::Call { call_id, name, .. } => {
-                let call = ToolCall {
-                    id: call_id.clone(),
-                    kind: "function".into(),
-                    function: FunctionCall { name: name.clone(), arguments: String::new() },
-                };
-                (call_item(call, |p| self.envelope.item_id(p, index), &self.tools, "in_progress"), None)
+                let function = FunctionCall { name: name.clone(), arguments: String::new() };
+                let call = ToolCall { id: call_id.clone(), kind: "function".into(), function };
+                call_item(call, |p| self.envelope.item_id(p, index), &self.tools, "in_progress")
             }
         };
-        let item_id = item_identity(&added);
+        self.open_id = item_identity(&added);
+        let at = json!({"item_id": self.open_id, "output_index": index});
         self.emit("response.output_item.added", json!({"output_index": index, "item": added}), out);
-        if let Some((kind, index_field, part)) = part {
-            self.emit(kind, json!({"item_id": item_id, "output_index": index, index_field: 0, "part": part}), out);
-        }
-        if let Open::Reasoning(_) = item {
-            let part = SummaryText::new(String::new());
-            self.emit(
-                "response.reasoning_summary_part.added",
-                json!({"item_id": item_id, "output_index": index, "summary_index": 0, "part": part}),
-                out,
-            );
+        match &item {
+            Open::Reasoning(_) => {
+                let part = json!({"summary_index": 0, "part": SummaryText::new(String::new())});
+                self.emit("response.reasoning_summary_part.added", with(&at, part), out);
+            }
+            Open::Message(_) => {
+                let part = json!({"content_index": 0, "part": OutputContent::text(String::new())});
+                self.emit("response.content_part.added", with(&at, part), out);
+            }
+            Open::Call { .. } => {}
         }
         self.open = Some(item);
     }
@@ -150,7 +148,7 @@ impl ResponsesFromChunks {
         let status = if incomplete(self.finish_reason.as_deref()).is_some() { "incomplete" } else { "completed" };
         let item = match open {
             Open::Reasoning(text) => {
-                let id = self.item_id("rs");
+                let id = std::mem::take(&mut self.open_id);
                 let part = SummaryText::new(text.clone());
                 let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
                 self.emit("response.reasoning_summary_text.done", with(&at, json!({"text": text})), out);
@@ -158,7 +156,7 @@ impl ResponsesFromChunks {
                 OutputItem::Reasoning { id, summary: vec![part], status: "completed" }
             }
             Open::Message(text) => {
-                let id = self.item_id("msg");
+                let id = std::mem::take(&mut self.open_id);
                 let part = OutputContent::text(text.clone());
                 let at = json!({"item_id": id, "output_index": index, "content_index": 0});
                 self.emit("response.output_text.done", with(&at, json!({"text": text, "logprobs": []})), out);
@@ -192,12 +190,7 @@ impl ResponsesFromChunks {
     /// A delta event for the open item.
     fn delta(&mut self, kind: &str, index_field: Option<&str>, delta: &str, out: &mut Vec<Bytes>) {
         let index = self.output.len();
-        let id = match &self.open {
-            Some(Open::Reasoning(_)) => self.item_id("rs"),
-            Some(Open::Message(_)) => self.item_id("msg"),
-            _ => self.item_id("fc"),
-        };
-        let mut fields = json!({"item_id": id, "output_index": index});
+        let mut fields = json!({"item_id": self.open_id, "output_index": index});
         if let Some(field) = index_field {
             fields[field] = 0.into();
         }
