@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 
 use super::response::{Envelope, Outcome, call_item, incomplete};
 use super::tools::ToolNames;
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::chat::{ChatChunk, FunctionCall, ToolCall};
 use crate::api::responses::{OutputContent, OutputItem, ResponseError, ResponseUsage, SummaryText};
+use crate::api::sse::SseEvent;
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::{Capture, Generated, utf8_text};
-use crate::stream::sse::SseEvent;
-use crate::stream::{ChunkRewriter, Step};
 
 /// The output item being streamed.
 #[derive(Debug)]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::adapter::{ChunkRewriter, Step};
 use crate::api::RawObject;
-use crate::stream::sse::SseDecoder;
-use crate::stream::{ChunkRewriter, Step};
+use crate::api::sse::SseDecoder;
 
 const CREATED: u64 = 1_764_140_000;
 

@@ -7,10 +7,10 @@
 use bytes::Bytes;
 
 use super::stream::ResponsesFromChunks;
+use crate::adapter::{ChunkRewriter, Step};
+use crate::api::sse::{SseDecoder, SseEvent};
 use crate::api::{ErrorBody, Usage};
 use crate::ctx::Generated;
-use crate::stream::sse::{SseDecoder, SseEvent};
-use crate::stream::{ChunkRewriter, Step};
 
 pub struct ThroughChat {
     inner: Box<dyn ChunkRewriter>,
