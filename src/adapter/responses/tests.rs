@@ -405,3 +405,16 @@ fn codex_sends_back_what_the_bridge_streamed_and_it_goes_to_chat_paired() {
     assert_eq!(outputs, ["call_aaa111", "call_bbb222"]);
     assert!(out.tools.is_custom("apply_patch"));
 }
+
+#[test]
+fn every_request_fixture_also_reaches_claude_through_the_chat_translation() {
+    for name in ["openai_python_create", "openai_python_stream", "tool_round_trip", "custom_tool", "codex_exec_turn2"] {
+        let chat = to_chat(&request(&format!("{name}.json")), "claude-sonnet", true).unwrap();
+        let chat = RawObject::from_slice(&chat.body).unwrap();
+        let claude = crate::adapter::anthropic::request::from_chat(&chat, "claude-sonnet", true, Some(8192))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let claude: Value = serde_json::from_slice(&claude).unwrap();
+        assert!(claude["system"].to_string().len() > 2, "{name}: the instructions reach Claude as its system prompt");
+        assert!(claude["tools"].as_array().is_some_and(|t| !t.is_empty()), "{name}: the tools reach Claude");
+    }
+}
