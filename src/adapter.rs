@@ -6,6 +6,7 @@
 pub mod anthropic;
 mod capture;
 pub mod openai;
+pub mod responses;
 
 use crate::api::RawObject;
 use crate::config::{DeploymentSpec, Dialect, StreamUsage};

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod object;
 pub mod openai;
 pub mod ratelimit;
+pub mod responses;
 pub mod sse;
 pub mod tokens;
 
