@@ -4,8 +4,10 @@
 //! for one (client endpoint, upstream dialect) pair.
 
 pub mod anthropic;
+pub mod bedrock;
 mod capture;
 pub mod cli;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 
