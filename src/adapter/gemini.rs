@@ -140,4 +140,6 @@ pub fn error_body(status: &crate::api::gemini::Status) -> ErrorBody {
 }
 
 #[cfg(test)]
+pub(crate) mod golden;
+#[cfg(test)]
 mod tests;
