@@ -1,7 +1,8 @@
 //! The Bedrock Converse dialect, for OpenAI chat clients: `request` (chat request → Converse
 //! body), `response` (Converse answer → chat completion), `eventstream` (the binary
 //! `application/vnd.amazon.eventstream` framing, CRC-checked) and `stream` (ConverseStream
-//! events → chat chunks), `error` (Bedrock's error answers and exceptions). All pure.
+//! events → chat chunks), `tools` (tools and tool choice → `toolConfig`), `error` (Bedrock's
+//! error answers and exceptions). All pure.
 //!
 //! Rules this dialect fixes, stated once:
 //! - **Usage**: `prompt_tokens` = `inputTokens` + `cacheReadInputTokens` +
@@ -26,6 +27,7 @@ pub mod eventstream;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod tools;
 
 use crate::api::Usage;
 use crate::api::converse::TokenUsage;

@@ -139,6 +139,25 @@ pub fn error_body(status: &crate::api::gemini::Status) -> ErrorBody {
     ErrorBody::new(status.message.clone(), kind, None, code)
 }
 
+/// An error answer from Vertex AI or the Gemini API (`{"error":…}`, which Vertex may wrap in
+/// an array) in OpenAI's shape; other bodies are read as any upstream's.
+pub fn upstream_error(http_status: u16, body: &[u8]) -> ErrorBody {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: crate::api::gemini::Status,
+    }
+    // (A struct reads from an array too, field by field: the shape is chosen first.)
+    let parsed = if body.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice::<[Envelope; 1]>(body).map(|[e]| e)
+    } else {
+        serde_json::from_slice::<Envelope>(body)
+    };
+    match parsed {
+        Ok(envelope) => error_body(&envelope.error),
+        Err(_) => ErrorBody::from_upstream(http_status, body),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod golden;
 #[cfg(test)]

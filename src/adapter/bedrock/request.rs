@@ -7,15 +7,16 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::tools::tool_config;
 use super::{ToolNames, tool_use_id};
 use crate::adapter::Untranslatable;
 use crate::adapter::gemini::request::field;
 use crate::api::RawObject;
-use crate::api::chat::{self, ChatContent, ChatMessage, ContentPart};
+use crate::api::chat::{ChatContent, ChatMessage, ContentPart};
 use crate::api::converse::{
-    ContentBlock, ConverseRequest, Image, ImageSource, InferenceConfig, InputSchema, JsonSchemaSpec, Message,
-    OutputConfig, ReasoningContent, ReasoningText, Structure, SystemBlock, TextFormat, Tool, ToolChoice, ToolConfig,
-    ToolResult, ToolResultContent, ToolSpec, ToolUse,
+    ContentBlock, ConverseRequest, Image, ImageSource, InferenceConfig, JsonSchemaSpec, Message, OutputConfig,
+    ReasoningContent, ReasoningText, Structure, SystemBlock, TextFormat, ToolChoice, ToolResult, ToolResultContent,
+    ToolUse,
 };
 
 /// `reasoning_effort` → Claude thinking budget.
@@ -24,8 +25,6 @@ const EFFORT_BUDGETS: &[(&str, u64)] = &[("minimal", 1024), ("low", 1024), ("med
 const MIN_THINKING_BUDGET: u64 = 1024;
 const ANSWER_ROOM: u64 = 4096;
 const JSON_OBJECT_INSTRUCTION: &str = "Respond only with a single valid JSON object.";
-/// Stands in for the tools when Converse needs a `toolConfig` the client did not give.
-const STUB_TOOL: &str = "gateway_no_tool";
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -102,48 +101,8 @@ pub fn from_chat(request: &RawObject, model_id: &str) -> Result<(Vec<u8>, ToolNa
         .map(|v| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>())
         .filter(|v| !v.is_empty()),
     };
-    let mut additional = None;
-    let is_claude = model_id.contains("anthropic.") || model_id.contains("claude");
-    if is_claude
-        && !forced
-        && let Some(effort) = field::<String>(request, "reasoning_effort")?
-        && let Some(&(_, budget)) = EFFORT_BUDGETS.iter().find(|(name, _)| *name == effort)
-    {
-        let max = *inference.max_tokens.get_or_insert(budget + ANSWER_ROOM);
-        // Claude wants the budget below max_tokens; a small max_tokens means no thinking.
-        let budget = budget.min(max.saturating_sub(1));
-        if budget >= MIN_THINKING_BUDGET {
-            additional = Some(serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": budget}}));
-            inference.temperature = None;
-            inference.top_p = None;
-        }
-    }
-    let mut output_config = None;
-    if let Some(format) = field::<ResponseFormat>(request, "response_format")? {
-        match format.kind.as_str() {
-            "json_schema" => {
-                let spec = format.json_schema.unwrap_or(JsonSchema { name: None, description: None, schema: None });
-                let schema = spec.schema.ok_or_else(|| {
-                    Untranslatable::new("'response_format.json_schema.schema' is required.", "response_format")
-                })?;
-                output_config = Some(OutputConfig {
-                    text_format: TextFormat {
-                        kind: "json_schema",
-                        structure: Structure {
-                            json_schema: JsonSchemaSpec {
-                                schema: schema.get().to_owned(),
-                                name: spec.name,
-                                description: spec.description,
-                            },
-                        },
-                    },
-                });
-            }
-            // No schema-less JSON mode: ask for it in the system prompt.
-            "json_object" => system.push(SystemBlock { text: JSON_OBJECT_INSTRUCTION.into() }),
-            _ => {}
-        }
-    }
+    let additional = thinking(request, model_id, forced, &mut inference)?;
+    let output_config = output_config(request, &mut system)?;
     let has_inference = inference.max_tokens.is_some()
         || inference.temperature.is_some()
         || inference.top_p.is_some()
@@ -159,6 +118,56 @@ pub fn from_chat(request: &RawObject, model_id: &str) -> Result<(Vec<u8>, ToolNa
     let body = serde_json::to_vec(&body)
         .map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))?;
     Ok((body, names))
+}
+
+/// Claude thinking for `reasoning_effort` (module doc of `adapter::bedrock`); makes room in
+/// `maxTokens` and drops the sampling settings Claude refuses while thinking.
+fn thinking(
+    request: &RawObject,
+    model_id: &str,
+    forced: bool,
+    inference: &mut InferenceConfig,
+) -> Result<Option<serde_json::Value>, Untranslatable> {
+    let is_claude = model_id.contains("anthropic.") || model_id.contains("claude");
+    let Some(effort) = field::<String>(request, "reasoning_effort")? else { return Ok(None) };
+    let Some(&(_, budget)) = EFFORT_BUDGETS.iter().find(|(name, _)| *name == effort) else { return Ok(None) };
+    // Claude cannot think while forced to use a tool.
+    if !is_claude || forced {
+        return Ok(None);
+    }
+    let max = *inference.max_tokens.get_or_insert(budget + ANSWER_ROOM);
+    // Claude wants the budget below max_tokens; a small max_tokens means no thinking.
+    let budget = budget.min(max.saturating_sub(1));
+    if budget < MIN_THINKING_BUDGET {
+        return Ok(None);
+    }
+    inference.temperature = None;
+    inference.top_p = None;
+    Ok(Some(serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": budget}})))
+}
+
+/// `response_format`: a JSON schema as `outputConfig` (the schema as a string); JSON without
+/// a schema has no Converse setting and is asked for in the system prompt.
+fn output_config(request: &RawObject, system: &mut Vec<SystemBlock>) -> Result<Option<OutputConfig>, Untranslatable> {
+    let Some(format) = field::<ResponseFormat>(request, "response_format")? else { return Ok(None) };
+    match format.kind.as_str() {
+        "json_schema" => {
+            let spec = format.json_schema.unwrap_or(JsonSchema { name: None, description: None, schema: None });
+            let schema = spec.schema.ok_or_else(|| {
+                Untranslatable::new("'response_format.json_schema.schema' is required.", "response_format")
+            })?;
+            let json_schema =
+                JsonSchemaSpec { schema: schema.get().to_owned(), name: spec.name, description: spec.description };
+            Ok(Some(OutputConfig {
+                text_format: TextFormat { kind: "json_schema", structure: Structure { json_schema } },
+            }))
+        }
+        "json_object" => {
+            system.push(SystemBlock { text: JSON_OBJECT_INSTRUCTION.into() });
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Appends a turn, merging it into the previous one of the same role.
@@ -293,74 +302,4 @@ fn tool_result(message: ChatMessage, i: usize) -> Result<ContentBlock, Untransla
     let content = if text.is_empty() { Vec::new() } else { vec![ToolResultContent { text }] };
     let result = ToolResult { tool_use_id: tool_use_id(&id), content };
     Ok(ContentBlock { tool_result: Some(result), ..ContentBlock::default() })
-}
-
-fn tool_config(
-    request: &RawObject,
-    history_has_tools: bool,
-    names: &mut ToolNames,
-) -> Result<Option<ToolConfig>, Untranslatable> {
-    let declared: Vec<chat::Tool> = field(request, "tools")?.unwrap_or_default();
-    let mut tools = Vec::with_capacity(declared.len());
-    for (i, tool) in declared.into_iter().enumerate() {
-        let function = match (tool.kind.as_str(), tool.function) {
-            ("function", Some(f)) => f,
-            _ => {
-                return Err(Untranslatable::new(
-                    "Only function tools can be used with a Bedrock model.",
-                    format!("tools[{i}]"),
-                ));
-            }
-        };
-        let json = match function.parameters {
-            Some(p) => p,
-            None => empty_schema()?,
-        };
-        let spec = ToolSpec {
-            name: names.sanitise(&function.name),
-            description: function.description,
-            input_schema: InputSchema { json },
-        };
-        tools.push(Tool { tool_spec: spec });
-    }
-    let choice = match field::<chat::ToolChoice>(request, "tool_choice")? {
-        None => None,
-        Some(chat::ToolChoice::Mode(mode)) => match mode.as_str() {
-            "auto" => Some(ToolChoice::Auto {}),
-            "required" => Some(ToolChoice::Any {}),
-            "none" => {
-                tools.clear();
-                None
-            }
-            other => {
-                return Err(Untranslatable::new(
-                    format!("Unsupported 'tool_choice' {other:?} (expected auto, none, required or a function)."),
-                    "tool_choice",
-                ));
-            }
-        },
-        Some(chat::ToolChoice::Named { kind, function: Some(f) }) if kind == "function" => {
-            Some(ToolChoice::Tool { name: names.sanitise(&f.name) })
-        }
-        Some(chat::ToolChoice::Named { .. }) => {
-            return Err(Untranslatable::new("Only a named function can be forced as 'tool_choice'.", "tool_choice"));
-        }
-    };
-    if tools.is_empty() {
-        if !history_has_tools {
-            return Ok(None);
-        }
-        let spec = ToolSpec {
-            name: STUB_TOOL.into(),
-            description: Some("Unavailable. Never call this tool.".into()),
-            input_schema: InputSchema { json: empty_schema()? },
-        };
-        return Ok(Some(ToolConfig { tools: vec![Tool { tool_spec: spec }], tool_choice: None }));
-    }
-    Ok(Some(ToolConfig { tools, tool_choice: choice }))
-}
-
-fn empty_schema() -> Result<Box<RawValue>, Untranslatable> {
-    RawValue::from_string(r#"{"type":"object","properties":{}}"#.into())
-        .map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "tools"))
 }

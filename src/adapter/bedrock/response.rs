@@ -10,10 +10,12 @@ use crate::api::Usage;
 use crate::api::chat::{ChatCompletion, ChatContent, Choice, FunctionCall, ResponseMessage, ToolCall};
 use crate::api::converse::ConverseResponse;
 
-/// Translates a whole Converse answer for an OpenAI client.
+/// Translates a whole Converse answer for an OpenAI client; `id` names it (Converse has no id
+/// of its own: the request id serves).
 pub fn to_chat(
     body: &[u8],
     client_model: &str,
+    id: &str,
     created: u64,
     names: &ToolNames,
 ) -> serde_json::Result<(Vec<u8>, Usage)> {
@@ -51,7 +53,7 @@ pub fn to_chat(
     }
     let usage = answer.usage.as_ref().map(usage).unwrap_or_default();
     let completion = ChatCompletion {
-        id: "chatcmpl-bedrock".into(),
+        id: id.to_owned(),
         object: "chat.completion".into(),
         created,
         model: client_model.to_owned(),

@@ -149,7 +149,8 @@ fn what_converse_cannot_take_is_a_400_naming_the_field() {
 
 #[test]
 fn answers_translate_with_names_mapped_back_and_cache_tokens_counted() {
-    let (out, usage) = to_chat(&read("bedrock/response_tools.json"), "claude", CREATED, &fixture_names()).unwrap();
+    let (out, usage) =
+        to_chat(&read("bedrock/response_tools.json"), "claude", "chatcmpl-req-1", CREATED, &fixture_names()).unwrap();
     let out = golden_json("bedrock/response_tools.chat.json", &out);
     let message = &out["choices"][0]["message"];
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
@@ -164,7 +165,9 @@ fn answers_translate_with_names_mapped_back_and_cache_tokens_counted() {
     assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), (1512, 30, 1542));
     assert_eq!(out["usage"]["prompt_tokens_details"], json!({"cached_tokens":1000,"cache_write_tokens":500}));
 
-    let (out, usage) = to_chat(&read("bedrock/response_text.json"), "claude", CREATED, &ToolNames::default()).unwrap();
+    let (out, usage) =
+        to_chat(&read("bedrock/response_text.json"), "claude", "chatcmpl-req-1", CREATED, &ToolNames::default())
+            .unwrap();
     let out = golden_json("bedrock/response_text.chat.json", &out);
     assert_eq!(
         (out["choices"][0]["message"]["content"].as_str(), out["choices"][0]["finish_reason"].as_str()),

@@ -255,3 +255,13 @@ fn paths_for_both_platforms() {
         "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent"
     );
 }
+
+#[test]
+fn google_error_answers_read_in_both_envelopes() {
+    let bad_key = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
+    assert_eq!(upstream_error(400, bad_key).error.kind, "authentication_error");
+    let quota = br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#;
+    let quota = upstream_error(429, quota);
+    assert_eq!((quota.error.kind.as_str(), quota.error.message.as_str()), ("rate_limit_error", "Quota exceeded"));
+    assert_eq!(upstream_error(502, b"Bad Gateway").error.message, "Bad Gateway");
+}
