@@ -4,7 +4,9 @@
 //! upstream dialect) pair.
 
 pub mod anthropic;
+pub mod bedrock;
 mod capture;
+pub mod gemini;
 pub mod openai;
 pub mod responses;
 

@@ -3,6 +3,8 @@
 
 pub mod anthropic;
 pub mod chat;
+pub mod converse;
+pub mod gemini;
 pub mod object;
 pub mod openai;
 pub mod ratelimit;
