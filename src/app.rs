@@ -57,6 +57,7 @@ pub struct Background {
     gateway: Arc<Gateway>,
     metering: Option<metering::Running>,
     metering_flush: std::time::Duration,
+    request_log: Option<crate::request_log::Running>,
 }
 
 impl Background {
@@ -72,6 +73,9 @@ impl Background {
         self.supervisors.shutdown().await;
         if let Some(metering) = self.metering.take() {
             metering.shutdown(self.metering_flush).await;
+        }
+        if let Some(request_log) = self.request_log.take() {
+            request_log.shutdown(std::time::Duration::from_secs(5)).await;
         }
         self.tasks.shutdown().await;
         // Allowances of shared limits go back, so the limits' budgets do not lose them.
@@ -233,6 +237,14 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers.push(observer);
         metering_running = Some(running);
     }
+    let (mut request_log, mut request_log_metrics) = (None, None);
+    if let Some(settings) = &config.request_log {
+        let log_metrics = Arc::new(crate::request_log::Metrics::default());
+        let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
+        observers.push(observer);
+    }
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
     let cache = match &config.cache {
@@ -310,9 +322,14 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         supervisors.spawn(pool.clone().supervise());
     }
     let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
-    let api = api_router(ingress.clone()).merge(health_route.clone());
+    let api = api_router(ingress.clone()).merge(health_route.clone()).merge(request_log_routes(config, gateway.clone()));
     let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
-    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((gateway.clone(), metrics, kv));
+    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((
+        gateway.clone(),
+        metrics,
+        kv,
+        request_log_metrics,
+    ));
     let probes = axum::Router::new().route("/ready", get(ready)).with_state(gateway.clone());
     // What operators read (metrics, the CLI pool) is on the management listener when there is
     // one, and then not on the API port; the probes are on both.
@@ -329,7 +346,17 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         .layer(server::RequestIdLayer);
     let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
     let app = App { router: app, ingress, management };
-    Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush }))
+    Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush, request_log }))
+}
+
+/// `/admin/requests` and `/admin/usage`, answered from the request log's PostgreSQL.
+fn request_log_routes(config: &Config, gateway: Arc<Gateway>) -> axum::Router {
+    use crate::request_log::admin;
+    let is_admin: admin::IsAdmin = Box::new(move |headers| gateway.auth.is_admin(headers));
+    axum::Router::new()
+        .route("/admin/requests", get(admin::requests))
+        .route("/admin/usage", get(admin::usage))
+        .with_state(admin::Admin::new(config.request_log.as_ref(), is_admin))
 }
 
 /// Liveness, with each deployment's breaker state and last trip reason as detail.
@@ -357,9 +384,11 @@ async fn sessions(axum::extract::State(gateway): axum::extract::State<Arc<Gatewa
     axum::Json(serde_json::json!({ "pools": pools }))
 }
 
+type Scraped = (Arc<Gateway>, Arc<Metrics>, Option<Kv>, Option<Arc<crate::request_log::Metrics>>);
+
 /// `GET /metrics`: the Prometheus text exposition, breaker states read at scrape time.
 async fn prometheus(
-    axum::extract::State((gateway, metrics, kv)): axum::extract::State<(Arc<Gateway>, Arc<Metrics>, Option<Kv>)>,
+    axum::extract::State((gateway, metrics, kv, request_log)): axum::extract::State<Scraped>,
 ) -> impl axum::response::IntoResponse {
     let now = std::time::Instant::now();
     crate::telemetry::metrics::mirror(&metrics.valkey_errors, kv.as_ref().map(Kv::errors).unwrap_or(0));
@@ -386,6 +415,9 @@ async fn prometheus(
     }
     if let Some(verifier) = gateway.auth.jwt() {
         verifier.render_metrics(&mut text);
+    }
+    if let Some(request_log) = &request_log {
+        request_log.render(&mut text);
     }
     ([(http::header::CONTENT_TYPE, crate::telemetry::metrics::CONTENT_TYPE)], text)
 }

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod limits;
 pub mod metering;
 pub mod raw;
+pub mod request_log;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,6 +67,8 @@ pub struct Config {
     pub valkey: Option<ValkeySettings>,
     /// Usage events to OpenMeter (`None`: metering off).
     pub metering: Option<metering::MeteringSettings>,
+    /// One row per finished request in PostgreSQL (`None`: off).
+    pub request_log: Option<request_log::RequestLogSettings>,
     /// Response caching (exact and semantic); `None` = off.
     pub cache: Option<cache::CacheSettings>,
     /// Subscription tiers by name (built-in free / pro / enterprise unless configured).
@@ -746,6 +749,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     };
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let metering = metering::validate(raw.metering, env, &mut warnings)?;
+    let request_log = request_log::validate(raw.request_log, env)?;
     let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
     if valkey.is_some()
@@ -779,6 +783,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         telemetry,
         valkey,
         metering,
+        request_log,
         cache,
         tiers,
         limits: limit_settings,

@@ -26,6 +26,7 @@
 //! - `stream`   the relay: chunk rewriting, idle and total timeouts, one end-of-stream report
 //!   per request
 //! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
+//! - `request_log` (an end-of-stream observer) one row per request → durable outbox → PostgreSQL
 //!
 //! Shared vocabulary: `api` (wire types, SSE framing), `ctx` (per-request state), `error`,
 //! `config`, `clock`, `providers` (the embedded vendor catalogue). Infrastructure: `telemetry`
@@ -43,6 +44,7 @@ pub mod adapter;
 pub mod upstream;
 pub mod stream;
 pub mod metering;
+pub mod request_log;
 
 // Shared vocabulary.
 pub mod api;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("adapter", 40),
     ("upstream", 35),
     ("metering", 32),
+    ("request_log", 32),
     ("stream", 30),
     // Infrastructure.
     ("telemetry", 20),

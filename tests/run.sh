@@ -38,6 +38,15 @@ LLM_GATEWAY_TEST_MODEL_DIR="$("$venv/bin/python" -c 'import pathlib, importlib.u
 export LLM_GATEWAY_TEST_MODEL_DIR
 test -f "$LLM_GATEWAY_TEST_MODEL_DIR/model.safetensors"
 
+# PostgreSQL for the request log's tests: Debian's package (the tests initdb and start their own
+# servers on free loopback ports, as the postgres user).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+PG_BIN="$(dirname "$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+export PG_BIN
+"$PG_BIN/postgres" --version
+
 step "npm clients: Claude Code"
 # The real Claude Code CLI; its Linux binary ships inside the npm package (nothing is downloaded
 # when it runs). CLAUDE_CODE_VERSION=latest runs the same tests against the newest release.

@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub valkey: Option<RawValkey>,
     /// Usage events to OpenMeter (see `config::metering`).
     pub metering: Option<super::metering::RawMetering>,
+    /// One row per request in PostgreSQL (see `config::request_log`).
+    pub request_log: Option<super::request_log::RawRequestLog>,
     /// Response caching; absent = off.
     pub cache: Option<super::cache::RawCache>,
     /// Subscription tiers (the built-in free / pro / enterprise, replaced by name).

@@ -167,6 +167,13 @@ providers and model deployments described by .Values.backends.
 {{- end }}
 {{- $_ := set $cfg "admin" (dict "key_env" .Values.admin.keyEnv) }}
 {{- end }}
+{{- with .Values.requestLog.postgres }}
+{{- if .enabled }}
+{{- $rl := dict "url_env" "REQUEST_LOG_DATABASE_URL" "schema" .schema "retention_days" (int .retentionDays) "capture" .capture "when_full" .whenFull }}
+{{- if .redact }}{{- $_ := set $rl "redact" .redact }}{{- end }}
+{{- $_ := set $cfg "request_log" (dict "postgres" $rl) }}
+{{- end }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -233,4 +240,9 @@ stricter than needed until Valkey is back).
 {{- if and .Values.externalSecret.enabled (not (or .Values.externalSecret.data .Values.externalSecret.dataFrom)) }}
 {{- fail "externalSecret.enabled needs externalSecret.data or externalSecret.dataFrom" }}
 {{- end }}
+{{- end }}
+
+{{/* The CloudNativePG Cluster of the request log (its app Secret is "<this>-app"). */}}
+{{- define "llm-gateway.requestLogCluster" -}}
+{{- printf "%s-pg" (include "llm-gateway.fullname" .) | trunc 50 | trimSuffix "-" }}
 {{- end }}
