@@ -322,7 +322,8 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         supervisors.spawn(pool.clone().supervise());
     }
     let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
-    let api = api_router(ingress.clone()).merge(health_route.clone()).merge(request_log_routes(config, gateway.clone()));
+    let api =
+        api_router(ingress.clone()).merge(health_route.clone()).merge(request_log_routes(config, gateway.clone()));
     let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
     let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((
         gateway.clone(),
