@@ -153,6 +153,7 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
             }),
         }),
         client_model: "gpt-4o-mini".into(),
+        client: Default::default(),
         stream: true,
         client_wants_usage: false,
         deployment: Some("openai/gpt-4o-mini".into()),

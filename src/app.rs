@@ -163,7 +163,8 @@ async fn proxy(endpoint: Endpoint, State(ingress): State<Arc<Ingress>>, request:
         Some(RequestId(id)) => id,
         None => server::request_id_of(&parts.headers),
     };
-    ingress::handle(ingress, id, endpoint, parts.uri.query().map(Box::from), parts.headers, body).await
+    let peer = parts.extensions.get::<server::Peer>().map(|p| p.0);
+    ingress::handle(ingress, id, endpoint, parts.uri.query().map(Box::from), peer, parts.headers, body).await
 }
 
 pub type Handled = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -201,11 +202,13 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
         {
             let (parts, body) = request.into_parts();
             let id = server::request_id_of(&parts.headers);
+            let peer = parts.extensions.get::<server::Peer>().map(|p| p.0);
             let handled = crate::ingress::handle(
                 self.ingress.clone(),
                 id.clone(),
                 endpoint,
                 parts.uri.query().map(Box::from),
+                peer,
                 parts.headers,
                 axum::body::Body::new(http_body_util::BodyExt::map_frame(body, server::own_frame)),
             );

@@ -90,6 +90,22 @@ pub struct RequestCtx {
     /// The client's query string (Claude Code's `?beta=true`), passed on verbatim to an upstream
     /// of the client's own dialect.
     pub query: Option<Box<str>>,
+    /// Who sent the request, for the request log.
+    pub client: Client,
+}
+
+/// The sender of a request as the request log records it: the connection's peer address and
+/// the `User-Agent` header (shared with the request's headers, not copied).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub addr: Option<std::net::IpAddr>,
+    pub user_agent: Option<http::HeaderValue>,
+}
+
+impl Client {
+    pub fn of(addr: Option<std::net::IpAddr>, headers: &http::HeaderMap) -> Self {
+        Client { addr, user_agent: headers.get(http::header::USER_AGENT).cloned() }
+    }
 }
 
 /// The cache's part in a request, as the client sees it in `x-llm-gateway-cache`.

@@ -99,11 +99,13 @@ pub(crate) async fn handle(
     id: Arc<str>,
     endpoint: Endpoint,
     query: Option<Box<str>>,
+    peer: Option<std::net::IpAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let body = Unread { ingress: &ingress, body };
-    pipeline::handle(&ingress.gateway, id, endpoint, query, headers, body).await
+    let client = crate::ctx::Client::of(peer, &headers);
+    pipeline::handle(&ingress.gateway, id, endpoint, query, client, headers, body).await
 }
 
 /// A proxied request's body, read through `read_body` when the pipeline asks.

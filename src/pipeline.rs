@@ -73,6 +73,7 @@ pub async fn handle(
     id: Arc<str>,
     endpoint: Endpoint,
     query: Option<Box<str>>,
+    client: crate::ctx::Client,
     headers: HeaderMap,
     body: impl UnreadBody,
 ) -> Response {
@@ -95,6 +96,7 @@ pub async fn handle(
         cache: CacheStatus::Off,
         reservation: None,
         query,
+        client,
     };
     let load = gw.in_flight.fetch_add(1, Ordering::Relaxed);
     for observer in &gw.observers {

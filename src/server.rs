@@ -142,9 +142,9 @@ where
     let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -156,7 +156,7 @@ where
         // client's delayed ACK (~40 ms per event on Linux): stream latency would be Nagle's.
         let _ = tcp.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let app = Touching(app.clone(), activity.clone());
+        let app = Touching(app.clone(), activity.clone(), Some(Peer(peer.ip())));
         tokio::spawn(connection(tcp, app, activity, options, stopping.clone(), open.clone()));
     }
     drop(listener);
@@ -286,7 +286,12 @@ async fn accept_failed(e: std::io::Error) {
 /// A connection's service: the application's, noting when each request starts (the idle
 /// timeout counts from the last).
 #[derive(Clone)]
-struct Touching<S>(S, Arc<Activity>);
+struct Touching<S>(S, Arc<Activity>, Option<Peer>);
+
+/// The address of the client at the other end of a request's connection (a request extension
+/// put by the server stage). Behind a proxy or an ingress controller this is the proxy's.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
 
 impl<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>
     hyper::service::Service<http::Request<hyper::body::Incoming>> for Touching<S>
@@ -295,8 +300,11 @@ impl<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> S::Future {
+    fn call(&self, mut request: http::Request<hyper::body::Incoming>) -> S::Future {
         self.1.touch();
+        if let Some(peer) = self.2 {
+            request.extensions_mut().insert(peer);
+        }
         self.0.call(request)
     }
 }

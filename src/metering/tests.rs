@@ -336,6 +336,7 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
             }),
         }),
         client_model: "gpt-4o".into(),
+        client: Default::default(),
         stream: false,
         client_wants_usage: false,
         deployment: Some("openai/gpt-4o".into()),

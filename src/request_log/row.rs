@@ -33,6 +33,7 @@ pub struct Finished {
     pub usage: Option<Usage>,
     pub latency: Duration,
     pub ttft: Option<Duration>,
+    pub client: crate::ctx::Client,
     /// `capture: full` only.
     pub bodies: Option<(Bytes, Option<Generated>)>,
 }
@@ -63,6 +64,7 @@ impl Finished {
             usage: outcome.usage,
             latency,
             ttft: outcome.time_to_first_chunk,
+            client: ctx.client.clone(),
             bodies: bodies.then(|| (ctx.body.clone(), outcome.generated.clone())),
         }
     }
@@ -92,6 +94,8 @@ struct Line<'a> {
     reasoning_tokens: Option<u64>,
     latency_ms: f64,
     ttft_ms: Option<f64>,
+    client_addr: Option<std::net::IpAddr>,
+    user_agent: Option<String>,
     request_body: Option<String>,
     response_body: Option<String>,
 }
@@ -144,6 +148,13 @@ pub fn write_line(finished: &Finished, capture: &Capture, out: &mut Vec<u8>) {
         reasoning_tokens: usage.map(|u| u.completion_tokens_details.map(|d| d.reasoning_tokens).unwrap_or(0)),
         latency_ms: ms(finished.latency),
         ttft_ms: finished.ttft.map(ms),
+        client_addr: finished.client.addr,
+        // PostgreSQL's text takes no NUL (a header value has none, but a lossy decode is cheap).
+        user_agent: finished
+            .client
+            .user_agent
+            .as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).replace('\0', "")),
         request_body,
         response_body,
     };

@@ -6,6 +6,7 @@ root. ``tests/run.sh`` installs the package when ``initdb`` is missing; without 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 
 def pg_bin() -> Path:
@@ -75,6 +77,26 @@ class Postgres:
              "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", query]
         ).stdout
         return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+    @contextlib.contextmanager
+    def writes_blocked(self, table: str = "llm_gateway.requests") -> Iterator[None]:
+        """Holds an EXCLUSIVE lock on ``table`` (reads go on, every insert waits) until the block ends."""
+        kw = {}
+        if self.user is not None:
+            kw = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        psql = subprocess.Popen(
+            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "gw", "-d", "postgres",
+             "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=self.dir, **kw,
+        )
+        assert psql.stdin is not None and psql.stdout is not None
+        psql.stdin.write(f"BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE; SELECT 'locked';\n")
+        psql.stdin.flush()
+        assert psql.stdout.readline().strip() == "locked", "the lock was not taken"
+        try:
+            yield
+        finally:
+            psql.communicate("ROLLBACK;\n", timeout=30)
 
     def count(self, schema: str = "llm_gateway") -> int:
         try:

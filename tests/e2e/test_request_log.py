@@ -83,7 +83,7 @@ def ids_in_db(pg: Postgres) -> list[str]:
 def test_every_request_of_a_mixed_run_is_one_row_with_its_fields(pg: Postgres, upstream: MockOpenAI, tmp_path: Path) -> None:
     gw = gateway(pg, config(upstream.base_url, tmp_path / "outbox"), tmp_path / "gw")
     try:
-        with httpx.Client(base_url=gw.url, timeout=30) as c:
+        with httpx.Client(base_url=gw.url, timeout=30, headers={"User-Agent": "request-log-test/1.0"}) as c:
             plain, _, r1 = chat(c, KEY_A, "echo", "hello plain " + uuid.uuid4().hex)
             streamed, _, r2 = chat(c, KEY_A, "echo", "hello stream " + uuid.uuid4().hex, stream=True)
             failed, _, r3 = chat(c, KEY_B, "broken", "this fails")
@@ -106,6 +106,7 @@ def test_every_request_of_a_mixed_run_is_one_row_with_its_fields(pg: Postgres, u
         assert p["endpoint"] == "/v1/chat/completions" and p["stream"] is False and p["cache"] == "miss"
         assert p["input_tokens"] > 0 and p["output_tokens"] > 0 and p["latency_ms"] > 0 and p["attempts"] == 1
         assert p["cost_nanodollars"] is None and p["request_body"] is None
+        assert (p["client_addr"], p["user_agent"]) == ("127.0.0.1", "request-log-test/1.0")
         s = rows[streamed]
         assert s["stream"] is True and s["output_tokens"] > 0 and s["ttft_ms"] is not None and s["ttft_ms"] <= s["latency_ms"]
         f = rows[failed]
@@ -176,8 +177,13 @@ def test_gateway_sigkilled_mid_batch_delivers_every_row_once_after_restart(pg: P
     for w in workers:
         w.start()
     wait_until(lambda: pg.count() >= 100, 60, "deliveries under way")
-    gw.proc.send_signal(signal.SIGKILL)
-    gw.proc.wait(timeout=10)
+    # Inserts wait on a lock from here on, so the kill lands while a batch is being written and
+    # more rows wait in the outbox.
+    with pg.writes_blocked():
+        blocked_at = pg.count()
+        wait_until(lambda: len(sent) >= blocked_at + 60, 60, "requests answered while PostgreSQL waits")
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(timeout=10)
     stop.set()
     for w in workers:
         w.join(timeout=30)
