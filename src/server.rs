@@ -188,44 +188,66 @@ async fn connection<S>(
     // hyper's header timer runs once it knows the protocol, which takes the first bytes: until
     // they come, the same timeout is ours.
     // (`peek`, not `readable`: a new socket's readiness starts set, before any byte came.)
-    let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(options.header_read_timeout, tcp.peek(&mut first)) => {
-            if !matches!(peeked, Ok(Ok(1..))) {
-                return;
-            }
-        }
+    let mut first = [0u8; 4];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(options.header_read_timeout, tcp.peek(&mut first)) => match peeked {
+            Ok(Ok(n @ 1..)) => n,
+            _ => return,
+        },
         _ = stopping.wait_for(|stop| *stop) => return,
+    };
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let timer = hyper_util::rt::TokioTimer::new();
+    // A connection whose first bytes cannot begin HTTP/2's preface is HTTP/1 (nearly every
+    // client's): served by hyper's HTTP/1 connection alone, not through the HTTP/1-or-2 check,
+    // which hands the bytes it read back in a read of their own and keeps the state of both
+    // protocols for the connection's life.
+    if !H2_PREFACE.starts_with(&first[..peeked]) {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .writev(false)
+            // What a connection buffers, at hyper's minimum: a request head takes at most 8 KiB
+            // (a larger one is answered 431), a body is read 8 KiB at a time, and a slow client's
+            // unsent SSE frames pile up to 8 KiB, not ~400 KiB, in a write buffer that never
+            // shrinks after.
+            .max_buf_size(8 * 1024)
+            .timer(timer)
+            .header_read_timeout(options.header_read_timeout);
+        let conn = std::pin::pin!(http1.serve_connection(io, app));
+        return until_idle(conn, |c| c.graceful_shutdown(), &activity, options.idle_timeout, stopping).await;
     }
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .writev(false)
-        // What a connection buffers either way, at hyper's minimum: a request head takes at most
-        // 8 KiB (a larger one is answered 431), a body is read 8 KiB at a time, and a slow
-        // client's unsent SSE frames pile up to 8 KiB, not ~400 KiB, in a write buffer that
-        // never shrinks after. Above this minimum every connection's read buffer grew to 16 KiB
-        // at its first request: the HTTP/1-or-2 check reads the first bytes and hands them back
-        // in a read of their own, and the next read asked for more room than was left.
-        .max_buf_size(8 * 1024)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    let mut conn = std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), app));
-    // Closed once it starts no request for `idle_timeout` (an HTTP/2 connection has no header
-    // timer between requests): gracefully, so what it has in flight still finishes.
+    builder.http1().writev(false).max_buf_size(8 * 1024).timer(timer).header_read_timeout(options.header_read_timeout);
+    let conn = std::pin::pin!(builder.serve_connection(io, app));
+    until_idle(conn, |c| c.graceful_shutdown(), &activity, options.idle_timeout, stopping).await;
+}
+
+/// What a client connection opening with HTTP/2 (prior knowledge, as h2c clients do) sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves `conn` until it ends; closes it gracefully once it has started no request for
+/// `idle_timeout` (an HTTP/2 connection has no header timer between requests) or the server is
+/// stopping.
+async fn until_idle<C: Future>(
+    mut conn: Pin<&mut C>,
+    shut_down: impl FnOnce(Pin<&mut C>),
+    activity: &Activity,
+    idle_timeout: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        let idle_until = activity.last() + options.idle_timeout;
+        let idle_until = activity.last() + idle_timeout;
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stopping.wait_for(|stop| *stop) => break,
             () = tokio::time::sleep_until(idle_until.into()) => {
-                if activity.last() + options.idle_timeout <= std::time::Instant::now() {
+                if activity.last() + idle_timeout <= std::time::Instant::now() {
                     break;
                 }
             }
         }
     }
-    conn.as_mut().graceful_shutdown();
+    shut_down(conn.as_mut());
     let _ = conn.await;
 }
 
