@@ -60,3 +60,54 @@ pub fn build(path: &str, dialect: Dialect, raw: &RawProvider) -> Result<CloudSpe
     }
     Ok(CloudSpec { region: raw.region.clone(), project: raw.project.clone(), location: raw.location.clone() })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::{AuthStyle, Config, Dialect};
+
+    fn provider(yaml: &str, env: &[(&str, &str)]) -> Result<std::sync::Arc<crate::config::ProviderSpec>, String> {
+        let env: HashMap<&str, &str> = env.iter().copied().collect();
+        let config = Config::from_yaml(&format!("providers:\n  p: {yaml}\n"), &env).map_err(|e| e.0)?;
+        Ok(config.providers["p"].clone())
+    }
+
+    #[test]
+    fn each_platform_gets_its_endpoint_and_credential_from_where_it_serves() {
+        let gemini = provider("{ dialect: gemini }", &[("GEMINI_API_KEY", "AIza-k")]).unwrap();
+        assert_eq!(gemini.dialect, Dialect::Gemini);
+        assert_eq!(gemini.base_url, "https://generativelanguage.googleapis.com");
+        assert_eq!(gemini.auth, AuthStyle::Header("x-goog-api-key".into()));
+        assert_eq!(gemini.api_key.as_ref().unwrap().expose(), "AIza-k");
+
+        let bedrock = provider("{ dialect: bedrock, region: eu-west-3 }", &[]).unwrap();
+        assert_eq!(bedrock.base_url, "https://bedrock-runtime.eu-west-3.amazonaws.com");
+        assert!(bedrock.api_key.is_none(), "no Bedrock API key: requests are signed");
+        let keyed =
+            provider("{ dialect: bedrock, region: us-east-1 }", &[("AWS_BEARER_TOKEN_BEDROCK", "ABSK")]).unwrap();
+        assert_eq!((keyed.auth.clone(), keyed.api_key.as_ref().unwrap().expose()), (AuthStyle::Bearer, "ABSK"));
+
+        let vertex = provider("{ dialect: vertex, project: my-proj, location: us-central1 }", &[]).unwrap();
+        assert_eq!(vertex.base_url, "https://us-central1-aiplatform.googleapis.com");
+        assert_eq!(vertex.cloud.project.as_deref(), Some("my-proj"));
+        let global = provider("{ dialect: vertex, project: my-proj, location: global }", &[]).unwrap();
+        assert_eq!(global.base_url, "https://aiplatform.googleapis.com");
+        let own = provider("{ dialect: bedrock, region: us-east-1, base_url: 'http://127.0.0.1:9/' }", &[]).unwrap();
+        assert_eq!(own.base_url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn a_missing_or_misplaced_location_is_named() {
+        let e = provider("{ dialect: bedrock }", &[]).unwrap_err();
+        assert_eq!(e, "providers.p.region: required for this dialect");
+        let e = provider("{ dialect: vertex, project: p }", &[]).unwrap_err();
+        assert_eq!(e, "providers.p.location: required for this dialect");
+        let e = provider("{ dialect: gemini, region: us-east-1 }", &[]).unwrap_err();
+        assert!(e.starts_with("providers.p.region: only for dialects bedrock"), "{e}");
+        let e = provider("{ dialect: bedrock, region: 'us-east-1/../x' }", &[]).unwrap_err();
+        assert_eq!(e, "providers.p.region: must be letters, digits and dashes");
+        let e = provider("{ dialect: azure }", &[]).unwrap_err();
+        assert!(e.contains("expected openai, anthropic, gemini, bedrock, vertex"), "{e}");
+    }
+}

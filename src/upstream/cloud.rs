@@ -7,6 +7,7 @@
 //! stream translation reads.
 
 mod aws;
+mod creds;
 mod google;
 
 use std::time::Duration;
@@ -47,9 +48,10 @@ impl CloudClient {
         let http = http_client(provider.timeouts.connect, false)
             .map_err(|e| GatewayError::Internal(format!("building the HTTP client for {}: {e}", provider.name)))?;
         let auth = match provider.dialect {
-            Dialect::Bedrock if provider.api_key.is_none() => {
-                Auth::SigV4(Box::new(aws::Signer::from_env(provider.cloud.region.clone().unwrap_or_default())))
-            }
+            Dialect::Bedrock if provider.api_key.is_none() => Auth::SigV4(Box::new(aws::Signer::from_env(
+                provider.cloud.region.clone().unwrap_or_default(),
+                http.clone(),
+            ))),
             Dialect::Vertex => Auth::Google(Box::new(google::TokenSource::from_env(http.clone()))),
             _ => Auth::Static,
         };

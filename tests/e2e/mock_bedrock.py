@@ -18,6 +18,7 @@ import json
 import re
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,9 +150,71 @@ def events(content: list[dict], stop: str, meta: dict, corrupt: bool) -> list[by
     return out
 
 
+class MockSTS:
+    """STS ``AssumeRoleWithWebIdentity``: checks the role and the web identity token (the file's
+    content), and issues temporary credentials that ``bedrock`` accepts for ``lifetime`` seconds."""
+
+    def __init__(self, bedrock: "MockBedrock", role_arn: str, web_token: str, lifetime: int) -> None:
+        self.bedrock, self.role_arn, self.web_token, self.lifetime = bedrock, role_arn, web_token, lifetime
+        self.calls: list[dict] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        sts = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                from urllib.parse import parse_qs
+                import datetime
+                import secrets
+
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers.get("content-length", "0"))).decode()).items()}
+                sts.calls.append(form)
+                if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15" or form.get("RoleArn") != sts.role_arn:
+                    return self.send(400, "<ErrorResponse><Error><Code>ValidationError</Code><Message>bad request</Message></Error></ErrorResponse>")
+                if form.get("WebIdentityToken") != sts.web_token or not form.get("RoleSessionName"):
+                    return self.send(400, "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve verification key from your identity provider</Message></Error></ErrorResponse>")
+                akid, secret, token = "ASIA" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30), secrets.token_urlsafe(40)
+                sts.bedrock.secrets[akid] = secret
+                sts.bedrock.temporary[akid] = (token, time.monotonic() + sts.lifetime)
+                expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=sts.lifetime)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self.send(200, f"""<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials><AccessKeyId>{akid}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>
+      <SessionToken>{token}</SessionToken><Expiration>{expires}</Expiration></Credentials>
+  </AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>""")
+
+            def send(self, status: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("content-type", "text/xml")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
 class MockBedrock:
     def __init__(self, secrets: dict[str, str], region: str, api_key: str) -> None:
         self.secrets, self.region, self.api_key = secrets, region, api_key
+        # Temporary credentials (STS): access key id -> (session token, expiry, monotonic).
+        self.temporary: dict[str, tuple[str, float]] = {}
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -186,6 +249,12 @@ class MockBedrock:
         secret = self.secrets.get(m["akid"])
         if secret is None:
             return "UnrecognizedClientException", "The security token included in the request is invalid."
+        if m["akid"] in self.temporary:
+            token, expiry = self.temporary[m["akid"]]
+            if headers.get("x-amz-security-token") != token:
+                return "UnrecognizedClientException", "The security token included in the request is invalid."
+            if time.monotonic() > expiry:
+                return "ExpiredTokenException", "The security token included in the request is expired"
         if m["service"] != "bedrock" or m["region"] != self.region or not headers.get("x-amz-date", "").startswith(m["date"]):
             return "InvalidSignatureException", "Credential should be scoped to a valid region and service."
         signed = m["signed"].split(";")

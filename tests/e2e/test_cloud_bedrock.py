@@ -183,3 +183,33 @@ def test_a_wrong_secret_gets_a_clear_error(bedrock: MockBedrock, openmeter: Open
     error = r.json()["error"]
     assert "Bedrock refused the gateway's AWS credentials (InvalidSignatureException)" in error["message"]
     assert "signature we calculated does not match" in error["message"]
+
+
+def test_web_identity_credentials_are_refreshed_before_they_expire(bedrock: MockBedrock, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import time
+
+    lifetime = 6
+    work = tmp_path_factory.mktemp("bedrock-irsa")
+    web_token = "eyJ.e2e-projected-sa-token." + secrets.token_hex(8)
+    (work / "token").write_text(web_token + "\n")
+    role = "arn:aws:iam::111122223333:role/llm-gateway"
+    sts = mb.MockSTS(bedrock, role, web_token, lifetime)
+    providers = {"bedrock": {"dialect": "bedrock", "region": REGION, "base_url": bedrock.base_url}}
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_BEARER_TOKEN_BEDROCK": "", "AWS_ROLE_ARN": role,
+           "AWS_WEB_IDENTITY_TOKEN_FILE": str(work / "token"), "AWS_ENDPOINT_URL_STS": sts.url}
+    proc = metered_gateway(work, openmeter, providers, {"claude-irsa": [{"provider": "bedrock", "model": MODEL}]}, env)
+    try:
+        c = client(proc)
+        deadline, answers = time.monotonic() + 2.5 * lifetime, 0
+        while time.monotonic() < deadline:
+            reply = c.chat.completions.create(model="claude-irsa", messages=[{"role": "user", "content": "tick"}])
+            assert reply.choices[0].message.content == "Echo: tick"
+            answers += 1
+            time.sleep(0.25)
+    finally:
+        proc.stop()
+        sts.stop()
+    # Each set lived `lifetime` seconds; new ones were fetched before, and no request failed.
+    assert len(sts.calls) >= 3 and answers >= 15
+    assert all(call["RoleArn"] == role and call["RoleSessionName"] for call in sts.calls)
+    assert bedrock.requests[-1].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=ASIA")

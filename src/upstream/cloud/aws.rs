@@ -1,6 +1,13 @@
 //! AWS request signing for Bedrock: Signature Version 4 by the official `aws-sigv4` crate,
-//! with the credentials of the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN`), read when the provider is built.
+//! with credentials from the standard chain, in its order: the environment
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); web identity
+//! (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, EKS IRSA: STS `AssumeRoleWithWebIdentity`,
+//! `AWS_ENDPOINT_URL_STS` honoured); container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`
+//! or `_RELATIVE_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]`: ECS, EKS Pod Identity).
+//! Temporary credentials are cached and fetched again before they expire (`creds`).
+//!
+//! `aws-config` would bring the whole SDK runtime (its own HTTP client, retry and identity
+//! cache layers) for two small exchanges; they are done here with the gateway's HTTP client.
 
 use std::time::SystemTime;
 
@@ -11,24 +18,20 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http_body_util::Full;
 
+use super::super::HttpClient;
+use super::creds::{Cached, Source};
 use crate::api::ErrorBody;
 use crate::error::GatewayError;
 
 pub(in crate::upstream) struct Signer {
     region: String,
-    credentials: Option<Credentials>,
+    credentials: Cached,
 }
 
 impl Signer {
-    pub(in crate::upstream) fn from_env(region: String) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => {
-                Some(Credentials::new(id, secret, var("AWS_SESSION_TOKEN"), None, "environment"))
-            }
-            _ => None,
-        };
-        Self { region, credentials }
+    pub(in crate::upstream) fn from_env(region: String, http: HttpClient) -> Self {
+        let source = Source::from_env(&region, &|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+        Self { region, credentials: Cached::new(source, http) }
     }
 
     /// Signs `request` (whose body is `body`) for the `bedrock` service in the region.
@@ -39,9 +42,7 @@ impl Signer {
         deployment: &str,
     ) -> Result<(), GatewayError> {
         let failed = |detail: String| credentials_error(deployment, &detail);
-        let credentials = self.credentials.clone().ok_or_else(|| {
-            failed("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a Bedrock API key in AWS_BEARER_TOKEN_BEDROCK".into())
-        })?;
+        let credentials: Credentials = self.credentials.get().await.map_err(failed)?;
         let identity: Identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
