@@ -74,7 +74,10 @@ impl Exchange {
         let provider = &deployment.provider;
         let model = deployment.model.as_str();
         let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
-        let (upstream_endpoint, path, body, translation) = match (endpoint, provider.dialect) {
+        // Claude on Vertex AI speaks the Messages API (`rawPredict`): Anthropic's translations.
+        let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
+        let dialect = if vertex_claude { Dialect::Anthropic } else { provider.dialect };
+        let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
             (_, dialect) if dialect.is_cloud() => {
                 let (body, cloud) = cloud::prepare(endpoint, request, deployment, stream, client_wants_usage, created)?;
                 // The transport builds the path from the model (`upstream::cloud`).
@@ -116,6 +119,7 @@ impl Exchange {
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
+        let body = if vertex_claude { cloud::vertex_claude_body(&body).map_err(json_error)? } else { body };
         Ok(Self { upstream_endpoint, path, body, translation, created })
     }
 

@@ -120,6 +120,20 @@ impl CloudExchange {
     }
 }
 
+/// A Claude model on Vertex AI (`claude-sonnet-4-5@20250929`): served by `rawPredict`.
+pub fn is_vertex_claude(dialect: Dialect, model: &str) -> bool {
+    dialect == Dialect::Vertex && model.starts_with("claude")
+}
+
+/// A Messages body as Vertex AI takes it for Claude: no `model` (it is in the path), and
+/// `anthropic_version: vertex-2023-10-16`.
+pub fn vertex_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    object.remove("model");
+    object.insert("anthropic_version".into(), "vertex-2023-10-16".into());
+    serde_json::to_vec(&object)
+}
+
 /// One rewriter's frames decoded and fed to the next.
 pub struct Chained {
     first: Box<dyn ChunkRewriter>,

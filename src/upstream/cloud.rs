@@ -72,13 +72,14 @@ impl CloudClient {
         let path = match provider.dialect {
             Dialect::Bedrock => bedrock::path(model, stream),
             Dialect::Vertex => {
-                let (project, location) = (&provider.cloud.project, &provider.cloud.location);
-                gemini::vertex_path(
-                    project.as_deref().unwrap_or_default(),
-                    location.as_deref().unwrap_or_default(),
-                    model,
-                    stream,
-                )
+                let project = provider.cloud.project.as_deref().unwrap_or_default();
+                let location = provider.cloud.location.as_deref().unwrap_or_default();
+                if crate::adapter::cloud::is_vertex_claude(provider.dialect, model) {
+                    let method = if stream { "streamRawPredict" } else { "rawPredict" };
+                    format!("/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:{method}")
+                } else {
+                    gemini::vertex_path(project, location, model, stream)
+                }
             }
             _ => gemini::gemini_api_path(model, stream),
         };

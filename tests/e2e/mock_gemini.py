@@ -25,6 +25,10 @@ VERTEX_PATH = re.compile(
     r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/models/(?P<model>[^/:]+)"
     r":(?P<method>generateContent|streamGenerateContent)$"
 )
+CLAUDE_PATH = re.compile(
+    r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/anthropic/models/(?P<model>[^/:]+)"
+    r":(?P<method>rawPredict|streamRawPredict)$"
+)
 PART_FIELDS = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"}
 PART_EXTRA = {"thought", "thoughtSignature"}
 BODY_FIELDS = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "cachedContent", "labels"}
@@ -180,7 +184,7 @@ class MockGemini:
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 for event in answer:
-                    self.chunk(b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
+                    self.chunk(event if isinstance(event, bytes) else b"data: " + json.dumps(event).encode() + b"\r\n\r\n")
                 self.chunk(b"")
 
             def chunk(self, data: bytes) -> None:
@@ -197,7 +201,37 @@ class MockGemini:
 
         return Handler
 
+    def claude(self, model: str, stream: bool, body: Any) -> tuple[int, Any]:
+        """Claude on Vertex (``rawPredict``): the Messages API, ``model`` in the path only."""
+        if not isinstance(body, dict) or body.get("anthropic_version") != "vertex-2023-10-16" or "model" in body \
+                or not isinstance(body.get("messages"), list) or not isinstance(body.get("max_tokens"), int):
+            return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic_version: vertex-2023-10-16 required; model must not be in the body"}}
+        last = body["messages"][-1]["content"]
+        text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last)
+        answer = f"Echo: {text}"
+        usage = {"input_tokens": words(json.dumps(body["messages"])), "output_tokens": words(answer)}
+        message = {"id": "msg_vrtx_e2e", "type": "message", "role": "assistant", "model": model, "content": [{"type": "text", "text": answer}],
+                   "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
+        if not stream:
+            return 200, message
+
+        def event(name: str, data: dict) -> bytes:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        events = [event("message_start", {"message": start}), event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})]
+        events += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": answer[i : i + 5]}}) for i in range(0, len(answer), 5)]
+        events += [event("content_block_stop", {"index": 0}), event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}),
+                   event("message_stop", {})]
+        return 200, events
+
     def answer(self, path: str, query: str, headers: dict, body: Any) -> tuple[int, Any]:
+        claude = CLAUDE_PATH.match(path)
+        if claude:
+            auth = headers.get("authorization", "")
+            if not (auth.startswith("Bearer ") and self.token_ok(auth[7:])):
+                return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}
+            return self.claude(claude["model"], claude["method"] == "streamRawPredict", body)
         vertex = VERTEX_PATH.match(path)
         match = vertex or GEMINI_PATH.match(path)
         if not match:

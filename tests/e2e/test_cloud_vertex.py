@@ -48,7 +48,8 @@ def openmeter() -> Iterator[OpenMeterServer]:
 def start(vertex: MockGemini, openmeter: OpenMeterServer, work: Path, account_json: str) -> GatewayProcess:
     (work / "sa.json").write_text(account_json)
     providers = {"vertex": {"dialect": "vertex", "project": "e2e-project", "location": "us-central1", "base_url": vertex.base_url}}
-    models = {"gemini-2.5-pro": [{"provider": "vertex", "model": "gemini-echo"}], "gemini-tools": [{"provider": "vertex", "model": "gemini-tools"}]}
+    models = {"gemini-2.5-pro": [{"provider": "vertex", "model": "gemini-echo"}], "gemini-tools": [{"provider": "vertex", "model": "gemini-tools"}],
+              "claude-vertex": [{"provider": "vertex", "model": "claude-sonnet-4-5@20250929"}]}
     env = {"GOOGLE_APPLICATION_CREDENTIALS": str(work / "sa.json")}
     return metered_gateway(work, openmeter, providers, models, env)
 
@@ -133,3 +134,19 @@ def test_a_refused_service_account_is_reported_clearly(vertex: MockGemini, oauth
     assert r.status_code == 502, r.text
     message = r.json()["error"]["message"]
     assert "credentials" in message and "invalid_grant" in message and "Invalid JWT Signature" in message
+
+
+def test_claude_on_vertex_through_raw_predict(gateway: GatewayProcess, vertex: MockGemini) -> None:
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=TEAM_A, max_retries=0, timeout=30.0)
+    msg = claude.messages.create(model="claude-vertex", max_tokens=32, messages=[{"role": "user", "content": "raw one"}])
+    assert msg.content[0].text == "Echo: raw one" and msg.model == "claude-vertex"
+    sent = vertex.requests[-1]
+    assert sent.path == "/v1/projects/e2e-project/locations/us-central1/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
+    assert sent.body["anthropic_version"] == "vertex-2023-10-16" and "model" not in sent.body
+    with claude.messages.stream(model="claude-vertex", max_tokens=32, messages=[{"role": "user", "content": "raw two"}]) as s:
+        assert "".join(s.text_stream) == "Echo: raw two"
+    assert vertex.requests[-1].path.endswith(":streamRawPredict")
+    text, _, finish, usage = stream_text(client(gateway).chat.completions.create(
+        model="claude-vertex", messages=[{"role": "user", "content": "raw three"}], stream=True, stream_options={"include_usage": True}
+    ))
+    assert text == "Echo: raw three" and finish == "stop" and usage and usage["completion_tokens"] == 3
