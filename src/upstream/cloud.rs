@@ -165,41 +165,53 @@ async fn error_answer(
 }
 
 /// Bedrock's event stream as SSE events (`event: <type>`, `data: <JSON payload>`), for the
-/// stream translation; a corrupt frame (a CRC that does not match) ends it with an error.
+/// stream translation; a corrupt frame (a CRC that does not match) ends it with an error, after
+/// the whole messages before it.
 fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String) -> BodyStream {
-    let decoder = EventStreamDecoder::new(max_event_bytes);
-    futures_util::stream::unfold(Some((body, decoder)), move |state| {
-        let deployment = deployment.clone();
-        async move {
-            let (mut body, mut decoder) = state?;
-            let corrupt = |e: &dyn std::fmt::Display| GatewayError::UpstreamProtocol {
-                deployment: deployment.clone(),
-                detail: format!("Bedrock's event stream is corrupt: {e}"),
-            };
-            let mut out = Vec::new();
-            loop {
-                match decoder.next_event() {
-                    Ok(Some(event)) => {
-                        sse_frame(&mut out, event.event.as_deref().unwrap_or_default(), &event.data);
+    struct State {
+        body: BodyStream,
+        decoder: EventStreamDecoder,
+        deployment: String,
+        /// The error to report once the events before it are out.
+        failed: Option<GatewayError>,
+    }
+    let corrupt = |deployment: &str, e: &dyn std::fmt::Display| GatewayError::UpstreamProtocol {
+        deployment: deployment.to_owned(),
+        detail: format!("Bedrock's event stream is corrupt: {e}"),
+    };
+    let state = State { body, decoder: EventStreamDecoder::new(max_event_bytes), deployment, failed: None };
+    futures_util::stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        if let Some(e) = state.failed.take() {
+            return Some((Err(e), None));
+        }
+        let mut out = Vec::new();
+        loop {
+            match state.decoder.next_event() {
+                Ok(Some(event)) => {
+                    sse_frame(&mut out, event.event.as_deref().unwrap_or_default(), &event.data);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),
+            }
+            if state.failed.is_none() && out.is_empty() {
+                match state.body.next().await {
+                    Some(Ok(chunk)) => {
+                        state.decoder.push(&chunk);
                         continue;
                     }
-                    Ok(None) => {}
-                    Err(e) => return Some((Err(corrupt(&e)), None)),
-                }
-                if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), Some((body, decoder))));
-                }
-                match body.next().await {
-                    Some(Ok(chunk)) => decoder.push(&chunk),
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        return match decoder.finish() {
-                            Ok(_) => None,
-                            Err(e) => Some((Err(corrupt(&e)), None)),
-                        };
-                    }
+                    Some(Err(e)) => state.failed = Some(e),
+                    None => match state.decoder.finish() {
+                        Ok(_) => return None,
+                        Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),
+                    },
                 }
             }
+            if out.is_empty() {
+                return state.failed.take().map(|e| (Err(e), None));
+            }
+            return Some((Ok(Bytes::from(out)), Some(state)));
         }
     })
     .boxed()
@@ -214,3 +226,6 @@ fn sse_frame(out: &mut Vec<u8>, name: &str, data: &[u8]) {
     out.extend(data.iter().map(|&b| if matches!(b, b'\r' | b'\n') { b' ' } else { b }));
     out.extend_from_slice(b"\n\n");
 }
+
+#[cfg(test)]
+mod tests;
