@@ -216,3 +216,47 @@ impl ChunkRewriter for Chained {
         self.then.take_generated()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn a_messages_body_for_claude_on_vertex_names_its_version_not_its_model() {
+        let body = br#"{"model":"claude-x","max_tokens":5,"messages":[]}"#;
+        let out: serde_json::Value = serde_json::from_slice(&vertex_claude_body(body).unwrap()).unwrap();
+        assert_eq!(out, serde_json::json!({"max_tokens": 5, "messages": [], "anthropic_version": "vertex-2023-10-16"}));
+        assert!(is_vertex_claude(Dialect::Vertex, "claude-sonnet-4-5@20250929"));
+        assert!(!is_vertex_claude(Dialect::Vertex, "gemini-2.5-pro") && !is_vertex_claude(Dialect::Bedrock, "claude"));
+    }
+
+    #[test]
+    fn a_gemini_stream_reaches_a_messages_client_as_messages_events_with_gemini_usage() {
+        let chat = gemini::stream::GeminiChunks::new("m", 1, true);
+        let messages = anthropic::inbound_stream::MessagesFromChunks::new("m");
+        let mut chained =
+            Chained { first: Box::new(chat), then: Box::new(messages), decoder: SseDecoder::new(), first_ended: false };
+        let events = [
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]},"index":0}],"responseId":"r1"}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"lo"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"thoughtsTokenCount":1}}"#,
+        ];
+        let mut out: Vec<Bytes> = Vec::new();
+        for data in events {
+            let event = SseEvent { event: None, data: Bytes::from(data) };
+            assert_eq!(chained.on_event(&event, &mut out), Step::Continue);
+        }
+        chained.on_end(&mut out);
+        let text: String = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names.first(), Some(&"message_start"));
+        assert_eq!(names.last(), Some(&"message_stop"));
+        assert!(text.contains(r#""text":"Hel""#) && text.contains(r#""text":"lo""#), "{text}");
+        assert!(text.contains(r#""stop_reason":"end_turn""#), "{text}");
+        let usage = chained.usage().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 3));
+        // (The Messages side reports none of its own: the chat side's is the one observed.)
+        assert_eq!(chained.finish_reason().as_deref(), Some("stop"));
+    }
+}
