@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod bedrock;
 mod capture;
+pub mod cloud;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
@@ -34,7 +35,7 @@ impl Untranslatable {
 }
 
 /// How one attempt's answer is turned back into the client's dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Translation {
     /// OpenAI client, OpenAI-compatible upstream (or the mock, or a CLI): model name and usage only.
     OpenAi { hide_usage: bool },
@@ -44,6 +45,8 @@ enum Translation {
     MessagesOnClaude,
     /// Anthropic client, OpenAI-compatible upstream (or the mock, or a CLI).
     MessagesOnOpenAi,
+    /// OpenAI chat or Anthropic client, a cloud platform (Gemini, Vertex, Bedrock).
+    Cloud(Box<cloud::CloudExchange>),
 }
 
 /// One attempt's upstream request and the translation of its answer.
@@ -71,7 +74,15 @@ impl Exchange {
         let provider = &deployment.provider;
         let model = deployment.model.as_str();
         let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
-        let (upstream_endpoint, path, body, translation) = match (endpoint, provider.dialect) {
+        // Claude on Vertex AI speaks the Messages API (`rawPredict`): Anthropic's translations.
+        let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
+        let dialect = if vertex_claude { Dialect::Anthropic } else { provider.dialect };
+        let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
+            (_, dialect) if dialect.is_cloud() => {
+                let (body, cloud) = cloud::prepare(endpoint, request, deployment, stream, client_wants_usage, created)?;
+                // The transport builds the path from the model (`upstream::cloud`).
+                (endpoint, "", body, Translation::Cloud(Box::new(cloud)))
+            }
             (Endpoint::Messages, Dialect::Anthropic) => (
                 Endpoint::Messages,
                 anthropic::MESSAGES_PATH,
@@ -101,20 +112,21 @@ impl Exchange {
                     "model",
                 ));
             }
-            (_, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
+            (_, _) => {
                 let (body, hide_usage) =
                     openai::upstream_body(request, model, stream, client_wants_usage, provider.stream_usage)
                         .map_err(json_error)?;
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
+        let body = if vertex_claude { cloud::vertex_claude_body(&body).map_err(json_error)? } else { body };
         Ok(Self { upstream_endpoint, path, body, translation, created })
     }
 
     /// Translates a whole (non-stream) answer; returns the client body and the usage.
     /// The client's answer, its usage and its finish reason.
     pub fn response(&self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
-        let (json, usage) = match self.translation {
+        let (json, usage) = match &self.translation {
             // The hot path reads the finish reason while it rewrites.
             Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
             Translation::ChatOnClaude { .. } => {
@@ -122,6 +134,7 @@ impl Exchange {
             }
             Translation::MessagesOnClaude => anthropic::passthrough::response(body, client_model)?,
             Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
+            Translation::Cloud(cloud) => return cloud.response(body, client_model),
         };
         let finish_reason = RawObject::from_slice(&json).ok().and_then(|o| match o.get("choices") {
             Some(choices) => openai::finish_reason_in(choices),
@@ -132,13 +145,14 @@ impl Exchange {
 
     /// The stream translator for this attempt.
     pub fn rewriter(&self, client_model: &str) -> Box<dyn ChunkRewriter> {
-        match self.translation {
-            Translation::OpenAi { hide_usage } => Box::new(openai::OpenAiChunks::new(client_model, hide_usage)),
+        match &self.translation {
+            Translation::OpenAi { hide_usage } => Box::new(openai::OpenAiChunks::new(client_model, *hide_usage)),
             Translation::ChatOnClaude { include_usage } => {
-                Box::new(anthropic::stream::ClaudeChunks::new(client_model, self.created, include_usage))
+                Box::new(anthropic::stream::ClaudeChunks::new(client_model, self.created, *include_usage))
             }
             Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
             Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
+            Translation::Cloud(cloud) => cloud.rewriter(client_model),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod cloud;
 pub mod duration;
 pub mod limits;
 pub mod metering;
@@ -94,6 +95,19 @@ pub enum Dialect {
     Mock,
     /// A pool of command-line model client sessions (see `cli`).
     Cli,
+    /// The Gemini API (`generateContent`, an `x-goog-api-key`).
+    Gemini,
+    /// Amazon Bedrock Converse (SigV4 or a Bedrock API key).
+    Bedrock,
+    /// Google Vertex AI (`generateContent` under a project and location, OAuth2).
+    Vertex,
+}
+
+impl Dialect {
+    /// A cloud platform's own API (`upstream::cloud`): it builds its own paths and credentials.
+    pub fn is_cloud(self) -> bool {
+        matches!(self, Self::Gemini | Self::Bedrock | Self::Vertex)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +164,8 @@ pub struct ProviderSpec {
     pub health_check: Option<HealthCheck>,
     /// The command and session pool settings: set for (and only for) the `cli` dialect.
     pub cli: Option<Arc<CliSpec>>,
+    /// Where a cloud platform serves (Bedrock's region, Vertex's project and location).
+    pub cloud: cloud::CloudSpec,
 }
 
 /// An active probe of a provider: `GET {base_url}{path}` every `interval`.
@@ -441,8 +457,14 @@ fn build_provider(
         "mock" => Dialect::Mock,
         "anthropic" => Dialect::Anthropic,
         "cli" => Dialect::Cli,
+        "gemini" => Dialect::Gemini,
+        "bedrock" => Dialect::Bedrock,
+        "vertex" => Dialect::Vertex,
         other => {
-            return Err(err("dialect", format!("unknown dialect {other:?} (expected openai, anthropic, mock or cli)")));
+            return Err(err(
+                "dialect",
+                format!("unknown dialect {other:?} (expected openai, anthropic, gemini, bedrock, vertex, mock or cli)"),
+            ));
         }
     };
     let cli = if dialect == Dialect::Cli {
@@ -463,9 +485,11 @@ fn build_provider(
         }
         None
     };
-    let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone())).unwrap_or_default();
+    let cloud = cloud::build(&path, dialect, raw)?;
+    let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone()));
+    let base_url = base_url.or_else(|| cloud.default_base_url(dialect)).unwrap_or_default();
     let base_url = base_url.trim_end_matches('/').to_owned();
-    if matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) {
+    if matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) || dialect.is_cloud() {
         if base_url.is_empty() {
             return Err(err("base_url", "required for this dialect".into()));
         }
@@ -473,8 +497,10 @@ fn build_provider(
             return Err(err("base_url", format!("{base_url:?} must start with http:// or https://")));
         }
     }
-    let auth_name = raw.auth.as_deref().or(descriptor.and_then(|d| d.auth.as_deref())).unwrap_or("bearer");
+    let auth_name = raw.auth.as_deref().or(descriptor.and_then(|d| d.auth.as_deref()));
+    let auth_name = auth_name.unwrap_or(if dialect == Dialect::Gemini { "api-key" } else { "bearer" });
     let auth_header = raw.auth_header.clone().or_else(|| descriptor.and_then(|d| d.auth_header.clone()));
+    let auth_header = auth_header.or_else(|| (dialect == Dialect::Gemini).then(|| "x-goog-api-key".into()));
     let auth = match auth_name {
         "bearer" => AuthStyle::Bearer,
         "none" => AuthStyle::None,
@@ -489,11 +515,13 @@ fn build_provider(
         return Err(err("auth_header", format!("{h:?} is not a valid header name")));
     }
     let key_env = raw.api_key_env.clone().or_else(|| descriptor.and_then(|d| d.api_key_env.clone()));
+    let key_env = key_env.or_else(|| cloud::default_key_env(dialect).map(str::to_owned));
     let api_key = match &key_env {
         Some(var) => match env.var(var) {
             Some(v) => Some(Secret::new(v)),
             None => {
-                if auth != AuthStyle::None && matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) {
+                if auth != AuthStyle::None && matches!(dialect, Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini)
+                {
                     warnings.push(format!(
                         "{path}.api_key_env: environment variable {var} is not set; requests go without credentials"
                     ));
@@ -581,6 +609,7 @@ fn build_provider(
         max_event_bytes,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
         cli,
+        cloud,
     })
 }
 

@@ -11,6 +11,7 @@
 //! by the task that reads the answer (`h1.rs`).
 
 pub mod cli;
+mod cloud;
 mod h1;
 pub mod mock;
 
@@ -203,6 +204,8 @@ enum Transport {
     Mock,
     /// The provider's pool of CLI sessions.
     Cli(Arc<cli::pool::Pool>),
+    /// A cloud platform's API: its paths, credentials and error answers (`cloud`).
+    Cloud(Box<cloud::CloudClient>),
 }
 
 pub struct Upstreams {
@@ -232,6 +235,9 @@ impl Upstreams {
                     headers,
                     uris: RwLock::default(),
                 })),
+                Dialect::Gemini | Dialect::Bedrock | Dialect::Vertex => {
+                    Transport::Cloud(Box::new(cloud::CloudClient::new(provider, headers)?))
+                }
                 Dialect::Mock => Transport::Mock,
                 // A cli provider always has its spec, hence its pool.
                 Dialect::Cli => match cli_pools.get(&provider.name) {
@@ -262,6 +268,9 @@ impl Upstreams {
                 let Outgoing { path, query, body, forward, .. } = request;
                 client.send(deployment, path, query, body, &forward, deadline).await
             }
+            Transport::Cloud(client) => {
+                client.send(&deployment.provider, &deployment.id, &deployment.model, request, deadline).await
+            }
             Transport::Mock => {
                 Ok(mock::respond(request.endpoint, &RawObject::from_slice(&request.body).unwrap_or_default()))
             }
@@ -279,7 +288,7 @@ impl Upstreams {
     pub async fn probe(&self, provider: &ProviderSpec, path: &str, timeout: Duration) -> Result<(), String> {
         let client = match self.transport(provider).map_err(|e| e.to_string())? {
             Transport::Http(client) => client,
-            Transport::Mock | Transport::Cli(_) => return Ok(()),
+            Transport::Mock | Transport::Cli(_) | Transport::Cloud(_) => return Ok(()),
         };
         let uri: Uri = format!("{}{}", provider.base_url, path).parse().map_err(|e| format!("{e}"))?;
         let mut request = http::Request::new(Full::new(Bytes::new()));

@@ -45,7 +45,9 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    let embedded: Vec<String> = providers::EMBEDDED.iter().map(|(stem, _)| stem.to_string()).collect();
+    let mut embedded: Vec<String> = providers::EMBEDDED.iter().map(|(stem, _)| stem.to_string()).collect();
+    // (build.rs orders by file name: `gemini-openai.yaml` before `gemini.yaml`.)
+    embedded.sort();
     assert_eq!(on_disk, embedded, "build.rs embeds exactly the files in providers/");
     for required in [
         "openai",
@@ -61,6 +63,9 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
         "mistral",
         "deepseek",
         "openrouter",
+        "gemini",
+        "bedrock",
+        "vertex",
     ] {
         assert!(embedded.contains(&required.to_string()), "missing descriptor {required}");
     }
@@ -72,7 +77,13 @@ fn every_vendor_descriptor_is_embedded_and_valid() {
             }
         }
         // Each descriptor must also be usable as a config provider as-is.
-        let yaml = format!("providers:\n  p: {{ vendor: {stem} }}\n");
+        // (The cloud platforms need to be told where: a region, a project and location.)
+        let place = match d.dialect.as_str() {
+            "bedrock" => ", region: us-east-1",
+            "vertex" => ", project: my-project, location: global",
+            _ => "",
+        };
+        let yaml = format!("providers:\n  p: {{ vendor: {stem}{place} }}\n");
         Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap_or_else(|e| panic!("vendor {stem}: {e}"));
     }
 }

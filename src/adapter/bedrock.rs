@@ -102,4 +102,4 @@ pub fn tool_use_id(id: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -200,6 +200,14 @@ pub struct RawProvider {
     pub max_event_bytes: Option<u64>,
     pub health_check: Option<RawHealthCheck>,
 
+    // dialects `bedrock` and `vertex`: where the platform serves.
+    /// Bedrock's AWS region (`us-east-1`).
+    pub region: Option<String>,
+    /// Vertex AI's Google Cloud project.
+    pub project: Option<String>,
+    /// Vertex AI's location (`us-central1`, or `global`).
+    pub location: Option<String>,
+
     // dialect `cli` only: a pool of command-line model client sessions.
     /// Program and arguments, run directly (never through a shell).
     pub command: Option<Vec<String>>,

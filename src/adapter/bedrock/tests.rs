@@ -262,7 +262,7 @@ fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
 }
 
 /// A fixture's events (`[name, payload]`) as Bedrock frames them, with its `"p"` padding.
-fn encode(fixture: &str) -> Vec<u8> {
+pub(crate) fn encode(fixture: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for event in read_json(fixture).as_array().unwrap() {
         let (name, mut payload) = (event[0].as_str().unwrap(), event[1].clone());

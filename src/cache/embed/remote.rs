@@ -135,8 +135,8 @@ impl RemoteEmbedder {
                                 }
                             }
                         }
-                        // Neither speaks `/v1/embeddings`.
-                        Dialect::Anthropic | Dialect::Cli => {
+                        // None speaks `/v1/embeddings`.
+                        Dialect::Anthropic | Dialect::Cli | Dialect::Gemini | Dialect::Bedrock | Dialect::Vertex => {
                             last = EmbedError::Failed(format!("{} cannot embed (no embeddings endpoint)", d.id));
                             continue;
                         }
