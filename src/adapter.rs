@@ -44,6 +44,10 @@ enum Translation {
     MessagesOnClaude,
     /// Anthropic client, OpenAI-compatible upstream (or the mock, or a CLI).
     MessagesOnOpenAi,
+    /// Responses client, chat-completions upstream (OpenAI-compatible, the mock, a CLI).
+    ResponsesOnChat,
+    /// Responses client, Claude upstream: through the chat translation both ways.
+    ResponsesOnClaude,
 }
 
 /// One attempt's upstream request and the translation of its answer.
@@ -56,6 +60,8 @@ pub struct Exchange {
     pub body: Vec<u8>,
     translation: Translation,
     created: u64,
+    /// A Responses client's bridge: the response's envelope, the tools' names, what keeps it.
+    bridge: Option<responses::Bridge>,
 }
 
 impl Exchange {
@@ -71,6 +77,7 @@ impl Exchange {
         let provider = &deployment.provider;
         let model = deployment.model.as_str();
         let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
+        let mut bridge = None;
         let (upstream_endpoint, path, body, translation) = match (endpoint, provider.dialect) {
             (Endpoint::Messages, Dialect::Anthropic) => (
                 Endpoint::Messages,
@@ -92,6 +99,22 @@ impl Exchange {
                 let translation = Translation::ChatOnClaude { include_usage: client_wants_usage };
                 (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, translation)
             }
+            (Endpoint::Responses, Dialect::Anthropic) => {
+                let (chat, b) = responses::Bridge::prepare(request, model, true, created)?;
+                let max_output = provider.known_models.get(model).and_then(|m| m.max_output_tokens);
+                let chat = RawObject::from_slice(&chat).map_err(json_error)?;
+                let body = anthropic::request::from_chat(&chat, model, stream, max_output)?;
+                bridge = Some(b);
+                (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, Translation::ResponsesOnClaude)
+            }
+            (Endpoint::Responses, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
+                let ask_usage = matches!(provider.dialect, Dialect::Mock | Dialect::Cli)
+                    || provider.stream_usage == StreamUsage::StreamOptions;
+                let (body, b) = responses::Bridge::prepare(request, model, ask_usage, created)?;
+                bridge = Some(b);
+                let path = Endpoint::ChatCompletions.upstream_path();
+                (Endpoint::ChatCompletions, path, body, Translation::ResponsesOnChat)
+            }
             (Endpoint::Completions | Endpoint::Embeddings, Dialect::Anthropic) => {
                 return Err(Untranslatable::new(
                     format!(
@@ -108,12 +131,23 @@ impl Exchange {
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
-        Ok(Self { upstream_endpoint, path, body, translation, created })
+        Ok(Self { upstream_endpoint, path, body, translation, created, bridge })
+    }
+
+    /// Has `keep` given each response object this exchange finishes (a Responses client's).
+    pub fn keep_responses(&mut self, keep: impl FnOnce() -> Option<responses::Keep>) {
+        if let Some(bridge) = &mut self.bridge {
+            bridge.keep = keep();
+        }
     }
 
     /// Translates a whole (non-stream) answer; returns the client body and the usage.
     /// The client's answer, its usage and its finish reason.
-    pub fn response(&self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
+    pub fn response(&mut self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
+        if let Some(bridge) = &mut self.bridge {
+            let claude = self.translation == Translation::ResponsesOnClaude;
+            return bridge.response(body, claude.then_some((client_model, self.created)));
+        }
         let (json, usage) = match self.translation {
             // The hot path reads the finish reason while it rewrites.
             Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
@@ -122,6 +156,9 @@ impl Exchange {
             }
             Translation::MessagesOnClaude => anthropic::passthrough::response(body, client_model)?,
             Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
+            Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
+                return Err(serde::de::Error::custom("a Responses exchange without its bridge"));
+            }
         };
         let finish_reason = RawObject::from_slice(&json).ok().and_then(|o| match o.get("choices") {
             Some(choices) => openai::finish_reason_in(choices),
@@ -131,14 +168,24 @@ impl Exchange {
     }
 
     /// The stream translator for this attempt.
-    pub fn rewriter(&self, client_model: &str) -> Box<dyn ChunkRewriter> {
+    pub fn rewriter(&mut self, client_model: &str) -> Box<dyn ChunkRewriter> {
+        if let Some(bridge) = &mut self.bridge {
+            let responses = bridge.rewriter();
+            if self.translation == Translation::ResponsesOnClaude {
+                let claude = anthropic::stream::ClaudeChunks::new(client_model, self.created, true);
+                return Box::new(responses::ThroughChat::new(Box::new(claude), responses));
+            }
+            return Box::new(responses);
+        }
         match self.translation {
             Translation::OpenAi { hide_usage } => Box::new(openai::OpenAiChunks::new(client_model, hide_usage)),
             Translation::ChatOnClaude { include_usage } => {
                 Box::new(anthropic::stream::ClaudeChunks::new(client_model, self.created, include_usage))
             }
             Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
-            Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
+            Translation::MessagesOnOpenAi | Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
+                Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model))
+            }
         }
     }
 
@@ -150,6 +197,9 @@ impl Exchange {
 
     /// Whether the upstream speaks Anthropic's Messages API (its errors, its 529).
     pub fn upstream_is_anthropic(&self) -> bool {
-        matches!(self.translation, Translation::ChatOnClaude { .. } | Translation::MessagesOnClaude)
+        matches!(
+            self.translation,
+            Translation::ChatOnClaude { .. } | Translation::MessagesOnClaude | Translation::ResponsesOnClaude
+        )
     }
 }

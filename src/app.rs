@@ -132,6 +132,7 @@ const API_ROUTES: &[(&str, Serve)] = &[
     ("/v1/embeddings", Serve::Proxy(Endpoint::Embeddings)),
     ("/v1/messages", Serve::Proxy(Endpoint::Messages)),
     ("/v1/messages/count_tokens", Serve::Handler(|| post(ingress::count_tokens))),
+    ("/v1/responses", Serve::Proxy(Endpoint::Responses)),
     ("/v1/models", Serve::Handler(|| get(ingress::list_models))),
     ("/v1/models/{*model}", Serve::Handler(|| get(ingress::get_model))),
     ("/v1/{*rest}", Serve::Handler(|| any(ingress::unknown_route))),

@@ -110,6 +110,7 @@ pub(super) async fn attempt(
         guard.first_byte();
     }
     if ctx.stream {
+        exchange.keep_responses(|| None);
         let rewriter = exchange.rewriter(&ctx.client_model);
         let mut relay =
             Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started)
