@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metering;
 pub mod raw;
 pub mod request_log;
+pub mod responses;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +72,8 @@ pub struct Config {
     pub request_log: Option<request_log::RequestLogSettings>,
     /// Response caching (exact and semantic); `None` = off.
     pub cache: Option<cache::CacheSettings>,
+    /// Where stored Responses API responses are kept.
+    pub responses: responses::ResponsesSettings,
     /// Subscription tiers by name (built-in free / pro / enterprise unless configured).
     pub tiers: BTreeMap<String, limits::Tier>,
     pub limits: limits::LimitSettings,
@@ -750,6 +753,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let metering = metering::validate(raw.metering, env, &mut warnings)?;
     let request_log = request_log::validate(raw.request_log, env)?;
+    let responses = responses::validate(raw.responses)?;
     let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
     if valkey.is_some()
@@ -785,6 +789,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         metering,
         request_log,
         cache,
+        responses,
         tiers,
         limits: limit_settings,
         admin,

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub request_log: Option<super::request_log::RawRequestLog>,
     /// Response caching; absent = off.
     pub cache: Option<super::cache::RawCache>,
+    /// Stored Responses API responses (see `config::responses`).
+    pub responses: Option<super::responses::RawResponses>,
     /// Subscription tiers (the built-in free / pro / enterprise, replaced by name).
     #[serde(default)]
     pub tiers: BTreeMap<String, super::limits::RawTier>,

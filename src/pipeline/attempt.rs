@@ -13,7 +13,7 @@ use crate::adapter::Exchange;
 use crate::api::ErrorBody;
 use crate::cache::{Fill, StreamFill};
 use crate::config::DeploymentSpec;
-use crate::ctx::RequestCtx;
+use crate::ctx::{Endpoint, RequestCtx};
 use crate::error::GatewayError;
 use crate::router::health::AttemptGuard;
 use crate::stream::Relay;
@@ -64,6 +64,9 @@ pub(super) async fn attempt(
     let mut exchange =
         Exchange::prepare(ctx.endpoint, &request.body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
+    if let Some(principal) = ctx.principal.as_ref().filter(|_| ctx.endpoint == Endpoint::Responses) {
+        exchange.keep_responses(|| gw.responses.keeper(&principal.team, &request.body));
+    }
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
     // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
     // `tracestate`) when the client sent one.
@@ -110,7 +113,6 @@ pub(super) async fn attempt(
         guard.first_byte();
     }
     if ctx.stream {
-        exchange.keep_responses(|| None);
         let rewriter = exchange.rewriter(&ctx.client_model);
         let mut relay =
             Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started)
