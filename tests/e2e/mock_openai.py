@@ -11,6 +11,9 @@ deployments with the same behaviour:
                      writes (each its own HTTP chunk, flushed, TCP_NODELAY), with
                      ``: keep-alive`` comments and CRLF line endings in some events.
 ``tools``            the assistant calls two tools in parallel.
+``tools-once``       like ``tools``, but once the conversation ends with the tools' results it
+                     answers "Tool results: <outputs>"; a tool result without the assistant
+                     call it answers (by ``tool_call_id``) is a 400, as OpenAI's.
 ``err400``           400 with an OpenAI error body (param "messages").
 ``err429``           429 with a ``retry-after`` header.
 ``err500``           500 with an OpenAI error body.
@@ -47,6 +50,7 @@ BEHAVIOURS = (
     "echo",
     "split",
     "tools",
+    "tools-once",
     "err400",
     "err429",
     "err500",
@@ -105,6 +109,27 @@ def last_user_text(messages: Any) -> str | None:
         if isinstance(m, dict) and m.get("role") == "user":
             return content_text(m.get("content"))
     return None
+
+
+def tool_pairing_problem(messages: Any) -> str | None:
+    """What OpenAI would reject in the tool messages: one answering no earlier assistant call."""
+    called: set[str] = set()
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        for call in m.get("tool_calls") or []:
+            called.add(call.get("id"))
+        if m.get("role") == "tool" and m.get("tool_call_id") not in called:
+            return f"Invalid parameter: messages[{i}] with role 'tool' must be a response to a preceding message with 'tool_calls'."
+    return None
+
+
+def trailing_tool_results(messages: Any) -> list[str]:
+    """The contents of the tool messages the conversation ends with."""
+    out: list[str] = []
+    for m in reversed(messages if isinstance(messages, list) else []):
+        if m.get("role") != "tool":
+            break
+        out.insert(0, content_text(m.get("content")))
+    return out
 
 
 def echo_answer(messages: Any) -> str:
@@ -411,11 +436,19 @@ class _Handler(BaseHTTPRequestHandler):
             and body["stream_options"].get("include_usage") is True
             and model != "no-usage"
         )
+        forced = None
+        if model == "tools-once":
+            problem = tool_pairing_problem(messages)
+            if problem:
+                self.send_json(400, openai_error(problem, "invalid_request_error", "messages"))
+                return
+            results = trailing_tool_results(messages)
+            model, forced = ("echo", "Tool results: " + "; ".join(results)) if results else ("tools", None)
         if model == "tools":
             answer = None
             usage = usage_obj(chat_usage(messages, "")["prompt_tokens"], sum(len(f) for _, _, f in TOOL_CALLS))
         else:
-            answer = echo_answer(messages)
+            answer = forced if forced is not None else echo_answer(messages)
             usage = chat_usage(messages, answer)
 
         if not stream:
