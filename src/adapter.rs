@@ -48,6 +48,8 @@ enum Translation {
     ResponsesOnChat,
     /// Responses client, Claude upstream: through the chat translation both ways.
     ResponsesOnClaude,
+    /// Responses client, an upstream serving `/responses` itself: passed through.
+    ResponsesNative,
 }
 
 /// One attempt's upstream request and the translation of its answer.
@@ -62,6 +64,8 @@ pub struct Exchange {
     created: u64,
     /// A Responses client's bridge: the response's envelope, the tools' names, what keeps it.
     bridge: Option<responses::Bridge>,
+    /// What keeps a natively served response.
+    keep: responses::native::Kept,
 }
 
 impl Exchange {
@@ -107,6 +111,10 @@ impl Exchange {
                 bridge = Some(b);
                 (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, Translation::ResponsesOnClaude)
             }
+            (Endpoint::Responses, Dialect::OpenAi) if provider.responses_api => {
+                let body = responses::native::request(request, model).map_err(json_error)?;
+                (Endpoint::Responses, Endpoint::Responses.upstream_path(), body, Translation::ResponsesNative)
+            }
             (Endpoint::Responses, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
                 let ask_usage = matches!(provider.dialect, Dialect::Mock | Dialect::Cli)
                     || provider.stream_usage == StreamUsage::StreamOptions;
@@ -131,13 +139,15 @@ impl Exchange {
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
-        Ok(Self { upstream_endpoint, path, body, translation, created, bridge })
+        Ok(Self { upstream_endpoint, path, body, translation, created, bridge, keep: Default::default() })
     }
 
     /// Has `keep` given each response object this exchange finishes (a Responses client's).
     pub fn keep_responses(&mut self, keep: impl FnOnce() -> Option<responses::Keep>) {
-        if let Some(bridge) = &mut self.bridge {
-            bridge.keep = keep();
+        match &mut self.bridge {
+            Some(bridge) => bridge.keep = keep(),
+            None if self.translation == Translation::ResponsesNative => self.keep.0 = keep(),
+            None => {}
         }
     }
 
@@ -148,6 +158,9 @@ impl Exchange {
             let claude = self.translation == Translation::ResponsesOnClaude;
             return bridge.response(body, claude.then_some((client_model, self.created)));
         }
+        if self.translation == Translation::ResponsesNative {
+            return responses::native::response(body, client_model, self.keep.0.take());
+        }
         let (json, usage) = match self.translation {
             // The hot path reads the finish reason while it rewrites.
             Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
@@ -156,7 +169,7 @@ impl Exchange {
             }
             Translation::MessagesOnClaude => anthropic::passthrough::response(body, client_model)?,
             Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
-            Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
+            Translation::ResponsesOnChat | Translation::ResponsesOnClaude | Translation::ResponsesNative => {
                 return Err(serde::de::Error::custom("a Responses exchange without its bridge"));
             }
         };
@@ -183,6 +196,9 @@ impl Exchange {
                 Box::new(anthropic::stream::ClaudeChunks::new(client_model, self.created, include_usage))
             }
             Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
+            Translation::ResponsesNative => {
+                Box::new(responses::native::NativeEvents::new(client_model, self.keep.0.take()))
+            }
             Translation::MessagesOnOpenAi | Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
                 Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model))
             }
@@ -192,7 +208,10 @@ impl Exchange {
     /// Whether the upstream speaks the client's own dialect, so that what the gateway does not
     /// translate (the query string, version headers) goes along unchanged.
     pub fn passes_through(&self) -> bool {
-        matches!(self.translation, Translation::OpenAi { .. } | Translation::MessagesOnClaude)
+        matches!(
+            self.translation,
+            Translation::OpenAi { .. } | Translation::MessagesOnClaude | Translation::ResponsesNative
+        )
     }
 
     /// Whether the upstream speaks Anthropic's Messages API (its errors, its 529).

@@ -302,6 +302,8 @@ pub struct ProviderSpec {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub stream_usage: StreamUsage,
+    /// Serves `/responses` itself (an `openai` dialect): Responses requests pass through.
+    pub responses_api: bool,
     pub timeouts: Timeouts,
     /// What one event of a streamed answer may hold; past it the stream fails in-band.
     pub max_event_bytes: usize,
@@ -986,6 +988,8 @@ fn build_provider(
         headers: headers.into_iter().collect(),
         query: query.into_iter().collect(),
         stream_usage,
+        responses_api: dialect == Dialect::OpenAi
+            && raw.responses_api.or(descriptor.and_then(|d| d.responses_api)).unwrap_or(false),
         timeouts,
         max_event_bytes,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),

@@ -81,14 +81,14 @@ impl ResponsesStore {
         Ok(found)
     }
 
-    /// Puts the history of `previous_response_id` (when the request has one) before `body`'s
+    /// `body` with the history of its `previous_response_id` (when it has one) before its
     /// input; the id stays, to be echoed.
-    pub async fn resolve_previous(&self, team: &str, body: &mut RawObject) -> Result<(), GatewayError> {
+    pub async fn resolve_previous(&self, team: &str, body: &RawObject) -> Result<Option<RawObject>, GatewayError> {
         let param = "previous_response_id";
         let previous = body.parse::<String>(param).map_err(|_| {
             GatewayError::bad_request(format!("Invalid type for '{param}': expected a string."), Some(param))
         })?;
-        let Some(previous) = previous else { return Ok(()) };
+        let Some(previous) = previous else { return Ok(None) };
         let stored = self.get(team, &previous).await.map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?;
         let Some(stored) = stored else {
             return Err(GatewayError::bad_request(
@@ -102,7 +102,9 @@ impl ResponsesStore {
             Some(Value::Array(more)) => items.extend(more),
             _ => {}
         }
-        body.set("input", &items).map_err(|e| GatewayError::Internal(e.to_string()))
+        let mut resolved = body.clone();
+        resolved.set("input", &items).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok(Some(resolved))
     }
 
     /// What keeps a finished response of `team`'s request `body` (unless it says `store:

@@ -8,6 +8,7 @@
 
 pub mod bridge;
 mod messages;
+pub mod native;
 pub mod request;
 pub mod response;
 pub mod stream;

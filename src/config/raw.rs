@@ -196,6 +196,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     pub stream_usage: Option<String>,
+    /// Overrides the vendor's `responses_api`.
+    pub responses_api: Option<bool>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// What one event of a streamed answer may hold (its data, its name, the line being read).

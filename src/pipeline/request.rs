@@ -25,6 +25,9 @@ pub struct ParsedRequest {
     /// Completions generated per request (`n`, or `best_of` when larger): each spends the
     /// completion budget.
     pub choices: u64,
+    /// A Responses request with `previous_response_id`: the body with the stored history put
+    /// before its input, for the upstreams that are bridged (a native one gets `body`).
+    pub resolved: Option<RawObject>,
 }
 
 /// The longest model name accepted: room for Bedrock ARNs and Hugging Face repository paths,
@@ -129,7 +132,16 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             }
         }
     }
-    Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens, choices })
+    Ok(ParsedRequest {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+        prompt_tokens_estimate,
+        max_tokens,
+        choices,
+        resolved: None,
+    })
 }
 
 /// A chat message, as far as the gateway reads it: its role is the upstream's (or the

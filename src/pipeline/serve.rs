@@ -36,7 +36,7 @@ pub(super) async fn serve(
     let bytes = body.read(&principal, headers).await?;
     let mut request = request::parse(ctx.endpoint, &bytes)?;
     if ctx.endpoint == Endpoint::Responses {
-        gw.responses.resolve_previous(&principal.team, &mut request.body).await?;
+        request.resolved = gw.responses.resolve_previous(&principal.team, &request.body).await?;
     }
     ctx.body = bytes;
     ctx.client_model = request.model.clone();

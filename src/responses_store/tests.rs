@@ -42,17 +42,16 @@ async fn memory_keeps_the_most_recently_used() {
 async fn a_previous_response_puts_its_history_before_the_input() {
     let store = Arc::new(store(10));
     store.put("t", stored("resp_1"));
-    let mut body =
-        RawObject::from_slice(br#"{"model":"m","previous_response_id":"resp_1","input":"And now?"}"#).unwrap();
-    store.resolve_previous("t", &mut body).await.unwrap();
+    let body = RawObject::from_slice(br#"{"model":"m","previous_response_id":"resp_1","input":"And now?"}"#).unwrap();
+    let body = store.resolve_previous("t", &body).await.unwrap().unwrap();
     let input: Vec<Value> = body.parse("input").unwrap().unwrap();
     let texts: Vec<String> = input.iter().map(|i| i["content"].to_string()).collect();
     assert_eq!(input.len(), 3, "{texts:?}");
     assert_eq!((input[0]["role"].as_str(), input[1]["role"].as_str()), (Some("user"), Some("assistant")));
     assert_eq!(input[2]["content"], "And now?");
 
-    let mut missing = RawObject::from_slice(br#"{"previous_response_id":"resp_1"}"#).unwrap();
-    let e = store.resolve_previous("other", &mut missing).await.unwrap_err();
+    let missing = RawObject::from_slice(br#"{"previous_response_id":"resp_1"}"#).unwrap();
+    let e = store.resolve_previous("other", &missing).await.unwrap_err();
     assert!(matches!(e, GatewayError::BadRequest { param: Some(p), .. } if p == "previous_response_id"));
 }
 

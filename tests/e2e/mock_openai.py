@@ -11,6 +11,8 @@ deployments with the same behaviour:
                      writes (each its own HTTP chunk, flushed, TCP_NODELAY), with
                      ``: keep-alive`` comments and CRLF line endings in some events.
 ``tools``            the assistant calls two tools in parallel.
+``responses-native`` serves ``/responses`` itself (stream and not): "Echo: <last input text>";
+                     a request without ``input`` or a string ``input`` that is empty is a 400.
 ``tools-once``       like ``tools``, but once the conversation ends with the tools' results it
                      answers "Tool results: <outputs>"; a tool result without the assistant
                      call it answers (by ``tool_call_id``) is a 400, as OpenAI's.
@@ -51,6 +53,7 @@ BEHAVIOURS = (
     "split",
     "tools",
     "tools-once",
+    "responses-native",
     "err400",
     "err429",
     "err500",
@@ -421,6 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._completions(body, model)
         elif path == "/embeddings":
             self._embeddings(body, model)
+        elif path == "/responses" and model == "responses-native":
+            self._responses(body)
         else:
             self.send_json(404, openai_error(f"Unknown path {rec.path}", "invalid_request_error"))
 
@@ -531,6 +536,66 @@ class _Handler(BaseHTTPRequestHandler):
             }
             events.append(final)
         self._send_events(events, split=(model == "split"), gap=SLOW_STREAM_GAP if model == "slow-stream" else 0.0)
+
+    # ---------------- responses (native) ----------------
+
+    def _responses(self, body: dict) -> None:
+        inp = body.get("input")
+        if not inp:
+            self.send_json(400, openai_error("Missing required parameter: 'input'.", "invalid_request_error", "input"))
+            return
+        if isinstance(inp, str):
+            text = inp
+        else:
+            last = inp[-1]
+            content = last.get("content", last.get("output", ""))
+            text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        answer = "Echo: " + text
+        rid = self.server.mock.next_id("resp_native")
+        msg = {"type": "message", "id": "msg_" + rid, "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": answer, "annotations": [], "logprobs": []}]}
+        usage = {"input_tokens": words(json.dumps(inp)), "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                 "output_tokens": words(answer), "output_tokens_details": {"reasoning_tokens": 0}}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+
+        def obj(status: str, output: list, with_usage: bool) -> dict:
+            o = {"id": rid, "object": "response", "created_at": CREATED, "status": status, "error": None,
+                 "incomplete_details": None, "instructions": body.get("instructions"), "model": body["model"],
+                 "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                 "previous_response_id": body.get("previous_response_id"), "store": body.get("store", True),
+                 "metadata": {}, "temperature": 1.0, "top_p": 1.0, "text": {"format": {"type": "text"}},
+                 "truncation": "disabled", "background": False}
+            if with_usage:
+                o["usage"] = usage
+            return o
+
+        if body.get("stream") is not True:
+            self.send_json(200, obj("completed", [msg], True))
+            return
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        added = {**msg, "status": "in_progress", "content": []}
+        events = [
+            {"type": "response.created", "response": obj("in_progress", [], False)},
+            {"type": "response.in_progress", "response": obj("in_progress", [], False)},
+            {"type": "response.output_item.added", "output_index": 0, "item": added},
+            {"type": "response.content_part.added", "item_id": msg["id"], "output_index": 0, "content_index": 0, "part": part},
+        ]
+        for p in pieces(answer):
+            events.append({"type": "response.output_text.delta", "item_id": msg["id"], "output_index": 0,
+                           "content_index": 0, "delta": p, "logprobs": []})
+        events += [
+            {"type": "response.output_text.done", "item_id": msg["id"], "output_index": 0, "content_index": 0,
+             "text": answer, "logprobs": []},
+            {"type": "response.content_part.done", "item_id": msg["id"], "output_index": 0, "content_index": 0,
+             "part": msg["content"][0]},
+            {"type": "response.output_item.done", "output_index": 0, "item": msg},
+            {"type": "response.completed", "response": obj("completed", [msg], True)},
+        ]
+        self.start_stream()
+        for seq, event in enumerate(events):
+            event["sequence_number"] = seq
+            self.write_chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        self.end_stream()
 
     # ---------------- completions ----------------
 

@@ -1,6 +1,7 @@
 """The OpenAI Responses API through the gateway, with the official ``openai`` SDK.
 
-Each test runs on three kinds of bridged deployment: an OpenAI-compatible chat-only upstream
+The native tests use an upstream that serves ``/responses`` itself (passed through). Each other
+test runs on three kinds of bridged deployment: an OpenAI-compatible chat-only upstream
 (tests/e2e/mock_openai.py, which checks the chat requests it gets), the built-in mock backend,
 and Claude (tests/e2e/mock_anthropic.py). Response objects and every stream event are validated
 against the published OpenAPI schema copy in tests/fixtures/responses/.
@@ -40,6 +41,7 @@ MODELS = {
     "resp-mock": ("mock", "mock-chat"),
     "resp-claude": ("anthropic", "claude-echo"),
     "resp-claude-tools": ("anthropic", "claude-tools"),
+    "resp-native": ("native", "responses-native"),
 }
 
 WEATHER_TOOLS = [
@@ -86,6 +88,13 @@ def gw(
     )
     cfg["models"] = {name: {"deployments": [{"provider": p, "model": m}]} for name, (p, m) in MODELS.items()}
     cfg["teams"]["team-b"]["models"] = ["*"]
+    # An upstream that serves /responses itself (as OpenAI's and Azure's descriptors declare).
+    cfg["providers"]["native"] = {
+        "dialect": "openai",
+        "base_url": upstream.base_url,
+        "api_key_env": PROVIDER_KEY_ENV,
+        "responses_api": True,
+    }
     proc = GatewayProcess(cfg, tmp_path_factory.mktemp("responses"), env={PROVIDER_KEY_ENV: PROVIDER_KEY})
     proc.start()
     try:
@@ -297,3 +306,42 @@ def test_input_tokens_estimate(gw: GatewayProcess) -> None:
     assert short.status_code == 200 and short.json()["object"] == "response.input_tokens"
     assert long.json()["input_tokens"] > short.json()["input_tokens"] > 0
     assert unknown.status_code == 404
+
+
+def test_native_upstream_gets_the_body_verbatim_but_the_model(gw: GatewayProcess, upstream: MockOpenAI) -> None:
+    sdk = client(gw)
+    marker = uuid.uuid4().hex[:8]
+    raw = sdk.responses.with_raw_response.create(
+        model="resp-native",
+        input=f"hi {marker}",
+        instructions="Be brief.",
+        metadata={"k": marker},
+        include=["reasoning.encrypted_content"],
+    )
+    body = raw.http_response.json()
+    assert_valid("Response", body)
+    assert body["model"] == "resp-native" and body["output"][0]["content"][0]["text"] == f"Echo: hi {marker}"
+    sent = upstream.with_marker(marker)[-1]
+    assert sent.path == "/v1/responses"
+    assert sent.body == {
+        "model": "responses-native",
+        "input": f"hi {marker}",
+        "instructions": "Be brief.",
+        "metadata": {"k": marker},
+        "include": ["reasoning.encrypted_content"],
+    }
+    # Kept by the gateway too: retrieve, and a second turn whose id goes upstream as it is.
+    assert sdk.responses.retrieve(body["id"]).output_text == f"Echo: hi {marker}"
+    second = sdk.responses.create(model="resp-native", input=f"again {marker}", previous_response_id=body["id"])
+    assert second.output_text == f"Echo: again {marker}"
+    sent = upstream.with_marker(f"again {marker}")[-1].body
+    assert sent["previous_response_id"] == body["id"] and sent["input"] == f"again {marker}", "no history replayed"
+
+
+def test_native_stream_is_relayed_with_the_clients_model(gw: GatewayProcess) -> None:
+    events = raw_events(gw, {"model": "resp-native", "input": "stream natively"})
+    assert collapse([e["type"] for e in events]) == TEXT_EVENTS
+    for event in events:
+        assert_valid(event_schema(event["type"]), event)
+    assert {e["response"]["model"] for e in events if "response" in e} == {"resp-native"}
+    assert events[-1]["response"]["usage"]["total_tokens"] > 0
