@@ -345,3 +345,31 @@ def test_native_stream_is_relayed_with_the_clients_model(gw: GatewayProcess) -> 
         assert_valid(event_schema(event["type"]), event)
     assert {e["response"]["model"] for e in events if "response" in e} == {"resp-native"}
     assert events[-1]["response"]["usage"]["total_tokens"] > 0
+
+
+def token_counts(gw: GatewayProcess, model: str) -> tuple[float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with httpx.Client(timeout=10.0) as h:
+        text = h.get(gw.url + "/metrics").text
+    counts = {"input": 0.0, "output": 0.0}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "llm_gateway_tokens_total" and s.labels.get("model") == model:
+                counts[s.labels["type"]] = counts.get(s.labels["type"], 0.0) + s.value
+    return counts["input"], counts["output"]
+
+
+@pytest.mark.parametrize("model", ["resp-chat", "resp-claude", "resp-native"])
+def test_usage_is_counted_once(gw: GatewayProcess, model: str) -> None:
+    sdk = client(gw)
+    before = token_counts(gw, model)
+    whole = sdk.responses.create(model=model, input="count me once")
+    with sdk.responses.stream(model=model, input="count me once too") as stream:
+        for _ in stream:
+            pass
+        streamed = stream.get_final_response()
+    after = token_counts(gw, model)
+    assert whole.usage is not None and streamed.usage is not None
+    assert after[0] - before[0] == whole.usage.input_tokens + streamed.usage.input_tokens
+    assert after[1] - before[1] == whole.usage.output_tokens + streamed.usage.output_tokens
