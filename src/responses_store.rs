@@ -1,7 +1,7 @@
 //! Stored Responses API responses (`store: true`, the default): each response object with the
 //! input it answered (the whole history, `previous_response_id` resolved), per team. Kept in
 //! process memory (bounded, least recently used dropped first) and, when Valkey is configured,
-//! in Valkey too (`{key_prefix}responses:{team}:{id}`, with a TTL) so that every replica
+//! in Valkey too (`{key_prefix}:responses:{team}:{id}`, with a TTL) so that every replica
 //! finds it; memory answers first, so a chain continued on the same replica never waits for
 //! the Valkey write. A module of its own rather than the cache's: the cache keeps answers it
 //! may drop at any time, while this keeps state a client refers to by id.
