@@ -11,6 +11,8 @@ deployments with the same behaviour:
                      writes (each its own HTTP chunk, flushed, TCP_NODELAY), with
                      ``: keep-alive`` comments and CRLF line endings in some events.
 ``tools``            the assistant calls two tools in parallel.
+``shell-once``       like ``tools-once`` with one call to Codex's shell tool, ``exec_command``
+                     (``{"cmd": "echo Hello from the tool"}``).
 ``responses-native`` serves ``/responses`` itself (stream and not): "Echo: <last input text>";
                      a request without ``input`` or a string ``input`` that is empty is a 400.
 ``tools-once``       like ``tools``, but once the conversation ends with the tools' results it
@@ -53,6 +55,7 @@ BEHAVIOURS = (
     "split",
     "tools",
     "tools-once",
+    "shell-once",
     "responses-native",
     "err400",
     "err429",
@@ -82,6 +85,9 @@ TOOL_CALLS = (
     ("call_mock_weather", "get_weather", ('{"city"', ': "Par', 'is", "unit": "c"}')),
     ("call_mock_time", "get_time", ('{"tz": ', '"Europe/Paris"}')),
 )
+
+# The call of the ``shell-once`` behaviour: Codex CLI's shell tool.
+SHELL_CALLS = (("call_mock_shell", "exec_command", ('{"cmd": ', '"echo Hello from the tool"}')),)
 
 # Odd write sizes used by the ``split`` behaviour (cycled).
 SPLIT_WRITE_SIZES = (1, 3, 7, 5, 11, 13, 9, 17)
@@ -442,7 +448,8 @@ class _Handler(BaseHTTPRequestHandler):
             and model != "no-usage"
         )
         forced = None
-        if model == "tools-once":
+        calls = SHELL_CALLS if model == "shell-once" else TOOL_CALLS
+        if model in ("tools-once", "shell-once"):
             problem = tool_pairing_problem(messages)
             if problem:
                 self.send_json(400, openai_error(problem, "invalid_request_error", "messages"))
@@ -451,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
             model, forced = ("echo", "Tool results: " + "; ".join(results)) if results else ("tools", None)
         if model == "tools":
             answer = None
-            usage = usage_obj(chat_usage(messages, "")["prompt_tokens"], sum(len(f) for _, _, f in TOOL_CALLS))
+            usage = usage_obj(chat_usage(messages, "")["prompt_tokens"], sum(len(f) for _, _, f in calls))
         else:
             answer = forced if forced is not None else echo_answer(messages)
             usage = chat_usage(messages, answer)
@@ -465,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
             if model == "tools":
                 message["tool_calls"] = [
                     {"id": tid, "type": "function", "function": {"name": name, "arguments": "".join(frags)}}
-                    for tid, name, frags in TOOL_CALLS
+                    for tid, name, frags in calls
                 ]
                 finish = "tool_calls"
             resp: dict[str, Any] = {
@@ -498,7 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         events: list[dict] = []
         if model == "tools":
-            for i, (tid, name, frags) in enumerate(TOOL_CALLS):
+            for i, (tid, name, frags) in enumerate(calls):
                 head: dict[str, Any] = {
                     "tool_calls": [
                         {"index": i, "id": tid, "type": "function", "function": {"name": name, "arguments": ""}}
