@@ -45,8 +45,14 @@ enum Translation {
     MessagesOnClaude,
     /// Anthropic client, OpenAI-compatible upstream (or the mock, or a CLI).
     MessagesOnOpenAi,
-    /// OpenAI chat or Anthropic client, a cloud platform (Gemini, Vertex, Bedrock).
+    /// OpenAI chat, Anthropic or Responses client, a cloud platform (Gemini, Vertex, Bedrock).
     Cloud(Box<cloud::CloudExchange>),
+    /// Responses client, chat-completions upstream (OpenAI-compatible, the mock, a CLI).
+    ResponsesOnChat,
+    /// Responses client, Claude upstream: through the chat translation both ways.
+    ResponsesOnClaude,
+    /// Responses client, an upstream serving `/responses` itself: passed through.
+    ResponsesNative,
 }
 
 /// One attempt's upstream request and the translation of its answer.
@@ -59,6 +65,10 @@ pub struct Exchange {
     pub body: Vec<u8>,
     translation: Translation,
     created: u64,
+    /// A Responses client's bridge: the response's envelope, the tools' names, what keeps it.
+    bridge: Option<responses::Bridge>,
+    /// What keeps a natively served response.
+    keep: responses::native::Kept,
 }
 
 impl Exchange {
@@ -77,7 +87,17 @@ impl Exchange {
         // Claude on Vertex AI speaks the Messages API (`rawPredict`): Anthropic's translations.
         let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
         let dialect = if vertex_claude { Dialect::Anthropic } else { provider.dialect };
+        let mut bridge = None;
         let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
+            (Endpoint::Responses, dialect) if dialect.is_cloud() => {
+                // Through chat: Responses → chat → the platform, and back the same way.
+                let (chat, b) = responses::Bridge::prepare(request, model, true, created)?;
+                let chat = RawObject::from_slice(&chat).map_err(json_error)?;
+                let (body, cloud) =
+                    cloud::prepare(Endpoint::ChatCompletions, &chat, deployment, stream, true, created)?;
+                bridge = Some(b);
+                (Endpoint::ChatCompletions, "", body, Translation::Cloud(Box::new(cloud)))
+            }
             (_, dialect) if dialect.is_cloud() => {
                 let (body, cloud) = cloud::prepare(endpoint, request, deployment, stream, client_wants_usage, created)?;
                 // The transport builds the path from the model (`upstream::cloud`).
@@ -103,6 +123,26 @@ impl Exchange {
                 let translation = Translation::ChatOnClaude { include_usage: client_wants_usage };
                 (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, translation)
             }
+            (Endpoint::Responses, Dialect::Anthropic) => {
+                let (chat, b) = responses::Bridge::prepare(request, model, true, created)?;
+                let max_output = provider.known_models.get(model).and_then(|m| m.max_output_tokens);
+                let chat = RawObject::from_slice(&chat).map_err(json_error)?;
+                let body = anthropic::request::from_chat(&chat, model, stream, max_output)?;
+                bridge = Some(b);
+                (Endpoint::ChatCompletions, anthropic::MESSAGES_PATH, body, Translation::ResponsesOnClaude)
+            }
+            (Endpoint::Responses, Dialect::OpenAi) if provider.responses_api => {
+                let body = responses::native::request(request, model).map_err(json_error)?;
+                (Endpoint::Responses, Endpoint::Responses.upstream_path(), body, Translation::ResponsesNative)
+            }
+            (Endpoint::Responses, Dialect::OpenAi | Dialect::Mock | Dialect::Cli) => {
+                let ask_usage = matches!(provider.dialect, Dialect::Mock | Dialect::Cli)
+                    || provider.stream_usage == StreamUsage::StreamOptions;
+                let (body, b) = responses::Bridge::prepare(request, model, ask_usage, created)?;
+                bridge = Some(b);
+                let path = Endpoint::ChatCompletions.upstream_path();
+                (Endpoint::ChatCompletions, path, body, Translation::ResponsesOnChat)
+            }
             (Endpoint::Completions | Endpoint::Embeddings, Dialect::Anthropic) => {
                 return Err(Untranslatable::new(
                     format!(
@@ -120,12 +160,31 @@ impl Exchange {
             }
         };
         let body = if vertex_claude { cloud::vertex_claude_body(&body).map_err(json_error)? } else { body };
-        Ok(Self { upstream_endpoint, path, body, translation, created })
+        Ok(Self { upstream_endpoint, path, body, translation, created, bridge, keep: Default::default() })
+    }
+
+    /// Has `keep` given each response object this exchange finishes (a Responses client's).
+    pub fn keep_responses(&mut self, keep: impl FnOnce() -> Option<responses::Keep>) {
+        match &mut self.bridge {
+            Some(bridge) => bridge.keep = keep(),
+            None if matches!(self.translation, Translation::ResponsesNative) => self.keep.0 = keep(),
+            None => {}
+        }
     }
 
     /// Translates a whole (non-stream) answer; returns the client body and the usage.
     /// The client's answer, its usage and its finish reason.
-    pub fn response(&self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
+    pub fn response(&mut self, body: &[u8], client_model: &str) -> serde_json::Result<openai::WholeResponse> {
+        if let Some(bridge) = &mut self.bridge {
+            return match &self.translation {
+                Translation::Cloud(cloud) => bridge.response(&cloud.response(body, client_model)?.body, None),
+                Translation::ResponsesOnClaude => bridge.response(body, Some((client_model, self.created))),
+                _ => bridge.response(body, None),
+            };
+        }
+        if matches!(self.translation, Translation::ResponsesNative) {
+            return responses::native::response(body, client_model, self.keep.0.take());
+        }
         let (json, usage) = match &self.translation {
             // The hot path reads the finish reason while it rewrites.
             Translation::OpenAi { .. } => return openai::rewrite_response(body, client_model),
@@ -135,6 +194,9 @@ impl Exchange {
             Translation::MessagesOnClaude => anthropic::passthrough::response(body, client_model)?,
             Translation::MessagesOnOpenAi => anthropic::inbound::to_message(body, client_model)?,
             Translation::Cloud(cloud) => return cloud.response(body, client_model),
+            Translation::ResponsesOnChat | Translation::ResponsesOnClaude | Translation::ResponsesNative => {
+                return Err(serde::de::Error::custom("a Responses exchange without its bridge"));
+            }
         };
         let finish_reason = RawObject::from_slice(&json).ok().and_then(|o| match o.get("choices") {
             Some(choices) => openai::finish_reason_in(choices),
@@ -144,7 +206,20 @@ impl Exchange {
     }
 
     /// The stream translator for this attempt.
-    pub fn rewriter(&self, client_model: &str) -> Box<dyn ChunkRewriter> {
+    pub fn rewriter(&mut self, client_model: &str) -> Box<dyn ChunkRewriter> {
+        if let Some(bridge) = &mut self.bridge {
+            let responses = bridge.rewriter();
+            return match &self.translation {
+                Translation::ResponsesOnClaude => {
+                    let claude = anthropic::stream::ClaudeChunks::new(client_model, self.created, true);
+                    Box::new(responses::ThroughChat::new(Box::new(claude), responses))
+                }
+                Translation::Cloud(cloud) => {
+                    Box::new(responses::ThroughChat::new(cloud.rewriter(client_model), responses))
+                }
+                _ => Box::new(responses),
+            };
+        }
         match &self.translation {
             Translation::OpenAi { hide_usage } => Box::new(openai::OpenAiChunks::new(client_model, *hide_usage)),
             Translation::ChatOnClaude { include_usage } => {
@@ -153,17 +228,29 @@ impl Exchange {
             Translation::MessagesOnClaude => Box::new(anthropic::passthrough::MessagesRelay::new(client_model)),
             Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
             Translation::Cloud(cloud) => cloud.rewriter(client_model),
+            Translation::ResponsesNative => {
+                Box::new(responses::native::NativeEvents::new(client_model, self.keep.0.take()))
+            }
+            Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
+                Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model))
+            }
         }
     }
 
     /// Whether the upstream speaks the client's own dialect, so that what the gateway does not
     /// translate (the query string, version headers) goes along unchanged.
     pub fn passes_through(&self) -> bool {
-        matches!(self.translation, Translation::OpenAi { .. } | Translation::MessagesOnClaude)
+        matches!(
+            self.translation,
+            Translation::OpenAi { .. } | Translation::MessagesOnClaude | Translation::ResponsesNative
+        )
     }
 
     /// Whether the upstream speaks Anthropic's Messages API (its errors, its 529).
     pub fn upstream_is_anthropic(&self) -> bool {
-        matches!(self.translation, Translation::ChatOnClaude { .. } | Translation::MessagesOnClaude)
+        matches!(
+            self.translation,
+            Translation::ChatOnClaude { .. } | Translation::MessagesOnClaude | Translation::ResponsesOnClaude
+        )
     }
 }

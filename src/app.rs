@@ -42,6 +42,7 @@ use crate::kv::Kv;
 use crate::limits::{Limiter, Settler};
 use crate::metering;
 use crate::pipeline::{self, Gateway};
+use crate::responses_store;
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
@@ -132,6 +133,13 @@ const API_ROUTES: &[(&str, Serve)] = &[
     ("/v1/embeddings", Serve::Proxy(Endpoint::Embeddings)),
     ("/v1/messages", Serve::Proxy(Endpoint::Messages)),
     ("/v1/messages/count_tokens", Serve::Handler(|| post(ingress::count_tokens))),
+    ("/v1/responses", Serve::Proxy(Endpoint::Responses)),
+    ("/v1/responses/input_tokens", Serve::Handler(|| post(responses_store::http::input_tokens))),
+    (
+        "/v1/responses/{id}",
+        Serve::Handler(|| get(responses_store::http::get_response).delete(responses_store::http::delete_response)),
+    ),
+    ("/v1/responses/{id}/input_items", Serve::Handler(|| get(responses_store::http::input_items))),
     ("/v1/models", Serve::Handler(|| get(ingress::list_models))),
     ("/v1/models/{*model}", Serve::Handler(|| get(ingress::get_model))),
     ("/v1/{*rest}", Serve::Handler(|| any(ingress::unknown_route))),
@@ -281,6 +289,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers,
         cache: cache.clone(),
         limits: limits.clone(),
+        responses: Arc::new(crate::responses_store::ResponsesStore::new(&config.responses, kv.clone())),
         in_flight: Default::default(),
         max_in_flight: config.server.max_in_flight,
     });

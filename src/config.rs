@@ -12,6 +12,7 @@ mod models;
 mod otlp;
 pub mod raw;
 pub mod request_log;
+pub mod responses;
 mod server;
 mod valkey;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub request_log: Option<request_log::RequestLogSettings>,
     /// Response caching (exact and semantic); `None` = off.
     pub cache: Option<cache::CacheSettings>,
+    /// Where stored Responses API responses are kept.
+    pub responses: responses::ResponsesSettings,
     /// Subscription tiers by name (built-in free / pro / enterprise unless configured).
     pub tiers: BTreeMap<String, limits::Tier>,
     pub limits: limits::LimitSettings,
@@ -157,6 +160,8 @@ pub struct ProviderSpec {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub stream_usage: StreamUsage,
+    /// Serves `/responses` itself (an `openai` dialect): Responses requests pass through.
+    pub responses_api: bool,
     pub timeouts: Timeouts,
     /// What one event of a streamed answer may hold; past it the stream fails in-band.
     pub max_event_bytes: usize,
@@ -362,6 +367,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let valkey = valkey_settings(raw.valkey.as_ref(), env)?;
     let metering = metering::validate(raw.metering, env, &mut warnings)?;
     let request_log = request_log::validate(raw.request_log, env)?;
+    let responses = responses::validate(raw.responses)?;
     let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
     if valkey.is_some()
@@ -397,6 +403,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         metering,
         request_log,
         cache,
+        responses,
         tiers,
         limits: limit_settings,
         admin,
@@ -605,6 +612,8 @@ fn build_provider(
         headers: headers.into_iter().collect(),
         query: query.into_iter().collect(),
         stream_usage,
+        responses_api: dialect == Dialect::OpenAi
+            && raw.responses_api.or(descriptor.and_then(|d| d.responses_api)).unwrap_or(false),
         timeouts,
         max_event_bytes,
         known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),

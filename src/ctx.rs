@@ -35,6 +35,9 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's `POST /v1/messages`: Anthropic's request, response and error shapes.
     Messages,
+    /// OpenAI's `POST /v1/responses`: bridged through chat, or passed through to an upstream
+    /// that serves it.
+    Responses,
 }
 
 impl Endpoint {
@@ -45,6 +48,7 @@ impl Endpoint {
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
             Self::Messages => "/v1/messages",
+            Self::Responses => "/responses",
         }
     }
 
@@ -56,7 +60,7 @@ impl Endpoint {
     /// The GenAI operation name (`gen_ai.operation.name`), also used as a log field.
     pub fn operation(self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Messages => "chat",
+            Self::ChatCompletions | Self::Messages | Self::Responses => "chat",
             Self::Completions => "text_completion",
             Self::Embeddings => "embeddings",
         }

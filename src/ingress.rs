@@ -191,7 +191,7 @@ pub async fn unknown_route(uri: axum::http::Uri) -> Response {
 
 /// The request body of an authenticated caller: read within the body read timeout, in one of
 /// the caller's places at the body gate, and bounded in size.
-async fn read_body(
+pub(crate) async fn read_body(
     ingress: &Ingress,
     principal: &Principal,
     body: Body,

@@ -45,6 +45,7 @@ pub mod upstream;
 pub mod stream;
 pub mod metering;
 pub mod request_log;
+pub mod responses_store;
 
 // Shared vocabulary.
 pub mod api;

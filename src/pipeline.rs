@@ -39,6 +39,8 @@ pub struct Gateway {
     /// Exact and semantic answers; `None` = no cache configured.
     pub cache: Option<Arc<Cache>>,
     pub limits: Arc<Limiter>,
+    /// Stored Responses API responses.
+    pub responses: Arc<crate::responses_store::ResponsesStore>,
     pub observers: Vec<Arc<dyn Observer>>,
     /// Requests being handled now, against `max_in_flight`.
     pub in_flight: AtomicUsize,

@@ -20,6 +20,8 @@ pub struct Descriptor {
     pub auth_header: Option<String>,
     pub api_key_env: Option<String>,
     pub stream_usage: Option<String>,
+    /// Serves the Responses API (`/responses`) itself: passed through rather than bridged.
+    pub responses_api: Option<bool>,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     #[serde(default)]

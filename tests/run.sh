@@ -47,17 +47,20 @@ PG_BIN="$(dirname "$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | 
 export PG_BIN
 "$PG_BIN/postgres" --version
 
-step "npm clients: Claude Code"
+step "npm clients: Claude Code, Codex CLI"
 # The real Claude Code CLI; its Linux binary ships inside the npm package (nothing is downloaded
 # when it runs). CLAUDE_CODE_VERSION=latest runs the same tests against the newest release.
 export CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.328}"
+# Codex CLI (tests/e2e/test_responses_codex.py), the Responses API client; CODEX_VERSION likewise.
+export CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 if ! command -v npm >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 npm_dir="$root/target/npm-clients"
 mkdir -p "$npm_dir"
 npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error \
-  "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+  "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" "@openai/codex@$CODEX_VERSION"
+"$npm_dir/node_modules/.bin/codex" --version
 CLAUDE_BIN="$npm_dir/node_modules/.bin/claude"
 export CLAUDE_BIN
 "$CLAUDE_BIN" --version

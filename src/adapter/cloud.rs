@@ -52,7 +52,8 @@ pub fn prepare(
                 .map_err(|e| Untranslatable::new(format!("Invalid request body: {e}"), "messages"))?;
             &chat_owned
         }
-        Endpoint::Completions | Endpoint::Embeddings => {
+        // A Responses request comes here as chat (`Exchange::prepare` bridges it).
+        Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {
             return Err(Untranslatable::new(
                 format!(
                     "The model `{model}` is served by a cloud platform's generation API, which has no {} endpoint here; use /v1/chat/completions or /v1/messages.",

@@ -6,16 +6,19 @@
 //! Claude's does). All pure: ids and timestamps are passed in; the HTTP and SSE plumbing is
 //! elsewhere.
 
+pub mod bridge;
 mod messages;
+pub mod native;
 pub mod request;
 pub mod response;
 pub mod stream;
 pub mod through_chat;
 pub mod tools;
 
+pub use bridge::Bridge;
 pub use request::{ChatRequest, to_chat};
 pub use response::{Envelope, to_response};
-pub use stream::ResponsesFromChunks;
+pub use stream::{Keep, ResponsesFromChunks};
 pub use through_chat::ThroughChat;
 pub use tools::ToolNames;
 

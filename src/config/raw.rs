@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub request_log: Option<super::request_log::RawRequestLog>,
     /// Response caching; absent = off.
     pub cache: Option<super::cache::RawCache>,
+    /// Stored Responses API responses (see `config::responses`).
+    pub responses: Option<super::responses::RawResponses>,
     /// Subscription tiers (the built-in free / pro / enterprise, replaced by name).
     #[serde(default)]
     pub tiers: BTreeMap<String, super::limits::RawTier>,
@@ -194,6 +196,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     pub stream_usage: Option<String>,
+    /// Overrides the vendor's `responses_api`.
+    pub responses_api: Option<bool>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// What one event of a streamed answer may hold (its data, its name, the line being read).

@@ -13,7 +13,7 @@ use crate::adapter::Exchange;
 use crate::api::ErrorBody;
 use crate::cache::{Fill, StreamFill};
 use crate::config::DeploymentSpec;
-use crate::ctx::RequestCtx;
+use crate::ctx::{Endpoint, RequestCtx};
 use crate::error::GatewayError;
 use crate::router::health::AttemptGuard;
 use crate::stream::Relay;
@@ -61,9 +61,18 @@ pub(super) async fn attempt(
     traceparent: Option<(TraceParent, Option<String>)>,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
+    let body = match &request.resolved {
+        // The history goes to a bridged upstream; a native one has it under the id.
+        Some(resolved) if !provider.responses_api => resolved,
+        _ => &request.body,
+    };
     let mut exchange =
-        Exchange::prepare(ctx.endpoint, &request.body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
+        Exchange::prepare(ctx.endpoint, body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
+    if let Some(principal) = ctx.principal.as_ref().filter(|_| ctx.endpoint == Endpoint::Responses) {
+        let body = request.resolved.as_ref().unwrap_or(&request.body);
+        exchange.keep_responses(|| gw.responses.keeper(&principal.team, body));
+    }
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
     // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
     // `tracestate`) when the client sent one.

@@ -25,6 +25,9 @@ pub struct ParsedRequest {
     /// Completions generated per request (`n`, or `best_of` when larger): each spends the
     /// completion budget.
     pub choices: u64,
+    /// A Responses request with `previous_response_id`: the body with the stored history put
+    /// before its input, for the upstreams that are bridged (a native one gets `body`).
+    pub resolved: Option<RawObject>,
 }
 
 /// The longest model name accepted: room for Bedrock ARNs and Hugging Face repository paths,
@@ -96,6 +99,10 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             }
             prompt_tokens_estimate = estimate_messages_request(&body, &messages, system.as_ref());
         }
+        Endpoint::Responses => {
+            prompt_tokens_estimate = estimate_responses_request(&body)?;
+            max_tokens = optional::<u64>(&body, "max_output_tokens", "a non-negative integer")?;
+        }
     }
     if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         let legacy_max = optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
@@ -125,7 +132,16 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
             }
         }
     }
-    Ok(ParsedRequest { body, model, stream, client_wants_usage, prompt_tokens_estimate, max_tokens, choices })
+    Ok(ParsedRequest {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+        prompt_tokens_estimate,
+        max_tokens,
+        choices,
+        resolved: None,
+    })
 }
 
 /// A chat message, as far as the gateway reads it: its role is the upstream's (or the
@@ -231,6 +247,30 @@ fn estimate_block(block: &Value) -> u64 {
         },
         _ => tokens::estimate(&block.to_string()),
     }
+}
+
+/// A Responses request's `input` (a string or an array of items) checked, and a local estimate
+/// of its tokens with the instructions and tools.
+pub fn estimate_responses_request(body: &RawObject) -> Result<u64, GatewayError> {
+    let input = optional::<Value>(body, "input", "a string or an array")?;
+    let input = match &input {
+        None => 0,
+        Some(Value::String(text)) => tokens::PER_MESSAGE_OVERHEAD + tokens::estimate(text),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                tokens::PER_MESSAGE_OVERHEAD
+                    + match item.get("content").or_else(|| item.get("output")) {
+                        Some(content @ (Value::String(_) | Value::Array(_))) => tokens::estimate_content(content),
+                        _ => tokens::estimate(&item.to_string()),
+                    }
+            })
+            .sum(),
+        Some(other) => return Err(type_error("input", "a string or an array", other)),
+    };
+    let instructions = optional::<String>(body, "instructions", "a string")?.map(|i| tokens::estimate(&i)).unwrap_or(0);
+    let tools = body.get("tools").map(tokens::estimate).unwrap_or(0);
+    Ok(input + instructions + tools)
 }
 
 /// `POST /v1/messages/count_tokens`: the model and a local estimate of the input tokens.

@@ -34,7 +34,10 @@ pub(super) async fn serve(
     let principal: Principal = principal?;
     ctx.principal = Some(principal.clone());
     let bytes = body.read(&principal, headers).await?;
-    let request = request::parse(ctx.endpoint, &bytes)?;
+    let mut request = request::parse(ctx.endpoint, &bytes)?;
+    if ctx.endpoint == Endpoint::Responses {
+        request.resolved = gw.responses.resolve_previous(&principal.team, &request.body).await?;
+    }
     ctx.body = bytes;
     ctx.client_model = request.model.clone();
     ctx.stream = request.stream && ctx.endpoint != Endpoint::Embeddings;

@@ -106,6 +106,7 @@ pub fn endpoint_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Completions => "/v1/completions",
         Endpoint::Embeddings => "/v1/embeddings",
         Endpoint::Messages => "/v1/messages",
+        Endpoint::Responses => "/v1/responses",
     }
 }
 

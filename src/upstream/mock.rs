@@ -177,7 +177,9 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
             Ok(json_response(&body))
         }
         // Anthropic clients reach the mock translated to a chat completion.
-        Endpoint::Messages => Err("the mock speaks OpenAI: send /v1/messages through the adapter".into()),
+        Endpoint::Messages | Endpoint::Responses => {
+            Err("the mock speaks chat completions: Messages and Responses reach it through the adapter".into())
+        }
     }
 }
 

@@ -11,6 +11,13 @@ deployments with the same behaviour:
                      writes (each its own HTTP chunk, flushed, TCP_NODELAY), with
                      ``: keep-alive`` comments and CRLF line endings in some events.
 ``tools``            the assistant calls two tools in parallel.
+``shell-once``       like ``tools-once`` with one call to Codex's shell tool, ``exec_command``
+                     (``{"cmd": "echo Hello from the tool"}``).
+``responses-native`` serves ``/responses`` itself (stream and not): "Echo: <last input text>";
+                     a request without ``input`` or a string ``input`` that is empty is a 400.
+``tools-once``       like ``tools``, but once the conversation ends with the tools' results it
+                     answers "Tool results: <outputs>"; a tool result without the assistant
+                     call it answers (by ``tool_call_id``) is a 400, as OpenAI's.
 ``err400``           400 with an OpenAI error body (param "messages").
 ``err429``           429 with a ``retry-after`` header.
 ``err500``           500 with an OpenAI error body.
@@ -47,6 +54,9 @@ BEHAVIOURS = (
     "echo",
     "split",
     "tools",
+    "tools-once",
+    "shell-once",
+    "responses-native",
     "err400",
     "err429",
     "err500",
@@ -75,6 +85,9 @@ TOOL_CALLS = (
     ("call_mock_weather", "get_weather", ('{"city"', ': "Par', 'is", "unit": "c"}')),
     ("call_mock_time", "get_time", ('{"tz": ', '"Europe/Paris"}')),
 )
+
+# The call of the ``shell-once`` behaviour: Codex CLI's shell tool.
+SHELL_CALLS = (("call_mock_shell", "exec_command", ('{"cmd": ', '"echo Hello from the tool"}')),)
 
 # Odd write sizes used by the ``split`` behaviour (cycled).
 SPLIT_WRITE_SIZES = (1, 3, 7, 5, 11, 13, 9, 17)
@@ -105,6 +118,27 @@ def last_user_text(messages: Any) -> str | None:
         if isinstance(m, dict) and m.get("role") == "user":
             return content_text(m.get("content"))
     return None
+
+
+def tool_pairing_problem(messages: Any) -> str | None:
+    """What OpenAI would reject in the tool messages: one answering no earlier assistant call."""
+    called: set[str] = set()
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
+        for call in m.get("tool_calls") or []:
+            called.add(call.get("id"))
+        if m.get("role") == "tool" and m.get("tool_call_id") not in called:
+            return f"Invalid parameter: messages[{i}] with role 'tool' must be a response to a preceding message with 'tool_calls'."
+    return None
+
+
+def trailing_tool_results(messages: Any) -> list[str]:
+    """The contents of the tool messages the conversation ends with."""
+    out: list[str] = []
+    for m in reversed(messages if isinstance(messages, list) else []):
+        if m.get("role") != "tool":
+            break
+        out.insert(0, content_text(m.get("content")))
+    return out
 
 
 def echo_answer(messages: Any) -> str:
@@ -396,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._completions(body, model)
         elif path == "/embeddings":
             self._embeddings(body, model)
+        elif path == "/responses" and model == "responses-native":
+            self._responses(body)
         else:
             self.send_json(404, openai_error(f"Unknown path {rec.path}", "invalid_request_error"))
 
@@ -411,11 +447,20 @@ class _Handler(BaseHTTPRequestHandler):
             and body["stream_options"].get("include_usage") is True
             and model != "no-usage"
         )
+        forced = None
+        calls = SHELL_CALLS if model == "shell-once" else TOOL_CALLS
+        if model in ("tools-once", "shell-once"):
+            problem = tool_pairing_problem(messages)
+            if problem:
+                self.send_json(400, openai_error(problem, "invalid_request_error", "messages"))
+                return
+            results = trailing_tool_results(messages)
+            model, forced = ("echo", "Tool results: " + "; ".join(results)) if results else ("tools", None)
         if model == "tools":
             answer = None
-            usage = usage_obj(chat_usage(messages, "")["prompt_tokens"], sum(len(f) for _, _, f in TOOL_CALLS))
+            usage = usage_obj(chat_usage(messages, "")["prompt_tokens"], sum(len(f) for _, _, f in calls))
         else:
-            answer = echo_answer(messages)
+            answer = forced if forced is not None else echo_answer(messages)
             usage = chat_usage(messages, answer)
 
         if not stream:
@@ -427,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
             if model == "tools":
                 message["tool_calls"] = [
                     {"id": tid, "type": "function", "function": {"name": name, "arguments": "".join(frags)}}
-                    for tid, name, frags in TOOL_CALLS
+                    for tid, name, frags in calls
                 ]
                 finish = "tool_calls"
             resp: dict[str, Any] = {
@@ -460,7 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         events: list[dict] = []
         if model == "tools":
-            for i, (tid, name, frags) in enumerate(TOOL_CALLS):
+            for i, (tid, name, frags) in enumerate(calls):
                 head: dict[str, Any] = {
                     "tool_calls": [
                         {"index": i, "id": tid, "type": "function", "function": {"name": name, "arguments": ""}}
@@ -498,6 +543,66 @@ class _Handler(BaseHTTPRequestHandler):
             }
             events.append(final)
         self._send_events(events, split=(model == "split"), gap=SLOW_STREAM_GAP if model == "slow-stream" else 0.0)
+
+    # ---------------- responses (native) ----------------
+
+    def _responses(self, body: dict) -> None:
+        inp = body.get("input")
+        if not inp:
+            self.send_json(400, openai_error("Missing required parameter: 'input'.", "invalid_request_error", "input"))
+            return
+        if isinstance(inp, str):
+            text = inp
+        else:
+            last = inp[-1]
+            content = last.get("content", last.get("output", ""))
+            text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        answer = "Echo: " + text
+        rid = self.server.mock.next_id("resp_native")
+        msg = {"type": "message", "id": "msg_" + rid, "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": answer, "annotations": [], "logprobs": []}]}
+        usage = {"input_tokens": words(json.dumps(inp)), "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                 "output_tokens": words(answer), "output_tokens_details": {"reasoning_tokens": 0}}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+
+        def obj(status: str, output: list, with_usage: bool) -> dict:
+            o = {"id": rid, "object": "response", "created_at": CREATED, "status": status, "error": None,
+                 "incomplete_details": None, "instructions": body.get("instructions"), "model": body["model"],
+                 "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                 "previous_response_id": body.get("previous_response_id"), "store": body.get("store", True),
+                 "metadata": {}, "temperature": 1.0, "top_p": 1.0, "text": {"format": {"type": "text"}},
+                 "truncation": "disabled", "background": False}
+            if with_usage:
+                o["usage"] = usage
+            return o
+
+        if body.get("stream") is not True:
+            self.send_json(200, obj("completed", [msg], True))
+            return
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        added = {**msg, "status": "in_progress", "content": []}
+        events = [
+            {"type": "response.created", "response": obj("in_progress", [], False)},
+            {"type": "response.in_progress", "response": obj("in_progress", [], False)},
+            {"type": "response.output_item.added", "output_index": 0, "item": added},
+            {"type": "response.content_part.added", "item_id": msg["id"], "output_index": 0, "content_index": 0, "part": part},
+        ]
+        for p in pieces(answer):
+            events.append({"type": "response.output_text.delta", "item_id": msg["id"], "output_index": 0,
+                           "content_index": 0, "delta": p, "logprobs": []})
+        events += [
+            {"type": "response.output_text.done", "item_id": msg["id"], "output_index": 0, "content_index": 0,
+             "text": answer, "logprobs": []},
+            {"type": "response.content_part.done", "item_id": msg["id"], "output_index": 0, "content_index": 0,
+             "part": msg["content"][0]},
+            {"type": "response.output_item.done", "output_index": 0, "item": msg},
+            {"type": "response.completed", "response": obj("completed", [msg], True)},
+        ]
+        self.start_stream()
+        for seq, event in enumerate(events):
+            event["sequence_number"] = seq
+            self.write_chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        self.end_stream()
 
     # ---------------- completions ----------------
 

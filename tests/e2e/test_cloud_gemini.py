@@ -153,3 +153,29 @@ def test_a_refused_key_is_the_gateways_fault_said_clearly(gateway: GatewayProces
 def test_embeddings_on_a_gemini_model_is_a_clear_400(gateway: GatewayProcess) -> None:
     r = post(gateway, "/v1/embeddings", {"model": "gemini-2.5-pro", "input": "x"})
     assert r.status_code == 400 and "/v1/chat/completions" in r.json()["error"]["message"]
+
+
+def test_responses_api_through_gemini_stream_and_not(gateway: GatewayProcess, gemini: MockGemini, openmeter: OpenMeterServer) -> None:
+    """`/v1/responses` on a cloud platform: bridged through chat both ways, usage metered once."""
+    marker, request_id = secrets.token_hex(4), rid()
+    c = client(gateway)
+    reply = c.responses.create(
+        model="gemini-2.5-pro", instructions="Be terse.", input=f"hello {marker}", max_output_tokens=40,
+        extra_headers={"x-request-id": request_id},
+    )
+    assert reply.status == "completed" and reply.output_text == f"Echo: hello {marker}" and reply.model == "gemini-2.5-pro"
+    sent = gemini.find(marker)
+    assert sent.path == "/v1beta/models/gemini-echo:generateContent"
+    assert sent.body["systemInstruction"]["parts"] == [{"text": "Be terse."}]
+    assert sent.body["generationConfig"]["maxOutputTokens"] == 40
+    want = mg.expected_usage(sent.body, [{"text": f"Echo: hello {marker}"}])
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (want["prompt_tokens"], want["completion_tokens"])
+    assert metered_tokens(openmeter, request_id) == expected_tokens(want)
+
+    marker = secrets.token_hex(4)
+    with c.responses.stream(model="gemini-2.5-pro", input=f"a streamed question {marker}") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed" and "response.output_text.delta" in kinds
+    assert final.output_text == f"Echo: a streamed question {marker}"
+    assert gemini.find(marker).path == "/v1beta/models/gemini-echo:streamGenerateContent"

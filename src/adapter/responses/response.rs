@@ -66,7 +66,8 @@ impl Envelope {
         let echoed = ECHOED
             .iter()
             .map(|(key, default)| {
-                let text = request.get(key).unwrap_or(default);
+                let tools = (*key == "tools").then(|| request.get(key).and_then(echoed_tools)).flatten();
+                let text = tools.as_deref().or(request.get(key)).unwrap_or(default);
                 RawValue::from_string(text.to_owned())
                     .or_else(|_| RawValue::from_string((*default).to_owned()))
                     .unwrap_or_default()
@@ -125,6 +126,21 @@ impl Envelope {
         }
         value
     }
+}
+
+/// The request's tools as a response echoes them: a function tool always says `strict` and
+/// `parameters` (null when the client left them out: the bridge enforces neither).
+fn echoed_tools(text: &str) -> Option<String> {
+    let mut tools: Vec<serde_json::Value> = serde_json::from_str(text).ok()?;
+    for tool in &mut tools {
+        if let Some(tool) = tool.as_object_mut().filter(|t| t.get("type").and_then(|t| t.as_str()) == Some("function"))
+        {
+            for key in ["strict", "parameters"] {
+                tool.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    serde_json::to_string(&tools).ok()
 }
 
 /// chat `finish_reason` → the Responses incomplete reason (`None`: the response completed).

@@ -53,7 +53,12 @@ pub struct ResponsesFromChunks {
     /// The text, reasoning, tool names and arguments sent (bounded), for a local count when the
     /// upstream reports no usage.
     generated: Capture,
+    /// Given the finished response object (completed or incomplete), to store it.
+    keep: Option<Keep>,
 }
+
+/// What is done with a finished response object (the gateway stores it).
+pub type Keep = Box<dyn FnOnce(&Value) + Send>;
 
 /// `event: <type>\ndata: <json>\n\n`.
 fn frame(kind: &str, json: &[u8]) -> Bytes {
@@ -80,7 +85,14 @@ impl ResponsesFromChunks {
             usage: None,
             finished: false,
             generated: Capture::default(),
+            keep: None,
         }
+    }
+
+    /// `keep` gets the response object once it has finished (not when it failed).
+    pub fn keeping(mut self, keep: Option<Keep>) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// One event: `fields` after `type`, then `sequence_number`.
@@ -216,6 +228,9 @@ impl ResponsesFromChunks {
         };
         let kind = if outcome.incomplete.is_some() { "response.incomplete" } else { "response.completed" };
         let response = self.envelope.object(outcome.status(), &self.output, &outcome);
+        if let Some(keep) = self.keep.take() {
+            keep(&response);
+        }
         self.emit(kind, json!({"response": response}), out);
     }
 

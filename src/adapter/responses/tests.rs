@@ -418,3 +418,36 @@ fn every_request_fixture_also_reaches_claude_through_the_chat_translation() {
         assert!(claude["tools"].as_array().is_some_and(|t| !t.is_empty()), "{name}: the tools reach Claude");
     }
 }
+
+#[test]
+fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
+    use std::sync::{Arc, Mutex};
+    let input = read("chat_stream_text.responses.sse");
+    let kept: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let make = || {
+        let kept = kept.clone();
+        native::NativeEvents::new("client-m", Some(Box::new(move |r: &Value| kept.lock().unwrap().push(r.clone()))))
+    };
+    let out = every_split(&input, &make);
+    let (sent, relayed) = (events(&input), events(&out));
+    assert_eq!(sent.len(), relayed.len());
+    for ((name, mut data), (relayed_name, relayed_data)) in sent.into_iter().zip(relayed) {
+        assert_eq!(name, relayed_name);
+        if let Some(response) = data.get_mut("response") {
+            response["model"] = "client-m".into();
+        }
+        assert_eq!(data, relayed_data, "only the model differs");
+    }
+    let completed = kept.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((completed["status"].as_str(), completed["model"].as_str()), (Some("completed"), Some("client-m")));
+    let mut rewriter = make();
+    run(&input, &[], &mut rewriter);
+    let usage = rewriter.usage().unwrap();
+    assert_eq!(usage.prompt_tokens, completed["usage"]["input_tokens"].as_u64().unwrap());
+    assert_eq!(usage.completion_tokens, completed["usage"]["output_tokens"].as_u64().unwrap());
+
+    let whole = native::response(&read("completion_text.response.json"), "client-m", None).unwrap();
+    let body: Value = serde_json::from_slice(&whole.body).unwrap();
+    assert_eq!(body["model"], "client-m");
+    assert_eq!(whole.usage.unwrap().total_tokens, body["usage"]["total_tokens"].as_u64().unwrap());
+}

@@ -14,7 +14,7 @@ use crate::ctx::Endpoint;
 pub fn render_prompt(endpoint: Endpoint, request: &RawObject) -> Result<String, String> {
     match endpoint {
         // (Anthropic clients arrive translated to chat; their shape would render the same.)
-        Endpoint::ChatCompletions | Endpoint::Messages => {
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             let messages: Vec<Value> =
                 request.parse("messages").map_err(|e| format!("messages: {e}"))?.unwrap_or_default();
             let texts: Vec<(&str, String)> = messages
