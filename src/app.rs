@@ -237,16 +237,25 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers.push(observer);
         metering_running = Some(running);
     }
+    let prices = Arc::new(crate::spend::Prices::new(config));
     let (mut request_log, mut request_log_metrics) = (None, None);
     if let Some(settings) = &config.request_log {
         let log_metrics = Arc::new(crate::request_log::Metrics::default());
-        let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
+        let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
         observers.push(observer);
     }
+    let spend_metrics = Arc::new(crate::spend::metrics::SpendMetrics::new());
+    crate::spend::warn_unpriced(&prices, &spend_metrics);
+    metrics.spend = Some(spend_metrics.clone());
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
+    observers.push(Arc::new(crate::spend::SpendObserver {
+        prices: prices.clone(),
+        metrics: spend_metrics,
+        labels: metrics.clone(),
+    }));
     let cache = match &config.cache {
         Some(settings) => {
             Some(Arc::new(Cache::new(settings, config).map_err(|e| GatewayError::Internal(e.to_string()))?))
@@ -276,6 +285,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
         observers,
+        prices,
         cache: cache.clone(),
         limits: limits.clone(),
         in_flight: Default::default(),

@@ -77,6 +77,7 @@ pub struct Config {
     /// `None` = no admin API.
     pub admin: Option<limits::AdminSettings>,
     pub auth: limits::AuthSettings,
+    pub spend: crate::spend::SpendSettings,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -383,6 +384,8 @@ pub struct DeploymentSpec {
     /// Prompt plus completion tokens the deployment accepts, when known.
     pub context_window: Option<u64>,
     pub breaker: BreakerPolicy,
+    /// The config's `price:` (or zero for `free: true`); `None`: the catalogue's, see `spend`.
+    pub price: Option<crate::spend::Price>,
 }
 
 impl DeploymentSpec {
@@ -396,6 +399,7 @@ impl DeploymentSpec {
             weight: 1.0,
             priority: 0,
             breaker: BreakerPolicy::default(),
+            price: None,
         }
     }
 }
@@ -651,6 +655,14 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                 d.context_window.or_else(|| provider.known_models.get(&upstream).and_then(|m| m.context_window));
             let breaker =
                 breaker_policy(default_breaker, d.circuit_breaker.as_ref(), &format!("{dpath}.circuit_breaker"))?;
+            let price = match (&d.price, d.free) {
+                (Some(_), Some(true)) => {
+                    return Err(err(format!("{dpath}.free"), "a deployment has either a price or free: true".into()));
+                }
+                (_, Some(true)) => Some(crate::spend::Price::FREE),
+                (Some(price), _) => Some(price.to_price()),
+                (None, _) => None,
+            };
             deployments.push(DeploymentSpec {
                 id: format!("{}/{}", provider.name, upstream),
                 provider,
@@ -659,6 +671,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                 priority: d.priority.unwrap_or(0),
                 context_window,
                 breaker,
+                price,
             });
         }
         if deployments.iter().all(|d| d.weight == 0.0) {
@@ -764,6 +777,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
+    let spend = crate::spend::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
     for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
         if !teams.contains_key(team) {
             return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));
@@ -789,6 +803,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         limits: limit_settings,
         admin,
         auth,
+        spend,
         warnings,
     })
 }

@@ -31,6 +31,8 @@ pub struct Finished {
     pub client_gone: bool,
     pub cache: CacheStatus,
     pub usage: Option<Usage>,
+    /// In nano-units of `spend.currency` (0 for a cache hit); `None` without usage.
+    pub cost_nanos: Option<u64>,
     pub latency: Duration,
     pub ttft: Option<Duration>,
     /// `capture: full` only.
@@ -61,6 +63,7 @@ impl Finished {
             client_gone: outcome.client_gone,
             cache: ctx.cache,
             usage: outcome.usage,
+            cost_nanos: None,
             latency,
             ttft: outcome.time_to_first_chunk,
             bodies: bodies.then(|| (ctx.body.clone(), outcome.generated.clone())),
@@ -90,6 +93,7 @@ struct Line<'a> {
     cached_tokens: Option<u64>,
     cache_write_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
+    cost_nanodollars: Option<u64>,
     latency_ms: f64,
     ttft_ms: Option<f64>,
     request_body: Option<String>,
@@ -142,6 +146,7 @@ pub fn write_line(finished: &Finished, capture: &Capture, out: &mut Vec<u8>) {
         cached_tokens: usage.map(|u| u.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or(0)),
         cache_write_tokens: usage.map(|u| u.prompt_tokens_details.map(|d| d.cache_write_tokens).unwrap_or(0)),
         reasoning_tokens: usage.map(|u| u.completion_tokens_details.map(|d| d.reasoning_tokens).unwrap_or(0)),
+        cost_nanodollars: finished.cost_nanos,
         latency_ms: ms(finished.latency),
         ttft_ms: finished.ttft.map(ms),
         request_body,

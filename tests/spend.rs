@@ -1,0 +1,95 @@
+//! What a request cost, through the real gateway on loopback: `x-llm-gateway-cost` on whole
+//! answers (catalogue and overridden prices), none on a stream (its headers leave before its
+//! usage), and both in `llm_gateway_spend_total` once the request has ended.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a test crate: a failure stops it at once, and it reports on stdout"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Gateway, MockUpstream};
+
+fn config(upstream: &MockUpstream) -> String {
+    format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}]
+teams: {{ team-a: {{ models: ['*'] }} }}
+providers:
+  up: {{ vendor: openai, base_url: '{url}' }}
+models:
+  gpt:
+    deployments: [{{ provider: up, model: gpt-4o }}]
+  cheap:
+    deployments: [{{ provider: up, model: my-finetune, price: {{ input: '1', output: '3.5' }} }}]
+",
+        url = upstream.base_url()
+    )
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn spend_line(gw: &Gateway, model: &str) -> Option<String> {
+    let needle = format!("llm_gateway_spend_total{{team=\"team-a\",model=\"{model}\"}} ");
+    gw.metrics().await.lines().find_map(|l| l.strip_prefix(&needle).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_answers_carry_their_cost_and_streams_count_theirs_at_the_end() {
+    let upstream = MockUpstream::start().await;
+    let gw = Gateway::start(&config(&upstream)).await;
+
+    // The mock reports 5 prompt and 1 completion tokens. gpt-4o: $2.50 in, $10 out per Mtok:
+    // 5 × 2.5 + 1 × 10 = 22.5 µ$ → 23.
+    let response = gw.chat("gpt", false).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("23"));
+    assert_eq!(header(&response, "x-llm-gateway-cost-currency").as_deref(), Some("USD"));
+    assert_eq!(header(&response, "x-llm-gateway-cost-saved"), None);
+
+    // The deployment's own price: 5 × 1 + 1 × 3.5 = 8.5 → 9.
+    let response = gw.chat("cheap", false).await;
+    assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("9"));
+
+    // A stream (usage asked for: 5 + 2 tokens): no cost header, counted when it ends:
+    // 5 × 2.5 + 2 × 10 = 32.5 → 33, on top of the 23 above.
+    let response = gw
+        .chat_with(serde_json::json!({
+            "model": "gpt", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Hello"}],
+        }))
+        .await;
+    assert_eq!(header(&response, "x-llm-gateway-cost"), None);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("\"completion_tokens\":2"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let gpt = spend_line(&gw, "gpt").await;
+        if gpt.as_deref() == Some("56") || Instant::now() > deadline {
+            assert_eq!(gpt.as_deref(), Some("56"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(spend_line(&gw, "cheap").await.as_deref(), Some("9"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_vendor_model_without_a_price_is_reported_in_the_metrics() {
+    let upstream = MockUpstream::start().await;
+    let yaml = config(&upstream).replace("model: gpt-4o", "model: gpt-unknown");
+    let gw = Gateway::start(&yaml).await;
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("llm_gateway_unpriced_deployments{deployment=\"up/gpt-unknown\"} 1"), "{metrics}");
+    assert!(!metrics.contains("unpriced_deployments{deployment=\"up/my-finetune\""), "a price is a price: {metrics}");
+    // Counted at zero, said so in the header rather than left out.
+    let response = gw.chat("gpt", false).await;
+    assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("0"));
+}
