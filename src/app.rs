@@ -269,7 +269,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let limits = Arc::new(Limiter::new(config.limits.clone(), kv.clone(), clock.clone(), metrics.clone()));
     // Settles each request's reservation when it ends (refund or charge the difference).
     let count = crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?;
-    observers.push(Arc::new(Settler::new(limits.clone(), Arc::new(count))));
+    observers.push(Arc::new(Settler::new(limits.clone(), Arc::new(count), prices.clone())));
     let fail_open = config.limits.on_valkey_down == ValkeyDownPolicy::FailOpen;
     let key_store = config.admin.as_ref().map(|_| {
         Arc::new(KeyStore::new(

@@ -778,6 +778,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
     let spend = crate::spend::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
+    let limit_settings = limits::LimitSettings { currency: spend.currency.clone(), ..limit_settings };
     for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
         if !teams.contains_key(team) {
             return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));

@@ -87,7 +87,7 @@ pub fn apportion(price: &Price, parts: &[(TokenType, u64)]) -> Vec<u64> {
         if left == 0 {
             break;
         }
-        if exact[i] % PICOS_PER_MICRO > 0 {
+        if !exact[i].is_multiple_of(PICOS_PER_MICRO) {
             shares[i] += 1;
             left -= 1;
         }
@@ -111,6 +111,9 @@ pub struct Prices {
     known: HashMap<String, Priced>,
     /// A model group's (or alias's) first deployment: what a cache hit saved is priced at.
     first_of_group: HashMap<String, String>,
+    /// A model group's dearest price over its deployments and those of its fallbacks: what a
+    /// money budget reserves at.
+    worst_of_group: HashMap<String, Price>,
     providers: HashMap<String, Arc<ProviderSpec>>,
 }
 
@@ -142,6 +145,17 @@ impl Prices {
                 this.first_of_group.insert(name.clone(), first.id.clone());
             }
         }
+        for (name, model) in &config.models {
+            let groups = std::iter::once(name)
+                .chain(&model.fallbacks)
+                .chain(&model.context_window_fallbacks)
+                .chain(&model.content_policy_fallbacks);
+            let worst = groups
+                .filter_map(|g| config.models.get(g).or_else(|| config.models.get(config.aliases.get(g)?)))
+                .flat_map(|m| &m.deployments)
+                .fold(Price::FREE, |worst, d| worst.max(this.of(&d.id).price));
+            this.worst_of_group.insert(name.clone(), worst);
+        }
         for (alias, target) in &config.aliases {
             if let Some(first) = this.first_of_group.get(target).cloned() {
                 this.first_of_group.insert(alias.clone(), first);
@@ -170,6 +184,12 @@ impl Prices {
     /// The price a cache hit on `model` (a client-facing name) saved.
     pub fn of_model(&self, model: &str) -> Option<Priced> {
         self.first_of_group.get(model).map(|id| self.of(id))
+    }
+
+    /// What a request to model group `group` reserves against money budgets, per token type;
+    /// `None` when every deployment it may reach is free.
+    pub fn worst_of(&self, group: &str) -> Option<Price> {
+        self.worst_of_group.get(group).copied().filter(|p| *p != Price::FREE)
     }
 
     /// The configured deployments of paying vendors with no price, sorted.

@@ -93,3 +93,53 @@ async fn a_paid_vendor_model_without_a_price_is_reported_in_the_metrics() {
     let response = gw.chat("gpt", false).await;
     assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("0"));
 }
+
+/// A team's daily money budget: each request reserves its worst case (prompt + max_tokens at
+/// the dearest candidate's price), settles to what it cost, and the one that would pass the
+/// budget is refused with `budget_exceeded`, naming the budget, what was spent and the reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_money_budget_admits_until_the_worst_case_would_pass_it() {
+    let upstream = MockUpstream::start().await;
+    let yaml = config(&upstream).replace(
+        "teams: { team-a: { models: ['*'] } }",
+        "teams: { team-a: { models: ['*'], limits: { daily_spend: '0.0003' } } }",
+    );
+    let gw = Gateway::start(&yaml).await;
+    let body =
+        serde_json::json!({"model": "gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "Hello"}]});
+    let mut admitted = 0u64;
+    let refusal = loop {
+        let response = gw.chat_with(body.clone()).await;
+        if response.status() == 429 {
+            break support::json(response).await;
+        }
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-ratelimit-limit-spend").as_deref(), Some("300"));
+        let remaining: u64 = header(&response, "x-ratelimit-remaining-spend").unwrap().parse().unwrap();
+        assert!(remaining < 300 - 23 * admitted, "the reservation is counted: {remaining}");
+        admitted += 1;
+        assert!(admitted < 20, "never refused");
+    };
+    // Each answer cost 23 µ$ (5 × 2.5 + 1 × 10, rounded); the worst case of one more (its
+    // prompt + 10 completion tokens at $10 / Mtok) no longer fits in 300.
+    assert!(admitted >= 5, "{admitted} admitted");
+    assert!(23 * admitted <= 300, "admitted spend within the budget");
+    let error = &refusal["error"];
+    assert_eq!(error["code"], "budget_exceeded");
+    assert_eq!(error["type"], "insufficient_quota");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("daily spend budget of team team-a"), "{message}");
+    assert!(message.contains("budget 0.000300 USD"), "{message}");
+    assert!(message.contains(&format!("spent {} USD", format_args!("0.{:06}", 23 * admitted))), "{message}");
+    assert!(message.contains("It resets at "), "{message}");
+    let quota = gw.quota("sk-test").await;
+    let spend = &quota["limits"]["team team-a"]["daily_spend"];
+    assert_eq!(spend["limit"], 300);
+    assert_eq!(spend["used"], 23 * admitted);
+    assert_eq!(spend["remaining"], 300 - 23 * admitted);
+    assert_eq!(spend["currency"], "USD");
+    assert!(spend["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"), "{quota}");
+    // Past 80 % of the budget: reported once, however many requests came after.
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("llm_gateway_spend_budget_alerts_total{reason=\"daily_spend\"} 1\n"), "{metrics}");
+}

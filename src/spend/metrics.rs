@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::metrics::labels::Deployment;
+use crate::telemetry::metrics::labels::{Deployment, Reason};
 use crate::telemetry::metrics::register;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +23,7 @@ pub struct SpendMetrics {
     spend: Family<TeamModel, Counter>,
     saved: Family<TeamModel, Counter>,
     unpriced: Family<Deployment, Gauge>,
+    alerts: Family<Reason, Counter>,
     registry: Registry,
 }
 
@@ -35,7 +36,8 @@ impl Default for SpendMetrics {
 impl SpendMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let (spend, saved, unpriced) = (Family::default(), Family::default(), Family::default());
+        let (spend, saved, unpriced, alerts) =
+            (Family::default(), Family::default(), Family::default(), Family::default());
         register(
             &mut registry,
             "llm_gateway_spend_total",
@@ -54,7 +56,13 @@ impl SpendMetrics {
             "1 for each configured deployment of a paying vendor that has no price (counted at zero cost).",
             unpriced.clone(),
         );
-        Self { spend, saved, unpriced, registry }
+        register(
+            &mut registry,
+            "llm_gateway_spend_budget_alerts_total",
+            "Money budgets that passed 80% of their limit in a window (once per budget, window and replica).",
+            alerts.clone(),
+        );
+        Self { spend, saved, unpriced, alerts, registry }
     }
 
     pub fn spent(&self, team: Arc<str>, model: &str, micros: u64) {
@@ -63,6 +71,11 @@ impl SpendMetrics {
 
     pub fn saved(&self, team: Arc<str>, model: &str, micros: u64) {
         self.saved.get_or_create(&TeamModel { team, model: model.into() }).inc_by(micros);
+    }
+
+    /// `budget`: `daily_spend` or `monthly_spend`.
+    pub fn budget_alert(&self, budget: &'static str) {
+        self.alerts.get_or_create(&Reason::from(budget)).inc();
     }
 
     pub fn set_unpriced(&self, deployment: &str) {

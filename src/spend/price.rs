@@ -153,3 +153,42 @@ pub fn parse_micros(text: &str) -> Result<u64, String> {
 pub fn format_micros(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
+
+/// `serde(with)` for an optional amount held in micro-units: read as `Amount`, written as the
+/// decimal string it was read from (`"50.000000"`).
+pub mod opt_amount {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Amount, format_micros};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Option::<Amount>::deserialize(d)?.map(|a| a.0))
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(micros) => s.serialize_str(&format_micros(*micros)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// The worst case of `prompt` tokens and `completion` tokens at `price`, in micro-units rounded
+/// up: prompt tokens at the dearer of input and cache write, completion at output.
+pub fn worst_case(price: &Price, prompt: u64, completion: u64) -> u64 {
+    let picos = u128::from(prompt) * u128::from(price.input.max(price.cache_write))
+        + u128::from(completion) * u128::from(price.output);
+    u64::try_from(picos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+impl Price {
+    /// Each type's price the dearer of the two (the worst case over failover candidates).
+    pub fn max(self, other: Price) -> Price {
+        Price {
+            input: self.input.max(other.input),
+            output: self.output.max(other.output),
+            cached_input: self.cached_input.max(other.cached_input),
+            cache_write: self.cache_write.max(other.cache_write),
+        }
+    }
+}
