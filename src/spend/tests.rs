@@ -193,3 +193,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_money_budget_reserves_the_worst_case_of_every_candidate() {
+    let yaml = CONFIG.replace(
+        "  sol: { deployments: [{ provider: openai, model: gpt-6.1-sol }] }",
+        "  sol:\n    deployments: [{ provider: openai, model: gpt-6.1-sol }]\n    fallbacks: [sonnet]",
+    );
+    let p = prices(&yaml);
+    // gpt-6.1-sol: in 2, cache write 2.5, out 10; claude-sonnet-5-5: in 2, cache write 2.5, out 10.
+    let worst = p.of("openai/gpt-6.1-sol").price.max(p.of("anthropic/claude-sonnet-5-5").price);
+    assert_eq!(p.worst_of("sol"), Some(worst));
+    // The prompt at the dearer of input and cache write (2.5), the completion at output (10):
+    // 100 × 2.5 + 1000 × 10 = 10250 µ$; a fraction rounds up.
+    assert_eq!(price::worst_case(&worst, 100, 1000), 10_250);
+    assert_eq!(price::worst_case(&worst, 1, 0), 3);
+    assert_eq!(p.worst_of("local"), None, "a free group reserves nothing");
+    let settings = crate::config::limits::LimitSettings::default();
+    let demand = crate::limits::Demand {
+        model: "sol",
+        prompt_tokens: 100,
+        max_tokens: Some(500),
+        completion: true,
+        choices: 2,
+        worst_price: p.worst_of("sol"),
+    };
+    assert_eq!(demand.worst_cost(&settings), 250 + 2 * 500 * 10);
+}
