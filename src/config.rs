@@ -323,6 +323,8 @@ pub enum Strategy {
     LeastBusy,
     Latency,
     Priority,
+    /// The lowest price first (`spend`), ties in random order.
+    Cheapest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -386,6 +388,8 @@ pub struct DeploymentSpec {
     pub breaker: BreakerPolicy,
     /// The config's `price:` (or zero for `free: true`); `None`: the catalogue's, see `spend`.
     pub price: Option<crate::spend::Price>,
+    /// What the `cheapest` strategy orders by (`spend::sort_price`).
+    pub sort_price: u64,
 }
 
 impl DeploymentSpec {
@@ -400,6 +404,7 @@ impl DeploymentSpec {
             priority: 0,
             breaker: BreakerPolicy::default(),
             price: None,
+            sort_price: 0,
         }
     }
 }
@@ -629,10 +634,13 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             "least-busy" => Strategy::LeastBusy,
             "latency" => Strategy::Latency,
             "priority" => Strategy::Priority,
+            "cheapest" => Strategy::Cheapest,
             other => {
                 return Err(err(
                     format!("{path}.strategy"),
-                    format!("unknown strategy {other:?} (expected weighted, least-busy, latency or priority)"),
+                    format!(
+                        "unknown strategy {other:?} (expected weighted, least-busy, latency, priority or cheapest)"
+                    ),
                 ));
             }
         };
@@ -663,6 +671,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                 (Some(price), _) => Some(price.to_price()),
                 (None, _) => None,
             };
+            let sort_price = crate::spend::sort_price(&provider, &upstream, price);
             deployments.push(DeploymentSpec {
                 id: format!("{}/{}", provider.name, upstream),
                 provider,
@@ -672,6 +681,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                 context_window,
                 breaker,
                 price,
+                sort_price,
             });
         }
         if deployments.iter().all(|d| d.weight == 0.0) {

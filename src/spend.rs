@@ -217,6 +217,21 @@ fn resolve(currency: &str, provider: &ProviderSpec, model: &str) -> Priced {
     }
 }
 
+/// What the `cheapest` routing strategy orders a deployment by: input plus output price per
+/// million tokens, the config's or the catalogue's (in USD: with another currency, give the
+/// deployments of a `cheapest` group prices of their own); a paying vendor's model with no price
+/// sorts last.
+pub fn sort_price(provider: &ProviderSpec, model: &str, price: Option<Price>) -> u64 {
+    let priced = match price {
+        Some(price) => Priced { price, source: Source::Config },
+        None => resolve(price::CATALOGUE_CURRENCY, provider, model),
+    };
+    match priced.source {
+        Source::Unknown => u64::MAX,
+        _ => priced.price.input.saturating_add(priced.price.output),
+    }
+}
+
 /// Logs (once, at start) every deployment that a paying vendor bills but nothing prices.
 pub fn warn_unpriced(prices: &Prices, metrics: &metrics::SpendMetrics) {
     for id in prices.unpriced() {

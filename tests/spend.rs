@@ -143,3 +143,43 @@ async fn a_daily_money_budget_admits_until_the_worst_case_would_pass_it() {
     let metrics = gw.metrics().await;
     assert!(metrics.contains("llm_gateway_spend_budget_alerts_total{reason=\"daily_spend\"} 1\n"), "{metrics}");
 }
+
+/// `strategy: cheapest` sends every request to the lowest-priced healthy deployment, and to the
+/// next one up when it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cheapest_strategy_prefers_the_lowest_price_and_fails_over_upwards() {
+    let (dear, cheap, unpriced) =
+        (MockUpstream::start().await, MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}]
+teams: {{ team-a: {{ models: ['*'] }} }}
+providers:
+  dear: {{ vendor: openai, base_url: '{}' }}
+  cheap: {{ vendor: openai, base_url: '{}' }}
+  unpriced: {{ vendor: openai, base_url: '{}' }}
+models:
+  m:
+    strategy: cheapest
+    deployments:
+      - {{ provider: unpriced, model: gpt-unknown }}
+      - {{ provider: dear, model: gpt-4o }}
+      - {{ provider: cheap, model: gpt-4o, price: {{ input: '0.5', output: '1' }} }}
+",
+        dear.base_url(),
+        cheap.base_url(),
+        unpriced.base_url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..10 {
+        let response = gw.chat("m", false).await;
+        assert_eq!(support::deployment_of(&response), "cheap/gpt-4o");
+    }
+    cheap.control.status.store(500, std::sync::atomic::Ordering::Relaxed);
+    let response = gw.chat("m", false).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(support::deployment_of(&response), "dear/gpt-4o", "the catalogue's $2.50 + $10 comes next");
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(unpriced.control.requests.load(Relaxed), 0, "a deployment with no price is tried last");
+    assert_eq!(dear.control.requests.load(Relaxed), 1);
+}
