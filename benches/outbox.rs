@@ -52,9 +52,11 @@ fn sample_line(i: u64) -> Vec<u8> {
         request_id: &request_id,
         cached: false,
         estimated: false,
+        currency: "USD",
     };
     let mut out = Vec::new();
-    event::write_line(&mut out, &envelope, TokenType::Input, 1234, 1234 * 150);
+    let cost = event::EventCost { nanos: 1234 * 150, micros: 185 };
+    event::write_line(&mut out, &envelope, TokenType::Input, 1234, cost);
     out
 }
 

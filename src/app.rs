@@ -248,16 +248,25 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         observers.push(observer);
         metering_running = Some(running);
     }
+    let prices = Arc::new(crate::spend::Prices::new(config));
     let (mut request_log, mut request_log_metrics) = (None, None);
     if let Some(settings) = &config.request_log {
         let log_metrics = Arc::new(crate::request_log::Metrics::default());
-        let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
+        let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
         observers.push(observer);
     }
+    let spend_metrics = Arc::new(crate::spend::metrics::SpendMetrics::new());
+    crate::spend::warn_unpriced(&prices, &spend_metrics);
+    metrics.spend = Some(spend_metrics.clone());
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
+    observers.push(Arc::new(crate::spend::SpendObserver {
+        prices: prices.clone(),
+        metrics: spend_metrics,
+        labels: metrics.clone(),
+    }));
     let cache = match &config.cache {
         Some(settings) => {
             Some(Arc::new(Cache::new(settings, config).map_err(|e| GatewayError::Internal(e.to_string()))?))
@@ -271,7 +280,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let limits = Arc::new(Limiter::new(config.limits.clone(), kv.clone(), clock.clone(), metrics.clone()));
     // Settles each request's reservation when it ends (refund or charge the difference).
     let count = crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?;
-    observers.push(Arc::new(Settler::new(limits.clone(), Arc::new(count))));
+    observers.push(Arc::new(Settler::new(limits.clone(), Arc::new(count), prices.clone())));
     let fail_open = config.limits.on_valkey_down == ValkeyDownPolicy::FailOpen;
     let key_store = config.admin.as_ref().map(|_| {
         Arc::new(KeyStore::new(
@@ -287,6 +296,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         router: Router::new(config),
         upstreams: Upstreams::new(config)?,
         observers,
+        prices,
         cache: cache.clone(),
         limits: limits.clone(),
         responses: Arc::new(crate::responses_store::ResponsesStore::new(&config.responses, kv.clone())),

@@ -86,6 +86,7 @@ pub struct Config {
     /// `None` = no admin API.
     pub admin: Option<limits::AdminSettings>,
     pub auth: limits::AuthSettings,
+    pub spend: crate::spend::SpendSettings,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -187,6 +188,8 @@ pub enum Strategy {
     LeastBusy,
     Latency,
     Priority,
+    /// The lowest price first (`spend`), ties in random order.
+    Cheapest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,6 +251,10 @@ pub struct DeploymentSpec {
     /// Prompt plus completion tokens the deployment accepts, when known.
     pub context_window: Option<u64>,
     pub breaker: BreakerPolicy,
+    /// The config's `price:` (or zero for `free: true`); `None`: the catalogue's, see `spend`.
+    pub price: Option<crate::spend::Price>,
+    /// What the `cheapest` strategy orders by (`spend::sort_price`).
+    pub sort_price: u64,
 }
 
 impl DeploymentSpec {
@@ -261,6 +268,8 @@ impl DeploymentSpec {
             weight: 1.0,
             priority: 0,
             breaker: BreakerPolicy::default(),
+            price: None,
+            sort_price: 0,
         }
     }
 }
@@ -382,6 +391,8 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
+    let spend = crate::spend::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
+    let limit_settings = limits::LimitSettings { currency: spend.currency.clone(), ..limit_settings };
     for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
         if !teams.contains_key(team) {
             return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));
@@ -408,6 +419,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         limits: limit_settings,
         admin,
         auth,
+        spend,
         warnings,
     })
 }

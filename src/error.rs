@@ -194,6 +194,9 @@ impl GatewayError {
             Self::CoolingDown { .. } => {
                 ErrorBody::new(message, "rate_limit_error", Some("model".into()), Some("rate_limit_exceeded"))
             }
+            Self::RateLimited { quota: true, reason: "daily_spend" | "monthly_spend", .. } => {
+                ErrorBody::new(message, "insufficient_quota", None, Some("budget_exceeded"))
+            }
             Self::RateLimited { quota: true, .. } => {
                 ErrorBody::new(message, "insufficient_quota", None, Some("insufficient_quota"))
             }

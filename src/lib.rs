@@ -27,6 +27,7 @@
 //!   per request
 //! - `metering` (an end-of-stream observer) tokens → CloudEvents → durable outbox → OpenMeter
 //! - `request_log` (an end-of-stream observer) one row per request → durable outbox → PostgreSQL
+//! - `spend`    prices per deployment, each request's cost (header, metrics, metering, log)
 //!
 //! Shared vocabulary: `api` (wire types, SSE framing), `ctx` (per-request state), `error`,
 //! `config`, `clock`, `providers` (the embedded vendor catalogue). Infrastructure: `telemetry`
@@ -46,6 +47,7 @@ pub mod stream;
 pub mod metering;
 pub mod request_log;
 pub mod responses_store;
+pub mod spend;
 
 // Shared vocabulary.
 pub mod api;

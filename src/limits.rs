@@ -33,8 +33,8 @@ use crate::kv::Kv;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::Trace;
 use local::Local;
-pub use plan::Demand;
 use plan::{Check, Dim, Kind};
+pub use plan::{Demand, Units};
 use shared::{Settlement, Shared};
 
 /// Settlements waiting for the worker; beyond this they are dropped (leases then expire by TTL).
@@ -44,6 +44,9 @@ const SETTLE_CONCURRENCY: usize = 16;
 /// Ended requests settled by one call (per team) at most: under load, settlements that queued up
 /// while a call was in flight go together, their corrections of one counter summed.
 const SETTLE_BATCH: usize = 256;
+/// A money budget this much used (after an admission's reservation) is reported once per
+/// window and replica: `llm_gateway_spend_budget_alerts_total` and a warning.
+pub const SPEND_ALERT_PERCENT: u64 = 80;
 /// How often an unreachable Valkey is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a concurrency refusal waits, at most, for this replica's lease releases still on
@@ -53,7 +56,7 @@ const RELEASE_WAIT: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
     #[error("{message}")]
-    Exceeded { dim: Dim, message: String, retry_after_ms: Option<u64>, headers: RateHeaders },
+    Exceeded { dim: Dim, message: String, retry_after_ms: Option<u64>, headers: Box<RateHeaders> },
     #[error(
         "Limits cannot be checked right now: the shared store is unreachable and the policy is fail-closed. Try again shortly."
     )]
@@ -68,7 +71,7 @@ impl From<LimitError> for GatewayError {
                 reason: dim.name(),
                 quota: dim.is_budget(),
                 retry_after_ms,
-                headers: Box::new(headers),
+                headers,
             },
             LimitError::Unavailable => GatewayError::StoreUnavailable(e.to_string()),
         }
@@ -80,6 +83,8 @@ impl From<LimitError> for GatewayError {
 pub struct Reservation {
     /// Tokens reserved.
     pub estimate: u64,
+    /// Money reserved (micro-units): the worst case at the dearest candidate's price.
+    pub money: u64,
     /// The `x-ratelimit-*` values after admission.
     pub headers: RateHeaders,
     store: Store,
@@ -118,6 +123,8 @@ pub struct Held {
     pub key: String,
     pub limit: u64,
     pub window_end_ms: u64,
+    /// A money budget (settled by the real cost), else a token counter.
+    pub money: bool,
 }
 
 /// What a check says about a request: admit it now (`No` retry needed), retry after so many
@@ -170,6 +177,8 @@ pub struct Limiter {
     settle_tx: mpsc::Sender<Settlement>,
     settle_rx: Mutex<Option<mpsc::Receiver<Settlement>>>,
     releases: Releases,
+    /// Money budget counters (one per window) past `SPEND_ALERT_PERCENT`, already reported.
+    spend_alerts: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Lease releases on their way to Valkey (through the settlement worker), counted when queued
@@ -231,6 +240,7 @@ impl Limiter {
             settle_tx,
             settle_rx: Mutex::new(Some(settle_rx)),
             releases: Releases::default(),
+            spend_alerts: Mutex::default(),
         }
     }
 
@@ -342,7 +352,7 @@ impl Limiter {
         demand: &Demand<'_>,
         trace: &mut Trace,
     ) -> Result<Option<Reservation>, LimitError> {
-        let estimate = demand.estimate(&self.settings);
+        let estimate = Units { tokens: demand.estimate(&self.settings), money: demand.worst_cost(&self.settings) };
         let now_ms = self.clock.now_ms();
         let checks = plan::checks(principal, Some(demand.model), estimate, &self.settings, now_ms, 1);
         if checks.is_empty() {
@@ -363,7 +373,7 @@ impl Limiter {
         &self,
         principal: &Principal,
         model: &str,
-        estimate: u64,
+        estimate: Units,
         checks: Vec<Check>,
         now_ms: u64,
     ) -> Result<Reservation, LimitError> {
@@ -431,7 +441,7 @@ impl Limiter {
         &self,
         checks: Vec<Check>,
         verdict: Verdict,
-        estimate: u64,
+        estimate: Units,
         store: Store,
         leases: Option<Leases>,
     ) -> Result<Reservation, LimitError> {
@@ -442,6 +452,10 @@ impl Limiter {
             match check.dim {
                 Dim::Rpm => headers.add_requests(bucket),
                 Dim::Tpm => headers.add_tokens(bucket),
+                Dim::DailySpend | Dim::MonthlySpend => {
+                    headers.add_spend(bucket);
+                    self.alert_spend(check, check.limit.saturating_sub(*remaining));
+                }
                 _ => {}
             }
         }
@@ -451,11 +465,12 @@ impl Limiter {
                 Retry::After(ms) => Some(ms),
                 Retry::No | Retry::Never => None,
             };
+            let used = verdict.levels[i].map(|(remaining, _)| check.limit.saturating_sub(remaining));
             return Err(LimitError::Exceeded {
                 dim: check.dim,
-                message: refusal_message(check, retry_after_ms),
+                message: refusal_message(check, retry_after_ms, used, &self.settings.currency),
                 retry_after_ms,
-                headers,
+                headers: Box::new(headers),
             });
         }
         // In process, a lease is a count per set: the id is not used.
@@ -464,25 +479,62 @@ impl Limiter {
         });
         let mut held = Vec::new();
         for check in checks {
-            if check.dim.counts_tokens() {
+            if check.dim.counts_tokens() || check.dim.counts_money() {
                 held.push(Held {
                     kind: check.kind(),
                     key: check.key,
                     limit: check.limit,
                     window_end_ms: check.window_end_ms,
+                    money: check.dim.counts_money(),
                 });
             }
         }
-        Ok(Reservation { estimate, headers, store, held, leases })
+        Ok(Reservation { estimate: estimate.tokens, money: estimate.money, headers, store, held, leases })
+    }
+
+    /// Reports a money budget past `SPEND_ALERT_PERCENT` once per window (per replica).
+    fn alert_spend(&self, check: &Check, used: u64) {
+        if u128::from(used) * 100 < u128::from(check.limit) * u128::from(SPEND_ALERT_PERCENT) {
+            return;
+        }
+        let mut alerted = self.spend_alerts.lock().unwrap_or_else(|p| p.into_inner());
+        if alerted.len() > 100_000 {
+            alerted.clear();
+        }
+        if !alerted.insert(check.key.clone()) {
+            return;
+        }
+        drop(alerted);
+        if let Some(spend) = &self.metrics.spend {
+            spend.budget_alert(check.dim.name());
+        }
+        let amount = crate::spend::price::format_micros;
+        tracing::warn!(
+            scope = %check.scope,
+            budget = check.dim.name(),
+            limit = %amount(check.limit),
+            used = %amount(used),
+            currency = %self.settings.currency,
+            "spend: a money budget is {SPEND_ALERT_PERCENT}% used"
+        );
     }
 
     /// Settles a reservation once its request has ended: in process at once, on Valkey through
     /// the settlement worker (never on the response path).
     pub fn settle(&self, reservation: &Reservation, outcome: &Outcome) {
+        self.settle_costing(reservation, outcome, None);
+    }
+
+    /// `settle`, money budgets corrected to `cost` (micro-units; `None`: unknown, see
+    /// `money_delta`).
+    pub fn settle_costing(&self, reservation: &Reservation, outcome: &Outcome, cost: Option<u64>) {
         let delta = settle_delta(reservation.estimate, outcome);
+        let money = money_delta(reservation.money, outcome, cost);
+        let (money_held, token_held): (Vec<Held>, Vec<Held>) = reservation.held.iter().cloned().partition(|h| h.money);
         match reservation.store {
             Store::Local { owe } => {
-                self.local.settle(&reservation.held, &reservation.leases.0, delta, owe);
+                self.local.settle(&token_held, &reservation.leases.0, delta, owe);
+                self.local.settle(&money_held, &[], money, owe);
             }
             Store::Shared => {
                 // Lease slots the allowances can use again stay with this replica.
@@ -490,10 +542,13 @@ impl Limiter {
                     Some(shared) if !reservation.leases.0.is_empty() => shared.keep_slots(&reservation.leases),
                     _ => reservation.leases.clone(),
                 };
-                let held = match &self.shared {
-                    Some(shared) if delta != 0 => shared.settle_in_hand(&reservation.held, delta),
+                let mut held = match &self.shared {
+                    Some(shared) if delta != 0 => shared.settle_in_hand(&token_held, delta),
                     _ => Vec::new(),
                 };
+                if let Some(shared) = self.shared.as_ref().filter(|_| money != 0) {
+                    held.extend(shared.settle_in_hand(&money_held, money));
+                }
                 if held.is_empty() && leases.0.is_empty() {
                     return;
                 }
@@ -582,7 +637,7 @@ impl Limiter {
         let now_ms = self.clock.now_ms();
         let (checks, report) = match &self.shared {
             Some(shared) if shared.is_healthy() => {
-                let checks = plan::checks(principal, None, 0, &self.settings, now_ms, 1);
+                let checks = plan::checks(principal, None, Units::default(), &self.settings, now_ms, 1);
                 match shared.peek(&checks, now_ms).await {
                     Ok(r) => {
                         self.remember_budgets(checks.iter().zip(&r).map(|(c, (used, _, _))| (c, *used)));
@@ -599,6 +654,9 @@ impl Limiter {
         let mut scopes = serde_json::Map::new();
         for (check, (used, remaining, reset_ms)) in checks.iter().zip(report) {
             let mut value = serde_json::json!({"limit": check.limit, "used": used, "remaining": remaining});
+            if check.dim.counts_money() {
+                value["currency"] = self.settings.currency.clone().into();
+            }
             if check.dim.is_budget() {
                 value["resets_at"] = clock::format_timestamp(check.window_end_ms / 1000).into();
             } else if check.kind() == Kind::Rate {
@@ -632,7 +690,7 @@ impl Limiter {
         let now_ms = self.clock.now_ms();
         let rates = |divisor: u64| -> Vec<Check> {
             let checks = match model {
-                Some(m) => plan::checks(principal, Some(m), 0, &self.settings, now_ms, divisor),
+                Some(m) => plan::checks(principal, Some(m), Units::default(), &self.settings, now_ms, divisor),
                 None => plan::subject_checks(principal, &self.settings, now_ms, divisor),
             };
             checks.into_iter().filter(|c| matches!(c.dim, Dim::Rpm | Dim::Tpm)).collect()
@@ -672,7 +730,7 @@ impl Limiter {
 
     fn local_quota(&self, principal: &Principal, now_ms: u64) -> (Vec<Check>, Vec<(u64, u64, u64)>) {
         let divisor = u64::from(self.settings.replicas);
-        let checks = plan::checks(principal, None, 0, &self.settings, now_ms, divisor);
+        let checks = plan::checks(principal, None, Units::default(), &self.settings, now_ms, divisor);
         let report = self.local.peek(&checks, now_ms);
         (checks, report)
     }
@@ -692,7 +750,31 @@ fn settle_delta(estimate: u64, outcome: &Outcome) -> i64 {
     i64::try_from(used).unwrap_or(i64::MAX) - i64::try_from(estimate).unwrap_or(i64::MAX)
 }
 
-fn refusal_message(check: &Check, retry_after_ms: Option<u64>) -> String {
+/// Micro-units to add to the money budgets at the end: the real cost − the reservation. Without
+/// a cost, a failed request cost nothing and any other keeps its reservation.
+fn money_delta(reserved: u64, outcome: &Outcome, cost: Option<u64>) -> i64 {
+    let used = match cost {
+        Some(cost) => cost,
+        None if outcome.status >= 400 && outcome.usage.is_none() => 0,
+        None => reserved,
+    };
+    i64::try_from(used).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX)
+}
+
+fn spend_message(check: &Check, used: Option<u64>, currency: &str, wait: &str) -> String {
+    let amount = |m: u64| format!("{} {currency}", crate::spend::price::format_micros(m));
+    let (scope, budget) = (&check.scope, amount(check.limit));
+    let period = if check.dim == Dim::DailySpend { "daily" } else { "monthly" };
+    let spent = used.map(|u| format!(", spent {}", amount(u))).unwrap_or_default();
+    format!(
+        "The {period} spend budget of {scope} is exhausted: budget {budget}{spent}, this request may cost up to {}. \
+         It resets at {} (in {wait}).",
+        amount(check.cost),
+        clock::format_timestamp(check.window_end_ms / 1000)
+    )
+}
+
+fn refusal_message(check: &Check, retry_after_ms: Option<u64>, used: Option<u64>, currency: &str) -> String {
     let wait = retry_after_ms.map(crate::api::ratelimit::format_reset).unwrap_or_default();
     let scope = &check.scope;
     let limit = check.limit;
@@ -722,6 +804,7 @@ fn refusal_message(check: &Check, retry_after_ms: Option<u64>) -> String {
         Dim::DailyRequests => {
             format!("Daily request quota reached on {scope}: {limit} requests a day. It resets in {wait}.")
         }
+        Dim::DailySpend | Dim::MonthlySpend => spend_message(check, used, currency, &wait),
     }
 }
 
@@ -732,32 +815,45 @@ fn refusal_message(check: &Check, retry_after_ms: Option<u64>) -> String {
 pub struct Settler {
     limiter: Arc<Limiter>,
     count: Arc<dyn LocalCount>,
+    prices: Arc<crate::spend::Prices>,
 }
 
 impl Settler {
-    pub fn new(limiter: Arc<Limiter>, count: Arc<dyn LocalCount>) -> Self {
-        Self { limiter, count }
+    pub fn new(limiter: Arc<Limiter>, count: Arc<dyn LocalCount>, prices: Arc<crate::spend::Prices>) -> Self {
+        Self { limiter, count, prices }
     }
+}
+
+/// What the request cost (micro-units): nothing for a cache hit; `None` without usage.
+fn real_cost(prices: &crate::spend::Prices, deployment: Option<&str>, outcome: &Outcome) -> Option<u64> {
+    let usage = outcome.usage.as_ref()?;
+    if outcome.cached {
+        return Some(0);
+    }
+    Some(crate::spend::cost(&prices.of(deployment?).price, usage))
 }
 
 impl Observer for Settler {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
         let Some(reservation) = &ctx.reservation else { return };
         if !outcome.counted_locally(ctx) {
-            self.limiter.settle(reservation, outcome);
+            let cost = real_cost(&self.prices, ctx.deployment.as_deref(), outcome);
+            self.limiter.settle_costing(reservation, outcome, cost);
             return;
         }
         // The concurrency lease goes back now; the tokens once they are counted.
         let (leases, tokens) = reservation.split();
         self.limiter.settle(&leases, outcome);
-        let (limiter, count, reservation) = (self.limiter.clone(), self.count.clone(), tokens);
+        let (limiter, count, reservation, prices) =
+            (self.limiter.clone(), self.count.clone(), tokens, self.prices.clone());
         let (deployment, endpoint, body) = (ctx.deployment.clone().unwrap_or_default(), ctx.endpoint, ctx.body.clone());
         let mut outcome = outcome.clone();
         let mut settle = move || {
             let usage = count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
             outcome.usage = Some(usage);
             outcome.usage_partial = false;
-            limiter.settle(&reservation, &outcome);
+            let cost = real_cost(&prices, Some(&deployment).filter(|d| !d.is_empty()).map(String::as_str), &outcome);
+            limiter.settle_costing(&reservation, &outcome, cost);
         };
         // Counting a long answer takes a tokenizer pass: off the serving threads.
         match tokio::runtime::Handle::try_current() {

@@ -91,6 +91,8 @@ pub struct Deployments {
     providers: HashMap<String, Arc<ProviderSpec>>,
     tokenizers: std::collections::BTreeMap<String, String>,
     default_tokenizer: String,
+    /// Every deployment's price (the events' cost).
+    pub prices: crate::spend::Prices,
 }
 
 impl Deployments {
@@ -114,6 +116,7 @@ impl Deployments {
                 .collect(),
             tokenizers,
             default_tokenizer,
+            prices: crate::spend::Prices::new(config),
         };
         for model in config.models.values() {
             for d in &model.deployments {
@@ -588,14 +591,22 @@ impl Pipeline {
             request_id: &record.request_id,
             cached: record.cached,
             estimated: false,
+            currency: self.deployments.prices.currency(),
         };
+        // A gateway cache hit costs the gateway nothing upstream.
+        let price = if record.cached {
+            crate::spend::Price::FREE
+        } else {
+            self.deployments.prices.of(&record.deployment).price
+        };
+        let counts: Vec<(TokenType, u64)> = parts.iter().map(|(t, n, _)| (*t, *n)).collect();
+        let micros = crate::spend::apportion(&price, &counts);
         let mut estimated = 0;
-        for (token_type, tokens, counted_here) in &parts {
-            // A gateway cache hit costs the gateway nothing upstream.
-            let cost = if record.cached { 0 } else { tokens.saturating_mul(token_type.price(&facts.info)) };
+        for ((token_type, tokens, counted_here), micros) in parts.iter().zip(micros) {
+            let nanos = crate::spend::nanos_of(crate::spend::picos(&price, &[(*token_type, *tokens)]));
             envelope.estimated = *counted_here;
             estimated += u64::from(*counted_here);
-            event::write_line(out, &envelope, *token_type, *tokens, cost);
+            event::write_line(out, &envelope, *token_type, *tokens, event::EventCost { nanos, micros });
         }
         for (tool, requests) in &tools {
             event::write_tool_line(out, &envelope, *tool, *requests);

@@ -42,6 +42,8 @@ pub struct Gateway {
     /// Stored Responses API responses.
     pub responses: Arc<crate::responses_store::ResponsesStore>,
     pub observers: Vec<Arc<dyn Observer>>,
+    /// Every deployment's price (`x-llm-gateway-cost`).
+    pub prices: Arc<crate::spend::Prices>,
     /// Requests being handled now, against `max_in_flight`.
     pub in_flight: AtomicUsize,
     pub max_in_flight: Option<usize>,
@@ -121,8 +123,10 @@ pub async fn handle(
     let Some(ctx) = pending.ctx.take() else { unreachable!("the pending request keeps its context") };
     match served {
         Ok((Served::Whole(mut response, whole), _)) => {
-            finish(gw, &ctx, &whole_outcome(&response, *whole, ctx.cache.is_hit()));
+            let outcome = whole_outcome(&response, *whole, ctx.cache.is_hit());
+            finish(gw, &ctx, &outcome);
             rate_headers(response.headers_mut(), &ctx);
+            crate::spend::cost_headers(response.headers_mut(), &gw.prices, &ctx, &outcome);
             response
         }
         Ok((Served::Stream(relay, first, fill), guard)) => streamed(gw, ctx, relay, first, fill, guard),

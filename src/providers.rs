@@ -14,6 +14,11 @@ pub const EMBEDDED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/provid
 pub struct Descriptor {
     pub name: String,
     pub display_name: Option<String>,
+    /// Software an operator runs on its own machines (vLLM, Ollama, ...): its deployments cost
+    /// nothing unless the config gives them a price. Any other vendor bills per token, and a model
+    /// of it with no price here is reported at start.
+    #[serde(default)]
+    pub self_hosted: bool,
     pub dialect: String,
     pub base_url: Option<String>,
     pub auth: Option<String>,
@@ -40,8 +45,12 @@ pub struct ModelInfo {
     pub input_nanos_per_token: Option<u64>,
     pub output_nanos_per_token: Option<u64>,
     pub cached_input_nanos_per_token: Option<u64>,
-    /// Writing to the prompt cache (Anthropic bills it above the input price); default: input.
+    /// Writing to the prompt cache with the vendor's short lifetime (Anthropic 5 minutes, OpenAI
+    /// 30 minutes; billed above the input price); default: input.
     pub cache_write_nanos_per_token: Option<u64>,
+    /// Writing with the long lifetime (Anthropic 1 hour, OpenAI 12 hours), where priced. Usage
+    /// does not say which lifetime a write had yet, so cost uses `cache_write_nanos_per_token`.
+    pub cache_write_long_nanos_per_token: Option<u64>,
     /// For local counting: a tiktoken encoding (`o200k_base`, `cl100k_base`, ...) or a path to a
     /// Hugging Face `tokenizer.json`.
     pub tokenizer: Option<String>,

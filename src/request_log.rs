@@ -85,6 +85,7 @@ pub struct RequestLog {
     settings: Arc<RequestLogSettings>,
     channel: SyncSender<Finished>,
     metrics: Arc<Metrics>,
+    prices: Arc<crate::spend::Prices>,
 }
 
 impl Observer for RequestLog {
@@ -98,11 +99,12 @@ impl Observer for RequestLog {
     }
 
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
-        let finished = Finished::new(
+        let mut finished = Finished::new(
             ctx,
             outcome,
             matches!(self.settings.capture, crate::config::request_log::Capture::Full { .. }),
         );
+        finished.cost_nanos = crate::spend::request_nanos(&self.prices, ctx, outcome);
         match self.channel.try_send(finished) {
             Ok(()) => {
                 self.metrics.queued.fetch_add(1, Ordering::Relaxed);
@@ -157,6 +159,7 @@ impl Drop for Running {
 pub fn start(
     settings: &RequestLogSettings,
     metrics: Arc<Metrics>,
+    prices: Arc<crate::spend::Prices>,
 ) -> Result<(Arc<RequestLog>, Running), RequestLogError> {
     let settings = Arc::new(settings.clone());
     let dir = settings.replica_dir();
@@ -181,7 +184,7 @@ pub fn start(
     };
     let sender = deliver::Sender::new(settings.clone(), reader, shared, metrics.clone(), stopping_rx);
     let sender = tokio::spawn(sender.run());
-    let observer = Arc::new(RequestLog { settings, channel, metrics });
+    let observer = Arc::new(RequestLog { settings, channel, metrics, prices });
     Ok((observer, Running { closing, stopping, writer: Some(thread), sender: Some(sender) }))
 }
 

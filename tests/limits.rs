@@ -803,7 +803,8 @@ async fn a_crashed_replicas_leases_expire_and_live_ones_are_renewed() {
             ..Grant::default()
         }),
     };
-    let demand = Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true, choices: 1 };
+    let demand =
+        Demand { model: "m", prompt_tokens: 1, max_tokens: Some(1), completion: true, choices: 1, worst_price: None };
 
     let crashed = replica();
     let held_by_crashed = crashed.admit(&principal("a"), &demand).await.unwrap();

@@ -18,6 +18,8 @@ pub struct Bucket {
 pub struct RateHeaders {
     pub requests: Option<Bucket>,
     pub tokens: Option<Bucket>,
+    /// Money budgets (micro-units of `spend.currency`): `x-ratelimit-*-spend`.
+    pub spend: Option<Bucket>,
 }
 
 impl RateHeaders {
@@ -29,12 +31,17 @@ impl RateHeaders {
         self.tokens = Some(tighter(self.tokens, bucket));
     }
 
+    pub fn add_spend(&mut self, bucket: Bucket) {
+        self.spend = Some(tighter(self.spend, bucket));
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.requests.is_none() && self.tokens.is_none()
+        self.requests.is_none() && self.tokens.is_none() && self.spend.is_none()
     }
 
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (bucket, [limit, remaining, reset]) in [(self.requests, REQUEST_NAMES), (self.tokens, TOKEN_NAMES)] {
+        let all = [(self.requests, REQUEST_NAMES), (self.tokens, TOKEN_NAMES), (self.spend, SPEND_NAMES)];
+        for (bucket, [limit, remaining, reset]) in all {
             let Some(b) = bucket else { continue };
             headers.insert(limit, HeaderValue::from(b.limit));
             headers.insert(remaining, HeaderValue::from(b.remaining));
@@ -50,6 +57,11 @@ const REQUEST_NAMES: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit-requests"),
     HeaderName::from_static("x-ratelimit-remaining-requests"),
     HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const SPEND_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-spend"),
+    HeaderName::from_static("x-ratelimit-remaining-spend"),
+    HeaderName::from_static("x-ratelimit-reset-spend"),
 ];
 const TOKEN_NAMES: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit-tokens"),

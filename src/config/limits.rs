@@ -27,6 +27,12 @@ pub struct Limits {
     /// The original service's tier quota: requests per UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_requests: Option<u64>,
+    /// Money a UTC day / month, in micro-units of `spend.currency` (written as a decimal amount,
+    /// `"50"` or `"0.25"`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::spend::price::opt_amount")]
+    pub daily_spend: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::spend::price::opt_amount")]
+    pub monthly_spend: Option<u64>,
 }
 
 impl Limits {
@@ -43,6 +49,8 @@ impl Limits {
             daily_tokens: self.daily_tokens.or(fallback.daily_tokens),
             monthly_tokens: self.monthly_tokens.or(fallback.monthly_tokens),
             daily_requests: self.daily_requests.or(fallback.daily_requests),
+            daily_spend: self.daily_spend.or(fallback.daily_spend),
+            monthly_spend: self.monthly_spend.or(fallback.monthly_spend),
         }
     }
 
@@ -55,6 +63,8 @@ impl Limits {
             ("daily_tokens", self.daily_tokens),
             ("monthly_tokens", self.monthly_tokens),
             ("daily_requests", self.daily_requests),
+            ("daily_spend", self.daily_spend),
+            ("monthly_spend", self.monthly_spend),
         ] {
             if value == Some(0) {
                 return Err(ConfigError(format!("{path}.{field}: must be at least 1 (leave it out for no limit)")));
@@ -140,6 +150,8 @@ pub struct LimitSettings {
     pub lease_ttl: Duration,
     /// Whether replicas take allowances of shared counters ahead of demand (`limits/allowance.rs`).
     pub allowances: bool,
+    /// `spend.currency`, named in money budgets' refusals and in `/quota`.
+    pub currency: String,
 }
 
 impl Default for LimitSettings {
@@ -151,6 +163,7 @@ impl Default for LimitSettings {
             request_burst: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(30),
             allowances: true,
+            currency: crate::spend::price::CATALOGUE_CURRENCY.to_owned(),
         }
     }
 }

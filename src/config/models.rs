@@ -28,10 +28,13 @@ pub(super) fn groups(
             "least-busy" => Strategy::LeastBusy,
             "latency" => Strategy::Latency,
             "priority" => Strategy::Priority,
+            "cheapest" => Strategy::Cheapest,
             other => {
                 return Err(err(
                     format!("{path}.strategy"),
-                    format!("unknown strategy {other:?} (expected weighted, least-busy, latency or priority)"),
+                    format!(
+                        "unknown strategy {other:?} (expected weighted, least-busy, latency, priority or cheapest)"
+                    ),
                 ));
             }
         };
@@ -54,6 +57,15 @@ pub(super) fn groups(
                 d.context_window.or_else(|| provider.known_models.get(&upstream).and_then(|m| m.context_window));
             let breaker =
                 breaker_policy(default_breaker, d.circuit_breaker.as_ref(), &format!("{dpath}.circuit_breaker"))?;
+            let price = match (&d.price, d.free) {
+                (Some(_), Some(true)) => {
+                    return Err(err(format!("{dpath}.free"), "a deployment has either a price or free: true".into()));
+                }
+                (_, Some(true)) => Some(crate::spend::Price::FREE),
+                (Some(price), _) => Some(price.to_price()),
+                (None, _) => None,
+            };
+            let sort_price = crate::spend::sort_price(&provider, &upstream, price);
             deployments.push(DeploymentSpec {
                 id: format!("{}/{}", provider.name, upstream),
                 provider,
@@ -62,6 +74,8 @@ pub(super) fn groups(
                 priority: d.priority.unwrap_or(0),
                 context_window,
                 breaker,
+                price,
+                sort_price,
             });
         }
         if deployments.iter().all(|d| d.weight == 0.0) {

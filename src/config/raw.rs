@@ -50,6 +50,8 @@ pub struct RawConfig {
     pub admin: Option<super::limits::RawAdmin>,
     /// Which credentials `/v1` accepts (keys, OIDC JWTs, or both).
     pub auth: Option<super::limits::RawAuth>,
+    /// The currency of prices, costs and money budgets.
+    pub spend: Option<crate::spend::price::RawSpend>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,4 +374,8 @@ pub struct RawDeployment {
     /// Overrides the catalogue's context window for this deployment.
     pub context_window: Option<u64>,
     pub circuit_breaker: Option<RawBreaker>,
+    /// Overrides the catalogue's price (per million tokens, in `spend.currency`).
+    pub price: Option<crate::spend::price::RawPrice>,
+    /// Costs nothing (exclusive with `price`).
+    pub free: Option<bool>,
 }

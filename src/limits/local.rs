@@ -338,7 +338,13 @@ mod tests {
         assert!(!second.admitted);
         assert_eq!(second.denied, Some(1), "the budget's refusal is reported: it waits longest");
         assert_eq!(local.peek(&checks, 0), [(1, 0, 0), (60, 40, 5000)]);
-        let held = [super::super::Held { kind: Kind::Window, key: "d".into(), limit: 100, window_end_ms: 5_000 }];
+        let held = [super::super::Held {
+            kind: Kind::Window,
+            key: "d".into(),
+            limit: 100,
+            window_end_ms: 5_000,
+            money: false,
+        }];
         local.settle(&held, &[("c".to_owned(), 0)], -50, true);
         assert_eq!(local.peek(&checks, 0), [(0, 1, 0), (10, 90, 5000)]);
         assert_eq!(local.take_debt(), [("d".to_owned(), 10, 5_000)]);

@@ -23,6 +23,9 @@ pub enum Dim {
     DailyTokens,
     MonthlyTokens,
     DailyRequests,
+    /// Money budgets, in micro-units of `spend.currency`.
+    DailySpend,
+    MonthlySpend,
 }
 
 impl Dim {
@@ -35,6 +38,8 @@ impl Dim {
             Self::DailyTokens => "daily_tokens",
             Self::MonthlyTokens => "monthly_tokens",
             Self::DailyRequests => "daily_requests",
+            Self::DailySpend => "daily_spend",
+            Self::MonthlySpend => "monthly_spend",
         }
     }
 
@@ -46,12 +51,22 @@ impl Dim {
             Self::DailyTokens => "dt",
             Self::MonthlyTokens => "mt",
             Self::DailyRequests => "dr",
+            Self::DailySpend => "ds",
+            Self::MonthlySpend => "ms",
         }
     }
 
     /// Budgets (calendar windows) rather than rates: over one is "insufficient quota".
     pub fn is_budget(self) -> bool {
-        matches!(self, Self::DailyTokens | Self::MonthlyTokens | Self::DailyRequests)
+        matches!(
+            self,
+            Self::DailyTokens | Self::MonthlyTokens | Self::DailyRequests | Self::DailySpend | Self::MonthlySpend
+        )
+    }
+
+    /// Charged in money (a worst-case cost), so corrected by the real cost at the end.
+    pub fn counts_money(self) -> bool {
+        matches!(self, Self::DailySpend | Self::MonthlySpend)
     }
 
     /// Charged in tokens, so corrected by the real usage at the end.
@@ -142,6 +157,9 @@ pub struct Demand<'a> {
     pub completion: bool,
     /// Completions generated (`n`, `best_of`): each may spend the whole completion budget.
     pub choices: u64,
+    /// The dearest price of every deployment the request may be sent to (failover included);
+    /// `None`: free, or nothing to price.
+    pub worst_price: Option<crate::spend::Price>,
 }
 
 impl Demand<'_> {
@@ -151,6 +169,21 @@ impl Demand<'_> {
         let completion = if self.completion { self.max_tokens.unwrap_or(settings.default_max_tokens) } else { 0 };
         self.prompt_tokens.saturating_add(completion.saturating_mul(self.choices.max(1)))
     }
+
+    /// Money reserved at admission (micro-units): the estimate at the worst price.
+    pub fn worst_cost(&self, settings: &LimitSettings) -> u64 {
+        let Some(price) = &self.worst_price else { return 0 };
+        let completion = self.estimate(settings).saturating_sub(self.prompt_tokens);
+        crate::spend::price::worst_case(price, self.prompt_tokens, completion)
+    }
+}
+
+/// What a request reserves: tokens and money.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Units {
+    pub tokens: u64,
+    /// Micro-units of `spend.currency`.
+    pub money: u64,
 }
 
 /// Every check a request from `principal` must pass, with each limit divided by `divisor`
@@ -158,7 +191,7 @@ impl Demand<'_> {
 pub fn checks(
     principal: &Principal,
     model: Option<&str>,
-    estimate: u64,
+    estimate: Units,
     settings: &LimitSettings,
     now_ms: u64,
     divisor: u64,
@@ -174,13 +207,13 @@ pub fn checks(
 /// The checks of the caller's key (or token subject) and team only, none of the team's per-model
 /// limits: for answers about no one model (`GET /v1/models`).
 pub fn subject_checks(principal: &Principal, settings: &LimitSettings, now_ms: u64, divisor: u64) -> Vec<Check> {
-    build(principal, Vec::new(), 0, settings, now_ms, divisor)
+    build(principal, Vec::new(), Units::default(), settings, now_ms, divisor)
 }
 
 fn build(
     principal: &Principal,
     models: Vec<(&String, &Limits)>,
-    estimate: u64,
+    estimate: Units,
     settings: &LimitSettings,
     now_ms: u64,
     divisor: u64,
@@ -218,7 +251,7 @@ fn push(
     subject: &str,
     scope: Arc<str>,
     limits: &Limits,
-    estimate: u64,
+    estimate: Units,
     settings: &LimitSettings,
     now_ms: u64,
     divisor: u64,
@@ -228,11 +261,13 @@ fn push(
     let month = clock::month(now_ms);
     let dims = [
         (Dim::Rpm, limits.rpm, 1, None),
-        (Dim::Tpm, limits.tpm, estimate, None),
+        (Dim::Tpm, limits.tpm, estimate.tokens, None),
         (Dim::Concurrency, limits.max_concurrent, 1, None),
-        (Dim::DailyTokens, limits.daily_tokens, estimate, Some(day)),
-        (Dim::MonthlyTokens, limits.monthly_tokens, estimate, Some(month)),
+        (Dim::DailyTokens, limits.daily_tokens, estimate.tokens, Some(day)),
+        (Dim::MonthlyTokens, limits.monthly_tokens, estimate.tokens, Some(month)),
         (Dim::DailyRequests, limits.daily_requests, 1, Some(day)),
+        (Dim::DailySpend, limits.daily_spend, estimate.money, Some(day)),
+        (Dim::MonthlySpend, limits.monthly_spend, estimate.money, Some(month)),
     ];
     for (dim, limit, cost, window) in dims {
         let Some(limit) = limit.map(share) else { continue };
@@ -287,13 +322,23 @@ mod tests {
         }
     }
 
+    fn tokens(tokens: u64) -> Units {
+        Units { tokens, money: 0 }
+    }
+
     /// `n` (or `best_of`) completions each spend the completion budget: the reservation covers
     /// them all, asked or default.
     #[test]
     fn each_choice_reserves_the_completion_budget() {
         let s = LimitSettings::default();
-        let demand =
-            |max_tokens, choices| Demand { model: "m", prompt_tokens: 10, max_tokens, completion: true, choices };
+        let demand = |max_tokens, choices| Demand {
+            model: "m",
+            prompt_tokens: 10,
+            max_tokens,
+            completion: true,
+            choices,
+            worst_price: None,
+        };
         assert_eq!(demand(Some(100), 1).estimate(&s), 110);
         assert_eq!(demand(Some(100), 4).estimate(&s), 410);
         assert_eq!(demand(None, 3).estimate(&s), 10 + 3 * s.default_max_tokens);
@@ -309,7 +354,7 @@ mod tests {
             Limits { rpm: Some(600), tpm: Some(1000), daily_tokens: Some(5), ..Limits::default() },
         );
         let s = LimitSettings::default();
-        let c = checks(&p, Some("m"), 100, &s, 0, 1);
+        let c = checks(&p, Some("m"), tokens(100), &s, 0, 1);
         let keys: Vec<&str> = c.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -326,10 +371,10 @@ mod tests {
         assert_eq!(c[2].cost, 100);
         assert_eq!(c[3].window_end_ms, clock::DAY_MS);
         assert_eq!(&*c[4].scope, "team team-a on model m");
-        assert!(checks(&p, Some("other"), 1, &s, 0, 1).iter().all(|c| !c.key.contains(":m:")));
+        assert!(checks(&p, Some("other"), tokens(1), &s, 0, 1).iter().all(|c| !c.key.contains(":m:")));
         let subject: Vec<String> = subject_checks(&p, &s, 0, 1).into_iter().map(|c| c.key).collect();
         assert_eq!(subject, ["lg:{team-a}:rpm:k:k1", "lg:{team-a}:rpm:t", "lg:{team-a}:tpm:t", "lg:{team-a}:dt:t:0"]);
-        let halves = checks(&p, Some("m"), 100, &s, 0, 2);
+        let halves = checks(&p, Some("m"), tokens(100), &s, 0, 2);
         assert_eq!(halves.iter().map(|c| c.limit).collect::<Vec<_>>(), [30, 300, 500, 2, 25]);
     }
 

@@ -222,8 +222,13 @@ impl Shared {
             .into_iter()
             .map(|l| {
                 let units = -i64::try_from(l.units).unwrap_or(i64::MAX);
-                let held =
-                    super::Held { kind: l.kind, key: l.key.clone(), limit: l.limit, window_end_ms: l.window_end_ms };
+                let held = super::Held {
+                    kind: l.kind,
+                    key: l.key.clone(),
+                    limit: l.limit,
+                    window_end_ms: l.window_end_ms,
+                    money: false,
+                };
                 Settlement {
                     held: if units != 0 { vec![(held, units)] } else { Vec::new() },
                     leases: Leases(l.slots.iter().map(|id| (l.key.clone(), *id)).collect()),

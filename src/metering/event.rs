@@ -7,7 +7,6 @@
 use serde::Serialize;
 
 use crate::api::Usage;
-use crate::providers::ModelInfo;
 
 /// The CloudEvent type of tool uses (the tokens' is `metering.event_type`).
 pub const TOOL_EVENT_TYPE: &str = "llm.server_tools";
@@ -36,19 +35,6 @@ impl TokenType {
             TokenType::CacheRead => "cache_read",
             TokenType::CacheWrite => "cache_write",
             TokenType::Reasoning => "reasoning",
-        }
-    }
-
-    /// Nano-dollars per token from the catalogue; cache and reasoning fall back to the input or
-    /// output price when the catalogue has no dedicated one.
-    pub fn price(self, info: &ModelInfo) -> u64 {
-        let input = info.input_nanos_per_token.unwrap_or(0);
-        let output = info.output_nanos_per_token.unwrap_or(0);
-        match self {
-            TokenType::Input => input,
-            TokenType::Output | TokenType::Reasoning => output,
-            TokenType::CacheRead => info.cached_input_nanos_per_token.unwrap_or(input),
-            TokenType::CacheWrite => info.cache_write_nanos_per_token.unwrap_or(input),
         }
     }
 }
@@ -121,6 +107,16 @@ pub struct Envelope<'a> {
     pub request_id: &'a str,
     pub cached: bool,
     pub estimated: bool,
+    /// The ISO 4217 code of `data.cost`.
+    pub currency: &'a str,
+}
+
+/// One event's cost: exact in nano-units (`data.cost_nanos`), and in micro-units apportioned
+/// so that a request's events add up to its cost (`data.cost`, see `spend::apportion`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCost {
+    pub nanos: u64,
+    pub micros: u64,
 }
 
 #[derive(Serialize)]
@@ -148,6 +144,9 @@ struct Data<'a> {
     cached: bool,
     estimated: bool,
     cost_nanos: u64,
+    /// Micro-units of `currency`.
+    cost: u64,
+    currency: &'a str,
     request_id: &'a str,
 }
 
@@ -174,7 +173,7 @@ pub fn event_id(uid: &str, token_type: TokenType) -> String {
 }
 
 /// Appends one CloudEvent as a single JSON line (`\n`-terminated) to `out`.
-pub fn write_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, token_type: TokenType, tokens: u64, cost_nanos: u64) {
+pub fn write_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, token_type: TokenType, tokens: u64, cost: EventCost) {
     let id = event_id(envelope.uid, token_type);
     let event = CloudEvent {
         specversion: "1.0",
@@ -193,7 +192,9 @@ pub fn write_line(out: &mut Vec<u8>, envelope: &Envelope<'_>, token_type: TokenT
             team: envelope.team,
             cached: envelope.cached,
             estimated: envelope.estimated,
-            cost_nanos,
+            cost_nanos: cost.nanos,
+            cost: cost.micros,
+            currency: envelope.currency,
             request_id: envelope.request_id,
         },
     };
@@ -315,21 +316,6 @@ mod tests {
     }
 
     #[test]
-    fn prices_fall_back_sensibly() {
-        let info = ModelInfo {
-            input_nanos_per_token: Some(2500),
-            output_nanos_per_token: Some(10_000),
-            cached_input_nanos_per_token: Some(1250),
-            ..Default::default()
-        };
-        assert_eq!(TokenType::Input.price(&info), 2500);
-        assert_eq!(TokenType::CacheRead.price(&info), 1250);
-        assert_eq!(TokenType::CacheWrite.price(&info), 2500);
-        assert_eq!(TokenType::Reasoning.price(&info), 10_000);
-        assert_eq!(TokenType::Output.price(&ModelInfo::default()), 0);
-    }
-
-    #[test]
     fn an_event_line_is_one_cloudevent_with_the_documented_data() {
         let envelope = Envelope {
             uid: "0af",
@@ -345,9 +331,10 @@ mod tests {
             request_id: "req_1",
             cached: false,
             estimated: true,
+            currency: "USD",
         };
         let mut out = Vec::new();
-        write_line(&mut out, &envelope, TokenType::CacheRead, 7, 525);
+        write_line(&mut out, &envelope, TokenType::CacheRead, 7, EventCost { nanos: 525, micros: 1 });
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["specversion"], "1.0");
@@ -358,6 +345,8 @@ mod tests {
         assert_eq!(data["tokens"], 7);
         assert_eq!(data["type"], "cache_read");
         assert_eq!(data["cost_nanos"], 525);
+        assert_eq!(data["cost"], 1);
+        assert_eq!(data["currency"], "USD");
         assert_eq!(data["estimated"], true);
         assert_eq!(data["request_id"], "req_1");
         assert_eq!(v.as_object().unwrap().len(), 7, "no extension attributes: {v}");

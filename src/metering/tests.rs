@@ -100,6 +100,9 @@ fn usage_becomes_one_priced_event_per_type_with_stable_shared_fields() {
     assert_eq!(types["output"], (200, 200 * 10_000));
     assert_eq!(types["reasoning"], (100, 100 * 10_000));
     assert_eq!(types.values().map(|(t, _)| t).sum::<u64>(), 1300, "no token counted twice");
+    // data.cost in micro-dollars, adding up to the request's: 400 × 2.5 + 600 × 1.25 + 300 × 10.
+    assert_eq!(events.iter().map(|e| e["data"]["cost"].as_u64().unwrap()).sum::<u64>(), 1000 + 750 + 3000);
+    assert!(events.iter().all(|e| e["data"]["currency"] == "USD"));
     let uid = events[0]["id"].as_str().unwrap().split(':').next().unwrap().to_owned();
     for e in &events {
         assert_eq!(e["id"], format!("{uid}:{}", e["data"]["type"].as_str().unwrap()));

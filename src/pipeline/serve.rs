@@ -53,6 +53,7 @@ pub(super) async fn serve(
         max_tokens: request.max_tokens,
         completion: ctx.endpoint != Endpoint::Embeddings,
         choices: request.choices,
+        worst_price: group.and_then(|g| gw.prices.worst_of(g)),
     };
     ctx.reservation = gw.limits.admit_traced(&principal, &demand, &mut ctx.trace).await?;
     for observer in &gw.observers {

@@ -11,6 +11,11 @@ pub type Member = (Arc<DeploymentSpec>, Arc<DeploymentHealth>);
 pub fn order(strategy: Strategy, mut tier: Vec<Member>, rng: &mut fastrand::Rng) -> Vec<Member> {
     match strategy {
         Strategy::Priority => tier,
+        Strategy::Cheapest => {
+            rng.shuffle(&mut tier);
+            tier.sort_by_key(|(d, _)| d.sort_price);
+            tier
+        }
         Strategy::Weighted => weighted_shuffle(tier, rng),
         Strategy::LeastBusy => {
             rng.shuffle(&mut tier);

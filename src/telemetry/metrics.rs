@@ -86,6 +86,8 @@ pub struct Metrics {
     pub sessions: Family<Session, Counter>,
     /// Rendered when metering is on.
     pub metering: Option<Arc<MeteringMetrics>>,
+    /// Spend counters (`spend`), rendered when set.
+    pub spend: Option<Arc<crate::spend::metrics::SpendMetrics>>,
     pub rate_limited: Family<Reason, Counter>,
     pub limits_fallback: Family<Policy, Counter>,
     /// Decided by the `allowance` taken ahead, or by `valkey`.
@@ -150,6 +152,9 @@ impl Metrics {
         encode_into(&mut out, &self.registry);
         if let Some(metering) = &self.metering {
             metering.render(&mut out);
+        }
+        if let Some(spend) = &self.spend {
+            spend.render(&mut out);
         }
         out
     }

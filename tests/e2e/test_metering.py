@@ -33,7 +33,8 @@ from mock_openai import MockOpenAI, chat_usage, completion_usage, echo_answer
 from openmeter_server import CONTENT_BATCH, RFC3339, OpenMeterServer
 
 DATA_KEYS = {
-    "tokens", "type", "model", "deployment", "provider", "key_id", "team", "cached", "estimated", "cost_nanos", "request_id",
+    "tokens", "type", "model", "deployment", "provider", "key_id", "team", "cached", "estimated", "cost_nanos", "cost",
+    "currency", "request_id",
 }
 
 
@@ -148,6 +149,7 @@ def test_events_follow_the_cloudevents_and_openmeter_rules(metered: GatewayProce
         assert data["model"] == "echo" and data["deployment"] == "upstream/echo" and data["provider"] == "upstream"
         assert data["key_id"] == "key-b" and data["request_id"] == rid
         assert isinstance(data["tokens"], int) and isinstance(data["cost_nanos"], int)
+        assert isinstance(data["cost"], int) and data["currency"] == "USD"
         prefix, _, suffix = event["id"].rpartition(":")
         assert suffix == token_type and re.fullmatch(r"[0-9a-f]{32}", prefix)
         uid = uid or prefix

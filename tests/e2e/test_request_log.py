@@ -105,7 +105,8 @@ def test_every_request_of_a_mixed_run_is_one_row_with_its_fields(pg: Postgres, u
         assert (p["team"], p["key_id"], p["model"], p["deployment"], p["status"]) == ("team-a", "key-a", "echo", "upstream/echo", 200)
         assert p["endpoint"] == "/v1/chat/completions" and p["stream"] is False and p["cache"] == "miss"
         assert p["input_tokens"] > 0 and p["output_tokens"] > 0 and p["latency_ms"] > 0 and p["attempts"] == 1
-        assert p["cost_nanodollars"] is None and p["request_body"] is None
+        # A provider with no vendor is the operator's own server: it costs nothing, and says so.
+        assert p["cost_nanodollars"] == 0 and p["request_body"] is None
         assert (p["client_addr"], p["user_agent"]) == ("127.0.0.1", "request-log-test/1.0")
         s = rows[streamed]
         assert s["stream"] is True and s["output_tokens"] > 0 and s["ttft_ms"] is not None and s["ttft_ms"] <= s["latency_ms"]

@@ -1024,3 +1024,6 @@ def test_grafana_dashboard_ships_as_a_labelled_configmap():
     for wanted in ("Request latency", "Time to first token", "Tokens by team", "Cache hit ratio", "Errors by class"):
         assert wanted in titles
     assert any(p["title"].startswith("Circuit breakers") for p in dashboard["panels"])
+    spend = [p for p in dashboard["panels"] if p["title"].startswith("Spend by")]
+    assert {p["title"].split(" (")[0] for p in spend} == {"Spend by team", "Spend by model"}
+    assert all("llm_gateway_spend_total" in p["targets"][0]["expr"] for p in spend)

@@ -178,6 +178,7 @@ impl Metrics {
             inter_chunk_gap,
             sessions,
             metering: None,
+            spend: None,
             rate_limited,
             limits_fallback,
             limits_admissions: ["allowance", "valkey"].map(|by| admissions.get_or_create_owned(&DecidedBy::from(by))),

@@ -1,0 +1,300 @@
+//! Spend: what every deployment costs, what every request cost, in integer micro-units of the
+//! configured currency (no floating point anywhere in money).
+//!
+//! ```text
+//! price (µ/Mtok)  = config `price:`  | `free: true` | catalogue (USD only) | self-hosted: 0 | unknown: 0, warned
+//! cost (µ)        = round_half_up( Σ tokens_of_type × price_of_type / 1e6 )
+//! ```
+//!
+//! Each token type's product is exact (u128 pico-units); the request's sum is rounded once, and a
+//! request's per-type costs (its metering events) are apportioned so that they add up to it.
+//! The cost reaches the client in `x-llm-gateway-cost` (whole answers; a stream's headers are
+//! gone before its usage arrives, so a stream's cost is in its metering event, its request-log
+//! row and the metrics), Prometheus (`llm_gateway_spend_total`, and for cache hits, which cost
+//! nothing upstream, `llm_gateway_spend_saved_total`).
+
+pub mod metrics;
+pub mod price;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::api::Usage;
+use crate::config::{Config, ProviderSpec};
+use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::metering::event::{self, TokenType};
+pub use price::{Price, SpendSettings};
+
+/// The cost of a whole answer, in micro-units of `x-llm-gateway-cost-currency`.
+pub const COST_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost");
+pub const CURRENCY_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost-currency");
+/// A cache hit's: what the answer would have cost from its model's first deployment.
+pub const SAVED_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost-saved");
+
+/// Micro-units per million tokens × tokens = pico-units; this many pico-units make a micro-unit.
+const PICOS_PER_MICRO: u128 = 1_000_000;
+
+/// Where a deployment's price came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The deployment's `price:`.
+    Config,
+    /// `free: true`.
+    Free,
+    Catalogue,
+    /// A self-hosted vendor (vLLM, Ollama, ...) or a provider with no vendor: zero.
+    SelfHosted,
+    /// A paying vendor's model the catalogue does not price (or not in this currency): zero,
+    /// reported at start.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priced {
+    pub price: Price,
+    pub source: Source,
+}
+
+/// The exact cost of `parts` in pico-units (cannot overflow: 2^64 tokens × 2^64 price < 2^128,
+/// and five of them < 2^131 — saturating keeps even that case bounded).
+pub fn picos(price: &Price, parts: &[(TokenType, u64)]) -> u128 {
+    parts.iter().fold(0u128, |sum, (t, n)| sum.saturating_add(u128::from(*n) * u128::from(price.of(*t))))
+}
+
+/// Pico-units → micro-units, half rounded up, saturating at `u64::MAX`.
+pub fn micros_of(picos: u128) -> u64 {
+    u64::try_from(picos.saturating_add(PICOS_PER_MICRO / 2) / PICOS_PER_MICRO).unwrap_or(u64::MAX)
+}
+
+/// What `usage` (OpenAI semantics: cached and cache-write tokens inside `prompt_tokens`,
+/// reasoning inside `completion_tokens`) costs at `price`, in micro-units.
+pub fn cost(price: &Price, usage: &Usage) -> u64 {
+    micros_of(picos(price, &event::split(usage)))
+}
+
+/// The cost of each part in micro-units, adding up to the cost of all of them (largest
+/// remainders get the micro-units that rounding each part down left over).
+pub fn apportion(price: &Price, parts: &[(TokenType, u64)]) -> Vec<u64> {
+    let exact: Vec<u128> = parts.iter().map(|p| picos(price, std::slice::from_ref(p))).collect();
+    let total = micros_of(exact.iter().fold(0u128, |s, p| s.saturating_add(*p)));
+    let mut shares: Vec<u64> = exact.iter().map(|p| micros_of_floor(*p)).collect();
+    let mut left = total.saturating_sub(shares.iter().fold(0u64, |s, p| s.saturating_add(*p)));
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(exact[i] % PICOS_PER_MICRO));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        if !exact[i].is_multiple_of(PICOS_PER_MICRO) {
+            shares[i] += 1;
+            left -= 1;
+        }
+    }
+    shares
+}
+
+/// Pico-units → nano-units, half rounded up, saturating (the events' `cost_nanos`).
+pub fn nanos_of(picos: u128) -> u64 {
+    u64::try_from(picos.saturating_add(500) / 1000).unwrap_or(u64::MAX)
+}
+
+fn micros_of_floor(picos: u128) -> u64 {
+    u64::try_from(picos / PICOS_PER_MICRO).unwrap_or(u64::MAX)
+}
+
+/// Every deployment's price, resolved once at start.
+#[derive(Debug, Default)]
+pub struct Prices {
+    currency: String,
+    known: HashMap<String, Priced>,
+    /// A model group's (or alias's) first deployment: what a cache hit saved is priced at.
+    first_of_group: HashMap<String, String>,
+    /// A model group's dearest price over its deployments and those of its fallbacks: what a
+    /// money budget reserves at.
+    worst_of_group: HashMap<String, Price>,
+    providers: HashMap<String, Arc<ProviderSpec>>,
+}
+
+impl Prices {
+    pub fn new(config: &Config) -> Self {
+        let currency = config.spend.currency.clone();
+        let mut this = Self {
+            providers: config
+                .providers
+                .values()
+                .chain(config.default_backend.iter())
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+            currency,
+            ..Self::default()
+        };
+        for (name, model) in &config.models {
+            for d in &model.deployments {
+                // A deployment id listed in several groups: a price the config sets wins.
+                let priced = match d.price {
+                    Some(price) if price == Price::FREE => Priced { price, source: Source::Free },
+                    Some(price) => Priced { price, source: Source::Config },
+                    None if this.known.contains_key(&d.id) => continue,
+                    None => resolve(&this.currency, &d.provider, &d.model),
+                };
+                this.known.insert(d.id.clone(), priced);
+            }
+            if let Some(first) = model.deployments.first() {
+                this.first_of_group.insert(name.clone(), first.id.clone());
+            }
+        }
+        for (name, model) in &config.models {
+            let groups = std::iter::once(name)
+                .chain(&model.fallbacks)
+                .chain(&model.context_window_fallbacks)
+                .chain(&model.content_policy_fallbacks);
+            let worst = groups
+                .filter_map(|g| config.models.get(g).or_else(|| config.models.get(config.aliases.get(g)?)))
+                .flat_map(|m| &m.deployments)
+                .fold(Price::FREE, |worst, d| worst.max(this.of(&d.id).price));
+            this.worst_of_group.insert(name.clone(), worst);
+        }
+        for (alias, target) in &config.aliases {
+            if let Some(first) = this.first_of_group.get(target).cloned() {
+                this.first_of_group.insert(alias.clone(), first);
+            }
+        }
+        this
+    }
+
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    /// The price of deployment `id` (`provider/model`); ids made up at run time (the default
+    /// backend serving any name) are resolved on the fly.
+    pub fn of(&self, id: &str) -> Priced {
+        if let Some(priced) = self.known.get(id) {
+            return *priced;
+        }
+        let (provider, model) = id.split_once('/').unwrap_or((id, ""));
+        match self.providers.get(provider) {
+            Some(p) => resolve(&self.currency, p, model),
+            None => Priced { price: Price::FREE, source: Source::Unknown },
+        }
+    }
+
+    /// The price a cache hit on `model` (a client-facing name) saved.
+    pub fn of_model(&self, model: &str) -> Option<Priced> {
+        self.first_of_group.get(model).map(|id| self.of(id))
+    }
+
+    /// What a request to model group `group` reserves against money budgets, per token type;
+    /// `None` when every deployment it may reach is free.
+    pub fn worst_of(&self, group: &str) -> Option<Price> {
+        self.worst_of_group.get(group).copied().filter(|p| *p != Price::FREE)
+    }
+
+    /// The configured deployments of paying vendors with no price, sorted.
+    pub fn unpriced(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> =
+            self.known.iter().filter(|(_, p)| p.source == Source::Unknown).map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// A deployment's price without a `price:` of its own.
+fn resolve(currency: &str, provider: &ProviderSpec, model: &str) -> Priced {
+    let self_hosted = match &provider.vendor {
+        Some(vendor) => crate::providers::lookup(vendor).map(|d| d.self_hosted).unwrap_or(false),
+        None => true,
+    };
+    if self_hosted {
+        return Priced { price: Price::FREE, source: Source::SelfHosted };
+    }
+    let catalogue = provider.known_models.get(model).and_then(Price::from_catalogue);
+    match catalogue {
+        Some(price) if currency == price::CATALOGUE_CURRENCY => Priced { price, source: Source::Catalogue },
+        _ => Priced { price: Price::FREE, source: Source::Unknown },
+    }
+}
+
+/// What the `cheapest` routing strategy orders a deployment by: input plus output price per
+/// million tokens, the config's or the catalogue's (in USD: with another currency, give the
+/// deployments of a `cheapest` group prices of their own); a paying vendor's model with no price
+/// sorts last.
+pub fn sort_price(provider: &ProviderSpec, model: &str, price: Option<Price>) -> u64 {
+    let priced = match price {
+        Some(price) => Priced { price, source: Source::Config },
+        None => resolve(price::CATALOGUE_CURRENCY, provider, model),
+    };
+    match priced.source {
+        Source::Unknown => u64::MAX,
+        _ => priced.price.input.saturating_add(priced.price.output),
+    }
+}
+
+/// Logs (once, at start) every deployment that a paying vendor bills but nothing prices.
+pub fn warn_unpriced(prices: &Prices, metrics: &metrics::SpendMetrics) {
+    for id in prices.unpriced() {
+        metrics.set_unpriced(id);
+        tracing::warn!(
+            deployment = id,
+            currency = prices.currency(),
+            "spend: no price for this deployment of a paying vendor; its requests are counted at zero cost \
+             (set `price:` or `free: true` on the deployment)"
+        );
+    }
+}
+
+/// `x-llm-gateway-cost` (and `-saved` on a cache hit) on a whole answer.
+pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) {
+    let Some(usage) = &outcome.usage else { return };
+    let (cost, saved) = match (&ctx.deployment, outcome.cached) {
+        (_, true) => (0, prices.of_model(&ctx.client_model).map(|p| cost(&p.price, usage))),
+        (Some(deployment), false) => (cost(&prices.of(deployment).price, usage), None),
+        (None, false) => return,
+    };
+    headers.insert(COST_HEADER, HeaderValue::from(cost));
+    if let Some(saved) = saved {
+        headers.insert(SAVED_HEADER, HeaderValue::from(saved));
+    }
+    if let Ok(currency) = HeaderValue::from_str(prices.currency()) {
+        headers.insert(CURRENCY_HEADER, currency);
+    }
+}
+
+/// A request's cost in nano-units for its request-log row: 0 for a cache hit, `None` without
+/// usage (a request that never reached an upstream, or one counted only by metering).
+pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Option<u64> {
+    let usage = outcome.usage.as_ref()?;
+    if outcome.cached {
+        return Some(0);
+    }
+    let price = prices.of(ctx.deployment.as_deref()?).price;
+    Some(nanos_of(picos(&price, &event::split(usage))))
+}
+
+/// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.
+pub struct SpendObserver {
+    pub prices: Arc<Prices>,
+    pub metrics: Arc<metrics::SpendMetrics>,
+    /// For the model label (a configured name or `other`).
+    pub labels: Arc<crate::telemetry::metrics::Metrics>,
+}
+
+impl Observer for SpendObserver {
+    fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
+        let Some(usage) = &outcome.usage else { return };
+        let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_else(|| Arc::from(""));
+        let model = self.labels.model_label(&ctx.client_model);
+        if outcome.cached {
+            if let Some(priced) = self.prices.of_model(&ctx.client_model) {
+                self.metrics.saved(team, model, cost(&priced.price, usage));
+            }
+        } else if let Some(deployment) = &ctx.deployment {
+            self.metrics.spent(team, model, cost(&self.prices.of(deployment).price, usage));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Spend unit tests: each cost equal to the integer worked out by hand from the catalogue's
+//! (or the config's) price per million tokens; prices resolved and overridden; amounts parsed
+//! without floating point; rounding that never overflows nor loses a micro-unit.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::price::{format_micros, parse_micros};
+use super::*;
+use crate::api::anthropic::UsageReport;
+use crate::api::openai::{CompletionTokensDetails, PromptTokensDetails};
+
+const CONFIG: &str = "
+keys: [{ key: sk-a, team: team-a, id: key-a }]
+teams: { team-a: { models: ['*'] } }
+providers:
+  openai: { vendor: openai }
+  anthropic: { vendor: anthropic }
+  vllm: { vendor: vllm, base_url: 'http://127.0.0.1:9/v1' }
+  mine: { dialect: openai, base_url: 'http://127.0.0.1:9/v1' }
+models:
+  gpt-4o: { deployments: [{ provider: openai }] }
+  sol: { deployments: [{ provider: openai, model: gpt-6.1-sol }] }
+  sonnet: { deployments: [{ provider: anthropic, model: claude-sonnet-5-5 }] }
+  embed: { deployments: [{ provider: openai, model: text-embedding-3-small }] }
+  local: { deployments: [{ provider: vllm, model: qwen3 }] }
+  own: { deployments: [{ provider: mine, model: qwen3 }] }
+  mystery: { deployments: [{ provider: openai, model: gpt-98 }] }
+  priced:
+    deployments:
+      - { provider: openai, model: gpt-99, price: { input: '0.0375', output: 2.5, cached_input: 1 } }
+      - { provider: anthropic, model: claude-haiku-4-5, free: true }
+aliases: { sonnet-latest: sonnet }
+";
+
+fn prices(yaml: &str) -> Prices {
+    Prices::new(&Config::from_yaml(yaml, &HashMap::<&str, &str>::new()).unwrap())
+}
+
+fn openai(prompt: u64, cached: u64, completion: u64, reasoning: u64) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: cached, cache_write_tokens: 0 }),
+        completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: reasoning }),
+        ..Usage::default()
+    }
+}
+
+#[test]
+fn openai_cached_tokens_cost_the_cached_price() {
+    let p = prices(CONFIG);
+    let gpt4o = p.of("openai/gpt-4o");
+    assert_eq!(gpt4o.source, Source::Catalogue);
+    // $2.50 / $1.25 cached / $10 per Mtok: 600 × 2.5 + 400 × 1.25 + 200 × 10 = 1500 + 500 + 2000 µ$.
+    assert_eq!(cost(&gpt4o.price, &openai(1000, 400, 200, 0)), 4000);
+    // One token: $0.0000025 = 2.5 µ$, rounded half up.
+    assert_eq!(cost(&gpt4o.price, &openai(1, 0, 0, 0)), 3);
+}
+
+#[test]
+fn reasoning_tokens_bill_as_output() {
+    let p = prices(CONFIG);
+    // gpt-6.1-sol $2 in / $10 out: 50 × 2 + (200 + 800 reasoning) × 10 = 100 + 10000 µ$.
+    assert_eq!(cost(&p.of("openai/gpt-6.1-sol").price, &openai(50, 0, 1000, 800)), 10_100);
+}
+
+#[test]
+fn anthropic_cache_reads_and_writes_have_their_own_prices() {
+    let p = prices(CONFIG);
+    let report = UsageReport {
+        input_tokens: Some(100),
+        output_tokens: Some(300),
+        cache_creation_input_tokens: Some(1000),
+        cache_read_input_tokens: Some(5000),
+        server_tool_use: None,
+    };
+    // claude-sonnet-5-5: $2 in, $2.50 5-minute write, $0.10 read, $10 out:
+    // 100 × 2 + 1000 × 2.5 + 5000 × 0.1 + 300 × 10 = 200 + 2500 + 500 + 3000 µ$.
+    assert_eq!(cost(&p.of("anthropic/claude-sonnet-5-5").price, &report.to_openai()), 6200);
+}
+
+#[test]
+fn embeddings_bill_their_input() {
+    let p = prices(CONFIG);
+    let price = p.of("openai/text-embedding-3-small").price;
+    // $0.02 per Mtok: 5000 tokens = 100 µ$; 1234 tokens = 24.68 µ$ → 25.
+    assert_eq!(cost(&price, &Usage { prompt_tokens: 5000, total_tokens: 5000, ..Usage::default() }), 100);
+    assert_eq!(cost(&price, &Usage { prompt_tokens: 1234, total_tokens: 1234, ..Usage::default() }), 25);
+}
+
+#[test]
+fn overrides_self_hosted_and_unknown_prices() {
+    let p = prices(CONFIG);
+    let priced = p.of("openai/gpt-99");
+    assert_eq!(priced.source, Source::Config);
+    // '0.0375' (a string) and 2.5 (a YAML number) per Mtok, read exactly; cache write = input.
+    assert_eq!(priced.price, Price { input: 37_500, output: 2_500_000, cached_input: 1_000_000, cache_write: 37_500 });
+    // 1000 × 0.0375 + 100 × 2.5 = 37.5 + 250 = 287.5 µ → 288.
+    assert_eq!(cost(&priced.price, &openai(1000, 0, 100, 0)), 288);
+    assert_eq!(p.of("vllm/qwen3").source, Source::SelfHosted);
+    assert_eq!(p.of("mine/qwen3").source, Source::SelfHosted);
+    assert_eq!(p.of("vllm/qwen3").price, Price::FREE);
+    assert_eq!(p.of("openai/gpt-98").source, Source::Unknown);
+    assert_eq!(p.of("openai/never-configured").source, Source::Unknown);
+    // A cache hit on an alias saves what its group's first deployment costs.
+    assert_eq!(p.of_model("sonnet-latest").unwrap().source, Source::Catalogue);
+}
+
+#[test]
+fn a_paid_deployment_without_a_price_is_reported_and_free_is_explicit() {
+    let p = prices(CONFIG);
+    assert_eq!(p.unpriced(), vec!["openai/gpt-98"]);
+    let free = prices(&CONFIG.replace(
+        "      - { provider: openai, model: gpt-99, price: { input: '0.0375', output: 2.5, cached_input: 1 } }\n",
+        "",
+    ));
+    assert_eq!(free.of("anthropic/claude-haiku-4-5").source, Source::Free);
+    let metrics = metrics::SpendMetrics::new();
+    warn_unpriced(&p, &metrics);
+    let mut out = String::new();
+    metrics.render(&mut out);
+    assert!(out.contains("llm_gateway_unpriced_deployments{deployment=\"openai/gpt-98\"} 1"), "{out}");
+}
+
+#[test]
+fn another_currency_needs_prices_of_its_own() {
+    let p = prices(&format!("{CONFIG}spend: {{ currency: EUR }}\n"));
+    assert_eq!(p.currency(), "EUR");
+    assert_eq!(p.of("openai/gpt-4o").source, Source::Unknown, "the catalogue is in USD");
+    let env = HashMap::<&str, &str>::new();
+    let e = Config::from_yaml(&format!("{CONFIG}spend: {{ currency: euro }}\n"), &env).unwrap_err();
+    assert!(e.0.contains("spend.currency"), "{e}");
+    let both = CONFIG.replace("free: true", "free: true, price: { input: 1 }");
+    let e = Config::from_yaml(&both, &env).unwrap_err();
+    assert!(e.0.contains("deployments[1].free"), "{e}");
+    let e = Config::from_yaml(&CONFIG.replace("'0.0375'", "'-1'"), &env).unwrap_err();
+    assert!(e.0.contains("not an amount"), "{e}");
+}
+
+#[test]
+fn amounts_are_parsed_and_printed_exactly() {
+    assert_eq!(parse_micros("2.50"), Ok(2_500_000));
+    assert_eq!(parse_micros("0.000001"), Ok(1));
+    assert_eq!(parse_micros(".5"), Ok(500_000));
+    assert_eq!(parse_micros("15"), Ok(15_000_000));
+    for bad in ["", ".", "1.0000001", "-1", "1e3", "1,5", "18446744073709.551616"] {
+        assert!(parse_micros(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(format_micros(4125), "0.004125");
+    assert_eq!(format_micros(12_000_000), "12.000000");
+}
+
+#[test]
+fn event_costs_add_up_to_the_request_cost() {
+    let price = Price { input: 37_500, output: 2_500_000, cached_input: 3_750, cache_write: 46_875 };
+    let parts =
+        [(TokenType::Input, 13), (TokenType::Output, 7), (TokenType::CacheRead, 11), (TokenType::CacheWrite, 3)];
+    // 0.4875 + 17.5 + 0.04125 + 0.140625 = 18.169375 µ → 18, split as 0 + 18 + 0 + 0.
+    let shares = apportion(&price, &parts);
+    assert_eq!(shares, vec![0, 18, 0, 0]);
+    assert_eq!(micros_of(picos(&price, &parts)), 18);
+}
+
+fn any_price() -> impl Strategy<Value = Price> {
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
+        .prop_map(|(input, output, cached_input, cache_write)| Price { input, output, cached_input, cache_write })
+}
+
+proptest! {
+    /// Whatever the counts and prices: no panic, no overflow, the total within half a
+    /// micro-unit of the exact sum, and the events' shares adding up to it exactly.
+    #[test]
+    fn cost_never_overflows_nor_loses_a_micro_unit(
+        price in any_price(),
+        counts in proptest::collection::vec(0u64..=u64::MAX, 5),
+        small in proptest::collection::vec(0u64..1_000_000, 5),
+        big in any::<bool>(),
+    ) {
+        let counts = if big { counts } else { small };
+        let parts: Vec<(TokenType, u64)> = TokenType::ALL.iter().copied().zip(counts).collect();
+        let exact = picos(&price, &parts);
+        let total = micros_of(exact);
+        let shares = apportion(&price, &parts);
+        if exact < u128::from(u64::MAX) * 1_000_000 {
+            let back = u128::from(total) * 1_000_000;
+            prop_assert!(back.abs_diff(exact) <= 500_000, "{total} µ for {exact} p");
+            prop_assert_eq!(shares.iter().map(|s| u128::from(*s)).sum::<u128>(), u128::from(total));
+        } else {
+            prop_assert_eq!(total, u64::MAX);
+        }
+    }
+}
+
+#[test]
+fn a_money_budget_reserves_the_worst_case_of_every_candidate() {
+    let yaml = CONFIG.replace(
+        "  sol: { deployments: [{ provider: openai, model: gpt-6.1-sol }] }",
+        "  sol:\n    deployments: [{ provider: openai, model: gpt-6.1-sol }]\n    fallbacks: [sonnet]",
+    );
+    let p = prices(&yaml);
+    // gpt-6.1-sol: in 2, cache write 2.5, out 10; claude-sonnet-5-5: in 2, cache write 2.5, out 10.
+    let worst = p.of("openai/gpt-6.1-sol").price.max(p.of("anthropic/claude-sonnet-5-5").price);
+    assert_eq!(p.worst_of("sol"), Some(worst));
+    // The prompt at the dearer of input and cache write (2.5), the completion at output (10):
+    // 100 × 2.5 + 1000 × 10 = 10250 µ$; a fraction rounds up.
+    assert_eq!(price::worst_case(&worst, 100, 1000), 10_250);
+    assert_eq!(price::worst_case(&worst, 1, 0), 3);
+    assert_eq!(p.worst_of("local"), None, "a free group reserves nothing");
+    let settings = crate::config::limits::LimitSettings::default();
+    let demand = crate::limits::Demand {
+        model: "sol",
+        prompt_tokens: 100,
+        max_tokens: Some(500),
+        completion: true,
+        choices: 2,
+        worst_price: p.worst_of("sol"),
+    };
+    assert_eq!(demand.worst_cost(&settings), 250 + 2 * 500 * 10);
+}
