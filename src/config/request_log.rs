@@ -137,7 +137,7 @@ fn err(field: &str, msg: String) -> ConfigError {
 
 /// The PostgreSQL URL from the variable `url_env` names: set, parseable, and not asking for TLS.
 fn postgres_url(url_env: &str, env: &dyn Env) -> Result<String, ConfigError> {
-    let url = env.var(&url_env).ok_or_else(|| err("url_env", format!("environment variable {url_env} is not set")))?;
+    let url = env.var(url_env).ok_or_else(|| err("url_env", format!("environment variable {url_env} is not set")))?;
     match url.parse::<tokio_postgres::Config>() {
         Err(e) => return Err(err("url_env", format!("{url_env} is not a valid PostgreSQL URL: {e}"))),
         Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {

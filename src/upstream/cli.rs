@@ -170,7 +170,7 @@ async fn whole_response(
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let body = futures_util::stream::once(async move { Ok(json) }).boxed();
-    return Ok(UpstreamResponse { status: StatusCode::OK, headers, body });
+    Ok(UpstreamResponse { status: StatusCode::OK, headers, body })
 }
 
 /// One answer being read from a session.

@@ -104,12 +104,15 @@ pub fn from_chat(
     serde_json::to_vec(&body).map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))
 }
 
+/// One turn of the conversation: a role and its blocks.
+type Turn = (Role, Vec<Block>);
+
 /// The system prompt (system and developer messages) and the turns, consecutive turns of one
 /// role merged.
-fn system_and_turns(request: &RawObject) -> Result<(Vec<Block>, Vec<(Role, Vec<Block>)>), Untranslatable> {
+fn system_and_turns(request: &RawObject) -> Result<(Vec<Block>, Vec<Turn>), Untranslatable> {
     let messages: Vec<ChatMessage> = field(request, "messages")?.unwrap_or_default();
     let mut system: Vec<Block> = Vec::new();
-    let mut turns: Vec<(Role, Vec<Block>)> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
     for (i, message) in messages.into_iter().enumerate() {
         match message.role.as_str() {
             "system" | "developer" => system.extend(system_blocks(message.content, i)?),
