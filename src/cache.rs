@@ -405,8 +405,28 @@ impl Cache {
         let threshold = semantic.settings.threshold_for(group);
         let started = Instant::now();
         let now = now_ms();
-        let candidates: Vec<(u64, f32)> = if module && let Some(shared) = &self.shared {
-            match shared::module::search(shared, &partition, &vector, MAX_CONFIRMS).await {
+        let candidates = self.semantic_candidates(semantic, module, &partition, &vector, now, threshold).await;
+        let hit = self.first_confirmed(semantic, &sem.text, &partition, candidates, threshold, now).await;
+        self.metrics.looked_up(Tier::Semantic).observe(started.elapsed().as_secs_f64());
+        if let Some((_, similarity)) = &hit {
+            self.metrics.similarity.get_or_create(&"hit".into()).observe(f64::from(*similarity));
+        }
+        (hit, Some((partition, vector)))
+    }
+
+    /// Candidates near `vector`: from Valkey's search module when it holds the vectors, else from
+    /// this replica's index (recording the best similarity of a miss).
+    async fn semantic_candidates(
+        &self,
+        semantic: &Semantic,
+        module: bool,
+        partition: &PartitionId,
+        vector: &Arc<[f32]>,
+        now: u64,
+        threshold: f32,
+    ) -> Vec<(u64, f32)> {
+        if module && let Some(shared) = &self.shared {
+            match shared::module::search(shared, partition, vector, MAX_CONFIRMS).await {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::debug!(error = %e, "cache: FT.SEARCH failed (a miss)");
@@ -415,50 +435,55 @@ impl Cache {
                 }
             }
         } else {
-            let (found, best) = semantic.index.search(&partition, &vector, now, threshold, MAX_CONFIRMS);
+            let (found, best) = semantic.index.search(partition, vector, now, threshold, MAX_CONFIRMS);
             if found.is_empty()
                 && let Some(best) = best
             {
                 self.metrics.similarity.get_or_create(&"miss".into()).observe(f64::from(best));
             }
             found.into_iter().map(|c| (c.id, c.similarity)).collect()
-        };
-        let mut hit = None;
+        }
+    }
+
+    /// The first candidate at or above `threshold` that is still stored and passes the lexical
+    /// guard; candidates gone from the store are dropped from the index.
+    async fn first_confirmed(
+        &self,
+        semantic: &Semantic,
+        text: &str,
+        partition: &PartitionId,
+        candidates: Vec<(u64, f32)>,
+        threshold: f32,
+        now: u64,
+    ) -> Option<(Arc<Stored>, f32)> {
         for (id, similarity) in candidates.into_iter().filter(|(_, s)| *s >= threshold) {
             let confirmed = match (&self.shared, &semantic.local) {
                 (_, Some(local)) => local.get(&id).await.filter(|s| s.expires_ms > now),
-                (Some(shared), None) => {
-                    match shared.confirm(&partition, id, now, self.settings.max_entry_bytes).await {
-                        Ok(found) => found.map(Arc::new),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "cache: confirming a candidate failed (a miss)");
-                            self.metrics.errors.get_or_create(&"confirm".into()).inc();
-                            break;
-                        }
+                (Some(shared), None) => match shared.confirm(partition, id, now, self.settings.max_entry_bytes).await {
+                    Ok(found) => found.map(Arc::new),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cache: confirming a candidate failed (a miss)");
+                        self.metrics.errors.get_or_create(&"confirm".into()).inc();
+                        return None;
                     }
-                }
+                },
                 (None, None) => None,
             };
             match confirmed {
                 Some(stored) => {
                     // Close in embedding space is not enough: negations, numbers and word order
                     // must agree too (see `guard`).
-                    if let Some(reason) = guard::mismatch(&sem.text, &stored.question) {
+                    if let Some(reason) = guard::mismatch(text, &stored.question) {
                         self.metrics.guarded.get_or_create(&reason.into()).inc();
                         continue;
                     }
-                    hit = Some((stored, similarity));
-                    break;
+                    return Some((stored, similarity));
                 }
                 // Deleted, evicted or expired behind our back: forget it here too.
-                None => semantic.index.remove(&partition, id),
+                None => semantic.index.remove(partition, id),
             }
         }
-        self.metrics.looked_up(Tier::Semantic).observe(started.elapsed().as_secs_f64());
-        if let Some((_, similarity)) = &hit {
-            self.metrics.similarity.get_or_create(&"hit".into()).observe(f64::from(*similarity));
-        }
-        (hit, Some((partition, vector)))
+        None
     }
 
     /// The client's response for a stored answer, or `None` if it cannot be read (then a miss).

@@ -120,39 +120,12 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let mut workers = Vec::new();
     for i in 1..config.server.threads {
         let (copy, app, stopped) = (listener.try_clone()?, app.clone(), stopped.clone());
-        let (drained_tx, released) = (drained_tx.clone(), released.clone());
-        workers.push(std::thread::Builder::new().name(format!("llm-gateway-{i}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = drained_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                tokio::spawn(allocator_upkeep());
-                let served = match tokio::net::TcpListener::from_std(copy) {
-                    Ok(listener) => server::serve(listener, app, server::stopped(stopped), options).await,
-                    Err(e) => Err(e),
-                };
-                let _ = drained_tx.send(served);
-                drop(drained_tx);
-                server::stopped(released).await;
-            });
-        })?);
+        workers.push(spawn_worker(i, copy, app, stopped, drained_tx.clone(), released.clone(), options)?);
     }
     drop(drained_tx);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     if let (Some(listen), Some(routes)) = (&config.server.management_listen, app.management.clone()) {
-        let management = tokio::net::TcpListener::bind(listen).await?;
-        tracing::info!(addr = %management.local_addr()?, "management listening");
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(management, routes).with_graceful_shutdown(server::stopped(stopped)).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the management listener failed");
-            }
-        });
+        serve_management(listen, routes, stopped.clone()).await?;
     }
     tracing::info!(addr = %addr, models = config.models.len(), threads = config.server.threads, "listening");
     tokio::spawn({
@@ -183,6 +156,56 @@ async fn run(config: Config, config_path: String) -> Result<(), Box<dyn std::err
     let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     served?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serving thread `i`: its own event loop on a copy of the listening socket; it reports on
+/// `drained_tx` once drained and keeps its loop running until `released`.
+fn spawn_worker(
+    i: usize,
+    copy: std::net::TcpListener,
+    app: app::App,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    drained_tx: tokio::sync::mpsc::UnboundedSender<std::io::Result<()>>,
+    released: tokio::sync::watch::Receiver<bool>,
+    options: server::ServeOptions,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("llm-gateway-{i}")).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = drained_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            tokio::spawn(allocator_upkeep());
+            let served = match tokio::net::TcpListener::from_std(copy) {
+                Ok(listener) => server::serve(listener, app, server::stopped(stopped), options).await,
+                Err(e) => Err(e),
+            };
+            let _ = drained_tx.send(served);
+            drop(drained_tx);
+            server::stopped(released).await;
+        });
+    })
+}
+
+/// The management listener (metrics, health), served until `stopped`.
+async fn serve_management(
+    listen: &str,
+    routes: axum::Router,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let management = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %management.local_addr()?, "management listening");
+    let stopped = stopped.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(management, routes).with_graceful_shutdown(server::stopped(stopped)).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the management listener failed");
+        }
+    });
     Ok(())
 }
 

@@ -83,27 +83,7 @@ impl Cache {
                         true
                     }
                     (Some(shared), None) => {
-                        match shared.put_entry(&partition, id, &vector, &stored, semantic.embeddings.id()).await {
-                            Ok(()) => {
-                                if semantic.module.load(Ordering::Relaxed)
-                                    && semantic.module_index_dims.load(Ordering::Relaxed) != vector.len()
-                                {
-                                    match shared::module::ensure_index(shared, vector.len()).await {
-                                        Ok(()) => semantic.module_index_dims.store(vector.len(), Ordering::Relaxed),
-                                        Err(e) => {
-                                            tracing::debug!(error = %e, "cache: FT.CREATE failed");
-                                            self.metrics.errors.get_or_create(&"index".into()).inc();
-                                        }
-                                    }
-                                }
-                                true
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "cache: semantic store failed");
-                                self.metrics.errors.get_or_create(&"put".into()).inc();
-                                false
-                            }
-                        }
+                        self.put_shared_entry(shared, semantic, &partition, id, &vector, &stored).await
                     }
                     (None, None) => false,
                 };
@@ -117,6 +97,40 @@ impl Cache {
             }
         }
         self.metrics.stores.get_or_create(&(if stored_any { "stored" } else { "failed" }).into()).inc();
+    }
+
+    /// Writes a semantic entry to Valkey (and, with valkey-search, makes sure its index has this
+    /// width); false when the write failed.
+    async fn put_shared_entry(
+        &self,
+        shared: &shared::Shared,
+        semantic: &super::Semantic,
+        partition: &PartitionId,
+        id: u64,
+        vector: &[f32],
+        stored: &Stored,
+    ) -> bool {
+        match shared.put_entry(partition, id, vector, stored, semantic.embeddings.id()).await {
+            Ok(()) => {
+                if semantic.module.load(Ordering::Relaxed)
+                    && semantic.module_index_dims.load(Ordering::Relaxed) != vector.len()
+                {
+                    match shared::module::ensure_index(shared, vector.len()).await {
+                        Ok(()) => semantic.module_index_dims.store(vector.len(), Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cache: FT.CREATE failed");
+                            self.metrics.errors.get_or_create(&"index".into()).inc();
+                        }
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cache: semantic store failed");
+                self.metrics.errors.get_or_create(&"put".into()).inc();
+                false
+            }
+        }
     }
 }
 

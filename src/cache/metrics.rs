@@ -74,7 +74,8 @@ impl Default for CacheMetrics {
 }
 
 impl CacheMetrics {
-    // Long, but one registration per metric and nothing else.
+    /// Every cache metric, registered. Long, but a flat list: one registration per metric and
+    /// nothing else, read best whole.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let r = &mut registry;

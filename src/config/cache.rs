@@ -201,11 +201,6 @@ pub(super) fn validate(
     if raw.enabled == Some(false) {
         return Ok(None);
     }
-    let err = |path: &str, msg: String| ConfigError(format!("cache.{path}: {msg}"));
-    let resolve = |name: &str| -> Option<String> {
-        if models.contains_key(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
-    };
-
     let exact = ExactSettings {
         enabled: raw.exact.enabled.unwrap_or(true),
         ttl: raw.exact.ttl.unwrap_or(DEFAULT_TTL),
@@ -218,61 +213,7 @@ pub(super) fn validate(
 
     let semantic = match &raw.semantic {
         Some(s) if s.enabled != Some(false) => {
-            let threshold = s.threshold.unwrap_or(0.95);
-            let check = |path: &str, t: f32| {
-                if t.is_finite() && t > 0.0 && t <= 1.0 {
-                    Ok(())
-                } else {
-                    Err(err(path, format!("must be in (0, 1], not {t}")))
-                }
-            };
-            check("semantic.threshold", threshold)?;
-            let mut thresholds = BTreeMap::new();
-            for (model, t) in &s.thresholds {
-                check(&format!("semantic.thresholds.{model}"), *t)?;
-                let group = resolve(model)
-                    .ok_or_else(|| err(&format!("semantic.thresholds.{model}"), format!("unknown model {model:?}")))?;
-                thresholds.insert(group, *t);
-            }
-            let embedder = s
-                .embedder
-                .as_ref()
-                .ok_or_else(|| err("semantic.embedder", "required when the semantic tier is enabled".into()))?;
-            let embedder = embedder_settings(embedder, models, aliases, has_default_backend, env)?;
-            let ttl = s.ttl.unwrap_or(exact.ttl);
-            if ttl < Duration::from_secs(1) {
-                return Err(err("semantic.ttl", "must be at least 1s".into()));
-            }
-            let max_temperature = s.max_temperature.unwrap_or(1.0);
-            if !(max_temperature.is_finite() && max_temperature >= 0.0) {
-                return Err(err("semantic.max_temperature", "must be a number >= 0".into()));
-            }
-            let index = match s.index.as_deref().unwrap_or("auto") {
-                "auto" => IndexMode::Auto,
-                "memory" => IndexMode::Memory,
-                "valkey-search" => IndexMode::ValkeySearch,
-                other => {
-                    return Err(err(
-                        "semantic.index",
-                        format!("unknown index {other:?} (expected auto, memory or valkey-search)"),
-                    ));
-                }
-            };
-            let max_messages = s.max_messages.unwrap_or(4);
-            if max_messages == 0 {
-                return Err(err("semantic.max_messages", "must be at least 1".into()));
-            }
-            Some(SemanticSettings {
-                threshold,
-                thresholds,
-                embedder,
-                ttl,
-                max_temperature,
-                max_messages,
-                index,
-                hnsw_min_vectors: s.hnsw_min_vectors.unwrap_or(4096).max(64),
-                max_vectors: s.max_vectors.unwrap_or(200_000).max(1),
-            })
+            Some(semantic_settings(s, exact.ttl, models, aliases, has_default_backend, env)?)
         }
         _ => None,
     };
@@ -302,6 +243,81 @@ pub(super) fn validate(
         key_prefix,
         teams: team_settings,
     }))
+}
+
+/// An error naming the path under `cache.`.
+fn err(path: &str, msg: String) -> ConfigError {
+    ConfigError(format!("cache.{path}: {msg}"))
+}
+
+/// `cache.semantic` when enabled: thresholds (per model group), the embedder, the TTL
+/// (default: the exact tier's), the index and the prompt shape it matches.
+fn semantic_settings(
+    s: &RawSemantic,
+    exact_ttl: Duration,
+    models: &BTreeMap<String, ModelSpec>,
+    aliases: &BTreeMap<String, String>,
+    has_default_backend: bool,
+    env: &dyn Env,
+) -> Result<SemanticSettings, ConfigError> {
+    let resolve = |name: &str| -> Option<String> {
+        if models.contains_key(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
+    };
+    let threshold = s.threshold.unwrap_or(0.95);
+    let check = |path: &str, t: f32| {
+        if t.is_finite() && t > 0.0 && t <= 1.0 {
+            Ok(())
+        } else {
+            Err(err(path, format!("must be in (0, 1], not {t}")))
+        }
+    };
+    check("semantic.threshold", threshold)?;
+    let mut thresholds = BTreeMap::new();
+    for (model, t) in &s.thresholds {
+        check(&format!("semantic.thresholds.{model}"), *t)?;
+        let group = resolve(model)
+            .ok_or_else(|| err(&format!("semantic.thresholds.{model}"), format!("unknown model {model:?}")))?;
+        thresholds.insert(group, *t);
+    }
+    let embedder = s
+        .embedder
+        .as_ref()
+        .ok_or_else(|| err("semantic.embedder", "required when the semantic tier is enabled".into()))?;
+    let embedder = embedder_settings(embedder, models, aliases, has_default_backend, env)?;
+    let ttl = s.ttl.unwrap_or(exact_ttl);
+    if ttl < Duration::from_secs(1) {
+        return Err(err("semantic.ttl", "must be at least 1s".into()));
+    }
+    let max_temperature = s.max_temperature.unwrap_or(1.0);
+    if !(max_temperature.is_finite() && max_temperature >= 0.0) {
+        return Err(err("semantic.max_temperature", "must be a number >= 0".into()));
+    }
+    let index = match s.index.as_deref().unwrap_or("auto") {
+        "auto" => IndexMode::Auto,
+        "memory" => IndexMode::Memory,
+        "valkey-search" => IndexMode::ValkeySearch,
+        other => {
+            return Err(err(
+                "semantic.index",
+                format!("unknown index {other:?} (expected auto, memory or valkey-search)"),
+            ));
+        }
+    };
+    let max_messages = s.max_messages.unwrap_or(4);
+    if max_messages == 0 {
+        return Err(err("semantic.max_messages", "must be at least 1".into()));
+    }
+    Ok(SemanticSettings {
+        threshold,
+        thresholds,
+        embedder,
+        ttl,
+        max_temperature,
+        max_messages,
+        index,
+        hnsw_min_vectors: s.hnsw_min_vectors.unwrap_or(4096).max(64),
+        max_vectors: s.max_vectors.unwrap_or(200_000).max(1),
+    })
 }
 
 fn embedder_settings(

@@ -121,6 +121,75 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
             ));
         }
     };
+    let command = command_checked(raw, protocol, &err)?;
+    let cwd = match raw.cwd.as_deref() {
+        Some("") => return Err(err("cwd", "must not be empty".into())),
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => None,
+    };
+    let partition_by = match raw.partition_by.as_deref().unwrap_or("team") {
+        "team" => PartitionBy::Team,
+        "key" => PartitionBy::Key,
+        other => return Err(err("partition_by", format!("{other:?}: expected team or key"))),
+    };
+    let partition_idle_timeout = raw.partition_idle_timeout.unwrap_or(DEFAULT_PARTITION_IDLE_TIMEOUT);
+    if partition_idle_timeout.is_zero() {
+        return Err(err("partition_idle_timeout", "must be greater than 0".into()));
+    }
+    let (pool_size, max_overflow) = pool_sizes(raw, env, &err)?;
+    let keep_alive = match env.var("LLM_KEEP_ALIVE_INTERVAL") {
+        Some(v) => duration::parse(&v).map_err(|e| ConfigError(format!("LLM_KEEP_ALIVE_INTERVAL: {e}")))?,
+        None => raw.keep_alive_interval.unwrap_or(DEFAULT_KEEP_ALIVE),
+    };
+    let keep_alive_prompt = raw.keep_alive_prompt.clone().unwrap_or_else(|| DEFAULT_KEEP_ALIVE_PROMPT.into());
+    if keep_alive_prompt.trim().is_empty() {
+        return Err(err("keep_alive_prompt", "must not be empty".into()));
+    }
+    let (max_requests_per_session, warm_up) = session_reuse(raw, protocol, &err)?;
+    let restart_backoff = raw.restart_backoff.unwrap_or(Duration::from_secs(1));
+    let max_restart_backoff = raw.max_restart_backoff.unwrap_or(Duration::from_secs(60));
+    if restart_backoff.is_zero() || max_restart_backoff < restart_backoff {
+        return Err(err("max_restart_backoff", "must be at least restart_backoff, which must be above 0".into()));
+    }
+    let ping_timeout = raw.ping_timeout.unwrap_or(Duration::from_secs(60));
+    let startup_timeout = raw.startup_timeout.unwrap_or(Duration::from_secs(60));
+    for (field, d) in [("ping_timeout", ping_timeout), ("startup_timeout", startup_timeout)] {
+        if d.is_zero() {
+            return Err(err(field, "must be greater than 0".into()));
+        }
+    }
+    let max_line_bytes = byte_limit(&err, "max_line_bytes", raw.max_line_bytes, 4 * 1024 * 1024)?;
+    let max_output_bytes = byte_limit(&err, "max_output_bytes", raw.max_output_bytes, 16 * 1024 * 1024)?;
+    Ok(CliSpec {
+        command,
+        env: raw.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        pass_env: raw.pass_env.clone(),
+        inherit_env: raw.inherit_env.unwrap_or(false),
+        cwd,
+        partition_by,
+        partition_idle_timeout,
+        protocol,
+        pool_size,
+        max_overflow,
+        warm_up,
+        keep_alive_interval: Some(keep_alive).filter(|d| !d.is_zero()),
+        keep_alive_prompt,
+        ping_timeout,
+        startup_timeout,
+        max_requests_per_session,
+        restart_backoff,
+        max_restart_backoff,
+        max_line_bytes,
+        max_output_bytes: max_output_bytes.max(max_line_bytes),
+    })
+}
+
+/// Builds a `ConfigError` naming a field of this provider.
+type FieldErr<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+/// `command` (defaulted for claude-stream-json), `env` and `pass_env`: a program to run and
+/// variables the OS accepts.
+fn command_checked(raw: &RawProvider, protocol: CliProtocol, err: &FieldErr) -> Result<Vec<String>, ConfigError> {
     let command: Vec<String> = match (&raw.command, protocol) {
         (Some(c), _) => c.clone(),
         (None, CliProtocol::ClaudeStreamJson) => DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect(),
@@ -144,21 +213,12 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
             return Err(err(&format!("pass_env[{i}]"), "not a valid environment variable name".into()));
         }
     }
-    let cwd = match raw.cwd.as_deref() {
-        Some("") => return Err(err("cwd", "must not be empty".into())),
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => None,
-    };
-    let partition_by = match raw.partition_by.as_deref().unwrap_or("team") {
-        "team" => PartitionBy::Team,
-        "key" => PartitionBy::Key,
-        other => return Err(err("partition_by", format!("{other:?}: expected team or key"))),
-    };
-    let partition_idle_timeout = raw.partition_idle_timeout.unwrap_or(DEFAULT_PARTITION_IDLE_TIMEOUT);
-    if partition_idle_timeout.is_zero() {
-        return Err(err("partition_idle_timeout", "must be greater than 0".into()));
-    }
+    Ok(command)
+}
 
+/// `pool_size` (`LLM_POOL_SIZE` wins) and `max_overflow`: at least one session, at most
+/// `MAX_SESSIONS` in all.
+fn pool_sizes(raw: &RawProvider, env: &dyn Env, err: &FieldErr) -> Result<(usize, usize), ConfigError> {
     let pool_size = match env.var("LLM_POOL_SIZE") {
         Some(v) => v
             .trim()
@@ -173,14 +233,12 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
     if pool_size + max_overflow > MAX_SESSIONS {
         return Err(err("pool_size", format!("pool_size + max_overflow must be at most {MAX_SESSIONS}")));
     }
-    let keep_alive = match env.var("LLM_KEEP_ALIVE_INTERVAL") {
-        Some(v) => duration::parse(&v).map_err(|e| ConfigError(format!("LLM_KEEP_ALIVE_INTERVAL: {e}")))?,
-        None => raw.keep_alive_interval.unwrap_or(DEFAULT_KEEP_ALIVE),
-    };
-    let keep_alive_prompt = raw.keep_alive_prompt.clone().unwrap_or_else(|| DEFAULT_KEEP_ALIVE_PROMPT.into());
-    if keep_alive_prompt.trim().is_empty() {
-        return Err(err("keep_alive_prompt", "must not be empty".into()));
-    }
+    Ok((pool_size, max_overflow))
+}
+
+/// `max_requests_per_session` and `warm_up`, whose defaults and limits follow the protocol: a
+/// plain-text session answers one request and cannot be warmed up.
+fn session_reuse(raw: &RawProvider, protocol: CliProtocol, err: &FieldErr) -> Result<(u32, bool), ConfigError> {
     let max_requests_per_session = match (raw.max_requests_per_session, protocol) {
         (Some(0), _) => return Err(err("max_requests_per_session", "must be at least 1".into())),
         (Some(n), CliProtocol::PlainText) if n > 1 => {
@@ -200,49 +258,16 @@ pub(super) fn build(path: &str, raw: &RawProvider, env: &dyn Env) -> Result<CliS
         (Some(w), _) => w,
         (None, p) => p.reusable(),
     };
-    let restart_backoff = raw.restart_backoff.unwrap_or(Duration::from_secs(1));
-    let max_restart_backoff = raw.max_restart_backoff.unwrap_or(Duration::from_secs(60));
-    if restart_backoff.is_zero() || max_restart_backoff < restart_backoff {
-        return Err(err("max_restart_backoff", "must be at least restart_backoff, which must be above 0".into()));
+    Ok((max_requests_per_session, warm_up))
+}
+
+/// A byte limit of at least 1KiB, or `default` when unset.
+fn byte_limit(err: &FieldErr, field: &str, value: Option<u64>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if n < 1024 => Err(err(field, "must be at least 1024".into())),
+        Some(n) => usize::try_from(n).map_err(|_| err(field, "too large".into())),
     }
-    let ping_timeout = raw.ping_timeout.unwrap_or(Duration::from_secs(60));
-    let startup_timeout = raw.startup_timeout.unwrap_or(Duration::from_secs(60));
-    for (field, d) in [("ping_timeout", ping_timeout), ("startup_timeout", startup_timeout)] {
-        if d.is_zero() {
-            return Err(err(field, "must be greater than 0".into()));
-        }
-    }
-    let bytes = |field: &str, value: Option<u64>, default: usize| -> Result<usize, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(n) if n < 1024 => Err(err(field, "must be at least 1024".into())),
-            Some(n) => usize::try_from(n).map_err(|_| err(field, "too large".into())),
-        }
-    };
-    let max_line_bytes = bytes("max_line_bytes", raw.max_line_bytes, 4 * 1024 * 1024)?;
-    let max_output_bytes = bytes("max_output_bytes", raw.max_output_bytes, 16 * 1024 * 1024)?;
-    Ok(CliSpec {
-        command,
-        env: raw.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        pass_env: raw.pass_env.clone(),
-        inherit_env: raw.inherit_env.unwrap_or(false),
-        cwd,
-        partition_by,
-        partition_idle_timeout,
-        protocol,
-        pool_size,
-        max_overflow,
-        warm_up,
-        keep_alive_interval: Some(keep_alive).filter(|d| !d.is_zero()),
-        keep_alive_prompt,
-        ping_timeout,
-        startup_timeout,
-        max_requests_per_session,
-        restart_backoff,
-        max_restart_backoff,
-        max_line_bytes,
-        max_output_bytes: max_output_bytes.max(max_line_bytes),
-    })
 }
 
 /// Whether an environment variable of the gateway may hold a secret, by its name: never passed to

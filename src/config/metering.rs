@@ -215,8 +215,82 @@ pub fn validate(
     if raw.enabled == Some(false) {
         return Ok(None);
     }
-    let err = |field: &str, msg: String| ConfigError(format!("metering.{field}: {msg}"));
-    let om = raw.openmeter.unwrap_or_default();
+    let openmeter = openmeter_settings(raw.openmeter.unwrap_or_default(), env_url, env, warnings)?;
+    let event_type = raw.event_type.unwrap_or_else(|| DEFAULT_EVENT_TYPE.into());
+    if event_type.trim().is_empty() {
+        return Err(err("event_type", "must not be empty".into()));
+    }
+    let subject = subject_from(raw.subject.as_deref())?;
+    let source = event_source(raw.source, env)?;
+    let outbox_dir = PathBuf::from(
+        env.var("LLM_GATEWAY_OUTBOX_DIR").or(raw.outbox_dir).unwrap_or_else(|| DEFAULT_OUTBOX_DIR.into()),
+    );
+    let replica = replica_name(&env.var("POD_NAME").unwrap_or_else(|| hostname(env)));
+    let adopt_interval = raw.adopt_interval.unwrap_or(DEFAULT_ADOPT_INTERVAL);
+    if adopt_interval < Duration::from_millis(100) {
+        return Err(err("adopt_interval", "must be at least 100ms".into()));
+    }
+    let dead_letter_max_bytes = raw.dead_letter_max_bytes.map(|b| b.0).unwrap_or(DEFAULT_DEAD_LETTER_MAX_BYTES);
+    if dead_letter_max_bytes < 8192 {
+        return Err(err("dead_letter_max_bytes", "must be at least 8KiB".into()));
+    }
+    let fsync = fsync_mode(raw.fsync.as_deref(), raw.fsync_interval)?;
+    let (segment_bytes, max_outbox_bytes) = outbox_sizes(raw.segment_bytes, raw.max_outbox_bytes)?;
+    let when_full = match raw.when_full.as_deref().unwrap_or("reject") {
+        "reject" => WhenFull::Reject,
+        "drop" => WhenFull::Drop,
+        other => return Err(err("when_full", format!("unknown value {other:?} (expected reject or drop)"))),
+    };
+    let queue_capacity = raw.queue_capacity.unwrap_or(65_536);
+    if queue_capacity < 64 {
+        return Err(err("queue_capacity", "must be at least 64".into()));
+    }
+    let (batch_max_events, batch_max_bytes, batch_max_wait) = batch_limits(raw.batch.unwrap_or_default())?;
+    let (retry_initial, retry_max) = retry_backoff(raw.retry.unwrap_or_default())?;
+    for (model, spec) in &raw.tokenizers {
+        if spec.trim().is_empty() {
+            return Err(err(&format!("tokenizers.{model}"), "must not be empty".into()));
+        }
+    }
+    let default_tokenizer = raw.default_tokenizer.unwrap_or_else(|| DEFAULT_TOKENIZER.into());
+    Ok(Some(MeteringSettings {
+        openmeter,
+        event_type,
+        subject,
+        source,
+        outbox_dir,
+        replica,
+        adopt_interval,
+        dead_letter_max_bytes,
+        fsync,
+        segment_bytes,
+        max_outbox_bytes,
+        when_full,
+        queue_capacity,
+        batch_max_events,
+        batch_max_bytes,
+        batch_max_wait,
+        retry_initial,
+        retry_max,
+        flush_timeout: raw.flush_timeout.unwrap_or(Duration::from_secs(5)),
+        tokenizers: raw.tokenizers,
+        default_tokenizer,
+    }))
+}
+
+/// An error naming the field under `metering.`.
+fn err(field: &str, msg: String) -> ConfigError {
+    ConfigError(format!("metering.{field}: {msg}"))
+}
+
+/// `metering.openmeter`: the ingest endpoint (`OPENMETER_URL` wins over the file), its token
+/// (from `token_env`, else `OPENMETER_TOKEN`) and the request timeout.
+fn openmeter_settings(
+    om: RawOpenMeter,
+    env_url: Option<String>,
+    env: &dyn Env,
+    warnings: &mut Vec<String>,
+) -> Result<OpenMeterSettings, ConfigError> {
     let url = env_url
         .or(om.url)
         .ok_or_else(|| err("openmeter.url", "required when metering is enabled (or set OPENMETER_URL)".into()))?;
@@ -248,106 +322,75 @@ pub fn validate(
     if timeout.is_zero() {
         return Err(err("openmeter.timeout", "must be greater than 0".into()));
     }
+    Ok(OpenMeterSettings { endpoint, token, timeout })
+}
 
-    let event_type = raw.event_type.unwrap_or_else(|| DEFAULT_EVENT_TYPE.into());
-    if event_type.trim().is_empty() {
-        return Err(err("event_type", "must not be empty".into()));
+/// `metering.subject`: which identity an event is billed to (default `team`).
+fn subject_from(subject: Option<&str>) -> Result<SubjectFrom, ConfigError> {
+    match subject.unwrap_or("team") {
+        "team" => Ok(SubjectFrom::Team),
+        "key_id" => Ok(SubjectFrom::KeyId),
+        other => Err(err("subject", format!("unknown value {other:?} (expected team or key_id)"))),
     }
-    let subject = match raw.subject.as_deref().unwrap_or("team") {
-        "team" => SubjectFrom::Team,
-        "key_id" => SubjectFrom::KeyId,
-        other => return Err(err("subject", format!("unknown value {other:?} (expected team or key_id)"))),
-    };
-    let source = match raw.source {
+}
+
+/// `metering.source`: a URI reference without spaces (default `llm-gateway/<hostname>`).
+fn event_source(source: Option<String>, env: &dyn Env) -> Result<String, ConfigError> {
+    let source = match source {
         Some(s) => s,
         None => format!("llm-gateway/{}", hostname(env)),
     };
     if source.is_empty() || source.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err("source", format!("{source:?} must be a non-empty URI reference without spaces")));
     }
-    let outbox_dir = PathBuf::from(
-        env.var("LLM_GATEWAY_OUTBOX_DIR").or(raw.outbox_dir).unwrap_or_else(|| DEFAULT_OUTBOX_DIR.into()),
-    );
-    let replica = replica_name(&env.var("POD_NAME").unwrap_or_else(|| hostname(env)));
-    let adopt_interval = raw.adopt_interval.unwrap_or(DEFAULT_ADOPT_INTERVAL);
-    if adopt_interval < Duration::from_millis(100) {
-        return Err(err("adopt_interval", "must be at least 100ms".into()));
+    Ok(source)
+}
+
+/// `metering.fsync` (default `interval`, every `fsync_interval`, at least 1ms).
+fn fsync_mode(fsync: Option<&str>, interval: Option<Duration>) -> Result<Fsync, ConfigError> {
+    match fsync.unwrap_or("interval") {
+        "always" => Ok(Fsync::Always),
+        "interval" => Ok(Fsync::Interval(interval.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(1)))),
+        "never" => Ok(Fsync::Never),
+        other => Err(err("fsync", format!("unknown value {other:?} (expected always, interval or never)"))),
     }
-    let dead_letter_max_bytes = raw.dead_letter_max_bytes.map(|b| b.0).unwrap_or(DEFAULT_DEAD_LETTER_MAX_BYTES);
-    if dead_letter_max_bytes < 8192 {
-        return Err(err("dead_letter_max_bytes", "must be at least 8KiB".into()));
-    }
-    let fsync = match raw.fsync.as_deref().unwrap_or("interval") {
-        "always" => Fsync::Always,
-        "interval" => {
-            Fsync::Interval(raw.fsync_interval.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(1)))
-        }
-        "never" => Fsync::Never,
-        other => return Err(err("fsync", format!("unknown value {other:?} (expected always, interval or never)"))),
-    };
-    let segment_bytes = raw.segment_bytes.map(|b| b.0).unwrap_or(16 << 20);
+}
+
+/// `metering.segment_bytes` and `metering.max_outbox_bytes` (at least two segments).
+fn outbox_sizes(segment: Option<ByteSize>, max_outbox: Option<ByteSize>) -> Result<(u64, u64), ConfigError> {
+    let segment_bytes = segment.map(|b| b.0).unwrap_or(16 << 20);
     if segment_bytes < 4096 {
         return Err(err("segment_bytes", "must be at least 4096".into()));
     }
-    let max_outbox_bytes = raw.max_outbox_bytes.map(|b| b.0).unwrap_or(1 << 30);
+    let max_outbox_bytes = max_outbox.map(|b| b.0).unwrap_or(1 << 30);
     if max_outbox_bytes < 2 * segment_bytes {
         return Err(err("max_outbox_bytes", format!("must be at least twice segment_bytes ({segment_bytes})")));
     }
-    let when_full = match raw.when_full.as_deref().unwrap_or("reject") {
-        "reject" => WhenFull::Reject,
-        "drop" => WhenFull::Drop,
-        other => return Err(err("when_full", format!("unknown value {other:?} (expected reject or drop)"))),
-    };
-    let queue_capacity = raw.queue_capacity.unwrap_or(65_536);
-    if queue_capacity < 64 {
-        return Err(err("queue_capacity", "must be at least 64".into()));
-    }
-    let batch = raw.batch.unwrap_or_default();
-    let batch_max_events = batch.max_events.unwrap_or(500);
-    if batch_max_events == 0 {
+    Ok((segment_bytes, max_outbox_bytes))
+}
+
+/// `metering.batch`: events and bytes per POST, and how long a partial batch waits.
+fn batch_limits(batch: RawBatch) -> Result<(usize, usize, Duration), ConfigError> {
+    let max_events = batch.max_events.unwrap_or(500);
+    if max_events == 0 {
         return Err(err("batch.max_events", "must be at least 1".into()));
     }
-    let batch_max_bytes = usize::try_from(batch.max_bytes.map(|b| b.0).unwrap_or(1 << 20))
+    let max_bytes = usize::try_from(batch.max_bytes.map(|b| b.0).unwrap_or(1 << 20))
         .map_err(|_| err("batch.max_bytes", "too large".into()))?;
-    if batch_max_bytes < 1024 {
+    if max_bytes < 1024 {
         return Err(err("batch.max_bytes", "must be at least 1024".into()));
     }
-    let batch_max_wait = batch.max_wait.unwrap_or(Duration::from_secs(1));
-    let retry = raw.retry.unwrap_or_default();
-    let retry_initial = retry.initial_backoff.unwrap_or(Duration::from_millis(500));
-    let retry_max = retry.max_backoff.unwrap_or(Duration::from_secs(60));
-    if retry_initial.is_zero() || retry_max < retry_initial {
+    Ok((max_events, max_bytes, batch.max_wait.unwrap_or(Duration::from_secs(1))))
+}
+
+/// `metering.retry`: the first and the largest backoff between delivery attempts.
+fn retry_backoff(retry: RawMeterRetry) -> Result<(Duration, Duration), ConfigError> {
+    let initial = retry.initial_backoff.unwrap_or(Duration::from_millis(500));
+    let max = retry.max_backoff.unwrap_or(Duration::from_secs(60));
+    if initial.is_zero() || max < initial {
         return Err(err("retry.max_backoff", "must be at least initial_backoff, which must be above 0".into()));
     }
-    for (model, spec) in &raw.tokenizers {
-        if spec.trim().is_empty() {
-            return Err(err(&format!("tokenizers.{model}"), "must not be empty".into()));
-        }
-    }
-    let default_tokenizer = raw.default_tokenizer.unwrap_or_else(|| DEFAULT_TOKENIZER.into());
-    Ok(Some(MeteringSettings {
-        openmeter: OpenMeterSettings { endpoint, token, timeout },
-        event_type,
-        subject,
-        source,
-        outbox_dir,
-        replica,
-        adopt_interval,
-        dead_letter_max_bytes,
-        fsync,
-        segment_bytes,
-        max_outbox_bytes,
-        when_full,
-        queue_capacity,
-        batch_max_events,
-        batch_max_bytes,
-        batch_max_wait,
-        retry_initial,
-        retry_max,
-        flush_timeout: raw.flush_timeout.unwrap_or(Duration::from_secs(5)),
-        tokenizers: raw.tokenizers,
-        default_tokenizer,
-    }))
+    Ok((initial, max))
 }
 
 /// A replica name as one safe path component: a pod name or hostname passes unchanged; anything

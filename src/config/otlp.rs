@@ -85,6 +85,27 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
         return Err(ConfigError(format!("telemetry.otlp.endpoint: {endpoint:?} must start with http:// or https://")));
     }
+    let protocol = otlp_protocol(raw, env)?;
+    let headers = otlp_headers(raw, env)?;
+    let (service_name, resource_attributes) = resource(raw, env)?;
+    let batch = batch_settings(raw, env)?;
+    let sample_ratio = sample_ratio(raw, env)?;
+    Ok(Some(OtlpSettings {
+        endpoint,
+        protocol,
+        headers,
+        service_name,
+        resource_attributes,
+        batch_delay: batch.delay,
+        max_batch_spans: batch.max_batch_spans,
+        max_queue_spans: batch.max_queue_spans,
+        export_timeout: batch.export_timeout,
+        sample_ratio,
+    }))
+}
+
+/// The export protocol: the config's, else `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, else http.
+fn otlp_protocol(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<OtlpProtocol, ConfigError> {
     let protocol_name = raw
         .and_then(|r| r.protocol.clone())
         .or_else(|| env.var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
@@ -99,6 +120,12 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
             )));
         }
     };
+    Ok(protocol)
+}
+
+/// Export headers: `OTEL_EXPORTER_OTLP_HEADERS`, then the config's (`${VAR}` read from the
+/// environment).
+fn otlp_headers(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<Vec<(String, String)>, ConfigError> {
     let mut headers = match env.var("OTEL_EXPORTER_OTLP_HEADERS") {
         Some(list) => otel_pairs("OTEL_EXPORTER_OTLP_HEADERS", &list)?,
         None => Vec::new(),
@@ -114,6 +141,11 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
             headers.push((k.clone(), value));
         }
     }
+    Ok(headers)
+}
+
+/// `service.name` and the other resource attributes.
+fn resource(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<(String, Vec<(String, String)>), ConfigError> {
     // The resource: `OTEL_RESOURCE_ATTRIBUTES`, then the config's (the same key: the config's wins).
     let mut resource: BTreeMap<String, String> = match env.var("OTEL_RESOURCE_ATTRIBUTES") {
         Some(list) => otel_pairs("OTEL_RESOURCE_ATTRIBUTES", &list)?.into_iter().collect(),
@@ -129,7 +161,18 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
         .or_else(|| env.var("OTEL_SERVICE_NAME"))
         .or(named)
         .unwrap_or_else(|| "llm-gateway".into());
-    let resource_attributes = resource.into_iter().collect();
+    Ok((service_name, resource.into_iter().collect()))
+}
+
+/// The batch processor's settings.
+struct BatchSettings {
+    delay: Duration,
+    export_timeout: Duration,
+    max_batch_spans: usize,
+    max_queue_spans: usize,
+}
+
+fn batch_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<BatchSettings, ConfigError> {
     // The batch processor's settings: the config's, else the standard `OTEL_BSP_*` variables
     // (milliseconds and span counts), else our defaults.
     let env_number = |name: &str| -> Result<Option<u64>, ConfigError> {
@@ -169,6 +212,11 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
              {max_batch_spans}"
         )));
     }
+    Ok(BatchSettings { delay: batch_delay, export_timeout, max_batch_spans, max_queue_spans })
+}
+
+/// The share of traces sampled: the config's, else the standard `OTEL_TRACES_SAMPLER[_ARG]`.
+fn sample_ratio(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result<f64, ConfigError> {
     let sample_ratio = match raw.and_then(|r| r.sample_ratio) {
         Some(ratio) => ratio,
         // The standard sampler variables, for the ratio samplers and the two constant ones.
@@ -186,18 +234,7 @@ pub(super) fn otlp_settings(raw: Option<&raw::RawOtlp>, env: &dyn Env) -> Result
     if !(0.0..=1.0).contains(&sample_ratio) {
         return Err(ConfigError(format!("telemetry.otlp.sample_ratio: {sample_ratio} is not between 0 and 1")));
     }
-    Ok(Some(OtlpSettings {
-        endpoint,
-        protocol,
-        headers,
-        service_name,
-        resource_attributes,
-        batch_delay,
-        max_batch_spans,
-        max_queue_spans,
-        export_timeout,
-        sample_ratio,
-    }))
+    Ok(sample_ratio)
 }
 
 /// The list format of `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES` (variable

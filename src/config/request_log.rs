@@ -86,47 +86,14 @@ pub fn validate(raw: Option<RawRequestLog>, env: &dyn Env) -> Result<Option<Requ
     if raw.enabled == Some(false) {
         return Ok(None);
     }
-    let err = |field: &str, msg: String| ConfigError(format!("request_log.postgres.{field}: {msg}"));
     let url_env = raw.url_env.unwrap_or_else(|| DEFAULT_URL_ENV.into());
-    let url = env.var(&url_env).ok_or_else(|| err("url_env", format!("environment variable {url_env} is not set")))?;
-    match url.parse::<tokio_postgres::Config>() {
-        Err(e) => return Err(err("url_env", format!("{url_env} is not a valid PostgreSQL URL: {e}"))),
-        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
-            return Err(err(
-                "url_env",
-                format!(
-                    "{url_env} asks for sslmode=require, but the gateway connects without TLS (use disable or prefer)"
-                ),
-            ));
-        }
-        Ok(_) => {}
-    }
-    let schema = raw.schema.unwrap_or_else(|| "llm_gateway".into());
-    let identifier = |s: &str| {
-        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && s.len() <= 48
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    if !identifier(&schema) {
-        return Err(err("schema", format!("{schema:?} must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)")));
-    }
+    let url = postgres_url(&url_env, env)?;
+    let schema = schema_name(raw.schema)?;
     let retention_days = raw.retention_days.unwrap_or(30);
     if retention_days == 0 {
         return Err(err("retention_days", "must be at least 1".into()));
     }
-    let mut redact = Vec::with_capacity(raw.redact.len());
-    for (i, pattern) in raw.redact.iter().enumerate() {
-        redact.push(regex::Regex::new(pattern).map_err(|e| err(&format!("redact[{i}]"), e.to_string()))?);
-    }
-    let capture = match raw.capture.as_deref().unwrap_or("metadata") {
-        "metadata" if redact.is_empty() => Capture::Metadata,
-        "metadata" => return Err(err("redact", "applies only with capture: full".into())),
-        "full" => {
-            let max = raw.max_body_bytes.map(|b| b.0).unwrap_or(64 << 10);
-            Capture::Full { redact, max_body_bytes: usize::try_from(max).unwrap_or(usize::MAX) }
-        }
-        other => return Err(err("capture", format!("unknown value {other:?} (expected metadata or full)"))),
-    };
+    let capture = capture_mode(raw.capture.as_deref(), &raw.redact, raw.max_body_bytes.map(|b| b.0))?;
     let batch_max = raw.batch_max.unwrap_or(1000);
     if !(1..=100_000).contains(&batch_max) {
         return Err(err("batch_max", "must be between 1 and 100000".into()));
@@ -145,13 +112,7 @@ pub fn validate(raw: Option<RawRequestLog>, env: &dyn Env) -> Result<Option<Requ
         "reject" => WhenFull::Reject,
         other => return Err(err("when_full", format!("unknown value {other:?} (expected drop or reject)"))),
     };
-    let replica: String = env
-        .var("POD_NAME")
-        .or_else(|| env.var("HOSTNAME"))
-        .unwrap_or_else(|| "localhost".into())
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' })
-        .collect();
+    let replica = replica_name(env);
     Ok(Some(RequestLogSettings {
         url: Secret::new(url),
         schema,
@@ -167,6 +128,74 @@ pub fn validate(raw: Option<RawRequestLog>, env: &dyn Env) -> Result<Option<Requ
         fsync: Fsync::Interval(Duration::from_secs(1)),
         queue_capacity: 65_536,
     }))
+}
+
+/// An error naming the field under `request_log.postgres.`.
+fn err(field: &str, msg: String) -> ConfigError {
+    ConfigError(format!("request_log.postgres.{field}: {msg}"))
+}
+
+/// The PostgreSQL URL from the variable `url_env` names: set, parseable, and not asking for TLS.
+fn postgres_url(url_env: &str, env: &dyn Env) -> Result<String, ConfigError> {
+    let url = env.var(url_env).ok_or_else(|| err("url_env", format!("environment variable {url_env} is not set")))?;
+    match url.parse::<tokio_postgres::Config>() {
+        Err(e) => return Err(err("url_env", format!("{url_env} is not a valid PostgreSQL URL: {e}"))),
+        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+            return Err(err(
+                "url_env",
+                format!(
+                    "{url_env} asks for sslmode=require, but the gateway connects without TLS (use disable or prefer)"
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
+    Ok(url)
+}
+
+/// The schema: a lowercase SQL identifier of at most 48 characters (default `llm_gateway`).
+fn schema_name(schema: Option<String>) -> Result<String, ConfigError> {
+    let schema = schema.unwrap_or_else(|| "llm_gateway".into());
+    let identifier = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.len() <= 48
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if !identifier(&schema) {
+        return Err(err("schema", format!("{schema:?} must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)")));
+    }
+    Ok(schema)
+}
+
+/// `capture`: metadata only (no `redact` allowed), or full bodies with the redaction patterns.
+fn capture_mode(
+    capture: Option<&str>,
+    patterns: &[String],
+    max_body_bytes: Option<u64>,
+) -> Result<Capture, ConfigError> {
+    let mut redact = Vec::with_capacity(patterns.len());
+    for (i, pattern) in patterns.iter().enumerate() {
+        redact.push(regex::Regex::new(pattern).map_err(|e| err(&format!("redact[{i}]"), e.to_string()))?);
+    }
+    match capture.unwrap_or("metadata") {
+        "metadata" if redact.is_empty() => Ok(Capture::Metadata),
+        "metadata" => Err(err("redact", "applies only with capture: full".into())),
+        "full" => {
+            let max = max_body_bytes.unwrap_or(64 << 10);
+            Ok(Capture::Full { redact, max_body_bytes: usize::try_from(max).unwrap_or(usize::MAX) })
+        }
+        other => Err(err("capture", format!("unknown value {other:?} (expected metadata or full)"))),
+    }
+}
+
+/// This replica's name as one path component: `POD_NAME`, else `HOSTNAME`, else `localhost`.
+fn replica_name(env: &dyn Env) -> String {
+    env.var("POD_NAME")
+        .or_else(|| env.var("HOSTNAME"))
+        .unwrap_or_else(|| "localhost".into())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' })
+        .collect()
 }
 
 #[cfg(test)]

@@ -85,17 +85,7 @@ pub async fn respond(
         Err(message) => return Ok(error_response(StatusCode::BAD_REQUEST, &message)),
     };
     let partition = Partition::of(principal, pool.spec.partition_by);
-    let mut lease = pool.acquire(&partition, first_byte_by).await.map_err(|e| match e {
-        AcquireError::Busy { waited_ms, .. } => GatewayError::UpstreamTimeout {
-            deployment: deployment.to_owned(),
-            phase: "waiting for a free CLI session",
-            after_ms: waited_ms,
-        },
-        AcquireError::Start(e) => session_error(deployment, &e),
-        AcquireError::Closed => {
-            GatewayError::Unavailable { message: "The gateway is shutting down.".into(), retry_after_secs: Some(1) }
-        }
-    })?;
+    let mut lease = pool.acquire(&partition, first_byte_by).await.map_err(|e| acquire_error(deployment, e))?;
     let protocol = pool.spec.protocol;
     let (input, close) = match protocol {
         CliProtocol::ClaudeStreamJson => (protocol::user_line(&prompt), false),
@@ -116,7 +106,7 @@ pub async fn respond(
     }
     tracing::debug!(provider = %pool.provider, session = lease.id(), "cli request sent");
 
-    let mut reply = Reply {
+    let reply = Reply {
         lease: Some(lease),
         deployment: deployment.to_owned(),
         protocol,
@@ -129,32 +119,57 @@ pub async fn respond(
         prompt_tokens: tokens::estimate(&prompt).max(1),
         read: 0,
     };
-    let mut headers = HeaderMap::new();
     if !stream {
-        let whole = async {
-            let mut out = BytesMut::new();
-            while let Some(bytes) = reply.next().await {
-                out.put(bytes?);
-            }
-            Ok::<_, GatewayError>(out.freeze())
-        };
-        // On timeout the reply is dropped, and with it the session (killed).
-        let json =
-            tokio::time::timeout_at(first_byte_by, whole).await.map_err(|_| GatewayError::UpstreamTimeout {
-                deployment: deployment.to_owned(),
-                phase: "first byte",
-                after_ms: asked.elapsed().as_millis(),
-            })??;
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let body = futures_util::stream::once(async move { Ok(json) }).boxed();
-        return Ok(UpstreamResponse { status: StatusCode::OK, headers, body });
+        return whole_response(reply, deployment, asked, first_byte_by).await;
     }
+    let mut headers = HeaderMap::new();
     let body = futures_util::stream::unfold(reply, |mut reply| async move {
         let item = reply.next().await?;
         Some((item, reply))
     })
     .boxed();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    Ok(UpstreamResponse { status: StatusCode::OK, headers, body })
+}
+
+/// Why no session could be had, as the client sees it.
+fn acquire_error(deployment: &str, e: AcquireError) -> GatewayError {
+    match e {
+        AcquireError::Busy { waited_ms, .. } => GatewayError::UpstreamTimeout {
+            deployment: deployment.to_owned(),
+            phase: "waiting for a free CLI session",
+            after_ms: waited_ms,
+        },
+        AcquireError::Start(e) => session_error(deployment, &e),
+        AcquireError::Closed => {
+            GatewayError::Unavailable { message: "The gateway is shutting down.".into(), retry_after_secs: Some(1) }
+        }
+    }
+}
+
+/// A non-streamed answer: the whole reply, read by the first-byte deadline.
+async fn whole_response(
+    mut reply: Reply,
+    deployment: &str,
+    asked: Instant,
+    first_byte_by: Instant,
+) -> Result<UpstreamResponse, GatewayError> {
+    let whole = async {
+        let mut out = BytesMut::new();
+        while let Some(bytes) = reply.next().await {
+            out.put(bytes?);
+        }
+        Ok::<_, GatewayError>(out.freeze())
+    };
+    // On timeout the reply is dropped, and with it the session (killed).
+    let json = tokio::time::timeout_at(first_byte_by, whole).await.map_err(|_| GatewayError::UpstreamTimeout {
+        deployment: deployment.to_owned(),
+        phase: "first byte",
+        after_ms: asked.elapsed().as_millis(),
+    })??;
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = futures_util::stream::once(async move { Ok(json) }).boxed();
     Ok(UpstreamResponse { status: StatusCode::OK, headers, body })
 }
 

@@ -288,24 +288,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             headers.append(name, value);
         }
     }
-    let framing = if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Length(0)
-    } else if transfer_coded && !http11 {
-        // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 §6.1).
-        return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
-    } else if chunked {
-        Framing::Chunked(Chunk::Size)
-    } else if transfer_coded {
-        // Another transfer coding last: the body ends with the connection.
-        Framing::ToEnd
-    } else {
-        match content_length {
-            Ok(Some(length)) => Framing::Length(length),
-            Ok(None) => Framing::ToEnd,
-            Err(()) => return Err(Error::Invalid("bad content-length")),
-        }
-    };
+    let framing = framing(status, http11, transfer_coded, chunked, content_length)?;
     if transfer_coded && !matches!(content_length, Ok(None)) {
         // Both framings: the coding wins, but the message may be an attempt to split answers
         // (RFC 9112 §6.3): the connection is not trusted with another request.
@@ -316,6 +299,34 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     }
     buf.advance(length);
     Ok(Some(Head { status, headers, framing, keep_alive }))
+}
+
+/// How the body is delimited (RFC 9112 §6.3): none for 1xx, 204 and 304, then the transfer
+/// coding, then `Content-Length`, else the end of the connection.
+fn framing(
+    status: StatusCode,
+    http11: bool,
+    transfer_coded: bool,
+    chunked: bool,
+    content_length: Result<Option<u64>, ()>,
+) -> Result<Framing, Error> {
+    if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Ok(Framing::Length(0))
+    } else if transfer_coded && !http11 {
+        // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 §6.1).
+        Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"))
+    } else if chunked {
+        Ok(Framing::Chunked(Chunk::Size))
+    } else if transfer_coded {
+        // Another transfer coding last: the body ends with the connection.
+        Ok(Framing::ToEnd)
+    } else {
+        match content_length {
+            Ok(Some(length)) => Ok(Framing::Length(length)),
+            Ok(None) => Ok(Framing::ToEnd),
+            Err(()) => Err(Error::Invalid("bad content-length")),
+        }
+    }
 }
 
 /// `Content-Length` values seen so far (`seen`) and one more header's: RFC 9110 wants

@@ -89,98 +89,120 @@ fn answer(endpoint: Endpoint, request: &RawObject) -> Result<UpstreamResponse, S
         .and_then(|v| v.get("include_usage").and_then(|u| u.as_bool()))
         .unwrap_or(false);
     let seed = fnv1a(&request.to_vec());
-    let id_suffix = format!("{seed:016x}");
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-
+    let answer = Answer {
+        model,
+        stream,
+        include_usage,
+        id_suffix: format!("{seed:016x}"),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
+    };
     match endpoint {
-        Endpoint::ChatCompletions => {
-            let messages: Vec<Message> =
-                request.parse("messages").map_err(|e| format!("messages: {e}"))?.unwrap_or_default();
-            let prompt_tokens: u64 =
-                messages.iter().map(|m| 3 + m.content.as_ref().map(|c| estimate_tokens(&c.text())).unwrap_or(0)).sum();
-            let last_user =
-                messages.iter().rev().find(|m| m.role == "user").and_then(|m| m.content.as_ref()).map(Content::text);
-            let content = match last_user {
-                Some(text) => format!("{PREFIX}{text}"),
-                None => "Mock response.".to_owned(),
-            };
-            let usage = usage(prompt_tokens, estimate_tokens(&content));
-            let id = format!("chatcmpl-mock{id_suffix}");
-            if !stream {
-                let body = json!({
-                    "id": id, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null},
-                                 "logprobs": null, "finish_reason": "stop"}],
-                    "usage": usage,
-                });
-                return Ok(json_response(&body));
-            }
-            let chunk = |delta: serde_json::Value, finish: Option<&str>| {
-                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-            };
-            let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-            events.extend(words(&content).map(|w| chunk(json!({"content": w}), None)));
-            events.push(chunk(json!({}), Some("stop")));
-            if include_usage {
-                events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                                   "model": model, "choices": [], "usage": usage}));
-            }
-            Ok(sse_response(events))
-        }
-        Endpoint::Completions => {
-            let prompt: TextInput =
-                request.parse("prompt").map_err(|e| format!("prompt: {e}"))?.unwrap_or(TextInput::One(String::new()));
-            let prompt = prompt.items().join("\n");
-            let text = format!("{PREFIX}{prompt}");
-            let usage = usage(estimate_tokens(&prompt), estimate_tokens(&text));
-            let id = format!("cmpl-mock{id_suffix}");
-            if !stream {
-                let body = json!({
-                    "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
-                    "usage": usage,
-                });
-                return Ok(json_response(&body));
-            }
-            let chunk = |text: &str, finish: Option<&str>| {
-                json!({"id": id, "object": "text_completion", "created": created, "model": model,
-                       "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
-            };
-            let mut events: Vec<_> = words(&text).map(|w| chunk(w, None)).collect();
-            events.push(chunk("", Some("stop")));
-            if include_usage {
-                events.push(json!({"id": id, "object": "text_completion", "created": created,
-                                   "model": model, "choices": [], "usage": usage}));
-            }
-            Ok(sse_response(events))
-        }
-        Endpoint::Embeddings => {
-            let input: TextInput =
-                request.parse("input").map_err(|e| format!("input: {e}"))?.ok_or("input: required")?;
-            let dimensions: usize = request
-                .parse::<usize>("dimensions")
-                .map_err(|e| format!("dimensions: {e}"))?
-                .unwrap_or(DEFAULT_DIMENSIONS)
-                .clamp(1, 4096);
-            let items = input.items();
-            let prompt_tokens: u64 = items.iter().map(|t| estimate_tokens(t)).sum();
-            let data: Vec<_> = items
-                .iter()
-                .enumerate()
-                .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": embed(text, dimensions)}))
-                .collect();
-            let body = json!({
-                "object": "list", "data": data, "model": model,
-                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-            });
-            Ok(json_response(&body))
-        }
+        Endpoint::ChatCompletions => chat_answer(request, answer),
+        Endpoint::Completions => completion_answer(request, answer),
+        Endpoint::Embeddings => embeddings_answer(request, &answer.model),
         // Anthropic clients reach the mock translated to a chat completion.
         Endpoint::Messages | Endpoint::Responses => {
             Err("the mock speaks chat completions: Messages and Responses reach it through the adapter".into())
         }
     }
+}
+
+/// What every answer shares: the model echoed back, whether and how it streams, its id and time.
+struct Answer {
+    model: String,
+    stream: bool,
+    include_usage: bool,
+    id_suffix: String,
+    created: u64,
+}
+
+/// A chat completion echoing the last user message, whole or as chunks.
+fn chat_answer(request: &RawObject, answer: Answer) -> Result<UpstreamResponse, String> {
+    let Answer { model, stream, include_usage, id_suffix, created } = answer;
+    let messages: Vec<Message> = request.parse("messages").map_err(|e| format!("messages: {e}"))?.unwrap_or_default();
+    let prompt_tokens: u64 =
+        messages.iter().map(|m| 3 + m.content.as_ref().map(|c| estimate_tokens(&c.text())).unwrap_or(0)).sum();
+    let last_user =
+        messages.iter().rev().find(|m| m.role == "user").and_then(|m| m.content.as_ref()).map(Content::text);
+    let content = match last_user {
+        Some(text) => format!("{PREFIX}{text}"),
+        None => "Mock response.".to_owned(),
+    };
+    let usage = usage(prompt_tokens, estimate_tokens(&content));
+    let id = format!("chatcmpl-mock{id_suffix}");
+    if !stream {
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return Ok(json_response(&body));
+    }
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    events.extend(words(&content).map(|w| chunk(json!({"content": w}), None)));
+    events.push(chunk(json!({}), Some("stop")));
+    if include_usage {
+        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                           "model": model, "choices": [], "usage": usage}));
+    }
+    Ok(sse_response(events))
+}
+
+/// A text completion echoing the prompt, whole or as chunks.
+fn completion_answer(request: &RawObject, answer: Answer) -> Result<UpstreamResponse, String> {
+    let Answer { model, stream, include_usage, id_suffix, created } = answer;
+    let prompt: TextInput =
+        request.parse("prompt").map_err(|e| format!("prompt: {e}"))?.unwrap_or(TextInput::One(String::new()));
+    let prompt = prompt.items().join("\n");
+    let text = format!("{PREFIX}{prompt}");
+    let usage = usage(estimate_tokens(&prompt), estimate_tokens(&text));
+    let id = format!("cmpl-mock{id_suffix}");
+    if !stream {
+        let body = json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return Ok(json_response(&body));
+    }
+    let chunk = |text: &str, finish: Option<&str>| {
+        json!({"id": id, "object": "text_completion", "created": created, "model": model,
+               "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+    };
+    let mut events: Vec<_> = words(&text).map(|w| chunk(w, None)).collect();
+    events.push(chunk("", Some("stop")));
+    if include_usage {
+        events.push(json!({"id": id, "object": "text_completion", "created": created,
+                           "model": model, "choices": [], "usage": usage}));
+    }
+    Ok(sse_response(events))
+}
+
+/// One deterministic vector per input text.
+fn embeddings_answer(request: &RawObject, model: &str) -> Result<UpstreamResponse, String> {
+    let input: TextInput = request.parse("input").map_err(|e| format!("input: {e}"))?.ok_or("input: required")?;
+    let dimensions: usize = request
+        .parse::<usize>("dimensions")
+        .map_err(|e| format!("dimensions: {e}"))?
+        .unwrap_or(DEFAULT_DIMENSIONS)
+        .clamp(1, 4096);
+    let items = input.items();
+    let prompt_tokens: u64 = items.iter().map(|t| estimate_tokens(t)).sum();
+    let data: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": embed(text, dimensions)}))
+        .collect();
+    let body = json!({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    });
+    Ok(json_response(&body))
 }
 
 fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {

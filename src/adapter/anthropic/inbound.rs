@@ -88,8 +88,33 @@ pub fn to_chat_request(
         }
     }
 
+    let tools = chat_tools(parsed.tools.unwrap_or_default())?;
+    let has_tools = !tools.is_empty();
+    let (tool_choice, disable_parallel) = tool_choice(parsed.tool_choice.filter(|_| has_tools));
+
+    let body = ChatRequest {
+        model: upstream_model.to_owned(),
+        messages,
+        max_tokens: max_output.map_or(parsed.max_tokens, |limit| parsed.max_tokens.min(limit)),
+        stop: parsed.stop_sequences.filter(|s| !s.is_empty()),
+        temperature: parsed.temperature,
+        top_p: parsed.top_p,
+        stream: stream.then_some(true),
+        stream_options: (stream && ask_usage).then_some(StreamOptions { include_usage: true }),
+        tools: has_tools.then_some(tools),
+        tool_choice,
+        parallel_tool_calls: disable_parallel.filter(|d| *d).map(|_| false),
+        // OpenAI takes an end-user id of at most 64 characters; longer ones (Claude Code sends a
+        // JSON document) identify a device rather than a user and are not sent.
+        user: parsed.metadata.and_then(|m| m.user_id).filter(|u| !u.is_empty() && u.chars().count() <= MAX_USER_CHARS),
+    };
+    serde_json::to_vec(&body).map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))
+}
+
+/// Client tools as functions; deferred tools stay out, server tools are refused.
+fn chat_tools(given: Vec<crate::api::anthropic::Tool>) -> Result<Vec<chat::Tool>, Untranslatable> {
     let mut tools = Vec::new();
-    for (i, tool) in parsed.tools.into_iter().flatten().enumerate() {
+    for (i, tool) in given.into_iter().enumerate() {
         // A deferred tool is not in Claude's context either until a tool search loads it.
         if tool.defer_loading == Some(true) {
             continue;
@@ -111,8 +136,12 @@ pub fn to_chat_request(
             }),
         });
     }
-    let has_tools = !tools.is_empty();
-    let (tool_choice, disable_parallel) = match parsed.tool_choice.filter(|_| has_tools) {
+    Ok(tools)
+}
+
+/// The tool choice in OpenAI's terms, and whether parallel tool calls were turned off.
+fn tool_choice(choice: Option<ToolChoice>) -> (Option<chat::ToolChoice>, Option<bool>) {
+    match choice {
         None => (None, None),
         Some(ToolChoice::Auto { disable_parallel_tool_use }) => (Some(mode("auto")), disable_parallel_tool_use),
         Some(ToolChoice::Any { disable_parallel_tool_use }) => (Some(mode("required")), disable_parallel_tool_use),
@@ -121,25 +150,7 @@ pub fn to_chat_request(
             Some(chat::ToolChoice::Named { kind: "function".into(), function: Some(NamedFunction { name }) }),
             disable_parallel_tool_use,
         ),
-    };
-
-    let body = ChatRequest {
-        model: upstream_model.to_owned(),
-        messages,
-        max_tokens: max_output.map_or(parsed.max_tokens, |limit| parsed.max_tokens.min(limit)),
-        stop: parsed.stop_sequences.filter(|s| !s.is_empty()),
-        temperature: parsed.temperature,
-        top_p: parsed.top_p,
-        stream: stream.then_some(true),
-        stream_options: (stream && ask_usage).then_some(StreamOptions { include_usage: true }),
-        tools: has_tools.then_some(tools),
-        tool_choice,
-        parallel_tool_calls: disable_parallel.filter(|d| *d).map(|_| false),
-        // OpenAI takes an end-user id of at most 64 characters; longer ones (Claude Code sends a
-        // JSON document) identify a device rather than a user and are not sent.
-        user: parsed.metadata.and_then(|m| m.user_id).filter(|u| !u.is_empty() && u.chars().count() <= MAX_USER_CHARS),
-    };
-    serde_json::to_vec(&body).map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))
+    }
 }
 
 /// The longest `user` an OpenAI-compatible API accepts.

@@ -61,23 +61,7 @@ pub fn from_chat(
     {
         return Err(Untranslatable::new("Anthropic models return one choice: 'n' must be 1.", "n"));
     }
-    let messages: Vec<ChatMessage> = field(request, "messages")?.unwrap_or_default();
-    let mut system: Vec<Block> = Vec::new();
-    let mut turns: Vec<(Role, Vec<Block>)> = Vec::new();
-    for (i, message) in messages.into_iter().enumerate() {
-        match message.role.as_str() {
-            "system" | "developer" => system.extend(system_blocks(message.content, i)?),
-            "user" => push_turn(&mut turns, Role::User, user_blocks(message.content, i)?),
-            "assistant" => push_turn(&mut turns, Role::Assistant, assistant_blocks(message, i)?),
-            "tool" => push_turn(&mut turns, Role::User, vec![tool_result(message, i)?]),
-            other => {
-                return Err(Untranslatable::new(
-                    format!("Messages with role '{other}' cannot be sent to an Anthropic model; use tools."),
-                    format!("messages[{i}].role"),
-                ));
-            }
-        }
-    }
+    let (mut system, turns) = system_and_turns(request)?;
 
     let explicit_max = field::<u64>(request, "max_completion_tokens")?.or(field::<u64>(request, "max_tokens")?);
     let mut max_tokens =
@@ -86,50 +70,13 @@ pub fn from_chat(
     let (tools, tool_choice) = tools(request)?;
     // Claude cannot think while forced to use a tool: reasoning_effort then asks for nothing.
     let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
-    let mut thinking =
-        request.get("thinking").filter(|raw| *raw != "null").and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
-    if thinking.is_none()
-        && !forced
-        && let Some(effort) = field::<String>(request, "reasoning_effort")?
-        && let Some(&(_, budget)) = EFFORT_BUDGETS.iter().find(|(name, _)| *name == effort)
-    {
-        if explicit_max.is_none() {
-            max_tokens = max_tokens.max(budget + DEFAULT_MAX_TOKENS);
-        }
-        // Anthropic wants the budget below max_tokens; a small max_tokens means no thinking.
-        let budget = budget.min(max_tokens.saturating_sub(1));
-        if budget >= MIN_THINKING_BUDGET {
-            thinking = raw(&serde_json::json!({"type": "enabled", "budget_tokens": budget}));
-        }
-    }
+    let thinking = thinking(request, forced, explicit_max.is_none(), &mut max_tokens)?;
     let thinking_on = thinking
         .as_deref()
         .and_then(|raw| serde_json::from_str::<Thinking>(raw.get()).ok())
         .is_some_and(|t| t.kind != "disabled");
-
-    let mut output_config = None;
-    if let Some(format) = field::<ResponseFormat>(request, "response_format")? {
-        match format.kind.as_str() {
-            "json_schema" => {
-                let schema = format.json_schema.and_then(|s| s.schema).ok_or_else(|| {
-                    Untranslatable::new("'response_format.json_schema.schema' is required.", "response_format")
-                })?;
-                output_config = raw(&serde_json::json!({"format": {"type": "json_schema", "schema": schema}}));
-            }
-            // Claude has no schema-less JSON mode: ask for it in the system prompt.
-            "json_object" => system.push(text_block(JSON_OBJECT_INSTRUCTION.to_owned())),
-            _ => {}
-        }
-    }
-
-    let stop_sequences = match field::<Stop>(request, "stop")? {
-        None => None,
-        Some(Stop::One(s)) => Some(vec![s]),
-        Some(Stop::Many(v)) => Some(v),
-    }
-    // Anthropic rejects whitespace-only stop sequences; they could never match a token anyway.
-    .map(|v| v.into_iter().filter(|s| !s.trim().is_empty()).collect::<Vec<_>>())
-    .filter(|v| !v.is_empty());
+    let output_config = output_config(request, &mut system)?;
+    let stop_sequences = stop_sequences(request)?;
 
     // Anthropic's range is 0..=1 (OpenAI's 0..=2); thinking forbids changing it at all.
     let temperature = field::<f64>(request, "temperature")?.map(|t| t.clamp(0.0, 1.0)).filter(|_| !thinking_on);
@@ -155,6 +102,90 @@ pub fn from_chat(
         output_config,
     };
     serde_json::to_vec(&body).map_err(|e| Untranslatable::new(format!("Could not build the request: {e}"), "messages"))
+}
+
+/// One turn of the conversation: a role and its blocks.
+type Turn = (Role, Vec<Block>);
+
+/// The system prompt (system and developer messages) and the turns, consecutive turns of one
+/// role merged.
+fn system_and_turns(request: &RawObject) -> Result<(Vec<Block>, Vec<Turn>), Untranslatable> {
+    let messages: Vec<ChatMessage> = field(request, "messages")?.unwrap_or_default();
+    let mut system: Vec<Block> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    for (i, message) in messages.into_iter().enumerate() {
+        match message.role.as_str() {
+            "system" | "developer" => system.extend(system_blocks(message.content, i)?),
+            "user" => push_turn(&mut turns, Role::User, user_blocks(message.content, i)?),
+            "assistant" => push_turn(&mut turns, Role::Assistant, assistant_blocks(message, i)?),
+            "tool" => push_turn(&mut turns, Role::User, vec![tool_result(message, i)?]),
+            other => {
+                return Err(Untranslatable::new(
+                    format!("Messages with role '{other}' cannot be sent to an Anthropic model; use tools."),
+                    format!("messages[{i}].role"),
+                ));
+            }
+        }
+    }
+    Ok((system, turns))
+}
+
+/// `thinking` as given, else a budget from `reasoning_effort` (not while a tool is forced), which
+/// raises `max_tokens` to fit when the client did not set it.
+fn thinking(
+    request: &RawObject,
+    forced: bool,
+    max_unset: bool,
+    max_tokens: &mut u64,
+) -> Result<Option<Box<RawValue>>, Untranslatable> {
+    let mut thinking =
+        request.get("thinking").filter(|raw| *raw != "null").and_then(|raw| RawValue::from_string(raw.to_owned()).ok());
+    if thinking.is_none()
+        && !forced
+        && let Some(effort) = field::<String>(request, "reasoning_effort")?
+        && let Some(&(_, budget)) = EFFORT_BUDGETS.iter().find(|(name, _)| *name == effort)
+    {
+        if max_unset {
+            *max_tokens = (*max_tokens).max(budget + DEFAULT_MAX_TOKENS);
+        }
+        // Anthropic wants the budget below max_tokens; a small max_tokens means no thinking.
+        let budget = budget.min(max_tokens.saturating_sub(1));
+        if budget >= MIN_THINKING_BUDGET {
+            thinking = raw(&serde_json::json!({"type": "enabled", "budget_tokens": budget}));
+        }
+    }
+    Ok(thinking)
+}
+
+/// `response_format`: a JSON schema becomes `output_config`; JSON mode becomes an instruction in
+/// the system prompt.
+fn output_config(request: &RawObject, system: &mut Vec<Block>) -> Result<Option<Box<RawValue>>, Untranslatable> {
+    if let Some(format) = field::<ResponseFormat>(request, "response_format")? {
+        match format.kind.as_str() {
+            "json_schema" => {
+                let schema = format.json_schema.and_then(|s| s.schema).ok_or_else(|| {
+                    Untranslatable::new("'response_format.json_schema.schema' is required.", "response_format")
+                })?;
+                return Ok(raw(&serde_json::json!({"format": {"type": "json_schema", "schema": schema}})));
+            }
+            // Claude has no schema-less JSON mode: ask for it in the system prompt.
+            "json_object" => system.push(text_block(JSON_OBJECT_INSTRUCTION.to_owned())),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// `stop`, without the whitespace-only sequences Anthropic rejects.
+fn stop_sequences(request: &RawObject) -> Result<Option<Vec<String>>, Untranslatable> {
+    Ok(match field::<Stop>(request, "stop")? {
+        None => None,
+        Some(Stop::One(s)) => Some(vec![s]),
+        Some(Stop::Many(v)) => Some(v),
+    }
+    // Anthropic rejects whitespace-only stop sequences; they could never match a token anyway.
+    .map(|v| v.into_iter().filter(|s| !s.trim().is_empty()).collect::<Vec<_>>())
+    .filter(|v| !v.is_empty()))
 }
 
 fn field<T: serde::de::DeserializeOwned>(request: &RawObject, name: &str) -> Result<Option<T>, Untranslatable> {

@@ -98,66 +98,8 @@ impl ClaudeChunks {
                     self.chunk(DeltaOut { role: Some("assistant"), content: Some(""), ..Default::default() }, None),
                 );
             }
-            StreamEvent::ContentBlockStart { index, content_block } => {
-                let kind = match content_block {
-                    Block::Text { text, .. } => {
-                        if !text.is_empty() {
-                            out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
-                            self.generated.push(text.as_bytes());
-                        }
-                        BlockKind::Text
-                    }
-                    Block::Thinking { thinking, .. } => {
-                        if !thinking.is_empty() {
-                            out.push(
-                                self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None),
-                            );
-                            self.generated.push(thinking.as_bytes());
-                        }
-                        BlockKind::Thinking
-                    }
-                    Block::ToolUse { id, name, .. } => {
-                        let call = self.tool_calls;
-                        self.tool_calls += 1;
-                        // `arguments: ""`, not the start event's `{}`: clients concatenate.
-                        let calls = [ToolCallOut {
-                            index: call,
-                            id: Some(&id),
-                            kind: Some("function"),
-                            function: FunctionOut { name: Some(&name), arguments: "" },
-                        }];
-                        out.push(self.chunk(DeltaOut { tool_calls: Some(&calls), ..Default::default() }, None));
-                        self.generated.push(name.as_bytes());
-                        BlockKind::Tool { call, has_arguments: false }
-                    }
-                    _ => BlockKind::Other,
-                };
-                self.blocks.retain(|(i, _)| *i != index);
-                self.blocks.push((index, kind));
-            }
-            StreamEvent::ContentBlockDelta { index, delta } => match (self.kind(index), delta) {
-                (_, Delta::TextDelta { text }) if !text.is_empty() => {
-                    out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
-                    self.generated.push(text.as_bytes());
-                }
-                (_, Delta::ThinkingDelta { thinking }) if !thinking.is_empty() => {
-                    out.push(self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None));
-                    self.generated.push(thinking.as_bytes());
-                }
-                // Only inside a tool_use block: result blocks carry JSON deltas too.
-                (Some(BlockKind::Tool { call, .. }), Delta::InputJsonDelta { partial_json })
-                    if !partial_json.is_empty() =>
-                {
-                    out.push(self.tool_arguments(call, &partial_json));
-                    self.generated.push(partial_json.as_bytes());
-                    if let Some((_, BlockKind::Tool { has_arguments, .. })) =
-                        self.blocks.iter_mut().find(|(i, _)| *i == index)
-                    {
-                        *has_arguments = true;
-                    }
-                }
-                _ => {}
-            },
+            StreamEvent::ContentBlockStart { index, content_block } => self.block_start(index, content_block, out),
+            StreamEvent::ContentBlockDelta { index, delta } => self.block_delta(index, delta, out),
             StreamEvent::ContentBlockStop { index } => {
                 if let Some(BlockKind::Tool { call, has_arguments: false }) = self.kind(index) {
                     out.push(self.tool_arguments(call, "{}"));
@@ -188,6 +130,70 @@ impl ClaudeChunks {
             StreamEvent::Ping | StreamEvent::Unknown => {}
         }
         Step::Continue
+    }
+
+    /// A block opens: its first text, thinking or tool call (name and id) goes out at once.
+    fn block_start(&mut self, index: u64, content_block: Block, out: &mut Vec<Bytes>) {
+        let kind = match content_block {
+            Block::Text { text, .. } => {
+                if !text.is_empty() {
+                    out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                    self.generated.push(text.as_bytes());
+                }
+                BlockKind::Text
+            }
+            Block::Thinking { thinking, .. } => {
+                if !thinking.is_empty() {
+                    out.push(self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None));
+                    self.generated.push(thinking.as_bytes());
+                }
+                BlockKind::Thinking
+            }
+            Block::ToolUse { id, name, .. } => {
+                let call = self.tool_calls;
+                self.tool_calls += 1;
+                // `arguments: ""`, not the start event's `{}`: clients concatenate.
+                let calls = [ToolCallOut {
+                    index: call,
+                    id: Some(&id),
+                    kind: Some("function"),
+                    function: FunctionOut { name: Some(&name), arguments: "" },
+                }];
+                out.push(self.chunk(DeltaOut { tool_calls: Some(&calls), ..Default::default() }, None));
+                self.generated.push(name.as_bytes());
+                BlockKind::Tool { call, has_arguments: false }
+            }
+            _ => BlockKind::Other,
+        };
+        self.blocks.retain(|(i, _)| *i != index);
+        self.blocks.push((index, kind));
+    }
+
+    /// Text, thinking or tool-call arguments, each as its own chunk.
+    fn block_delta(&mut self, index: u64, delta: Delta, out: &mut Vec<Bytes>) {
+        match (self.kind(index), delta) {
+            (_, Delta::TextDelta { text }) if !text.is_empty() => {
+                out.push(self.chunk(DeltaOut { content: Some(&text), ..Default::default() }, None));
+                self.generated.push(text.as_bytes());
+            }
+            (_, Delta::ThinkingDelta { thinking }) if !thinking.is_empty() => {
+                out.push(self.chunk(DeltaOut { reasoning_content: Some(&thinking), ..Default::default() }, None));
+                self.generated.push(thinking.as_bytes());
+            }
+            // Only inside a tool_use block: result blocks carry JSON deltas too.
+            (Some(BlockKind::Tool { call, .. }), Delta::InputJsonDelta { partial_json })
+                if !partial_json.is_empty() =>
+            {
+                out.push(self.tool_arguments(call, &partial_json));
+                self.generated.push(partial_json.as_bytes());
+                if let Some((_, BlockKind::Tool { has_arguments, .. })) =
+                    self.blocks.iter_mut().find(|(i, _)| *i == index)
+                {
+                    *has_arguments = true;
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -211,24 +211,7 @@ impl Pool {
             }
             if let Some(id) = cold_start_id {
                 Totals::bump(&self.totals.cold_starts);
-                return match self.spawn(id) {
-                    Ok(mut session) => {
-                        session.partition = Some(partition.clone());
-                        let mut st = self.lock();
-                        if let Some(entry) = st.entries.get_mut(&id) {
-                            entry.state = SessionState::Busy;
-                            entry.doing = "request";
-                        }
-                        drop(st);
-                        Ok(Lease::new(self.clone(), session))
-                    }
-                    Err(e) => {
-                        self.lock().end(id, "failed to start".into(), Some(e.to_string()));
-                        Totals::bump(&self.totals.failed);
-                        self.changed.notify_waiters();
-                        Err(AcquireError::Start(e))
-                    }
-                };
+                return self.cold_start(id, partition);
             }
             if tokio::time::timeout_at(wait_until, notified).await.is_err() {
                 let st = self.lock();
@@ -237,6 +220,28 @@ impl Pool {
                     live: st.live(),
                     limit: self.spec.pool_size + self.spec.max_overflow,
                 });
+            }
+        }
+    }
+
+    /// Starts session `id` for a request of `partition` that found no idle one.
+    fn cold_start(self: &Arc<Self>, id: u64, partition: &Partition) -> Result<Lease, AcquireError> {
+        match self.spawn(id) {
+            Ok(mut session) => {
+                session.partition = Some(partition.clone());
+                let mut st = self.lock();
+                if let Some(entry) = st.entries.get_mut(&id) {
+                    entry.state = SessionState::Busy;
+                    entry.doing = "request";
+                }
+                drop(st);
+                Ok(Lease::new(self.clone(), session))
+            }
+            Err(e) => {
+                self.lock().end(id, "failed to start".into(), Some(e.to_string()));
+                Totals::bump(&self.totals.failed);
+                self.changed.notify_waiters();
+                Err(AcquireError::Start(e))
             }
         }
     }
@@ -321,63 +326,9 @@ impl Pool {
         let mut wake_at = now + LIVENESS_EVERY;
         let mut st = self.lock();
 
-        // Idle sessions that exited on their own.
-        let mut dead = Vec::new();
-        let mut i = 0;
-        while i < st.idle.len() {
-            match idle_failure(&mut st.idle[i], &self.spec) {
-                Some(why) => dead.extend(st.idle.remove(i).map(|s| (s, why))),
-                None => i += 1,
-            }
-        }
-        for (session, why) in dead {
-            st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
-            Totals::bump(&self.totals.crashed);
-            jobs.push(Box::pin(session.terminate().map(|()| JobDone::Nothing)));
-        }
-
-        // Sessions of partitions that went quiet: closed, and fresh ones take their place.
-        let quiet = self.spec.partition_idle_timeout;
-        let mut i = 0;
-        while i < st.idle.len() {
-            let id = st.idle[i].id;
-            let due = st.entries.get(&id).map_or(now, |e| e.last_request + quiet);
-            if st.idle[i].partition.is_none() || due > now {
-                if st.idle[i].partition.is_some() {
-                    wake_at = wake_at.min(due);
-                }
-                i += 1;
-                continue;
-            }
-            let Some(session) = st.idle.remove(i) else { break };
-            st.end(id, format!("closed: its partition sent nothing for {}s", quiet.as_secs()), None);
-            Totals::bump(&self.totals.recycled);
-            jobs.push(Box::pin(session.close(CLOSE_GRACE).map(|()| JobDone::Nothing)));
-        }
-
-        // Keep-alive pings for sessions idle for an interval.
-        if let Some(interval) = self.spec.keep_alive_interval.filter(|_| self.spec.protocol.reusable()) {
-            let mut i = 0;
-            while i < st.idle.len() {
-                let id = st.idle[i].id;
-                let due = st.entries.get(&id).map_or(now, |e| e.last_active + interval);
-                if due > now {
-                    wake_at = wake_at.min(due);
-                    i += 1;
-                    continue;
-                }
-                let Some(mut session) = st.idle.remove(i) else { break };
-                if let Some(entry) = st.entries.get_mut(&id) {
-                    entry.state = SessionState::Busy;
-                    entry.doing = "ping";
-                }
-                let spec = self.spec.clone();
-                jobs.push(Box::pin(async move {
-                    let result = exchange(&mut session, &spec, spec.ping_timeout).await;
-                    JobDone::Pinged(session, result)
-                }));
-            }
-        }
+        self.reap_dead_idle(&mut st, jobs);
+        self.close_quiet(&mut st, now, &mut wake_at, jobs);
+        self.ping_due(&mut st, now, &mut wake_at, jobs);
 
         // Top up to pool_size, after the backoff when starts have been failing.
         let short = self.spec.pool_size.saturating_sub(st.live());
@@ -411,6 +362,71 @@ impl Pool {
         // Jobs handed over while spawning (stderr drains) are picked up on the next round.
         self.wake.notify_one();
         wake_at
+    }
+
+    /// Idle sessions that exited on their own.
+    fn reap_dead_idle(&self, st: &mut State, jobs: &mut FuturesUnordered<Job>) {
+        let mut dead = Vec::new();
+        let mut i = 0;
+        while i < st.idle.len() {
+            match idle_failure(&mut st.idle[i], &self.spec) {
+                Some(why) => dead.extend(st.idle.remove(i).map(|s| (s, why))),
+                None => i += 1,
+            }
+        }
+        for (session, why) in dead {
+            st.end(session.id, "crashed while idle".into(), Some(format!("the CLI {why}")));
+            Totals::bump(&self.totals.crashed);
+            jobs.push(Box::pin(session.terminate().map(|()| JobDone::Nothing)));
+        }
+    }
+
+    /// Sessions of partitions that went quiet: closed, and fresh ones take their place.
+    fn close_quiet(&self, st: &mut State, now: Instant, wake_at: &mut Instant, jobs: &mut FuturesUnordered<Job>) {
+        let quiet = self.spec.partition_idle_timeout;
+        let mut i = 0;
+        while i < st.idle.len() {
+            let id = st.idle[i].id;
+            let due = st.entries.get(&id).map_or(now, |e| e.last_request + quiet);
+            if st.idle[i].partition.is_none() || due > now {
+                if st.idle[i].partition.is_some() {
+                    *wake_at = (*wake_at).min(due);
+                }
+                i += 1;
+                continue;
+            }
+            let Some(session) = st.idle.remove(i) else { break };
+            st.end(id, format!("closed: its partition sent nothing for {}s", quiet.as_secs()), None);
+            Totals::bump(&self.totals.recycled);
+            jobs.push(Box::pin(session.close(CLOSE_GRACE).map(|()| JobDone::Nothing)));
+        }
+    }
+
+    /// Keep-alive pings for sessions idle for an interval.
+    fn ping_due(&self, st: &mut State, now: Instant, wake_at: &mut Instant, jobs: &mut FuturesUnordered<Job>) {
+        let Some(interval) = self.spec.keep_alive_interval.filter(|_| self.spec.protocol.reusable()) else {
+            return;
+        };
+        let mut i = 0;
+        while i < st.idle.len() {
+            let id = st.idle[i].id;
+            let due = st.entries.get(&id).map_or(now, |e| e.last_active + interval);
+            if due > now {
+                *wake_at = (*wake_at).min(due);
+                i += 1;
+                continue;
+            }
+            let Some(mut session) = st.idle.remove(i) else { break };
+            if let Some(entry) = st.entries.get_mut(&id) {
+                entry.state = SessionState::Busy;
+                entry.doing = "ping";
+            }
+            let spec = self.spec.clone();
+            jobs.push(Box::pin(async move {
+                let result = exchange(&mut session, &spec, spec.ping_timeout).await;
+                JobDone::Pinged(session, result)
+            }));
+        }
     }
 
     /// Records a failed pool start; returns when the next try is due.
