@@ -42,7 +42,6 @@ use crate::kv::Kv;
 use crate::limits::{Limiter, Settler};
 use crate::metering;
 use crate::pipeline::{self, Gateway};
-use crate::responses_store;
 use crate::router::Router;
 use crate::server;
 use crate::telemetry::RequestLog;
@@ -134,12 +133,12 @@ const API_ROUTES: &[(&str, Serve)] = &[
     ("/v1/messages", Serve::Proxy(Endpoint::Messages)),
     ("/v1/messages/count_tokens", Serve::Handler(|| post(ingress::count_tokens))),
     ("/v1/responses", Serve::Proxy(Endpoint::Responses)),
-    ("/v1/responses/input_tokens", Serve::Handler(|| post(responses_store::http::input_tokens))),
+    ("/v1/responses/input_tokens", Serve::Handler(|| post(ingress::responses::input_tokens))),
     (
         "/v1/responses/{id}",
-        Serve::Handler(|| get(responses_store::http::get_response).delete(responses_store::http::delete_response)),
+        Serve::Handler(|| get(ingress::responses::get_response).delete(ingress::responses::delete_response)),
     ),
-    ("/v1/responses/{id}/input_items", Serve::Handler(|| get(responses_store::http::input_items))),
+    ("/v1/responses/{id}/input_items", Serve::Handler(|| get(ingress::responses::input_items))),
     ("/v1/models", Serve::Handler(|| get(ingress::list_models))),
     ("/v1/models/{*model}", Serve::Handler(|| get(ingress::get_model))),
     ("/v1/{*rest}", Serve::Handler(|| any(ingress::unknown_route))),
@@ -257,7 +256,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
         observers.push(observer);
     }
-    let spend_metrics = Arc::new(crate::spend::metrics::SpendMetrics::new());
+    let spend_metrics = Arc::new(crate::telemetry::metrics::spend::SpendMetrics::new());
     crate::spend::warn_unpriced(&prices, &spend_metrics);
     metrics.spend = Some(spend_metrics.clone());
     let metrics = Arc::new(metrics);

@@ -10,6 +10,7 @@ pub mod metering;
 mod keys;
 mod models;
 mod otlp;
+pub mod price;
 pub mod raw;
 pub mod request_log;
 pub mod responses;
@@ -86,7 +87,7 @@ pub struct Config {
     /// `None` = no admin API.
     pub admin: Option<limits::AdminSettings>,
     pub auth: limits::AuthSettings,
-    pub spend: crate::spend::SpendSettings,
+    pub spend: crate::config::price::SpendSettings,
     /// Problems that do not stop the gateway (a secret's variable unset, ...): logged at start.
     pub warnings: Vec<String>,
 }
@@ -252,7 +253,7 @@ pub struct DeploymentSpec {
     pub context_window: Option<u64>,
     pub breaker: BreakerPolicy,
     /// The config's `price:` (or zero for `free: true`); `None`: the catalogue's, see `spend`.
-    pub price: Option<crate::spend::Price>,
+    pub price: Option<crate::config::price::Price>,
     /// What the `cheapest` strategy orders by (`spend::sort_price`).
     pub sort_price: u64,
 }
@@ -391,7 +392,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
-    let spend = crate::spend::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
+    let spend = crate::config::price::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
     let limit_settings = limits::LimitSettings { currency: spend.currency.clone(), ..limit_settings };
     for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
         if !teams.contains_key(team) {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod quota;
+pub mod responses;
 
 use std::sync::Arc;
 

@@ -6,7 +6,6 @@
 //! the Valkey write. A module of its own rather than the cache's: the cache keeps answers it
 //! may drop at any time, while this keeps state a client refers to by id.
 
-pub mod http;
 mod items;
 
 use std::collections::{BTreeMap, HashMap};

@@ -13,19 +13,17 @@
 //! row and the metrics), Prometheus (`llm_gateway_spend_total`, and for cache hits, which cost
 //! nothing upstream, `llm_gateway_spend_saved_total`).
 
-pub mod metrics;
-pub mod price;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::api::Usage;
+use crate::api::{TokenType, split_usage};
+pub use crate::config::price::{self, Price, Priced, Source, SpendSettings, resolve, sort_price};
 use crate::config::{Config, ProviderSpec};
 use crate::ctx::{Observer, Outcome, RequestCtx};
-use crate::metering::event::{self, TokenType};
-pub use price::{Price, SpendSettings};
+use crate::telemetry::metrics::spend as metrics;
 
 /// The cost of a whole answer, in micro-units of `x-llm-gateway-cost-currency`.
 pub const COST_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost");
@@ -35,27 +33,6 @@ pub const SAVED_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost
 
 /// Micro-units per million tokens × tokens = pico-units; this many pico-units make a micro-unit.
 const PICOS_PER_MICRO: u128 = 1_000_000;
-
-/// Where a deployment's price came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The deployment's `price:`.
-    Config,
-    /// `free: true`.
-    Free,
-    Catalogue,
-    /// A self-hosted vendor (vLLM, Ollama, ...) or a provider with no vendor: zero.
-    SelfHosted,
-    /// A paying vendor's model the catalogue does not price (or not in this currency): zero,
-    /// reported at start.
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Priced {
-    pub price: Price,
-    pub source: Source,
-}
 
 /// The exact cost of `parts` in pico-units (cannot overflow: 2^64 tokens × 2^64 price < 2^128,
 /// and five of them < 2^131 — saturating keeps even that case bounded).
@@ -71,7 +48,7 @@ pub fn micros_of(picos: u128) -> u64 {
 /// What `usage` (OpenAI semantics: cached and cache-write tokens inside `prompt_tokens`,
 /// reasoning inside `completion_tokens`) costs at `price`, in micro-units.
 pub fn cost(price: &Price, usage: &Usage) -> u64 {
-    micros_of(picos(price, &event::split(usage)))
+    micros_of(picos(price, &split_usage(usage)))
 }
 
 /// The cost of each part in micro-units, adding up to the cost of all of them (largest
@@ -201,37 +178,6 @@ impl Prices {
     }
 }
 
-/// A deployment's price without a `price:` of its own.
-fn resolve(currency: &str, provider: &ProviderSpec, model: &str) -> Priced {
-    let self_hosted = match &provider.vendor {
-        Some(vendor) => crate::providers::lookup(vendor).map(|d| d.self_hosted).unwrap_or(false),
-        None => true,
-    };
-    if self_hosted {
-        return Priced { price: Price::FREE, source: Source::SelfHosted };
-    }
-    let catalogue = provider.known_models.get(model).and_then(Price::from_catalogue);
-    match catalogue {
-        Some(price) if currency == price::CATALOGUE_CURRENCY => Priced { price, source: Source::Catalogue },
-        _ => Priced { price: Price::FREE, source: Source::Unknown },
-    }
-}
-
-/// What the `cheapest` routing strategy orders a deployment by: input plus output price per
-/// million tokens, the config's or the catalogue's (in USD: with another currency, give the
-/// deployments of a `cheapest` group prices of their own); a paying vendor's model with no price
-/// sorts last.
-pub fn sort_price(provider: &ProviderSpec, model: &str, price: Option<Price>) -> u64 {
-    let priced = match price {
-        Some(price) => Priced { price, source: Source::Config },
-        None => resolve(price::CATALOGUE_CURRENCY, provider, model),
-    };
-    match priced.source {
-        Source::Unknown => u64::MAX,
-        _ => priced.price.input.saturating_add(priced.price.output),
-    }
-}
-
 /// Logs (once, at start) every deployment that a paying vendor bills but nothing prices.
 pub fn warn_unpriced(prices: &Prices, metrics: &metrics::SpendMetrics) {
     for id in prices.unpriced() {
@@ -270,7 +216,7 @@ pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Op
         return Some(0);
     }
     let price = prices.of(ctx.deployment.as_deref()?).price;
-    Some(nanos_of(picos(&price, &event::split(usage))))
+    Some(nanos_of(picos(&price, &split_usage(usage))))
 }
 
 /// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.

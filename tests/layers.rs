@@ -22,11 +22,13 @@ const LAYERS: &[(&str, u32)] = &[
     ("auth", 70),
     ("limits", 60),
     ("cache", 50),
+    ("responses_store", 50),
     ("router", 45),
     ("adapter", 40),
     ("upstream", 35),
     ("metering", 32),
     ("request_log", 32),
+    ("spend", 31),
     ("stream", 30),
     // Infrastructure.
     ("telemetry", 20),
@@ -42,7 +44,14 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// (importing file, imported module): upward imports still to be removed.
-const KNOWN_UPWARD: &[(&str, &str)] = &[("src/ctx.rs", "limits"), ("src/ctx.rs", "telemetry")];
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("src/ctx.rs", "limits"),
+    ("src/ctx.rs", "telemetry"),
+    // The cloud transport asks the Bedrock and Gemini adapters for the model's path and for the
+    // platform's error classification, and decodes Bedrock's event stream with the adapter's
+    // decoder: both belong in the exchange (`adapter::Exchange`) and the wire vocabulary (`api`).
+    ("src/upstream/cloud.rs", "adapter"),
+];
 
 /// Files that are test code as a whole.
 const TEST_FILES: &[&str] = &["tests.rs", "fixtures.rs", "props.rs", "roundtrip.rs"];

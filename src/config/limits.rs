@@ -29,9 +29,9 @@ pub struct Limits {
     pub daily_requests: Option<u64>,
     /// Money a UTC day / month, in micro-units of `spend.currency` (written as a decimal amount,
     /// `"50"` or `"0.25"`).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::spend::price::opt_amount")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::config::price::opt_amount")]
     pub daily_spend: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::spend::price::opt_amount")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::config::price::opt_amount")]
     pub monthly_spend: Option<u64>,
 }
 
@@ -163,7 +163,7 @@ impl Default for LimitSettings {
             request_burst: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(30),
             allowances: true,
-            currency: crate::spend::price::CATALOGUE_CURRENCY.to_owned(),
+            currency: crate::config::price::CATALOGUE_CURRENCY.to_owned(),
         }
     }
 }

@@ -61,11 +61,11 @@ pub(super) fn groups(
                 (Some(_), Some(true)) => {
                     return Err(err(format!("{dpath}.free"), "a deployment has either a price or free: true".into()));
                 }
-                (_, Some(true)) => Some(crate::spend::Price::FREE),
+                (_, Some(true)) => Some(crate::config::price::Price::FREE),
                 (Some(price), _) => Some(price.to_price()),
                 (None, _) => None,
             };
-            let sort_price = crate::spend::sort_price(&provider, &upstream, price);
+            let sort_price = crate::config::price::sort_price(&provider, &upstream, price);
             deployments.push(DeploymentSpec {
                 id: format!("{}/{}", provider.name, upstream),
                 provider,

@@ -51,7 +51,7 @@ pub struct RawConfig {
     /// Which credentials `/v1` accepts (keys, OIDC JWTs, or both).
     pub auth: Option<super::limits::RawAuth>,
     /// The currency of prices, costs and money budgets.
-    pub spend: Option<crate::spend::price::RawSpend>,
+    pub spend: Option<crate::config::price::RawSpend>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,7 +375,7 @@ pub struct RawDeployment {
     pub context_window: Option<u64>,
     pub circuit_breaker: Option<RawBreaker>,
     /// Overrides the catalogue's price (per million tokens, in `spend.currency`).
-    pub price: Option<crate::spend::price::RawPrice>,
+    pub price: Option<crate::config::price::RawPrice>,
     /// Costs nothing (exclusive with `price`).
     pub free: Option<bool>,
 }

@@ -11,33 +11,7 @@ use crate::api::Usage;
 /// The CloudEvent type of tool uses (the tokens' is `metering.event_type`).
 pub const TOOL_EVENT_TYPE: &str = "llm.server_tools";
 
-/// OpenMeter's LLM token types. The five are disjoint: their sum is the request's total, so a
-/// SUM meter over all types never counts a token twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TokenType {
-    /// Prompt tokens neither read from nor written to the provider's prompt cache.
-    Input,
-    /// Completion tokens other than reasoning.
-    Output,
-    CacheRead,
-    CacheWrite,
-    Reasoning,
-}
-
-impl TokenType {
-    pub const ALL: [TokenType; 5] =
-        [TokenType::Input, TokenType::Output, TokenType::CacheRead, TokenType::CacheWrite, TokenType::Reasoning];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenType::Input => "input",
-            TokenType::Output => "output",
-            TokenType::CacheRead => "cache_read",
-            TokenType::CacheWrite => "cache_write",
-            TokenType::Reasoning => "reasoning",
-        }
-    }
-}
+pub use crate::api::TokenType;
 
 /// Tools a vendor runs on its side during a request and bills per use (Anthropic's
 /// `usage.server_tool_use`).
@@ -66,28 +40,7 @@ pub fn tool_uses(usage: &Usage) -> Vec<(ToolUse, u64)> {
         .collect()
 }
 
-/// Splits OpenAI-semantics usage (`prompt_tokens` includes cached and cache-write tokens,
-/// `completion_tokens` includes reasoning) into disjoint per-type counts, zeros left out.
-pub fn split(usage: &Usage) -> Vec<(TokenType, u64)> {
-    let cache_read = usage.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or(0);
-    let cache_write = usage.prompt_tokens_details.map(|d| d.cache_write_tokens).unwrap_or(0);
-    // Some servers report details that exceed the total they belong to: never go negative, and
-    // never let a detail claim more than its total.
-    let cache_read = cache_read.min(usage.prompt_tokens);
-    let cache_write = cache_write.min(usage.prompt_tokens - cache_read);
-    let reasoning =
-        usage.completion_tokens_details.map(|d| d.reasoning_tokens).unwrap_or(0).min(usage.completion_tokens);
-    [
-        (TokenType::Input, usage.prompt_tokens - cache_read - cache_write),
-        (TokenType::Output, usage.completion_tokens - reasoning),
-        (TokenType::CacheRead, cache_read),
-        (TokenType::CacheWrite, cache_write),
-        (TokenType::Reasoning, reasoning),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .collect()
-}
+pub use crate::api::split_usage as split;
 
 /// Everything about one finished request that its events share.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod labels;
 pub mod metering;
 pub mod observer;
 pub mod series;
+pub mod spend;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ pub struct Metrics {
     /// Rendered when metering is on.
     pub metering: Option<Arc<MeteringMetrics>>,
     /// Spend counters (`spend`), rendered when set.
-    pub spend: Option<Arc<crate::spend::metrics::SpendMetrics>>,
+    pub spend: Option<Arc<spend::SpendMetrics>>,
     pub rate_limited: Family<Reason, Counter>,
     pub limits_fallback: Family<Policy, Counter>,
     /// Decided by the `allowance` taken ahead, or by `valkey`.

@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-use crate::metering::event::TokenType;
+use crate::api::TokenType;
+use crate::config::ProviderSpec;
 use crate::providers::ModelInfo;
 
 /// The catalogue is in US dollars: only then do its prices apply.
@@ -190,5 +191,57 @@ impl Price {
             cached_input: self.cached_input.max(other.cached_input),
             cache_write: self.cache_write.max(other.cache_write),
         }
+    }
+}
+
+/// Where a deployment's price came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The deployment's `price:`.
+    Config,
+    /// `free: true`.
+    Free,
+    Catalogue,
+    /// A self-hosted vendor (vLLM, Ollama, ...) or a provider with no vendor: zero.
+    SelfHosted,
+    /// A paying vendor's model the catalogue does not price (or not in this currency): zero,
+    /// reported at start.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priced {
+    pub price: Price,
+    pub source: Source,
+}
+
+/// A deployment's price without a `price:` of its own.
+pub fn resolve(currency: &str, provider: &ProviderSpec, model: &str) -> Priced {
+    let self_hosted = match &provider.vendor {
+        Some(vendor) => crate::providers::lookup(vendor).map(|d| d.self_hosted).unwrap_or(false),
+        None => true,
+    };
+    if self_hosted {
+        return Priced { price: Price::FREE, source: Source::SelfHosted };
+    }
+    let catalogue = provider.known_models.get(model).and_then(Price::from_catalogue);
+    match catalogue {
+        Some(price) if currency == CATALOGUE_CURRENCY => Priced { price, source: Source::Catalogue },
+        _ => Priced { price: Price::FREE, source: Source::Unknown },
+    }
+}
+
+/// What the `cheapest` routing strategy orders a deployment by: input plus output price per
+/// million tokens, the config's or the catalogue's (in USD: with another currency, give the
+/// deployments of a `cheapest` group prices of their own); a paying vendor's model with no price
+/// sorts last.
+pub fn sort_price(provider: &ProviderSpec, model: &str, price: Option<Price>) -> u64 {
+    let priced = match price {
+        Some(price) => Priced { price, source: Source::Config },
+        None => resolve(CATALOGUE_CURRENCY, provider, model),
+    };
+    match priced.source {
+        Source::Unknown => u64::MAX,
+        _ => priced.price.input.saturating_add(priced.price.output),
     }
 }

@@ -11,12 +11,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Stored, page};
+use super::{Ingress, read_body};
 use crate::api::{ErrorBody, RawObject};
 use crate::ctx::Principal;
 use crate::error::GatewayError;
-use crate::ingress::{Ingress, read_body};
 use crate::pipeline::request::estimate_responses_request;
+use crate::responses_store::{Stored, page};
 
 fn not_found(id: &str) -> Response {
     let body = ErrorBody::new(format!("Response with id '{id}' not found."), "invalid_request_error", None, None);
