@@ -43,9 +43,10 @@ impl TokenType {
     }
 }
 
-/// Splits OpenAI-semantics usage (`prompt_tokens` includes cached and cache-write tokens,
-/// `completion_tokens` includes reasoning) into disjoint per-type counts, zeros left out.
-pub fn split_usage(usage: &Usage) -> Vec<(TokenType, u64)> {
+/// OpenAI-semantics usage (`prompt_tokens` includes cached and cache-write tokens,
+/// `completion_tokens` includes reasoning) as disjoint per-type counts, every type present (what
+/// a price is applied to, with no allocation).
+pub fn token_parts(usage: &Usage) -> [(TokenType, u64); 5] {
     let cache_read = usage.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or(0);
     let cache_write = usage.prompt_tokens_details.map(|d| d.cache_write_tokens).unwrap_or(0);
     // Some servers report details that exceed the total they belong to: never go negative, and
@@ -61,7 +62,9 @@ pub fn split_usage(usage: &Usage) -> Vec<(TokenType, u64)> {
         (TokenType::CacheWrite, cache_write),
         (TokenType::Reasoning, reasoning),
     ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .collect()
+}
+
+/// `token_parts` with the zeros left out (one metering event per part).
+pub fn split_usage(usage: &Usage) -> Vec<(TokenType, u64)> {
+    token_parts(usage).into_iter().filter(|(_, n)| *n > 0).collect()
 }

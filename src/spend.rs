@@ -13,13 +13,13 @@
 //! row and the metrics), Prometheus (`llm_gateway_spend_total`, and for cache hits, which cost
 //! nothing upstream, `llm_gateway_spend_saved_total`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::api::Usage;
-use crate::api::{TokenType, split_usage};
+use crate::api::{TokenType, token_parts};
 pub use crate::config::price::{self, Price, Priced, Source, SpendSettings, resolve, sort_price};
 use crate::config::{Config, ProviderSpec};
 use crate::ctx::{Observer, Outcome, RequestCtx};
@@ -48,7 +48,7 @@ pub fn micros_of(picos: u128) -> u64 {
 /// What `usage` (OpenAI semantics: cached and cache-write tokens inside `prompt_tokens`,
 /// reasoning inside `completion_tokens`) costs at `price`, in micro-units.
 pub fn cost(price: &Price, usage: &Usage) -> u64 {
-    micros_of(picos(price, &split_usage(usage)))
+    micros_of(picos(price, &token_parts(usage)))
 }
 
 /// The cost of each part in micro-units, adding up to the cost of all of them (largest
@@ -85,6 +85,10 @@ fn micros_of_floor(picos: u128) -> u64 {
 #[derive(Debug, Default)]
 pub struct Prices {
     currency: String,
+    /// `currency` as the `x-llm-gateway-currency` header's value (`None`: not a valid one).
+    currency_header: Option<HeaderValue>,
+    /// (FxHash maps: built once from the config, read several times per request by the cost
+    /// header and the end-of-request observers, never grown by a request.)
     known: HashMap<String, Priced>,
     /// A model group's (or alias's) first deployment: what a cache hit saved is priced at.
     first_of_group: HashMap<String, String>,
@@ -104,6 +108,7 @@ impl Prices {
                 .chain(config.default_backend.iter())
                 .map(|p| (p.name.clone(), p.clone()))
                 .collect(),
+            currency_header: HeaderValue::from_str(&currency).ok(),
             currency,
             ..Self::default()
         };
@@ -203,8 +208,8 @@ pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, 
     if let Some(saved) = saved {
         headers.insert(SAVED_HEADER, HeaderValue::from(saved));
     }
-    if let Ok(currency) = HeaderValue::from_str(prices.currency()) {
-        headers.insert(CURRENCY_HEADER, currency);
+    if let Some(currency) = &prices.currency_header {
+        headers.insert(CURRENCY_HEADER, currency.clone());
     }
 }
 
@@ -216,7 +221,7 @@ pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Op
         return Some(0);
     }
     let price = prices.of(ctx.deployment.as_deref()?).price;
-    Some(nanos_of(picos(&price, &split_usage(usage))))
+    Some(nanos_of(picos(&price, &token_parts(usage))))
 }
 
 /// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.
