@@ -72,7 +72,8 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Builds the upstream request for `deployment` from the client's parsed body.
+    /// Builds the upstream request for `deployment` from the client's parsed body. (Long: one
+    /// arm per client endpoint and upstream dialect, the table of translations, read best whole.)
     pub fn prepare(
         endpoint: Endpoint,
         request: &RawObject,

@@ -237,33 +237,14 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let known_models = config.models.keys().chain(config.aliases.keys()).cloned().collect();
     let deployments = config.models.values().flat_map(|m| m.deployments.iter().map(|d| d.id.clone())).collect();
     let mut metrics = Metrics::new(known_models, config.telemetry.team_label).with_deployments(deployments);
-    let mut observers: Vec<Arc<dyn Observer>> = Vec::new();
-    let mut metering_running = None;
-    if let Some(settings) = &config.metering {
-        let metering_metrics = Arc::new(crate::telemetry::metrics::MeteringMetrics::default());
-        let (observer, running) = metering::start(config, settings, metering_metrics.clone())
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        metrics.metering = Some(metering_metrics);
-        observers.push(observer);
-        metering_running = Some(running);
-    }
     let prices = Arc::new(crate::spend::Prices::new(config));
-    let (mut request_log, mut request_log_metrics) = (None, None);
-    if let Some(settings) = &config.request_log {
-        let log_metrics = Arc::new(crate::request_log::Metrics::default());
-        let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
-        observers.push(observer);
-    }
-    let spend_metrics = Arc::new(crate::telemetry::metrics::spend::SpendMetrics::new());
-    crate::spend::warn_unpriced(&prices, &spend_metrics);
-    metrics.spend = Some(spend_metrics.clone());
+    let sinks = Sinks::start(config, &mut metrics, &prices)?;
+    let mut observers = sinks.observers;
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
     observers.push(Arc::new(crate::spend::SpendObserver {
         prices: prices.clone(),
-        metrics: spend_metrics,
+        metrics: sinks.spend_metrics,
         labels: metrics.clone(),
     }));
     let cache = match &config.cache {
@@ -317,6 +298,61 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     if let Some(verifier) = gateway.auth.jwt() {
         tasks.spawn(verifier.clone().keep_fresh());
     }
+    spawn_health_checks(config, &gateway, &mut tasks);
+    let mut supervisors = tokio::task::JoinSet::new();
+    for pool in gateway.upstreams.cli_pools().iter() {
+        supervisors.spawn(pool.clone().supervise());
+    }
+    let scrape_state = (gateway.clone(), metrics, kv, sinks.request_log_metrics);
+    let (router, management) = routes(config, &ingress, &gateway, scrape_state);
+    let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
+    let app = App { router, ingress, management };
+    let (metering, request_log) = (sinks.metering, sinks.request_log);
+    Ok((app, Background { tasks, supervisors, gateway, metering, metering_flush, request_log }))
+}
+
+/// Where finished requests go besides the logs and metrics: metering's outbox, the request
+/// log, and spend's counters, each started when configured.
+struct Sinks {
+    observers: Vec<Arc<dyn Observer>>,
+    metering: Option<metering::Running>,
+    request_log: Option<crate::request_log::Running>,
+    request_log_metrics: Option<Arc<crate::request_log::Metrics>>,
+    spend_metrics: Arc<crate::telemetry::metrics::spend::SpendMetrics>,
+}
+
+impl Sinks {
+    fn start(config: &Config, metrics: &mut Metrics, prices: &Arc<crate::spend::Prices>) -> Result<Self, GatewayError> {
+        let mut sinks = Sinks {
+            observers: Vec::new(),
+            metering: None,
+            request_log: None,
+            request_log_metrics: None,
+            spend_metrics: Arc::new(crate::telemetry::metrics::spend::SpendMetrics::new()),
+        };
+        if let Some(settings) = &config.metering {
+            let metering_metrics = Arc::new(crate::telemetry::metrics::MeteringMetrics::default());
+            let (observer, running) = metering::start(config, settings, metering_metrics.clone())
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            metrics.metering = Some(metering_metrics);
+            sinks.observers.push(observer);
+            sinks.metering = Some(running);
+        }
+        if let Some(settings) = &config.request_log {
+            let log_metrics = Arc::new(crate::request_log::Metrics::default());
+            let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            (sinks.request_log, sinks.request_log_metrics) = (Some(running), Some(log_metrics));
+            sinks.observers.push(observer);
+        }
+        crate::spend::warn_unpriced(prices, &sinks.spend_metrics);
+        metrics.spend = Some(sinks.spend_metrics.clone());
+        Ok(sinks)
+    }
+}
+
+/// Each provider's periodic health check, marking its deployments up or down.
+fn spawn_health_checks(config: &Config, gateway: &Arc<Gateway>, tasks: &mut tokio::task::JoinSet<()>) {
     for provider in config.providers.values() {
         if let Some(check) = provider.health_check.clone() {
             let gateway = gateway.clone();
@@ -338,20 +374,20 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
             });
         }
     }
-    let mut supervisors = tokio::task::JoinSet::new();
-    for pool in gateway.upstreams.cli_pools().iter() {
-        supervisors.spawn(pool.clone().supervise());
-    }
+}
+
+/// The API router, and the management listener's when one is configured.
+fn routes(
+    config: &Config,
+    ingress: &Arc<Ingress>,
+    gateway: &Arc<Gateway>,
+    scrape_state: Scraped,
+) -> (axum::Router, Option<axum::Router>) {
     let health_route = axum::Router::new().route("/health", get(health)).with_state(gateway.clone());
     let api =
         api_router(ingress.clone()).merge(health_route.clone()).merge(request_log_routes(config, gateway.clone()));
     let sessions_route = axum::Router::new().route("/sessions", get(sessions)).with_state(gateway.clone());
-    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state((
-        gateway.clone(),
-        metrics,
-        kv,
-        request_log_metrics,
-    ));
+    let scrape = axum::Router::new().route("/metrics", get(prometheus)).with_state(scrape_state);
     let probes = axum::Router::new().route("/ready", get(ready)).with_state(gateway.clone());
     // What operators read (metrics, the CLI pool) is on the management listener when there is
     // one, and then not on the API port; the probes are on both.
@@ -360,15 +396,13 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
         Some(_) => (api, Some(operations.merge(probes.clone()).merge(health_route))),
         None => (api.merge(operations), None),
     };
-    let app = api
+    let router = api
         .merge(probes)
         // (Bodies are bounded by the handlers themselves, 413 in OpenAI's shape: none takes
         // an extractor that axum's default body limit would apply to. Each layer here wraps
         // every route, at a boxed future per request: only the request id has one.)
         .layer(server::RequestIdLayer);
-    let metering_flush = config.metering.as_ref().map(|m| m.flush_timeout).unwrap_or_default();
-    let app = App { router: app, ingress, management };
-    Ok((app, Background { tasks, supervisors, gateway, metering: metering_running, metering_flush, request_log }))
+    (router, management)
 }
 
 /// `/admin/requests` and `/admin/usage`, answered from the request log's PostgreSQL.

@@ -11,6 +11,7 @@ mod keys;
 mod models;
 mod otlp;
 pub mod price;
+mod provider;
 pub mod raw;
 pub mod request_log;
 pub mod responses;
@@ -22,13 +23,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::providers::{self, ModelInfo};
+use crate::providers::ModelInfo;
 pub use cli::{CliProtocol, CliSpec};
 pub(crate) use keys::parse_sha256_hex;
 pub use keys::{KeySpec, TeamPolicy, glob_match, key_id, sha256};
 use otlp::otlp_settings;
 pub use otlp::{DEFAULT_MAX_BATCH_SPANS, DEFAULT_MAX_QUEUE_SPANS, OtlpProtocol, OtlpSettings, TelemetrySettings};
-use raw::{RawConfig, RawProvider};
+use raw::RawConfig;
 pub use server::{
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT,
     ServerSettings,
@@ -320,6 +321,8 @@ impl Config {
     }
 }
 
+/// Each section checked and built, in the order they depend on one another. (Long only by the
+/// `Config` literal at its end, one line per section.)
 fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let err = |path: String, msg: String| ConfigError(format!("{path}: {msg}"));
@@ -334,7 +337,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     // providers
     let mut providers = BTreeMap::new();
     for (name, provider) in &raw.providers {
-        let spec = build_provider(name, provider, total_override, env, &mut warnings)?;
+        let spec = provider::build_provider(name, provider, total_override, env, &mut warnings)?;
         providers.insert(name.clone(), Arc::new(spec));
     }
 
@@ -349,20 +352,8 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         }
     }
 
-    // default backend: the config's, else the original service's LLM_BACKEND when no models are listed.
-    let default_backend = match &raw.default_backend {
-        Some(name) => Some(
-            providers
-                .get(name)
-                .cloned()
-                .ok_or_else(|| err("default_backend".into(), format!("unknown provider {name:?}")))?,
-        ),
-        None if models.is_empty() => match env.var("LLM_BACKEND") {
-            None => None,
-            Some(backend) => Some(backend_from_env(&backend, &providers, total_override, env, &mut warnings)?),
-        },
-        None => None,
-    };
+    let default_backend =
+        default_backend(&raw.default_backend, &providers, models.is_empty(), total_override, env, &mut warnings)?;
 
     for (team, policy) in &teams {
         if policy.models.is_empty() {
@@ -380,15 +371,8 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let responses = responses::validate(raw.responses)?;
     let cache = cache::validate(raw.cache.as_ref(), &models, &raw.aliases, &teams, default_backend.is_some(), env)?;
     let limit_settings = limits::limit_settings(raw.limits.as_ref(), env)?;
-    if valkey.is_some()
-        && limit_settings.replicas == 1
-        && limit_settings.on_valkey_down == limits::ValkeyDownPolicy::FailOpen
-    {
-        warnings.push(
-            "limits.replicas: 1 with valkey configured; while Valkey is down every replica enforces the whole limits \
-             (set it, or LLM_GATEWAY_REPLICAS, to the replica count)"
-                .into(),
-        );
+    if valkey.is_some() {
+        warn_single_replica(&limit_settings, &mut warnings);
     }
     let admin = limits::admin_settings(raw.admin.as_ref(), env, &mut warnings)?;
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
@@ -425,214 +409,41 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     })
 }
 
-fn backend_from_env(
-    backend: &str,
+/// The provider requests go to when no model matches: the config's `default_backend`, else
+/// the original service's `LLM_BACKEND` when no models are listed.
+fn default_backend(
+    name: &Option<String>,
     providers: &BTreeMap<String, Arc<ProviderSpec>>,
+    no_models: bool,
     total_override: Option<Duration>,
     env: &dyn Env,
     warnings: &mut Vec<String>,
-) -> Result<Arc<ProviderSpec>, ConfigError> {
-    if let Some(p) = providers.get(backend) {
-        return Ok(p.clone());
-    }
-    let raw = match backend {
-        "mock" => RawProvider { dialect: Some("mock".into()), ..Default::default() },
-        "api" => RawProvider { vendor: Some("anthropic".into()), ..Default::default() },
-        // The Claude CLI logs in with ANTHROPIC_API_KEY when it is set: in this mode the gateway
-        // holds it for the CLI (no other provider uses it), so it is passed on, alone.
-        "cli" => RawProvider {
-            dialect: Some("cli".into()),
-            pass_env: vec!["ANTHROPIC_API_KEY".into()],
-            ..Default::default()
+) -> Result<Option<Arc<ProviderSpec>>, ConfigError> {
+    match name {
+        Some(name) => Ok(Some(
+            providers
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ConfigError(format!("default_backend: unknown provider {name:?}")))?,
+        )),
+        None if no_models => match env.var("LLM_BACKEND") {
+            None => Ok(None),
+            Some(backend) => Ok(Some(provider::backend_from_env(&backend, providers, total_override, env, warnings)?)),
         },
-        other => {
-            return Err(ConfigError(format!("LLM_BACKEND: unknown backend {other:?} (expected mock, api or cli)")));
-        }
-    };
-    build_provider(backend, &raw, total_override, env, warnings)
-        .map(Arc::new)
-        .map_err(|e| ConfigError(format!("LLM_BACKEND={backend}: {}", e.0)))
+        None => Ok(None),
+    }
 }
 
-fn build_provider(
-    name: &str,
-    raw: &RawProvider,
-    total_override: Option<Duration>,
-    env: &dyn Env,
-    warnings: &mut Vec<String>,
-) -> Result<ProviderSpec, ConfigError> {
-    let path = format!("providers.{name}");
-    let err = |field: &str, msg: String| ConfigError(format!("{path}.{field}: {msg}"));
-    let descriptor = match &raw.vendor {
-        Some(vendor) => Some(providers::lookup(vendor).map_err(|e| err("vendor", e))?),
-        None => None,
-    };
-    let dialect_name = raw
-        .dialect
-        .as_deref()
-        .or(descriptor.map(|d| d.dialect.as_str()))
-        .ok_or_else(|| ConfigError(format!("{path}: either dialect or vendor is required")))?;
-    let dialect = match dialect_name {
-        "openai" => Dialect::OpenAi,
-        "mock" => Dialect::Mock,
-        "anthropic" => Dialect::Anthropic,
-        "cli" => Dialect::Cli,
-        "gemini" => Dialect::Gemini,
-        "bedrock" => Dialect::Bedrock,
-        "vertex" => Dialect::Vertex,
-        other => {
-            return Err(err(
-                "dialect",
-                format!("unknown dialect {other:?} (expected openai, anthropic, gemini, bedrock, vertex, mock or cli)"),
-            ));
-        }
-    };
-    let cli = if dialect == Dialect::Cli {
-        if let Some(field) = ["base_url", "api_key_env", "auth", "auth_header", "stream_usage"]
-            .into_iter()
-            .zip([&raw.base_url, &raw.api_key_env, &raw.auth, &raw.auth_header, &raw.stream_usage])
-            .find_map(|(name, value)| value.as_ref().map(|_| name))
-        {
-            return Err(err(field, "not used by the cli dialect (it runs a command, not HTTP)".into()));
-        }
-        if raw.health_check.is_some() {
-            return Err(err("health_check", "the cli dialect checks its sessions itself (see /sessions)".into()));
-        }
-        Some(Arc::new(cli::build(&path, raw, env)?))
-    } else {
-        if let Some(field) = raw.cli_fields_set().first() {
-            return Err(err(field, format!("only for dialect cli (this provider's dialect is {dialect_name})")));
-        }
-        None
-    };
-    let cloud = cloud::build(&path, dialect, raw)?;
-    let base_url = raw.base_url.clone().or_else(|| descriptor.and_then(|d| d.base_url.clone()));
-    let base_url = base_url.or_else(|| cloud.default_base_url(dialect)).unwrap_or_default();
-    let base_url = base_url.trim_end_matches('/').to_owned();
-    if matches!(dialect, Dialect::OpenAi | Dialect::Anthropic) || dialect.is_cloud() {
-        if base_url.is_empty() {
-            return Err(err("base_url", "required for this dialect".into()));
-        }
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(err("base_url", format!("{base_url:?} must start with http:// or https://")));
-        }
+/// With Valkey and fail-open limits, `replicas` decides each replica's share while Valkey is
+/// down: left at 1, every replica enforces the whole limits.
+fn warn_single_replica(settings: &limits::LimitSettings, warnings: &mut Vec<String>) {
+    if settings.replicas == 1 && settings.on_valkey_down == limits::ValkeyDownPolicy::FailOpen {
+        warnings.push(
+            "limits.replicas: 1 with valkey configured; while Valkey is down every replica enforces the whole limits \
+             (set it, or LLM_GATEWAY_REPLICAS, to the replica count)"
+                .into(),
+        );
     }
-    let auth_name = raw.auth.as_deref().or(descriptor.and_then(|d| d.auth.as_deref()));
-    let auth_name = auth_name.unwrap_or(if dialect == Dialect::Gemini { "api-key" } else { "bearer" });
-    let auth_header = raw.auth_header.clone().or_else(|| descriptor.and_then(|d| d.auth_header.clone()));
-    let auth_header = auth_header.or_else(|| (dialect == Dialect::Gemini).then(|| "x-goog-api-key".into()));
-    let auth = match auth_name {
-        "bearer" => AuthStyle::Bearer,
-        "none" => AuthStyle::None,
-        "api-key" => AuthStyle::Header(auth_header.unwrap_or_else(|| "api-key".into())),
-        other => {
-            return Err(err("auth", format!("unknown auth style {other:?} (expected bearer, api-key or none)")));
-        }
-    };
-    if let AuthStyle::Header(h) = &auth
-        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
-    {
-        return Err(err("auth_header", format!("{h:?} is not a valid header name")));
-    }
-    let key_env = raw.api_key_env.clone().or_else(|| descriptor.and_then(|d| d.api_key_env.clone()));
-    let key_env = key_env.or_else(|| cloud::default_key_env(dialect).map(str::to_owned));
-    let api_key = match &key_env {
-        Some(var) => match env.var(var) {
-            Some(v) => Some(Secret::new(v)),
-            None => {
-                if auth != AuthStyle::None && matches!(dialect, Dialect::OpenAi | Dialect::Anthropic | Dialect::Gemini)
-                {
-                    warnings.push(format!(
-                        "{path}.api_key_env: environment variable {var} is not set; requests go without credentials"
-                    ));
-                }
-                None
-            }
-        },
-        None => None,
-    };
-    let stream_usage = match raw
-        .stream_usage
-        .as_deref()
-        .or(descriptor.and_then(|d| d.stream_usage.as_deref()))
-        // The cli dialect always reports usage (the CLI's, or counted locally).
-        .unwrap_or(if dialect == Dialect::Cli { "always" } else { "stream_options" })
-    {
-        "stream_options" => StreamUsage::StreamOptions,
-        "always" => StreamUsage::Always,
-        "none" => StreamUsage::None,
-        other => {
-            return Err(err(
-                "stream_usage",
-                format!("unknown value {other:?} (expected stream_options, always or none)"),
-            ));
-        }
-    };
-    let mut headers: BTreeMap<String, String> = descriptor.map(|d| d.headers.clone()).unwrap_or_default();
-    headers.extend(raw.headers.clone());
-    for (k, v) in &headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-            return Err(err(&format!("headers.{k}"), "not a valid HTTP header".into()));
-        }
-    }
-    let mut query: BTreeMap<String, String> = descriptor.map(|d| d.query.clone()).unwrap_or_default();
-    query.extend(raw.query.clone());
-    let defaults = Timeouts::default();
-    let timeouts = Timeouts {
-        connect: raw.timeouts.connect.unwrap_or(defaults.connect),
-        first_byte: raw.timeouts.first_byte.unwrap_or(defaults.first_byte),
-        idle: raw.timeouts.idle.unwrap_or(defaults.idle),
-        total: total_override.or(raw.timeouts.total).unwrap_or(defaults.total),
-    };
-    for (field, d) in [
-        ("timeouts.connect", timeouts.connect),
-        ("timeouts.first_byte", timeouts.first_byte),
-        ("timeouts.idle", timeouts.idle),
-        ("timeouts.total", timeouts.total),
-    ] {
-        if d.is_zero() {
-            return Err(err(field, "must be greater than 0".into()));
-        }
-    }
-    // (Below 1 KiB even ordinary chunks would be refused.)
-    let max_event_bytes = match raw.max_event_bytes {
-        None => DEFAULT_MAX_EVENT_BYTES,
-        Some(n) if n < 1024 => return Err(err("max_event_bytes", "must be at least 1024".into())),
-        Some(n) => usize::try_from(n).map_err(|_| err("max_event_bytes", "too large".into()))?,
-    };
-    let health_check = match &raw.health_check {
-        None => None,
-        Some(h) => {
-            let path = h.path.clone().unwrap_or_else(|| "/models".into());
-            if !path.starts_with('/') {
-                return Err(err("health_check.path", format!("{path:?} must start with /")));
-            }
-            Some(HealthCheck {
-                path,
-                interval: h.interval.unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100)),
-                timeout: h.timeout.unwrap_or(Duration::from_secs(5)),
-            })
-        }
-    };
-    Ok(ProviderSpec {
-        name: name.to_owned(),
-        health_check,
-        vendor: raw.vendor.clone(),
-        dialect,
-        base_url,
-        auth,
-        api_key,
-        headers: headers.into_iter().collect(),
-        query: query.into_iter().collect(),
-        stream_usage,
-        responses_api: dialect == Dialect::OpenAi
-            && raw.responses_api.or(descriptor.and_then(|d| d.responses_api)).unwrap_or(false),
-        timeouts,
-        max_event_bytes,
-        known_models: descriptor.map(|d| d.models.clone()).unwrap_or_default(),
-        cli,
-        cloud,
-    })
 }
 
 #[cfg(test)]

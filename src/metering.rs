@@ -430,7 +430,6 @@ impl Pipeline {
     pub fn run(self, mut writer: outbox::Writer, mut adopter: Option<adopt::Adopter>) {
         let mut held: VecDeque<Record> = VecDeque::new();
         let mut lines: Vec<u8> = Vec::with_capacity(256 * 1024);
-        let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
         let mut closed_since: Option<std::time::Instant> = None;
         let mut last_full_log: Option<std::time::Instant> = None;
         loop {
@@ -439,54 +438,9 @@ impl Pipeline {
             self.metrics.queue_depth.set(self.queue.len() as i64);
             held.extend(records);
             lines.clear();
-            let mut events = 0u64;
-            let mut blocked = false;
-            while let Some(record) = held.front() {
-                record_lines.clear();
-                let n = self.lines_of(record, &mut record_lines);
-                let on_disk = self.shared.bytes.load(Ordering::Relaxed);
-                if on_disk + (lines.len() + record_lines.len()) as u64 > self.settings.max_outbox_bytes {
-                    if self.settings.when_full == WhenFull::Drop {
-                        self.metrics.dropped_outbox_full.inc_by(n);
-                        if last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                            last_full_log = Some(std::time::Instant::now());
-                            tracing::error!(
-                                max_outbox_bytes = self.settings.max_outbox_bytes,
-                                "metering: the outbox is full; usage events are being DROPPED (when_full: drop)"
-                            );
-                        }
-                        held.pop_front();
-                        continue;
-                    }
-                    blocked = true;
-                    break;
-                }
-                lines.extend_from_slice(&record_lines);
-                events += n;
-                held.pop_front();
-            }
+            let (events, blocked) = self.batch(&mut held, &mut lines, &mut last_full_log);
             if !lines.is_empty() {
-                // The events exist only here: keep trying (the queue fills meanwhile, and under
-                // `when_full: reject` admission refuses new requests) rather than drop them.
-                let mut failures = 0u32;
-                while let Err(e) = writer.append(&lines) {
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(20) {
-                        tracing::error!(error = %e, events, "metering: cannot write the outbox; retrying");
-                    }
-                    if closed && failures >= 10 {
-                        self.metrics.dropped_outbox_full.inc_by(events);
-                        tracing::error!(
-                            events,
-                            "metering: stopping without being able to write the outbox; usage events lost"
-                        );
-                        events = 0;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                self.metrics.persisted.inc_by(events);
-                self.metrics.undelivered.inc_by(events as i64);
+                self.append(&mut writer, &lines, events, closed);
             }
             if let Err(e) = writer.maybe_sync() {
                 tracing::error!(error = %e, "metering: cannot sync the outbox");
@@ -508,29 +462,12 @@ impl Pipeline {
             if blocked && let Err(e) = writer.seal() {
                 tracing::error!(error = %e, "metering: cannot start a new outbox segment");
             }
-            let was_full = self.full.swap(blocked, Ordering::Relaxed);
-            self.metrics.outbox_full.set(i64::from(blocked));
-            if blocked && !was_full {
-                tracing::error!(
-                    max_outbox_bytes = self.settings.max_outbox_bytes,
-                    "metering: the outbox is full; new requests are refused with 503 until it drains (when_full: reject)"
-                );
-            } else if was_full && !blocked {
-                tracing::info!("metering: the outbox has room again");
-            }
+            self.report_full(blocked);
             if closed {
                 let since = *closed_since.get_or_insert_with(std::time::Instant::now);
                 let give_up = blocked && since.elapsed() > Duration::from_secs(5);
                 if held.is_empty() || give_up {
-                    if give_up {
-                        let lost: u64 =
-                            held.iter().map(|r| r.usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64).sum();
-                        self.metrics.dropped_outbox_full.inc_by(lost);
-                        tracing::error!(events = lost, "metering: stopping with a full outbox; usage events lost");
-                    }
-                    if let Err(e) = writer.close() {
-                        tracing::error!(error = %e, "metering: cannot sync the outbox at shutdown");
-                    }
+                    self.stop(writer, &held, give_up);
                     return;
                 }
                 // A closed queue no longer makes `take` wait: without this the thread would
@@ -539,6 +476,92 @@ impl Pipeline {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+        }
+    }
+
+    /// Moves the held records' event lines into `lines` while the outbox has room; returns the
+    /// events moved and whether the outbox is full (records stay held under `when_full:
+    /// reject`, and are dropped, counted and logged under `drop`).
+    fn batch(
+        &self,
+        held: &mut VecDeque<Record>,
+        lines: &mut Vec<u8>,
+        last_full_log: &mut Option<std::time::Instant>,
+    ) -> (u64, bool) {
+        let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
+        let mut events = 0u64;
+        while let Some(record) = held.front() {
+            record_lines.clear();
+            let n = self.lines_of(record, &mut record_lines);
+            let on_disk = self.shared.bytes.load(Ordering::Relaxed);
+            if on_disk + (lines.len() + record_lines.len()) as u64 > self.settings.max_outbox_bytes {
+                if self.settings.when_full != WhenFull::Drop {
+                    return (events, true);
+                }
+                self.metrics.dropped_outbox_full.inc_by(n);
+                if last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    *last_full_log = Some(std::time::Instant::now());
+                    tracing::error!(
+                        max_outbox_bytes = self.settings.max_outbox_bytes,
+                        "metering: the outbox is full; usage events are being DROPPED (when_full: drop)"
+                    );
+                }
+                held.pop_front();
+                continue;
+            }
+            lines.extend_from_slice(&record_lines);
+            events += n;
+            held.pop_front();
+        }
+        (events, false)
+    }
+
+    /// Writes a batch of event lines to the outbox. The events exist only here: keep trying
+    /// (the queue fills meanwhile, and under `when_full: reject` admission refuses new
+    /// requests) rather than drop them — unless stopping, after ten failures.
+    fn append(&self, writer: &mut outbox::Writer, lines: &[u8], mut events: u64, closed: bool) {
+        let mut failures = 0u32;
+        while let Err(e) = writer.append(lines) {
+            failures += 1;
+            if failures == 1 || failures.is_multiple_of(20) {
+                tracing::error!(error = %e, events, "metering: cannot write the outbox; retrying");
+            }
+            if closed && failures >= 10 {
+                self.metrics.dropped_outbox_full.inc_by(events);
+                tracing::error!(events, "metering: stopping without being able to write the outbox; usage events lost");
+                events = 0;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.metrics.persisted.inc_by(events);
+        self.metrics.undelivered.inc_by(events as i64);
+    }
+
+    /// Sets the full flag admission reads, and logs when it changes.
+    fn report_full(&self, blocked: bool) {
+        let was_full = self.full.swap(blocked, Ordering::Relaxed);
+        self.metrics.outbox_full.set(i64::from(blocked));
+        if blocked && !was_full {
+            tracing::error!(
+                max_outbox_bytes = self.settings.max_outbox_bytes,
+                "metering: the outbox is full; new requests are refused with 503 until it drains (when_full: reject)"
+            );
+        } else if was_full && !blocked {
+            tracing::info!("metering: the outbox has room again");
+        }
+    }
+
+    /// The last step when stopping: what is still held is counted as lost when the outbox
+    /// stayed full (`give_up`), and the outbox is synced.
+    fn stop(&self, writer: outbox::Writer, held: &VecDeque<Record>, give_up: bool) {
+        if give_up {
+            let lost: u64 = held.iter().map(|r| r.usage.map(|u| event::split(&u).len()).unwrap_or(2) as u64).sum();
+            self.metrics.dropped_outbox_full.inc_by(lost);
+            tracing::error!(events = lost, "metering: stopping with a full outbox; usage events lost");
+        }
+        if let Err(e) = writer.close() {
+            tracing::error!(error = %e, "metering: cannot sync the outbox at shutdown");
         }
     }
 

@@ -362,16 +362,7 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
     let raw_oidc = raw.and_then(|r| r.oidc.as_ref()).unwrap_or(&empty);
     let mode = env.var("LLM_GATEWAY_AUTH_MODE").or_else(|| raw.and_then(|r| r.mode.clone()));
     if let Some(mode) = mode {
-        s.mode = match mode.as_str() {
-            "keys" | "masterKey" => AuthMode::Keys,
-            "keycloak" | "jwt" | "oidc" => AuthMode::Jwt,
-            "hybrid" => AuthMode::Hybrid,
-            other => {
-                return Err(ConfigError(format!(
-                    "auth.mode: unknown mode {other:?} (expected keys, keycloak or hybrid)"
-                )));
-            }
-        };
+        s.mode = auth_mode(&mode)?;
     }
     if let Some(ttl) = raw.and_then(|r| r.key_cache_ttl) {
         s.key_cache_ttl = ttl;
@@ -387,11 +378,7 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
     })?;
     let audience: Vec<String> = match env.var("LLM_GATEWAY_OIDC_AUDIENCE") {
         Some(a) => vec![a],
-        None => match &raw_oidc.audience {
-            OneOrMany::None => Vec::new(),
-            OneOrMany::One(a) => vec![a.clone()],
-            OneOrMany::Many(list) => list.clone(),
-        },
+        None => raw_oidc.audience.to_vec(),
     };
     if audience.is_empty() || audience.iter().any(String::is_empty) {
         return Err(err("audience", "required: the client id tokens are issued for".into()));
@@ -417,29 +404,7 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
             ));
         }
     }
-    let names: Vec<String> =
-        if raw_oidc.algorithms.is_empty() { vec!["RS256".into(), "ES256".into()] } else { raw_oidc.algorithms.clone() };
-    let mut algorithms = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        use jsonwebtoken::Algorithm::*;
-        let alg = match name.as_str() {
-            "RS256" => RS256,
-            "RS384" => RS384,
-            "RS512" => RS512,
-            "PS256" => PS256,
-            "PS384" => PS384,
-            "PS512" => PS512,
-            "ES256" => ES256,
-            "ES384" => ES384,
-            other => {
-                return Err(err(
-                    &format!("algorithms[{i}]"),
-                    format!("{other:?} is not allowed (asymmetric RS*, PS*, ES256 or ES384 only)"),
-                ));
-            }
-        };
-        algorithms.push(alg);
-    }
+    let algorithms = algorithms(&raw_oidc.algorithms)?;
     raw_oidc.limits.check("auth.oidc.limits")?;
     let refresh = raw_oidc.refresh.unwrap_or(Duration::from_secs(300));
     if refresh < Duration::from_secs(1) {
@@ -457,6 +422,54 @@ pub fn auth_settings(raw: Option<&RawAuth>, env: &dyn Env) -> Result<AuthSetting
         limits: raw_oidc.limits,
     });
     Ok(s)
+}
+
+fn auth_mode(mode: &str) -> Result<AuthMode, ConfigError> {
+    Ok(match mode {
+        "keys" | "masterKey" => AuthMode::Keys,
+        "keycloak" | "jwt" | "oidc" => AuthMode::Jwt,
+        "hybrid" => AuthMode::Hybrid,
+        other => {
+            return Err(ConfigError(format!("auth.mode: unknown mode {other:?} (expected keys, keycloak or hybrid)")));
+        }
+    })
+}
+
+/// The signature algorithms tokens may use: asymmetric ones only (RS256 and ES256 by default).
+fn algorithms(names: &[String]) -> Result<Vec<jsonwebtoken::Algorithm>, ConfigError> {
+    use jsonwebtoken::Algorithm::*;
+    if names.is_empty() {
+        return Ok(vec![RS256, ES256]);
+    }
+    let mut algorithms = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        algorithms.push(match name.as_str() {
+            "RS256" => RS256,
+            "RS384" => RS384,
+            "RS512" => RS512,
+            "PS256" => PS256,
+            "PS384" => PS384,
+            "PS512" => PS512,
+            "ES256" => ES256,
+            "ES384" => ES384,
+            other => {
+                return Err(ConfigError(format!(
+                    "auth.oidc.algorithms[{i}]: {other:?} is not allowed (asymmetric RS*, PS*, ES256 or ES384 only)"
+                )));
+            }
+        });
+    }
+    Ok(algorithms)
+}
+
+impl OneOrMany {
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(a) => vec![a.clone()],
+            OneOrMany::Many(list) => list.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

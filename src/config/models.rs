@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use super::{BreakerPolicy, ConfigError, DeploymentSpec, ModelSpec, ProviderSpec, RetryPolicy, Strategy, raw};
 
+fn err(path: String, msg: String) -> ConfigError {
+    ConfigError(format!("{path}: {msg}"))
+}
+
 /// The model groups, with their fallbacks resolved to group names (aliases followed).
 pub(super) fn groups(
     raw_models: BTreeMap<String, raw::RawModel>,
@@ -14,7 +18,6 @@ pub(super) fn groups(
     circuit_breaker: Option<&raw::RawBreaker>,
     retry: Option<&raw::RawRetry>,
 ) -> Result<BTreeMap<String, ModelSpec>, ConfigError> {
-    let err = |path: String, msg: String| ConfigError(format!("{path}: {msg}"));
     let default_breaker = breaker_policy(BreakerPolicy::default(), circuit_breaker, "circuit_breaker")?;
     let default_retry = retry_policy(RetryPolicy::default(), retry, "retry")?;
     let mut models = BTreeMap::new();
@@ -23,60 +26,10 @@ pub(super) fn groups(
         if model.deployments.is_empty() {
             return Err(err(format!("{path}.deployments"), "at least one deployment is required".into()));
         }
-        let strategy = match model.strategy.as_deref().unwrap_or("weighted") {
-            "weighted" => Strategy::Weighted,
-            "least-busy" => Strategy::LeastBusy,
-            "latency" => Strategy::Latency,
-            "priority" => Strategy::Priority,
-            "cheapest" => Strategy::Cheapest,
-            other => {
-                return Err(err(
-                    format!("{path}.strategy"),
-                    format!(
-                        "unknown strategy {other:?} (expected weighted, least-busy, latency, priority or cheapest)"
-                    ),
-                ));
-            }
-        };
+        let strategy = strategy_of(model.strategy.as_deref(), &path)?;
         let mut deployments = Vec::with_capacity(model.deployments.len());
         for (i, d) in model.deployments.into_iter().enumerate() {
-            let dpath = format!("{path}.deployments[{i}]");
-            let provider = providers
-                .get(&d.provider)
-                .cloned()
-                .ok_or_else(|| err(format!("{dpath}.provider"), format!("unknown provider {:?}", d.provider)))?;
-            let upstream = d.model.unwrap_or_else(|| name.clone());
-            if upstream.is_empty() {
-                return Err(err(format!("{dpath}.model"), "must not be empty".into()));
-            }
-            let weight = d.weight.unwrap_or(1.0);
-            if !weight.is_finite() || weight < 0.0 {
-                return Err(err(format!("{dpath}.weight"), format!("must be a number >= 0, not {weight}")));
-            }
-            let context_window =
-                d.context_window.or_else(|| provider.known_models.get(&upstream).and_then(|m| m.context_window));
-            let breaker =
-                breaker_policy(default_breaker, d.circuit_breaker.as_ref(), &format!("{dpath}.circuit_breaker"))?;
-            let price = match (&d.price, d.free) {
-                (Some(_), Some(true)) => {
-                    return Err(err(format!("{dpath}.free"), "a deployment has either a price or free: true".into()));
-                }
-                (_, Some(true)) => Some(crate::config::price::Price::FREE),
-                (Some(price), _) => Some(price.to_price()),
-                (None, _) => None,
-            };
-            let sort_price = crate::config::price::sort_price(&provider, &upstream, price);
-            deployments.push(DeploymentSpec {
-                id: format!("{}/{}", provider.name, upstream),
-                provider,
-                model: upstream,
-                weight,
-                priority: d.priority.unwrap_or(0),
-                context_window,
-                breaker,
-                price,
-                sort_price,
-            });
+            deployments.push(deployment(d, &name, providers, default_breaker, &format!("{path}.deployments[{i}]"))?);
         }
         if deployments.iter().all(|d| d.weight == 0.0) {
             return Err(err(format!("{path}.deployments"), "at least one deployment needs a weight above 0".into()));
@@ -95,8 +48,76 @@ pub(super) fn groups(
             },
         );
     }
+    resolve_fallbacks(models, aliases)
+}
 
-    // aliases and fallbacks must land on a model group, and fallbacks must not loop.
+fn strategy_of(name: Option<&str>, path: &str) -> Result<Strategy, ConfigError> {
+    Ok(match name.unwrap_or("weighted") {
+        "weighted" => Strategy::Weighted,
+        "least-busy" => Strategy::LeastBusy,
+        "latency" => Strategy::Latency,
+        "priority" => Strategy::Priority,
+        "cheapest" => Strategy::Cheapest,
+        other => {
+            return Err(err(
+                format!("{path}.strategy"),
+                format!("unknown strategy {other:?} (expected weighted, least-busy, latency, priority or cheapest)"),
+            ));
+        }
+    })
+}
+
+/// One deployment of group `group`, on a provider of the config, at `dpath`.
+fn deployment(
+    d: raw::RawDeployment,
+    group: &str,
+    providers: &BTreeMap<String, Arc<ProviderSpec>>,
+    default_breaker: BreakerPolicy,
+    dpath: &str,
+) -> Result<DeploymentSpec, ConfigError> {
+    let provider = providers
+        .get(&d.provider)
+        .cloned()
+        .ok_or_else(|| err(format!("{dpath}.provider"), format!("unknown provider {:?}", d.provider)))?;
+    let upstream = d.model.unwrap_or_else(|| group.to_owned());
+    if upstream.is_empty() {
+        return Err(err(format!("{dpath}.model"), "must not be empty".into()));
+    }
+    let weight = d.weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(err(format!("{dpath}.weight"), format!("must be a number >= 0, not {weight}")));
+    }
+    let context_window =
+        d.context_window.or_else(|| provider.known_models.get(&upstream).and_then(|m| m.context_window));
+    let breaker = breaker_policy(default_breaker, d.circuit_breaker.as_ref(), &format!("{dpath}.circuit_breaker"))?;
+    let price = match (&d.price, d.free) {
+        (Some(_), Some(true)) => {
+            return Err(err(format!("{dpath}.free"), "a deployment has either a price or free: true".into()));
+        }
+        (_, Some(true)) => Some(crate::config::price::Price::FREE),
+        (Some(price), _) => Some(price.to_price()),
+        (None, _) => None,
+    };
+    let sort_price = crate::config::price::sort_price(&provider, &upstream, price);
+    Ok(DeploymentSpec {
+        id: format!("{}/{}", provider.name, upstream),
+        provider,
+        model: upstream,
+        weight,
+        priority: d.priority.unwrap_or(0),
+        context_window,
+        breaker,
+        price,
+        sort_price,
+    })
+}
+
+/// Aliases and fallbacks must land on a model group, and fallbacks must not loop; each
+/// fallback is rewritten to the group it lands on.
+fn resolve_fallbacks(
+    mut models: BTreeMap<String, ModelSpec>,
+    aliases: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, ModelSpec>, ConfigError> {
     for (alias, target) in aliases {
         if models.contains_key(alias) {
             return Err(err(format!("aliases.{alias}"), "an alias cannot shadow a model of the same name".into()));
@@ -105,16 +126,15 @@ pub(super) fn groups(
             return Err(err(format!("aliases.{alias}"), format!("unknown model {target:?}")));
         }
     }
-    let resolve = |name: &str| resolve(&models, aliases, name);
-    let mut resolved_models = models.clone();
-    for (name, model) in resolved_models.iter_mut() {
+    let names: std::collections::BTreeSet<String> = models.keys().cloned().collect();
+    for (name, model) in models.iter_mut() {
         for (field, list) in [
             ("fallbacks", &mut model.fallbacks),
             ("context_window_fallbacks", &mut model.context_window_fallbacks),
             ("content_policy_fallbacks", &mut model.content_policy_fallbacks),
         ] {
             for (i, target) in list.iter_mut().enumerate() {
-                *target = resolve(target)
+                *target = resolve_name(&names, aliases, target)
                     .ok_or_else(|| err(format!("models.{name}.{field}[{i}]"), format!("unknown model {target:?}")))?;
                 if target == name {
                     return Err(err(
@@ -125,7 +145,6 @@ pub(super) fn groups(
             }
         }
     }
-    let models = resolved_models;
     if let Some(cycle) = fallback_cycle(&models) {
         return Err(err(format!("models.{}.fallbacks", cycle[0]), format!("fallback cycle: {}", cycle.join(" -> "))));
     }
@@ -139,6 +158,14 @@ pub(super) fn resolve(
     name: &str,
 ) -> Option<String> {
     if models.contains_key(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
+}
+
+fn resolve_name(
+    names: &std::collections::BTreeSet<String>,
+    aliases: &BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    if names.contains(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
 }
 
 fn breaker_policy(

@@ -49,8 +49,7 @@ pub(super) async fn fill_from(served: Served, fill: Fill) -> Served {
     }
 }
 
-/// One try on one deployment, up to the first byte of the answer. (Long: the match on the
-/// provider's dialect below is its transport, which is to become `upstream`'s.)
+/// One try on one deployment, up to the first byte of the answer.
 pub(super) async fn attempt(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -74,11 +73,49 @@ pub(super) async fn attempt(
         exchange.keep_responses(|| gw.responses.keeper(&principal.team, body));
     }
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
+    let forward = forward_headers(ctx, client_headers, traceparent.as_ref(), &exchange);
+    let outgoing = Outgoing {
+        endpoint: exchange.upstream_endpoint,
+        path: exchange.path,
+        // The client's query string goes to an upstream of its own dialect (`?beta=true`).
+        query: if exchange.passes_through() { ctx.query.as_deref() } else { None },
+        body: Bytes::from(std::mem::take(&mut exchange.body)),
+        forward,
+        principal: ctx.principal.as_ref(),
+        stream: ctx.stream,
+    };
+    let response = gw.upstreams.send(deployment, outgoing, deadline).await?;
+    if !response.status.is_success() {
+        return Err(upstream_error(response, &deployment.id, provider.timeouts.idle, deadline).await);
+    }
+    if ctx.stream {
+        return first_frame(ctx, deployment, exchange, response, guard, deadline).await;
+    }
+    guard.first_byte();
+    let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
+    let mut whole = exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
+        deployment: deployment.id.clone(),
+        detail: format!("the response could not be read: {e}"),
+    })?;
+    let mut response = Response::new(Body::from(std::mem::take(&mut whole.body)));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    routing_headers(response.headers_mut(), ctx);
+    Ok(Served::Whole(response, Box::new(whole)))
+}
+
+/// The headers that travel upstream besides the body's own: the request id, the trace context
+/// (ours when traced, else the client's unchanged), and the Anthropic flags a client opted into.
+fn forward_headers<'a>(
+    ctx: &'a RequestCtx,
+    client_headers: &HeaderMap,
+    traceparent: Option<&'a (TraceParent, Option<String>)>,
+    exchange: &Exchange,
+) -> Forward<'a> {
     // Traced: the attempt's span is the upstream's parent, in the client's trace (and its
     // `tracestate`) when the client sent one.
     let mut forward = Forward {
         request_id: Some(&ctx.request_id),
-        trace: traceparent.as_ref().map(|(parent, state)| (*parent, state.as_deref())),
+        trace: traceparent.map(|(parent, state)| (*parent, state.as_deref())),
         client: HeaderMap::new(),
     };
     if forward.trace.is_none() {
@@ -101,52 +138,36 @@ pub(super) async fn attempt(
             }
         }
     }
-    let outgoing = Outgoing {
-        endpoint: exchange.upstream_endpoint,
-        path: exchange.path,
-        // The client's query string goes to an upstream of its own dialect (`?beta=true`).
-        query: if exchange.passes_through() { ctx.query.as_deref() } else { None },
-        body: Bytes::from(std::mem::take(&mut exchange.body)),
-        forward,
-        principal: ctx.principal.as_ref(),
-        stream: ctx.stream,
-    };
-    let response = gw.upstreams.send(deployment, outgoing, deadline).await?;
-    if !response.status.is_success() {
-        return Err(upstream_error(response, &deployment.id, provider.timeouts.idle, deadline).await);
-    }
-    if !ctx.stream {
-        guard.first_byte();
-    }
-    if ctx.stream {
-        let rewriter = exchange.rewriter(&ctx.client_model);
-        let mut relay =
-            Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started)
-                .max_event_bytes(provider.max_event_bytes);
-        let first_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
-        let first = tokio::time::timeout_at(first_by, relay.next_frame()).await.map_err(|_| {
-            GatewayError::UpstreamTimeout {
-                deployment: deployment.id.clone(),
-                phase: "first chunk",
-                after_ms: ctx.started.elapsed().as_millis(),
-            }
-        })??;
-        let first = first.ok_or_else(|| GatewayError::UpstreamProtocol {
+    forward
+}
+
+/// A stream's relay, once its first frame has come within the first-byte timeout.
+async fn first_frame(
+    ctx: &RequestCtx,
+    deployment: &DeploymentSpec,
+    mut exchange: Exchange,
+    response: UpstreamResponse,
+    guard: &AttemptGuard,
+    deadline: tokio::time::Instant,
+) -> Result<Served, GatewayError> {
+    let provider = &deployment.provider;
+    let rewriter = exchange.rewriter(&ctx.client_model);
+    let mut relay =
+        Relay::new(response.body, rewriter, deployment.id.clone(), provider.timeouts.idle, deadline, ctx.started)
+            .max_event_bytes(provider.max_event_bytes);
+    let first_by = (tokio::time::Instant::now() + provider.timeouts.first_byte).min(deadline);
+    let first =
+        tokio::time::timeout_at(first_by, relay.next_frame()).await.map_err(|_| GatewayError::UpstreamTimeout {
             deployment: deployment.id.clone(),
-            detail: "the stream ended before any event".into(),
-        })?;
-        guard.first_byte();
-        return Ok(Served::Stream(Box::new(relay), first, None));
-    }
-    let raw = upstream::read_body(response.body, &deployment.id, provider.timeouts.idle, deadline).await?;
-    let mut whole = exchange.response(&raw, &ctx.client_model).map_err(|e| GatewayError::UpstreamProtocol {
+            phase: "first chunk",
+            after_ms: ctx.started.elapsed().as_millis(),
+        })??;
+    let first = first.ok_or_else(|| GatewayError::UpstreamProtocol {
         deployment: deployment.id.clone(),
-        detail: format!("the response could not be read: {e}"),
+        detail: "the stream ended before any event".into(),
     })?;
-    let mut response = Response::new(Body::from(std::mem::take(&mut whole.body)));
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    routing_headers(response.headers_mut(), ctx);
-    Ok(Served::Whole(response, Box::new(whole)))
+    guard.first_byte();
+    Ok(Served::Stream(Box::new(relay), first, None))
 }
 
 async fn upstream_error(

@@ -39,98 +39,16 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         let what = if e.is_data() { "must be a JSON object" } else { "is not valid JSON" };
         GatewayError::bad_request(format!("The request body {what}: {e}"), None)
     })?;
-    let model: String = required(&body, "model", "a string")?;
-    if model.is_empty() {
-        return Err(GatewayError::bad_request("'model' must not be empty.", Some("model")));
-    }
-    if model.len() > MAX_MODEL_BYTES {
-        return Err(GatewayError::bad_request(
-            format!("'model' is {} bytes long; model names are at most {MAX_MODEL_BYTES}.", model.len()),
-            Some("model"),
-        ));
-    }
+    let model = model_of(&body)?;
     let stream: bool = optional(&body, "stream", "a boolean")?.unwrap_or(false);
+    let (prompt_tokens_estimate, mut max_tokens) = check_endpoint_fields(endpoint, &body)?;
     let mut client_wants_usage = false;
-    let prompt_tokens_estimate;
-    let mut max_tokens = None;
     let mut choices = 1;
-    match endpoint {
-        Endpoint::ChatCompletions => {
-            prompt_tokens_estimate = check_chat_messages(&body)?;
-            optional::<Vec<IgnoredAny>>(&body, "tools", "an array")?;
-            max_tokens = optional::<u64>(&body, "max_completion_tokens", "a non-negative integer")?;
-            check_stop(&body)?;
-        }
-        Endpoint::Completions => {
-            let prompt: Value = required(&body, "prompt", "a string or an array")?;
-            if !(prompt.is_string() || prompt.is_array()) {
-                return Err(type_error("prompt", "a string or an array", &prompt));
-            }
-            prompt_tokens_estimate = tokens::estimate_content(&prompt);
-            check_stop(&body)?;
-        }
-        Endpoint::Embeddings => {
-            let input: Value = required(&body, "input", "a string or an array")?;
-            if !(input.is_string() || input.is_array()) {
-                return Err(type_error("input", "a string or an array", &input));
-            }
-            if input.as_array().is_some_and(Vec::is_empty) {
-                return Err(GatewayError::bad_request("'input' must not be empty.", Some("input")));
-            }
-            optional::<u64>(&body, "dimensions", "a positive integer")?;
-            prompt_tokens_estimate = tokens::estimate_content(&input);
-        }
-        Endpoint::Messages => {
-            // Roles, content blocks and every other field are Claude's to judge on a Claude
-            // deployment (Claude Code sends system turns and new block types), and the
-            // translator's on any other: only what the gateway itself reads is checked here.
-            let messages = messages_of(&body)?;
-            for (i, message) in messages.iter().enumerate() {
-                if !message.is_object() {
-                    return Err(type_error(&format!("messages[{i}]"), "an object", message));
-                }
-            }
-            max_tokens = Some(required::<u64>(&body, "max_tokens", "a non-negative integer")?);
-            let system = optional::<Value>(&body, "system", "a string or an array")?;
-            if let Some(system) = &system
-                && !(system.is_string() || system.is_array())
-            {
-                return Err(type_error("system", "a string or an array", system));
-            }
-            prompt_tokens_estimate = estimate_messages_request(&body, &messages, system.as_ref());
-        }
-        Endpoint::Responses => {
-            prompt_tokens_estimate = estimate_responses_request(&body)?;
-            max_tokens = optional::<u64>(&body, "max_output_tokens", "a non-negative integer")?;
-        }
-    }
     if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         let legacy_max = optional::<u64>(&body, "max_tokens", "a non-negative integer")?;
         max_tokens = max_tokens.or(legacy_max);
-        if let Some(n) = optional::<u64>(&body, "n", "a positive integer")? {
-            if n == 0 {
-                return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
-            }
-            choices = n;
-        }
-        if let Some(best_of) = optional::<u64>(&body, "best_of", "a positive integer")? {
-            choices = choices.max(best_of);
-        }
-        if let Some(options) = optional::<serde_json::Map<String, Value>>(&body, "stream_options", "an object")? {
-            match options.get("include_usage") {
-                None | Some(Value::Null) => {}
-                Some(Value::Bool(b)) => client_wants_usage = *b,
-                Some(other) => {
-                    return Err(type_error("stream_options.include_usage", "a boolean", other));
-                }
-            }
-            if !stream {
-                return Err(GatewayError::bad_request(
-                    "'stream_options' is only allowed when 'stream' is true.",
-                    Some("stream_options"),
-                ));
-            }
-        }
+        choices = choices_of(&body)?;
+        client_wants_usage = wants_usage(&body, stream)?;
     }
     Ok(ParsedRequest {
         body,
@@ -142,6 +60,113 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         choices,
         resolved: None,
     })
+}
+
+/// `model`: a non-empty string of at most [`MAX_MODEL_BYTES`].
+fn model_of(body: &RawObject) -> Result<String, GatewayError> {
+    let model: String = required(body, "model", "a string")?;
+    if model.is_empty() {
+        return Err(GatewayError::bad_request("'model' must not be empty.", Some("model")));
+    }
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(GatewayError::bad_request(
+            format!("'model' is {} bytes long; model names are at most {MAX_MODEL_BYTES}.", model.len()),
+            Some("model"),
+        ));
+    }
+    Ok(model)
+}
+
+/// The endpoint's own fields that the gateway reads: checked, and the prompt's token estimate
+/// with the output cap the body names (`max_completion_tokens`, `max_tokens`, `max_output_tokens`).
+fn check_endpoint_fields(endpoint: Endpoint, body: &RawObject) -> Result<(u64, Option<u64>), GatewayError> {
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let estimate = check_chat_messages(body)?;
+            optional::<Vec<IgnoredAny>>(body, "tools", "an array")?;
+            let max_tokens = optional::<u64>(body, "max_completion_tokens", "a non-negative integer")?;
+            check_stop(body)?;
+            Ok((estimate, max_tokens))
+        }
+        Endpoint::Completions => {
+            let prompt: Value = required(body, "prompt", "a string or an array")?;
+            if !(prompt.is_string() || prompt.is_array()) {
+                return Err(type_error("prompt", "a string or an array", &prompt));
+            }
+            check_stop(body)?;
+            Ok((tokens::estimate_content(&prompt), None))
+        }
+        Endpoint::Embeddings => {
+            let input: Value = required(body, "input", "a string or an array")?;
+            if !(input.is_string() || input.is_array()) {
+                return Err(type_error("input", "a string or an array", &input));
+            }
+            if input.as_array().is_some_and(Vec::is_empty) {
+                return Err(GatewayError::bad_request("'input' must not be empty.", Some("input")));
+            }
+            optional::<u64>(body, "dimensions", "a positive integer")?;
+            Ok((tokens::estimate_content(&input), None))
+        }
+        Endpoint::Messages => check_messages_fields(body),
+        Endpoint::Responses => {
+            let estimate = estimate_responses_request(body)?;
+            Ok((estimate, optional::<u64>(body, "max_output_tokens", "a non-negative integer")?))
+        }
+    }
+}
+
+/// A Messages body: roles, content blocks and every other field are Claude's to judge on a
+/// Claude deployment (Claude Code sends system turns and new block types), and the
+/// translator's on any other: only what the gateway itself reads is checked here.
+fn check_messages_fields(body: &RawObject) -> Result<(u64, Option<u64>), GatewayError> {
+    let messages = messages_of(body)?;
+    for (i, message) in messages.iter().enumerate() {
+        if !message.is_object() {
+            return Err(type_error(&format!("messages[{i}]"), "an object", message));
+        }
+    }
+    let max_tokens = required::<u64>(body, "max_tokens", "a non-negative integer")?;
+    let system = optional::<Value>(body, "system", "a string or an array")?;
+    if let Some(system) = &system
+        && !(system.is_string() || system.is_array())
+    {
+        return Err(type_error("system", "a string or an array", system));
+    }
+    Ok((estimate_messages_request(body, &messages, system.as_ref()), Some(max_tokens)))
+}
+
+/// How many answers the upstream writes: `n`, or `best_of` when larger (each is generated).
+fn choices_of(body: &RawObject) -> Result<u64, GatewayError> {
+    let mut choices = 1;
+    if let Some(n) = optional::<u64>(body, "n", "a positive integer")? {
+        if n == 0 {
+            return Err(GatewayError::bad_request("'n' must be at least 1.", Some("n")));
+        }
+        choices = n;
+    }
+    if let Some(best_of) = optional::<u64>(body, "best_of", "a positive integer")? {
+        choices = choices.max(best_of);
+    }
+    Ok(choices)
+}
+
+/// `stream_options.include_usage`, allowed only on a stream.
+fn wants_usage(body: &RawObject, stream: bool) -> Result<bool, GatewayError> {
+    let Some(options) = optional::<serde_json::Map<String, Value>>(body, "stream_options", "an object")? else {
+        return Ok(false);
+    };
+    let wants = match options.get("include_usage") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(type_error("stream_options.include_usage", "a boolean", other)),
+    };
+    if !stream {
+        return Err(GatewayError::bad_request(
+            "'stream_options' is only allowed when 'stream' is true.",
+            Some("stream_options"),
+        ));
+    }
+    Ok(wants)
 }
 
 /// A chat message, as far as the gateway reads it: its role is the upstream's (or the
