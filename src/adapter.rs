@@ -84,9 +84,11 @@ impl Exchange {
         let provider = &deployment.provider;
         let model = deployment.model.as_str();
         let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
-        // Claude on Vertex AI speaks the Messages API (`rawPredict`): Anthropic's translations.
+        // Claude on Vertex AI (`rawPredict`) and on Bedrock's InvokeModel speaks the Messages
+        // API: Anthropic's translations.
         let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
-        let dialect = if vertex_claude { Dialect::Anthropic } else { provider.dialect };
+        let bedrock_claude = cloud::is_bedrock_invoke(deployment);
+        let dialect = if vertex_claude || bedrock_claude { Dialect::Anthropic } else { provider.dialect };
         let mut bridge = None;
         let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
             (Endpoint::Responses, dialect) if dialect.is_cloud() => {
@@ -159,7 +161,11 @@ impl Exchange {
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
-        let body = if vertex_claude { cloud::vertex_claude_body(&body).map_err(json_error)? } else { body };
+        let body = match (vertex_claude, bedrock_claude) {
+            (true, _) => cloud::vertex_claude_body(&body).map_err(json_error)?,
+            (_, true) => cloud::bedrock_claude_body(&body).map_err(json_error)?,
+            _ => body,
+        };
         Ok(Self { upstream_endpoint, path, body, translation, created, bridge, keep: Default::default() })
     }
 

@@ -126,12 +126,31 @@ pub fn is_vertex_claude(dialect: Dialect, model: &str) -> bool {
     dialect == Dialect::Vertex && model.starts_with("claude")
 }
 
+/// A Claude model on Bedrock served by InvokeModel (the provider's `api`, `config::cloud`).
+pub fn is_bedrock_invoke(deployment: &DeploymentSpec) -> bool {
+    deployment.provider.dialect == Dialect::Bedrock && deployment.provider.cloud.bedrock_api.invokes(&deployment.model)
+}
+
 /// A Messages body as Vertex AI takes it for Claude: no `model` (it is in the path), and
 /// `anthropic_version: vertex-2023-10-16`.
 pub fn vertex_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    claude_platform_body(body, "vertex-2023-10-16", false)
+}
+
+/// A Messages body as Bedrock's InvokeModel takes it: no `model` and no `stream` (the path
+/// says both), and `anthropic_version: bedrock-2023-05-31`. The rest (cache_control, thinking,
+/// tools) goes through untouched.
+pub fn bedrock_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    claude_platform_body(body, "bedrock-2023-05-31", true)
+}
+
+fn claude_platform_body(body: &[u8], version: &str, drop_stream: bool) -> serde_json::Result<Vec<u8>> {
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
     object.remove("model");
-    object.insert("anthropic_version".into(), "vertex-2023-10-16".into());
+    if drop_stream {
+        object.remove("stream");
+    }
+    object.insert("anthropic_version".into(), version.into());
     serde_json::to_vec(&object)
 }
 
@@ -231,6 +250,13 @@ mod tests {
         assert_eq!(out, serde_json::json!({"max_tokens": 5, "messages": [], "anthropic_version": "vertex-2023-10-16"}));
         assert!(is_vertex_claude(Dialect::Vertex, "claude-sonnet-4-5@20250929"));
         assert!(!is_vertex_claude(Dialect::Vertex, "gemini-2.5-pro") && !is_vertex_claude(Dialect::Bedrock, "claude"));
+        let body = br#"{"model":"c","stream":true,"max_tokens":5,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}]}"#;
+        let out: serde_json::Value = serde_json::from_slice(&bedrock_claude_body(body).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"max_tokens": 5, "anthropic_version": "bedrock-2023-05-31",
+                "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]})
+        );
     }
 
     #[test]

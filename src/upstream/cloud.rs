@@ -69,8 +69,9 @@ impl CloudClient {
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
         let stream = request.stream;
+        let invoke = provider.dialect == Dialect::Bedrock && provider.cloud.bedrock_api.invokes(model);
         let path = match provider.dialect {
-            Dialect::Bedrock => bedrock::path(model, stream),
+            Dialect::Bedrock => bedrock::path(model, stream, invoke),
             Dialect::Vertex => {
                 let project = provider.cloud.project.as_deref().unwrap_or_default();
                 let location = provider.cloud.location.as_deref().unwrap_or_default();
@@ -122,7 +123,7 @@ impl CloudClient {
             return Err(error_answer(provider, deployment, parts.status, &parts.headers, body, deadline).await);
         }
         let body = if provider.dialect == Dialect::Bedrock && stream {
-            event_stream(body, provider.max_event_bytes, deployment.to_owned())
+            event_stream(body, provider.max_event_bytes, deployment.to_owned(), invoke)
         } else {
             body
         };
@@ -166,8 +167,9 @@ async fn error_answer(
 
 /// Bedrock's event stream as SSE events (`event: <type>`, `data: <JSON payload>`), for the
 /// stream translation; a corrupt frame (a CRC that does not match) ends it with an error, after
-/// the whole messages before it.
-fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String) -> BodyStream {
+/// the whole messages before it. InvokeModel's (`invoke`) are the Messages events its chunks
+/// carry (`bedrock::invoke`).
+fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String, invoke: bool) -> BodyStream {
     struct State {
         body: BodyStream,
         decoder: EventStreamDecoder,
@@ -189,8 +191,19 @@ fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String) ->
         loop {
             match state.decoder.next_event() {
                 Ok(Some(event)) => {
-                    sse_frame(&mut out, event.event.as_deref().unwrap_or_default(), &event.data);
-                    continue;
+                    let name = event.event.as_deref().unwrap_or_default();
+                    if !invoke {
+                        sse_frame(&mut out, name, &event.data);
+                        continue;
+                    }
+                    match bedrock::invoke::anthropic_event(name, &event.data) {
+                        Ok(Some((name, data))) => sse_frame(&mut out, &name, &data),
+                        Ok(None) => {}
+                        Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),
+                    }
+                    if state.failed.is_none() {
+                        continue;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),
