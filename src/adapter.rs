@@ -87,7 +87,7 @@ impl Exchange {
         // Claude on Vertex AI (`rawPredict`) and on Bedrock's InvokeModel speaks the Messages
         // API: Anthropic's translations.
         let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
-        let bedrock_claude = cloud::is_bedrock_invoke(deployment);
+        let bedrock_claude = cloud::is_bedrock_invoke(deployment) && endpoint != Endpoint::Embeddings;
         let dialect = if vertex_claude || bedrock_claude { Dialect::Anthropic } else { provider.dialect };
         let mut bridge = None;
         let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
@@ -99,6 +99,11 @@ impl Exchange {
                     cloud::prepare(Endpoint::ChatCompletions, &chat, deployment, stream, true, created)?;
                 bridge = Some(b);
                 (Endpoint::ChatCompletions, "", body, Translation::Cloud(Box::new(cloud)))
+            }
+            (Endpoint::Embeddings, dialect) if dialect.is_cloud() => {
+                // The transport makes the platform's calls and answers in OpenAI's shape.
+                let body = cloud::embed::prepare(request, provider, model)?;
+                (endpoint, "", body, Translation::OpenAi { hide_usage: false })
             }
             (_, dialect) if dialect.is_cloud() => {
                 let (body, cloud) = cloud::prepare(endpoint, request, deployment, stream, client_wants_usage, created)?;

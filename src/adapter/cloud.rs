@@ -4,6 +4,8 @@
 //! `Chained`, one rewriter feeding the next. The transport (`upstream::cloud`) builds the path
 //! from the model, so none is chosen here.
 
+pub mod embed;
+
 use bytes::Bytes;
 
 use super::{Untranslatable, anthropic, bedrock, gemini, openai};

@@ -8,6 +8,7 @@
 
 mod aws;
 mod creds;
+mod embed;
 mod google;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ use super::{BodyStream, HttpClient, Outgoing, UpstreamResponse, http_client, rea
 use crate::adapter::bedrock::eventstream::EventStreamDecoder;
 use crate::adapter::{bedrock, gemini};
 use crate::config::{Dialect, ProviderSpec};
+use crate::ctx::Endpoint;
 use crate::error::GatewayError;
 
 /// Error bodies read from a failing platform are cut here.
@@ -68,6 +70,9 @@ impl CloudClient {
         request: Outgoing<'_>,
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
+        if request.endpoint == Endpoint::Embeddings {
+            return embed::send(self, provider, deployment, model, &request, deadline).await;
+        }
         let stream = request.stream;
         let invoke = provider.dialect == Dialect::Bedrock && provider.cloud.bedrock_api.invokes(model);
         let path = match provider.dialect {
@@ -84,22 +89,40 @@ impl CloudClient {
             }
             _ => gemini::gemini_api_path(model, stream),
         };
+        let call = Call { provider, deployment, path: &path, body: request.body.clone(), stream, deadline };
+        let (status, headers, body) = self.post(call, &request).await?;
+        let body = if provider.dialect == Dialect::Bedrock && stream {
+            event_stream(body, provider.max_event_bytes, deployment.to_owned(), invoke)
+        } else {
+            body
+        };
+        Ok(UpstreamResponse { status, headers, body })
+    }
+
+    /// One POST to the platform, signed or with its token: the status, headers and body of a
+    /// success; an error answer read and classified.
+    async fn post(
+        &self,
+        call: Call<'_>,
+        request: &Outgoing<'_>,
+    ) -> Result<(http::StatusCode, HeaderMap, BodyStream), GatewayError> {
+        let Call { provider, deployment, path, body, stream, deadline } = call;
         let uri: Uri = format!("{}{path}", provider.base_url)
             .parse()
-            .map_err(|e| GatewayError::Internal(format!("provider {} URL for model {model:?}: {e}", provider.name)))?;
+            .map_err(|e| GatewayError::Internal(format!("provider {} URL {path:?}: {e}", provider.name)))?;
         let mut headers = self.headers.clone();
         request.forward.onto(&mut headers);
         if provider.dialect == Dialect::Bedrock {
             let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
             headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
         }
-        let mut http_request = http::Request::new(Full::new(request.body.clone()));
+        let mut http_request = http::Request::new(Full::new(body.clone()));
         *http_request.method_mut() = Method::POST;
         *http_request.uri_mut() = uri;
         *http_request.headers_mut() = headers;
         match &self.auth {
             Auth::Static => {}
-            Auth::SigV4(signer) => signer.sign(&mut http_request, &request.body, deployment).await?,
+            Auth::SigV4(signer) => signer.sign(&mut http_request, &body, deployment).await?,
             Auth::Google(tokens) => {
                 let token = tokens.token(deployment).await?;
                 http_request.headers_mut().insert(http::header::AUTHORIZATION, token);
@@ -122,13 +145,19 @@ impl CloudClient {
         if !parts.status.is_success() {
             return Err(error_answer(provider, deployment, parts.status, &parts.headers, body, deadline).await);
         }
-        let body = if provider.dialect == Dialect::Bedrock && stream {
-            event_stream(body, provider.max_event_bytes, deployment.to_owned(), invoke)
-        } else {
-            body
-        };
-        Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
+        Ok((parts.status, parts.headers, body))
     }
+}
+
+/// One request to a platform.
+struct Call<'a> {
+    provider: &'a ProviderSpec,
+    deployment: &'a str,
+    /// Below the provider's base URL.
+    path: &'a str,
+    body: Bytes,
+    stream: bool,
+    deadline: Instant,
 }
 
 /// A platform's error answer as the client's error.
