@@ -10,6 +10,7 @@ mod aws;
 mod creds;
 mod embed;
 mod google;
+mod health;
 
 use std::time::Duration;
 
@@ -58,6 +59,15 @@ impl CloudClient {
             _ => Auth::Static,
         };
         Ok(Self { http, headers, auth })
+    }
+
+    /// Where the credentials come from and whether they can be fetched; none for a static key.
+    fn credentials(&self) -> Option<&health::CredentialHealth> {
+        match &self.auth {
+            Auth::Static => None,
+            Auth::SigV4(signer) => Some(&signer.credentials.health),
+            Auth::Google(tokens) => Some(&tokens.health),
+        }
     }
 
     /// Sends one attempt and waits for the status and headers; an error answer is read and
@@ -158,6 +168,30 @@ struct Call<'a> {
     body: Bytes,
     stream: bool,
     deadline: Instant,
+}
+
+/// `/health`'s view of each provider's credentials, by name; whether any is failing.
+pub(super) fn credential_reports<'a>(
+    clients: impl Iterator<Item = (&'a str, &'a CloudClient)>,
+) -> (Vec<serde_json::Value>, bool) {
+    let mut failing = false;
+    let mut reports: Vec<serde_json::Value> = clients
+        .filter_map(|(name, client)| client.credentials().map(|h| (name, h)))
+        .map(|(name, health)| {
+            failing |= health.is_failing();
+            health.report(name)
+        })
+        .collect();
+    reports.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+    (reports, failing)
+}
+
+/// `llm_gateway_credential_refresh_failures_total{provider}`.
+pub(super) fn render_credential_metrics<'a>(
+    out: &mut String,
+    clients: impl Iterator<Item = (&'a str, &'a CloudClient)>,
+) {
+    health::render(out, clients.filter_map(|(name, client)| client.credentials().map(|h| (name, h))));
 }
 
 /// A platform's error answer as the client's error.

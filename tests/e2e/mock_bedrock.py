@@ -160,6 +160,7 @@ class MockSTS:
     def __init__(self, bedrock: "MockBedrock", role_arn: str, web_token: str, lifetime: int) -> None:
         self.bedrock, self.role_arn, self.web_token, self.lifetime = bedrock, role_arn, web_token, lifetime
         self.calls: list[dict] = []
+        self.outage = False  # STS answers 503 ServiceUnavailable while set
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -187,6 +188,8 @@ class MockSTS:
 
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers.get("content-length", "0"))).decode()).items()}
                 sts.calls.append(form)
+                if sts.outage:
+                    return self.send(503, "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>Service is unavailable. Try again later.</Message></Error></ErrorResponse>")
                 if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15" or form.get("RoleArn") != sts.role_arn:
                     return self.send(400, "<ErrorResponse><Error><Code>ValidationError</Code><Message>bad request</Message></Error></ErrorResponse>")
                 if form.get("WebIdentityToken") != sts.web_token or not form.get("RoleSessionName"):
