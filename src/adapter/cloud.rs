@@ -146,6 +146,25 @@ pub fn bedrock_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
     claude_platform_body(body, "bedrock-2023-05-31", true)
 }
 
+/// The client's `anthropic-beta` header values (comma-separated) as InvokeModel takes them:
+/// the body's `anthropic_beta` array (Bedrock reads no such header), after any already there.
+pub fn with_anthropic_beta<'a>(body: &[u8], headers: impl Iterator<Item = &'a str>) -> serde_json::Result<Vec<u8>> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    let mut betas: Vec<serde_json::Value> = match object.remove("anthropic_beta") {
+        Some(serde_json::Value::Array(betas)) => betas,
+        _ => Vec::new(),
+    };
+    for beta in headers.flat_map(|v| v.split(',')).map(str::trim).filter(|b| !b.is_empty()) {
+        if !betas.iter().any(|b| b == beta) {
+            betas.push(beta.into());
+        }
+    }
+    if !betas.is_empty() {
+        object.insert("anthropic_beta".into(), betas.into());
+    }
+    serde_json::to_vec(&object)
+}
+
 fn claude_platform_body(body: &[u8], version: &str, drop_stream: bool) -> serde_json::Result<Vec<u8>> {
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
     object.remove("model");
@@ -259,6 +278,16 @@ mod tests {
             serde_json::json!({"max_tokens": 5, "anthropic_version": "bedrock-2023-05-31",
                 "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]})
         );
+    }
+
+    #[test]
+    fn anthropic_beta_headers_join_the_body_s_betas_once() {
+        let body = br#"{"max_tokens":5,"anthropic_beta":["a"]}"#;
+        let out = with_anthropic_beta(body, ["a, b", "c"].into_iter()).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out, serde_json::json!({"max_tokens": 5, "anthropic_beta": ["a", "b", "c"]}));
+        let none = with_anthropic_beta(br#"{"max_tokens":5}"#, std::iter::empty()).unwrap();
+        assert_eq!(none, br#"{"max_tokens":5}"#);
     }
 
     #[test]

@@ -99,7 +99,15 @@ impl CloudClient {
             }
             _ => gemini::gemini_api_path(model, stream),
         };
-        let call = Call { provider, deployment, path: &path, body: request.body.clone(), stream, deadline };
+        let body = if invoke {
+            let betas = request.forward.client.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok());
+            let body = crate::adapter::cloud::with_anthropic_beta(&request.body, betas)
+                .map_err(|e| GatewayError::Internal(format!("the InvokeModel body for {deployment}: {e}")))?;
+            Bytes::from(body)
+        } else {
+            request.body.clone()
+        };
+        let call = Call { provider, deployment, path: &path, body, stream, deadline };
         let (status, headers, body) = self.post(call, &request).await?;
         let body = if provider.dialect == Dialect::Bedrock && stream {
             event_stream(body, provider.max_event_bytes, deployment.to_owned(), invoke)
@@ -123,6 +131,9 @@ impl CloudClient {
         let mut headers = self.headers.clone();
         request.forward.onto(&mut headers);
         if provider.dialect == Dialect::Bedrock {
+            // Bedrock reads Claude's betas from the body (`anthropic_beta`), its version too.
+            headers.remove("anthropic-beta");
+            headers.remove("anthropic-version");
             let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
             headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
         }

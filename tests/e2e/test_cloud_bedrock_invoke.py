@@ -90,13 +90,17 @@ def test_messages_reach_invoke_model_untouched_signed_and_metered(gateway: Gatew
 
 def test_messages_stream_decodes_the_chunks(gateway: GatewayProcess, bedrock: MockBedrock, openmeter: OpenMeterServer) -> None:
     marker, request_id = secrets.token_hex(4), rid()
-    with claude(gateway).messages.stream(model="claude", max_tokens=64, system=SYSTEM, extra_headers={"x-request-id": request_id},
+    betas = {"x-request-id": request_id, "anthropic-beta": "interleaved-thinking-2025-05-14,context-1m-2025-08-07"}
+    with claude(gateway).messages.stream(model="claude", max_tokens=64, system=SYSTEM, extra_headers=betas,
                                          messages=[{"role": "user", "content": f"stream this please {marker}"}]) as s:
         assert "".join(s.text_stream) == f"Echo: stream this please {marker}"
         final = s.get_final_message()
     sent = bedrock.find(marker)
     assert sent.path.endswith("%3A0/invoke-with-response-stream") and "stream" not in sent.body and "model" not in sent.body
     assert sent.headers["accept"] == "application/vnd.amazon.eventstream"
+    # Claude's betas go in the body on Bedrock, not as a header.
+    assert sent.body["anthropic_beta"] == ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
+    assert "anthropic-beta" not in sent.headers and "anthropic-version" not in sent.headers
     assert final.usage.output_tokens == 5 and final.usage.cache_read_input_tokens == 2
     assert metered_tokens(openmeter, request_id) == metered_as_anthropic(final.usage)
 
@@ -160,3 +164,14 @@ def test_an_exception_mid_stream_is_an_error_event(gateway: GatewayProcess) -> N
     r = post(gateway, "/v1/messages", {"model": "claude-corrupt", "max_tokens": 32, "stream": True,
                                        "messages": [{"role": "user", "content": "one two three four"}]})
     assert "corrupt" in r.text and "event: error" in r.text and "three four" not in r.text
+
+
+def test_responses_api_through_invoke_model(gateway: GatewayProcess, bedrock: MockBedrock) -> None:
+    marker = secrets.token_hex(4)
+    response = client(gateway).responses.create(model="claude", input=f"via responses {marker}", max_output_tokens=64)
+    assert response.output_text == f"Echo: via responses {marker}" and response.status == "completed"
+    sent = bedrock.find(marker)
+    assert sent.path.endswith("/invoke") and sent.body["anthropic_version"] == "bedrock-2023-05-31"
+    with client(gateway).responses.stream(model="claude", input=f"streamed {marker}") as s:
+        final = s.get_final_response()
+    assert final.output_text == f"Echo: streamed {marker}" and final.usage.output_tokens == 3
