@@ -175,3 +175,13 @@ def test_responses_api_through_invoke_model(gateway: GatewayProcess, bedrock: Mo
     with client(gateway).responses.stream(model="claude", input=f"streamed {marker}") as s:
         final = s.get_final_response()
     assert final.output_text == f"Echo: streamed {marker}" and final.usage.output_tokens == 3
+
+
+def test_a_validation_exception_is_the_anthropic_clients_400(gateway: GatewayProcess) -> None:
+    # A Messages field Bedrock does not take: its ValidationException, in Anthropic's error shape.
+    r = post(gateway, "/v1/messages", {"model": "claude", "max_tokens": 16, "mcp_servers": [],
+                                       "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "extraneous key [mcp_servers] is not permitted" in body["error"]["message"]
