@@ -2,7 +2,9 @@
 //! dialect (the Gemini API and Vertex AI) and on Bedrock Converse. Chat is translated directly
 //! (`gemini`, `bedrock`); Messages goes through chat on the way there and back, the stream by
 //! `Chained`, one rewriter feeding the next. The transport (`upstream::cloud`) builds the path
-//! from the model, so none is chosen here.
+//! from the model, so none is chosen here. Claude on Vertex (`rawPredict`) and on Bedrock's
+//! InvokeModel take Claude's own Messages body (`*_claude_body`): Anthropic's translations serve
+//! them. `/v1/embeddings` is `embed`'s.
 
 pub mod embed;
 

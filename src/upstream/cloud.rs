@@ -4,7 +4,8 @@
 //! deployment's model; each platform's error answer becomes the client's error with the status
 //! that says whose fault it is (the gateway's own credentials refused: 502); Bedrock's
 //! `application/vnd.amazon.eventstream` answer is decoded (CRCs checked) into the events the
-//! stream translation reads.
+//! stream translation reads. Embeddings take several calls on some platforms (`embed`); the
+//! credentials' refresh outcomes are kept for `/health` and `/metrics` (`health`).
 
 mod aws;
 mod creds;
