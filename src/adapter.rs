@@ -85,9 +85,11 @@ impl Exchange {
         let provider = &deployment.provider;
         let model = deployment.model.as_str();
         let json_error = |e: serde_json::Error| Untranslatable::new(format!("Invalid request body: {e}"), "model");
-        // Claude on Vertex AI speaks the Messages API (`rawPredict`): Anthropic's translations.
+        // Claude on Vertex AI (`rawPredict`) and on Bedrock's InvokeModel speaks the Messages
+        // API: Anthropic's translations.
         let vertex_claude = cloud::is_vertex_claude(provider.dialect, model);
-        let dialect = if vertex_claude { Dialect::Anthropic } else { provider.dialect };
+        let bedrock_claude = cloud::is_bedrock_invoke(deployment) && endpoint != Endpoint::Embeddings;
+        let dialect = if vertex_claude || bedrock_claude { Dialect::Anthropic } else { provider.dialect };
         let mut bridge = None;
         let (upstream_endpoint, path, body, translation) = match (endpoint, dialect) {
             (Endpoint::Responses, dialect) if dialect.is_cloud() => {
@@ -98,6 +100,11 @@ impl Exchange {
                     cloud::prepare(Endpoint::ChatCompletions, &chat, deployment, stream, true, created)?;
                 bridge = Some(b);
                 (Endpoint::ChatCompletions, "", body, Translation::Cloud(Box::new(cloud)))
+            }
+            (Endpoint::Embeddings, dialect) if dialect.is_cloud() => {
+                // The transport makes the platform's calls and answers in OpenAI's shape.
+                let body = cloud::embed::prepare(request, provider, model)?;
+                (endpoint, "", body, Translation::OpenAi { hide_usage: false })
             }
             (_, dialect) if dialect.is_cloud() => {
                 let (body, cloud) = cloud::prepare(endpoint, request, deployment, stream, client_wants_usage, created)?;
@@ -160,7 +167,11 @@ impl Exchange {
                 (endpoint, endpoint.upstream_path(), body, Translation::OpenAi { hide_usage })
             }
         };
-        let body = if vertex_claude { cloud::vertex_claude_body(&body).map_err(json_error)? } else { body };
+        let body = match (vertex_claude, bedrock_claude) {
+            (true, _) => cloud::vertex_claude_body(&body).map_err(json_error)?,
+            (_, true) => cloud::bedrock_claude_body(&body).map_err(json_error)?,
+            _ => body,
+        };
         Ok(Self { upstream_endpoint, path, body, translation, created, bridge, keep: Default::default() })
     }
 

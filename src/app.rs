@@ -415,7 +415,8 @@ fn request_log_routes(config: &Config, gateway: Arc<Gateway>) -> axum::Router {
         .with_state(admin::Admin::new(config.request_log.as_ref(), is_admin))
 }
 
-/// Liveness, with each deployment's breaker state and last trip reason as detail.
+/// Liveness, with each deployment's breaker state and last trip reason as detail, and each
+/// cloud provider's credentials (`degraded` while one cannot be refreshed).
 async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
     let now = std::time::Instant::now();
     let mut deployments: Vec<serde_json::Value> = gateway.router.deployments().map(|d| d.report(now)).collect();
@@ -428,6 +429,14 @@ async fn health(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>
     });
     if !gateway.upstreams.cli_pools().is_empty() {
         body["cli_pools"] = gateway.upstreams.cli_pools().iter().map(|p| p.summary()).collect();
+    }
+    // Cloud credentials that cannot be refreshed: degraded (still live: a restart would not help).
+    let (credentials, failing) = gateway.upstreams.credential_reports();
+    if !credentials.is_empty() {
+        body["credentials"] = credentials.into();
+    }
+    if failing {
+        body["status"] = "degraded".into();
     }
     axum::Json(body)
 }
@@ -466,6 +475,7 @@ async fn prometheus(
         }
     }
     let mut text = metrics.render();
+    gateway.upstreams.render_credential_metrics(&mut text);
     if let Some(cache) = &gateway.cache {
         cache.render_metrics(&mut text);
     }

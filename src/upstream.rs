@@ -250,6 +250,24 @@ impl Upstreams {
         Ok(Self { transports, cli_pools })
     }
 
+    fn cloud_clients(&self) -> impl Iterator<Item = (&str, &cloud::CloudClient)> {
+        self.transports.iter().filter_map(|(name, t)| match t {
+            Transport::Cloud(client) => Some((name.as_str(), client.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// Each cloud provider's credentials for `/health` (source, ok or failing and why), and
+    /// whether any is failing.
+    pub fn credential_reports(&self) -> (Vec<serde_json::Value>, bool) {
+        cloud::credential_reports(self.cloud_clients())
+    }
+
+    /// The cloud credentials' metrics (`llm_gateway_credential_refresh_failures_total`).
+    pub fn render_credential_metrics(&self, out: &mut String) {
+        cloud::render_credential_metrics(out, self.cloud_clients());
+    }
+
     /// The session pools of the `cli` providers, for their supervisors and `/sessions`.
     pub fn cli_pools(&self) -> &cli::Pools {
         &self.cli_pools

@@ -1,7 +1,7 @@
 //! The Bedrock Converse dialect, for OpenAI chat clients: `request` (chat request → Converse
 //! body), `response` (Converse answer → chat completion), `eventstream` (the binary
 //! `application/vnd.amazon.eventstream` framing, CRC-checked) and `stream` (ConverseStream
-//! events → chat chunks), `tools` (tools and tool choice → `toolConfig`), `error` (Bedrock's
+//! events → chat chunks), `invoke` (Claude's Messages events inside InvokeModel's stream), `tools` (tools and tool choice → `toolConfig`), `error` (Bedrock's
 //! error answers and exceptions). All pure.
 //!
 //! Rules this dialect fixes, stated once:
@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod eventstream;
+pub mod invoke;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -32,9 +33,10 @@ pub mod tools;
 use crate::api::Usage;
 use crate::api::converse::TokenUsage;
 
-/// `/model/{modelId}/converse` or `/converse-stream`, the model id percent-encoded as a URI
-/// label (`:` → `%3A`, `/` in an ARN → `%2F`).
-pub fn path(model_id: &str, stream: bool) -> String {
+/// `/model/{modelId}/converse` or `/converse-stream` (InvokeModel: `/invoke` or
+/// `/invoke-with-response-stream`), the model id percent-encoded as a URI label (`:` → `%3A`,
+/// `/` in an ARN → `%2F`).
+pub fn path(model_id: &str, stream: bool, invoke: bool) -> String {
     let mut encoded = String::with_capacity(model_id.len() + 8);
     for byte in model_id.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
@@ -43,7 +45,13 @@ pub fn path(model_id: &str, stream: bool) -> String {
             encoded.push_str(&format!("%{byte:02X}"));
         }
     }
-    format!("/model/{encoded}/{}", if stream { "converse-stream" } else { "converse" })
+    let operation = match (invoke, stream) {
+        (false, false) => "converse",
+        (false, true) => "converse-stream",
+        (true, false) => "invoke",
+        (true, true) => "invoke-with-response-stream",
+    };
+    format!("/model/{encoded}/{operation}")
 }
 
 /// Bedrock `stopReason` → OpenAI `finish_reason`.

@@ -2,7 +2,11 @@
 //! dialect (the Gemini API and Vertex AI) and on Bedrock Converse. Chat is translated directly
 //! (`gemini`, `bedrock`); Messages goes through chat on the way there and back, the stream by
 //! `Chained`, one rewriter feeding the next. The transport (`upstream::cloud`) builds the path
-//! from the model, so none is chosen here.
+//! from the model, so none is chosen here. Claude on Vertex (`rawPredict`) and on Bedrock's
+//! InvokeModel take Claude's own Messages body (`*_claude_body`): Anthropic's translations serve
+//! them. `/v1/embeddings` is `embed`'s.
+
+pub mod embed;
 
 use bytes::Bytes;
 
@@ -126,12 +130,50 @@ pub fn is_vertex_claude(dialect: Dialect, model: &str) -> bool {
     dialect == Dialect::Vertex && model.starts_with("claude")
 }
 
+/// A Claude model on Bedrock served by InvokeModel (the provider's `api`, `config::cloud`).
+pub fn is_bedrock_invoke(deployment: &DeploymentSpec) -> bool {
+    deployment.provider.dialect == Dialect::Bedrock && deployment.provider.cloud.bedrock_api.invokes(&deployment.model)
+}
+
 /// A Messages body as Vertex AI takes it for Claude: no `model` (it is in the path), and
 /// `anthropic_version: vertex-2023-10-16`.
 pub fn vertex_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    claude_platform_body(body, "vertex-2023-10-16", false)
+}
+
+/// A Messages body as Bedrock's InvokeModel takes it: no `model` and no `stream` (the path
+/// says both), and `anthropic_version: bedrock-2023-05-31`. The rest (cache_control, thinking,
+/// tools) goes through untouched.
+pub fn bedrock_claude_body(body: &[u8]) -> serde_json::Result<Vec<u8>> {
+    claude_platform_body(body, "bedrock-2023-05-31", true)
+}
+
+/// The client's `anthropic-beta` header values (comma-separated) as InvokeModel takes them:
+/// the body's `anthropic_beta` array (Bedrock reads no such header), after any already there.
+pub fn with_anthropic_beta<'a>(body: &[u8], headers: impl Iterator<Item = &'a str>) -> serde_json::Result<Vec<u8>> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    let mut betas: Vec<serde_json::Value> = match object.remove("anthropic_beta") {
+        Some(serde_json::Value::Array(betas)) => betas,
+        _ => Vec::new(),
+    };
+    for beta in headers.flat_map(|v| v.split(',')).map(str::trim).filter(|b| !b.is_empty()) {
+        if !betas.iter().any(|b| b == beta) {
+            betas.push(beta.into());
+        }
+    }
+    if !betas.is_empty() {
+        object.insert("anthropic_beta".into(), betas.into());
+    }
+    serde_json::to_vec(&object)
+}
+
+fn claude_platform_body(body: &[u8], version: &str, drop_stream: bool) -> serde_json::Result<Vec<u8>> {
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
     object.remove("model");
-    object.insert("anthropic_version".into(), "vertex-2023-10-16".into());
+    if drop_stream {
+        object.remove("stream");
+    }
+    object.insert("anthropic_version".into(), version.into());
     serde_json::to_vec(&object)
 }
 
@@ -231,6 +273,23 @@ mod tests {
         assert_eq!(out, serde_json::json!({"max_tokens": 5, "messages": [], "anthropic_version": "vertex-2023-10-16"}));
         assert!(is_vertex_claude(Dialect::Vertex, "claude-sonnet-4-5@20250929"));
         assert!(!is_vertex_claude(Dialect::Vertex, "gemini-2.5-pro") && !is_vertex_claude(Dialect::Bedrock, "claude"));
+        let body = br#"{"model":"c","stream":true,"max_tokens":5,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}]}"#;
+        let out: serde_json::Value = serde_json::from_slice(&bedrock_claude_body(body).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"max_tokens": 5, "anthropic_version": "bedrock-2023-05-31",
+                "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}]})
+        );
+    }
+
+    #[test]
+    fn anthropic_beta_headers_join_the_body_s_betas_once() {
+        let body = br#"{"max_tokens":5,"anthropic_beta":["a"]}"#;
+        let out = with_anthropic_beta(body, ["a, b", "c"].into_iter()).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out, serde_json::json!({"max_tokens": 5, "anthropic_beta": ["a", "b", "c"]}));
+        let none = with_anthropic_beta(br#"{"max_tokens":5}"#, std::iter::empty()).unwrap();
+        assert_eq!(none, br#"{"max_tokens":5}"#);
     }
 
     #[test]

@@ -10,6 +10,31 @@ pub struct CloudSpec {
     pub region: Option<String>,
     pub project: Option<String>,
     pub location: Option<String>,
+    /// Which Bedrock API serves a deployment (`api`).
+    pub bedrock_api: BedrockApi,
+}
+
+/// Bedrock's two generation APIs: Converse (every model family, translated), or InvokeModel
+/// with Claude's own Messages body (`anthropic_version: bedrock-2023-05-31`, passed through).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BedrockApi {
+    /// InvokeModel for Anthropic Claude model ids (`anthropic.claude…`, with or without an
+    /// inference profile's region prefix, or in an ARN), Converse for the rest.
+    #[default]
+    Auto,
+    Converse,
+    Invoke,
+}
+
+impl BedrockApi {
+    /// Whether `model` is served by InvokeModel with a Messages body.
+    pub fn invokes(self, model: &str) -> bool {
+        match self {
+            Self::Auto => model.contains("anthropic.claude"),
+            Self::Converse => false,
+            Self::Invoke => true,
+        }
+    }
 }
 
 impl CloudSpec {
@@ -58,7 +83,22 @@ pub fn build(path: &str, dialect: Dialect, raw: &RawProvider) -> Result<CloudSpe
             _ => {}
         }
     }
-    Ok(CloudSpec { region: raw.region.clone(), project: raw.project.clone(), location: raw.location.clone() })
+    let bedrock_api = match (dialect, raw.api.as_deref()) {
+        (_, None) => BedrockApi::Auto,
+        (Dialect::Bedrock, Some("auto")) => BedrockApi::Auto,
+        (Dialect::Bedrock, Some("converse")) => BedrockApi::Converse,
+        (Dialect::Bedrock, Some("invoke")) => BedrockApi::Invoke,
+        (Dialect::Bedrock, Some(other)) => {
+            return Err(err("api", &format!("{other:?} is not one of auto, converse, invoke")));
+        }
+        (_, Some(_)) => return Err(err("api", "only for dialect bedrock (auto, converse or invoke)")),
+    };
+    Ok(CloudSpec {
+        region: raw.region.clone(),
+        project: raw.project.clone(),
+        location: raw.location.clone(),
+        bedrock_api,
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +133,15 @@ mod tests {
         assert_eq!(vertex.cloud.project.as_deref(), Some("my-proj"));
         let global = provider("{ dialect: vertex, project: my-proj, location: global }", &[]).unwrap();
         assert_eq!(global.base_url, "https://aiplatform.googleapis.com");
+        let api = |yaml: &str| provider(yaml, &[]).unwrap().cloud.bedrock_api;
+        let claude = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+        assert!(api("{ dialect: bedrock, region: us-east-1 }").invokes(claude));
+        assert!(!api("{ dialect: bedrock, region: us-east-1 }").invokes("amazon.nova-pro-v1:0"));
+        assert!(!api("{ dialect: bedrock, region: us-east-1, api: converse }").invokes(claude));
+        assert!(
+            api("{ dialect: bedrock, region: us-east-1, api: invoke }")
+                .invokes("arn:aws:bedrock:us-east-1:1:application-inference-profile/x")
+        );
         let own = provider("{ dialect: bedrock, region: us-east-1, base_url: 'http://127.0.0.1:9/' }", &[]).unwrap();
         assert_eq!(own.base_url, "http://127.0.0.1:9");
     }
@@ -107,6 +156,10 @@ mod tests {
         assert!(e.starts_with("providers.p.region: only for dialects bedrock"), "{e}");
         let e = provider("{ dialect: bedrock, region: 'us-east-1/../x' }", &[]).unwrap_err();
         assert_eq!(e, "providers.p.region: must be letters, digits and dashes");
+        let e = provider("{ dialect: bedrock, region: us-east-1, api: messages }", &[]).unwrap_err();
+        assert_eq!(e, r#"providers.p.api: "messages" is not one of auto, converse, invoke"#);
+        let e = provider("{ dialect: gemini, api: invoke }", &[]).unwrap_err();
+        assert!(e.starts_with("providers.p.api: only for dialect bedrock"), "{e}");
         let e = provider("{ dialect: azure }", &[]).unwrap_err();
         assert!(e.contains("expected openai, anthropic, gemini, bedrock, vertex"), "{e}");
     }

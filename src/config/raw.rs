@@ -213,6 +213,8 @@ pub struct RawProvider {
     pub project: Option<String>,
     /// Vertex AI's location (`us-central1`, or `global`).
     pub location: Option<String>,
+    /// Bedrock's API for Claude models: `auto` (default), `converse` or `invoke`.
+    pub api: Option<String>,
 
     // dialect `cli` only: a pool of command-line model client sessions.
     /// Program and arguments, run directly (never through a shell).

@@ -4,11 +4,14 @@
 //! deployment's model; each platform's error answer becomes the client's error with the status
 //! that says whose fault it is (the gateway's own credentials refused: 502); Bedrock's
 //! `application/vnd.amazon.eventstream` answer is decoded (CRCs checked) into the events the
-//! stream translation reads.
+//! stream translation reads. Embeddings take several calls on some platforms (`embed`); the
+//! credentials' refresh outcomes are kept for `/health` and `/metrics` (`health`).
 
 mod aws;
 mod creds;
+mod embed;
 mod google;
+mod health;
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use super::{BodyStream, HttpClient, Outgoing, UpstreamResponse, http_client, rea
 use crate::adapter::bedrock::eventstream::EventStreamDecoder;
 use crate::adapter::{bedrock, gemini};
 use crate::config::{Dialect, ProviderSpec};
+use crate::ctx::Endpoint;
 use crate::error::GatewayError;
 
 /// Error bodies read from a failing platform are cut here.
@@ -58,6 +62,15 @@ impl CloudClient {
         Ok(Self { http, headers, auth })
     }
 
+    /// Where the credentials come from and whether they can be fetched; none for a static key.
+    fn credentials(&self) -> Option<&health::CredentialHealth> {
+        match &self.auth {
+            Auth::Static => None,
+            Auth::SigV4(signer) => Some(&signer.credentials.health),
+            Auth::Google(tokens) => Some(&tokens.health),
+        }
+    }
+
     /// Sends one attempt and waits for the status and headers; an error answer is read and
     /// classified here.
     pub(super) async fn send(
@@ -68,9 +81,13 @@ impl CloudClient {
         request: Outgoing<'_>,
         deadline: Instant,
     ) -> Result<UpstreamResponse, GatewayError> {
+        if request.endpoint == Endpoint::Embeddings {
+            return embed::send(self, provider, deployment, model, &request, deadline).await;
+        }
         let stream = request.stream;
+        let invoke = provider.dialect == Dialect::Bedrock && provider.cloud.bedrock_api.invokes(model);
         let path = match provider.dialect {
-            Dialect::Bedrock => bedrock::path(model, stream),
+            Dialect::Bedrock => bedrock::path(model, stream, invoke),
             Dialect::Vertex => {
                 let project = provider.cloud.project.as_deref().unwrap_or_default();
                 let location = provider.cloud.location.as_deref().unwrap_or_default();
@@ -83,22 +100,51 @@ impl CloudClient {
             }
             _ => gemini::gemini_api_path(model, stream),
         };
+        let body = if invoke {
+            let betas = request.forward.client.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok());
+            let body = crate::adapter::cloud::with_anthropic_beta(&request.body, betas)
+                .map_err(|e| GatewayError::Internal(format!("the InvokeModel body for {deployment}: {e}")))?;
+            Bytes::from(body)
+        } else {
+            request.body.clone()
+        };
+        let call = Call { provider, deployment, path: &path, body, stream, deadline };
+        let (status, headers, body) = self.post(call, &request).await?;
+        let body = if provider.dialect == Dialect::Bedrock && stream {
+            event_stream(body, provider.max_event_bytes, deployment.to_owned(), invoke)
+        } else {
+            body
+        };
+        Ok(UpstreamResponse { status, headers, body })
+    }
+
+    /// One POST to the platform, signed or with its token: the status, headers and body of a
+    /// success; an error answer read and classified.
+    async fn post(
+        &self,
+        call: Call<'_>,
+        request: &Outgoing<'_>,
+    ) -> Result<(http::StatusCode, HeaderMap, BodyStream), GatewayError> {
+        let Call { provider, deployment, path, body, stream, deadline } = call;
         let uri: Uri = format!("{}{path}", provider.base_url)
             .parse()
-            .map_err(|e| GatewayError::Internal(format!("provider {} URL for model {model:?}: {e}", provider.name)))?;
+            .map_err(|e| GatewayError::Internal(format!("provider {} URL {path:?}: {e}", provider.name)))?;
         let mut headers = self.headers.clone();
         request.forward.onto(&mut headers);
         if provider.dialect == Dialect::Bedrock {
+            // Bedrock reads Claude's betas from the body (`anthropic_beta`), its version too.
+            headers.remove("anthropic-beta");
+            headers.remove("anthropic-version");
             let accept = if stream { "application/vnd.amazon.eventstream" } else { "application/json" };
             headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
         }
-        let mut http_request = http::Request::new(Full::new(request.body.clone()));
+        let mut http_request = http::Request::new(Full::new(body.clone()));
         *http_request.method_mut() = Method::POST;
         *http_request.uri_mut() = uri;
         *http_request.headers_mut() = headers;
         match &self.auth {
             Auth::Static => {}
-            Auth::SigV4(signer) => signer.sign(&mut http_request, &request.body, deployment).await?,
+            Auth::SigV4(signer) => signer.sign(&mut http_request, &body, deployment).await?,
             Auth::Google(tokens) => {
                 let token = tokens.token(deployment).await?;
                 http_request.headers_mut().insert(http::header::AUTHORIZATION, token);
@@ -121,13 +167,43 @@ impl CloudClient {
         if !parts.status.is_success() {
             return Err(error_answer(provider, deployment, parts.status, &parts.headers, body, deadline).await);
         }
-        let body = if provider.dialect == Dialect::Bedrock && stream {
-            event_stream(body, provider.max_event_bytes, deployment.to_owned())
-        } else {
-            body
-        };
-        Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body })
+        Ok((parts.status, parts.headers, body))
     }
+}
+
+/// One request to a platform.
+struct Call<'a> {
+    provider: &'a ProviderSpec,
+    deployment: &'a str,
+    /// Below the provider's base URL.
+    path: &'a str,
+    body: Bytes,
+    stream: bool,
+    deadline: Instant,
+}
+
+/// `/health`'s view of each provider's credentials, by name; whether any is failing.
+pub(super) fn credential_reports<'a>(
+    clients: impl Iterator<Item = (&'a str, &'a CloudClient)>,
+) -> (Vec<serde_json::Value>, bool) {
+    let mut failing = false;
+    let mut reports: Vec<serde_json::Value> = clients
+        .filter_map(|(name, client)| client.credentials().map(|h| (name, h)))
+        .map(|(name, health)| {
+            failing |= health.is_failing();
+            health.report(name)
+        })
+        .collect();
+    reports.sort_by(|a, b| a["provider"].as_str().cmp(&b["provider"].as_str()));
+    (reports, failing)
+}
+
+/// `llm_gateway_credential_refresh_failures_total{provider}`.
+pub(super) fn render_credential_metrics<'a>(
+    out: &mut String,
+    clients: impl Iterator<Item = (&'a str, &'a CloudClient)>,
+) {
+    health::render(out, clients.filter_map(|(name, client)| client.credentials().map(|h| (name, h))));
 }
 
 /// A platform's error answer as the client's error.
@@ -166,8 +242,9 @@ async fn error_answer(
 
 /// Bedrock's event stream as SSE events (`event: <type>`, `data: <JSON payload>`), for the
 /// stream translation; a corrupt frame (a CRC that does not match) ends it with an error, after
-/// the whole messages before it.
-fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String) -> BodyStream {
+/// the whole messages before it. InvokeModel's (`invoke`) are the Messages events its chunks
+/// carry (`bedrock::invoke`).
+fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String, invoke: bool) -> BodyStream {
     struct State {
         body: BodyStream,
         decoder: EventStreamDecoder,
@@ -189,8 +266,19 @@ fn event_stream(body: BodyStream, max_event_bytes: usize, deployment: String) ->
         loop {
             match state.decoder.next_event() {
                 Ok(Some(event)) => {
-                    sse_frame(&mut out, event.event.as_deref().unwrap_or_default(), &event.data);
-                    continue;
+                    let name = event.event.as_deref().unwrap_or_default();
+                    if !invoke {
+                        sse_frame(&mut out, name, &event.data);
+                        continue;
+                    }
+                    match bedrock::invoke::anthropic_event(name, &event.data) {
+                        Ok(Some((name, data))) => sse_frame(&mut out, &name, &data),
+                        Ok(None) => {}
+                        Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),
+                    }
+                    if state.failed.is_none() {
+                        continue;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => state.failed = Some(corrupt(&state.deployment, &e)),

@@ -1,5 +1,6 @@
 """A mock of Amazon Bedrock's Converse API (``/model/{modelId}/converse`` and
-``/converse-stream``) that checks what Bedrock checks: the SigV4 signature, recomputed
+``/converse-stream``), and of InvokeModel (``/invoke``, ``/invoke-with-response-stream``: Claude's
+Messages body and the embedding models, ``mock_bedrock_invoke``) that checks what Bedrock checks: the SigV4 signature, recomputed
 independently by botocore's signer from the secret it knows for the access key id (a wrong one
 gets Bedrock's real ``InvalidSignatureException`` 403, an unknown key id
 ``UnrecognizedClientException``), or a Bedrock API key as a bearer token; and the body's shape
@@ -25,11 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import mock_bedrock_invoke as invoke
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream)$")
+PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$")
 AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})$"
@@ -58,9 +60,10 @@ def header(name: str, value: str) -> bytes:
     return bytes([len(n)]) + n + b"\x07" + struct.pack(">H", len(v)) + v
 
 
-def frame(event_type: str, payload: dict, corrupt: bool = False) -> bytes:
+def frame(event_type: str, payload: dict, corrupt: bool = False, kind: str = "event") -> bytes:
     """One event-stream message: prelude (lengths, CRC), headers, payload, message CRC."""
-    headers = header(":event-type", event_type) + header(":content-type", "application/json") + header(":message-type", "event")
+    name = ":exception-type" if kind == "exception" else ":event-type"
+    headers = header(name, event_type) + header(":content-type", "application/json") + header(":message-type", kind)
     body = json.dumps({**payload, "p": "abcdefgh"}).encode()
     total = 12 + len(headers) + len(body) + 4
     prelude = struct.pack(">II", total, len(headers))
@@ -157,6 +160,7 @@ class MockSTS:
     def __init__(self, bedrock: "MockBedrock", role_arn: str, web_token: str, lifetime: int) -> None:
         self.bedrock, self.role_arn, self.web_token, self.lifetime = bedrock, role_arn, web_token, lifetime
         self.calls: list[dict] = []
+        self.outage = False  # STS answers 503 ServiceUnavailable while set
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -184,6 +188,8 @@ class MockSTS:
 
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers.get("content-length", "0"))).decode()).items()}
                 sts.calls.append(form)
+                if sts.outage:
+                    return self.send(503, "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>Service is unavailable. Try again later.</Message></Error></ErrorResponse>")
                 if form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15" or form.get("RoleArn") != sts.role_arn:
                     return self.send(400, "<ErrorResponse><Error><Code>ValidationError</Code><Message>bad request</Message></Error></ErrorResponse>")
                 if form.get("WebIdentityToken") != sts.web_token or not form.get("RoleSessionName"):
@@ -292,6 +298,8 @@ class MockBedrock:
                 if refused:
                     return self.error(403, *refused)
                 model = unquote(match["model"])
+                if match["op"].startswith("invoke"):
+                    return self.invoke(model, match["op"], body)
                 problem = check_body(body)
                 if problem:
                     return self.error(400, "ValidationException", problem)
@@ -302,12 +310,37 @@ class MockBedrock:
                 if match["op"] == "converse":
                     return self.json(200, {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
                                            "usage": meta, "metrics": {"latencyMs": 12}})
+                self.event_stream(events(content, stop, meta, "corrupt" in model))
+
+            def invoke(self, model: str, op: str, body: Any) -> None:
+                if "embed" in model:
+                    status, answer = invoke.embed(model, body)
+                    if status != 200:
+                        return self.error(status, "ValidationException", answer["message"])
+                    count = sum(invoke.words(t) for t in body.get("texts") or [body.get("inputText", "")])
+                    return self.json(200, answer, {"x-amzn-bedrock-input-token-count": str(count)})
+                problem = invoke.check_messages(body)
+                if problem:
+                    return self.error(400, "ValidationException", problem)
+                if "throttle" in model:
+                    return self.error(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+                content, stop = invoke.answer(model, body)
+                use = invoke.usage(body, content)
+                if op == "invoke":
+                    return self.json(200, invoke.message(model, content, stop, use))
+                frames = [frame("chunk", invoke.chunk(e), "corrupt" in model and i == 3)
+                          for i, e in enumerate(invoke.stream_events(model, content, stop, use))]
+                if "midstream" in model:
+                    frames = frames[:3] + [frame("throttlingException", {"message": "Too many tokens, please wait before trying again."}, kind="exception")]
+                self.event_stream(frames)
+
+            def event_stream(self, messages: list[bytes]) -> None:
                 self.send_response(200)
                 self.send_header("content-type", "application/vnd.amazon.eventstream")
                 self.send_header("x-amzn-requestid", "e2e-request")
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                for message in events(content, stop, meta, "corrupt" in model):
+                for message in messages:
                     # Split each message across writes: the gateway must reassemble it.
                     for piece in (message[:7], message[7:]):
                         self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
@@ -323,10 +356,12 @@ class MockBedrock:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def json(self, status: int, obj: Any) -> None:
+            def json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -8,6 +8,11 @@ shape (``contents`` with ``user``/``model`` roles, one datum per part, no OpenAI
 Behaviour by model: ``gemini-echo`` answers ``Echo: <last user text>``; ``gemini-tools`` calls
 ``get_weather`` until the last turn carries its ``functionResponse``, then reports it. Usage:
 prompt = words of every text part, output = words of the answer, 3 thought tokens, 2 cached.
+
+Embeddings: ``:batchEmbedContents`` (Gemini API: each request names ``models/{m}`` of the path)
+and Vertex's ``:predict`` (``instances`` of ``content``; one only for ``gemini-embedding-*``), on
+a model whose name holds ``embedding``; the vector is a function of the text (768 values, or
+``outputDimensionality``); Vertex counts each instance's words as its ``token_count``.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
+GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|batchEmbedContents)$")
 VERTEX_PATH = re.compile(
     r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent)$"
+    r":(?P<method>generateContent|streamGenerateContent|predict)$"
 )
 CLAUDE_PATH = re.compile(
     r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/anthropic/models/(?P<model>[^/:]+)"
@@ -126,6 +131,40 @@ def expected_usage(body: dict, parts: list[dict]) -> dict:
         "prompt_tokens_details": {"cached_tokens": CACHED},
         "completion_tokens_details": {"reasoning_tokens": THOUGHTS},
     }
+
+
+def vector(text: str, dims: int) -> list[float]:
+    seed = sum(text.encode()) % 89
+    return [((seed + i) % 11) / 11.0 for i in range(dims)]
+
+
+def embed(model: str, method: str, body: Any) -> tuple[int, Any]:
+    """The Gemini API's ``batchEmbedContents`` or Vertex's ``predict`` for an embedding model."""
+    if "embedding" not in model:
+        return 404, {"error": {"code": 404, "message": f"models/{model} is not found for API version v1beta, or is not supported for embedContent.", "status": "NOT_FOUND"}}
+    if method == "batchEmbedContents":
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests or set(body) != {"requests"}:
+            return invalid("Invalid JSON payload received. Unknown name or missing \"requests\".")
+        out = []
+        for i, one in enumerate(requests):
+            if one.get("model") != f"models/{model}":
+                return invalid(f"requests[{i}].model: the model of each request must be the model of the batch (models/{model})")
+            parts = (one.get("content") or {}).get("parts") or []
+            if len(parts) != 1 or not isinstance(parts[0].get("text"), str) or set(one) - {"model", "content", "taskType", "title", "outputDimensionality"}:
+                return invalid(f"requests[{i}].content: one text part expected")
+            out.append({"values": vector(parts[0]["text"], one.get("outputDimensionality", 768))})
+        return 200, {"embeddings": out}
+    instances = body.get("instances") if isinstance(body, dict) else None
+    if not isinstance(instances, list) or not instances or set(body) - {"instances", "parameters"}:
+        return invalid("instances: a non-empty list is required")
+    if model.startswith("gemini-embedding") and len(instances) > 1:
+        return invalid("Only one instance per request is supported for gemini-embedding-001.")
+    dims = (body.get("parameters") or {}).get("outputDimensionality", 768)
+    if any(not isinstance(i.get("content"), str) or set(i) - {"content", "task_type", "title"} for i in instances):
+        return invalid("instances[]: content (a string) is required")
+    return 200, {"predictions": [{"embeddings": {"values": vector(i["content"], dims), "statistics": {"truncated": False, "token_count": words(i["content"])}}}
+                                 for i in instances], "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in instances)}}
 
 
 class MockGemini:
@@ -242,6 +281,8 @@ class MockGemini:
                 return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.", "status": "UNAUTHENTICATED"}}
         elif headers.get("x-goog-api-key") != self.api_key:
             return 400, {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}
+        if match["method"] in ("batchEmbedContents", "predict"):
+            return embed(match["model"], match["method"], body)
         stream = match["method"] == "streamGenerateContent"
         if stream and query != "alt=sse":
             return invalid("this mock streams only with ?alt=sse")

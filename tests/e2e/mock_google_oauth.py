@@ -2,7 +2,12 @@
 verifies the assertion's RS256 signature against the service account's public key and its
 claims (issuer, audience = this token URI, the cloud-platform scope, a live iat/exp), and
 issues an opaque access token that lives ``lifetime`` seconds; ``valid(token)`` tells the
-platform mock whether a token was issued and has not expired."""
+platform mock whether a token was issued and has not expired.
+
+It is also the GCE/GKE metadata server (``GET /computeMetadata/v1/instance/service-accounts/
+default/token``, GKE Workload Identity): it wants ``Metadata-Flavor: Google`` (a 403 as the real
+server answers otherwise) and refuses a request that was forwarded (``X-Forwarded-For``). With
+``outage`` set, both answer 503."""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class MockOAuth:
         self.issued: dict[str, float] = {}  # token -> expiry (monotonic)
         self.assertions: list[dict] = []
         self.refusals: list[str] = []
+        self.metadata_calls: list[dict[str, str]] = []
+        self.outage = False
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -92,7 +99,33 @@ class MockOAuth:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with mock.lock:
+                    mock.metadata_calls.append({"path": self.path, **headers})
+                if not self.path.startswith("/computeMetadata/v1/instance/service-accounts/default/token"):
+                    return self.send(404, {"error": "not found"})
+                if headers.get("metadata-flavor") != "Google" or "x-forwarded-for" in headers:
+                    return self.text(403, "Missing Metadata-Flavor:Google header.")
+                if mock.outage:
+                    return self.text(503, "The metadata server is unavailable.")
+                token = "ya29.gke-" + secrets.token_urlsafe(24)
+                with mock.lock:
+                    mock.issued[token] = time.monotonic() + mock.lifetime
+                self.send(200, {"access_token": token, "expires_in": mock.lifetime, "token_type": "Bearer"})
+
+            def text(self, status: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:  # noqa: N802
+                if mock.outage:
+                    self.rfile.read(int(self.headers.get("content-length", "0")))
+                    return self.send(503, {"error": "temporarily_unavailable", "error_description": "The token service is unavailable."})
                 form = parse_qs(self.rfile.read(int(self.headers.get("content-length", "0"))).decode())
                 problem = None
                 if self.path != "/token" or self.headers.get("content-type") != "application/x-www-form-urlencoded":

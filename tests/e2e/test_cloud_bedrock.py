@@ -42,7 +42,8 @@ def openmeter() -> Iterator[OpenMeterServer]:
 
 
 def start(bedrock: MockBedrock, openmeter: OpenMeterServer, work, secret: str) -> GatewayProcess:
-    base = {"dialect": "bedrock", "region": REGION, "base_url": bedrock.base_url}
+    # Converse here, Claude ids included (InvokeModel: test_cloud_bedrock_invoke).
+    base = {"dialect": "bedrock", "region": REGION, "base_url": bedrock.base_url, "api": "converse"}
     providers = {"bedrock": base, "bedrock-key": {**base, "api_key_env": "E2E_BEDROCK_API_KEY"}}
     models = {
         "claude-bedrock": [{"provider": "bedrock", "model": MODEL}],

@@ -150,9 +150,10 @@ def test_a_refused_key_is_the_gateways_fault_said_clearly(gateway: GatewayProces
     assert "refused the gateway's credentials" in error["message"] and "API key not valid" in error["message"]
 
 
-def test_embeddings_on_a_gemini_model_is_a_clear_400(gateway: GatewayProcess) -> None:
+def test_embeddings_on_a_generation_model_is_gemini_s_clear_error(gateway: GatewayProcess) -> None:
+    # (Embedding models: test_cloud_embeddings.)
     r = post(gateway, "/v1/embeddings", {"model": "gemini-2.5-pro", "input": "x"})
-    assert r.status_code == 400 and "/v1/chat/completions" in r.json()["error"]["message"]
+    assert r.status_code == 404 and "not supported for embedContent" in r.json()["error"]["message"]
 
 
 def test_responses_api_through_gemini_stream_and_not(gateway: GatewayProcess, gemini: MockGemini, openmeter: OpenMeterServer) -> None:

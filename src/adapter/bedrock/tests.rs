@@ -195,9 +195,14 @@ fn every_stop_reason_maps() {
 
 #[test]
 fn model_ids_are_percent_encoded_in_the_path() {
-    assert_eq!(path(claude(), false), "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse");
+    assert_eq!(path(claude(), false, false), "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse");
     assert_eq!(
-        path("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3", true),
+        path(claude(), true, true),
+        "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
+    );
+    assert_eq!(path("amazon.titan-embed-text-v2:0", false, true), "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(
+        path("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3", true, false),
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.meta.llama3/converse-stream"
     );
 }

@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 
 pub(in crate::upstream) struct Signer {
     region: String,
-    credentials: Cached,
+    pub(super) credentials: Cached,
 }
 
 impl Signer {

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::super::{HttpClient, chain};
+use super::health::CredentialHealth;
 
 pub(super) enum Source {
     Static(Credentials),
@@ -56,31 +57,58 @@ impl Source {
 pub(super) struct Cached {
     source: Source,
     http: HttpClient,
-    current: Mutex<Option<(Credentials, Option<Instant>)>>,
+    /// The credentials, when to fetch the next, and when they expire.
+    current: Mutex<Option<Current>>,
+    pub(super) health: CredentialHealth,
+}
+
+struct Current {
+    credentials: Credentials,
+    refresh_at: Option<Instant>,
+    expires_at: Option<Instant>,
 }
 
 impl Cached {
     pub(super) fn new(source: Source, http: HttpClient) -> Self {
-        Self { source, http, current: Mutex::new(None) }
+        let name = match &source {
+            Source::Static(_) => "environment",
+            Source::WebIdentity { .. } => "web identity",
+            Source::Container { .. } => "container credentials",
+            Source::None => "none",
+        };
+        Self { source, http, current: Mutex::new(None), health: CredentialHealth::new(name) }
     }
 
-    /// Credentials that hold for a while yet.
+    /// Credentials that hold for a while yet. When a refresh fails while the current ones
+    /// have not expired, they serve on (the failure is reported, `health`).
     pub(super) async fn get(&self) -> Result<Credentials, String> {
         if let Source::Static(credentials) = &self.source {
             return Ok(credentials.clone());
         }
         let mut current = self.current.lock().await;
-        if let Some((credentials, refresh_at)) = current.as_ref()
-            && refresh_at.is_none_or(|at| Instant::now() < at)
+        let now = Instant::now();
+        if let Some(c) = current.as_ref()
+            && c.refresh_at.is_none_or(|at| now < at)
         {
-            return Ok(credentials.clone());
+            return Ok(c.credentials.clone());
         }
-        let (credentials, expires) = self.fetch().await?;
-        let refresh_at = expires.map(|at| {
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            Instant::now() + left.saturating_sub(Duration::from_secs(300).min(left / 2))
-        });
-        *current = Some((credentials.clone(), refresh_at));
+        let (credentials, expires) = match self.fetch().await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.health.failed(&e);
+                return match current.as_ref() {
+                    Some(c) if c.expires_at.is_some_and(|at| now + Duration::from_secs(5) < at) => {
+                        Ok(c.credentials.clone())
+                    }
+                    _ => Err(e),
+                };
+            }
+        };
+        self.health.refreshed();
+        let left = expires.map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+        let refresh_at = left.map(|left| now + left.saturating_sub(Duration::from_secs(300).min(left / 2)));
+        let expires_at = left.map(|left| now + left);
+        *current = Some(Current { credentials: credentials.clone(), refresh_at, expires_at });
         Ok(credentials)
     }
 

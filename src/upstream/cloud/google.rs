@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::super::HttpClient;
 use super::aws::credentials_error;
+use super::health::CredentialHealth;
 use crate::error::GatewayError;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -47,8 +48,9 @@ enum Source {
 pub(in crate::upstream) struct TokenSource {
     http: HttpClient,
     source: Source,
-    /// The current token (`Bearer …`) and when to fetch the next.
-    cached: Mutex<Option<(HeaderValue, Instant)>>,
+    /// The current token (`Bearer …`), when to fetch the next, and when it expires.
+    cached: Mutex<Option<(HeaderValue, Instant, Instant)>>,
+    pub(super) health: CredentialHealth,
 }
 
 impl TokenSource {
@@ -62,23 +64,41 @@ impl TokenSource {
                 ))
             }
         };
-        Self { http, source, cached: Mutex::new(None) }
+        let health = match &source {
+            Source::Key(..) => CredentialHealth::new("service account"),
+            Source::Metadata(_) => CredentialHealth::new("metadata server"),
+            Source::Broken(e) => CredentialHealth::broken("service account", e),
+        };
+        Self { http, source, cached: Mutex::new(None), health }
     }
 
-    /// `Bearer <access token>`, fetched when none is cached or it is about to expire.
+    /// `Bearer <access token>`, fetched when none is cached or it is about to expire. When a
+    /// refresh fails while the current token has not expired, it serves on (the failure is
+    /// reported, `health`).
     pub(in crate::upstream) async fn token(&self, deployment: &str) -> Result<HeaderValue, GatewayError> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, refresh_at)) = cached.as_ref()
-            && Instant::now() < *refresh_at
+        let now = Instant::now();
+        if let Some((token, refresh_at, _)) = cached.as_ref()
+            && now < *refresh_at
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.fetch().await.map_err(|e| credentials_error(deployment, &e))?;
+        let (token, lifetime) = match self.fetch().await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.health.failed(&e);
+                return match cached.as_ref() {
+                    Some((token, _, expires)) if now + Duration::from_secs(5) < *expires => Ok(token.clone()),
+                    _ => Err(credentials_error(deployment, &e)),
+                };
+            }
+        };
+        self.health.refreshed();
         let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| credentials_error(deployment, "the access token is not a valid header"))?;
         value.set_sensitive(true);
         let margin = Duration::from_secs(300).min(lifetime / 2);
-        *cached = Some((value.clone(), Instant::now() + lifetime.saturating_sub(margin)));
+        *cached = Some((value.clone(), now + lifetime.saturating_sub(margin), now + lifetime));
         Ok(value)
     }
 
