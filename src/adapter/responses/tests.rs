@@ -451,3 +451,37 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     assert_eq!(body["model"], "client-m");
     assert_eq!(whole.usage.unwrap().total_tokens, body["usage"]["total_tokens"].as_u64().unwrap());
 }
+
+/// A stream's events without their numbers, its deltas per (type, item) joined into one.
+fn comparable(events: Vec<(String, Value)>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for (_, mut event) in events {
+        event.as_object_mut().unwrap().remove("sequence_number");
+        if let Some(last) = out.last_mut()
+            && event["type"].as_str().unwrap().ends_with(".delta")
+            && (last["type"].clone(), last["item_id"].clone()) == (event["type"].clone(), event["item_id"].clone())
+        {
+            let joined = format!("{}{}", last["delta"].as_str().unwrap(), event["delta"].as_str().unwrap());
+            last["delta"] = joined.into();
+            continue;
+        }
+        out.push(event);
+    }
+    out
+}
+
+#[test]
+fn a_stored_response_replays_as_the_events_that_streamed_it() {
+    for name in ["chat_stream_text", "chat_stream_tools", "chat_stream_length", "claude_stream_thinking"] {
+        let streamed = events(&read(&format!("{name}.responses.sse")));
+        let response = streamed.last().unwrap().1["response"].clone();
+        let replayed = events(&replay::frames(&response, None).concat());
+        let numbers: Vec<u64> = replayed.iter().map(|(_, e)| e["sequence_number"].as_u64().unwrap()).collect();
+        assert_eq!(numbers, (0..replayed.len() as u64).collect::<Vec<_>>(), "{name}");
+        assert!(replayed.iter().all(|(kind, e)| e["type"] == kind.as_str()), "{name}");
+        assert_eq!(comparable(replayed.clone()), comparable(streamed), "{name}");
+        // `starting_after`: the events numbered after it only.
+        let rest = events(&replay::frames(&response, Some(3)).concat());
+        assert_eq!(rest, replayed[4..], "{name}");
+    }
+}
