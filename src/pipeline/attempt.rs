@@ -63,6 +63,7 @@ pub(super) async fn attempt(
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
     let replayed;
+    let mut echo = None;
     let body = match &request.previous {
         // A native upstream continues its own chain under the id; any other deployment gets
         // the history (a native one without the id, which it would not know).
@@ -73,6 +74,7 @@ pub(super) async fn attempt(
         }
         Some(Previous::Found { resolved, .. }) if provider.responses_api => {
             replayed = crate::responses_store::replayable(resolved);
+            echo = request.body.parse::<String>("previous_response_id").ok().flatten();
             &replayed
         }
         Some(Previous::Found { resolved, .. }) => resolved,
@@ -84,6 +86,7 @@ pub(super) async fn attempt(
     let mut exchange =
         Exchange::prepare(ctx.endpoint, body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
+    exchange.echo_previous(echo);
     if let Some(principal) = ctx.principal.as_ref().filter(|_| ctx.endpoint == Endpoint::Responses) {
         let body = match &request.previous {
             Some(Previous::Found { resolved, .. }) => resolved,

@@ -67,7 +67,13 @@ pub(super) async fn serve(
         let lookup = cache.lookup(ctx, group, &request.body, headers).await;
         ctx.trace.end(lookup_span);
         match lookup {
-            Lookup::Hit(response, usage) => {
+            Lookup::Hit(response, usage, object) => {
+                // A response served from the cache is a new one: kept like any other.
+                if let Some(object) = &object
+                    && let Some(keep) = gw.responses.keeper(&principal.team, &request.body, None)
+                {
+                    keep(object);
+                }
                 let whole = crate::adapter::openai::WholeResponse {
                     body: Vec::new(),
                     usage,

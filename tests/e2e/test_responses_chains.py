@@ -140,6 +140,7 @@ def test_a_chain_stays_on_its_deployment_then_fails_over_with_the_history(gw, na
     b.stop()
     third = sdk.responses.create(model="chain", input="three", previous_response_id=second.id)
     assert third.output_text == "Heard: one | two | three"
+    assert third.previous_response_id == second.id, "the client still sees the id it continued"
     sent = a.requests[-1]
     assert "previous_response_id" not in sent
     assert not any("id" in item for item in sent["input"]), "ids valid only where they were made are dropped"

@@ -426,7 +426,10 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     let kept: Arc<Mutex<Vec<Value>>> = Arc::default();
     let make = || {
         let kept = kept.clone();
-        native::NativeEvents::new("client-m", Some(Box::new(move |r: &Value| kept.lock().unwrap().push(r.clone()))))
+        native::NativeEvents::new(
+            "client-m",
+            native::Kept { keep: Some(Box::new(move |r: &Value| kept.lock().unwrap().push(r.clone()))), echo: None },
+        )
     };
     let out = every_split(&input, &make);
     let (sent, relayed) = (events(&input), events(&out));
@@ -446,7 +449,7 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     assert_eq!(usage.prompt_tokens, completed["usage"]["input_tokens"].as_u64().unwrap());
     assert_eq!(usage.completion_tokens, completed["usage"]["output_tokens"].as_u64().unwrap());
 
-    let whole = native::response(&read("completion_text.response.json"), "client-m", None).unwrap();
+    let whole = native::response(&read("completion_text.response.json"), "client-m", native::Kept::default()).unwrap();
     let body: Value = serde_json::from_slice(&whole.body).unwrap();
     assert_eq!(body["model"], "client-m");
     assert_eq!(whole.usage.unwrap().total_tokens, body["usage"]["total_tokens"].as_u64().unwrap());
