@@ -1,4 +1,5 @@
-//! Cache: answers repeated and near-repeated chat completions without calling an upstream.
+//! Cache: answers repeated and near-repeated chat completions without calling an upstream (and
+//! repeated `/v1/responses` requests, exact tier only: `responses`).
 //!
 //! ```text
 //! request ─► key ─► exact tier: L1 (moka, this replica) ─► L2 (Valkey, shared) ─► hit

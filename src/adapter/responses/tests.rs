@@ -452,6 +452,10 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     let whole = native::response(&read("completion_text.response.json"), "client-m", native::Kept::default()).unwrap();
     let body: Value = serde_json::from_slice(&whole.body).unwrap();
     assert_eq!(body["model"], "client-m");
+    let echo = native::Kept { keep: None, echo: Some("resp_prev".into()) };
+    let replayed = native::response(&read("completion_text.response.json"), "client-m", echo).unwrap();
+    let replayed: Value = serde_json::from_slice(&replayed.body).unwrap();
+    assert_eq!(replayed["previous_response_id"], "resp_prev", "a chain sent as history echoes its id");
     assert_eq!(whole.usage.unwrap().total_tokens, body["usage"]["total_tokens"].as_u64().unwrap());
 }
 
