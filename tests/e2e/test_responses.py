@@ -266,9 +266,9 @@ def test_retrieve_input_items_and_delete(gw: GatewayProcess, backend: str) -> No
     assert e.value.body["param"] == "previous_response_id"
 
 
-def test_retrieve_with_stream_replays_the_events(gw: GatewayProcess, backend: str) -> None:
+@pytest.mark.parametrize("model", ["resp-chat", "resp-mock", "resp-claude", "resp-native"])
+def test_retrieve_with_stream_replays_the_events(gw: GatewayProcess, model: str) -> None:
     sdk = client(gw)
-    model = BACKENDS[backend][0]
     created = sdk.responses.create(model=model, input="Replay me later")
     with httpx.Client(timeout=10.0) as h:
         r = h.get(

@@ -33,8 +33,28 @@ def user_texts(items: list[dict]) -> list[str]:
     return out
 
 
+def events(response: dict) -> list[dict]:
+    """The stream of a one-message response, as OpenAI sends it."""
+    message = response["output"][0]
+    text, at = message["content"][0]["text"], {"item_id": message["id"], "output_index": 0}
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    out = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**message, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **at, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}},
+        {"type": "response.output_text.delta", **at, "content_index": 0, "delta": text, "logprobs": []},
+        {"type": "response.output_text.done", **at, "content_index": 0, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **at, "content_index": 0, "part": message["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": response},
+    ]
+    return [{**e, "sequence_number": i} for i, e in enumerate(out)]
+
+
 class NativeResponses:
-    """An upstream serving `POST /v1/responses` (not streamed), answering "Heard: <every user
+    """An upstream serving `POST /v1/responses` (streamed or not), answering "Heard: <every user
     turn of the conversation>": its own stored conversation under ``previous_response_id``,
     then ``input``."""
 
@@ -51,9 +71,13 @@ class NativeResponses:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 status, answer = mock.answer(self.path, self.headers.get("authorization"), body)
-                data = json.dumps(answer).encode()
+                if status == 200 and body.get("stream") is True:
+                    data = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events(answer)).encode()
+                    content_type = "text/event-stream"
+                else:
+                    data, content_type = json.dumps(answer).encode(), "application/json"
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -72,8 +96,6 @@ class NativeResponses:
 
         if path != "/v1/responses" or authorization != f"Bearer {PROVIDER_KEY}":
             return error(401, "Incorrect API key or path.", None, "invalid_api_key")
-        if body.get("stream"):
-            return error(400, "This mock does not stream.", "stream", None)
         self.requests.append(body)
         previous = body.get("previous_response_id")
         if previous is not None and previous not in self.conversations:
@@ -138,11 +160,14 @@ def test_a_chain_stays_on_its_deployment_then_fails_over_with_the_history(gw, na
 
     # B goes away: A gets the whole conversation, without the id it would not know.
     b.stop()
-    third = sdk.responses.create(model="chain", input="three", previous_response_id=second.id)
+    with sdk.responses.stream(model="chain", input="three", previous_response_id=second.id) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        third = stream.get_final_response()
+    assert deltas == third.output_text
     assert third.output_text == "Heard: one | two | three"
     assert third.previous_response_id == second.id, "the client still sees the id it continued"
     sent = a.requests[-1]
-    assert "previous_response_id" not in sent
+    assert sent["stream"] is True and "previous_response_id" not in sent
     assert not any("id" in item for item in sent["input"]), "ids valid only where they were made are dropped"
     assert [(i.get("role"), i.get("type")) for i in sent["input"]] == [
         ("user", "message"), ("assistant", "message"), ("user", "message"), ("assistant", "message"), ("user", None)
