@@ -145,6 +145,12 @@ async fn try_plan(
         };
         let deployment = &candidate.deployment.id;
         tracing::warn!(request_id = %ctx.request_id, deployment = %deployment, error = %e, "attempt failed");
+        if matches!(request.previous, Some(Previous::Unknown(_))) && not_its_response(&e) {
+            // An id the gateway never stored belongs to one native deployment at most: ask the next.
+            guard.success();
+            last_error = Some(e);
+            continue;
+        }
         match failover::decide(&e, &mut fallbacks) {
             Decision::CoolDown(wait) => guard.cool_down(wait),
             Decision::Fallback(list) => {
@@ -166,8 +172,9 @@ async fn try_plan(
 /// A Responses chain goes first to the deployment that made its previous response (while that
 /// one is healthy: a breaker open skips it), since that upstream's own state (its ids, the
 /// encrypted reasoning) is valid only there. An id the gateway never stored may still be an
-/// upstream's own: only deployments serving `/responses` themselves get it, and with none the
-/// request is OpenAI's 400 `previous_response_not_found`.
+/// upstream's own: only deployments serving `/responses` themselves get it, each in turn until
+/// one knows it (see `not_its_response`), and with none the request is OpenAI's 400
+/// `previous_response_not_found`.
 fn order_for_chain(queue: &mut VecDeque<Candidate>, previous: Option<&Previous>) -> Result<(), GatewayError> {
     match previous {
         Some(Previous::Found { deployment: Some(made_by), .. }) => {
@@ -186,6 +193,15 @@ fn order_for_chain(queue: &mut VecDeque<Candidate>, previous: Option<&Previous>)
         _ => {}
     }
     Ok(())
+}
+
+/// A native upstream's refusal of a `previous_response_id` it does not know.
+fn not_its_response(e: &GatewayError) -> bool {
+    let GatewayError::UpstreamStatus { status, body, .. } = e else { return false };
+    let detail = &body.error;
+    status.is_client_error()
+        && (detail.code.as_deref() == Some("previous_response_not_found")
+            || detail.param.as_deref() == Some("previous_response_id"))
 }
 
 /// The attempt's span (when the request is traced), and the `traceparent` (with the client's
