@@ -31,14 +31,11 @@ pub mod responses;
 pub mod shared;
 pub mod sync;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::api::{RawObject, Usage};
@@ -521,22 +518,11 @@ impl Cache {
     }
 
     fn chat_hit(&self, ctx: &RequestCtx, stored: &Stored) -> Option<Response> {
-        let response = if ctx.stream {
-            let frames = replay::stream_frames(&stored.body, &ctx.client_model, ctx.client_wants_usage).ok()?;
-            let mut r = Response::new(Body::from_stream(futures_util::stream::iter(
-                frames.into_iter().map(Ok::<Bytes, Infallible>),
-            )));
-            let h = r.headers_mut();
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
+        Some(if ctx.stream {
+            replay::sse_response(replay::stream_frames(&stored.body, &ctx.client_model, ctx.client_wants_usage).ok()?)
         } else {
-            let json = replay::whole(&stored.body, &ctx.client_model).ok()?;
-            let mut r = Response::new(Body::from(json));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        };
-        Some(response)
+            replay::json_response(replay::whole(&stored.body, &ctx.client_model).ok()?)
+        })
     }
 }
 

@@ -3,12 +3,7 @@
 //! and creation time, the client's model name — whole or replayed as the stream of events.
 //! (Chains with `previous_response_id` are never looked up: see `Cache::lookup`.)
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
-use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -54,18 +49,9 @@ pub fn hit(body: &[u8], client_model: &str, stream: bool, now: u64) -> Option<(R
     map.insert("model".into(), client_model.into());
     let usage = native::usage_of(&object);
     let response = if stream {
-        let frames = replay::frames(&object, None);
-        let mut r = Response::new(Body::from_stream(futures_util::stream::iter(
-            frames.into_iter().map(Ok::<Bytes, Infallible>),
-        )));
-        let h = r.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r
+        super::replay::sse_response(replay::frames(&object, None))
     } else {
-        let mut r = Response::new(Body::from(serde_json::to_vec(&object).ok()?));
-        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r
+        super::replay::json_response(serde_json::to_vec(&object).ok()?)
     };
     Some((response, object, usage))
 }
