@@ -67,7 +67,8 @@ pub fn replayable(resolved: &RawObject) -> RawObject {
             .into_iter()
             .filter(|item| item.get("type").and_then(Value::as_str) != Some("reasoning"))
             .map(|mut item| {
-                if let Some(map) = item.as_object_mut() {
+                // (An `item_reference` is nothing but its id.)
+                if let Some(map) = item.as_object_mut().filter(|m| m.get("type") != Some(&"item_reference".into())) {
                     map.remove("id");
                 }
                 item

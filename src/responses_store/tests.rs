@@ -77,6 +77,32 @@ async fn the_keeper_stores_the_input_with_ids_unless_store_is_false() {
 }
 
 #[test]
+fn a_chain_for_another_deployment_keeps_nothing_valid_only_where_it_was_made() {
+    let resolved = RawObject::from_slice(
+        br#"{"model":"m","previous_response_id":"resp_1","store":true,"input":[
+            {"type":"message","id":"msg_0","role":"user","content":"Hi"},
+            {"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"opaque"},
+            {"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{}"},
+            {"type":"item_reference","id":"msg_9"},
+            {"role":"user","content":"And?"}]}"#,
+    )
+    .unwrap();
+    let body = replayable(&resolved);
+    assert!(!body.contains("previous_response_id"));
+    assert_eq!(body.parse::<bool>("store").unwrap(), Some(true), "the rest as it was");
+    let input: Vec<Value> = body.parse("input").unwrap().unwrap();
+    assert_eq!(
+        input,
+        [
+            json!({"type": "message", "role": "user", "content": "Hi"}),
+            json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}),
+            json!({"type": "item_reference", "id": "msg_9"}),
+            json!({"role": "user", "content": "And?"}),
+        ]
+    );
+}
+
+#[test]
 fn pages_input_items_in_either_order() {
     let items: Vec<Value> = (0..5).map(|i| json!({"id": format!("i{i}")})).collect();
     let ids = |page: &Value| {
