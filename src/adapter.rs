@@ -179,9 +179,14 @@ impl Exchange {
     pub fn keep_responses(&mut self, keep: impl FnOnce() -> Option<responses::Keep>) {
         match &mut self.bridge {
             Some(bridge) => bridge.keep = keep(),
-            None if matches!(self.translation, Translation::ResponsesNative) => self.keep.0 = keep(),
+            None if matches!(self.translation, Translation::ResponsesNative) => self.keep.keep = keep(),
             None => {}
         }
+    }
+
+    /// Has a natively served answer echo `previous_response_id` (its chain went as history).
+    pub fn echo_previous(&mut self, previous: Option<String>) {
+        self.keep.echo = previous;
     }
 
     /// Translates a whole (non-stream) answer; returns the client body and the usage.
@@ -195,7 +200,7 @@ impl Exchange {
             };
         }
         if matches!(self.translation, Translation::ResponsesNative) {
-            return responses::native::response(body, client_model, self.keep.0.take());
+            return responses::native::response(body, client_model, std::mem::take(&mut self.keep));
         }
         let (json, usage) = match &self.translation {
             // The hot path reads the finish reason while it rewrites.
@@ -241,7 +246,7 @@ impl Exchange {
             Translation::MessagesOnOpenAi => Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model)),
             Translation::Cloud(cloud) => cloud.rewriter(client_model),
             Translation::ResponsesNative => {
-                Box::new(responses::native::NativeEvents::new(client_model, self.keep.0.take()))
+                Box::new(responses::native::NativeEvents::new(client_model, std::mem::take(&mut self.keep)))
             }
             Translation::ResponsesOnChat | Translation::ResponsesOnClaude => {
                 Box::new(anthropic::inbound_stream::MessagesFromChunks::new(client_model))

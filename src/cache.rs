@@ -1,4 +1,5 @@
-//! Cache: answers repeated and near-repeated chat completions without calling an upstream.
+//! Cache: answers repeated and near-repeated chat completions without calling an upstream (and
+//! repeated `/v1/responses` requests, exact tier only: `responses`).
 //!
 //! ```text
 //! request ─► key ─► exact tier: L1 (moka, this replica) ─► L2 (Valkey, shared) ─► hit
@@ -26,17 +27,15 @@ pub mod index;
 pub mod key;
 pub mod metrics;
 pub mod replay;
+pub mod responses;
 pub mod shared;
 pub mod sync;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::api::{RawObject, Usage};
@@ -103,8 +102,9 @@ struct Semantic {
 
 /// The outcome of a lookup.
 pub enum Lookup {
-    /// The answer, ready to send, with the stored usage (for metering).
-    Hit(Response, Option<Usage>),
+    /// The answer, ready to send, with the stored usage (for metering), and for `/v1/responses`
+    /// the response object served (a new one, to be kept like any other).
+    Hit(Response, Option<Usage>, Option<serde_json::Value>),
     /// Go upstream; store the answer through the `Fill` when there is one.
     Miss(Option<Fill>),
 }
@@ -282,8 +282,13 @@ impl Cache {
             self.metrics.bypass.get_or_create(&reason.into()).inc();
             Lookup::Miss(None)
         };
-        if ctx.endpoint != Endpoint::ChatCompletions {
+        let responses = ctx.endpoint == Endpoint::Responses;
+        if ctx.endpoint != Endpoint::ChatCompletions && !responses {
             return bypass(ctx, "endpoint");
+        }
+        if responses && body.contains("previous_response_id") {
+            // Its answer depends on state the key does not see.
+            return bypass(ctx, "previous_response");
         }
         let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_default();
         let team_policy = self.settings.teams.get(&*team).copied();
@@ -304,14 +309,19 @@ impl Cache {
                 max_messages: s.settings.max_messages,
                 max_chars: s.settings.embedder.max_chars,
             });
-        let key = match key::request_key(&team, group, body, rules) {
+        let key = if responses {
+            key::responses_key(&team, group, body)
+        } else {
+            key::request_key(&team, group, body, rules)
+        };
+        let key = match key {
             Ok(key) => key,
             Err(skip) => return bypass(ctx, skip.label()),
         };
         if directive == Directive::NoCache {
             ctx.cache = CacheStatus::Bypass;
             self.metrics.bypass.get_or_create(&"no_cache".into()).inc();
-            return Lookup::Miss(Some(Fill { cache: self.clone(), key, vector: None }));
+            return Lookup::Miss(Some(Fill { cache: self.clone(), key, vector: None, responses }));
         }
 
         if self.settings.exact.enabled {
@@ -344,7 +354,7 @@ impl Cache {
         }
         ctx.cache = CacheStatus::Miss;
         self.metrics.misses.inc();
-        Lookup::Miss(Some(Fill { cache: self.clone(), key, vector }))
+        Lookup::Miss(Some(Fill { cache: self.clone(), key, vector, responses }))
     }
 
     async fn exact_get(&self, hash: &[u8; 32]) -> Option<Arc<Stored>> {
@@ -488,28 +498,31 @@ impl Cache {
 
     /// The client's response for a stored answer, or `None` if it cannot be read (then a miss).
     fn respond(&self, ctx: &mut RequestCtx, stored: &Stored, status: CacheStatus) -> Option<Lookup> {
-        let usage = serde_json::from_slice::<UsageOnly>(&stored.body).ok().and_then(|u| u.usage);
-        let mut response = if ctx.stream {
-            let frames = replay::stream_frames(&stored.body, &ctx.client_model, ctx.client_wants_usage).ok()?;
-            let mut r = Response::new(Body::from_stream(futures_util::stream::iter(
-                frames.into_iter().map(Ok::<Bytes, Infallible>),
-            )));
-            let h = r.headers_mut();
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
+        let (mut response, usage, object) = if ctx.endpoint == Endpoint::Responses {
+            let now = now_ms() / 1000;
+            let (response, object, usage) = responses::hit(&stored.body, &ctx.client_model, ctx.stream, now)?;
+            (response, usage, Some(object))
         } else {
-            let json = replay::whole(&stored.body, &ctx.client_model).ok()?;
-            let mut r = Response::new(Body::from(json));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+            (
+                self.chat_hit(ctx, stored)?,
+                serde_json::from_slice::<UsageOnly>(&stored.body).ok().and_then(|u| u.usage),
+                None,
+            )
         };
         ctx.cache = status;
         let h = response.headers_mut();
         let age = now_ms().saturating_sub(stored.created_ms) / 1000;
         h.insert(http::header::AGE, HeaderValue::from(age));
         status_headers(h, status);
-        Some(Lookup::Hit(response, usage))
+        Some(Lookup::Hit(response, usage, object))
+    }
+
+    fn chat_hit(&self, ctx: &RequestCtx, stored: &Stored) -> Option<Response> {
+        Some(if ctx.stream {
+            replay::sse_response(replay::stream_frames(&stored.body, &ctx.client_model, ctx.client_wants_usage).ok()?)
+        } else {
+            replay::json_response(replay::whole(&stored.body, &ctx.client_model).ok()?)
+        })
     }
 }
 

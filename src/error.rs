@@ -20,6 +20,9 @@ pub enum Cause {
 pub enum GatewayError {
     #[error("{message}")]
     BadRequest { message: String, param: Option<String> },
+    /// A Responses request's `previous_response_id` is not stored (OpenAI's 400, its own code).
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -82,7 +85,7 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::PreviousResponseNotFound(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -106,6 +109,7 @@ impl GatewayError {
     pub fn cause(&self) -> Cause {
         match self {
             Self::BadRequest { .. }
+            | Self::PreviousResponseNotFound(_)
             | Self::Unauthorized(_)
             | Self::ModelNotAllowed(_)
             | Self::ModelNotFound(_)
@@ -140,7 +144,7 @@ impl GatewayError {
     /// A short, bounded label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::BadRequest { .. } => "bad_request",
+            Self::BadRequest { .. } | Self::PreviousResponseNotFound(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::ModelNotFound(_) => "model_not_found",
@@ -166,6 +170,12 @@ impl GatewayError {
         let message = self.to_string();
         match self {
             Self::BadRequest { param, .. } => ErrorBody::new(message, "invalid_request_error", param.clone(), None),
+            Self::PreviousResponseNotFound(_) => ErrorBody::new(
+                message,
+                "invalid_request_error",
+                Some("previous_response_id".into()),
+                Some("previous_response_not_found"),
+            ),
             Self::Unauthorized(_) => ErrorBody::new(message, "invalid_request_error", None, Some("invalid_api_key")),
             Self::ModelNotAllowed(_) => {
                 ErrorBody::new(message, "permission_error", Some("model".into()), Some("model_not_allowed"))

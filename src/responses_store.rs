@@ -21,13 +21,28 @@ use crate::config::responses::ResponsesSettings;
 use crate::error::GatewayError;
 use crate::kv::{Kv, KvError};
 
-pub use items::{history, input_items, page};
+pub use items::{history, input_items, page, replayable};
 
-/// One stored response: the object as the client got it, and its input items (with ids).
+/// One stored response: the object as the client got it, its input items (with ids), and
+/// the deployment that produced it when that one serves `/responses` itself (a chain continued
+/// there may use the upstream's own state: its ids and encrypted reasoning are valid only there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     pub response: Value,
     pub input: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+/// What a request's `previous_response_id` resolved to.
+#[derive(Debug, Clone)]
+pub enum Previous {
+    /// Stored here: the body with the history before its input (the id stays, to be echoed),
+    /// and the native deployment that produced the previous response, if one did.
+    Found { resolved: RawObject, deployment: Option<String> },
+    /// Not stored here (say, made by the upstream before the gateway stood in front of it, or
+    /// evicted): only a native upstream may know it.
+    Unknown(String),
 }
 
 pub struct ResponsesStore {
@@ -80,21 +95,15 @@ impl ResponsesStore {
         Ok(found)
     }
 
-    /// `body` with the history of its `previous_response_id` (when it has one) before its
-    /// input; the id stays, to be echoed.
-    pub async fn resolve_previous(&self, team: &str, body: &RawObject) -> Result<Option<RawObject>, GatewayError> {
+    /// What `body`'s `previous_response_id` (when it has one) resolves to for `team`.
+    pub async fn resolve_previous(&self, team: &str, body: &RawObject) -> Result<Option<Previous>, GatewayError> {
         let param = "previous_response_id";
         let previous = body.parse::<String>(param).map_err(|_| {
             GatewayError::bad_request(format!("Invalid type for '{param}': expected a string."), Some(param))
         })?;
         let Some(previous) = previous else { return Ok(None) };
         let stored = self.get(team, &previous).await.map_err(|e| GatewayError::StoreUnavailable(e.to_string()))?;
-        let Some(stored) = stored else {
-            return Err(GatewayError::bad_request(
-                format!("Previous response with id '{previous}' not found."),
-                Some(param),
-            ));
-        };
+        let Some(stored) = stored else { return Ok(Some(Previous::Unknown(previous))) };
         let mut items = history(&stored);
         match body.parse::<Value>("input").ok().flatten() {
             Some(Value::String(text)) => items.push(serde_json::json!({"role": "user", "content": text})),
@@ -103,20 +112,21 @@ impl ResponsesStore {
         }
         let mut resolved = body.clone();
         resolved.set("input", &items).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        Ok(Some(resolved))
+        Ok(Some(Previous::Found { resolved, deployment: stored.deployment.clone() }))
     }
 
     /// What keeps a finished response of `team`'s request `body` (unless it says `store:
-    /// false`).
-    pub fn keeper(self: &Arc<Self>, team: &Arc<str>, body: &RawObject) -> Option<Keep> {
+    /// false`), made by the native `deployment` if one.
+    pub fn keeper(self: &Arc<Self>, team: &Arc<str>, body: &RawObject, deployment: Option<&str>) -> Option<Keep> {
         if body.parse::<bool>("store").ok().flatten() == Some(false) {
             return None;
         }
         let (store, team, body) = (self.clone(), team.clone(), body.clone());
+        let deployment = deployment.map(str::to_owned);
         Some(Box::new(move |response: &Value| {
             let id = response.get("id").and_then(Value::as_str).unwrap_or_default();
             let input = input_items(&body, id);
-            store.put(&team, Stored { response: response.clone(), input });
+            store.put(&team, Stored { response: response.clone(), input, deployment });
         }))
     }
 

@@ -9,6 +9,7 @@
 pub mod bridge;
 mod messages;
 pub mod native;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -12,15 +12,20 @@ use bytes::Bytes;
 use super::assemble::Assembler;
 use super::entry::{self, Stored};
 use super::key::{self, PartitionId, RequestKey};
+use super::responses::Terminal;
 use super::{Cache, now_ms, shared};
 use crate::api::Usage;
 
 impl Cache {
     /// Stores a clean answer (in the background, bounded).
     fn store(self: &Arc<Self>, fill: Fill, body: Bytes) {
-        if let Err(reason) =
-            entry::check_storable(&body, self.settings.store_length_stops, self.settings.max_entry_bytes)
-        {
+        let (length_stops, max) = (self.settings.store_length_stops, self.settings.max_entry_bytes);
+        let storable = if fill.responses {
+            super::responses::check_storable(&body, length_stops, max)
+        } else {
+            entry::check_storable(&body, length_stops, max)
+        };
+        if let Err(reason) = storable {
             self.metrics.stores.get_or_create(&reason.label().into()).inc();
             return;
         }
@@ -149,6 +154,8 @@ pub struct Fill {
     pub(super) cache: Arc<Cache>,
     pub(super) key: RequestKey,
     pub(super) vector: Option<(PartitionId, Arc<[f32]>)>,
+    /// A `/v1/responses` answer: a `response` object, not a chat completion.
+    pub(super) responses: bool,
 }
 
 impl Fill {
@@ -161,7 +168,12 @@ impl Fill {
     /// Starts assembling a streamed answer from its first client frame; feed the rest through
     /// the returned tap, then call `StreamFill::end`.
     pub fn stream(self, first: &[u8]) -> (StreamFill, crate::stream::FrameTap) {
-        let mut assembler = Assembler::new(self.cache.settings.max_entry_bytes);
+        let max = self.cache.settings.max_entry_bytes;
+        let mut assembler = if self.responses {
+            Collect::Responses(Terminal::new(max))
+        } else {
+            Collect::Chat(Box::new(Assembler::new(max)))
+        };
         assembler.frame(first);
         let assembler = Arc::new(Mutex::new(Some(assembler)));
         let tap_assembler = assembler.clone();
@@ -176,10 +188,32 @@ impl Fill {
     }
 }
 
+/// What a streamed miss is assembled with.
+enum Collect {
+    Chat(Box<Assembler>),
+    Responses(Terminal),
+}
+
+impl Collect {
+    fn frame(&mut self, frame: &[u8]) {
+        match self {
+            Self::Chat(a) => a.frame(frame),
+            Self::Responses(t) => t.frame(frame),
+        }
+    }
+
+    fn finish(self, usage: Option<Usage>) -> Option<Vec<u8>> {
+        match self {
+            Self::Chat(a) => a.finish(usage),
+            Self::Responses(t) => t.finish(),
+        }
+    }
+}
+
 /// A streamed miss being assembled.
 pub struct StreamFill {
     fill: Fill,
-    assembler: Arc<Mutex<Option<Assembler>>>,
+    assembler: Arc<Mutex<Option<Collect>>>,
 }
 
 impl StreamFill {

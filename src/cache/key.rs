@@ -135,6 +135,29 @@ pub fn request_key(
     Ok(RequestKey { exact, semantic })
 }
 
+/// The exact key of a `/v1/responses` request (no semantic tier): every member but how the
+/// answer is delivered, under its own scope so that it never meets a chat request's.
+pub fn responses_key(team: &str, model_group: &str, body: &RawObject) -> Result<RequestKey, Skip> {
+    let mut fields: Vec<(&str, Value)> = Vec::new();
+    for key in body.keys() {
+        if DELIVERY_ONLY.contains(&key) || fields.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(body.get(key).ok_or(Skip::Unreadable)?).map_err(|_| Skip::Unreadable)?;
+        fields.push((key, value));
+    }
+    if !fields.iter().any(|(k, _)| *k == "input") {
+        return Err(Skip::Unreadable);
+    }
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let mut exact = scoped_hasher(b"responses", team, model_group);
+    for (key, value) in &fields {
+        write_member(&mut exact, key, value);
+    }
+    Ok(RequestKey { exact: exact.finalize().into(), semantic: Err(Skip::Unreadable) })
+}
+
 fn semantic_key(
     team: &str,
     model_group: &str,

@@ -3,7 +3,12 @@
 //! reasoning and content in small deltas, the tool calls, the finish chunk, the usage chunk when
 //! asked for, and `[DONE]`.
 
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::response::Response;
 use bytes::Bytes;
+use http::HeaderValue;
 use serde_json::{Value, json};
 
 use super::entry::Completion;
@@ -12,6 +17,23 @@ use crate::stream::data_frame;
 
 /// Characters per content delta: small enough to look like a stream, large enough to be cheap.
 const DELTA_CHARS: usize = 32;
+
+/// A replayed stream's response (`text/event-stream`).
+pub fn sse_response(frames: Vec<Bytes>) -> Response {
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<Bytes, Infallible>));
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A replayed whole answer's response (`application/json`).
+pub fn json_response(body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
 
 /// The stored body with `model` set to what the client asked for.
 pub fn whole(body: &[u8], client_model: &str) -> serde_json::Result<Vec<u8>> {

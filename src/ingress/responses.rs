@@ -1,4 +1,5 @@
-//! The stored responses' routes: `GET` and `DELETE /v1/responses/{id}`,
+//! The stored responses' routes: `GET` (also `?stream=true`, replayed as events) and
+//! `DELETE /v1/responses/{id}`,
 //! `GET /v1/responses/{id}/input_items`, and `POST /v1/responses/input_tokens` (a local
 //! estimate, as `/v1/messages/count_tokens`). Errors in OpenAI's shape; a response of another
 //! team is not found.
@@ -7,11 +8,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{Ingress, read_body};
+use crate::adapter::responses::replay;
 use crate::api::{ErrorBody, RawObject};
 use crate::ctx::Principal;
 use crate::error::GatewayError;
@@ -38,11 +41,38 @@ async fn stored(ingress: &Ingress, headers: &HeaderMap, id: &str) -> Result<(Pri
     }
 }
 
-pub async fn get_response(State(ingress): State<Arc<Ingress>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    match stored(&ingress, &headers, &id).await {
-        Ok((_, stored)) => axum::Json(&stored.response).into_response(),
-        Err(response) => response,
+/// The stored response: the object, or with `stream=true` the events that streamed it
+/// (those numbered after `starting_after` only).
+pub async fn get_response(
+    State(ingress): State<Arc<Ingress>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = ListQuery::parse(query.as_deref());
+    let starting_after = match query.starting_after.as_deref().map(str::parse::<u64>).transpose() {
+        Ok(after) => after,
+        Err(_) => return bad_request("'starting_after' must be a non-negative integer.".into(), "starting_after"),
+    };
+    let stream = match query.stream.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return bad_request("'stream' must be true or false.".into(), "stream"),
+    };
+    let stored = match stored(&ingress, &headers, &id).await {
+        Ok((_, stored)) => stored,
+        Err(response) => return response,
+    };
+    if !stream {
+        return axum::Json(&stored.response).into_response();
     }
+    let frames = replay::frames(&stored.response, starting_after);
+    let body = Body::from_stream(futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::convert::Infallible>)));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 pub async fn delete_response(
@@ -62,13 +92,15 @@ pub async fn delete_response(
     }
 }
 
-/// `limit`, `after` and `order` from the query string (ids, numbers and words: nothing to
+/// `limit`, `after`, `order`, `stream` and `starting_after` from the query string (ids, numbers and words: nothing to
 /// percent-decode).
 #[derive(Default)]
 struct ListQuery {
     limit: Option<String>,
     after: Option<String>,
     order: Option<String>,
+    stream: Option<String>,
+    starting_after: Option<String>,
 }
 
 impl ListQuery {
@@ -81,6 +113,8 @@ impl ListQuery {
                 "limit" => list.limit = value,
                 "after" => list.after = value,
                 "order" => list.order = value,
+                "stream" => list.stream = value,
+                "starting_after" => list.starting_after = value,
                 _ => {}
             }
         }

@@ -15,6 +15,7 @@ use crate::cache::{Fill, StreamFill};
 use crate::config::DeploymentSpec;
 use crate::ctx::{Endpoint, RequestCtx};
 use crate::error::GatewayError;
+use crate::responses_store::Previous;
 use crate::router::health::AttemptGuard;
 use crate::stream::Relay;
 use crate::telemetry::trace::w3c::{TRACEPARENT, TRACESTATE, TraceParent};
@@ -60,17 +61,38 @@ pub(super) async fn attempt(
     traceparent: Option<(TraceParent, Option<String>)>,
 ) -> Result<Served, GatewayError> {
     let provider = &deployment.provider;
-    let body = match &request.resolved {
-        // The history goes to a bridged upstream; a native one has it under the id.
-        Some(resolved) if !provider.responses_api => resolved,
+    let replayed;
+    let mut echo = None;
+    let body = match &request.previous {
+        // A native upstream continues its own chain under the id; any other deployment gets
+        // the history (a native one without the id, which it would not know).
+        Some(Previous::Found { deployment: made_by, .. })
+            if provider.responses_api && made_by.as_deref() == Some(deployment.id.as_str()) =>
+        {
+            &request.body
+        }
+        Some(Previous::Found { resolved, .. }) if provider.responses_api => {
+            replayed = crate::responses_store::replayable(resolved);
+            echo = request.body.parse::<String>("previous_response_id").ok().flatten();
+            &replayed
+        }
+        Some(Previous::Found { resolved, .. }) => resolved,
+        Some(Previous::Unknown(id)) if !provider.responses_api => {
+            return Err(GatewayError::PreviousResponseNotFound(id.clone()));
+        }
         _ => &request.body,
     };
     let mut exchange =
         Exchange::prepare(ctx.endpoint, body, deployment, ctx.stream, ctx.client_wants_usage, unix_now())
             .map_err(|e| GatewayError::BadRequest { message: e.message, param: e.param })?;
+    exchange.echo_previous(echo);
     if let Some(principal) = ctx.principal.as_ref().filter(|_| ctx.endpoint == Endpoint::Responses) {
-        let body = request.resolved.as_ref().unwrap_or(&request.body);
-        exchange.keep_responses(|| gw.responses.keeper(&principal.team, body));
+        let body = match &request.previous {
+            Some(Previous::Found { resolved, .. }) => resolved,
+            _ => &request.body,
+        };
+        let made_by = provider.responses_api.then_some(deployment.id.as_str());
+        exchange.keep_responses(|| gw.responses.keeper(&principal.team, body, made_by));
     }
     let deadline = tokio::time::Instant::from_std(ctx.started) + provider.timeouts.total;
     let forward = forward_headers(ctx, client_headers, traceparent.as_ref(), &exchange);

@@ -25,9 +25,9 @@ pub struct ParsedRequest {
     /// Completions generated per request (`n`, or `best_of` when larger): each spends the
     /// completion budget.
     pub choices: u64,
-    /// A Responses request with `previous_response_id`: the body with the stored history put
-    /// before its input, for the upstreams that are bridged (a native one gets `body`).
-    pub resolved: Option<RawObject>,
+    /// A Responses request's `previous_response_id`, resolved in the gateway's store: the body
+    /// with the stored history before its input and where the chain was made, or unknown.
+    pub previous: Option<crate::responses_store::Previous>,
 }
 
 /// The longest model name accepted: room for Bedrock ARNs and Hugging Face repository paths,
@@ -58,7 +58,7 @@ pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<ParsedRequest, GatewayE
         prompt_tokens_estimate,
         max_tokens,
         choices,
-        resolved: None,
+        previous: None,
     })
 }
 

@@ -14,6 +14,7 @@ use crate::cache::{Fill, Lookup};
 use crate::ctx::{Endpoint, Principal, RequestCtx};
 use crate::error::GatewayError;
 use crate::limits::Demand;
+use crate::responses_store::Previous;
 use crate::router::failover::{self, Decision, Fallbacks};
 use crate::router::health::AttemptGuard;
 use crate::router::{Candidate, Plan, RequestShape};
@@ -36,7 +37,7 @@ pub(super) async fn serve(
     let bytes = body.read(&principal, headers).await?;
     let mut request = request::parse(ctx.endpoint, &bytes)?;
     if ctx.endpoint == Endpoint::Responses {
-        request.resolved = gw.responses.resolve_previous(&principal.team, &request.body).await?;
+        request.previous = gw.responses.resolve_previous(&principal.team, &request.body).await?;
     }
     ctx.body = bytes;
     ctx.client_model = request.model.clone();
@@ -66,7 +67,13 @@ pub(super) async fn serve(
         let lookup = cache.lookup(ctx, group, &request.body, headers).await;
         ctx.trace.end(lookup_span);
         match lookup {
-            Lookup::Hit(response, usage) => {
+            Lookup::Hit(response, usage, object) => {
+                // A response served from the cache is a new one: kept like any other.
+                if let Some(object) = &object
+                    && let Some(keep) = gw.responses.keeper(&principal.team, &request.body, None)
+                {
+                    keep(object);
+                }
                 let whole = crate::adapter::openai::WholeResponse {
                     body: Vec::new(),
                     usage,
@@ -95,6 +102,7 @@ async fn try_plan(
     mut fill: Option<Fill>,
 ) -> Result<(Served, Option<AttemptGuard>), GatewayError> {
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
+    order_for_chain(&mut queue, request.previous.as_ref())?;
     let mut fallbacks = Fallbacks::new(plan.content_policy, plan.context_window);
     let mut last_error = None;
     while let Some(candidate) = queue.pop_front() {
@@ -137,6 +145,12 @@ async fn try_plan(
         };
         let deployment = &candidate.deployment.id;
         tracing::warn!(request_id = %ctx.request_id, deployment = %deployment, error = %e, "attempt failed");
+        if matches!(request.previous, Some(Previous::Unknown(_))) && not_its_response(&e) {
+            // An id the gateway never stored belongs to one native deployment at most: ask the next.
+            guard.success();
+            last_error = Some(e);
+            continue;
+        }
         match failover::decide(&e, &mut fallbacks) {
             Decision::CoolDown(wait) => guard.cool_down(wait),
             Decision::Fallback(list) => {
@@ -153,6 +167,41 @@ async fn try_plan(
         last_error = Some(e);
     }
     Err(last_error.unwrap_or_else(|| crate::router::unavailable(&request.model, std::iter::empty(), Instant::now())))
+}
+
+/// A Responses chain goes first to the deployment that made its previous response (while that
+/// one is healthy: a breaker open skips it), since that upstream's own state (its ids, the
+/// encrypted reasoning) is valid only there. An id the gateway never stored may still be an
+/// upstream's own: only deployments serving `/responses` themselves get it, each in turn until
+/// one knows it (see `not_its_response`), and with none the request is OpenAI's 400
+/// `previous_response_not_found`.
+fn order_for_chain(queue: &mut VecDeque<Candidate>, previous: Option<&Previous>) -> Result<(), GatewayError> {
+    match previous {
+        Some(Previous::Found { deployment: Some(made_by), .. }) => {
+            if let Some(at) = queue.iter().position(|c| &c.deployment.id == made_by)
+                && let Some(pinned) = queue.remove(at)
+            {
+                queue.push_front(pinned);
+            }
+        }
+        Some(Previous::Unknown(id)) => {
+            queue.retain(|c| c.deployment.provider.responses_api);
+            if queue.is_empty() {
+                return Err(GatewayError::PreviousResponseNotFound(id.clone()));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A native upstream's refusal of a `previous_response_id` it does not know.
+fn not_its_response(e: &GatewayError) -> bool {
+    let GatewayError::UpstreamStatus { status, body, .. } = e else { return false };
+    let detail = &body.error;
+    status.is_client_error()
+        && (detail.code.as_deref() == Some("previous_response_not_found")
+            || detail.param.as_deref() == Some("previous_response_id"))
 }
 
 /// The attempt's span (when the request is traced), and the `traceparent` (with the client's

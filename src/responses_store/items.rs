@@ -56,6 +56,30 @@ pub fn history(stored: &Stored) -> Vec<Value> {
     stored.input.iter().cloned().chain(output).collect()
 }
 
+/// A chain's request for a native deployment other than the one that made it: the history as
+/// `input` without `previous_response_id`, and without what is valid only where it was made —
+/// the items' ids (the other would look them up) and reasoning items (their encrypted content).
+pub fn replayable(resolved: &RawObject) -> RawObject {
+    let mut body = resolved.clone();
+    body.remove("previous_response_id");
+    if let Some(Value::Array(items)) = body.parse::<Value>("input").ok().flatten() {
+        let items: Vec<Value> = items
+            .into_iter()
+            .filter(|item| item.get("type").and_then(Value::as_str) != Some("reasoning"))
+            .map(|mut item| {
+                // (An `item_reference` is nothing but its id.)
+                if let Some(map) = item.as_object_mut().filter(|m| m.get("type") != Some(&"item_reference".into())) {
+                    map.remove("id");
+                }
+                item
+            })
+            .collect();
+        // (Set from what was just parsed: cannot fail.)
+        let _ = body.set("input", &items);
+    }
+    body
+}
+
 /// A page of `items` in the API's list shape: `order` `asc` or `desc` (the default), those
 /// after the item `after`, at most `limit` (1–100, default 20).
 pub fn page(items: &[Value], limit: Option<usize>, after: Option<&str>, order: Option<&str>) -> Result<Value, String> {

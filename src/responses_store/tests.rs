@@ -12,6 +12,7 @@ fn stored(id: &str) -> Stored {
             {"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}
         ]}),
         input: vec![json!({"type": "message", "id": "msg_0", "role": "user", "content": "Hello"})],
+        deployment: Some("native-a".into()),
     }
 }
 
@@ -43,7 +44,10 @@ async fn a_previous_response_puts_its_history_before_the_input() {
     let store = Arc::new(store(10));
     store.put("t", stored("resp_1"));
     let body = RawObject::from_slice(br#"{"model":"m","previous_response_id":"resp_1","input":"And now?"}"#).unwrap();
-    let body = store.resolve_previous("t", &body).await.unwrap().unwrap();
+    let Some(Previous::Found { resolved: body, deployment }) = store.resolve_previous("t", &body).await.unwrap() else {
+        panic!("stored")
+    };
+    assert_eq!(deployment.as_deref(), Some("native-a"), "the chain knows where it was made");
     let input: Vec<Value> = body.parse("input").unwrap().unwrap();
     let texts: Vec<String> = input.iter().map(|i| i["content"].to_string()).collect();
     assert_eq!(input.len(), 3, "{texts:?}");
@@ -51,8 +55,8 @@ async fn a_previous_response_puts_its_history_before_the_input() {
     assert_eq!(input[2]["content"], "And now?");
 
     let missing = RawObject::from_slice(br#"{"previous_response_id":"resp_1"}"#).unwrap();
-    let e = store.resolve_previous("other", &missing).await.unwrap_err();
-    assert!(matches!(e, GatewayError::BadRequest { param: Some(p), .. } if p == "previous_response_id"));
+    let unknown = store.resolve_previous("other", &missing).await.unwrap();
+    assert!(matches!(unknown, Some(Previous::Unknown(id)) if id == "resp_1"), "another team's is unknown");
 }
 
 #[tokio::test]
@@ -63,13 +67,39 @@ async fn the_keeper_stores_the_input_with_ids_unless_store_is_false() {
         br#"{"input":[{"role":"user","content":"a"},{"type":"function_call_output","call_id":"c","output":"4"}]}"#,
     )
     .unwrap();
-    let keep = store.keeper(&team, &body).unwrap();
+    let keep = store.keeper(&team, &body, None).unwrap();
     keep(&json!({"id": "resp_abc", "output": []}));
     let kept = store.get("t", "resp_abc").await.unwrap().unwrap();
     let ids: Vec<&str> = kept.input.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["msg_abc_in0", "fco_abc_in1"]);
     assert_eq!(kept.input[0]["content"], json!([{"type": "input_text", "text": "a"}]));
-    assert!(store.keeper(&team, &RawObject::from_slice(br#"{"store":false}"#).unwrap()).is_none());
+    assert!(store.keeper(&team, &RawObject::from_slice(br#"{"store":false}"#).unwrap(), None).is_none());
+}
+
+#[test]
+fn a_chain_for_another_deployment_keeps_nothing_valid_only_where_it_was_made() {
+    let resolved = RawObject::from_slice(
+        br#"{"model":"m","previous_response_id":"resp_1","store":true,"input":[
+            {"type":"message","id":"msg_0","role":"user","content":"Hi"},
+            {"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"opaque"},
+            {"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{}"},
+            {"type":"item_reference","id":"msg_9"},
+            {"role":"user","content":"And?"}]}"#,
+    )
+    .unwrap();
+    let body = replayable(&resolved);
+    assert!(!body.contains("previous_response_id"));
+    assert_eq!(body.parse::<bool>("store").unwrap(), Some(true), "the rest as it was");
+    let input: Vec<Value> = body.parse("input").unwrap().unwrap();
+    assert_eq!(
+        input,
+        [
+            json!({"type": "message", "role": "user", "content": "Hi"}),
+            json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}),
+            json!({"type": "item_reference", "id": "msg_9"}),
+            json!({"role": "user", "content": "And?"}),
+        ]
+    );
 }
 
 #[test]

@@ -266,6 +266,39 @@ def test_retrieve_input_items_and_delete(gw: GatewayProcess, backend: str) -> No
     assert e.value.body["param"] == "previous_response_id"
 
 
+@pytest.mark.parametrize("model", ["resp-chat", "resp-mock", "resp-claude", "resp-native"])
+def test_retrieve_with_stream_replays_the_events(gw: GatewayProcess, model: str) -> None:
+    sdk = client(gw)
+    created = sdk.responses.create(model=model, input="Replay me later")
+    with httpx.Client(timeout=10.0) as h:
+        r = h.get(
+            f"{gw.base_url}/responses/{created.id}",
+            params={"stream": "true"},
+            headers={"authorization": f"Bearer {TEAM_A_KEY}"},
+        )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    raw = [json.loads(f.split("data: ", 1)[1]) for f in r.text.split("\n\n") if f.strip()]
+    for event in raw:
+        assert_valid(event_schema(event["type"]), event)
+    # The official SDK's `retrieve(stream=True)` reads the same events, and its final response is
+    # the stored one.
+    events = list(sdk.responses.retrieve(created.id, stream=True))
+    assert [e.type for e in events] == [e["type"] for e in raw] == TEXT_EVENTS
+    assert [e.sequence_number for e in events] == list(range(len(TEXT_EVENTS)))
+    final = events[-1].response
+    assert final.id == created.id and final.output_text == created.output_text and final.status == "completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == created.output_text
+    assert events[0].response.status == "in_progress" and events[0].response.output == []
+    # `starting_after`: only the events numbered after it (a client resuming a stream).
+    rest = list(sdk.responses.retrieve(created.id, stream=True, starting_after=5))
+    assert [e.sequence_number for e in rest] == [6, 7, 8] and rest[-1].type == "response.completed"
+    with pytest.raises(openai.NotFoundError):
+        list(client(gw, TEAM_B_KEY).responses.retrieve(created.id, stream=True))
+    with pytest.raises(openai.BadRequestError) as e:
+        sdk.responses.retrieve(created.id, stream=True, starting_after=-1)
+    assert e.value.body["param"] == "starting_after"
+
+
 def test_input_items_are_paginated(gw: GatewayProcess) -> None:
     sdk = client(gw)
     turns = [{"role": "user", "content": f"turn {i}"} for i in range(5)]

@@ -15,13 +15,26 @@ use crate::api::openai::{CompletionTokensDetails, PromptTokensDetails};
 use crate::api::sse::SseEvent;
 use crate::api::{ErrorBody, RawObject, Usage};
 
-/// What keeps a natively served response, once (a `Keep` that can be debug-printed).
+/// What keeps a natively served response, once (a `Keep` that can be debug-printed), and the
+/// `previous_response_id` its object echoes when the chain went to the upstream replayed as
+/// history (the upstream never saw the id).
 #[derive(Default)]
-pub struct Kept(pub Option<Keep>);
+pub struct Kept {
+    pub keep: Option<Keep>,
+    pub echo: Option<String>,
+}
 
 impl std::fmt::Debug for Kept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Kept(Some)" } else { "Kept(None)" })
+        f.debug_struct("Kept").field("keep", &self.keep.is_some()).field("echo", &self.echo).finish()
+    }
+}
+
+/// The response object as the client sees it: its model name, and the id it continues.
+fn rewrite(object: &mut serde_json::Map<String, Value>, client_model: &str, echo: Option<&str>) {
+    object.insert("model".into(), client_model.into());
+    if let Some(previous) = echo {
+        object.insert("previous_response_id".into(), previous.into());
     }
 }
 
@@ -47,7 +60,7 @@ struct NativeUsage {
 }
 
 /// A response object's usage in the gateway's terms.
-fn usage_of(response: &Value) -> Option<Usage> {
+pub fn usage_of(response: &Value) -> Option<Usage> {
     let usage: NativeUsage = serde_json::from_value(response.get("usage")?.clone()).ok()?;
     Some(Usage {
         prompt_tokens: usage.input_tokens,
@@ -68,12 +81,12 @@ fn finish_reason_of(response: &Value) -> Option<String> {
 }
 
 /// A whole answer: the client's model name, the usage, and `keep` given the object.
-pub fn response(body: &[u8], client_model: &str, keep: Option<Keep>) -> serde_json::Result<WholeResponse> {
+pub fn response(body: &[u8], client_model: &str, kept: Kept) -> serde_json::Result<WholeResponse> {
     let mut object: Value = serde_json::from_slice(body)?;
     if let Some(map) = object.as_object_mut() {
-        map.insert("model".into(), client_model.into());
+        rewrite(map, client_model, kept.echo.as_deref());
     }
-    if let Some(keep) = keep.filter(|_| object.get("status").and_then(Value::as_str) != Some("failed")) {
+    if let Some(keep) = kept.keep.filter(|_| object.get("status").and_then(Value::as_str) != Some("failed")) {
         keep(&object);
     }
     let usage = usage_of(&object);
@@ -84,14 +97,16 @@ pub fn response(body: &[u8], client_model: &str, keep: Option<Keep>) -> serde_js
 /// The upstream's events relayed, each with the client's model name in its response object.
 pub struct NativeEvents {
     client_model: String,
+    echo: Option<String>,
     usage: Option<Usage>,
     finish_reason: Option<String>,
     keep: Option<Keep>,
 }
 
 impl NativeEvents {
-    pub fn new(client_model: &str, keep: Option<Keep>) -> Self {
-        Self { client_model: client_model.to_owned(), usage: None, finish_reason: None, keep }
+    pub fn new(client_model: &str, kept: Kept) -> Self {
+        let Kept { keep, echo } = kept;
+        Self { client_model: client_model.to_owned(), echo, usage: None, finish_reason: None, keep }
     }
 }
 
@@ -107,7 +122,7 @@ impl ChunkRewriter for NativeEvents {
         let kind = data.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
         let terminal = matches!(kind.as_str(), "response.completed" | "response.incomplete" | "response.failed");
         if let Some(response) = data.get_mut("response").and_then(Value::as_object_mut) {
-            response.insert("model".into(), self.client_model.as_str().into());
+            rewrite(response, &self.client_model, self.echo.as_deref());
         }
         if terminal && let Some(response) = data.get("response") {
             self.usage = usage_of(response);

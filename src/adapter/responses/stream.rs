@@ -61,7 +61,7 @@ pub struct ResponsesFromChunks {
 pub type Keep = Box<dyn FnOnce(&Value) + Send>;
 
 /// `event: <type>\ndata: <json>\n\n`.
-fn frame(kind: &str, json: &[u8]) -> Bytes {
+pub(super) fn frame(kind: &str, json: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(kind.len() + json.len() + 16);
     frame.put_slice(b"event: ");
     frame.put_slice(kind.as_bytes());

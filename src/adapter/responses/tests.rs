@@ -426,7 +426,10 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     let kept: Arc<Mutex<Vec<Value>>> = Arc::default();
     let make = || {
         let kept = kept.clone();
-        native::NativeEvents::new("client-m", Some(Box::new(move |r: &Value| kept.lock().unwrap().push(r.clone()))))
+        native::NativeEvents::new(
+            "client-m",
+            native::Kept { keep: Some(Box::new(move |r: &Value| kept.lock().unwrap().push(r.clone()))), echo: None },
+        )
     };
     let out = every_split(&input, &make);
     let (sent, relayed) = (events(&input), events(&out));
@@ -446,8 +449,46 @@ fn a_native_stream_is_relayed_with_the_clients_model_and_its_usage_read() {
     assert_eq!(usage.prompt_tokens, completed["usage"]["input_tokens"].as_u64().unwrap());
     assert_eq!(usage.completion_tokens, completed["usage"]["output_tokens"].as_u64().unwrap());
 
-    let whole = native::response(&read("completion_text.response.json"), "client-m", None).unwrap();
+    let whole = native::response(&read("completion_text.response.json"), "client-m", native::Kept::default()).unwrap();
     let body: Value = serde_json::from_slice(&whole.body).unwrap();
     assert_eq!(body["model"], "client-m");
+    let echo = native::Kept { keep: None, echo: Some("resp_prev".into()) };
+    let replayed = native::response(&read("completion_text.response.json"), "client-m", echo).unwrap();
+    let replayed: Value = serde_json::from_slice(&replayed.body).unwrap();
+    assert_eq!(replayed["previous_response_id"], "resp_prev", "a chain sent as history echoes its id");
     assert_eq!(whole.usage.unwrap().total_tokens, body["usage"]["total_tokens"].as_u64().unwrap());
+}
+
+/// A stream's events without their numbers, its deltas per (type, item) joined into one.
+fn comparable(events: Vec<(String, Value)>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for (_, mut event) in events {
+        event.as_object_mut().unwrap().remove("sequence_number");
+        if let Some(last) = out.last_mut()
+            && event["type"].as_str().unwrap().ends_with(".delta")
+            && (last["type"].clone(), last["item_id"].clone()) == (event["type"].clone(), event["item_id"].clone())
+        {
+            let joined = format!("{}{}", last["delta"].as_str().unwrap(), event["delta"].as_str().unwrap());
+            last["delta"] = joined.into();
+            continue;
+        }
+        out.push(event);
+    }
+    out
+}
+
+#[test]
+fn a_stored_response_replays_as_the_events_that_streamed_it() {
+    for name in ["chat_stream_text", "chat_stream_tools", "chat_stream_length", "claude_stream_thinking"] {
+        let streamed = events(&read(&format!("{name}.responses.sse")));
+        let response = streamed.last().unwrap().1["response"].clone();
+        let replayed = events(&replay::frames(&response, None).concat());
+        let numbers: Vec<u64> = replayed.iter().map(|(_, e)| e["sequence_number"].as_u64().unwrap()).collect();
+        assert_eq!(numbers, (0..replayed.len() as u64).collect::<Vec<_>>(), "{name}");
+        assert!(replayed.iter().all(|(kind, e)| e["type"] == kind.as_str()), "{name}");
+        assert_eq!(comparable(replayed.clone()), comparable(streamed), "{name}");
+        // `starting_after`: the events numbered after it only.
+        let rest = events(&replay::frames(&response, Some(3)).concat());
+        assert_eq!(rest, replayed[4..], "{name}");
+    }
 }
