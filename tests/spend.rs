@@ -183,3 +183,53 @@ models:
     assert_eq!(unpriced.control.requests.load(Relaxed), 0, "a deployment with no price is tried last");
     assert_eq!(dear.control.requests.load(Relaxed), 1);
 }
+
+/// A team's `max_price_per_mtok` keeps it off deployments dearer than that (input + output per
+/// million tokens): it only ever reaches the cheap one, and a model with only dear deployments
+/// is refused with a 403 naming the ceiling; a team without a ceiling reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_ceiling_keeps_a_team_off_the_dear_deployments() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (dear, cheap) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}, {{ key: sk-free, team: team-b }}]
+teams:
+  team-a: {{ models: ['*'], limits: {{ max_price_per_mtok: '5' }} }}
+  team-b: {{ models: ['*'] }}
+providers:
+  dear: {{ vendor: openai, base_url: '{}' }}
+  cheap: {{ vendor: openai, base_url: '{}' }}
+models:
+  m:
+    deployments:
+      - {{ provider: dear, model: gpt-4o }}
+      - {{ provider: cheap, model: gpt-4o, price: {{ input: '0.5', output: '4.5' }} }}
+  dear-only:
+    deployments: [{{ provider: dear, model: gpt-4o }}]
+",
+        dear.base_url(),
+        cheap.base_url(),
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..12 {
+        let response = gw.chat("m", false).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(support::deployment_of(&response), "cheap/gpt-4o", "0.5 + 4.5 = 5: at the ceiling is within it");
+    }
+    assert_eq!(dear.control.requests.load(Relaxed), 0, "$2.50 + $10 is over the ceiling");
+
+    let refusal = gw.chat("dear-only", false).await;
+    assert_eq!(refusal.status(), 403);
+    let body = support::json(refusal).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_price_per_mtok is 5.000000 USD per million tokens"), "{message}");
+    assert!(message.contains("the cheapest: 12.500000 USD"), "{message}");
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    assert_eq!(dear.control.requests.load(Relaxed), 0);
+
+    // No ceiling: both deployments of `m` take traffic, and `dear-only` answers.
+    let other = serde_json::json!({"model": "dear-only", "messages": [{"role": "user", "content": "Hello"}]});
+    assert_eq!(gw.chat_as("sk-free", other).await.status(), 200);
+    assert_eq!(dear.control.requests.load(Relaxed), 1);
+}

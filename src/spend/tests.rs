@@ -220,3 +220,46 @@ fn a_money_budget_reserves_the_worst_case_of_every_candidate() {
     };
     assert_eq!(demand.worst_cost(&settings), 250 + 2 * 500 * 10);
 }
+
+/// A principal of team `team-a` whose key carries `key_ceiling`, the team's limits from `config`.
+fn principal(config: &Config, key_ceiling: Option<u64>) -> crate::ctx::Principal {
+    let limits = crate::config::limits::Limits { max_price_per_mtok: key_ceiling, ..Default::default() };
+    crate::ctx::Principal {
+        team: "team-a".into(),
+        key_id: "key-a".into(),
+        policy: std::sync::Arc::new(config.teams["team-a"].clone()),
+        grant: std::sync::Arc::new(crate::ctx::Grant { subject: "k:key-a".into(), limits, ..Default::default() }),
+    }
+}
+
+#[test]
+fn a_price_ceiling_leaves_out_the_dearer_deployments() {
+    let yaml = CONFIG
+        .replace("teams: { team-a: { models: ['*'] } }", "teams: { team-a: { models: ['*'], limits: { max_price_per_mtok: '12.5' } } }")
+        .replace(
+            "  gpt-4o: { deployments: [{ provider: openai }] }",
+            "  gpt-4o:\n    deployments: [{ provider: openai }, { provider: openai, model: gpt-99, price: { input: 1, output: 2 } }]",
+        );
+    let config = Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap();
+    assert_eq!(config.teams["team-a"].limits.max_price_per_mtok, Some(12_500_000));
+    let router = crate::router::Router::new(&config);
+    let ids = |p: &crate::ctx::Principal| {
+        let plan = router.plan(p, "gpt-4o", crate::router::RequestShape::default()).unwrap();
+        let mut ids: Vec<String> = plan.candidates.iter().map(|c| c.deployment.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // The team's 12.5 admits gpt-4o's $2.50 + $10 exactly; the key's own 3 (the lower) does not.
+    assert_eq!(ids(&principal(&config, None)), ["openai/gpt-4o", "openai/gpt-99"]);
+    assert_eq!(ids(&principal(&config, Some(3_000_000))), ["openai/gpt-99"]);
+    // Nothing under the ceiling: a 403 naming it; an unpriced paying model is never under one.
+    for (model, cheapest) in [("sol", "the cheapest: 12.000000 USD"), ("mystery", "the cheapest: unknown")] {
+        let err = router.plan(&principal(&config, Some(3_000_000)), model, Default::default()).unwrap_err();
+        assert_eq!(err.status(), 403);
+        let message = err.to_string();
+        assert!(message.contains("max_price_per_mtok is 3.000000 USD per million tokens"), "{message}");
+        assert!(message.contains(cheapest), "{message}");
+    }
+    // Zero admits only free deployments.
+    assert!(router.plan(&principal(&config, Some(0)), "local", Default::default()).is_ok());
+}
