@@ -35,9 +35,32 @@ pub const SAVED_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost
 const PICOS_PER_MICRO: u128 = 1_000_000;
 
 /// The exact cost of `parts` in pico-units (cannot overflow: 2^64 tokens × 2^64 price < 2^128,
-/// and five of them < 2^131 — saturating keeps even that case bounded).
+/// and five of them < 2^131 — saturating keeps even that case bounded). Cache writes all at the
+/// short-lived price: see `part_picos` for writes of both lifetimes.
 pub fn picos(price: &Price, parts: &[(TokenType, u64)]) -> u128 {
-    parts.iter().fold(0u128, |sum, (t, n)| sum.saturating_add(u128::from(*n) * u128::from(price.of(*t))))
+    parts.iter().fold(0u128, |sum, (t, n)| sum.saturating_add(part_picos(price, *t, *n, 0)))
+}
+
+/// The exact cost of `tokens` of `token_type` in pico-units; of cache writes, `long` (at most
+/// all of them) at the long-lived cache's price, the rest at the short-lived one's.
+pub fn part_picos(price: &Price, token_type: TokenType, tokens: u64, long: u64) -> u128 {
+    if token_type != TokenType::CacheWrite {
+        return u128::from(tokens) * u128::from(price.of(token_type));
+    }
+    let long = long.min(tokens);
+    u128::from(tokens - long) * u128::from(price.cache_write) + u128::from(long) * u128::from(price.cache_write_long)
+}
+
+/// How many of `usage`'s cache writes went to the long-lived cache (`part_picos` caps it at the
+/// writes).
+pub fn long_writes(usage: &Usage) -> u64 {
+    usage.cache_write_long_tokens
+}
+
+/// The exact cost of `usage` in pico-units, each cache write at its lifetime's price.
+pub fn usage_picos(price: &Price, usage: &Usage) -> u128 {
+    let long = long_writes(usage);
+    token_parts(usage).iter().fold(0u128, |sum, (t, n)| sum.saturating_add(part_picos(price, *t, *n, long)))
 }
 
 /// Pico-units → micro-units, half rounded up, saturating at `u64::MAX`.
@@ -48,13 +71,14 @@ pub fn micros_of(picos: u128) -> u64 {
 /// What `usage` (OpenAI semantics: cached and cache-write tokens inside `prompt_tokens`,
 /// reasoning inside `completion_tokens`) costs at `price`, in micro-units.
 pub fn cost(price: &Price, usage: &Usage) -> u64 {
-    micros_of(picos(price, &token_parts(usage)))
+    micros_of(usage_picos(price, usage))
 }
 
 /// The cost of each part in micro-units, adding up to the cost of all of them (largest
-/// remainders get the micro-units that rounding each part down left over).
-pub fn apportion(price: &Price, parts: &[(TokenType, u64)]) -> Vec<u64> {
-    let exact: Vec<u128> = parts.iter().map(|p| picos(price, std::slice::from_ref(p))).collect();
+/// remainders get the micro-units that rounding each part down left over); `long` of the cache
+/// writes at the long-lived cache's price.
+pub fn apportion(price: &Price, parts: &[(TokenType, u64)], long: u64) -> Vec<u64> {
+    let exact: Vec<u128> = parts.iter().map(|(t, n)| part_picos(price, *t, *n, long)).collect();
     let total = micros_of(exact.iter().fold(0u128, |s, p| s.saturating_add(*p)));
     let mut shares: Vec<u64> = exact.iter().map(|p| micros_of_floor(*p)).collect();
     let mut left = total.saturating_sub(shares.iter().fold(0u64, |s, p| s.saturating_add(*p)));
@@ -221,7 +245,7 @@ pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Op
         return Some(0);
     }
     let price = prices.of(ctx.deployment.as_deref()?).price;
-    Some(nanos_of(picos(&price, &token_parts(usage))))
+    Some(nanos_of(usage_picos(&price, usage)))
 }
 
 /// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.

@@ -75,6 +75,7 @@ fn anthropic_cache_reads_and_writes_have_their_own_prices() {
         output_tokens: Some(300),
         cache_creation_input_tokens: Some(1000),
         cache_read_input_tokens: Some(5000),
+        cache_creation: None,
         server_tool_use: None,
     };
     // claude-sonnet-5-5: $2 in, $2.50 5-minute write, $0.10 read, $10 out:
@@ -97,7 +98,16 @@ fn overrides_self_hosted_and_unknown_prices() {
     let priced = p.of("openai/gpt-99");
     assert_eq!(priced.source, Source::Config);
     // '0.0375' (a string) and 2.5 (a YAML number) per Mtok, read exactly; cache write = input.
-    assert_eq!(priced.price, Price { input: 37_500, output: 2_500_000, cached_input: 1_000_000, cache_write: 37_500 });
+    assert_eq!(
+        priced.price,
+        Price {
+            input: 37_500,
+            output: 2_500_000,
+            cached_input: 1_000_000,
+            cache_write: 37_500,
+            cache_write_long: 37_500
+        }
+    );
     // 1000 × 0.0375 + 100 × 2.5 = 37.5 + 250 = 287.5 µ → 288.
     assert_eq!(cost(&priced.price, &openai(1000, 0, 100, 0)), 288);
     assert_eq!(p.of("vllm/qwen3").source, Source::SelfHosted);
@@ -155,18 +165,20 @@ fn amounts_are_parsed_and_printed_exactly() {
 
 #[test]
 fn event_costs_add_up_to_the_request_cost() {
-    let price = Price { input: 37_500, output: 2_500_000, cached_input: 3_750, cache_write: 46_875 };
+    let price =
+        Price { input: 37_500, output: 2_500_000, cached_input: 3_750, cache_write: 46_875, cache_write_long: 75_000 };
     let parts =
         [(TokenType::Input, 13), (TokenType::Output, 7), (TokenType::CacheRead, 11), (TokenType::CacheWrite, 3)];
     // 0.4875 + 17.5 + 0.04125 + 0.140625 = 18.169375 µ → 18, split as 0 + 18 + 0 + 0.
-    let shares = apportion(&price, &parts);
+    let shares = apportion(&price, &parts, 0);
     assert_eq!(shares, vec![0, 18, 0, 0]);
     assert_eq!(micros_of(picos(&price, &parts)), 18);
 }
 
 fn any_price() -> impl Strategy<Value = Price> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(input, output, cached_input, cache_write)| Price { input, output, cached_input, cache_write })
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(input, output, cached_input, cache_write)| {
+        Price { input, output, cached_input, cache_write, cache_write_long: cache_write }
+    })
 }
 
 proptest! {
@@ -183,7 +195,7 @@ proptest! {
         let parts: Vec<(TokenType, u64)> = TokenType::ALL.iter().copied().zip(counts).collect();
         let exact = picos(&price, &parts);
         let total = micros_of(exact);
-        let shares = apportion(&price, &parts);
+        let shares = apportion(&price, &parts, 0);
         if exact < u128::from(u64::MAX) * 1_000_000 {
             let back = u128::from(total) * 1_000_000;
             prop_assert!(back.abs_diff(exact) <= 500_000, "{total} µ for {exact} p");
@@ -262,4 +274,43 @@ fn a_price_ceiling_leaves_out_the_dearer_deployments() {
     }
     // Zero admits only free deployments.
     assert!(router.plan(&principal(&config, Some(0)), "local", Default::default()).is_ok());
+}
+
+#[test]
+fn one_hour_cache_writes_cost_their_own_price() {
+    let p = prices(CONFIG);
+    let sonnet = p.of("anthropic/claude-sonnet-5-5").price;
+    assert_eq!((sonnet.cache_write, sonnet.cache_write_long), (2_500_000, 4_000_000));
+    // Anthropic's usage as it arrives: 1000 cache writes, 399 to the 5-minute cache, 601 to the
+    // 1-hour one.
+    let report: UsageReport = serde_json::from_str(
+        r#"{"input_tokens": 100, "output_tokens": 300, "cache_read_input_tokens": 5000,
+            "cache_creation_input_tokens": 1000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 399, "ephemeral_1h_input_tokens": 601}}"#,
+    )
+    .unwrap();
+    let usage = report.to_openai();
+    // $2 in, $2.50 5-minute write, $4 1-hour write, $0.10 read, $10 out:
+    // 100 × 2 + 399 × 2.5 + 601 × 4 + 5000 × 0.1 + 300 × 10 = 200 + 997.5 + 2404 + 500 + 3000
+    // = 7101.5 µ$ → 7102 (all at the 5-minute price it would be 6200).
+    assert_eq!(cost(&sonnet, &usage), 7102);
+    let parts = crate::api::split_usage(&usage);
+    let shares = apportion(&sonnet, &parts, long_writes(&usage));
+    assert_eq!(shares.iter().sum::<u64>(), 7102, "the events add up to the request");
+    let write = parts.iter().position(|(t, _)| *t == TokenType::CacheWrite).unwrap();
+    assert!((3401..=3402).contains(&shares[write]), "{shares:?}");
+    // The split survives the Anthropic view and back.
+    assert_eq!(UsageReport::from_openai(&usage).to_openai(), usage);
+
+    // A config price: `cache_write_1h` (or `cache_write_long`); missing, the 5-minute price.
+    let yaml = CONFIG.replace(
+        "{ provider: anthropic, model: claude-haiku-4-5, free: true }",
+        "{ provider: anthropic, model: claude-haiku-4-5, price: { input: 1, output: 5, cache_write: '1.25', cache_write_1h: 2 } }",
+    );
+    let haiku = prices(&yaml).of("anthropic/claude-haiku-4-5").price;
+    assert_eq!((haiku.cache_write, haiku.cache_write_long), (1_250_000, 2_000_000));
+    // 100 × 1 + 399 × 1.25 + 601 × 2 + 5000 × 1 (cached_input = input) + 300 × 5
+    // = 100 + 498.75 + 1202 + 5000 + 1500 = 8300.75 → 8301.
+    assert_eq!(cost(&haiku, &usage), 8301);
+    assert_eq!(prices(CONFIG).of("openai/gpt-99").price.cache_write_long, 37_500, "defaults to cache_write");
 }
