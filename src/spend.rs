@@ -22,7 +22,7 @@ use crate::api::Usage;
 use crate::api::{TokenType, token_parts};
 pub use crate::config::price::{self, Price, Priced, Source, SpendSettings, resolve, sort_price};
 use crate::config::{Config, ProviderSpec};
-use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::ctx::{LocalCount, Observer, Outcome, RequestCtx};
 use crate::telemetry::metrics::spend as metrics;
 
 /// The cost of a whole answer, in micro-units of `x-llm-gateway-cost-currency`.
@@ -248,19 +248,38 @@ pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Op
     Some(nanos_of(usage_picos(&price, usage)))
 }
 
-/// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.
+/// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus; a
+/// request without (complete) usage — a stream cut before its usage — at the same local count
+/// its budget is charged and its metering events carry.
 pub struct SpendObserver {
     pub prices: Arc<Prices>,
     pub metrics: Arc<metrics::SpendMetrics>,
     /// For the model label (a configured name or `other`).
     pub labels: Arc<crate::telemetry::metrics::Metrics>,
+    pub count: Arc<dyn LocalCount>,
 }
 
 impl Observer for SpendObserver {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
-        let Some(usage) = &outcome.usage else { return };
         let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_else(|| Arc::from(""));
         let model = self.labels.model_label(&ctx.client_model);
+        if outcome.counted_locally(ctx) {
+            let Some(deployment) = ctx.deployment.clone() else { return };
+            let (prices, metrics, count) = (self.prices.clone(), self.metrics.clone(), self.count.clone());
+            let (endpoint, body, outcome, model) = (ctx.endpoint, ctx.body.clone(), outcome.clone(), model.to_owned());
+            let settle = move || {
+                let usage =
+                    count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
+                metrics.spent(team, &model, cost(&prices.of(&deployment).price, &usage));
+            };
+            // A tokenizer pass: off the serving threads.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(settle)),
+                Err(_) => settle(),
+            }
+            return;
+        }
+        let Some(usage) = &outcome.usage else { return };
         if outcome.cached {
             if let Some(priced) = self.prices.of_model(&ctx.client_model) {
                 self.metrics.saved(team, model, cost(&priced.price, usage));
