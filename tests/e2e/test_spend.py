@@ -16,7 +16,7 @@ import pytest
 from e2e_support import GatewayProcess
 from metering_env import TEAM_A, TEAM_B, by_request, chat, config, wait_until
 from mock_openai import MockOpenAI
-from openmeter_server import OpenMeterServer
+from openmeter_server import OpenMeterServer, validate_event
 
 # Per million tokens, as the config writes them; in micro-dollars per million tokens below.
 PRICE = {"input": "2.50", "output": "10", "cached_input": "1.25"}
@@ -88,6 +88,7 @@ def test_whole_and_streamed_answers_cost_what_their_usage_says(gateway: GatewayP
         assert all(e["data"]["currency"] == "USD" for e in events)
     wait_until(lambda: spend(gateway, "team-a", "echo") == expected_total, 5, f"spend {expected_total} in /metrics")
     assert spend(gateway, "team-b", "split") == 0
+    assert not openmeter.rejections, openmeter.rejections[:3]
 
 
 def quota_spent(gateway: GatewayProcess, key: str) -> int:
@@ -115,3 +116,22 @@ def test_a_stream_cut_before_its_usage_is_charged_from_the_local_count(gateway: 
     # The team's money budget is charged the same amount.
     wait_until(lambda: quota_spent(gateway, TEAM_B) - before == want, 5, f"{want} µ$ charged to the budget")
     wait_until(lambda: spend(gateway, "team-b", "drop") == want, 5, f"spend {want} in /metrics")
+
+
+def test_events_with_cost_validate_against_the_openmeter_event_schema(gateway: GatewayProcess, openmeter: OpenMeterServer) -> None:
+    with gateway.http() as c:
+        rid, usage, r = chat(c, TEAM_A, "echo", "schema of a cost")
+    assert r.status_code == 200
+    wait_until(lambda: rid in by_request(openmeter.snapshot()), 15, "the events")
+    events = [e for evs in by_request(openmeter.snapshot())[rid].values() for e in evs]
+    for event in events:
+        # The same check the test OpenMeter applied when it accepted them (400 otherwise).
+        assert validate_event(event, "event") == [], event
+        data = event["data"]
+        assert isinstance(data["cost"], int) and isinstance(data["cost_nanos"], int) and data["currency"] == "USD"
+    assert not openmeter.rejections, openmeter.rejections[:3]
+    # The check has teeth: what a meter could not sum, or a cost without its currency, is refused.
+    good = events[0]
+    for broken in ({"cost": 1.5}, {"cost": "12"}, {"cost_nanos": -1}, {"currency": None}, {"currency": "usd"}):
+        bad = {**good, "data": {**good["data"], **broken}}
+        assert validate_event(bad, "event"), broken
