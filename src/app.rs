@@ -251,7 +251,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let (mut request_log, mut request_log_metrics) = (None, None);
     if let Some(settings) = &config.request_log {
         let log_metrics = Arc::new(crate::request_log::Metrics::default());
-        let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
+        let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         (request_log, request_log_metrics) = (Some(running), Some(log_metrics));
         observers.push(observer);
@@ -282,7 +282,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     };
     let limits = Arc::new(Limiter::new(config.limits.clone(), kv.clone(), clock.clone(), metrics.clone()));
     // Settles each request's reservation when it ends (refund or charge the difference).
-    observers.push(Arc::new(Settler::new(limits.clone(), count, prices.clone())));
+    observers.push(Arc::new(Settler::new(limits.clone(), count)));
     let fail_open = config.limits.on_valkey_down == ValkeyDownPolicy::FailOpen;
     let key_store = config.admin.as_ref().map(|_| {
         Arc::new(KeyStore::new(

@@ -247,7 +247,7 @@ impl Router {
                 return Err(self.over_ceiling(resolved, price));
             }
         }
-        let deployment = Arc::new(DeploymentSpec::catch_all(provider, model));
+        let deployment = Arc::new(DeploymentSpec::catch_all(provider, model, &self.currency));
         let health = {
             let mut map = self.catch_all_health.lock().unwrap_or_else(|p| p.into_inner());
             // Bounded: client-chosen names must not grow this without end.

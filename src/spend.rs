@@ -138,14 +138,8 @@ impl Prices {
         };
         for (name, model) in &config.models {
             for d in &model.deployments {
-                // A deployment id listed in several groups: a price the config sets wins.
-                let priced = match d.price {
-                    Some(price) if price == Price::FREE => Priced { price, source: Source::Free },
-                    Some(price) => Priced { price, source: Source::Config },
-                    None if this.known.contains_key(&d.id) => continue,
-                    None => resolve(&this.currency, &d.provider, &d.model),
-                };
-                this.known.insert(d.id.clone(), priced);
+                // Resolved when the config was built (`price::resolve_deployments`).
+                this.known.insert(d.id.clone(), d.priced);
             }
             if let Some(first) = model.deployments.first() {
                 this.first_of_group.insert(name.clone(), first.id.clone());
@@ -183,7 +177,7 @@ impl Prices {
         let (provider, model) = id.split_once('/').unwrap_or((id, ""));
         match self.providers.get(provider) {
             Some(p) => resolve(&self.currency, p, model),
-            None => Priced { price: Price::FREE, source: Source::Unknown },
+            None => Priced::UNKNOWN,
         }
     }
 
@@ -223,9 +217,9 @@ pub fn warn_unpriced(prices: &Prices, metrics: &metrics::SpendMetrics) {
 /// `x-llm-gateway-cost` (and `-saved` on a cache hit) on a whole answer.
 pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) {
     let Some(usage) = &outcome.usage else { return };
-    let (cost, saved) = match (&ctx.deployment, outcome.cached) {
+    let (cost, saved) = match (&ctx.priced, outcome.cached) {
         (_, true) => (0, prices.of_model(&ctx.client_model).map(|p| cost(&p.price, usage))),
-        (Some(deployment), false) => (cost(&prices.of(deployment).price, usage), None),
+        (Some(priced), false) => (cost(&priced.price, usage), None),
         (None, false) => return,
     };
     headers.insert(COST_HEADER, HeaderValue::from(cost));
@@ -239,13 +233,12 @@ pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, 
 
 /// A request's cost in nano-units for its request-log row: 0 for a cache hit, `None` without
 /// usage (a request that never reached an upstream, or one counted only by metering).
-pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Option<u64> {
+pub fn request_nanos(ctx: &RequestCtx, outcome: &Outcome) -> Option<u64> {
     let usage = outcome.usage.as_ref()?;
     if outcome.cached {
         return Some(0);
     }
-    let price = prices.of(ctx.deployment.as_deref()?).price;
-    Some(nanos_of(usage_picos(&price, usage)))
+    Some(nanos_of(usage_picos(&ctx.priced?.price, usage)))
 }
 
 /// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus; a
@@ -264,13 +257,13 @@ impl Observer for SpendObserver {
         let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_else(|| Arc::from(""));
         let model = self.labels.model_label(&ctx.client_model);
         if outcome.counted_locally(ctx) {
-            let Some(deployment) = ctx.deployment.clone() else { return };
-            let (prices, metrics, count) = (self.prices.clone(), self.metrics.clone(), self.count.clone());
+            let (Some(deployment), Some(priced)) = (ctx.deployment.clone(), ctx.priced) else { return };
+            let (metrics, count) = (self.metrics.clone(), self.count.clone());
             let (endpoint, body, outcome, model) = (ctx.endpoint, ctx.body.clone(), outcome.clone(), model.to_owned());
             let settle = move || {
                 let usage =
                     count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
-                metrics.spent(team, &model, cost(&prices.of(&deployment).price, &usage));
+                metrics.spent(team, &model, cost(&priced.price, &usage));
             };
             // A tokenizer pass: off the serving threads.
             match tokio::runtime::Handle::try_current() {
@@ -284,8 +277,8 @@ impl Observer for SpendObserver {
             if let Some(priced) = self.prices.of_model(&ctx.client_model) {
                 self.metrics.saved(team, model, cost(&priced.price, usage));
             }
-        } else if let Some(deployment) = &ctx.deployment {
-            self.metrics.spent(team, model, cost(&self.prices.of(deployment).price, usage));
+        } else if let Some(priced) = &ctx.priced {
+            self.metrics.spent(team, model, cost(&priced.price, usage));
         }
     }
 }

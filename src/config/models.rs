@@ -76,6 +76,8 @@ pub(super) fn groups(
                 breaker,
                 price,
                 sort_price,
+                // Resolved once the currency is known (`price::resolve_deployments`).
+                priced: crate::config::price::Priced::UNKNOWN,
             });
         }
         if deployments.iter().all(|d| d.weight == 0.0) {

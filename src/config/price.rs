@@ -230,6 +230,29 @@ pub struct Priced {
     pub source: Source,
 }
 
+impl Priced {
+    /// No price known: zero, and reported at start when a paying vendor bills it.
+    pub const UNKNOWN: Priced = Priced { price: Price::FREE, source: Source::Unknown };
+}
+
+/// Resolves every deployment's price once, in `currency`: its `price:` (`free: true`), else a
+/// `price:` the config gives the same `provider/model` in another group, else the catalogue's.
+pub fn resolve_deployments(models: &mut std::collections::BTreeMap<String, crate::config::ModelSpec>, currency: &str) {
+    let mut configured: std::collections::HashMap<String, Price> = std::collections::HashMap::new();
+    for d in models.values().flat_map(|m| &m.deployments) {
+        if let Some(price) = d.price {
+            configured.entry(d.id.clone()).or_insert(price);
+        }
+    }
+    for d in models.values_mut().flat_map(|m| &mut m.deployments) {
+        d.priced = match d.price.or_else(|| configured.get(&d.id).copied()) {
+            Some(price) if price == Price::FREE => Priced { price, source: Source::Free },
+            Some(price) => Priced { price, source: Source::Config },
+            None => resolve(currency, &d.provider, &d.model),
+        };
+    }
+}
+
 /// A deployment's price without a `price:` of its own.
 pub fn resolve(currency: &str, provider: &ProviderSpec, model: &str) -> Priced {
     let self_hosted = match &provider.vendor {

@@ -314,3 +314,27 @@ fn one_hour_cache_writes_cost_their_own_price() {
     assert_eq!(cost(&haiku, &usage), 8301);
     assert_eq!(prices(CONFIG).of("openai/gpt-99").price.cache_write_long, 37_500, "defaults to cache_write");
 }
+
+#[test]
+fn prices_are_resolved_into_the_deployments_when_the_config_is_built() {
+    // The same `provider/model` in two groups: the `price:` one group gives it holds in both.
+    let yaml = CONFIG.replace(
+        "  mystery: { deployments: [{ provider: openai, model: gpt-98 }] }",
+        "  mystery: { deployments: [{ provider: openai, model: gpt-98 }] }\n  \
+         mystery-priced: { deployments: [{ provider: openai, model: gpt-98, price: { input: 3, output: 4 } }] }",
+    );
+    let config = Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap();
+    let priced = |group: &str| config.models[group].deployments[0].priced;
+    assert_eq!(priced("gpt-4o").source, Source::Catalogue);
+    assert_eq!(priced("gpt-4o").price.input, 2_500_000);
+    assert_eq!(priced("local").source, Source::SelfHosted);
+    assert_eq!(priced("mystery").source, Source::Config);
+    assert_eq!(priced("mystery").price, priced("mystery-priced").price);
+    assert_eq!(priced("mystery").price.output, 4_000_000);
+    // What `Prices` reports is what the deployments carry.
+    let p = Prices::new(&config);
+    for group in ["gpt-4o", "local", "mystery", "priced", "sonnet"] {
+        let d = &config.models[group].deployments[0];
+        assert_eq!(p.of(&d.id), d.priced, "{group}");
+    }
+}
