@@ -233,3 +233,45 @@ models:
     assert_eq!(gw.chat_as("sk-free", other).await.status(), 200);
     assert_eq!(dear.control.requests.load(Relaxed), 1);
 }
+
+/// Anthropic's usage splits cache writes by lifetime: each kind costs its own price, on a whole
+/// answer (the header) and on a stream (the metric, once it has ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_one_hour_cache_writes_cost_twice_the_input() {
+    let claude = support::anthropic::MockAnthropic::start().await;
+    let yaml = format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}]
+teams: {{ team-a: {{ models: ['*'] }} }}
+providers:
+  claude: {{ vendor: anthropic, base_url: '{}', api_key_env: TEST_ANTHROPIC_KEY }}
+models:
+  sonnet: {{ deployments: [{{ provider: claude, model: claude-sonnet-5-5 }}] }}
+",
+        claude.base_url()
+    );
+    let gw = Gateway::start_with_env(&yaml, &[("TEST_ANTHROPIC_KEY", "sk-ant-test")]).await;
+    // The mock reports 20 input, 2 + 3 cache writes (5 minutes, 1 hour), 100 cache reads and 9
+    // output tokens. claude-sonnet-5-5: $2 in, $2.50 and $4 writes, $0.10 read, $10 out:
+    // 20 × 2 + 2 × 2.5 + 3 × 4 + 100 × 0.1 + 9 × 10 = 40 + 5 + 12 + 10 + 90 = 157 µ$.
+    let response = gw.chat("sonnet", false).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("157"));
+    let response = gw
+        .chat_with(serde_json::json!({
+            "model": "sonnet", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Hello"}],
+        }))
+        .await;
+    let body = response.text().await.unwrap();
+    assert!(body.contains("[DONE]"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let spent = spend_line(&gw, "sonnet").await;
+        if spent.as_deref() == Some("314") || Instant::now() > deadline {
+            assert_eq!(spent.as_deref(), Some("314"), "the stream costs the same 157");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
