@@ -226,6 +226,24 @@ models:
     assert!(message.contains("max_price_per_mtok is 5.000000 USD per million tokens"), "{message}");
     assert!(message.contains("the cheapest: 12.500000 USD"), "{message}");
     assert_eq!(body["error"]["code"], "model_not_allowed");
+    // The same refusal in the Anthropic shape on `/v1/messages`.
+    let anthropic =
+        serde_json::json!({"model": "dear-only", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]});
+    let refusal = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&anthropic).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal.status(), 403);
+    let body = support::json(refusal).await;
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_price_per_mtok"), "{body}");
     assert_eq!(dear.control.requests.load(Relaxed), 0);
 
     // No ceiling: both deployments of `m` take traffic, and `dear-only` answers.
