@@ -159,6 +159,7 @@ async fn pipeline(dir: &std::path::Path, requests: u64) {
         stream: true,
         client_wants_usage: false,
         deployment: Some("openai/gpt-4o-mini".into()),
+        priced: None,
         attempts: 1,
         trace: Default::default(),
         body: Bytes::new(),

@@ -35,7 +35,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::config::limits::ValkeyDownPolicy;
 use crate::ctx::Endpoint;
-use crate::ctx::Observer;
+use crate::ctx::{LocalCount, Observer};
 use crate::error::GatewayError;
 use crate::ingress::{self, Ingress, RequestId};
 use crate::kv::Kv;
@@ -242,10 +242,14 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let mut observers = sinks.observers;
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
+    // The local count of requests without usage: what budgets are charged and spend counts.
+    let count: Arc<dyn LocalCount> =
+        Arc::new(crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?);
     observers.push(Arc::new(crate::spend::SpendObserver {
         prices: prices.clone(),
         metrics: sinks.spend_metrics,
         labels: metrics.clone(),
+        count: count.clone(),
     }));
     let cache = match &config.cache {
         Some(settings) => {
@@ -259,8 +263,7 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     };
     let limits = Arc::new(Limiter::new(config.limits.clone(), kv.clone(), clock.clone(), metrics.clone()));
     // Settles each request's reservation when it ends (refund or charge the difference).
-    let count = crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?;
-    observers.push(Arc::new(Settler::new(limits.clone(), Arc::new(count), prices.clone())));
+    observers.push(Arc::new(Settler::new(limits.clone(), count)));
     let fail_open = config.limits.on_valkey_down == ValkeyDownPolicy::FailOpen;
     let key_store = config.admin.as_ref().map(|_| {
         Arc::new(KeyStore::new(
@@ -340,7 +343,7 @@ impl Sinks {
         }
         if let Some(settings) = &config.request_log {
             let log_metrics = Arc::new(crate::request_log::Metrics::default());
-            let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), prices.clone())
+            let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             (sinks.request_log, sinks.request_log_metrics) = (Some(running), Some(log_metrics));
             sinks.observers.push(observer);

@@ -257,12 +257,16 @@ pub struct DeploymentSpec {
     pub price: Option<crate::config::price::Price>,
     /// What the `cheapest` strategy orders by (`spend::sort_price`).
     pub sort_price: u64,
+    /// What its tokens cost and where that came from, resolved once when the config is built
+    /// (`price::resolve_deployments`): the hot path never looks a price up.
+    pub priced: crate::config::price::Priced,
 }
 
 impl DeploymentSpec {
-    /// A deployment for a model name nobody listed (the default backend).
-    pub fn catch_all(provider: Arc<ProviderSpec>, model: &str) -> Self {
+    /// A deployment for a model name nobody listed (the default backend), priced in `currency`.
+    pub fn catch_all(provider: Arc<ProviderSpec>, model: &str, currency: &str) -> Self {
         Self {
+            priced: crate::config::price::resolve(currency, &provider, model),
             id: format!("{}/{}", provider.name, model),
             context_window: provider.known_models.get(model).and_then(|m| m.context_window),
             provider,
@@ -341,7 +345,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         providers.insert(name.clone(), Arc::new(spec));
     }
 
-    let models =
+    let mut models =
         models::groups(raw.models, &raw.aliases, &providers, raw.circuit_breaker.as_ref(), raw.retry.as_ref())?;
     let resolve = |name: &str| models::resolve(&models, &raw.aliases, name);
     for (team, policy) in &teams {
@@ -378,6 +382,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let auth = limits::auth_settings(raw.auth.as_ref(), env)?;
     let spend = crate::config::price::SpendSettings::validate(raw.spend).map_err(ConfigError)?;
     let limit_settings = limits::LimitSettings { currency: spend.currency.clone(), ..limit_settings };
+    crate::config::price::resolve_deployments(&mut models, &spend.currency);
     for (value, team) in auth.oidc.iter().flat_map(|o| &o.teams) {
         if !teams.contains_key(team) {
             return Err(err(format!("auth.oidc.teams.{value}"), format!("unknown team {team:?}")));

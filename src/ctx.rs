@@ -80,6 +80,8 @@ pub struct RequestCtx {
     pub client_wants_usage: bool,
     /// The deployment that served (or last failed) the request, `provider/model`.
     pub deployment: Option<String>,
+    /// That deployment's price (resolved when the config was built).
+    pub priced: Option<crate::config::price::Priced>,
     pub attempts: u32,
     /// The request's spans (nothing when it is not traced); the trace ends, and is queued for
     /// export, when the ctx drops.

@@ -623,10 +623,11 @@ impl Pipeline {
             self.deployments.prices.of(&record.deployment).price
         };
         let counts: Vec<(TokenType, u64)> = parts.iter().map(|(t, n, _)| (*t, *n)).collect();
-        let micros = crate::spend::apportion(&price, &counts);
+        let long = record.usage.as_ref().map(crate::spend::long_writes).unwrap_or(0);
+        let micros = crate::spend::apportion(&price, &counts, long);
         let mut estimated = 0;
         for ((token_type, tokens, counted_here), micros) in parts.iter().zip(micros) {
-            let nanos = crate::spend::nanos_of(crate::spend::picos(&price, &[(*token_type, *tokens)]));
+            let nanos = crate::spend::nanos_of(crate::spend::part_picos(&price, *token_type, *tokens, long));
             envelope.estimated = *counted_here;
             estimated += u64::from(*counted_here);
             event::write_line(out, &envelope, *token_type, *tokens, event::EventCost { nanos, micros });

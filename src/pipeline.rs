@@ -94,6 +94,7 @@ pub async fn handle(
         stream: false,
         client_wants_usage: false,
         deployment: None,
+        priced: None,
         attempts: 0,
         trace,
         body: Bytes::new(),

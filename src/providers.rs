@@ -48,8 +48,10 @@ pub struct ModelInfo {
     /// Writing to the prompt cache with the vendor's short lifetime (Anthropic 5 minutes, OpenAI
     /// 30 minutes; billed above the input price); default: input.
     pub cache_write_nanos_per_token: Option<u64>,
-    /// Writing with the long lifetime (Anthropic 1 hour, OpenAI 12 hours), where priced. Usage
-    /// does not say which lifetime a write had yet, so cost uses `cache_write_nanos_per_token`.
+    /// Writing with the long lifetime (Anthropic 1 hour, OpenAI 12 hours), where priced; default:
+    /// the short write's. Costed where usage tells the lifetimes apart (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`); OpenAI's usage does not, so its writes cost
+    /// `cache_write_nanos_per_token`.
     pub cache_write_long_nanos_per_token: Option<u64>,
     /// For local counting: a tiktoken encoding (`o200k_base`, `cl100k_base`, ...) or a path to a
     /// Hugging Face `tokenizer.json`.

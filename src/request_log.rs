@@ -85,7 +85,6 @@ pub struct RequestLog {
     settings: Arc<RequestLogSettings>,
     channel: SyncSender<Finished>,
     metrics: Arc<Metrics>,
-    prices: Arc<crate::spend::Prices>,
 }
 
 impl Observer for RequestLog {
@@ -104,7 +103,7 @@ impl Observer for RequestLog {
             outcome,
             matches!(self.settings.capture, crate::config::request_log::Capture::Full { .. }),
         );
-        finished.cost_nanos = crate::spend::request_nanos(&self.prices, ctx, outcome);
+        finished.cost_nanos = crate::spend::request_nanos(ctx, outcome);
         match self.channel.try_send(finished) {
             Ok(()) => {
                 self.metrics.queued.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +158,6 @@ impl Drop for Running {
 pub fn start(
     settings: &RequestLogSettings,
     metrics: Arc<Metrics>,
-    prices: Arc<crate::spend::Prices>,
 ) -> Result<(Arc<RequestLog>, Running), RequestLogError> {
     let settings = Arc::new(settings.clone());
     let dir = settings.replica_dir();
@@ -184,7 +182,7 @@ pub fn start(
     };
     let sender = deliver::Sender::new(settings.clone(), reader, shared, metrics.clone(), stopping_rx);
     let sender = tokio::spawn(sender.run());
-    let observer = Arc::new(RequestLog { settings, channel, metrics, prices });
+    let observer = Arc::new(RequestLog { settings, channel, metrics });
     Ok((observer, Running { closing, stopping, writer: Some(thread), sender: Some(sender) }))
 }
 

@@ -26,6 +26,8 @@ pub struct Router {
     health: HashMap<String, Arc<DeploymentHealth>>,
     /// Health records of catch-all deployments, made on first use.
     catch_all_health: Mutex<HashMap<String, Arc<DeploymentHealth>>>,
+    /// `spend.currency`, named when a price ceiling leaves nothing to route to.
+    currency: String,
 }
 
 #[derive(Debug)]
@@ -46,6 +48,9 @@ pub struct Resolved<'a> {
     target: &'a str,
     /// The configured group; `None`: the default backend serves `target`.
     members: Option<&'a Group>,
+    /// The caller's price ceiling (`max_price_per_mtok` of its key and team, the lower).
+    ceiling: Option<u64>,
+    team: &'a str,
 }
 
 /// Where one request may go, in the order to try.
@@ -99,6 +104,7 @@ impl Router {
             default_backend: config.default_backend.clone(),
             health,
             catch_all_health: Mutex::new(HashMap::new()),
+            currency: config.spend.currency.clone(),
         }
     }
 
@@ -123,6 +129,8 @@ impl Router {
             group: name.unwrap_or(target),
             target,
             members: name.and_then(|g| self.groups.get(g)),
+            ceiling: principal.grant.limits.ceiling(&principal.policy.limits),
+            team: &principal.team,
         })
     }
 
@@ -134,25 +142,32 @@ impl Router {
     /// Plans the attempts for a resolved model.
     pub fn plan_for(&self, resolved: &Resolved<'_>, shape: RequestShape) -> Result<Plan, GatewayError> {
         let Some(group) = resolved.members else {
-            return self.catch_all(resolved.target);
+            return self.catch_all(resolved);
         };
         let now = Instant::now();
         let mut rng = fastrand::Rng::new();
+        let ceiling = resolved.ceiling;
 
+        let within: Vec<&Member> = group.members.iter().filter(|(d, _)| affordable(d, ceiling)).collect();
+        let priced_out = within.is_empty() && !group.members.is_empty();
         let (fitting, too_small): (Vec<&Member>, Vec<&Member>) =
-            group.members.iter().partition(|(d, _)| d.context_window.is_none_or(|w| shape.tokens_needed <= w));
-        let none_fit = fitting.is_empty();
-        let context_window = self.expand(&group.spec.context_window_fallbacks, shape, now, &mut rng);
+            within.into_iter().partition(|(d, _)| d.context_window.is_none_or(|w| shape.tokens_needed <= w));
+        let none_fit = fitting.is_empty() && !priced_out;
+        let context_window = self.expand(&group.spec.context_window_fallbacks, shape, ceiling, now, &mut rng);
         let mut candidates = if none_fit {
             // Nothing in this group can hold the prompt: the context-window fallbacks take over.
             context_window.clone()
         } else {
             let mut c = order_group(&group.spec, fitting, now, &mut rng);
-            c.extend(self.expand(&group.spec.fallbacks, shape, now, &mut rng));
+            c.extend(self.expand(&group.spec.fallbacks, shape, ceiling, now, &mut rng));
             c
         };
         candidates.dedup_by(|a, b| a.deployment.id == b.deployment.id);
         if candidates.is_empty() {
+            if priced_out {
+                let cheapest = group.members.iter().map(|(d, _)| d.sort_price).min().unwrap_or(u64::MAX);
+                return Err(self.over_ceiling(resolved, cheapest));
+            }
             if none_fit && !too_small.is_empty() {
                 let window = too_small.iter().filter_map(|(d, _)| d.context_window).max().unwrap_or(0);
                 return Err(GatewayError::ContextLength(format!(
@@ -164,10 +179,26 @@ impl Router {
         }
         Ok(Plan {
             candidates,
-            content_policy: self.expand(&group.spec.content_policy_fallbacks, shape, now, &mut rng),
+            content_policy: self.expand(&group.spec.content_policy_fallbacks, shape, ceiling, now, &mut rng),
             context_window,
             retry: group.spec.retry,
         })
+    }
+
+    /// The refusal when every deployment of the model costs more than the caller's ceiling.
+    fn over_ceiling(&self, resolved: &Resolved<'_>, cheapest: u64) -> GatewayError {
+        let money = crate::config::price::format_micros;
+        let ceiling = resolved.ceiling.unwrap_or(0);
+        let cheapest =
+            if cheapest == u64::MAX { "unknown".to_owned() } else { format!("{} {}", money(cheapest), self.currency) };
+        GatewayError::ModelNotAllowed(format!(
+            "Team `{}` may not use the model `{}`: its price ceiling max_price_per_mtok is {} {} per million \
+             tokens (input + output), and every deployment of the model costs more (the cheapest: {cheapest}).",
+            resolved.team,
+            resolved.requested,
+            money(ceiling),
+            self.currency
+        ))
     }
 
     fn group_name<'a>(&'a self, name: &'a str) -> Option<&'a str> {
@@ -175,7 +206,14 @@ impl Router {
     }
 
     /// The candidates of fallback groups (and their own fallbacks), in order.
-    fn expand(&self, names: &[String], shape: RequestShape, now: Instant, rng: &mut fastrand::Rng) -> Vec<Candidate> {
+    fn expand(
+        &self,
+        names: &[String],
+        shape: RequestShape,
+        ceiling: Option<u64>,
+        now: Instant,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<Candidate> {
         let mut out = Vec::new();
         let mut seen = Vec::new();
         let mut queue: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -189,7 +227,7 @@ impl Router {
             let fitting: Vec<&Member> = group
                 .members
                 .iter()
-                .filter(|(d, _)| d.context_window.is_none_or(|w| shape.tokens_needed <= w))
+                .filter(|(d, _)| affordable(d, ceiling) && d.context_window.is_none_or(|w| shape.tokens_needed <= w))
                 .collect();
             out.extend(order_group(&group.spec, fitting, now, rng));
             queue.extend(group.spec.fallbacks.iter().map(String::as_str));
@@ -197,12 +235,19 @@ impl Router {
         out
     }
 
-    fn catch_all(&self, model: &str) -> Result<Plan, GatewayError> {
+    fn catch_all(&self, resolved: &Resolved<'_>) -> Result<Plan, GatewayError> {
+        let model = resolved.target;
         let provider = self
             .default_backend
             .clone()
             .ok_or_else(|| GatewayError::ModelNotFound(format!("The model `{model}` does not exist.")))?;
-        let deployment = Arc::new(DeploymentSpec::catch_all(provider, model));
+        if let Some(ceiling) = resolved.ceiling {
+            let price = crate::config::price::sort_price(&provider, model, None);
+            if price > ceiling {
+                return Err(self.over_ceiling(resolved, price));
+            }
+        }
+        let deployment = Arc::new(DeploymentSpec::catch_all(provider, model, &self.currency));
         let health = {
             let mut map = self.catch_all_health.lock().unwrap_or_else(|p| p.into_inner());
             // Bounded: client-chosen names must not grow this without end.
@@ -292,6 +337,12 @@ pub fn unavailable<'a>(
             retry_after_secs: open.or(cooldown).map(secs),
         },
     }
+}
+
+/// Whether a deployment's price (input + output per million tokens) is within `ceiling`; a
+/// paying vendor's model with no known price never is.
+fn affordable(deployment: &DeploymentSpec, ceiling: Option<u64>) -> bool {
+    ceiling.is_none_or(|c| deployment.sort_price <= c)
 }
 
 /// One group's available deployments: lowest priority tier first, each tier ordered by strategy.

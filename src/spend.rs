@@ -22,7 +22,7 @@ use crate::api::Usage;
 use crate::api::{TokenType, token_parts};
 pub use crate::config::price::{self, Price, Priced, Source, SpendSettings, resolve, sort_price};
 use crate::config::{Config, ProviderSpec};
-use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::ctx::{LocalCount, Observer, Outcome, RequestCtx};
 use crate::telemetry::metrics::spend as metrics;
 
 /// The cost of a whole answer, in micro-units of `x-llm-gateway-cost-currency`.
@@ -35,9 +35,32 @@ pub const SAVED_HEADER: HeaderName = HeaderName::from_static("x-llm-gateway-cost
 const PICOS_PER_MICRO: u128 = 1_000_000;
 
 /// The exact cost of `parts` in pico-units (cannot overflow: 2^64 tokens × 2^64 price < 2^128,
-/// and five of them < 2^131 — saturating keeps even that case bounded).
+/// and five of them < 2^131 — saturating keeps even that case bounded). Cache writes all at the
+/// short-lived price: see `part_picos` for writes of both lifetimes.
 pub fn picos(price: &Price, parts: &[(TokenType, u64)]) -> u128 {
-    parts.iter().fold(0u128, |sum, (t, n)| sum.saturating_add(u128::from(*n) * u128::from(price.of(*t))))
+    parts.iter().fold(0u128, |sum, (t, n)| sum.saturating_add(part_picos(price, *t, *n, 0)))
+}
+
+/// The exact cost of `tokens` of `token_type` in pico-units; of cache writes, `long` (at most
+/// all of them) at the long-lived cache's price, the rest at the short-lived one's.
+pub fn part_picos(price: &Price, token_type: TokenType, tokens: u64, long: u64) -> u128 {
+    if token_type != TokenType::CacheWrite {
+        return u128::from(tokens) * u128::from(price.of(token_type));
+    }
+    let long = long.min(tokens);
+    u128::from(tokens - long) * u128::from(price.cache_write) + u128::from(long) * u128::from(price.cache_write_long)
+}
+
+/// How many of `usage`'s cache writes went to the long-lived cache (`part_picos` caps it at the
+/// writes).
+pub fn long_writes(usage: &Usage) -> u64 {
+    usage.cache_write_long_tokens
+}
+
+/// The exact cost of `usage` in pico-units, each cache write at its lifetime's price.
+pub fn usage_picos(price: &Price, usage: &Usage) -> u128 {
+    let long = long_writes(usage);
+    token_parts(usage).iter().fold(0u128, |sum, (t, n)| sum.saturating_add(part_picos(price, *t, *n, long)))
 }
 
 /// Pico-units → micro-units, half rounded up, saturating at `u64::MAX`.
@@ -48,13 +71,14 @@ pub fn micros_of(picos: u128) -> u64 {
 /// What `usage` (OpenAI semantics: cached and cache-write tokens inside `prompt_tokens`,
 /// reasoning inside `completion_tokens`) costs at `price`, in micro-units.
 pub fn cost(price: &Price, usage: &Usage) -> u64 {
-    micros_of(picos(price, &token_parts(usage)))
+    micros_of(usage_picos(price, usage))
 }
 
 /// The cost of each part in micro-units, adding up to the cost of all of them (largest
-/// remainders get the micro-units that rounding each part down left over).
-pub fn apportion(price: &Price, parts: &[(TokenType, u64)]) -> Vec<u64> {
-    let exact: Vec<u128> = parts.iter().map(|p| picos(price, std::slice::from_ref(p))).collect();
+/// remainders get the micro-units that rounding each part down left over); `long` of the cache
+/// writes at the long-lived cache's price.
+pub fn apportion(price: &Price, parts: &[(TokenType, u64)], long: u64) -> Vec<u64> {
+    let exact: Vec<u128> = parts.iter().map(|(t, n)| part_picos(price, *t, *n, long)).collect();
     let total = micros_of(exact.iter().fold(0u128, |s, p| s.saturating_add(*p)));
     let mut shares: Vec<u64> = exact.iter().map(|p| micros_of_floor(*p)).collect();
     let mut left = total.saturating_sub(shares.iter().fold(0u64, |s, p| s.saturating_add(*p)));
@@ -114,14 +138,8 @@ impl Prices {
         };
         for (name, model) in &config.models {
             for d in &model.deployments {
-                // A deployment id listed in several groups: a price the config sets wins.
-                let priced = match d.price {
-                    Some(price) if price == Price::FREE => Priced { price, source: Source::Free },
-                    Some(price) => Priced { price, source: Source::Config },
-                    None if this.known.contains_key(&d.id) => continue,
-                    None => resolve(&this.currency, &d.provider, &d.model),
-                };
-                this.known.insert(d.id.clone(), priced);
+                // Resolved when the config was built (`price::resolve_deployments`).
+                this.known.insert(d.id.clone(), d.priced);
             }
             if let Some(first) = model.deployments.first() {
                 this.first_of_group.insert(name.clone(), first.id.clone());
@@ -159,7 +177,7 @@ impl Prices {
         let (provider, model) = id.split_once('/').unwrap_or((id, ""));
         match self.providers.get(provider) {
             Some(p) => resolve(&self.currency, p, model),
-            None => Priced { price: Price::FREE, source: Source::Unknown },
+            None => Priced::UNKNOWN,
         }
     }
 
@@ -199,9 +217,9 @@ pub fn warn_unpriced(prices: &Prices, metrics: &metrics::SpendMetrics) {
 /// `x-llm-gateway-cost` (and `-saved` on a cache hit) on a whole answer.
 pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) {
     let Some(usage) = &outcome.usage else { return };
-    let (cost, saved) = match (&ctx.deployment, outcome.cached) {
+    let (cost, saved) = match (&ctx.priced, outcome.cached) {
         (_, true) => (0, prices.of_model(&ctx.client_model).map(|p| cost(&p.price, usage))),
-        (Some(deployment), false) => (cost(&prices.of(deployment).price, usage), None),
+        (Some(priced), false) => (cost(&priced.price, usage), None),
         (None, false) => return,
     };
     headers.insert(COST_HEADER, HeaderValue::from(cost));
@@ -215,34 +233,52 @@ pub fn cost_headers(headers: &mut HeaderMap, prices: &Prices, ctx: &RequestCtx, 
 
 /// A request's cost in nano-units for its request-log row: 0 for a cache hit, `None` without
 /// usage (a request that never reached an upstream, or one counted only by metering).
-pub fn request_nanos(prices: &Prices, ctx: &RequestCtx, outcome: &Outcome) -> Option<u64> {
+pub fn request_nanos(ctx: &RequestCtx, outcome: &Outcome) -> Option<u64> {
     let usage = outcome.usage.as_ref()?;
     if outcome.cached {
         return Some(0);
     }
-    let price = prices.of(ctx.deployment.as_deref()?).price;
-    Some(nanos_of(picos(&price, &token_parts(usage))))
+    Some(nanos_of(usage_picos(&ctx.priced?.price, usage)))
 }
 
-/// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus.
+/// Counts every finished request's cost (or, for a cache hit, what it saved) in Prometheus; a
+/// request without (complete) usage — a stream cut before its usage — at the same local count
+/// its budget is charged and its metering events carry.
 pub struct SpendObserver {
     pub prices: Arc<Prices>,
     pub metrics: Arc<metrics::SpendMetrics>,
     /// For the model label (a configured name or `other`).
     pub labels: Arc<crate::telemetry::metrics::Metrics>,
+    pub count: Arc<dyn LocalCount>,
 }
 
 impl Observer for SpendObserver {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
-        let Some(usage) = &outcome.usage else { return };
         let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_else(|| Arc::from(""));
         let model = self.labels.model_label(&ctx.client_model);
+        if outcome.counted_locally(ctx) {
+            let (Some(deployment), Some(priced)) = (ctx.deployment.clone(), ctx.priced) else { return };
+            let (metrics, count) = (self.metrics.clone(), self.count.clone());
+            let (endpoint, body, outcome, model) = (ctx.endpoint, ctx.body.clone(), outcome.clone(), model.to_owned());
+            let settle = move || {
+                let usage =
+                    count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
+                metrics.spent(team, &model, cost(&priced.price, &usage));
+            };
+            // A tokenizer pass: off the serving threads.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(settle)),
+                Err(_) => settle(),
+            }
+            return;
+        }
+        let Some(usage) = &outcome.usage else { return };
         if outcome.cached {
             if let Some(priced) = self.prices.of_model(&ctx.client_model) {
                 self.metrics.saved(team, model, cost(&priced.price, usage));
             }
-        } else if let Some(deployment) = &ctx.deployment {
-            self.metrics.spent(team, model, cost(&self.prices.of(deployment).price, usage));
+        } else if let Some(priced) = &ctx.priced {
+            self.metrics.spent(team, model, cost(&priced.price, usage));
         }
     }
 }

@@ -12,6 +12,12 @@ The rules below are transcribed from OpenMeter's published API description (oper
 * ``time`` (optional, nullable) is an RFC 3339 ``date-time``.
 * ``datacontenttype`` (optional, nullable) may only be ``application/json``.
 * ``data`` (optional, nullable) must be a JSON object — not an array, string or number.
+* The values meters read from ``data`` (``Meter.valueProperty``: "for SUM, AVG, MIN, and MAX
+  aggregations a number or a string that can be parsed to a number"; ``groupBy`` values as
+  strings): ``tokens``, ``requests``, ``cost`` and ``cost_nanos`` when present are numbers —
+  here, as the gateway's contract, non-negative integers (money in integer micro-/nano-units) —
+  and ``cost`` comes with its ``currency``, an ISO 4217 code; ``type``, ``model``, ``team`` and
+  ``currency`` (group-by keys) are strings.
 * A violation is a 400 ``application/problem+json``; success is 204 with an empty body.
 * Events are de-duplicated on (``source``, ``id``): the first one wins, later ones are dropped
   silently (still 2xx).
@@ -69,6 +75,28 @@ def validate_event(event: Any, where: str) -> list[str]:
             errors.append(f"{where}.dataschema: not a URI")
     if "data" in event and event["data"] is not None and not isinstance(event["data"], dict):
         errors.append(f"{where}.data: must be an object")
+    if isinstance(event.get("data"), dict):
+        errors.extend(validate_meter_values(event["data"], f"{where}.data"))
+    return errors
+
+
+# What the meters on these events sum (valueProperty) and group by.
+METER_VALUES = ("tokens", "requests", "cost", "cost_nanos")
+GROUP_BY = ("type", "model", "team", "currency")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def validate_meter_values(data: dict, where: str) -> list[str]:
+    """The reasons a SUM meter or a group-by could not read `data` (empty when it can)."""
+    errors = []
+    for name in METER_VALUES:
+        if name in data and not (isinstance(data[name], int) and not isinstance(data[name], bool) and data[name] >= 0):
+            errors.append(f"{where}.{name}: a meter value must be a non-negative integer, got {data[name]!r}")
+    for name in GROUP_BY:
+        if name in data and not isinstance(data[name], str):
+            errors.append(f"{where}.{name}: a group-by value must be a string, got {data[name]!r}")
+    if "cost" in data and not (isinstance(data.get("currency"), str) and CURRENCY.match(data["currency"])):
+        errors.append(f"{where}.currency: a cost needs its ISO 4217 currency, got {data.get('currency')!r}")
     return errors
 
 

@@ -183,3 +183,113 @@ models:
     assert_eq!(unpriced.control.requests.load(Relaxed), 0, "a deployment with no price is tried last");
     assert_eq!(dear.control.requests.load(Relaxed), 1);
 }
+
+/// A team's `max_price_per_mtok` keeps it off deployments dearer than that (input + output per
+/// million tokens): it only ever reaches the cheap one, and a model with only dear deployments
+/// is refused with a 403 naming the ceiling; a team without a ceiling reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_ceiling_keeps_a_team_off_the_dear_deployments() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (dear, cheap) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}, {{ key: sk-free, team: team-b }}]
+teams:
+  team-a: {{ models: ['*'], limits: {{ max_price_per_mtok: '5' }} }}
+  team-b: {{ models: ['*'] }}
+providers:
+  dear: {{ vendor: openai, base_url: '{}' }}
+  cheap: {{ vendor: openai, base_url: '{}' }}
+models:
+  m:
+    deployments:
+      - {{ provider: dear, model: gpt-4o }}
+      - {{ provider: cheap, model: gpt-4o, price: {{ input: '0.5', output: '4.5' }} }}
+  dear-only:
+    deployments: [{{ provider: dear, model: gpt-4o }}]
+",
+        dear.base_url(),
+        cheap.base_url(),
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..12 {
+        let response = gw.chat("m", false).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(support::deployment_of(&response), "cheap/gpt-4o", "0.5 + 4.5 = 5: at the ceiling is within it");
+    }
+    assert_eq!(dear.control.requests.load(Relaxed), 0, "$2.50 + $10 is over the ceiling");
+
+    let refusal = gw.chat("dear-only", false).await;
+    assert_eq!(refusal.status(), 403);
+    let body = support::json(refusal).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_price_per_mtok is 5.000000 USD per million tokens"), "{message}");
+    assert!(message.contains("the cheapest: 12.500000 USD"), "{message}");
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    // The same refusal in the Anthropic shape on `/v1/messages`.
+    let anthropic =
+        serde_json::json!({"model": "dear-only", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]});
+    let refusal = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&anthropic).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal.status(), 403);
+    let body = support::json(refusal).await;
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_price_per_mtok"), "{body}");
+    assert_eq!(dear.control.requests.load(Relaxed), 0);
+
+    // No ceiling: both deployments of `m` take traffic, and `dear-only` answers.
+    let other = serde_json::json!({"model": "dear-only", "messages": [{"role": "user", "content": "Hello"}]});
+    assert_eq!(gw.chat_as("sk-free", other).await.status(), 200);
+    assert_eq!(dear.control.requests.load(Relaxed), 1);
+}
+
+/// Anthropic's usage splits cache writes by lifetime: each kind costs its own price, on a whole
+/// answer (the header) and on a stream (the metric, once it has ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_one_hour_cache_writes_cost_twice_the_input() {
+    let claude = support::anthropic::MockAnthropic::start().await;
+    let yaml = format!(
+        "
+keys: [{{ key: sk-test, team: team-a }}]
+teams: {{ team-a: {{ models: ['*'] }} }}
+providers:
+  claude: {{ vendor: anthropic, base_url: '{}', api_key_env: TEST_ANTHROPIC_KEY }}
+models:
+  sonnet: {{ deployments: [{{ provider: claude, model: claude-sonnet-5-5 }}] }}
+",
+        claude.base_url()
+    );
+    let gw = Gateway::start_with_env(&yaml, &[("TEST_ANTHROPIC_KEY", "sk-ant-test")]).await;
+    // The mock reports 20 input, 2 + 3 cache writes (5 minutes, 1 hour), 100 cache reads and 9
+    // output tokens. claude-sonnet-5-5: $2 in, $2.50 and $4 writes, $0.10 read, $10 out:
+    // 20 × 2 + 2 × 2.5 + 3 × 4 + 100 × 0.1 + 9 × 10 = 40 + 5 + 12 + 10 + 90 = 157 µ$.
+    let response = gw.chat("sonnet", false).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-llm-gateway-cost").as_deref(), Some("157"));
+    let response = gw
+        .chat_with(serde_json::json!({
+            "model": "sonnet", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Hello"}],
+        }))
+        .await;
+    let body = response.text().await.unwrap();
+    assert!(body.contains("[DONE]"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let spent = spend_line(&gw, "sonnet").await;
+        if spent.as_deref() == Some("314") || Instant::now() > deadline {
+            assert_eq!(spent.as_deref(), Some("314"), "the stream costs the same 157");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -230,9 +230,22 @@ pub struct UsageReport {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<u64>,
+    /// `cache_creation_input_tokens` split by the cache's lifetime (5 minutes, 1 hour), which
+    /// bill at different prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation: Option<CacheCreation>,
     /// Uses of the tools Anthropic runs itself (web search, web fetch), billed per use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_tool_use: Option<ServerToolUse>,
+}
+
+/// `usage.cache_creation`: the cache writes by lifetime (cumulative, like the token counts).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCreation {
+    #[serde(default, deserialize_with = "super::openai::zero_if_null")]
+    pub ephemeral_5m_input_tokens: u64,
+    #[serde(default, deserialize_with = "super::openai::zero_if_null")]
+    pub ephemeral_1h_input_tokens: u64,
 }
 
 /// `usage.server_tool_use`: how many times each tool Anthropic runs on its side was used, which
@@ -253,16 +266,18 @@ impl UsageReport {
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
         self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        self.cache_creation = later.cache_creation.or(self.cache_creation);
         self.server_tool_use = later.server_tool_use.or(self.server_tool_use);
     }
 
     /// The OpenAI view, counting every token once: `prompt_tokens` = input + cache read + cache
     /// write (OpenAI's prompt count includes cached tokens), `cached_tokens` = cache read,
-    /// `cache_write_tokens` = cache write, `completion_tokens` = output; the tool uses carried
-    /// along for metering.
+    /// `cache_write_tokens` = cache write, `completion_tokens` = output; the tool uses and the
+    /// 1-hour cache writes carried along for metering and spend.
     pub fn to_openai(&self) -> Usage {
         Usage {
             server_tools: self.server_tool_use.unwrap_or_default(),
+            cache_write_long_tokens: self.cache_creation.map(|c| c.ephemeral_1h_input_tokens).unwrap_or(0),
             ..Usage::from_anthropic(
                 self.input_tokens.unwrap_or(0),
                 self.output_tokens.unwrap_or(0),
@@ -282,6 +297,10 @@ impl UsageReport {
             output_tokens: Some(usage.completion_tokens),
             cache_creation_input_tokens: Some(details.cache_write_tokens),
             cache_read_input_tokens: Some(details.cached_tokens),
+            cache_creation: (usage.cache_write_long_tokens > 0).then(|| CacheCreation {
+                ephemeral_5m_input_tokens: details.cache_write_tokens.saturating_sub(usage.cache_write_long_tokens),
+                ephemeral_1h_input_tokens: usage.cache_write_long_tokens,
+            }),
             server_tool_use: (usage.server_tools != ServerToolUse::default()).then_some(usage.server_tools),
         }
     }
@@ -293,6 +312,7 @@ impl UsageReport {
             output_tokens: Some(self.output_tokens.unwrap_or(0)),
             cache_creation_input_tokens: Some(self.cache_creation_input_tokens.unwrap_or(0)),
             cache_read_input_tokens: Some(self.cache_read_input_tokens.unwrap_or(0)),
+            cache_creation: self.cache_creation,
             server_tool_use: self.server_tool_use,
         }
     }
@@ -440,6 +460,7 @@ mod tests {
             output_tokens: Some(7),
             cache_creation_input_tokens: Some(100),
             cache_read_input_tokens: Some(1000),
+            cache_creation: None,
             server_tool_use: Some(ServerToolUse { web_search_requests: 2, web_fetch_requests: 0 }),
         };
         let openai = report.to_openai();

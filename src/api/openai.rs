@@ -21,6 +21,11 @@ pub struct Usage {
     /// metering only. Not an OpenAI field, so never sent to a client nor read from an upstream.
     #[serde(skip)]
     pub server_tools: ServerToolUse,
+    /// Of `prompt_tokens_details.cache_write_tokens`, those written to the vendor's long-lived
+    /// cache (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), which bill at their own
+    /// price: for spend only. Not an OpenAI field, so never sent to a client.
+    #[serde(skip)]
+    pub cache_write_long_tokens: u64,
 }
 
 impl Usage {
@@ -38,6 +43,7 @@ impl Usage {
             }),
             completion_tokens_details: None,
             server_tools: ServerToolUse::default(),
+            cache_write_long_tokens: 0,
         }
     }
 }

@@ -33,6 +33,11 @@ pub struct Limits {
     pub daily_spend: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::config::price::opt_amount")]
     pub monthly_spend: Option<u64>,
+    /// A price ceiling: deployments dearer than this (input + output price per million tokens,
+    /// in micro-units of `spend.currency`, what the `cheapest` strategy orders by) are never
+    /// routed to. Zero allows only free deployments.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::config::price::opt_amount")]
+    pub max_price_per_mtok: Option<u64>,
 }
 
 impl Limits {
@@ -51,6 +56,7 @@ impl Limits {
             daily_requests: self.daily_requests.or(fallback.daily_requests),
             daily_spend: self.daily_spend.or(fallback.daily_spend),
             monthly_spend: self.monthly_spend.or(fallback.monthly_spend),
+            max_price_per_mtok: self.max_price_per_mtok.or(fallback.max_price_per_mtok),
         }
     }
 
@@ -73,7 +79,18 @@ impl Limits {
                 return Err(ConfigError(format!("{path}.{field}: must be at most {MAX_LIMIT}")));
             }
         }
+        if self.max_price_per_mtok.is_some_and(|v| v > MAX_LIMIT) {
+            return Err(ConfigError(format!("{path}.max_price_per_mtok: must be at most {}", MAX_LIMIT / 1_000_000)));
+        }
         Ok(())
+    }
+
+    /// The lower of two price ceilings (either may be absent).
+    pub fn ceiling(&self, other: &Limits) -> Option<u64> {
+        match (self.max_price_per_mtok, other.max_price_per_mtok) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

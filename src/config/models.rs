@@ -109,6 +109,8 @@ fn deployment(
         breaker,
         price,
         sort_price,
+        // Resolved once the currency is known (`price::resolve_deployments`).
+        priced: crate::config::price::Priced::UNKNOWN,
     })
 }
 

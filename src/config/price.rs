@@ -12,30 +12,36 @@ use crate::providers::ModelInfo;
 pub const CATALOGUE_CURRENCY: &str = "USD";
 
 /// What one token of each type costs, in micro-units per million tokens. Reasoning tokens
-/// bill as output.
+/// bill as output. `cache_write` is the vendor's short-lived cache write (Anthropic's 5 minutes,
+/// OpenAI's 30), `cache_write_long` the long-lived one (Anthropic's 1 hour), where usage tells
+/// them apart (`Usage::cache_write_long_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Price {
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
     pub cache_write: u64,
+    pub cache_write_long: u64,
 }
 
 impl Price {
-    pub const FREE: Price = Price { input: 0, output: 0, cached_input: 0, cache_write: 0 };
+    pub const FREE: Price = Price { input: 0, output: 0, cached_input: 0, cache_write: 0, cache_write_long: 0 };
 
-    /// The catalogue's nano-dollars per token (× 1000); cache prices fall back to the input's.
+    /// The catalogue's nano-dollars per token (× 1000); cache prices fall back to the input's
+    /// (the long cache write to the short one's).
     pub fn from_catalogue(info: &ModelInfo) -> Option<Price> {
         if info.input_nanos_per_token.is_none() && info.output_nanos_per_token.is_none() {
             return None;
         }
         let micro = |n: Option<u64>| n.map(|n| n.saturating_mul(1000));
         let input = micro(info.input_nanos_per_token).unwrap_or(0);
+        let cache_write = micro(info.cache_write_nanos_per_token).unwrap_or(input);
         Some(Price {
             input,
             output: micro(info.output_nanos_per_token).unwrap_or(0),
             cached_input: micro(info.cached_input_nanos_per_token).unwrap_or(input),
-            cache_write: micro(info.cache_write_nanos_per_token).unwrap_or(input),
+            cache_write,
+            cache_write_long: micro(info.cache_write_long_nanos_per_token).unwrap_or(cache_write),
         })
     }
 
@@ -51,7 +57,7 @@ impl Price {
 
     /// The dearest per-token price of any type (what a worst case is priced at).
     pub fn highest(&self) -> u64 {
-        self.input.max(self.output).max(self.cached_input).max(self.cache_write)
+        self.input.max(self.output).max(self.cached_input).max(self.cache_write).max(self.cache_write_long)
     }
 }
 
@@ -96,17 +102,23 @@ pub struct RawPrice {
     pub cached_input: Option<Amount>,
     #[serde(default)]
     pub cache_write: Option<Amount>,
+    /// The long-lived cache write (Anthropic's 1-hour); `cache_write_1h` is the same field.
+    #[serde(default, alias = "cache_write_1h")]
+    pub cache_write_long: Option<Amount>,
 }
 
 impl RawPrice {
-    /// Missing cache prices fall back to the input's; a missing input or output is zero.
+    /// Missing cache prices fall back to the input's (the long cache write to the short one's);
+    /// a missing input or output is zero.
     pub fn to_price(&self) -> Price {
         let input = self.input.map(|a| a.0).unwrap_or(0);
+        let cache_write = self.cache_write.map(|a| a.0).unwrap_or(input);
         Price {
             input,
             output: self.output.map(|a| a.0).unwrap_or(0),
             cached_input: self.cached_input.map(|a| a.0).unwrap_or(input),
-            cache_write: self.cache_write.map(|a| a.0).unwrap_or(input),
+            cache_write,
+            cache_write_long: self.cache_write_long.map(|a| a.0).unwrap_or(cache_write),
         }
     }
 }
@@ -175,7 +187,9 @@ pub mod opt_amount {
 }
 
 /// The worst case of `prompt` tokens and `completion` tokens at `price`, in micro-units rounded
-/// up: prompt tokens at the dearer of input and cache write, completion at output.
+/// up: prompt tokens at the dearer of input and the short-lived cache write, completion at
+/// output. (Long-lived writes are opt-in per request and rare; one that costs more than its
+/// reservation settles at its real cost all the same.)
 pub fn worst_case(price: &Price, prompt: u64, completion: u64) -> u64 {
     let picos = u128::from(prompt) * u128::from(price.input.max(price.cache_write))
         + u128::from(completion) * u128::from(price.output);
@@ -190,6 +204,7 @@ impl Price {
             output: self.output.max(other.output),
             cached_input: self.cached_input.max(other.cached_input),
             cache_write: self.cache_write.max(other.cache_write),
+            cache_write_long: self.cache_write_long.max(other.cache_write_long),
         }
     }
 }
@@ -213,6 +228,29 @@ pub enum Source {
 pub struct Priced {
     pub price: Price,
     pub source: Source,
+}
+
+impl Priced {
+    /// No price known: zero, and reported at start when a paying vendor bills it.
+    pub const UNKNOWN: Priced = Priced { price: Price::FREE, source: Source::Unknown };
+}
+
+/// Resolves every deployment's price once, in `currency`: its `price:` (`free: true`), else a
+/// `price:` the config gives the same `provider/model` in another group, else the catalogue's.
+pub fn resolve_deployments(models: &mut std::collections::BTreeMap<String, crate::config::ModelSpec>, currency: &str) {
+    let mut configured: std::collections::HashMap<String, Price> = std::collections::HashMap::new();
+    for d in models.values().flat_map(|m| &m.deployments) {
+        if let Some(price) = d.price {
+            configured.entry(d.id.clone()).or_insert(price);
+        }
+    }
+    for d in models.values_mut().flat_map(|m| &mut m.deployments) {
+        d.priced = match d.price.or_else(|| configured.get(&d.id).copied()) {
+            Some(price) if price == Price::FREE => Priced { price, source: Source::Free },
+            Some(price) => Priced { price, source: Source::Config },
+            None => resolve(currency, &d.provider, &d.model),
+        };
+    }
 }
 
 /// A deployment's price without a `price:` of its own.

@@ -83,44 +83,43 @@ pub(super) fn refusal_message(check: &Check, retry_after_ms: Option<u64>, used: 
 pub struct Settler {
     limiter: Arc<Limiter>,
     count: Arc<dyn LocalCount>,
-    prices: Arc<crate::spend::Prices>,
 }
 
 impl Settler {
-    pub fn new(limiter: Arc<Limiter>, count: Arc<dyn LocalCount>, prices: Arc<crate::spend::Prices>) -> Self {
-        Self { limiter, count, prices }
+    pub fn new(limiter: Arc<Limiter>, count: Arc<dyn LocalCount>) -> Self {
+        Self { limiter, count }
     }
 }
 
-/// What the request cost (micro-units): nothing for a cache hit; `None` without usage.
-fn real_cost(prices: &crate::spend::Prices, deployment: Option<&str>, outcome: &Outcome) -> Option<u64> {
+/// What the request cost (micro-units) at its deployment's price: nothing for a cache hit;
+/// `None` without usage.
+fn real_cost(priced: Option<crate::spend::Priced>, outcome: &Outcome) -> Option<u64> {
     let usage = outcome.usage.as_ref()?;
     if outcome.cached {
         return Some(0);
     }
-    Some(crate::spend::cost(&prices.of(deployment?).price, usage))
+    Some(crate::spend::cost(&priced?.price, usage))
 }
 
 impl Observer for Settler {
     fn finished(&self, ctx: &RequestCtx, outcome: &Outcome) {
         let Some(reservation) = &ctx.reservation else { return };
         if !outcome.counted_locally(ctx) {
-            let cost = real_cost(&self.prices, ctx.deployment.as_deref(), outcome);
+            let cost = real_cost(ctx.priced, outcome);
             self.limiter.settle_costing(reservation, outcome, cost);
             return;
         }
         // The concurrency lease goes back now; the tokens once they are counted.
         let (leases, tokens) = reservation.split();
         self.limiter.settle(&leases, outcome);
-        let (limiter, count, reservation, prices) =
-            (self.limiter.clone(), self.count.clone(), tokens, self.prices.clone());
+        let (limiter, count, reservation, priced) = (self.limiter.clone(), self.count.clone(), tokens, ctx.priced);
         let (deployment, endpoint, body) = (ctx.deployment.clone().unwrap_or_default(), ctx.endpoint, ctx.body.clone());
         let mut outcome = outcome.clone();
         let mut settle = move || {
             let usage = count.usage(&deployment, endpoint, &body, outcome.generated.as_ref(), outcome.usage.as_ref());
             outcome.usage = Some(usage);
             outcome.usage_partial = false;
-            let cost = real_cost(&prices, Some(&deployment).filter(|d| !d.is_empty()).map(String::as_str), &outcome);
+            let cost = real_cost(priced, &outcome);
             limiter.settle_costing(&reservation, &outcome, cost);
         };
         // Counting a long answer takes a tokenizer pass: off the serving threads.

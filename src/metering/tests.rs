@@ -343,6 +343,7 @@ fn a_full_outbox_refuses_new_requests_under_the_reject_policy() {
         stream: false,
         client_wants_usage: false,
         deployment: Some("openai/gpt-4o".into()),
+        priced: None,
         attempts: 1,
         trace: Default::default(),
         body: Bytes::new(),

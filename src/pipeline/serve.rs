@@ -116,6 +116,7 @@ async fn try_plan(
         }
         ctx.attempts += 1;
         ctx.deployment = Some(candidate.deployment.id.clone());
+        ctx.priced = Some(candidate.deployment.priced);
         let deployment = &candidate.deployment;
         let (attempt_span, traceparent) = start_attempt_span(ctx, &candidate);
         let result = attempt(gw, ctx, request, headers, deployment, &guard, traceparent).await;

@@ -75,6 +75,7 @@ fn anthropic_cache_reads_and_writes_have_their_own_prices() {
         output_tokens: Some(300),
         cache_creation_input_tokens: Some(1000),
         cache_read_input_tokens: Some(5000),
+        cache_creation: None,
         server_tool_use: None,
     };
     // claude-sonnet-5-5: $2 in, $2.50 5-minute write, $0.10 read, $10 out:
@@ -97,7 +98,16 @@ fn overrides_self_hosted_and_unknown_prices() {
     let priced = p.of("openai/gpt-99");
     assert_eq!(priced.source, Source::Config);
     // '0.0375' (a string) and 2.5 (a YAML number) per Mtok, read exactly; cache write = input.
-    assert_eq!(priced.price, Price { input: 37_500, output: 2_500_000, cached_input: 1_000_000, cache_write: 37_500 });
+    assert_eq!(
+        priced.price,
+        Price {
+            input: 37_500,
+            output: 2_500_000,
+            cached_input: 1_000_000,
+            cache_write: 37_500,
+            cache_write_long: 37_500
+        }
+    );
     // 1000 × 0.0375 + 100 × 2.5 = 37.5 + 250 = 287.5 µ → 288.
     assert_eq!(cost(&priced.price, &openai(1000, 0, 100, 0)), 288);
     assert_eq!(p.of("vllm/qwen3").source, Source::SelfHosted);
@@ -155,18 +165,20 @@ fn amounts_are_parsed_and_printed_exactly() {
 
 #[test]
 fn event_costs_add_up_to_the_request_cost() {
-    let price = Price { input: 37_500, output: 2_500_000, cached_input: 3_750, cache_write: 46_875 };
+    let price =
+        Price { input: 37_500, output: 2_500_000, cached_input: 3_750, cache_write: 46_875, cache_write_long: 75_000 };
     let parts =
         [(TokenType::Input, 13), (TokenType::Output, 7), (TokenType::CacheRead, 11), (TokenType::CacheWrite, 3)];
     // 0.4875 + 17.5 + 0.04125 + 0.140625 = 18.169375 µ → 18, split as 0 + 18 + 0 + 0.
-    let shares = apportion(&price, &parts);
+    let shares = apportion(&price, &parts, 0);
     assert_eq!(shares, vec![0, 18, 0, 0]);
     assert_eq!(micros_of(picos(&price, &parts)), 18);
 }
 
 fn any_price() -> impl Strategy<Value = Price> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-        .prop_map(|(input, output, cached_input, cache_write)| Price { input, output, cached_input, cache_write })
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(input, output, cached_input, cache_write)| {
+        Price { input, output, cached_input, cache_write, cache_write_long: cache_write }
+    })
 }
 
 proptest! {
@@ -183,7 +195,7 @@ proptest! {
         let parts: Vec<(TokenType, u64)> = TokenType::ALL.iter().copied().zip(counts).collect();
         let exact = picos(&price, &parts);
         let total = micros_of(exact);
-        let shares = apportion(&price, &parts);
+        let shares = apportion(&price, &parts, 0);
         if exact < u128::from(u64::MAX) * 1_000_000 {
             let back = u128::from(total) * 1_000_000;
             prop_assert!(back.abs_diff(exact) <= 500_000, "{total} µ for {exact} p");
@@ -219,4 +231,110 @@ fn a_money_budget_reserves_the_worst_case_of_every_candidate() {
         worst_price: p.worst_of("sol"),
     };
     assert_eq!(demand.worst_cost(&settings), 250 + 2 * 500 * 10);
+}
+
+/// A principal of team `team-a` whose key carries `key_ceiling`, the team's limits from `config`.
+fn principal(config: &Config, key_ceiling: Option<u64>) -> crate::ctx::Principal {
+    let limits = crate::config::limits::Limits { max_price_per_mtok: key_ceiling, ..Default::default() };
+    crate::ctx::Principal {
+        team: "team-a".into(),
+        key_id: "key-a".into(),
+        policy: std::sync::Arc::new(config.teams["team-a"].clone()),
+        grant: std::sync::Arc::new(crate::ctx::Grant { subject: "k:key-a".into(), limits, ..Default::default() }),
+    }
+}
+
+#[test]
+fn a_price_ceiling_leaves_out_the_dearer_deployments() {
+    let yaml = CONFIG
+        .replace("teams: { team-a: { models: ['*'] } }", "teams: { team-a: { models: ['*'], limits: { max_price_per_mtok: '12.5' } } }")
+        .replace(
+            "  gpt-4o: { deployments: [{ provider: openai }] }",
+            "  gpt-4o:\n    deployments: [{ provider: openai }, { provider: openai, model: gpt-99, price: { input: 1, output: 2 } }]",
+        );
+    let config = Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap();
+    assert_eq!(config.teams["team-a"].limits.max_price_per_mtok, Some(12_500_000));
+    let router = crate::router::Router::new(&config);
+    let ids = |p: &crate::ctx::Principal| {
+        let plan = router.plan(p, "gpt-4o", crate::router::RequestShape::default()).unwrap();
+        let mut ids: Vec<String> = plan.candidates.iter().map(|c| c.deployment.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // The team's 12.5 admits gpt-4o's $2.50 + $10 exactly; the key's own 3 (the lower) does not.
+    assert_eq!(ids(&principal(&config, None)), ["openai/gpt-4o", "openai/gpt-99"]);
+    assert_eq!(ids(&principal(&config, Some(3_000_000))), ["openai/gpt-99"]);
+    // Nothing under the ceiling: a 403 naming it; an unpriced paying model is never under one.
+    for (model, cheapest) in [("sol", "the cheapest: 12.000000 USD"), ("mystery", "the cheapest: unknown")] {
+        let err = router.plan(&principal(&config, Some(3_000_000)), model, Default::default()).unwrap_err();
+        assert_eq!(err.status(), 403);
+        let message = err.to_string();
+        assert!(message.contains("max_price_per_mtok is 3.000000 USD per million tokens"), "{message}");
+        assert!(message.contains(cheapest), "{message}");
+    }
+    // Zero admits only free deployments.
+    assert!(router.plan(&principal(&config, Some(0)), "local", Default::default()).is_ok());
+}
+
+#[test]
+fn one_hour_cache_writes_cost_their_own_price() {
+    let p = prices(CONFIG);
+    let sonnet = p.of("anthropic/claude-sonnet-5-5").price;
+    assert_eq!((sonnet.cache_write, sonnet.cache_write_long), (2_500_000, 4_000_000));
+    // Anthropic's usage as it arrives: 1000 cache writes, 399 to the 5-minute cache, 601 to the
+    // 1-hour one.
+    let report: UsageReport = serde_json::from_str(
+        r#"{"input_tokens": 100, "output_tokens": 300, "cache_read_input_tokens": 5000,
+            "cache_creation_input_tokens": 1000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 399, "ephemeral_1h_input_tokens": 601}}"#,
+    )
+    .unwrap();
+    let usage = report.to_openai();
+    // $2 in, $2.50 5-minute write, $4 1-hour write, $0.10 read, $10 out:
+    // 100 × 2 + 399 × 2.5 + 601 × 4 + 5000 × 0.1 + 300 × 10 = 200 + 997.5 + 2404 + 500 + 3000
+    // = 7101.5 µ$ → 7102 (all at the 5-minute price it would be 6200).
+    assert_eq!(cost(&sonnet, &usage), 7102);
+    let parts = crate::api::split_usage(&usage);
+    let shares = apportion(&sonnet, &parts, long_writes(&usage));
+    assert_eq!(shares.iter().sum::<u64>(), 7102, "the events add up to the request");
+    let write = parts.iter().position(|(t, _)| *t == TokenType::CacheWrite).unwrap();
+    assert!((3401..=3402).contains(&shares[write]), "{shares:?}");
+    // The split survives the Anthropic view and back.
+    assert_eq!(UsageReport::from_openai(&usage).to_openai(), usage);
+
+    // A config price: `cache_write_1h` (or `cache_write_long`); missing, the 5-minute price.
+    let yaml = CONFIG.replace(
+        "{ provider: anthropic, model: claude-haiku-4-5, free: true }",
+        "{ provider: anthropic, model: claude-haiku-4-5, price: { input: 1, output: 5, cache_write: '1.25', cache_write_1h: 2 } }",
+    );
+    let haiku = prices(&yaml).of("anthropic/claude-haiku-4-5").price;
+    assert_eq!((haiku.cache_write, haiku.cache_write_long), (1_250_000, 2_000_000));
+    // 100 × 1 + 399 × 1.25 + 601 × 2 + 5000 × 1 (cached_input = input) + 300 × 5
+    // = 100 + 498.75 + 1202 + 5000 + 1500 = 8300.75 → 8301.
+    assert_eq!(cost(&haiku, &usage), 8301);
+    assert_eq!(prices(CONFIG).of("openai/gpt-99").price.cache_write_long, 37_500, "defaults to cache_write");
+}
+
+#[test]
+fn prices_are_resolved_into_the_deployments_when_the_config_is_built() {
+    // The same `provider/model` in two groups: the `price:` one group gives it holds in both.
+    let yaml = CONFIG.replace(
+        "  mystery: { deployments: [{ provider: openai, model: gpt-98 }] }",
+        "  mystery: { deployments: [{ provider: openai, model: gpt-98 }] }\n  \
+         mystery-priced: { deployments: [{ provider: openai, model: gpt-98, price: { input: 3, output: 4 } }] }",
+    );
+    let config = Config::from_yaml(&yaml, &HashMap::<&str, &str>::new()).unwrap();
+    let priced = |group: &str| config.models[group].deployments[0].priced;
+    assert_eq!(priced("gpt-4o").source, Source::Catalogue);
+    assert_eq!(priced("gpt-4o").price.input, 2_500_000);
+    assert_eq!(priced("local").source, Source::SelfHosted);
+    assert_eq!(priced("mystery").source, Source::Config);
+    assert_eq!(priced("mystery").price, priced("mystery-priced").price);
+    assert_eq!(priced("mystery").price.output, 4_000_000);
+    // What `Prices` reports is what the deployments carry.
+    let p = Prices::new(&config);
+    for group in ["gpt-4o", "local", "mystery", "priced", "sonnet"] {
+        let d = &config.models[group].deployments[0];
+        assert_eq!(p.of(&d.id), d.priced, "{group}");
+    }
 }

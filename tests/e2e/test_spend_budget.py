@@ -108,3 +108,15 @@ def test_an_admin_made_key_has_a_money_budget_of_its_own(replicas: list[GatewayP
     error = refused.json()["error"]
     assert error["code"] == "budget_exceeded" and "budget 0.001000 USD" in error["message"], error
     assert "spent 0.000000 USD" in error["message"], error
+
+
+def test_an_admin_made_key_can_carry_a_price_ceiling(replicas: list[GatewayProcess]) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    limits = {"max_price_per_mtok": "100"}
+    r = httpx.post(replicas[0].url + "/admin/keys", json={"team": "others", "limits": limits}, headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["limits"]["max_price_per_mtok"] == "100.000000", r.json()
+    # echo costs 2.5 + 100 per Mtok: over the key's ceiling, on either replica.
+    refused = ask(replicas[1], r.json()["key"], 0)
+    assert refused.status_code == 403, refused.text
+    assert "max_price_per_mtok is 100.000000 USD per million tokens" in refused.json()["error"]["message"]

@@ -65,7 +65,9 @@ async fn messages(State(recorded): State<Arc<Mutex<Recorded>>>, headers: HeaderM
             .into_response();
     }
     let tools = model == "tools";
-    let usage = json!({"input_tokens": 20, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 9});
+    // As Anthropic reports it: the cache writes also split by the cache's lifetime.
+    let usage = json!({"input_tokens": 20, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 9,
+        "cache_creation": {"ephemeral_5m_input_tokens": 2, "ephemeral_1h_input_tokens": 3}});
     if request["stream"] != json!(true) {
         let content = if tools {
             json!([{"type": "text", "text": "Checking."},
@@ -84,7 +86,8 @@ async fn messages(State(recorded): State<Arc<Mutex<Recorded>>>, headers: HeaderM
         "message_start",
         json!({"type": "message_start", "message": {"id": "msg_mock2", "type": "message", "role": "assistant",
             "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 20, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 1}}}),
+            "usage": {"input_tokens": 20, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 1,
+                "cache_creation": {"ephemeral_5m_input_tokens": 2, "ephemeral_1h_input_tokens": 3}}}}),
     );
     out += &event("ping", json!({"type": "ping"}));
     out += &event(
