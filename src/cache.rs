@@ -283,40 +283,10 @@ impl Cache {
             Lookup::Miss(None)
         };
         let responses = ctx.endpoint == Endpoint::Responses;
-        if ctx.endpoint != Endpoint::ChatCompletions && !responses {
-            return bypass(ctx, "endpoint");
-        }
-        if responses && body.contains("previous_response_id") {
-            // Its answer depends on state the key does not see.
-            return bypass(ctx, "previous_response");
-        }
-        let team = ctx.principal.as_ref().map(|p| p.team.clone()).unwrap_or_default();
-        let team_policy = self.settings.teams.get(&*team).copied();
-        if team_policy.is_some_and(|t| !t.enabled) {
-            return bypass(ctx, "team");
-        }
         let directive = directive(headers);
-        if directive == Directive::NoStore {
-            return bypass(ctx, "no_store");
-        }
-        let Some(group) = model_group else { return bypass(ctx, "model") };
-        let rules = self
-            .semantic
-            .as_ref()
-            .filter(|_| directive != Directive::NoSemantic && team_policy.is_none_or(|t| t.semantic))
-            .map(|s| SemanticRules {
-                max_temperature: s.settings.max_temperature,
-                max_messages: s.settings.max_messages,
-                max_chars: s.settings.embedder.max_chars,
-            });
-        let key = if responses {
-            key::responses_key(&team, group, body)
-        } else {
-            key::request_key(&team, group, body, rules)
-        };
-        let key = match key {
-            Ok(key) => key,
-            Err(skip) => return bypass(ctx, skip.label()),
+        let (key, group) = match self.key_of(ctx, model_group, body, directive) {
+            Ok(keyed) => keyed,
+            Err(reason) => return bypass(ctx, reason),
         };
         if directive == Directive::NoCache {
             ctx.cache = CacheStatus::Bypass;
@@ -355,6 +325,45 @@ impl Cache {
         ctx.cache = CacheStatus::Miss;
         self.metrics.misses.inc();
         Lookup::Miss(Some(Fill { cache: self.clone(), key, vector, responses }))
+    }
+
+    /// The request's cache key and model group, or why the cache is bypassed.
+    fn key_of<'a>(
+        &self,
+        ctx: &RequestCtx,
+        model_group: Option<&'a str>,
+        body: &RawObject,
+        directive: Directive,
+    ) -> Result<(key::RequestKey, &'a str), &'static str> {
+        let responses = ctx.endpoint == Endpoint::Responses;
+        if ctx.endpoint != Endpoint::ChatCompletions && !responses {
+            return Err("endpoint");
+        }
+        if responses && body.contains("previous_response_id") {
+            // Its answer depends on state the key does not see.
+            return Err("previous_response");
+        }
+        let team = ctx.principal.as_ref().map(|p| p.team.as_ref()).unwrap_or_default();
+        let team_policy = self.settings.teams.get(team).copied();
+        if team_policy.is_some_and(|t| !t.enabled) {
+            return Err("team");
+        }
+        if directive == Directive::NoStore {
+            return Err("no_store");
+        }
+        let group = model_group.ok_or("model")?;
+        let rules = self
+            .semantic
+            .as_ref()
+            .filter(|_| directive != Directive::NoSemantic && team_policy.is_none_or(|t| t.semantic))
+            .map(|s| SemanticRules {
+                max_temperature: s.settings.max_temperature,
+                max_messages: s.settings.max_messages,
+                max_chars: s.settings.embedder.max_chars,
+            });
+        let key =
+            if responses { key::responses_key(team, group, body) } else { key::request_key(team, group, body, rules) };
+        key.map(|key| (key, group)).map_err(|skip| skip.label())
     }
 
     async fn exact_get(&self, hash: &[u8; 32]) -> Option<Arc<Stored>> {
