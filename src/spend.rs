@@ -258,6 +258,10 @@ impl Observer for SpendObserver {
         let model = self.labels.model_label(&ctx.client_model);
         if outcome.counted_locally(ctx) {
             let (Some(deployment), Some(priced)) = (ctx.deployment.clone(), ctx.priced) else { return };
+            if priced.price == Price::FREE {
+                // Costs nothing whatever it used: no tokenizer is loaded (tens of MB) to say so.
+                return;
+            }
             let (metrics, count) = (self.metrics.clone(), self.count.clone());
             let (endpoint, body, outcome, model) = (ctx.endpoint, ctx.body.clone(), outcome.clone(), model.to_owned());
             let settle = move || {

@@ -182,6 +182,29 @@ fn any_price() -> impl Strategy<Value = Price> {
 }
 
 proptest! {
+    /// Amounts are read by our own decimal parser (no float anywhere): any decimal with up to
+    /// six places is its exact micro-units, formatting reads back to the same value, and no
+    /// text makes it panic.
+    #[test]
+    fn amounts_parse_exactly_and_round_trip(
+        whole in 0u64..=18_446_744_073_708,
+        frac in "[0-9]{0,6}",
+        micros in any::<u64>(),
+        junk in "\\PC{0,24}",
+    ) {
+        let text = if frac.is_empty() { whole.to_string() } else { format!("{whole}.{frac}") };
+        let expected = whole * 1_000_000 + if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse::<u64>().unwrap() };
+        prop_assert_eq!(parse_micros(&text), Ok(expected));
+        prop_assert_eq!(parse_micros(&format!(" {text} ")), Ok(expected));
+        prop_assert_eq!(parse_micros(&format_micros(micros)), Ok(micros));
+        if let Ok(value) = parse_micros(&junk) {
+            // Whatever it accepted is a plain decimal that formats back to the same amount.
+            let t = junk.trim();
+            prop_assert!(t.bytes().all(|b| b.is_ascii_digit() || b == b'.'), "{junk:?} → {value}");
+            prop_assert_eq!(parse_micros(&format_micros(value)), Ok(value));
+        }
+    }
+
     /// Whatever the counts and prices: no panic, no overflow, the total within half a
     /// micro-unit of the exact sum, and the events' shares adding up to it exactly.
     #[test]
@@ -337,4 +360,74 @@ fn prices_are_resolved_into_the_deployments_when_the_config_is_built() {
         let d = &config.models[group].deployments[0];
         assert_eq!(p.of(&d.id), d.priced, "{group}");
     }
+}
+
+/// Counts how often the local count is asked for (a tokenizer pass and, the first time, tens of
+/// MB of tokenizer tables).
+struct CountingCount(std::sync::atomic::AtomicUsize);
+
+impl crate::ctx::LocalCount for CountingCount {
+    fn usage(
+        &self,
+        _deployment: &str,
+        _endpoint: crate::ctx::Endpoint,
+        _body: &bytes::Bytes,
+        _generated: Option<&crate::ctx::Generated>,
+        _reported: Option<&Usage>,
+    ) -> Usage {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Usage { prompt_tokens: 1_000, completion_tokens: 2_000, total_tokens: 3_000, ..Default::default() }
+    }
+}
+
+/// A stream cut before its usage (client gone) on `deployment` at `priced`.
+fn cut_stream(deployment: &str, priced: Priced) -> (crate::ctx::RequestCtx, crate::ctx::Outcome) {
+    let ctx = crate::ctx::RequestCtx {
+        request_id: "r".into(),
+        started: std::time::Instant::now(),
+        endpoint: crate::ctx::Endpoint::ChatCompletions,
+        principal: None,
+        client_model: "own".into(),
+        client: Default::default(),
+        stream: true,
+        client_wants_usage: false,
+        deployment: Some(deployment.into()),
+        priced: Some(priced),
+        attempts: 1,
+        trace: Default::default(),
+        body: bytes::Bytes::from_static(b"{}"),
+        cache: Default::default(),
+        reservation: None,
+        query: None,
+    };
+    let outcome = crate::ctx::Outcome { client_gone: true, ..crate::ctx::Outcome::failed(200, "client_gone") };
+    (ctx, outcome)
+}
+
+#[test]
+fn a_cut_stream_is_counted_for_its_cost_only_when_its_deployment_has_a_price() {
+    use crate::ctx::Observer;
+    let config = Config::from_yaml(CONFIG, &HashMap::<&str, &str>::new()).unwrap();
+    let count = Arc::new(CountingCount(Default::default()));
+    let metrics = Arc::new(crate::telemetry::metrics::spend::SpendMetrics::new());
+    let observer = SpendObserver {
+        prices: Arc::new(Prices::new(&config)),
+        metrics: metrics.clone(),
+        labels: Arc::new(crate::telemetry::metrics::Metrics::new(["own".to_owned()].into(), false)),
+        count: count.clone(),
+    };
+    // A self-hosted deployment costs nothing whatever it used: nothing to count (no tokenizer).
+    let (ctx, outcome) = cut_stream("mine/qwen3", Priced { price: Price::FREE, source: Source::SelfHosted });
+    assert!(outcome.counted_locally(&ctx));
+    observer.finished(&ctx, &outcome);
+    assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // A priced one is counted (outside a runtime, at once) and its cost is in the metric:
+    // 1,000 tokens at $1 and 2,000 at $3 per million = 7,000 µ$.
+    let price = Price { input: 1_000_000, output: 3_000_000, ..Price::FREE };
+    let (ctx, outcome) = cut_stream("openai/gpt-99", Priced { price, source: Source::Config });
+    observer.finished(&ctx, &outcome);
+    assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let mut text = String::new();
+    metrics.render(&mut text);
+    assert!(text.contains("llm_gateway_spend_total{team=\"\",model=\"own\"} 7000"), "{text}");
 }
