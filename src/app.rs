@@ -238,13 +238,14 @@ pub fn build_with(config: &Config, clock: Arc<dyn Clock>) -> Result<(App, Backgr
     let deployments = config.models.values().flat_map(|m| m.deployments.iter().map(|d| d.id.clone())).collect();
     let mut metrics = Metrics::new(known_models, config.telemetry.team_label).with_deployments(deployments);
     let prices = Arc::new(crate::spend::Prices::new(config));
-    let sinks = Sinks::start(config, &mut metrics, &prices)?;
+    // The local count of requests without usage: what budgets are charged, spend counts and
+    // the request log records.
+    let count: Arc<dyn LocalCount> =
+        Arc::new(crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?);
+    let sinks = Sinks::start(config, &mut metrics, &prices, &count)?;
     let mut observers = sinks.observers;
     let metrics = Arc::new(metrics);
     observers.extend([Arc::new(RequestLog) as Arc<dyn Observer>, Arc::new(RequestMetrics(metrics.clone()))]);
-    // The local count of requests without usage: what budgets are charged and spend counts.
-    let count: Arc<dyn LocalCount> =
-        Arc::new(crate::metering::local::Counter::new(config).map_err(GatewayError::Internal)?);
     observers.push(Arc::new(crate::spend::SpendObserver {
         prices: prices.clone(),
         metrics: sinks.spend_metrics,
@@ -325,7 +326,12 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn start(config: &Config, metrics: &mut Metrics, prices: &Arc<crate::spend::Prices>) -> Result<Self, GatewayError> {
+    fn start(
+        config: &Config,
+        metrics: &mut Metrics,
+        prices: &Arc<crate::spend::Prices>,
+        count: &Arc<dyn LocalCount>,
+    ) -> Result<Self, GatewayError> {
         let mut sinks = Sinks {
             observers: Vec::new(),
             metering: None,
@@ -343,7 +349,7 @@ impl Sinks {
         }
         if let Some(settings) = &config.request_log {
             let log_metrics = Arc::new(crate::request_log::Metrics::default());
-            let (observer, running) = crate::request_log::start(settings, log_metrics.clone())
+            let (observer, running) = crate::request_log::start(settings, log_metrics.clone(), count.clone())
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             (sinks.request_log, sinks.request_log_metrics) = (Some(running), Some(log_metrics));
             sinks.observers.push(observer);

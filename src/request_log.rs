@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::config::metering::WhenFull;
 use crate::config::request_log::RequestLogSettings;
-use crate::ctx::{Observer, Outcome, RequestCtx};
+use crate::ctx::{LocalCount, Observer, Outcome, RequestCtx};
 use crate::error::GatewayError;
 use crate::metering::outbox;
 use row::Finished;
@@ -155,9 +155,12 @@ impl Drop for Running {
 
 /// Opens the outbox and starts the writer thread and the sender task (inside the runtime).
 /// PostgreSQL is not needed to start: the sender connects, migrates and delivers when it can.
+/// Starts the writer thread and the sender; `count` counts the tokens of a request whose
+/// upstream gave no usage (the same count limits and metering use).
 pub fn start(
     settings: &RequestLogSettings,
     metrics: Arc<Metrics>,
+    count: Arc<dyn LocalCount>,
 ) -> Result<(Arc<RequestLog>, Running), RequestLogError> {
     let settings = Arc::new(settings.clone());
     let dir = settings.replica_dir();
@@ -177,7 +180,7 @@ pub fn start(
         let (settings, metrics, shared, closing) = (settings.clone(), metrics.clone(), shared.clone(), closing.clone());
         std::thread::Builder::new()
             .name("request-log-outbox".into())
-            .spawn(move || write_rows(&settings, receiver, writer, &shared, &metrics, &closing))
+            .spawn(move || write_rows(&settings, receiver, writer, &shared, &metrics, &closing, &*count))
             .map_err(error)?
     };
     let sender = deliver::Sender::new(settings.clone(), reader, shared, metrics.clone(), stopping_rx);
@@ -187,6 +190,18 @@ pub fn start(
 }
 
 /// The writer thread: rows → JSON lines (redacted) → the outbox, within its bound.
+/// A row without (complete) usage gets the local count and its cost, as its budget was charged
+/// and its metering events counted.
+fn count_tokens(finished: &mut Finished, count: &dyn LocalCount) {
+    let (Some(local), Some(deployment)) = (finished.count_locally.take(), finished.deployment.as_deref()) else {
+        return;
+    };
+    let usage =
+        count.usage(deployment, finished.endpoint, &local.body, local.generated.as_ref(), finished.usage.as_ref());
+    finished.cost_nanos = local.priced.map(|p| crate::spend::nanos_of(crate::spend::usage_picos(&p.price, &usage)));
+    finished.usage = Some(usage);
+}
+
 fn write_rows(
     settings: &RequestLogSettings,
     receiver: Receiver<Finished>,
@@ -194,6 +209,7 @@ fn write_rows(
     shared: &outbox::Shared,
     metrics: &Metrics,
     closing: &AtomicBool,
+    count: &dyn LocalCount,
 ) {
     let mut lines = Vec::with_capacity(256 * 1024);
     loop {
@@ -205,7 +221,8 @@ fn write_rows(
         lines.clear();
         let mut rows = 0u64;
         let mut dropped = 0u64;
-        for finished in first.into_iter().chain(receiver.try_iter().take(4096)) {
+        for mut finished in first.into_iter().chain(receiver.try_iter().take(4096)) {
+            count_tokens(&mut finished, count);
             let start = lines.len();
             row::write_line(&finished, &settings.capture, &mut lines);
             if shared.bytes.load(Ordering::Relaxed) + lines.len() as u64 > settings.max_outbox_bytes {

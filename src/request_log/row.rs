@@ -38,6 +38,17 @@ pub struct Finished {
     pub client: crate::ctx::Client,
     /// `capture: full` only.
     pub bodies: Option<(Bytes, Option<Generated>)>,
+    /// A request the upstream gave no (complete) usage for — a stream cut before it: what the
+    /// writer thread counts its tokens from, as limits and metering do, and its price.
+    pub count_locally: Option<LocalCount>,
+}
+
+/// The prompt and what was relayed, for a count of a request's tokens off the serving threads.
+#[derive(Debug)]
+pub struct LocalCount {
+    pub body: Bytes,
+    pub generated: Option<Generated>,
+    pub priced: Option<crate::config::price::Priced>,
 }
 
 impl Finished {
@@ -69,6 +80,11 @@ impl Finished {
             ttft: outcome.time_to_first_chunk,
             client: ctx.client.clone(),
             bodies: bodies.then(|| (ctx.body.clone(), outcome.generated.clone())),
+            count_locally: outcome.counted_locally(ctx).then(|| LocalCount {
+                body: ctx.body.clone(),
+                generated: outcome.generated.clone(),
+                priced: ctx.priced,
+            }),
         }
     }
 }

@@ -25,6 +25,8 @@ KEY_A = "sk-rl-a-" + uuid.uuid4().hex
 KEY_B = "sk-rl-b-" + uuid.uuid4().hex
 ADMIN = "sk-rl-admin-" + uuid.uuid4().hex
 URL_ENV = "E2E_REQUEST_LOG_URL"
+# USD per million tokens: 1,000 and 3,000 nano-dollars a token.
+SLOW_PRICE = {"input": "1", "output": "3"}
 
 
 @pytest.fixture()
@@ -53,7 +55,7 @@ def config(upstream_url: str, outbox: Path, **postgres: Any) -> dict:
         "teams": {"team-a": {"models": ["*"]}, "team-b": {"models": ["*"]}},
         "providers": {"upstream": {"dialect": "openai", "base_url": upstream_url, "stream_usage": "stream_options"}},
         "models": {
-            m: {"deployments": [{"provider": "upstream", "model": u}]}
+            m: {"deployments": [{"provider": "upstream", "model": u, **({"price": SLOW_PRICE} if m == "slow" else {})}]}
             for m, u in {"echo": "echo", "slow": "slow-stream", "broken": "err500", "nousage": "no-usage"}.items()
         },
         "cache": {"exact": {"ttl": "1h"}},
@@ -116,6 +118,10 @@ def test_every_request_of_a_mixed_run_is_one_row_with_its_fields(pg: Postgres, u
         assert h["cache"] == "hit" and h["status"] == 200 and h["deployment"] is None
         g = rows[gone]
         assert g["error"] == "client_gone" and g["stream"] is True
+        # Cut before its usage: the tokens counted locally (the prompt, what was relayed), as its
+        # budget was charged and its metering events counted, and their cost at the price.
+        assert g["input_tokens"] > 0 and g["output_tokens"] is not None, g
+        assert g["cost_nanodollars"] == g["input_tokens"] * 1_000 + g["output_tokens"] * 3_000 > 0, g
         # Filters, keyset pages and the usage roll-up.
         assert [r["request_id"] for r in admin(gw, "/admin/requests", team="team-b")["data"]] == [failed]
         seen, cursor = [], None
