@@ -276,4 +276,45 @@ mod tests {
         assert_eq!((c.access_key_id(), expires.is_some()), ("ASIA2", true));
         assert!(from_sts("<Error><Message>denied</Message></Error>").unwrap_err().contains("Expiration"));
     }
+
+    /// XML-escapes text as STS does (the five predefined entities).
+    fn escape(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&apos;")
+    }
+
+    proptest::proptest! {
+        /// STS's answer is read by a scan of our own (no XML parser in the tree): whatever
+        /// the values hold once escaped, they come back exactly; and no input makes it panic.
+        #[test]
+        fn sts_answers_round_trip_any_escaped_values(
+            key in "\\PC{1,40}",
+            secret in "\\PC{1,60}",
+            token in "\\PC{0,200}",
+            junk in "\\PC{0,80}",
+        ) {
+            let xml = format!(
+                "<AssumeRoleWithWebIdentityResponse>{}<AssumeRoleWithWebIdentityResult><Credentials>\
+                 <AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
+                 <SessionToken>{}</SessionToken><Expiration>2026-12-07T13:00:00Z</Expiration>\
+                 </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>",
+                escape(&junk), escape(&key), escape(&secret), escape(&token),
+            );
+            let (c, expires) = from_sts(&xml).unwrap();
+            proptest::prop_assert_eq!(c.access_key_id(), key.as_str());
+            proptest::prop_assert_eq!(c.secret_access_key(), secret.as_str());
+            proptest::prop_assert_eq!(c.session_token(), Some(token.as_str()));
+            proptest::prop_assert!(expires.is_some());
+        }
+
+        #[test]
+        fn no_sts_or_container_answer_panics(text in "\\PC{0,300}", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = from_sts(&text);
+            let _ = from_container(&bytes);
+            let _ = from_container(text.as_bytes());
+        }
+    }
 }
