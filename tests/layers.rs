@@ -51,6 +51,10 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     // platform's error classification, and decodes Bedrock's event stream with the adapter's
     // decoder: both belong in the exchange (`adapter::Exchange`) and the wire vocabulary (`api`).
     ("src/upstream/cloud.rs", "adapter"),
+    // Embeddings on a cloud platform are several calls per request (Titan takes one text a call):
+    // the transport sends the calls `adapter::cloud::embed` plans and joins their answers with
+    // its reader. The plan and the reader are wire vocabulary and belong in `api`.
+    ("src/upstream/cloud/embed.rs", "adapter"),
 ];
 
 /// Files that are test code as a whole.
