@@ -6,8 +6,11 @@
 //! or `_RELATIVE_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]`: ECS, EKS Pod Identity).
 //! Temporary credentials are cached and fetched again before they expire (`creds`).
 //!
-//! `aws-config` would bring the whole SDK runtime (its own HTTP client, retry and identity
-//! cache layers) for two small exchanges; they are done here with the gateway's HTTP client.
+//! Why not `aws-config`: resolved against this tree (`cargo tree`, aws-config 1.x with only
+//! `rt-tokio` and its default HTTPS client), it adds 14 crates — the generated `aws-sdk-sts`,
+//! `aws-smithy-runtime` with its own HTTP client, `-xml`, `-query`, `-json`, `aws-runtime`,
+//! `aws-types`, `xmlparser`, … — for two small exchanges (STS and the container endpoint),
+//! done here with the gateway's HTTP client (`creds`, its answer scan under property tests).
 
 use std::time::SystemTime;
 
