@@ -430,6 +430,7 @@ impl Pipeline {
     pub fn run(self, mut writer: outbox::Writer, mut adopter: Option<adopt::Adopter>) {
         let mut held: VecDeque<Record> = VecDeque::new();
         let mut lines: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
         let mut closed_since: Option<std::time::Instant> = None;
         let mut last_full_log: Option<std::time::Instant> = None;
         loop {
@@ -438,7 +439,7 @@ impl Pipeline {
             self.metrics.queue_depth.set(self.queue.len() as i64);
             held.extend(records);
             lines.clear();
-            let (events, blocked) = self.batch(&mut held, &mut lines, &mut last_full_log);
+            let (events, blocked) = self.batch(&mut held, &mut lines, &mut record_lines, &mut last_full_log);
             if !lines.is_empty() {
                 self.append(&mut writer, &lines, events, closed);
             }
@@ -486,13 +487,13 @@ impl Pipeline {
         &self,
         held: &mut VecDeque<Record>,
         lines: &mut Vec<u8>,
+        record_lines: &mut Vec<u8>,
         last_full_log: &mut Option<std::time::Instant>,
     ) -> (u64, bool) {
-        let mut record_lines: Vec<u8> = Vec::with_capacity(4096);
         let mut events = 0u64;
         while let Some(record) = held.front() {
             record_lines.clear();
-            let n = self.lines_of(record, &mut record_lines);
+            let n = self.lines_of(record, record_lines);
             let on_disk = self.shared.bytes.load(Ordering::Relaxed);
             if on_disk + (lines.len() + record_lines.len()) as u64 > self.settings.max_outbox_bytes {
                 if self.settings.when_full != WhenFull::Drop {
@@ -509,7 +510,7 @@ impl Pipeline {
                 held.pop_front();
                 continue;
             }
-            lines.extend_from_slice(&record_lines);
+            lines.extend_from_slice(record_lines);
             events += n;
             held.pop_front();
         }

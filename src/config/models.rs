@@ -136,7 +136,7 @@ fn resolve_fallbacks(
             ("content_policy_fallbacks", &mut model.content_policy_fallbacks),
         ] {
             for (i, target) in list.iter_mut().enumerate() {
-                *target = resolve_name(&names, aliases, target)
+                *target = resolve_in(|n| names.contains(n), aliases, target)
                     .ok_or_else(|| err(format!("models.{name}.{field}[{i}]"), format!("unknown model {target:?}")))?;
                 if target == name {
                     return Err(err(
@@ -159,15 +159,12 @@ pub(super) fn resolve(
     aliases: &BTreeMap<String, String>,
     name: &str,
 ) -> Option<String> {
-    if models.contains_key(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
+    resolve_in(|n| models.contains_key(n), aliases, name)
 }
 
-fn resolve_name(
-    names: &std::collections::BTreeSet<String>,
-    aliases: &BTreeMap<String, String>,
-    name: &str,
-) -> Option<String> {
-    if names.contains(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
+/// `resolve` over any set of group names (`is_group`).
+fn resolve_in(is_group: impl Fn(&str) -> bool, aliases: &BTreeMap<String, String>, name: &str) -> Option<String> {
+    if is_group(name) { Some(name.to_owned()) } else { aliases.get(name).cloned() }
 }
 
 fn breaker_policy(
