@@ -24,6 +24,7 @@ from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_B_KEY, Gateway, gateway
 from e2e_support import REPO_ROOT, GatewayProcess
 from mock_anthropic import MockAnthropic
 from mock_openai import MockOpenAI, closed_port
+from metering_env import OpenMeterServer  # metering_env puts tests/ (openmeter_server) on the path
 
 TIKTOKEN_URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -81,6 +82,14 @@ def client_b(gateway: Gateway) -> openai.OpenAI:
 def http(gateway: Gateway) -> Iterator[httpx.Client]:
     with gateway.http() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def openmeter() -> Iterator[OpenMeterServer]:
+    """An OpenMeter ingest server of the test module's own (its gateways meter into it)."""
+    server = OpenMeterServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

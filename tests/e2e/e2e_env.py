@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import httpx
 import openai
@@ -61,6 +63,22 @@ MODELS: dict[str, tuple[str, str]] = {
     "claude-opus-5-5": ("anthropic", "claude-echo:opus"),
 }
 TEAM_B_MODELS = ["mock-model"]
+
+
+@contextmanager
+def one_model_gateway(upstream: MockOpenAI, anthropic_base_url: str, name: str, model: str, work: Path) -> Iterator[GatewayProcess]:
+    """The suite's gateway config with `name` as its only model, served by the mock upstream's
+    scripted `model` (a client's multi-turn conversation), started in `work` and stopped after."""
+    from mock_openai import closed_port
+
+    cfg = gateway_config(upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1", anthropic_base_url=anthropic_base_url)
+    cfg["models"] = {name: {"deployments": [{"provider": "upstream", "model": model}]}}
+    proc = GatewayProcess(cfg, work, env={PROVIDER_KEY_ENV: PROVIDER_KEY})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def gateway_config(

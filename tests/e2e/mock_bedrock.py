@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import re
 import struct
-import threading
 import time
 import zlib
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +29,8 @@ import mock_bedrock_invoke as invoke
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from loopback import LoopbackServer, QuietHandler
 
 PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$")
 AUTH = re.compile(
@@ -153,7 +154,7 @@ def events(content: list[dict], stop: str, meta: dict, corrupt: bool) -> list[by
     return out
 
 
-class MockSTS:
+class MockSTS(LoopbackServer):
     """STS ``AssumeRoleWithWebIdentity``: checks the role and the web identity token (the file's
     content), and issues temporary credentials that ``bedrock`` accepts for ``lifetime`` seconds."""
 
@@ -161,25 +162,17 @@ class MockSTS:
         self.bedrock, self.role_arn, self.web_token, self.lifetime = bedrock, role_arn, web_token, lifetime
         self.calls: list[dict] = []
         self.outage = False  # STS answers 503 ServiceUnavailable while set
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(self._handler())
+        self.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.base_url
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         sts = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuietHandler):
 
             def do_POST(self) -> None:  # noqa: N802
                 from urllib.parse import parse_qs
@@ -206,43 +199,17 @@ class MockSTS:
 </AssumeRoleWithWebIdentityResponse>""")
 
             def send(self, status: int, text: str) -> None:
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("content-type", "text/xml")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, text.encode(), "text/xml")
 
         return Handler
 
 
-class MockBedrock:
+class MockBedrock(LoopbackServer):
     def __init__(self, secrets: dict[str, str], region: str, api_key: str) -> None:
         self.secrets, self.region, self.api_key = secrets, region, api_key
         # Temporary credentials (STS): access key id -> (session token, expiry, monotonic).
         self.temporary: dict[str, tuple[str, float]] = {}
-        self.requests: list[Recorded] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> "MockBedrock":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def find(self, marker: str) -> Recorded:
-        with self.lock:
-            found = [r for r in self.requests if marker in json.dumps(r.body)]
-        assert found, f"no upstream request carried {marker!r}"
-        return found[-1]
+        super().__init__(self._handler())
 
     def refusal(self, raw_path: str, headers: dict, body: bytes) -> tuple[str, str] | None:
         """(error type, message) when the credentials do not hold, else None."""
@@ -275,11 +242,7 @@ class MockBedrock:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         mock = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuietHandler):
 
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -357,13 +320,6 @@ class MockBedrock:
                 self.wfile.write(data)
 
             def json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                for name, value in (extra or {}).items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(obj).encode(), "application/json", extra)
 
         return Handler

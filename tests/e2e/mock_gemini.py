@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import urlsplit
+
+from loopback import LoopbackServer, QuietHandler
 
 GEMINI_PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|batchEmbedContents)$")
 VERTEX_PATH = re.compile(
@@ -167,43 +168,18 @@ def embed(model: str, method: str, body: Any) -> tuple[int, Any]:
                                  for i in instances], "metadata": {"billableCharacterCount": sum(len(i["content"]) for i in instances)}}
 
 
-class MockGemini:
+class MockGemini(LoopbackServer):
     """The Gemini API (``api_key``) and Vertex AI (``token_ok(bearer)``) on one port."""
 
     def __init__(self, api_key: str, token_ok: Callable[[str], bool] | None = None) -> None:
         self.api_key = api_key
         self.token_ok = token_ok or (lambda _t: False)
-        self.requests: list[Recorded] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> "MockGemini":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def find(self, marker: str) -> Recorded:
-        with self.lock:
-            found = [r for r in self.requests if marker in json.dumps(r.body)]
-        assert found, f"no upstream request carried {marker!r}"
-        return found[-1]
+        super().__init__(self._handler())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         mock = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuietHandler):
 
             def do_POST(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
@@ -231,12 +207,7 @@ class MockGemini:
                 self.wfile.flush()
 
             def send_json(self, status: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json; charset=UTF-8")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(obj).encode(), "application/json; charset=UTF-8")
 
         return Handler
 

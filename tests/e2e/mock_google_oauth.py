@@ -14,14 +14,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from loopback import LoopbackServer, QuietHandler
 
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -31,7 +32,7 @@ def b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class MockOAuth:
+class MockOAuth(LoopbackServer):
     def __init__(self, client_email: str, lifetime: int = 3600) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.client_email = client_email
@@ -42,9 +43,7 @@ class MockOAuth:
         self.refusals: list[str] = []
         self.metadata_calls: list[dict[str, str]] = []
         self.outage = False
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def token_uri(self) -> str:
@@ -57,14 +56,6 @@ class MockOAuth:
             "private_key": pem.decode(), "client_email": self.client_email, "client_id": "1234567890",
             "token_uri": self.token_uri,
         })
-
-    def start(self) -> "MockOAuth":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def valid(self, token: str) -> bool:
         with self.lock:
@@ -93,11 +84,7 @@ class MockOAuth:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         mock = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuietHandler):
 
             def do_GET(self) -> None:  # noqa: N802
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -144,11 +131,6 @@ class MockOAuth:
                 self.send(200, {"access_token": token, "expires_in": mock.lifetime, "token_type": "Bearer"})
 
             def send(self, status: int, obj: dict) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
 
         return Handler

@@ -32,13 +32,6 @@ def slow_upstream() -> Iterator[MockOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(slow_upstream: MockOpenAI, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     dirs = tmp_path_factory.mktemp("abandoned")
     cfg = config(slow_upstream.url + "/v1", openmeter.url, dirs / "outbox")

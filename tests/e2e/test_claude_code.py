@@ -82,13 +82,6 @@ def agent() -> Iterator[AgentModel]:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def agent_gateway(agent: AgentModel, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     dirs = tmp_path_factory.mktemp("claude-code-gateway")
     cfg = config(agent.base_url, openmeter.url, dirs / "outbox")

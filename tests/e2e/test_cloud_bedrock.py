@@ -34,13 +34,6 @@ def bedrock() -> Iterator[MockBedrock]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
 def start(bedrock: MockBedrock, openmeter: OpenMeterServer, work, secret: str) -> GatewayProcess:
     # Converse here, Claude ids included (InvokeModel: test_cloud_bedrock_invoke).
     base = {"dialect": "bedrock", "region": REGION, "base_url": bedrock.base_url, "api": "converse"}

@@ -37,13 +37,6 @@ def bedrock() -> Iterator[MockBedrock]:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(bedrock: MockBedrock, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     base = {"dialect": "bedrock", "region": REGION, "base_url": bedrock.base_url}
     providers = {"bedrock": base, "bedrock-invoke": {**base, "api": "invoke"}}

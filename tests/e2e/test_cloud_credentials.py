@@ -28,13 +28,6 @@ LIFETIME = 16  # seconds: refreshed after half of it, expired after all of it (s
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
 
-@pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
 def health(gateway: GatewayProcess) -> dict:
     return httpx.get(gateway.url + "/health", timeout=10).json()
 

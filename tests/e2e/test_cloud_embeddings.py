@@ -50,13 +50,6 @@ def bedrock() -> Iterator[MockBedrock]:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(google: MockGemini, oauth: MockOAuth, bedrock: MockBedrock, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     work: Path = tmp_path_factory.mktemp("cloud-embeddings")
     (work / "sa.json").write_text(oauth.service_account_json())

@@ -28,13 +28,6 @@ def gemini() -> Iterator[MockGemini]:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(gemini: MockGemini, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     providers = {
         "gemini": {"dialect": "gemini", "base_url": gemini.base_url},

@@ -38,13 +38,6 @@ def vertex(oauth: MockOAuth) -> Iterator[MockGemini]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
 def start(vertex: MockGemini, openmeter: OpenMeterServer, work: Path, account_json: str) -> GatewayProcess:
     (work / "sa.json").write_text(account_json)
     providers = {"vertex": {"dialect": "vertex", "project": "e2e-project", "location": "us-central1", "base_url": vertex.base_url}}

@@ -39,13 +39,6 @@ DATA_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def metered(upstream: MockOpenAI, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     work = tmp_path_factory.mktemp("metered")
     cfg = config(upstream.base_url, openmeter.url, work / "outbox", tokenizers={"no-usage": "cl100k_base", "slow-stream": "cl100k_base"})

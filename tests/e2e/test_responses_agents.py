@@ -12,26 +12,18 @@ import openai
 import pytest
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 
-from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_A_KEY, gateway_config
+from e2e_env import TEAM_A_KEY, one_model_gateway
 from e2e_support import GatewayProcess
 from mock_anthropic import MockAnthropic
-from mock_openai import MockOpenAI, closed_port
+from mock_openai import MockOpenAI
 
 
 @pytest.fixture(scope="module")
 def gw(
     upstream: MockOpenAI, anthropic_upstream: MockAnthropic, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    cfg = gateway_config(
-        upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1", anthropic_base_url=anthropic_upstream.base_url
-    )
-    cfg["models"] = {"agent-model": {"deployments": [{"provider": "upstream", "model": "tools-once"}]}}
-    proc = GatewayProcess(cfg, tmp_path_factory.mktemp("agents"), env={PROVIDER_KEY_ENV: PROVIDER_KEY})
-    proc.start()
-    try:
+    with one_model_gateway(upstream, anthropic_upstream.base_url, "agent-model", "tools-once", tmp_path_factory.mktemp("agents")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_an_agent_runs_its_function_tool_through_the_gateway(gw: GatewayProcess, upstream: MockOpenAI) -> None:

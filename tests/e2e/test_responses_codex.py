@@ -12,10 +12,10 @@ from typing import Iterator
 
 import pytest
 
-from e2e_env import PROVIDER_KEY, PROVIDER_KEY_ENV, TEAM_A_KEY, gateway_config
+from e2e_env import TEAM_A_KEY, one_model_gateway
 from e2e_support import REPO_ROOT, GatewayProcess
 from mock_anthropic import MockAnthropic
-from mock_openai import MockOpenAI, closed_port
+from mock_openai import MockOpenAI
 
 CODEX = Path(REPO_ROOT) / "target" / "npm-clients" / "node_modules" / ".bin" / "codex"
 
@@ -24,16 +24,8 @@ CODEX = Path(REPO_ROOT) / "target" / "npm-clients" / "node_modules" / ".bin" / "
 def gw(
     upstream: MockOpenAI, anthropic_upstream: MockAnthropic, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    cfg = gateway_config(
-        upstream.base_url, f"http://127.0.0.1:{closed_port()}/v1", anthropic_base_url=anthropic_upstream.base_url
-    )
-    cfg["models"] = {"codex-model": {"deployments": [{"provider": "upstream", "model": "shell-once"}]}}
-    proc = GatewayProcess(cfg, tmp_path_factory.mktemp("codex"), env={PROVIDER_KEY_ENV: PROVIDER_KEY})
-    proc.start()
-    try:
+    with one_model_gateway(upstream, anthropic_upstream.base_url, "codex-model", "shell-once", tmp_path_factory.mktemp("codex")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_codex_runs_its_shell_tool_through_the_gateway(

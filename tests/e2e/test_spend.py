@@ -34,13 +34,6 @@ def cost(usage: dict) -> int:
 
 
 @pytest.fixture(scope="module")
-def openmeter() -> Iterator[OpenMeterServer]:
-    server = OpenMeterServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(upstream: MockOpenAI, openmeter: OpenMeterServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     work: Path = tmp_path_factory.mktemp("spend")
     cfg = config(upstream.base_url, openmeter.url, work / "outbox")
