@@ -196,14 +196,14 @@ impl Future for Answer {
     }
 }
 
-/// The application as hyper's service (what `server::serve` serves): a proxied endpoint's request
-/// goes straight to the gateway (`App::proxied`), any other to the router, as axum's body.
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
+/// The application as the server's service (what `server::serve` serves): a proxied endpoint's
+/// request goes straight to the gateway (`App::proxied`), any other to the router, as axum's body.
+impl<B: server::ServedBody> hyper::service::Service<http::Request<B>> for App {
     type Response = Response;
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Answer {
+    fn call(&self, request: http::Request<B>) -> Answer {
         if request.method() == http::Method::POST
             && let Some(endpoint) = App::proxied(request.uri().path())
         {
@@ -217,12 +217,12 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
                 parts.uri.query().map(Box::from),
                 peer,
                 parts.headers,
-                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, server::own_frame)),
+                body.into_axum(),
             );
             let inner: Handled = Box::pin(async move { Ok(handled.await) });
             return Answer::Proxied { inner: server::RequestIdFuture { inner, id: Some(id) } };
         }
-        Answer::Routed { inner: tower::Service::call(&mut self.router.clone(), request) }
+        Answer::Routed { inner: tower::Service::call(&mut self.router.clone(), request.map(B::into_axum)) }
     }
 }
 

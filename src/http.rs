@@ -1,6 +1,8 @@
 //! The pooled HTTP(S) client the upstreams and the OTLP trace exporter share: rustls with the
 //! platform's trust roots, HTTP/1.1 or HTTP/2 by ALPN (or HTTP/2 only, for gRPC).
 
+pub(crate) mod h1;
+
 use std::time::Duration;
 
 use bytes::Bytes;

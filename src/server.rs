@@ -11,15 +11,17 @@
 //! requests leave running at shutdown (cache stores, limit top-ups) finishes before the gateway
 //! stops its background work.
 //!
-//! Each thread's `serve` is an accept loop of our own over hyper-util's HTTP/1 + HTTP/2
-//! connections, set to write HTTP/1 answers from one flat buffer (hyper's default queue of
-//! pieces re-sums itself for every SSE frame added). It also keeps a timer due within the
-//! second: tokio's timer writes its event loop's eventfd whenever a timer is set earlier than
-//! the loop's next planned wake-up, which with nothing else pending would be every request's
-//! first timeout. A proxied request then costs six system calls: two reads, two writes and two
-//! epoll waits. The four proxied endpoints (`POST /v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/messages`) go from hyper's service straight to the gateway's handler
-//! (`App::proxied`); axum's router, with the same routes, serves every other path.
+//! Each thread's `serve` is an accept loop of our own. An HTTP/1 connection (nearly every
+//! client's) is served by the gateway's own HTTP/1.1 server (`h1`: it holds no buffer while a
+//! stream waits for its next event, where hyper's holds 16 KiB for the connection's life); a
+//! connection that opens with HTTP/2's preface by hyper-util's. The loop also keeps a timer due
+//! within the second: tokio's timer writes its event loop's eventfd whenever a timer is set
+//! earlier than the loop's next planned wake-up, which with nothing else pending would be every
+//! request's first timeout. A proxied request then costs six system calls: two reads, two writes
+//! and two epoll waits. The four proxied endpoints (`POST /v1/chat/completions`,
+//! `/v1/completions`, `/v1/embeddings`, `/v1/messages`) go from the connection straight to the
+//! gateway's handler (`App::proxied`); axum's router, with the same routes, serves every other
+//! path.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +36,8 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 
 use crate::ingress::RequestId;
+
+pub mod h1;
 
 pub use crate::ctx::{REQUEST_ID_HEADER, new_request_id};
 
@@ -102,13 +106,57 @@ impl<F: Future<Output = Result<Response, E>>, E> Future for RequestIdFuture<F> {
     }
 }
 
+/// What `serve` serves: the application as a service of requests with either server's body —
+/// hyper's (HTTP/2 connections) and the gateway's own (HTTP/1, `h1`).
+pub trait Serves: hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + hyper::service::Service<http::Request<h1::Body>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S> Serves for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + hyper::service::Service<
+            http::Request<h1::Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
+/// A served request's body, as the application reads it (axum's).
+pub trait ServedBody: Send + 'static {
+    fn into_axum(self) -> axum::body::Body;
+}
+
+impl ServedBody for hyper::body::Incoming {
+    fn into_axum(self) -> axum::body::Body {
+        axum::body::Body::new(http_body_util::BodyExt::map_frame(self, own_frame))
+    }
+}
+
+impl ServedBody for h1::Body {
+    /// (Its pieces are copies already.)
+    fn into_axum(self) -> axum::body::Body {
+        axum::body::Body::new(self)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then drains for at most `grace`.
 ///
-/// Our own accept loop over hyper-util's HTTP/1 + HTTP/2 connection builder (what
-/// `axum::serve` runs too), for one setting it does not expose: HTTP/1 responses are written
-/// from one flat buffer, not a queue of pieces. A stream's small SSE frames pile up between
-/// writes, and the queue sums its pieces each time one is added (a third of hyper's cost per
-/// stream in callgrind); the copy into one buffer costs less, and is one `write`.
+/// Each connection is served on this thread: by `h1`, or by hyper-util's HTTP/2 connection when
+/// it opens with HTTP/2's preface.
 ///
 /// A connection must send its next request head within `options.header_read_timeout` of being
 /// ready for it (accepted, or its last answer sent), else it is closed: a client sending its
@@ -120,11 +168,7 @@ pub async fn serve<S>(
     options: ServeOptions,
 ) -> std::io::Result<()>
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Serves + Clone,
 {
     // tokio's timer wakes its event loop (an eventfd write, then an extra epoll_wait) whenever a
     // timer is set earlier than the loop's next planned wake-up — with no timer pending, every
@@ -180,13 +224,10 @@ async fn connection<S>(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::mpsc::Sender<()>,
 ) where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Serves,
 {
-    // hyper's header timer runs once it knows the protocol, which takes the first bytes: until
-    // they come, the same timeout is ours.
+    // Until the first bytes tell the protocol, the header timeout is this wait's.
+    let accepted = std::time::Instant::now();
     // (`peek`, not `readable`: a new socket's readiness starts set, before any byte came.)
     let mut first = [0u8; 4];
     let peeked = tokio::select! {
@@ -196,28 +237,16 @@ async fn connection<S>(
         },
         _ = stopping.wait_for(|stop| *stop) => return,
     };
+    // A connection whose first bytes cannot begin HTTP/2's preface is HTTP/1 (nearly every
+    // client's), served by the gateway's own HTTP/1 server (`h1`).
+    if !H2_PREFACE.starts_with(&first[..peeked]) {
+        let head = options.header_read_timeout.min(options.idle_timeout);
+        return h1::serve(tcp, app, h1::Timeouts { head }, accepted, stopping).await;
+    }
     let io = hyper_util::rt::TokioIo::new(tcp);
     let timer = hyper_util::rt::TokioTimer::new();
-    // A connection whose first bytes cannot begin HTTP/2's preface is HTTP/1 (nearly every
-    // client's): served by hyper's HTTP/1 connection alone, not through the HTTP/1-or-2 check,
-    // which hands the bytes it read back in a read of their own and keeps the state of both
-    // protocols for the connection's life.
-    if !H2_PREFACE.starts_with(&first[..peeked]) {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .writev(false)
-            // What a connection buffers, at hyper's minimum: a request head takes at most 8 KiB
-            // (a larger one is answered 431), a body is read 8 KiB at a time, and a slow client's
-            // unsent SSE frames pile up to 8 KiB, not ~400 KiB, in a write buffer that never
-            // shrinks after.
-            .max_buf_size(8 * 1024)
-            .timer(timer)
-            .header_read_timeout(options.header_read_timeout);
-        let conn = std::pin::pin!(http1.serve_connection(io, app));
-        return until_idle(conn, |c| c.graceful_shutdown(), &activity, options.idle_timeout, stopping).await;
-    }
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder.http1().writev(false).max_buf_size(8 * 1024).timer(timer).header_read_timeout(options.header_read_timeout);
+    builder.http1().timer(timer).header_read_timeout(options.header_read_timeout);
     let conn = std::pin::pin!(builder.serve_connection(io, app));
     until_idle(conn, |c| c.graceful_shutdown(), &activity, options.idle_timeout, stopping).await;
 }
@@ -315,14 +344,12 @@ struct Touching<S>(S, Arc<Activity>, Option<Peer>);
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::IpAddr);
 
-impl<S: hyper::service::Service<http::Request<hyper::body::Incoming>>>
-    hyper::service::Service<http::Request<hyper::body::Incoming>> for Touching<S>
-{
+impl<B, S: hyper::service::Service<http::Request<B>>> hyper::service::Service<http::Request<B>> for Touching<S> {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, mut request: http::Request<hyper::body::Incoming>) -> S::Future {
+    fn call(&self, mut request: http::Request<B>) -> S::Future {
         self.1.touch();
         if let Some(peer) = self.2 {
             request.extensions_mut().insert(peer);

@@ -12,7 +12,7 @@
 
 pub mod cli;
 mod cloud;
-mod h1;
+pub(crate) mod h1;
 pub mod mock;
 
 use std::collections::HashMap;

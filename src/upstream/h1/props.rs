@@ -223,7 +223,7 @@ fn answers() -> impl Strategy<Value = Answer> {
 
 /// Byte-level damage: a CRLF made a bare LF, a byte dropped, a byte put in, or a cut.
 #[derive(Debug, Clone)]
-enum Damage {
+pub(crate) enum Damage {
     None,
     BareLf(usize),
     Drop(usize),
@@ -231,7 +231,7 @@ enum Damage {
     Truncate(usize),
 }
 
-fn damage() -> impl Strategy<Value = Damage> {
+pub(crate) fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         6 => Just(Damage::None),
         1 => any::<usize>().prop_map(Damage::BareLf),
@@ -241,7 +241,7 @@ fn damage() -> impl Strategy<Value = Damage> {
     ]
 }
 
-fn apply(mut wire: Vec<u8>, damage: &Damage) -> Vec<u8> {
+pub(crate) fn apply(mut wire: Vec<u8>, damage: &Damage) -> Vec<u8> {
     if wire.is_empty() {
         return wire;
     }
@@ -263,7 +263,7 @@ fn apply(mut wire: Vec<u8>, damage: &Damage) -> Vec<u8> {
 }
 
 /// `wire` cut into reads at the given offsets.
-fn cut(wire: &[u8], offsets: &[usize]) -> Vec<Vec<u8>> {
+pub(crate) fn cut(wire: &[u8], offsets: &[usize]) -> Vec<Vec<u8>> {
     let mut at: Vec<usize> = offsets.iter().map(|o| o % (wire.len() + 1)).collect();
     at.sort_unstable();
     at.push(wire.len());
