@@ -179,11 +179,28 @@ fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<i
             return Poll::Pending;
         }
         buf.reserve(READ_SIZE);
+        let room = buf.capacity() - buf.len();
         match io.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(n) if n > 0 && n < room && io_single_threaded() => {
+                // A short read emptied the socket: its readiness is cleared here rather than by
+                // a read that would fail with `EAGAIN` (one system call per request). Bytes
+                // that come later raise a new readiness event (epoll is edge-triggered), which
+                // the event loop takes in only once this task yields: on a single-threaded
+                // runtime (the serving threads'), none can be taken in between and lost.
+                let _ = io.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                return Poll::Ready(Ok(n));
+            }
             read => return Poll::Ready(read),
         }
     }
+}
+
+/// Whether this thread's runtime is single-threaded (its event loop runs only when its tasks
+/// yield).
+fn io_single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// A request's body, read from its connection as the application polls it.
@@ -265,9 +282,12 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, StatusCode>
         let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| bad)?;
         let value = field.value;
         if name == http::header::TRANSFER_ENCODING {
+            // Chunked only when it is the one coding applied: one field, one token.
+            chunked = !transfer_coded
+                && visible(value)
+                && last_token(value).eq_ignore_ascii_case(b"chunked")
+                && !value.contains(&b',');
             transfer_coded = true;
-            // Chunked only when it is the one coding applied (of the last such field).
-            chunked = visible(value) && last_token(value).eq_ignore_ascii_case(b"chunked") && !value.contains(&b',');
         } else if name == http::header::CONTENT_LENGTH {
             let repeated = matches!(content_length, Ok(Some(_)));
             // One length per field in a request (a list of equal ones, which RFC 9110 §8.6 lets

@@ -196,6 +196,7 @@ async fn heads_this_server_does_not_take_are_refused_with_their_status() {
     let cases: &[(&[u8], &str)] = &[
         (b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n", "501 Not Implemented"),
         (b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n", "501 Not Implemented"),
+        (b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n", "501 Not Implemented"),
         (b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n", "400 Bad Request"),
         (b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n", "400 Bad Request"),
         (b"POST / HTTP/1.1\r\ncontent-length: +3\r\n\r\n", "400 Bad Request"),
