@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::parse_head;
 use crate::http::h1::Pieces;
-use crate::upstream::h1::props::{apply, cut, damage};
+use crate::upstream::h1::props::{
+    Body, apply, bodies, codings, cut, damage, lengths, put_body, put_fields, spell_lengths,
+};
 
 /// What the application got from the first request of the reads.
 #[derive(Debug, PartialEq, Clone)]
@@ -182,42 +184,11 @@ struct Generated {
     body: Body,
 }
 
-#[derive(Debug, Clone)]
-enum Body {
-    /// Chunks of the payload, each with its size's spelling and an extension; then trailers.
-    Chunked { chunks: Vec<(Vec<u8>, bool, &'static str)>, trailers: Vec<&'static str> },
-    /// The payload, then bytes past it (or fewer: a negative cut).
-    Plain { payload: Vec<u8>, cut: i64 },
-}
-
 fn wire(request: &Generated) -> Vec<u8> {
     let (method, target, version) = request.line;
     let mut out = format!("{method} {target} {version}\r\n").into_bytes();
-    for (name, value) in &request.fields {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    match &request.body {
-        Body::Chunked { chunks, trailers } => {
-            for (data, upper, extension) in chunks {
-                let size = if *upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
-                out.extend_from_slice(format!("{size}{extension}\r\n").as_bytes());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"0\r\n");
-            for trailer in trailers {
-                out.extend_from_slice(trailer.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
-        }
-        Body::Plain { payload, cut } => {
-            let end = (payload.len() as i64 + cut.min(&0)).max(0) as usize;
-            out.extend_from_slice(&payload[..end]);
-            out.extend(std::iter::repeat_n(b'z', (*cut).max(0) as usize));
-        }
-    }
+    put_fields(&mut out, &request.fields);
+    put_body(&mut out, &request.body);
     out
 }
 
@@ -239,40 +210,19 @@ fn requests() -> impl Strategy<Value = Generated> {
     let version = prop::sample::select(vec![
         "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.2", "http/1.1",
     ]);
-    let lengths = prop::sample::select(vec![
-        "{n}", "{n}", "{n}", "+{n}", "-{n}", " {n} ", "{n}, {n}", "{n},{m}", "", "0x{n}", "{n} {n}", "{m}",
-    ]);
-    let codings =
-        prop::sample::select(vec!["chunked", "chunked", "gzip, chunked", "gzip", "chunked, gzip", "Chunked", "x"]);
     let field = prop_oneof![
         8 => Just(("content-length", "{n}".to_owned())),
         8 => Just(("transfer-encoding", "chunked".to_owned())),
-        3 => lengths.prop_map(|v| ("content-length", v.to_owned())),
-        3 => codings.prop_map(|v| ("transfer-encoding", v.to_owned())),
+        3 => lengths().prop_map(|v| ("content-length", v.to_owned())),
+        3 => codings().prop_map(|v| ("transfer-encoding", v.to_owned())),
         1 => prop::sample::select(vec!["close", "keep-alive", "Keep-Alive, Close"]).prop_map(|v| ("connection", v.to_owned())),
         1 => prop::sample::select(vec!["100-continue", "nothing"]).prop_map(|v| ("expect", v.to_owned())),
         2 => "[ -~]{0,8}".prop_map(|v| ("x-other", v)),
         1 => "[a-z.]{0,8}".prop_map(|v| ("host", v)),
     ];
     let fields = prop::collection::vec(field, 0..3);
-    let payload = prop::collection::vec(prop::sample::select(b"ab\r\n0;:{}".to_vec()), 0..40);
-    let extension = prop::sample::select(vec!["", "", "", ";a=b", " ;x", "\t", "; q=\"z\"", " "]);
-    let chunks = prop::collection::vec((prop::collection::vec(any::<u8>(), 1..20), any::<bool>(), extension), 0..4);
-    let trailers =
-        prop::collection::vec(prop::sample::select(vec!["x-t: 1", "x-u:", "bad trailer", " x: folded"]), 0..2);
-    let body = prop_oneof![
-        (chunks, trailers).prop_map(|(chunks, trailers)| Body::Chunked { chunks, trailers }),
-        (payload, -3i64..3).prop_map(|(payload, cut)| Body::Plain { payload, cut }),
-    ];
-    (method, target, version, fields, body).prop_map(|(method, target, version, mut fields, body)| {
-        // Lengths spelled after the body they frame (`{n}` its length, `{m}` another).
-        let n = match &body {
-            Body::Plain { payload, .. } => payload.len(),
-            Body::Chunked { .. } => 7,
-        };
-        for (_, value) in &mut fields {
-            *value = value.replace("{n}", &n.to_string()).replace("{m}", &(n + 1).to_string());
-        }
+    (method, target, version, fields, bodies(b"ab\r\n0;:{}")).prop_map(|(method, target, version, mut fields, body)| {
+        spell_lengths(&mut fields, &body);
         Generated { line: (method, target, version), fields, body }
     })
 }

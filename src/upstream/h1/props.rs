@@ -138,8 +138,9 @@ struct Answer {
     body: Body,
 }
 
+/// A generated body (shared with the server's property tests, `server::h1::props`).
 #[derive(Debug, Clone)]
-enum Body {
+pub(crate) enum Body {
     /// Chunks of the payload, each with its size's spelling and an extension; then trailers.
     Chunked { chunks: Vec<(Vec<u8>, bool, &'static str)>, trailers: Vec<&'static str> },
     /// The payload, then bytes past it (or fewer: a negative cut).
@@ -152,11 +153,21 @@ fn wire(answer: &Answer) -> Vec<u8> {
         out.extend_from_slice(interim.as_bytes());
     }
     out.extend_from_slice(format!("{} {} Whatever\r\n", answer.version, answer.status).as_bytes());
-    for (name, value) in &answer.headers {
+    put_fields(&mut out, &answer.headers);
+    put_body(&mut out, &answer.body);
+    out
+}
+
+/// Header field lines, then the empty line that ends a head.
+pub(crate) fn put_fields(out: &mut Vec<u8>, fields: &[(&'static str, String)]) {
+    for (name, value) in fields {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    match &answer.body {
+}
+
+pub(crate) fn put_body(out: &mut Vec<u8>, body: &Body) {
+    match body {
         Body::Chunked { chunks, trailers } => {
             for (data, upper, extension) in chunks {
                 let size = if *upper { format!("{:X}", data.len()) } else { format!("{:x}", data.len()) };
@@ -177,7 +188,43 @@ fn wire(answer: &Answer) -> Vec<u8> {
             out.extend(std::iter::repeat_n(b'z', (*cut).max(0) as usize));
         }
     }
-    out
+}
+
+/// `Content-Length` values, right and wrong: `{n}` stands for the body's length, `{m}` for
+/// another (see `spell_lengths`).
+pub(crate) fn lengths() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "{n}", "{n}", "{n}", "+{n}", "-{n}", " {n} ", "{n}, {n}", "{n},{m}", "", "0x{n}", "{n} {n}", "{m}",
+    ])
+}
+
+/// `Transfer-Encoding` values.
+pub(crate) fn codings() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["chunked", "chunked", "gzip, chunked", "gzip", "chunked, gzip", "Chunked", "x"])
+}
+
+/// Chunked bodies (extensions, trailers, good and bad) and plain ones, cut short or overlong.
+pub(crate) fn bodies(payload_bytes: &'static [u8]) -> impl Strategy<Value = Body> {
+    let payload = prop::collection::vec(prop::sample::select(payload_bytes.to_vec()), 0..40);
+    let extension = prop::sample::select(vec!["", "", "", ";a=b", " ;x", "\t", "; q=\"z\"", " "]);
+    let chunks = prop::collection::vec((prop::collection::vec(any::<u8>(), 1..20), any::<bool>(), extension), 0..4);
+    let trailers =
+        prop::collection::vec(prop::sample::select(vec!["x-t: 1", "x-u:", "bad trailer", " x: folded"]), 0..2);
+    prop_oneof![
+        (chunks, trailers).prop_map(|(chunks, trailers)| Body::Chunked { chunks, trailers }),
+        (payload, -3i64..3).prop_map(|(payload, cut)| Body::Plain { payload, cut }),
+    ]
+}
+
+/// Lengths spelled after the body they frame (`{n}` its length, `{m}` another).
+pub(crate) fn spell_lengths(fields: &mut [(&'static str, String)], body: &Body) {
+    let n = match body {
+        Body::Plain { payload, .. } => payload.len(),
+        Body::Chunked { .. } => 7,
+    };
+    for (_, value) in fields {
+        *value = value.replace("{n}", &n.to_string()).replace("{m}", &(n + 1).to_string());
+    }
 }
 
 fn answers() -> impl Strategy<Value = Answer> {
@@ -187,38 +234,19 @@ fn answers() -> impl Strategy<Value = Answer> {
     );
     let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]);
     let status = prop::sample::select(vec![200u16, 200, 200, 201, 204, 304, 400, 413, 429, 500, 503, 101, 199]);
-    let lengths = prop::sample::select(vec![
-        "{n}", "{n}", "{n}", "+{n}", "-{n}", " {n} ", "{n}, {n}", "{n},{m}", "", "0x{n}", "{n} {n}", "{m}",
-    ]);
-    let codings =
-        prop::sample::select(vec!["chunked", "chunked", "gzip, chunked", "gzip", "chunked, gzip", "Chunked", "x"]);
     let header = prop_oneof![
-        4 => lengths.prop_map(|v| ("content-length", v.to_owned())),
-        4 => codings.prop_map(|v| ("transfer-encoding", v.to_owned())),
+        4 => lengths().prop_map(|v| ("content-length", v.to_owned())),
+        4 => codings().prop_map(|v| ("transfer-encoding", v.to_owned())),
         1 => prop::sample::select(vec!["close", "keep-alive", "Keep-Alive, Close"]).prop_map(|v| ("connection", v.to_owned())),
         2 => "[a-z]{0,6}".prop_map(|v| ("x-other", v)),
     ];
     let headers = prop::collection::vec(header, 0..4);
-    let payload = prop::collection::vec(prop::sample::select(b"ab\r\n0;:".to_vec()), 0..40);
-    let extension = prop::sample::select(vec!["", "", "", ";a=b", " ;x", "\t", "; q=\"z\"", " "]);
-    let chunks = prop::collection::vec((prop::collection::vec(any::<u8>(), 1..20), any::<bool>(), extension), 0..4);
-    let trailers =
-        prop::collection::vec(prop::sample::select(vec!["x-t: 1", "x-u:", "bad trailer", " x: folded"]), 0..2);
-    let body = prop_oneof![
-        (chunks, trailers).prop_map(|(chunks, trailers)| Body::Chunked { chunks, trailers }),
-        (payload, -3i64..3).prop_map(|(payload, cut)| Body::Plain { payload, cut }),
-    ];
-    (interim, version, status, headers, body).prop_map(|(interim, version, status, mut headers, body)| {
-        // Lengths spelled after the body they frame (`{n}` its length, `{m}` another).
-        let n = match &body {
-            Body::Plain { payload, .. } => payload.len(),
-            Body::Chunked { .. } => 7,
-        };
-        for (_, value) in &mut headers {
-            *value = value.replace("{n}", &n.to_string()).replace("{m}", &(n + 1).to_string());
-        }
-        Answer { interim, version, status, headers, body }
-    })
+    (interim, version, status, headers, bodies(b"ab\r\n0;:")).prop_map(
+        |(interim, version, status, mut headers, body)| {
+            spell_lengths(&mut headers, &body);
+            Answer { interim, version, status, headers, body }
+        },
+    )
 }
 
 /// Byte-level damage: a CRLF made a bare LF, a byte dropped, a byte put in, or a cut.
