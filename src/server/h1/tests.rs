@@ -320,3 +320,28 @@ async fn a_body_cut_by_the_close_is_an_error_to_the_application() {
     let failed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
     assert_eq!(failed, Some(true));
 }
+
+/// What an idle stream's connection holds: a wait for the client's next bytes lets go of the
+/// read buffer (it is allocated again only once the socket is readable).
+#[tokio::test]
+async fn a_connection_waiting_for_bytes_holds_no_read_buffer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let read = std::future::poll_fn(|cx| super::poll_fill(&server, &mut buf, cx)).await.unwrap();
+    assert_eq!(read, 18);
+    assert!(buf.capacity() >= super::READ_SIZE);
+    // The head is consumed; nothing more has come.
+    buf.clear();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(super::poll_fill(&server, &mut buf, &mut cx).is_pending());
+    assert_eq!(buf.capacity(), 0, "an empty buffer is let go of while the connection waits");
+    // A partial head stays where it is.
+    client.write_all(b"GET /next").await.unwrap();
+    let read = std::future::poll_fn(|cx| super::poll_fill(&server, &mut buf, cx)).await.unwrap();
+    assert_eq!(&buf[..read], b"GET /next");
+    assert!(super::poll_fill(&server, &mut buf, &mut cx).is_pending());
+    assert_eq!(&buf[..], b"GET /next");
+}
