@@ -5,7 +5,8 @@ and refuses an id it did not make with OpenAI's 400 ``previous_response_not_foun
 model group, tried in order (``strategy: priority``, A first). A chain continues on the
 deployment that made its previous response; with that one stopped it fails over to the other
 with the stored history replayed as ``input`` (and no ``previous_response_id``, which the other
-would not know), and the mock checks that it got the whole conversation. An id the gateway never
+would not know), and the mock checks that it got the whole conversation; while that deployment's
+breaker is open it is not even tried, though it is up again. An id the gateway never
 stored goes to the native deployments in turn until one knows it; a bridged one cannot take it.
 """
 
@@ -63,6 +64,8 @@ class NativeResponses:
         self.name = name
         self.requests: list[dict] = []
         self.conversations: dict[str, list[dict]] = {}
+        # Requests still to refuse with a 500 (an upstream failure, which counts for the breaker).
+        self.fail_next = 0
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,6 +101,10 @@ class NativeResponses:
         if path != "/v1/responses" or authorization != f"Bearer {PROVIDER_KEY}":
             return error(401, "Incorrect API key or path.", None, "invalid_api_key")
         self.requests.append(body)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return 500, {"error": {"message": "The server had an error.", "type": "server_error", "param": None,
+                                   "code": None}}
         previous = body.get("previous_response_id")
         if previous is not None and previous not in self.conversations:
             return error(400, f"Previous response with id '{previous}' not found.", "previous_response_id",
@@ -214,3 +221,49 @@ def test_a_chain_stays_on_its_deployment_then_fails_over_with_the_history(gw, na
     fourth = sdk.responses.create(model="chain", input="four", previous_response_id=third.id)
     assert fourth.output_text == "Heard: one | two | three | four"
     assert a.requests[-1]["previous_response_id"] == third.id and a.requests[-1]["input"] == "four"
+
+
+def test_a_chain_whose_deployment_has_its_breaker_open_goes_elsewhere_untried(tmp_path) -> None:
+    """The deployment that made a chain's previous response is skipped, not tried, while its
+    breaker is open: the chain continues on another deployment with the history replayed."""
+    a, c = NativeResponses("a2"), NativeResponses("c")
+    refused = f"http://127.0.0.1:{closed_port()}/v1"
+    cfg = gateway_config(refused, refused)
+    for name, mock in (("native-a", a), ("native-c", c)):
+        cfg["providers"][name] = {"dialect": "openai", "base_url": mock.base_url, "api_key_env": PROVIDER_KEY_ENV,
+                                  "responses_api": True}
+    cfg["models"] = {
+        "chain": {"strategy": "priority", "deployments": [{"provider": "native-a", "model": "gpt-x"},
+                                                          {"provider": "native-c", "model": "gpt-x"}]},
+        "chain-c": {"deployments": [{"provider": "native-c", "model": "gpt-x"}]},
+    }
+    cfg["circuit_breaker"] = {"consecutive_failures": 1, "open_for": "5m"}
+    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY})
+    proc.start()
+    try:
+        sdk = openai.OpenAI(base_url=proc.base_url, api_key=TEAM_A_KEY, max_retries=0, timeout=30.0)
+        first = sdk.responses.create(model="chain-c", input="one")
+        other = sdk.responses.create(model="chain-c", input="uno")
+        assert first.id.startswith("resp_c_") and other.id.startswith("resp_c_")
+
+        # C fails the first chain's turn: the breaker opens, and A takes the turn with the history.
+        c.fail_next = 1
+        second = sdk.responses.create(model="chain", input="two", previous_response_id=first.id)
+        assert second.output_text == "Heard: one | two"
+        assert c.requests[-1]["previous_response_id"] == first.id, "C was tried first, and failed"
+        with proc.http() as http:
+            states = {d["deployment"]: d for d in http.get("/health").json()["deployments"]}
+        assert states["native-c/gpt-x"]["breaker"] == "open", states
+
+        # The other chain was made on C, which is up again, but its breaker is open: C is not
+        # asked at all, and A gets that chain's whole conversation.
+        asked_c = len(c.requests)
+        third = sdk.responses.create(model="chain", input="dos", previous_response_id=other.id)
+        assert third.output_text == "Heard: uno | dos"
+        assert len(c.requests) == asked_c, "a deployment whose breaker is open is not tried"
+        assert user_texts(a.requests[-1]["input"]) == ["uno", "dos"]
+        assert "previous_response_id" not in a.requests[-1]
+    finally:
+        proc.stop()
+        a.stop()
+        c.stop()
