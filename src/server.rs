@@ -240,8 +240,8 @@ async fn connection<S>(
     // A connection whose first bytes cannot begin HTTP/2's preface is HTTP/1 (nearly every
     // client's), served by the gateway's own HTTP/1 server (`h1`).
     if !H2_PREFACE.starts_with(&first[..peeked]) {
-        let head = options.header_read_timeout.min(options.idle_timeout);
-        return h1::serve(tcp, app, h1::Timeouts { head }, accepted, stopping).await;
+        let head_timeout = options.header_read_timeout.min(options.idle_timeout);
+        return h1::serve(tcp, app, head_timeout, accepted, stopping).await;
     }
     let io = hyper_util::rt::TokioIo::new(tcp);
     let timer = hyper_util::rt::TokioTimer::new();

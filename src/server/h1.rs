@@ -58,18 +58,36 @@ const LINGER_BYTES: usize = 1 << 20;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// How a connection is served (see `super::ServeOptions`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    /// A connection must send its next request head within this of being ready for it.
-    pub head: Duration,
-}
-
 /// A connection's socket and what has been read from it, shared by the connection's task and
 /// the body of the request it serves (which reads the socket when the application reads it).
 struct Shared {
-    io: TcpStream,
+    io: Socket,
     input: Mutex<Input>,
+}
+
+/// A client connection's socket, and whether its readiness may be cleared after a short read
+/// (see `poll_fill`): decided once, when the connection starts.
+struct Socket {
+    tcp: TcpStream,
+    /// The connection is served on a single-threaded runtime (the serving threads' event loops),
+    /// which takes in readiness events only while its tasks yield.
+    single_threaded: bool,
+}
+
+impl Socket {
+    fn new(tcp: TcpStream) -> Self {
+        let single_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        Self { tcp, single_threaded }
+    }
+}
+
+impl std::ops::Deref for Socket {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.tcp
+    }
 }
 
 struct Input {
@@ -94,7 +112,7 @@ impl Input {
         matches!(self.framing, Framing::Length(0)) && !self.failed
     }
 
-    fn poll_body(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_body(&mut self, io: &Socket, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         if self.failed {
             return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, "the request body failed"))));
         }
@@ -158,7 +176,7 @@ impl Input {
     /// meanwhile (the rest of the body, a pipelined request) joins the read buffer, where the
     /// body's reader and the next head's parser take it from, up to `MAX_HEAD` bytes: past that,
     /// this waits for nothing.
-    fn poll_gone(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_gone(&mut self, io: &Socket, cx: &mut Context<'_>) -> Poll<()> {
         while self.buf.len() < MAX_HEAD {
             match poll_fill(io, &mut self.buf, cx) {
                 Poll::Pending => return Poll::Pending,
@@ -172,7 +190,7 @@ impl Input {
 
 /// Reads what the socket has into `buf`: `Ready(Ok(0))` at its end. Room is made only once the
 /// socket is readable, and `buf` is let go of before a wait when it is empty.
-fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+fn poll_fill(io: &Socket, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     loop {
         if io.poll_read_ready(cx)?.is_pending() {
             *buf = trimmed(std::mem::take(buf));
@@ -182,7 +200,7 @@ fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<i
         let room = buf.capacity() - buf.len();
         match io.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Ok(n) if n > 0 && n < room && io_single_threaded() => {
+            Ok(n) if n > 0 && n < room && io.single_threaded => {
                 // A short read emptied the socket: its readiness is cleared here rather than by
                 // a read that would fail with `EAGAIN` (one system call per request). Bytes
                 // that come later raise a new readiness event (epoll is edge-triggered), which
@@ -194,13 +212,6 @@ fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<i
             read => return Poll::Ready(read),
         }
     }
-}
-
-/// Whether this thread's runtime is single-threaded (its event loop runs only when its tasks
-/// yield).
-fn io_single_threaded() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// A request's body, read from its connection as the application polls it.
@@ -338,7 +349,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, StatusCode>
 pub(crate) async fn serve<S, B>(
     tcp: TcpStream,
     service: S,
-    timeouts: Timeouts,
+    head_timeout: Duration,
     accepted: Instant,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
@@ -346,10 +357,10 @@ pub(crate) async fn serve<S, B>(
     B: HttpBody<Data = Bytes>,
 {
     let input = Input { buf: BytesMut::new(), framing: Framing::Length(0), failed: false, continue_written: None };
-    let shared = Arc::new(Shared { io: tcp, input: Mutex::new(input) });
+    let shared = Arc::new(Shared { io: Socket::new(tcp), input: Mutex::new(input) });
     let mut ready_at = accepted;
     loop {
-        let head = match next_head(&shared, ready_at + timeouts.head, &mut stopping).await {
+        let head = match next_head(&shared, ready_at + head_timeout, &mut stopping).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(status) => {
@@ -624,7 +635,7 @@ async fn write_all(io: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 /// client had time to read it.
 async fn linger(shared: &Shared) {
     // The end of the answer is sent now (a client reading to the close stops waiting).
-    let _ = socket2::SockRef::from(&shared.io).shutdown(std::net::Shutdown::Write);
+    let _ = socket2::SockRef::from(&shared.io.tcp).shutdown(std::net::Shutdown::Write);
     let drain = async {
         let mut drained = 0;
         while drained < LINGER_BYTES {

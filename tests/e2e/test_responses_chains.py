@@ -133,22 +133,30 @@ def natives() -> Iterator[tuple[NativeResponses, NativeResponses]]:
     a.stop()
 
 
-@pytest.fixture(scope="module")
-def gw(natives: tuple[NativeResponses, NativeResponses], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    a, b = natives
+def chain_gateway(first: NativeResponses, second: NativeResponses, path, **extra: Any) -> GatewayProcess:
+    """A started gateway with group ``chain`` (``first`` then ``second``, in that order), group
+    ``chain-<second's name>`` (``second`` alone) and a bridged group; ``extra`` is added to the
+    config."""
     refused = f"http://127.0.0.1:{closed_port()}/v1"
     cfg = gateway_config(refused, refused)
-    for name, mock in (("native-a", a), ("native-b", b)):
+    for name, mock in (("native-1", first), ("native-2", second)):
         cfg["providers"][name] = {"dialect": "openai", "base_url": mock.base_url, "api_key_env": PROVIDER_KEY_ENV,
                                   "responses_api": True}
     cfg["models"] = {
-        "chain": {"strategy": "priority", "deployments": [{"provider": "native-a", "model": "gpt-x"},
-                                                          {"provider": "native-b", "model": "gpt-x"}]},
-        "chain-b": {"deployments": [{"provider": "native-b", "model": "gpt-x"}]},
+        "chain": {"strategy": "priority", "deployments": [{"provider": "native-1", "model": "gpt-x"},
+                                                          {"provider": "native-2", "model": "gpt-x"}]},
+        f"chain-{second.name}": {"deployments": [{"provider": "native-2", "model": "gpt-x"}]},
         "bridged": {"deployments": [{"provider": "mock", "model": "mock-chat"}]},
     }
-    proc = GatewayProcess(cfg, tmp_path_factory.mktemp("chains"), env={PROVIDER_KEY_ENV: PROVIDER_KEY})
+    cfg.update(extra)
+    proc = GatewayProcess(cfg, path, env={PROVIDER_KEY_ENV: PROVIDER_KEY})
     proc.start()
+    return proc
+
+
+@pytest.fixture(scope="module")
+def gw(natives: tuple[NativeResponses, NativeResponses], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = chain_gateway(*natives, tmp_path_factory.mktemp("chains"))
     try:
         yield proc
     finally:
@@ -227,19 +235,7 @@ def test_a_chain_whose_deployment_has_its_breaker_open_goes_elsewhere_untried(tm
     """The deployment that made a chain's previous response is skipped, not tried, while its
     breaker is open: the chain continues on another deployment with the history replayed."""
     a, c = NativeResponses("a2"), NativeResponses("c")
-    refused = f"http://127.0.0.1:{closed_port()}/v1"
-    cfg = gateway_config(refused, refused)
-    for name, mock in (("native-a", a), ("native-c", c)):
-        cfg["providers"][name] = {"dialect": "openai", "base_url": mock.base_url, "api_key_env": PROVIDER_KEY_ENV,
-                                  "responses_api": True}
-    cfg["models"] = {
-        "chain": {"strategy": "priority", "deployments": [{"provider": "native-a", "model": "gpt-x"},
-                                                          {"provider": "native-c", "model": "gpt-x"}]},
-        "chain-c": {"deployments": [{"provider": "native-c", "model": "gpt-x"}]},
-    }
-    cfg["circuit_breaker"] = {"consecutive_failures": 1, "open_for": "5m"}
-    proc = GatewayProcess(cfg, tmp_path, env={PROVIDER_KEY_ENV: PROVIDER_KEY})
-    proc.start()
+    proc = chain_gateway(a, c, tmp_path, circuit_breaker={"consecutive_failures": 1, "open_for": "5m"})
     try:
         sdk = openai.OpenAI(base_url=proc.base_url, api_key=TEAM_A_KEY, max_retries=0, timeout=30.0)
         first = sdk.responses.create(model="chain-c", input="one")
@@ -253,7 +249,7 @@ def test_a_chain_whose_deployment_has_its_breaker_open_goes_elsewhere_untried(tm
         assert c.requests[-1]["previous_response_id"] == first.id, "C was tried first, and failed"
         with proc.http() as http:
             states = {d["deployment"]: d for d in http.get("/health").json()["deployments"]}
-        assert states["native-c/gpt-x"]["breaker"] == "open", states
+        assert states["native-2/gpt-x"]["breaker"] == "open", states
 
         # The other chain was made on C, which is up again, but its breaker is open: C is not
         # asked at all, and A gets that chain's whole conversation.

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Body, Timeouts};
+use super::{Body, Socket};
 
 type Answer = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
 
@@ -34,7 +34,7 @@ where
                 async move { Ok::<_, Infallible>(answer.await) }
             });
             let stopping = stopping.clone();
-            tokio::spawn(super::serve(tcp, service, Timeouts { head }, Instant::now(), stopping));
+            tokio::spawn(super::serve(tcp, service, head, Instant::now(), stopping));
         }
     });
     addr
@@ -327,7 +327,7 @@ async fn a_body_cut_by_the_close_is_an_error_to_the_application() {
 async fn a_connection_waiting_for_bytes_holds_no_read_buffer() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let server = Socket::new(listener.accept().await.unwrap().0);
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut buf = bytes::BytesMut::new();
     let read = std::future::poll_fn(|cx| super::poll_fill(&server, &mut buf, cx)).await.unwrap();
