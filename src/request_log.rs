@@ -155,8 +155,8 @@ impl Drop for Running {
 
 /// Opens the outbox and starts the writer thread and the sender task (inside the runtime).
 /// PostgreSQL is not needed to start: the sender connects, migrates and delivers when it can.
-/// Starts the writer thread and the sender; `count` counts the tokens of a request whose
-/// upstream gave no usage (the same count limits and metering use).
+/// `count` counts the tokens of a request whose upstream gave no usage (the same count limits
+/// and metering use).
 pub fn start(
     settings: &RequestLogSettings,
     metrics: Arc<Metrics>,
@@ -189,7 +189,6 @@ pub fn start(
     Ok((observer, Running { closing, stopping, writer: Some(thread), sender: Some(sender) }))
 }
 
-/// The writer thread: rows → JSON lines (redacted) → the outbox, within its bound.
 /// A row without (complete) usage gets the local count and its cost, as its budget was charged
 /// and its metering events counted.
 fn count_tokens(finished: &mut Finished, count: &dyn LocalCount) {
@@ -202,6 +201,7 @@ fn count_tokens(finished: &mut Finished, count: &dyn LocalCount) {
     finished.usage = Some(usage);
 }
 
+/// The writer thread: rows → JSON lines (redacted) → the outbox, within its bound.
 fn write_rows(
     settings: &RequestLogSettings,
     receiver: Receiver<Finished>,
